@@ -1,0 +1,40 @@
+# Two entry points on a fresh machine (Python 3.11 + make, no AWS account, no Docker):
+#   make run   - the service on http://127.0.0.1:$(PORT) backed by moto on loopback
+#   make test  - ruff, cfn-lint and pytest
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 3000
+EVENT ?= events/customer.subscription.updated.json
+
+.PHONY: venv test lint unit run send bench clean
+
+$(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint template.yaml
+
+test: lint
+	$(PY) -m pytest
+
+run: venv
+	PORT=$(PORT) $(PY) -m devtools.local_stack
+
+send: venv
+	$(PY) -m devtools.send_event $(EVENT) --url http://127.0.0.1:$(PORT)/webhooks/stripe
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .venv-sam .aws-sam .bench .pytest_cache .ruff_cache .hypothesis
+
+include make/sam.mk

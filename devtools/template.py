@@ -1,0 +1,261 @@
+"""Read template.yaml so the local stack and the tests follow the real deployment.
+
+The template is parsed with cfn-lint's CloudFormation-aware YAML loader, so short-form
+intrinsics come out in their long form (``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt A.B`` ->
+``{"Fn::GetAtt": ["A", "B"]}``) and everything is returned as plain dicts, lists and scalars.
+
+Everything here is generic over the template (every ``AWS::DynamoDB::Table``, every
+``AWS::Serverless::Function``), so new tables, functions and routes are picked up without
+touching this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cfnlint.decode import cfn_yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+
+FUNCTION_TYPE = "AWS::Serverless::Function"
+LAYER_TYPE = "AWS::Serverless::LayerVersion"
+TABLE_TYPE = "AWS::DynamoDB::Table"
+
+# CloudFormation index properties that DynamoDB's CreateTable also accepts.
+_GSI_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
+_LSI_KEYS = ("IndexName", "KeySchema", "Projection")
+
+
+def _plain(node: Any) -> Any:
+    """cfn-lint's str_node/dict_node/list_node subclasses -> built-in types."""
+    if isinstance(node, Mapping):
+        return {str(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def load_template(path: str | Path = "template.yaml") -> dict[str, Any]:
+    """Parse a CloudFormation/SAM YAML template into plain Python objects.
+
+    A relative path that does not exist from the current directory is resolved against the
+    repository root, so ``load_template()`` works from any working directory.
+    """
+    candidate = Path(path)
+    if not candidate.is_absolute() and not candidate.exists():
+        candidate = REPO_ROOT / candidate
+    template = cfn_yaml.load(str(candidate))
+    if not isinstance(template, Mapping):
+        raise ValueError(f"{candidate} is not a CloudFormation template (top level is not a mapping)")
+    return _plain(template)
+
+
+def resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    """Logical id -> resource for every resource of ``resource_type``, in template order."""
+    return {
+        logical_id: resource
+        for logical_id, resource in (template.get("Resources") or {}).items()
+        if isinstance(resource, dict) and resource.get("Type") == resource_type
+    }
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+# ------------------------------------------------------------------------- DynamoDB
+
+
+def dynamodb_tables(template: Mapping[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Logical id -> boto3 ``create_table`` kwargs for every AWS::DynamoDB::Table.
+
+    The table name is ``prefix + logical id`` (CloudFormation generates the real names).
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for logical_id, resource in resources_of_type(template, TABLE_TYPE).items():
+        props = resource.get("Properties") or {}
+        kwargs: dict[str, Any] = {
+            "TableName": f"{prefix}{logical_id}",
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        if "ProvisionedThroughput" in props:
+            kwargs["ProvisionedThroughput"] = props["ProvisionedThroughput"]
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = [
+                {key: index[key] for key in _GSI_KEYS if key in index}
+                for index in props["GlobalSecondaryIndexes"]
+            ]
+        if props.get("LocalSecondaryIndexes"):
+            kwargs["LocalSecondaryIndexes"] = [
+                {key: index[key] for key in _LSI_KEYS if key in index}
+                for index in props["LocalSecondaryIndexes"]
+            ]
+        stream = props.get("StreamSpecification")
+        if stream and stream.get("StreamViewType"):
+            kwargs["StreamSpecification"] = {
+                "StreamEnabled": True,
+                "StreamViewType": stream["StreamViewType"],
+            }
+        tables[logical_id] = kwargs
+    return tables
+
+
+def ttl_attribute(template: Mapping[str, Any], logical_id: str) -> str | None:
+    """The TTL attribute name of a table, or None when TTL is not enabled."""
+    resource = (template.get("Resources") or {}).get(logical_id)
+    if not resource or resource.get("Type") != TABLE_TYPE:
+        raise KeyError(f"{logical_id} is not an {TABLE_TYPE} in the template")
+    spec = (resource.get("Properties") or {}).get("TimeToLiveSpecification") or {}
+    if _is_true(spec.get("Enabled")) and spec.get("AttributeName"):
+        return str(spec["AttributeName"])
+    return None
+
+
+def create_tables(dynamodb_client: Any, template: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Create every table of the template (plus TTL) and return logical id -> table name.
+
+    Idempotent: tables that already exist are left alone, so a local stack can be restarted
+    against a long-running moto server.
+    """
+    names: dict[str, str] = {}
+    for logical_id, kwargs in dynamodb_tables(template, prefix=prefix).items():
+        name = kwargs["TableName"]
+        with contextlib.suppress(dynamodb_client.exceptions.ResourceInUseException):
+            dynamodb_client.create_table(**kwargs)
+        dynamodb_client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+        )
+        attribute = ttl_attribute(template, logical_id)
+        if attribute:
+            current = dynamodb_client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                dynamodb_client.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
+                )
+        names[logical_id] = name
+    return names
+
+
+# ------------------------------------------------------------------------ functions
+
+
+def http_routes(template: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(METHOD, path, function logical id) for every HttpApi event of every function.
+
+    An HttpApi event without Method/Path is API Gateway's catch-all ``("ANY", "$default")``.
+    """
+    routes: list[tuple[str, str, str]] = []
+    for logical_id, resource in resources_of_type(template, FUNCTION_TYPE).items():
+        events = (resource.get("Properties") or {}).get("Events") or {}
+        for event in events.values():
+            if not isinstance(event, dict) or event.get("Type") != "HttpApi":
+                continue
+            props = event.get("Properties") or {}
+            method = str(props.get("Method", "ANY")).upper()
+            path = str(props.get("Path", "$default"))
+            routes.append((method, path, logical_id))
+    return routes
+
+
+def _ignored_globals(resource: Mapping[str, Any]) -> set[str] | None:
+    """None = ignore all Globals, otherwise the set of ignored property names."""
+    ignore = resource.get("IgnoreGlobals")
+    if ignore == "*":
+        return None
+    if isinstance(ignore, list):
+        return {str(item) for item in ignore}
+    return set()
+
+
+def function_properties(template: Mapping[str, Any], logical_id: str) -> dict[str, Any]:
+    """A function's Properties with Globals.Function merged in the way SAM does it.
+
+    Maps merge recursively (the function wins), lists are concatenated (Globals first), and
+    any other value of the function replaces the global one.
+    """
+    resource = (template.get("Resources") or {}).get(logical_id)
+    if not resource or resource.get("Type") != FUNCTION_TYPE:
+        raise KeyError(f"{logical_id} is not an {FUNCTION_TYPE} in the template")
+    local = resource.get("Properties") or {}
+    ignored = _ignored_globals(resource)
+    if ignored is None:
+        return dict(local)
+    global_props = {
+        key: value
+        for key, value in ((template.get("Globals") or {}).get("Function") or {}).items()
+        if key not in ignored
+    }
+    return _merge(global_props, local)
+
+
+def _merge(global_value: Any, local_value: Any) -> Any:
+    if isinstance(global_value, dict) and isinstance(local_value, dict):
+        if _is_intrinsic(global_value) or _is_intrinsic(local_value):
+            return local_value
+        merged = dict(global_value)
+        for key, value in local_value.items():
+            merged[key] = _merge(merged[key], value) if key in merged else value
+        return merged
+    if isinstance(global_value, list) and isinstance(local_value, list):
+        return global_value + local_value
+    return local_value
+
+
+def _is_intrinsic(value: Any) -> bool:
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    key = next(iter(value))
+    return key in ("Ref", "Condition") or key.startswith("Fn::")
+
+
+def parameter_values(
+    template: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """Parameter name -> value (override, else Default) as CloudFormation passes it: a string."""
+    values: dict[str, str] = {}
+    for name, spec in (template.get("Parameters") or {}).items():
+        if overrides and name in overrides:
+            values[name] = str(overrides[name])
+        elif isinstance(spec, dict) and "Default" in spec:
+            values[name] = str(spec["Default"])
+    return values
+
+
+def function_environment(
+    template: Mapping[str, Any],
+    logical_id: str,
+    parameters: Mapping[str, Any] | None = None,
+    resource_refs: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
+    """Environment variables of a function after merging Globals.
+
+    Plain strings are returned as they are. ``{"Ref": X}`` resolves to the parameter value
+    (``parameters`` override, else the parameter Default) or to ``resource_refs[X]`` for a
+    resource (e.g. the logical id -> table name mapping returned by :func:`create_tables`).
+    Anything else (``Fn::If``, ``Fn::GetAtt``, unknown refs, ...) is returned as ``None`` so
+    the caller can see the variable exists and supply a local value.
+    """
+    variables = (function_properties(template, logical_id).get("Environment") or {}).get("Variables") or {}
+    params = parameter_values(template, parameters)
+    refs = resource_refs or {}
+    env: dict[str, str | None] = {}
+    for name, value in variables.items():
+        if isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            env[name] = str(value)
+        elif isinstance(value, dict) and set(value) == {"Ref"} and isinstance(value["Ref"], str):
+            ref = value["Ref"]
+            env[name] = params.get(ref, refs.get(ref))
+        else:
+            env[name] = None
+    return env

@@ -1,0 +1,1 @@
+"""billwatch: the shared package of the billwatch Lambda functions."""

@@ -1,0 +1,228 @@
+"""Billing state in DynamoDB: applying one Stripe change with ordering, links and merges.
+
+Applying a change is a single conditional UpdateItem in the common case. The condition holds
+the ordering rule (the stored version of the change's field group is older than the change),
+so out-of-order or concurrent deliveries can never move state backwards and no read precedes
+the write. Reads happen only on the rare paths: a rejected write (stale, or a redirect left by
+a merge) and the first time a customer is linked to an account.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pynamodb.constants import ALL_OLD
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.transactions import TransactWrite
+
+from billwatch.models import FIELD_GROUPS, BillingAccount, version_attribute
+from billwatch.observability import logger
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+# Subscription statuses that leave the account free to follow another subscription.
+ENDED_SUBSCRIPTION_STATUSES = ("canceled", "incomplete_expired")
+_MAX_REDIRECTS = 3
+_MAX_MERGE_ATTEMPTS = 5
+_LINK_CACHE_SIZE = 10_000
+
+
+class StoreUnavailable(Exception):
+    """DynamoDB failed in a way that a retry may fix (throttling, timeouts, 5xx)."""
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    account_id: str | None  # named by Stripe metadata or a checkout's client_reference_id
+    customer_id: str | None
+
+
+@dataclass(frozen=True)
+class StateChange:
+    group: str
+    version: str
+    fields: Mapping[str, Any]
+    subscription_id: str | None = None
+    subscription_live: bool = False
+
+
+class ApplyOutcome(StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"
+    ALREADY_APPLIED = "already_applied"
+    UNATTRIBUTED = "unattributed"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    outcome: ApplyOutcome
+    account_id: str | None = None
+    previous: BillingAccount | None = None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class BillingStore:
+    def __init__(self) -> None:
+        # customer id -> account id. Links never change once made, so a warm container can
+        # skip the redirect hop for customers it has already seen.
+        self._links: dict[str, str] = {}
+
+    def get(self, account_id: str) -> BillingAccount | None:
+        try:
+            return BillingAccount.get(account_id, consistent_read=True)
+        except BillingAccount.DoesNotExist:
+            return None
+
+    def apply(self, ref: AccountRef, change: StateChange) -> ApplyResult:
+        key = ref.account_id or self._links.get(ref.customer_id or "") or ref.customer_id
+        if key is None:
+            return ApplyResult(ApplyOutcome.UNATTRIBUTED)
+        linking = ref.customer_id if ref.account_id else None
+        for _ in range(_MAX_REDIRECTS):
+            previous = self._conditional_update(key, change, linking)
+            if previous is not None:
+                if linking and previous.stripe_customer_id != linking:
+                    self._ensure_link(linking, key)
+                return ApplyResult(ApplyOutcome.APPLIED, key, previous)
+            current = self.get(key)
+            if current is not None and current.merged_into:
+                self._remember_link(key, current.merged_into)
+                key = current.merged_into
+                continue
+            if linking:
+                # The write may have landed before a crash that cut the link step short.
+                self._ensure_link(linking, key)
+            stored = getattr(current, version_attribute(change.group), None) if current else None
+            outcome = ApplyOutcome.ALREADY_APPLIED if stored == change.version else ApplyOutcome.STALE
+            return ApplyResult(outcome, key, current)
+        raise StoreUnavailable(f"too many redirects resolving account {key}")
+
+    def _conditional_update(
+        self, key: str, change: StateChange, linking: str | None
+    ) -> BillingAccount | None:
+        """The item as it was before the write, or None when the condition rejected it."""
+        version_attr = getattr(BillingAccount, version_attribute(change.group))
+        now = _now()
+        actions = [
+            version_attr.set(change.version),
+            BillingAccount.updated_at.set(now),
+            BillingAccount.created_at.set(BillingAccount.created_at | now),
+            BillingAccount.revision.add(1),
+        ]
+        for name, value in change.fields.items():
+            attribute = getattr(BillingAccount, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
+        if linking:
+            actions.append(BillingAccount.stripe_customer_id.set(linking))
+        condition = BillingAccount.merged_into.does_not_exist() & (
+            version_attr.does_not_exist() | (version_attr < change.version)
+        )
+        guard = self._subscription_guard(change)
+        if guard is not None:
+            condition &= guard
+        try:
+            response = BillingAccount._get_connection().update_item(
+                key, actions=actions, condition=condition, return_values=ALL_OLD
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code == CONDITION_FAILED:
+                return None
+            raise StoreUnavailable(str(exc)) from exc
+        attributes = response.get("Attributes")
+        return BillingAccount.from_raw_data(attributes) if attributes else BillingAccount(key)
+
+    @staticmethod
+    def _subscription_guard(change: StateChange) -> Condition | None:
+        """A dead subscription must not displace the account's live one, whatever its timestamp."""
+        if change.group != "subscription" or change.subscription_live:
+            return None
+        return (
+            BillingAccount.subscription_id.does_not_exist()
+            | (BillingAccount.subscription_id == change.subscription_id)
+            | BillingAccount.subscription_status.is_in(*ENDED_SUBSCRIPTION_STATUSES)
+        )
+
+    def _remember_link(self, customer_id: str, account_id: str) -> None:
+        if len(self._links) >= _LINK_CACHE_SIZE:
+            self._links.clear()
+        self._links[customer_id] = account_id
+
+    def _ensure_link(self, customer_id: str, account_id: str) -> None:
+        """Leave a redirect from the customer to the account, merging any state stored under it."""
+        for _ in range(_MAX_MERGE_ATTEMPTS):
+            redirect = BillingAccount(customer_id, merged_into=account_id, updated_at=_now())
+            try:
+                redirect.save(
+                    condition=BillingAccount.pk.does_not_exist() | (BillingAccount.merged_into == account_id)
+                )
+                self._remember_link(customer_id, account_id)
+                return
+            except PutError as exc:
+                if exc.cause_response_code != CONDITION_FAILED:
+                    raise StoreUnavailable(str(exc)) from exc
+            provisional = self.get(customer_id)
+            if provisional is None:
+                continue
+            if provisional.merged_into and provisional.merged_into != account_id:
+                logger.warning(
+                    "Stripe customer is already linked to another account; keeping the first link",
+                    extra={
+                        "customer_id": customer_id,
+                        "account_id": account_id,
+                        "linked_account_id": provisional.merged_into,
+                    },
+                )
+                return
+            if provisional.merged_into == account_id or self._merge(provisional, account_id):
+                self._remember_link(customer_id, account_id)
+                return
+        raise StoreUnavailable(f"could not link customer {customer_id} to account {account_id}")
+
+    def _merge(self, provisional: BillingAccount, account_id: str) -> bool:
+        """Move what the provisional item knows into the account, newest group wins; False on a race."""
+        account = self.get(account_id)
+        first_seen = [when for when in (provisional.created_at, account and account.created_at) if when]
+        actions = [
+            BillingAccount.stripe_customer_id.set(provisional.pk),
+            BillingAccount.updated_at.set(_now()),
+            BillingAccount.created_at.set(min(first_seen, default=_now())),
+            BillingAccount.revision.add(1),
+        ]
+        for group, names in FIELD_GROUPS.items():
+            theirs = getattr(provisional, version_attribute(group))
+            ours = getattr(account, version_attribute(group)) if account else None
+            if theirs is None or (ours is not None and ours >= theirs):
+                continue
+            for name in (*names, version_attribute(group)):
+                value = getattr(provisional, name)
+                attribute = getattr(BillingAccount, name)
+                actions.append(attribute.remove() if value is None else attribute.set(value))
+        unchanged_account = (
+            BillingAccount.pk.does_not_exist()
+            if account is None
+            else BillingAccount.revision == (account.revision or 0)
+        )
+        redirect = BillingAccount(provisional.pk, merged_into=account_id, updated_at=_now())
+        try:
+            with TransactWrite() as transaction:
+                transaction.update(BillingAccount(account_id), actions=actions, condition=unchanged_account)
+                transaction.save(redirect, condition=BillingAccount.revision == (provisional.revision or 0))
+        except TransactWriteError as exc:
+            if any(
+                reason and reason.code == "ConditionalCheckFailed"
+                for reason in exc.cancellation_reasons or []
+            ):
+                return False
+            raise StoreUnavailable(str(exc)) from exc
+        logger.info(
+            "Merged billing state stored under a Stripe customer into its account",
+            extra={"customer_id": provisional.pk, "account_id": account_id},
+        )
+        return True

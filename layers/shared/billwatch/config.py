@@ -1,0 +1,127 @@
+"""Runtime settings, read once from the environment and validated at load.
+
+A bad value fails the cold start with an error that names the variable (never its value,
+which may be a secret), instead of failing some request later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Stripe retries a failed webhook delivery for up to three days in live mode; an idempotency
+# record that expired earlier would let a late retry apply the event a second time.
+STRIPE_RETRY_WINDOW_SECONDS = 3 * 24 * 3600
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    service_name: str
+    metrics_namespace: str
+    billing_table: str
+    idempotency_table: str
+    webhook_secret_id: str | None
+    webhook_secret_parameter: str | None
+    local_webhook_secrets: tuple[str, ...]
+    stripe_api_key_secret_id: str | None
+    local_stripe_api_key: str | None
+    stripe_api_base: str | None
+    plan_catalog_path: str | None
+    plan_catalog_parameter: str | None
+    idempotency_ttl_seconds: int
+    signature_tolerance_seconds: int
+    max_body_bytes: int
+    secrets_max_age_seconds: int
+
+    @property
+    def stripe_api_configured(self) -> bool:
+        return bool(self.stripe_api_key_secret_id or self.local_stripe_api_key)
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = _optional(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is required")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, minimum: int, why: str = "") -> int:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}{why}, got {value}")
+    return value
+
+
+def parse_webhook_secrets(raw: str, source: str) -> tuple[str, ...]:
+    """Several comma-separated secrets mean a secret roll is in progress."""
+    secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not secrets:
+        raise ConfigError(f"{source} holds no webhook signing secret")
+    if not all(secret.startswith("whsec_") for secret in secrets):
+        raise ConfigError(f"{source} must hold Stripe signing secrets that start with 'whsec_'")
+    return secrets
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    local_secret = _optional(env, "STRIPE_WEBHOOK_SECRET")
+    settings = Settings(
+        service_name=_optional(env, "POWERTOOLS_SERVICE_NAME") or "billwatch",
+        metrics_namespace=_optional(env, "POWERTOOLS_METRICS_NAMESPACE") or "Billwatch",
+        billing_table=_required(env, "BILLING_TABLE_NAME"),
+        idempotency_table=_required(env, "IDEMPOTENCY_TABLE_NAME"),
+        webhook_secret_id=_optional(env, "WEBHOOK_SECRET_ID"),
+        webhook_secret_parameter=_optional(env, "WEBHOOK_SECRET_PARAMETER"),
+        local_webhook_secrets=parse_webhook_secrets(local_secret, "STRIPE_WEBHOOK_SECRET")
+        if local_secret
+        else (),
+        stripe_api_key_secret_id=_optional(env, "STRIPE_API_KEY_SECRET_ID"),
+        local_stripe_api_key=_optional(env, "STRIPE_API_KEY"),
+        stripe_api_base=_optional(env, "STRIPE_API_BASE"),
+        plan_catalog_path=_optional(env, "PLAN_CATALOG_PATH"),
+        plan_catalog_parameter=_optional(env, "PLAN_CATALOG_PARAMETER"),
+        idempotency_ttl_seconds=_integer(
+            env,
+            "IDEMPOTENCY_TTL_SECONDS",
+            default=4 * 24 * 3600,
+            minimum=STRIPE_RETRY_WINDOW_SECONDS,
+            why=" to cover Stripe's 3-day retry window",
+        ),
+        signature_tolerance_seconds=_integer(env, "WEBHOOK_TOLERANCE_SECONDS", default=300, minimum=1),
+        max_body_bytes=_integer(env, "WEBHOOK_MAX_BODY_BYTES", default=256 * 1024, minimum=1024),
+        secrets_max_age_seconds=_integer(env, "SECRETS_MAX_AGE_SECONDS", default=300, minimum=0),
+    )
+    sources = [
+        name
+        for name, value in (
+            ("WEBHOOK_SECRET_ID", settings.webhook_secret_id),
+            ("WEBHOOK_SECRET_PARAMETER", settings.webhook_secret_parameter),
+            ("STRIPE_WEBHOOK_SECRET", settings.local_webhook_secrets),
+        )
+        if value
+    ]
+    if len(sources) != 1:
+        raise ConfigError(
+            "set exactly one webhook secret source: WEBHOOK_SECRET_ID (Secrets Manager), "
+            "WEBHOOK_SECRET_PARAMETER (SSM SecureString) or STRIPE_WEBHOOK_SECRET (local); "
+            f"got {sources or 'none'}"
+        )
+    if settings.plan_catalog_path and settings.plan_catalog_parameter:
+        raise ConfigError("set at most one of PLAN_CATALOG_PATH and PLAN_CATALOG_PARAMETER")
+    return settings

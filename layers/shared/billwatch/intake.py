@@ -1,0 +1,242 @@
+"""Webhook intake: verify, deduplicate, order and apply Stripe events.
+
+Knows nothing of API Gateway or EventBridge: the handler hands it a raw body and a signature
+header (signed path) or an already-trusted event (EventBridge path), and maps the result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+from billwatch import secret_values
+from billwatch.billing_store import ApplyOutcome, BillingStore
+from billwatch.config import Settings
+from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
+from billwatch.models import bind_billing_table
+from billwatch.observability import logger
+from billwatch.plans import PlanCatalog, load_catalog_text, shipped_catalog_text
+from billwatch.signature import SignatureInvalid, verify_signature
+from billwatch.stripe_events import SUBSCRIPTION_EVENTS, MalformedEvent, ParsedEvent, parse_event
+
+
+class IntakeOutcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    UNATTRIBUTED = "unattributed"
+    UNHANDLED = "unhandled"
+    IN_PROGRESS = "in_progress"
+
+
+_OUTCOME_OF_APPLY = {
+    ApplyOutcome.APPLIED: IntakeOutcome.APPLIED,
+    ApplyOutcome.STALE: IntakeOutcome.STALE,
+    ApplyOutcome.ALREADY_APPLIED: IntakeOutcome.DUPLICATE,
+    ApplyOutcome.UNATTRIBUTED: IntakeOutcome.UNATTRIBUTED,
+}
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: IntakeOutcome
+    event_id: str
+    event_type: str
+    account_id: str | None = None
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the body is {size} bytes; the limit is {limit}")
+
+
+class ProcessingFailed(Exception):
+    """The event was not applied; the sender should retry it."""
+
+
+class WebhookIntake:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: PlanCatalog,
+        store: BillingStore,
+        idempotency_store: DynamoDBPersistenceLayer,
+        metrics: MetricsRecorder,
+        secrets: Callable[[], tuple[str, ...]],
+    ) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._store = store
+        self._metrics = metrics
+        self._secrets = secrets
+        self._idempotency = IdempotencyConfig(
+            event_key_jmespath="id",
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=settings.idempotency_ttl_seconds,
+            response_hook=lambda response, _record: {**response, "duplicate": True},
+        )
+        self._apply_once = idempotent_function(
+            data_keyword_argument="event", persistence_store=idempotency_store, config=self._idempotency
+        )(self._apply)
+
+    def register_lambda_context(self, context: Any) -> None:
+        """Lets an in-progress record expire with the invocation if the function dies mid-way."""
+        self._idempotency.register_lambda_context(context)
+
+    def receive_signed(self, body: bytes, signature_header: str | None) -> IntakeResult:
+        started = time.perf_counter()
+        if len(body) > self._settings.max_body_bytes:
+            raise PayloadTooLarge(len(body), self._settings.max_body_bytes)
+        try:
+            secrets = self._secrets()
+        except Exception as failure:
+            logger.exception("Could not load the webhook signing secrets")
+            raise ProcessingFailed("the webhook signing secrets are unavailable") from failure
+        try:
+            verify_signature(body, signature_header, secrets, self._settings.signature_tolerance_seconds)
+        except SignatureInvalid as invalid:
+            logger.error("Webhook signature verification failed", extra={"reason": invalid.reason})
+            self._metrics.add(Metric.WEBHOOK_SIGNATURE_INVALID)
+            self._metrics.flush()
+            raise
+        try:
+            event = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise self._rejected(MalformedEvent("the body is not valid JSON"), "unknown") from None
+        return self.receive_trusted(event, started)
+
+    def receive_trusted(self, event: Any, started: float | None = None) -> IntakeResult:
+        """An event whose origin is already established: signed, or delivered by a trusted bus."""
+        started = time.perf_counter() if started is None else started
+        try:
+            parsed = parse_event(event, self._catalog)
+        except MalformedEvent as malformed:
+            event_type = event.get("type") if isinstance(event, Mapping) else None
+            raise self._rejected(
+                malformed, event_type if isinstance(event_type, str) else "unknown"
+            ) from None
+        self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=parsed.type)
+        log_context = {"event_id": parsed.id, "event_type": parsed.type}
+        try:
+            result = self._dispatch(event, parsed)
+            log_context["account_id"] = result.account_id
+            logger.info("Stripe event processed", extra={**log_context, "outcome": result.outcome.value})
+            return result
+        except Exception as failure:
+            reason = type(failure).__name__
+            self._metrics.add(Metric.WEBHOOK_FAILED, EventType=parsed.type, Reason=reason)
+            message = (
+                "Failed to process subscription update"
+                if parsed.type in SUBSCRIPTION_EVENTS
+                else "Failed to process Stripe event"
+            )
+            logger.exception(message, extra={**log_context, "reason": reason})
+            raise ProcessingFailed(f"event {parsed.id} was not applied ({reason})") from failure
+        finally:
+            self._metrics.add(Metric.WEBHOOK_PROCESSING_TIME, (time.perf_counter() - started) * 1000)
+            self._metrics.flush(metadata=log_context)
+
+    def _rejected(self, malformed: MalformedEvent, event_type: str) -> MalformedEvent:
+        logger.error("Rejected a Stripe event that cannot be read", extra={"reason": str(malformed)})
+        self._metrics.add(Metric.WEBHOOK_FAILED, EventType=event_type, Reason="MalformedEvent")
+        self._metrics.flush()
+        return malformed
+
+    def _dispatch(self, event: Any, parsed: ParsedEvent) -> IntakeResult:
+        if not parsed.handled:
+            self._metrics.add(Metric.WEBHOOK_UNHANDLED, EventType=parsed.type)
+            return IntakeResult(IntakeOutcome.UNHANDLED, parsed.id, parsed.type)
+        try:
+            applied = self._apply_once(event=event, parsed=parsed)
+        except IdempotencyAlreadyInProgressError:
+            self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
+            return IntakeResult(IntakeOutcome.IN_PROGRESS, parsed.id, parsed.type)
+        if applied.get("duplicate"):
+            self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
+            return IntakeResult(IntakeOutcome.DUPLICATE, parsed.id, parsed.type, applied.get("account_id"))
+        outcome = _OUTCOME_OF_APPLY[ApplyOutcome(applied["outcome"])]
+        if outcome is IntakeOutcome.STALE:
+            self._metrics.add(Metric.WEBHOOK_STALE_IGNORED, EventType=parsed.type)
+        elif outcome is IntakeOutcome.DUPLICATE:
+            self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
+        self._metrics.extend(self._business_metrics(parsed, applied))
+        return IntakeResult(outcome, parsed.id, parsed.type, applied.get("account_id"))
+
+    def _apply(self, event: Mapping[str, Any], parsed: ParsedEvent) -> dict[str, Any]:
+        """Runs once per Stripe event id; its result is what a duplicate delivery gets back."""
+        result = self._store.apply(parsed.account, parsed.change)
+        previous = result.previous
+        default_tier = self._catalog.default_tier.name
+        return {
+            "outcome": result.outcome.value,
+            "account_id": result.account_id,
+            "previous_tier": (previous.tier if previous else None) or default_tier,
+            "previous_plan_tier": (previous.plan_tier if previous else None) or default_tier,
+        }
+
+    def _business_metrics(self, parsed: ParsedEvent, applied: Mapping[str, Any]) -> list[MetricPoint]:
+        """Facts about the business, counted once per event even when it arrived too late to apply."""
+        points: list[MetricPoint] = []
+        plan_tier = parsed.plan_tier.name if parsed.plan_tier else applied["previous_plan_tier"]
+        simple = {
+            "checkout.session.completed": Metric.CHECKOUT_COMPLETED,
+            "checkout.session.expired": Metric.CHECKOUT_EXPIRED,
+            "invoice.paid": Metric.PAYMENT_SUCCEEDED,
+            "invoice.payment_failed": Metric.PAYMENT_FAILED,
+        }
+        if parsed.type in simple:
+            points.append(MetricPoint(simple[parsed.type]))
+        if parsed.type == "customer.subscription.created":
+            points.append(MetricPoint(Metric.SUBSCRIPTION_CREATED, labels={"Tier": plan_tier}))
+        elif parsed.type == "customer.subscription.deleted":
+            points.append(MetricPoint(Metric.SUBSCRIPTION_CANCELED, labels={"Tier": plan_tier}))
+        elif parsed.type == "invoice.paid" and parsed.billing_reason == "subscription_cycle":
+            points.append(MetricPoint(Metric.SUBSCRIPTION_RENEWED, labels={"Tier": plan_tier}))
+        if (
+            applied["outcome"] == ApplyOutcome.APPLIED.value
+            and parsed.change
+            and parsed.change.group == "subscription"
+        ):
+            new_tier = self._catalog.tier(parsed.change.fields["tier"])
+            if new_tier.rank > self._catalog.tier(applied["previous_tier"]).rank:
+                latency_ms = max(0.0, time.time() * 1000 - parsed.created * 1000)
+                points.append(MetricPoint(Metric.UPGRADE_LATENCY, latency_ms))
+                logger.info(
+                    f"User upgraded to {new_tier.name}",
+                    extra={"account_id": applied["account_id"], "from_tier": applied["previous_tier"]},
+                )
+        return points
+
+
+def load_plan_catalog(settings: Settings) -> PlanCatalog:
+    if settings.plan_catalog_path:
+        with open(settings.plan_catalog_path, encoding="utf-8") as catalog_file:
+            return load_catalog_text(catalog_file.read(), settings.plan_catalog_path)
+    if settings.plan_catalog_parameter:
+        text = parameters.get_parameter(settings.plan_catalog_parameter)
+        return load_catalog_text(text, f"SSM parameter {settings.plan_catalog_parameter}")
+    return load_catalog_text(shipped_catalog_text(), "the shipped plans.json")
+
+
+def build_webhook_intake(settings: Settings) -> WebhookIntake:
+    bind_billing_table(settings.billing_table)
+    return WebhookIntake(
+        settings=settings,
+        catalog=load_plan_catalog(settings),
+        store=BillingStore(),
+        idempotency_store=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
+        metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
+        secrets=lambda: secret_values.webhook_secrets(settings),
+    )

@@ -1,0 +1,114 @@
+"""Every metric billwatch emits, with its unit and dimensions, in one place.
+
+Each metric is published with the dimension set ``[service]`` (the aggregate that alarms use)
+and, when it has labels, also ``[service, *labels]``. Labels are low-cardinality by rule:
+account and customer ids go into EMF metadata, never into a dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+SERVICE_DIMENSION = "service"
+
+
+class Metric(StrEnum):
+    WEBHOOK_RECEIVED = "WebhookReceived"
+    WEBHOOK_FAILED = "WebhookFailed"
+    WEBHOOK_PROCESSING_TIME = "WebhookProcessingTime"
+    WEBHOOK_DUPLICATE = "WebhookDuplicate"
+    WEBHOOK_SIGNATURE_INVALID = "WebhookSignatureInvalid"
+    WEBHOOK_STALE_IGNORED = "WebhookStaleIgnored"
+    WEBHOOK_UNHANDLED = "WebhookUnhandled"
+    UPGRADE_LATENCY = "UpgradeLatency"
+    SUBSCRIPTION_CREATED = "SubscriptionCreated"
+    SUBSCRIPTION_RENEWED = "SubscriptionRenewed"
+    SUBSCRIPTION_CANCELED = "SubscriptionCanceled"
+    PAYMENT_SUCCEEDED = "PaymentSucceeded"
+    PAYMENT_FAILED = "PaymentFailed"
+    CHECKOUT_COMPLETED = "CheckoutCompleted"
+    CHECKOUT_EXPIRED = "CheckoutExpired"
+
+
+@dataclass(frozen=True)
+class MetricDefinition:
+    unit: MetricUnit
+    labels: tuple[str, ...] = ()
+
+    def dimension_sets(self) -> list[tuple[str, ...]]:
+        sets = [(SERVICE_DIMENSION,)]
+        if self.labels:
+            sets.append((SERVICE_DIMENSION, *self.labels))
+        return sets
+
+
+METRICS: Mapping[Metric, MetricDefinition] = {
+    Metric.WEBHOOK_RECEIVED: MetricDefinition(MetricUnit.Count, ("EventType",)),
+    Metric.WEBHOOK_FAILED: MetricDefinition(MetricUnit.Count, ("EventType", "Reason")),
+    Metric.WEBHOOK_PROCESSING_TIME: MetricDefinition(MetricUnit.Milliseconds),
+    Metric.WEBHOOK_DUPLICATE: MetricDefinition(MetricUnit.Count, ("EventType",)),
+    Metric.WEBHOOK_SIGNATURE_INVALID: MetricDefinition(MetricUnit.Count),
+    Metric.WEBHOOK_STALE_IGNORED: MetricDefinition(MetricUnit.Count, ("EventType",)),
+    Metric.WEBHOOK_UNHANDLED: MetricDefinition(MetricUnit.Count, ("EventType",)),
+    Metric.UPGRADE_LATENCY: MetricDefinition(MetricUnit.Milliseconds),
+    Metric.SUBSCRIPTION_CREATED: MetricDefinition(MetricUnit.Count, ("Tier",)),
+    Metric.SUBSCRIPTION_RENEWED: MetricDefinition(MetricUnit.Count, ("Tier",)),
+    Metric.SUBSCRIPTION_CANCELED: MetricDefinition(MetricUnit.Count, ("Tier",)),
+    Metric.PAYMENT_SUCCEEDED: MetricDefinition(MetricUnit.Count),
+    Metric.PAYMENT_FAILED: MetricDefinition(MetricUnit.Count),
+    Metric.CHECKOUT_COMPLETED: MetricDefinition(MetricUnit.Count),
+    Metric.CHECKOUT_EXPIRED: MetricDefinition(MetricUnit.Count),
+}
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    metric: Metric
+    value: float = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        expected = set(METRICS[self.metric].labels)
+        if set(self.labels) != expected:
+            raise ValueError(
+                f"metric {self.metric.value} takes labels {sorted(expected)}, got {sorted(self.labels)}"
+            )
+
+
+class MetricsRecorder:
+    """Collects points during one invocation and writes them as CloudWatch EMF on flush.
+
+    Points that share labels go out in one EMF document, so an invocation prints a handful
+    of lines rather than one per point.
+    """
+
+    def __init__(self, namespace: str, service: str) -> None:
+        self._namespace = namespace
+        self._service = service
+        self._points: list[MetricPoint] = []
+
+    def add(self, metric: Metric, value: float = 1, **labels: str) -> None:
+        self._points.append(MetricPoint(metric, value, labels))
+
+    def extend(self, points: Iterable[MetricPoint]) -> None:
+        self._points.extend(points)
+
+    def flush(self, metadata: Mapping[str, Any] | None = None) -> None:
+        groups: dict[tuple[tuple[str, str], ...], list[MetricPoint]] = {}
+        for point in self._points:
+            groups.setdefault(tuple(sorted(point.labels.items())), []).append(point)
+        self._points = []
+        for labels, points in groups.items():
+            emf = EphemeralMetrics(namespace=self._namespace, service=self._service)
+            if labels:
+                emf.add_dimensions(**{SERVICE_DIMENSION: self._service}, **dict(labels))
+            for key, value in (metadata or {}).items():
+                emf.add_metadata(key, value)
+            for point in points:
+                emf.add_metric(name=point.metric.value, unit=METRICS[point.metric].unit, value=point.value)
+            emf.flush_metrics()

@@ -1,0 +1,93 @@
+"""The DynamoDB item shapes, as pynamodb models.
+
+One BillingAccount item per account, keyed by the account id. Until Stripe tells us which
+account a customer belongs to, the customer id stands in as the account id; once the link is
+known, that provisional item is merged into the account's item and left behind as a redirect
+(``merged_into``), so later events that only name the customer still find the account.
+
+Each group of fields records the version of the Stripe event that last wrote it
+(``<group>_version``), which is what keeps out-of-order deliveries from going backwards.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.models import Model
+
+
+class BillingAccount(Model):
+    class Meta:
+        table_name = "billing-state"  # replaced by bind_billing_table() at start-up
+
+    pk = UnicodeAttribute(hash_key=True)
+    merged_into = UnicodeAttribute(null=True)
+    stripe_customer_id = UnicodeAttribute(null=True)
+
+    subscription_id = UnicodeAttribute(null=True)
+    subscription_status = UnicodeAttribute(null=True)
+    tier = UnicodeAttribute(null=True)
+    plan_tier = UnicodeAttribute(null=True)
+    price_id = UnicodeAttribute(null=True)
+    price_lookup_key = UnicodeAttribute(null=True)
+    current_period_start = NumberAttribute(null=True)
+    current_period_end = NumberAttribute(null=True)
+    cancel_at_period_end = BooleanAttribute(null=True)
+    trial_end = NumberAttribute(null=True)
+    subscription_version = UnicodeAttribute(null=True)
+
+    last_invoice_id = UnicodeAttribute(null=True)
+    last_payment_status = UnicodeAttribute(null=True)
+    last_billing_reason = UnicodeAttribute(null=True)
+    last_payment_at = NumberAttribute(null=True)
+    payment_version = UnicodeAttribute(null=True)
+
+    last_checkout_session_id = UnicodeAttribute(null=True)
+    last_checkout_status = UnicodeAttribute(null=True)
+    checkout_version = UnicodeAttribute(null=True)
+
+    entitlement_lookup_keys = ListAttribute(of=UnicodeAttribute, null=True)
+    entitlements_version = UnicodeAttribute(null=True)
+
+    customer_deleted = BooleanAttribute(null=True)
+    customer_version = UnicodeAttribute(null=True)
+
+    created_at = UTCDateTimeAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+    revision = NumberAttribute(null=True)
+
+
+# The fields each kind of Stripe event owns. An event only ever writes its own group.
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    "subscription": (
+        "subscription_id",
+        "subscription_status",
+        "tier",
+        "plan_tier",
+        "price_id",
+        "price_lookup_key",
+        "current_period_start",
+        "current_period_end",
+        "cancel_at_period_end",
+        "trial_end",
+    ),
+    "payment": ("last_invoice_id", "last_payment_status", "last_billing_reason", "last_payment_at"),
+    "checkout": ("last_checkout_session_id", "last_checkout_status"),
+    "entitlements": ("entitlement_lookup_keys",),
+    "customer": ("customer_deleted",),
+}
+
+
+def version_attribute(group: str) -> str:
+    return f"{group}_version"
+
+
+def bind_billing_table(table_name: str) -> None:
+    if BillingAccount.Meta.table_name != table_name:
+        BillingAccount.Meta.table_name = table_name
+        BillingAccount._connection = None  # the cached connection is bound to the old name

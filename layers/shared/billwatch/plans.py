@@ -1,0 +1,139 @@
+"""The plan catalog: which Stripe price maps to which tier, and what each tier includes.
+
+The first tier is the default one, for accounts without an entitling subscription. Tiers are
+listed from lowest to highest, which is what makes a change of tier an upgrade or a downgrade.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+PERIODS = ("day", "month")
+
+
+class PlanCatalogError(ValueError):
+    """The catalog is invalid; the message names the offending entry."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    quota: int | None  # None: a boolean feature, on or off
+    period: str | None
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    rank: int
+    price_lookup_keys: tuple[str, ...]
+    price_metadata_tier: str | None
+    features: Mapping[str, Feature]
+
+
+@dataclass(frozen=True)
+class PlanCatalog:
+    tiers: tuple[Tier, ...]
+
+    @property
+    def default_tier(self) -> Tier:
+        return self.tiers[0]
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(name)
+
+    def tier_for_price(self, lookup_key: str | None, metadata: Mapping[str, Any] | None) -> Tier:
+        """A price's lookup_key decides; else its metadata.tier; else the default tier."""
+        for tier in self.tiers:
+            if lookup_key and lookup_key in tier.price_lookup_keys:
+                return tier
+        metadata_tier = str((metadata or {}).get("tier", "")).strip().lower()
+        for tier in self.tiers:
+            if metadata_tier and metadata_tier == tier.price_metadata_tier:
+                return tier
+        return self.default_tier
+
+
+def _feature(tier_name: str, name: str, spec: Any) -> Feature:
+    where = f"tiers[{tier_name}].features.{name}"
+    if not isinstance(spec, dict):
+        raise PlanCatalogError(f"{where} must be an object")
+    unknown = set(spec) - {"quota", "period"}
+    if unknown:
+        raise PlanCatalogError(f"{where} has unknown keys {sorted(unknown)}")
+    quota = spec.get("quota")
+    if quota is None:
+        if "period" in spec:
+            raise PlanCatalogError(f"{where}.period is only allowed with a quota")
+        return Feature(name, None, None)
+    if not isinstance(quota, int) or isinstance(quota, bool) or quota < 0:
+        raise PlanCatalogError(f"{where}.quota must be a non-negative integer, got {quota!r}")
+    period = spec.get("period", "month")
+    if period not in PERIODS:
+        raise PlanCatalogError(f"{where}.period must be one of {list(PERIODS)}, got {period!r}")
+    return Feature(name, quota, period)
+
+
+def parse_catalog(document: Any) -> PlanCatalog:
+    if not isinstance(document, dict) or not isinstance(document.get("tiers"), list) or not document["tiers"]:
+        raise PlanCatalogError("the catalog must be an object with a non-empty 'tiers' list")
+    tiers: list[Tier] = []
+    owners: dict[str, str] = {}
+    for rank, spec in enumerate(document["tiers"]):
+        if not isinstance(spec, dict):
+            raise PlanCatalogError(f"tiers[{rank}] must be an object")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.isupper() or not name.replace("_", "").isalnum():
+            raise PlanCatalogError(f"tiers[{rank}].name must be an upper-case identifier, got {name!r}")
+        unknown = set(spec) - {"name", "price_lookup_keys", "price_metadata_tier", "features"}
+        if unknown:
+            raise PlanCatalogError(f"tiers[{name}] has unknown keys {sorted(unknown)}")
+        lookup_keys = spec.get("price_lookup_keys", [])
+        if not isinstance(lookup_keys, list) or not all(isinstance(k, str) and k for k in lookup_keys):
+            raise PlanCatalogError(f"tiers[{name}].price_lookup_keys must be a list of strings")
+        metadata_tier = spec.get("price_metadata_tier")
+        if metadata_tier is not None and (not isinstance(metadata_tier, str) or not metadata_tier):
+            raise PlanCatalogError(f"tiers[{name}].price_metadata_tier must be a non-empty string")
+        if rank == 0 and (lookup_keys or metadata_tier):
+            raise PlanCatalogError(f"tiers[{name}] is the default tier and cannot be matched by a price")
+        for claim in [f"name {name}", *(f"lookup key {k}" for k in lookup_keys)] + (
+            [f"metadata tier {metadata_tier.lower()}"] if metadata_tier else []
+        ):
+            if claim in owners:
+                raise PlanCatalogError(f"tiers[{name}]: {claim} is already used by tiers[{owners[claim]}]")
+            owners[claim] = name
+        features = spec.get("features", {})
+        if not isinstance(features, dict):
+            raise PlanCatalogError(f"tiers[{name}].features must be an object")
+        tiers.append(
+            Tier(
+                name=name,
+                rank=rank,
+                price_lookup_keys=tuple(lookup_keys),
+                price_metadata_tier=metadata_tier.lower() if metadata_tier else None,
+                features={key: _feature(name, key, value) for key, value in features.items()},
+            )
+        )
+    return PlanCatalog(tuple(tiers))
+
+
+def load_catalog_text(text: str, source: str) -> PlanCatalog:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanCatalogError(f"{source} is not valid JSON: {exc}") from None
+    try:
+        return parse_catalog(document)
+    except PlanCatalogError as exc:
+        raise PlanCatalogError(f"{source}: {exc}") from None
+
+
+def shipped_catalog_text() -> str:
+    return resources.files(__package__).joinpath("plans.json").read_text(encoding="utf-8")

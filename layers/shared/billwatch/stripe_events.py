@@ -1,0 +1,230 @@
+"""Reading Stripe events into billing-state changes.
+
+Stripe moves fields between API versions and a webhook endpoint receives the shape of its
+pinned version, so every reader here accepts both the older and the newer placement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from billwatch.billing_store import AccountRef, StateChange
+from billwatch.plans import PlanCatalog, Tier
+
+SUBSCRIPTION_EVENTS = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.trial_will_end",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+)
+HANDLED_EVENT_TYPES = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.expired",
+        *SUBSCRIPTION_EVENTS,
+        "invoice.paid",
+        "invoice.payment_failed",
+        "entitlements.active_entitlement_summary.updated",
+        "customer.deleted",
+    }
+)
+# Statuses that keep the paid tier. past_due keeps it through Stripe's dunning retries, so a
+# card that fails once does not lock a paying customer out.
+ENTITLING_STATUSES = frozenset({"active", "trialing", "past_due"})
+
+# Ties inside one second of `created` are broken by where an event sits in a lifecycle, so
+# every delivery order ends in the same state.
+_SUBSCRIPTION_EVENT_RANK = {
+    "customer.subscription.created": 0,
+    "customer.subscription.trial_will_end": 1,
+    "customer.subscription.updated": 1,
+    "customer.subscription.paused": 1,
+    "customer.subscription.resumed": 1,
+    "customer.subscription.deleted": 2,
+}
+_SUBSCRIPTION_STATUS_RANK = {
+    "incomplete": 0,
+    "trialing": 1,
+    "active": 2,
+    "past_due": 3,
+    "unpaid": 4,
+    "paused": 5,
+    "incomplete_expired": 6,
+    "canceled": 7,
+}
+
+
+class MalformedEvent(ValueError):
+    """The payload is not a Stripe event this service can read; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    id: str
+    type: str
+    created: int
+    account: AccountRef
+    change: StateChange | None
+    plan_tier: Tier | None = None
+    billing_reason: str | None = None
+
+    @property
+    def handled(self) -> bool:
+        return self.type in HANDLED_EVENT_TYPES
+
+
+def event_version(created: int, rank: int, event_id: str) -> str:
+    """Sortable as a string, which is how the DynamoDB condition compares it."""
+    return f"{created:012d}|{rank:03d}|{event_id}"
+
+
+def _dig(source: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(source, Mapping):
+            return None
+        source = source.get(key)
+    return source
+
+
+def _object_id(value: Any) -> str | None:
+    """Stripe fields that reference another object hold its id, or the object when expanded."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _account_id(*metadata_sources: Any) -> str | None:
+    for metadata in metadata_sources:
+        value = _dig(metadata, "account_id")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _require(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    value = mapping.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
+        raise MalformedEvent(f"{where}{key} must be a {'non-empty string' if kind is str else kind.__name__}")
+    return value
+
+
+def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    data = _dig(subscription, "items", "data")
+    return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
+
+
+def _subscription_change(
+    event_id: str, event_type: str, created: int, sub: Mapping[str, Any], catalog: PlanCatalog
+):
+    status = _require(sub, "status", str, "data.object.")
+    items = _items(sub)
+    priced = [
+        (catalog.tier_for_price(_dig(i, "price", "lookup_key"), _dig(i, "price", "metadata")), i)
+        for i in items
+    ]
+    plan_tier, item = max(priced, key=lambda pair: pair[0].rank, default=(catalog.default_tier, {}))
+    # Before API version 2025-03-31 the billing period sat on the subscription; now on each item.
+    period_start = sub.get("current_period_start") or next(
+        (i["current_period_start"] for i in items if i.get("current_period_start")), None
+    )
+    period_end = sub.get("current_period_end") or next(
+        (i["current_period_end"] for i in items if i.get("current_period_end")), None
+    )
+    live = status in ENTITLING_STATUSES
+    rank = _SUBSCRIPTION_EVENT_RANK[event_type] * 10 + _SUBSCRIPTION_STATUS_RANK.get(status, 9)
+    change = StateChange(
+        group="subscription",
+        version=event_version(created, rank, event_id),
+        fields={
+            "subscription_id": sub.get("id"),
+            "subscription_status": status,
+            "tier": plan_tier.name if live else catalog.default_tier.name,
+            "plan_tier": plan_tier.name,
+            "price_id": _dig(item, "price", "id"),
+            "price_lookup_key": _dig(item, "price", "lookup_key"),
+            "current_period_start": period_start,
+            "current_period_end": period_end,
+            "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
+            "trial_end": sub.get("trial_end"),
+        },
+        subscription_id=sub.get("id"),
+        subscription_live=live,
+    )
+    return change, plan_tier
+
+
+def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
+    if not isinstance(event, Mapping):
+        raise MalformedEvent("the body must be a JSON object")
+    event_id = _require(event, "id", str, "")
+    event_type = _require(event, "type", str, "")
+    created = _require(event, "created", int, "")
+    obj = _dig(event, "data", "object")
+    if not isinstance(obj, Mapping):
+        raise MalformedEvent("data.object must be an object")
+    if event_type not in HANDLED_EVENT_TYPES:
+        return ParsedEvent(event_id, event_type, created, AccountRef(None, None), None)
+
+    customer_id = _object_id(obj.get("customer"))
+    if event_type in SUBSCRIPTION_EVENTS:
+        change, plan_tier = _subscription_change(event_id, event_type, created, obj, catalog)
+        account = AccountRef(_account_id(obj.get("metadata")), customer_id)
+        return ParsedEvent(event_id, event_type, created, account, change, plan_tier=plan_tier)
+
+    if event_type.startswith("invoice."):
+        # Newer API versions: parent.subscription_details; older: subscription_details.
+        details = _dig(obj, "parent", "subscription_details") or obj.get("subscription_details")
+        paid = event_type == "invoice.paid"
+        change = StateChange(
+            group="payment",
+            version=event_version(created, 1 if paid else 0, event_id),
+            fields={
+                "last_invoice_id": obj.get("id"),
+                "last_payment_status": "succeeded" if paid else "failed",
+                "last_billing_reason": obj.get("billing_reason"),
+                "last_payment_at": created,
+            },
+        )
+        account = AccountRef(_account_id(_dig(details, "metadata"), obj.get("metadata")), customer_id)
+        return ParsedEvent(
+            event_id, event_type, created, account, change, billing_reason=obj.get("billing_reason")
+        )
+
+    if event_type.startswith("checkout.session."):
+        completed = event_type == "checkout.session.completed"
+        reference = obj.get("client_reference_id")
+        account_id = _account_id(obj.get("metadata")) or (reference if isinstance(reference, str) else None)
+        change = StateChange(
+            group="checkout",
+            version=event_version(created, 1 if completed else 0, event_id),
+            fields={
+                "last_checkout_session_id": obj.get("id"),
+                "last_checkout_status": "completed" if completed else "expired",
+            },
+        )
+        return ParsedEvent(event_id, event_type, created, AccountRef(account_id, customer_id), change)
+
+    if event_type == "entitlements.active_entitlement_summary.updated":
+        entries = _dig(obj, "entitlements", "data")
+        if not isinstance(entries, list):
+            raise MalformedEvent("data.object.entitlements.data must be a list")
+        lookup_keys = sorted(
+            {e["lookup_key"] for e in entries if isinstance(e, Mapping) and e.get("lookup_key")}
+        )
+        change = StateChange(
+            group="entitlements",
+            version=event_version(created, 0, event_id),
+            fields={"entitlement_lookup_keys": lookup_keys},
+        )
+        return ParsedEvent(event_id, event_type, created, AccountRef(None, customer_id), change)
+
+    # customer.deleted: the object is the customer itself.
+    change = StateChange(
+        group="customer", version=event_version(created, 0, event_id), fields={"customer_deleted": True}
+    )
+    account = AccountRef(_account_id(obj.get("metadata")), _object_id(obj.get("id")))
+    return ParsedEvent(event_id, event_type, created, account, change)
