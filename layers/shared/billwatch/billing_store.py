@@ -211,7 +211,7 @@ class BillingStore:
         )
         redirect = BillingAccount(provisional.pk, merged_into=account_id, updated_at=_now())
         try:
-            with TransactWrite() as transaction:
+            with TransactWrite(connection=BillingAccount._get_connection().connection) as transaction:
                 transaction.update(BillingAccount(account_id), actions=actions, condition=unchanged_account)
                 transaction.save(redirect, condition=BillingAccount.revision == (provisional.revision or 0))
         except TransactWriteError as exc:

@@ -105,15 +105,19 @@ class WebhookIntake:
             logger.exception("Could not load the webhook signing secrets")
             raise ProcessingFailed("the webhook signing secrets are unavailable") from failure
         try:
-            verify_signature(body, signature_header, secrets, self._settings.signature_tolerance_seconds)
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._rejected(MalformedEvent("the body is not UTF-8 text"), "unknown") from None
+        try:
+            verify_signature(text, signature_header, secrets, self._settings.signature_tolerance_seconds)
         except SignatureInvalid as invalid:
             logger.error("Webhook signature verification failed", extra={"reason": invalid.reason})
             self._metrics.add(Metric.WEBHOOK_SIGNATURE_INVALID)
             self._metrics.flush()
             raise
         try:
-            event = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            event = json.loads(text)
+        except json.JSONDecodeError:
             raise self._rejected(MalformedEvent("the body is not valid JSON"), "unknown") from None
         return self.receive_trusted(event, started)
 

@@ -1,0 +1,60 @@
+"""Performance budget of the webhook intake: cold start, DynamoDB requests, warm time, layer size.
+
+``make bench`` (``python -m bench``) prints the report and writes ``.bench/results.json``.
+Every time figure is a ratio against a baseline measured in the same run, because absolute
+times on a shared machine are noise. See bench/README.md for the method.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO_ROOT / ".bench"
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+CONSTRAINTS_PATH = REPO_ROOT / "requirements" / "constraints.txt"
+
+# The Lambda function the benchmark exercises (matched on its CodeUri in template.yaml).
+FUNCTION_DIR = REPO_ROOT / "functions" / "webhook_intake"
+
+# Targets. Ratios compare figures measured in the same run.
+COLD_START_MAX_RATIO = 1.3  # handler import / `import boto3`
+NEW_EVENT_MAX_REQUESTS = 3
+DUPLICATE_MAX_REQUESTS = 1
+NEW_ACCOUNT_MAX_REQUESTS = NEW_EVENT_MAX_REQUESTS + 1  # + the documented customer -> account link
+UNHANDLED_MAX_REQUESTS = 0
+WARM_MAX_RATIO = 1.3  # handler time per event / the same DynamoDB calls made directly
+LAYER_MAX_MB = 50.0
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in 0..1)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary_ms(seconds: Sequence[float]) -> dict[str, float | int]:
+    """Median / mean / min / p90 / max of durations given in seconds, in milliseconds."""
+    ms = [value * 1000 for value in seconds]
+    return {
+        "n": len(ms),
+        "median_ms": round(median(ms), 3),
+        "mean_ms": round(mean(ms), 3),
+        "min_ms": round(min(ms), 3) if ms else math.nan,
+        "p90_ms": round(percentile(ms, 0.9), 3),
+        "max_ms": round(max(ms), 3) if ms else math.nan,
+    }

@@ -1,0 +1,61 @@
+"""Shared fixtures: moto-backed AWS with the template's tables, the webhook handler, EMF capture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from devtools.template import create_tables, load_template
+from tests.support import ROOT, WEBHOOK_SECRET, CurrentStdout, MetricsCapture, WebhookClient, load_handler
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    return load_template(ROOT / "template.yaml")
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "STRIPE_API_KEY", "WEBHOOK_SECRET_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws(aws_credentials: None, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    with mock_aws():
+        names = create_tables(boto3.client("dynamodb"), template)
+        monkeypatch.setenv("BILLING_TABLE_NAME", names["BillingStateTable"])
+        monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", names["IdempotencyTable"])
+        yield names
+
+
+@pytest.fixture
+def webhook_handler(aws: dict, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    return load_handler("webhook_intake")
+
+
+@pytest.fixture
+def webhooks(webhook_handler: Any) -> WebhookClient:
+    return WebhookClient(webhook_handler)
+
+
+@pytest.fixture
+def metrics(capsys: pytest.CaptureFixture[str]) -> MetricsCapture:
+    from billwatch.observability import logger
+
+    # The Powertools handler keeps the stream it was created with, which is not this test's capture.
+    logger.registered_handler.stream = CurrentStdout()
+    return MetricsCapture(capsys)

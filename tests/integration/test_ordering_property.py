@@ -1,0 +1,112 @@
+"""Property: any delivery order of a subscription's lifecycle, duplicates included, ends in the
+same billing state as in-order delivery."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from billwatch.models import BillingAccount
+from devtools import stripe_events as se
+
+BASE = 1_760_000_000
+VOLATILE = {"created_at", "updated_at", "revision"}
+
+
+def lifecycle(suffix: str, *, metadata_on_subscription: bool, tied: bool) -> list[dict]:
+    """Checkout, created, upgraded, paid, renewal failed, past_due, deleted: Stripe's usual story."""
+    account, customer, sub = f"acct_{suffix}", f"cus_{suffix}", f"sub_{suffix}"
+    metadata = {"account_id": account} if metadata_on_subscription else {}
+
+    def at(step: int) -> int:
+        # With `tied`, neighbouring events share a second, as Stripe's one-second `created` allows.
+        return BASE + (step // 2 if tied else step) * 1
+
+    def subscription_event(event_type: str, step: int, **fields) -> dict:
+        obj = se.subscription(id=sub, customer=customer, metadata=metadata, **fields)
+        return se.event(event_type, obj, id=f"evt_{step}_{suffix}", created=at(step))
+
+    invoice_meta = {"account_id": account} if metadata_on_subscription else None
+    return [
+        se.event(
+            "checkout.session.completed",
+            se.checkout_session(
+                id=f"cs_{suffix}", customer=customer, client_reference_id=account, subscription=sub
+            ),
+            id=f"evt_0_{suffix}",
+            created=at(0),
+        ),
+        subscription_event("customer.subscription.created", 1, status="incomplete"),
+        subscription_event("customer.subscription.updated", 2, status="active", lookup_key="pro_yearly"),
+        se.event(
+            "invoice.paid",
+            se.invoice(
+                id=f"in_1_{suffix}",
+                customer=customer,
+                subscription=sub,
+                billing_reason="subscription_create",
+                subscription_metadata=invoice_meta,
+            ),
+            id=f"evt_3_{suffix}",
+            created=at(3),
+        ),
+        se.event(
+            "invoice.payment_failed",
+            se.invoice(
+                id=f"in_2_{suffix}",
+                customer=customer,
+                subscription=sub,
+                status="open",
+                subscription_metadata=invoice_meta,
+            ),
+            id=f"evt_4_{suffix}",
+            created=at(4),
+        ),
+        subscription_event("customer.subscription.updated", 5, status="past_due", lookup_key="pro_yearly"),
+        subscription_event("customer.subscription.deleted", 6, status="canceled", lookup_key="pro_yearly"),
+    ]
+
+
+def final_state(suffix: str) -> dict:
+    item = BillingAccount.get(f"acct_{suffix}", consistent_read=True)
+    state = {key: value for key, value in item.attribute_values.items() if key not in VOLATILE}
+    return json.loads(json.dumps(state, default=str).replace(suffix, "X"))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    data=st.data(),
+    metadata_on_subscription=st.booleans(),
+    tied=st.booleans(),
+)
+def test_every_delivery_order_ends_in_the_in_order_state(
+    webhooks, data, metadata_on_subscription, tied
+) -> None:
+    in_order, shuffled = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    for event in lifecycle(in_order, metadata_on_subscription=metadata_on_subscription, tied=tied):
+        assert webhooks.eventbridge(event)["outcome"] in {"applied", "stale"}
+    expected = final_state(in_order)
+    assert expected["subscription_status"] == "canceled" and expected["tier"] == "FREE"
+    assert expected["last_payment_status"] == "failed" and expected["stripe_customer_id"] == "cus_X"
+
+    events = lifecycle(shuffled, metadata_on_subscription=metadata_on_subscription, tied=tied)
+    order = data.draw(st.permutations(range(len(events))), label="delivery order")
+    repeats = data.draw(st.lists(st.sampled_from(range(len(events))), max_size=4), label="redelivered")
+    deliveries = list(order)
+    for index in repeats:
+        position = data.draw(st.integers(0, len(deliveries)), label="redelivery position")
+        deliveries.insert(position, index)
+    for index in deliveries:
+        webhooks.eventbridge(events[index])
+
+    assert final_state(shuffled) == expected
+    # Nothing is left stranded under the customer id: it only redirects to the account.
+    redirect = BillingAccount.get(f"cus_{shuffled}", consistent_read=True)
+    assert redirect.merged_into == f"acct_{shuffled}" and redirect.subscription_status is None
