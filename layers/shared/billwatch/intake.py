@@ -22,14 +22,22 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from billwatch import secret_values
-from billwatch.billing_store import ApplyOutcome, BillingStore
+from billwatch.billing_store import ApplyOutcome, ApplyResult, BillingStore, StateChange
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
 from billwatch.models import bind_billing_table
 from billwatch.observability import logger
 from billwatch.plans import PlanCatalog, load_catalog_text, shipped_catalog_text
 from billwatch.signature import SignatureInvalid, verify_signature
-from billwatch.stripe_events import SUBSCRIPTION_EVENTS, MalformedEvent, ParsedEvent, parse_event
+from billwatch.stripe_api import StripeApi
+from billwatch.stripe_events import (
+    AUTHORITATIVE_RANK,
+    SUBSCRIPTION_EVENTS,
+    MalformedEvent,
+    ParsedEvent,
+    parse_event,
+    subscription_change,
+)
 
 
 class IntakeOutcome(StrEnum):
@@ -75,12 +83,14 @@ class WebhookIntake:
         idempotency_store: DynamoDBPersistenceLayer,
         metrics: MetricsRecorder,
         secrets: Callable[[], tuple[str, ...]],
+        stripe_api: StripeApi | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._store = store
         self._metrics = metrics
         self._secrets = secrets
+        self._stripe_api = stripe_api
         self._idempotency = IdempotencyConfig(
             event_key_jmespath="id",
             raise_on_no_idempotency_key=True,
@@ -180,15 +190,50 @@ class WebhookIntake:
 
     def _apply(self, event: Mapping[str, Any], parsed: ParsedEvent) -> dict[str, Any]:
         """Runs once per Stripe event id; its result is what a duplicate delivery gets back."""
-        result = self._store.apply(parsed.account, parsed.change)
+        change = parsed.change
+        result = self._store.apply(parsed.account, change)
+        if self._stripe_api is not None and self._tied_with_stored(parsed, result):
+            change, result = self._apply_current_subscription(parsed, change, result)
         previous = result.previous
         default_tier = self._catalog.default_tier.name
         return {
             "outcome": result.outcome.value,
             "account_id": result.account_id,
+            "tier": change.fields.get("tier"),
             "previous_tier": (previous.tier if previous else None) or default_tier,
             "previous_plan_tier": (previous.plan_tier if previous else None) or default_tier,
         }
+
+    @staticmethod
+    def _tied_with_stored(parsed: ParsedEvent, result: ApplyResult) -> bool:
+        """Stored subscription state from the same second as this event: the order is a guess."""
+        if parsed.change.group != "subscription" or result.previous is None:
+            return False
+        stored = result.previous.subscription_version
+        return (
+            bool(stored) and stored != parsed.change.version and stored.startswith(f"{parsed.created:012d}|")
+        )
+
+    def _apply_current_subscription(
+        self, parsed: ParsedEvent, change: StateChange, result: ApplyResult
+    ) -> tuple[StateChange, ApplyResult]:
+        """Break a same-second tie with the subscription as Stripe holds it now."""
+        try:
+            current = self._stripe_api.subscription(change.subscription_id)
+            settled_change, _ = subscription_change(
+                parsed.id, parsed.created, AUTHORITATIVE_RANK, current, self._catalog
+            )
+        except Exception:
+            logger.warning(
+                "Could not fetch the subscription from Stripe to order same-second events; "
+                "kept the lifecycle order",
+                extra={"event_id": parsed.id, "subscription_id": change.subscription_id},
+                exc_info=True,
+            )
+            return change, result
+        settled = self._store.apply(parsed.account, settled_change)
+        outcome = ApplyOutcome.APPLIED if settled.outcome is ApplyOutcome.APPLIED else result.outcome
+        return settled_change, ApplyResult(outcome, settled.account_id or result.account_id, result.previous)
 
     def _business_metrics(self, parsed: ParsedEvent, applied: Mapping[str, Any]) -> list[MetricPoint]:
         """Facts about the business, counted once per event even when it arrived too late to apply."""
@@ -208,12 +253,8 @@ class WebhookIntake:
             points.append(MetricPoint(Metric.SUBSCRIPTION_CANCELED, labels={"Tier": plan_tier}))
         elif parsed.type == "invoice.paid" and parsed.billing_reason == "subscription_cycle":
             points.append(MetricPoint(Metric.SUBSCRIPTION_RENEWED, labels={"Tier": plan_tier}))
-        if (
-            applied["outcome"] == ApplyOutcome.APPLIED.value
-            and parsed.change
-            and parsed.change.group == "subscription"
-        ):
-            new_tier = self._catalog.tier(parsed.change.fields["tier"])
+        if applied["outcome"] == ApplyOutcome.APPLIED.value and applied.get("tier"):
+            new_tier = self._catalog.tier(applied["tier"])
             if new_tier.rank > self._catalog.tier(applied["previous_tier"]).rank:
                 latency_ms = max(0.0, time.time() * 1000 - parsed.created * 1000)
                 points.append(MetricPoint(Metric.UPGRADE_LATENCY, latency_ms))
@@ -243,4 +284,7 @@ def build_webhook_intake(settings: Settings) -> WebhookIntake:
         idempotency_store=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
         secrets=lambda: secret_values.webhook_secrets(settings),
+        stripe_api=StripeApi(lambda: secret_values.stripe_api_key(settings), settings.stripe_api_base)
+        if settings.stripe_api_configured
+        else None,
     )

@@ -117,9 +117,14 @@ def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
 
 
-def _subscription_change(
-    event_id: str, event_type: str, created: int, sub: Mapping[str, Any], catalog: PlanCatalog
-):
+# Outranks every event of the same second: the object as the Stripe API returns it now.
+AUTHORITATIVE_RANK = 999
+
+
+def subscription_change(
+    event_id: str, created: int, rank: int, sub: Mapping[str, Any], catalog: PlanCatalog
+) -> tuple[StateChange, Tier]:
+    """The account's subscription fields, and the tier of the subscription's price."""
     status = _require(sub, "status", str, "data.object.")
     items = _items(sub)
     priced = [
@@ -135,7 +140,6 @@ def _subscription_change(
         (i["current_period_end"] for i in items if i.get("current_period_end")), None
     )
     live = status in ENTITLING_STATUSES
-    rank = _SUBSCRIPTION_EVENT_RANK[event_type] * 10 + _SUBSCRIPTION_STATUS_RANK.get(status, 9)
     change = StateChange(
         group="subscription",
         version=event_version(created, rank, event_id),
@@ -171,7 +175,9 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
 
     customer_id = _object_id(obj.get("customer"))
     if event_type in SUBSCRIPTION_EVENTS:
-        change, plan_tier = _subscription_change(event_id, event_type, created, obj, catalog)
+        status_rank = _SUBSCRIPTION_STATUS_RANK.get(obj.get("status"), 9)
+        rank = _SUBSCRIPTION_EVENT_RANK[event_type] * 10 + status_rank
+        change, plan_tier = subscription_change(event_id, created, rank, obj, catalog)
         account = AccountRef(_account_id(obj.get("metadata")), customer_id)
         return ParsedEvent(event_id, event_type, created, account, change, plan_tier=plan_tier)
 

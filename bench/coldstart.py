@@ -1,0 +1,275 @@
+"""Cold start: importing the handler module in a fresh interpreter, against `import boto3`.
+
+Every measurement is a new ``python -S -c`` process whose only import roots are the function
+dir, the built layer and the emulated runtime (PYTHONPATH, in Lambda's order); ``-S`` keeps
+the venv's site-packages out of sys.path. The child times the import itself with
+time.perf_counter (wall time, no interpreter start-up) and prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import median, summary_ms
+from bench.environment import WORK_DIR, BenchError, FunctionConfig, lambda_child_env
+
+_MARK = "BENCH_RESULT "
+
+_TIMED_IMPORT = """
+import time
+_t0 = time.perf_counter()
+import {module}
+_t1 = time.perf_counter()
+import json, sys
+_leaks = sorted(
+    name for name, mod in list(sys.modules.items())
+    if "site-packages" in (getattr(mod, "__file__", None) or "")
+)
+print({mark!r} + json.dumps({{"seconds": _t1 - _t0, "modules": len(sys.modules), "leaks": _leaks,
+    "requests_imported": "requests" in sys.modules}}))
+"""
+
+# Work the handler module does at import besides importing: boto3/botocore client creation.
+_PROFILED_IMPORT = """
+import time
+import botocore.session
+_clients = []
+_create_client = botocore.session.Session.create_client
+def _timed_create_client(self, service_name, *args, **kwargs):
+    started = time.perf_counter()
+    try:
+        return _create_client(self, service_name, *args, **kwargs)
+    finally:
+        _clients.append((service_name, time.perf_counter() - started))
+botocore.session.Session.create_client = _timed_create_client
+import {module}
+import json
+print({mark!r} + json.dumps({{"clients": _clients}}))
+"""
+
+
+@dataclass
+class Variant:
+    """One way of running the comparison: an interpreter and the import roots it sees."""
+
+    key: str
+    label: str
+    python: str
+    pythonpath: list[Path]
+    gated: bool = False
+    boto3: list[float] = field(default_factory=list)
+    handler: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _child(variant: Variant, function: FunctionConfig, code: str, *flags: str) -> tuple[dict, str]:
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [variant.python, "-S", *flags, "-c", code],
+        cwd=function.code_dir,  # Lambda's working directory is the function code (/var/task)
+        env=lambda_child_env(function, variant.pythonpath),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    payload = next((line for line in result.stdout.splitlines() if line.startswith(_MARK)), None)
+    if result.returncode != 0 or payload is None:
+        raise BenchError(
+            f"cold-start child failed ({variant.label}, exit {result.returncode}):\n"
+            f"{result.stdout[-3000:]}{result.stderr[-5000:]}"
+        )
+    return json.loads(payload[len(_MARK) :]), result.stderr
+
+
+def _timed(variant: Variant, function: FunctionConfig, module: str) -> dict:
+    data, _ = _child(variant, function, _TIMED_IMPORT.format(module=module, mark=_MARK))
+    if data["leaks"]:
+        raise BenchError(f"{variant.label}: modules imported from outside the emulated roots: {data['leaks']}")
+    return data
+
+
+def run_variant(variant: Variant, function: FunctionConfig, rounds: int) -> dict[str, Any]:
+    """Interleaved rounds (order alternating each round), after one discarded warm-up round each."""
+    handler_module = function.handler_module
+    _timed(variant, function, "boto3")
+    first = _timed(variant, function, handler_module)
+    for index in range(rounds):
+        order = ("boto3", handler_module) if index % 2 == 0 else (handler_module, "boto3")
+        for module in order:
+            seconds = _timed(variant, function, module)["seconds"]
+            (variant.boto3 if module == "boto3" else variant.handler).append(seconds)
+    boto3_ms = median(variant.boto3) * 1000
+    handler_ms = median(variant.handler) * 1000
+    return {
+        "label": variant.label,
+        "python": variant.python,
+        "pythonpath": [str(path) for path in variant.pythonpath],
+        "gated": variant.gated,
+        "rounds": rounds,
+        "boto3": summary_ms(variant.boto3),
+        "handler": summary_ms(variant.handler),
+        "ratio_median": round(handler_ms / boto3_ms, 3),
+        "extra_ms_median": round(handler_ms - boto3_ms, 2),
+        "handler_modules_loaded": first["modules"],
+        "requests_imported": first["requests_imported"],
+        **variant.details,
+    }
+
+
+# ------------------------------------------------------------------------ -X importtime
+
+
+@dataclass
+class _Node:
+    name: str
+    self_us: int
+    cumulative_us: int
+    depth: int
+    children: list[_Node] = field(default_factory=list)
+    parent: _Node | None = None
+
+
+def parse_importtime(stderr: str) -> list[_Node]:
+    """All nodes of a ``-X importtime`` report, parents linked (the report is post-order)."""
+    nodes: list[_Node] = []
+    pending: list[_Node] = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative_us, name = line.partition(":")[2].split("|", 2)
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        node = _Node(name.strip(), int(self_us), int(cumulative_us), depth)
+        while pending and pending[-1].depth > depth:
+            child = pending.pop()
+            child.parent = node
+            node.children.insert(0, child)
+        pending.append(node)
+        nodes.append(node)
+    return nodes
+
+
+def _beyond(node: _Node, baseline: set[str], memo: dict[int, int]) -> int:
+    """Self time of the subtree, counting only modules that `import boto3` alone does not load."""
+    key = id(node)
+    if key not in memo:
+        own = 0 if node.name in baseline else node.self_us
+        memo[key] = own + sum(_beyond(child, baseline, memo) for child in node.children)
+    return memo[key]
+
+
+def _top_package(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def import_profile(variant: Variant, function: FunctionConfig, runs: int = 3) -> dict[str, Any]:
+    """Which modules the handler import adds on top of boto3's, and what they cost (medians of runs)."""
+    baseline: set[str] = set()
+    for _ in range(runs):
+        _, stderr = _child(variant, function, f"import boto3\nprint({_MARK!r} + '{{}}')", "-X", "importtime")
+        baseline |= {node.name for node in parse_importtime(stderr)}
+
+    per_module: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    importer: dict[str, str] = {}
+    handler_module = function.handler_module
+    for _ in range(runs):
+        _, stderr = _child(
+            variant, function, f"import {handler_module}\nprint({_MARK!r} + '{{}}')", "-X", "importtime"
+        )
+        nodes = parse_importtime(stderr)
+        memo: dict[int, int] = {}
+        for node in nodes:
+            if node.name in baseline:
+                continue
+            stats = per_module[node.name]
+            stats["self"].append(node.self_us)
+            stats["cumulative"].append(node.cumulative_us)
+            stats["beyond"].append(_beyond(node, baseline, memo))
+            importer[node.name] = node.parent.name if node.parent else "(top level)"
+
+    def ms(values: list[int]) -> float:
+        return round(median(values) / 1000, 2)
+
+    modules = [
+        {
+            "module": name,
+            "imported_by": importer[name],
+            "cumulative_beyond_boto3_ms": ms(stats["beyond"]),
+            "cumulative_ms": ms(stats["cumulative"]),
+            "self_ms": ms(stats["self"]),
+        }
+        for name, stats in per_module.items()
+    ]
+    packages: dict[str, dict[str, float]] = defaultdict(lambda: {"self_ms": 0.0, "modules": 0})
+    for entry in modules:
+        if entry["module"] == handler_module:
+            continue
+        package = packages[_top_package(entry["module"])]
+        package["self_ms"] = round(package["self_ms"] + entry["self_ms"], 2)
+        package["modules"] += 1
+    by_package = sorted(
+        ({"package": name, **values} for name, values in packages.items()),
+        key=lambda item: item["self_ms"],
+        reverse=True,
+    )
+    body = next((entry for entry in modules if entry["module"] == handler_module), None)
+
+    clients: list[list[tuple[str, float]]] = []
+    for _ in range(runs):
+        data, _ = _child(variant, function, _PROFILED_IMPORT.format(module=handler_module, mark=_MARK))
+        clients.append(data["clients"])
+    services = [service for service, _ in clients[0]]
+    return {
+        "runs": runs,
+        "baseline_modules": len(baseline),
+        "extra_modules": len(modules),
+        "top_cumulative": sorted(modules, key=lambda m: m["cumulative_beyond_boto3_ms"], reverse=True)[:10],
+        "top_self": sorted(modules, key=lambda m: m["self_ms"], reverse=True)[:10],
+        "by_package": by_package,
+        "handler_module_body_ms": body["self_ms"] if body else None,
+        "clients_created_at_import": services,
+        "client_creation_ms": round(median([sum(s for _, s in run) for run in clients]) * 1000, 2),
+    }
+
+
+def default_variants(
+    function: FunctionConfig, layer_python: Path, runtime: Path, layer_pyc: Path | None, py313: str | None
+) -> list[Variant]:
+    roots = [function.code_dir, layer_python, runtime]
+    variants = [
+        Variant(
+            "primary",
+            f"layer as built (no .pyc), {_version(sys.executable)}",
+            sys.executable,
+            roots,
+            gated=True,
+        )
+    ]
+    if layer_pyc is not None:
+        variants.append(
+            Variant(
+                "layer_with_bytecode",
+                f"layer with .pyc precompiled, {_version(sys.executable)}",
+                sys.executable,
+                [function.code_dir, layer_pyc, runtime],
+            )
+        )
+    if py313:
+        variants.append(Variant("python313", f"layer as built, {_version(py313)}", py313, roots))
+    return variants
+
+
+def _version(python: str) -> str:
+    out = subprocess.run(
+        [python, "-S", "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return f"CPython {out.stdout.strip() or '?'}"

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from billwatch.signature import SignatureInvalid, verify_signature
+from devtools.signing import stripe_signature_header
+
+PAYLOAD = '{"id": "evt_1", "object": "event"}'
+
+
+def header(secrets, timestamp=None) -> str:
+    return stripe_signature_header(PAYLOAD.encode(), secrets, timestamp=timestamp)
+
+
+def test_good_signature() -> None:
+    verify_signature(PAYLOAD, header("whsec_a"), ["whsec_a"], 300)
+
+
+def test_rotated_secrets_either_one_matches() -> None:
+    verify_signature(PAYLOAD, header(["whsec_new", "whsec_old"]), ["whsec_old"], 300)
+    verify_signature(PAYLOAD, header("whsec_new"), ["whsec_old", "whsec_new"], 300)
+
+
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [
+        (None, "missing_signature_header"),
+        ("", "missing_signature_header"),
+        ("garbage", "malformed_signature_header"),
+        ("t=abc,v1=def", "malformed_signature_header"),
+        ("t=1700000000,v0=abc", "malformed_signature_header"),
+        ("FORGED", "no_matching_signature"),
+        ("STALE", "timestamp_outside_tolerance"),
+    ],
+)
+def test_rejections_carry_a_reason(signature, reason: str) -> None:
+    if signature == "FORGED":
+        signature = header("whsec_attacker")
+    elif signature == "STALE":
+        signature = header("whsec_a", timestamp=int(time.time()) - 301)
+    with pytest.raises(SignatureInvalid) as rejected:
+        verify_signature(PAYLOAD, signature, ["whsec_a", "whsec_b"], 300)
+    assert rejected.value.reason == reason
+
+
+def test_a_signature_just_inside_the_tolerance_passes() -> None:
+    verify_signature(PAYLOAD, header("whsec_a", timestamp=int(time.time()) - 290), ["whsec_a"], 300)
+
+
+def test_the_signature_covers_the_exact_raw_body() -> None:
+    with pytest.raises(SignatureInvalid):
+        verify_signature(PAYLOAD.replace(" ", ""), header("whsec_a"), ["whsec_a"], 300)

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from billwatch.plans import load_catalog_text, shipped_catalog_text
+from billwatch.stripe_events import HANDLED_EVENT_TYPES, MalformedEvent, event_version, parse_event
+from devtools import stripe_events as se
+
+CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_subscription_period_is_read_from_either_api_shape(legacy: bool) -> None:
+    obj = se.subscription(current_period_start=10, current_period_end=20, legacy=legacy)
+    assert ("current_period_end" in obj) is legacy
+    parsed = parse_event(se.event("customer.subscription.updated", obj), CATALOG)
+    assert (parsed.change.fields["current_period_start"], parsed.change.fields["current_period_end"]) == (
+        10,
+        20,
+    )
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_invoice_account_is_read_from_either_api_shape(legacy: bool) -> None:
+    obj = se.invoice(subscription_metadata={"account_id": "acct_9"}, legacy=legacy)
+    assert ("parent" in obj and obj["parent"]) is not legacy
+    parsed = parse_event(se.event("invoice.paid", obj), CATALOG)
+    assert parsed.account.account_id == "acct_9"
+    assert parsed.change.fields["last_payment_status"] == "succeeded"
+
+
+def test_account_identity_prefers_metadata_then_client_reference_then_customer() -> None:
+    session = se.checkout_session(
+        customer="cus_1", client_reference_id="acct_ref", metadata={"account_id": "acct_md"}
+    )
+    assert (
+        parse_event(se.event("checkout.session.completed", session), CATALOG).account.account_id == "acct_md"
+    )
+    session = se.checkout_session(customer="cus_1", client_reference_id="acct_ref", metadata={})
+    assert (
+        parse_event(se.event("checkout.session.completed", session), CATALOG).account.account_id == "acct_ref"
+    )
+    sub = se.subscription(customer="cus_1", metadata={})
+    ref = parse_event(se.event("customer.subscription.created", sub), CATALOG).account
+    assert (ref.account_id, ref.customer_id) == (None, "cus_1")
+
+
+def test_an_expanded_customer_is_read_by_id() -> None:
+    sub = se.subscription()
+    sub["customer"] = {"id": "cus_expanded", "object": "customer"}
+    assert (
+        parse_event(se.event("customer.subscription.created", sub), CATALOG).account.customer_id
+        == "cus_expanded"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "tier"),
+    [("active", "PRO"), ("trialing", "PRO"), ("past_due", "PRO"), ("unpaid", "FREE"), ("canceled", "FREE")],
+)
+def test_tier_follows_entitling_statuses(status: str, tier: str) -> None:
+    parsed = parse_event(se.event("customer.subscription.updated", se.subscription(status=status)), CATALOG)
+    assert parsed.change.fields["tier"] == tier and parsed.change.fields["plan_tier"] == "PRO"
+
+
+def test_unhandled_types_are_read_without_a_change() -> None:
+    parsed = parse_event(se.event("payout.paid", {"id": "po_1", "object": "payout"}), CATALOG)
+    assert not parsed.handled and parsed.change is None
+    assert "payout.paid" not in HANDLED_EVENT_TYPES
+
+
+def test_entitlement_lookup_keys_are_sorted_and_unique() -> None:
+    summary = se.entitlement_summary(lookup_keys=("sso", "audit", "sso"))
+    parsed = parse_event(se.event("entitlements.active_entitlement_summary.updated", summary), CATALOG)
+    assert parsed.change.fields["entitlement_lookup_keys"] == ["audit", "sso"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e.pop("id"), "id"),
+        (lambda e: e.update(type=7), "type"),
+        (lambda e: e.update(created=True), "created"),
+        (lambda e: e["data"].update(object=[]), "data.object"),
+        (lambda e: e["data"]["object"]["entitlements"].update(data="x"), "entitlements.data"),
+    ],
+)
+def test_malformed_events_name_the_field(mutate, field: str) -> None:
+    event = se.event("entitlements.active_entitlement_summary.updated", se.entitlement_summary())
+    mutate(event)
+    with pytest.raises(MalformedEvent, match=field):
+        parse_event(json.loads(json.dumps(event)), CATALOG)
+
+
+@given(
+    st.integers(0, 10**11),
+    st.integers(0, 999),
+    st.text("abc", min_size=1, max_size=4),
+    st.integers(0, 10**11),
+    st.integers(0, 999),
+    st.text("abc", min_size=1, max_size=4),
+)
+def test_versions_compare_as_strings_like_tuples(c1, r1, id1, c2, r2, id2) -> None:
+    # DynamoDB compares the stored version as a string; it must agree with (created, rank, id).
+    assert (event_version(c1, r1, id1) < event_version(c2, r2, id2)) == ((c1, r1, id1) < (c2, r2, id2))
