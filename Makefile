@@ -25,11 +25,14 @@ lint: venv
 test: lint
 	$(PY) -m pytest
 
+# The local stack and the sender share a secret: yours (from `stripe listen`) or the public dev one.
+LOCAL_SECRET = STRIPE_WEBHOOK_SECRET="$${STRIPE_WEBHOOK_SECRET:-whsec_local_dev_secret}"
+
 run: venv
-	PORT=$(PORT) $(PY) -m devtools.local_stack
+	$(LOCAL_SECRET) PORT=$(PORT) $(PY) -m devtools.local_stack
 
 send: venv
-	$(PY) -m devtools.send_event $(EVENT) --url http://127.0.0.1:$(PORT)/webhooks/stripe
+	$(LOCAL_SECRET) $(PY) -m devtools.send_event $(EVENT) --url http://127.0.0.1:$(PORT)/webhooks/stripe
 
 bench: venv
 	$(PY) -m bench

@@ -68,7 +68,7 @@ class Variant:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _child(variant: Variant, function: FunctionConfig, code: str, *flags: str) -> tuple[dict, str]:
+def _child(variant: Variant, function: FunctionConfig, code: str, *flags: str) -> tuple[str, str]:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [variant.python, "-S", *flags, "-c", code],
@@ -85,13 +85,16 @@ def _child(variant: Variant, function: FunctionConfig, code: str, *flags: str) -
             f"cold-start child failed ({variant.label}, exit {result.returncode}):\n"
             f"{result.stdout[-3000:]}{result.stderr[-5000:]}"
         )
-    return json.loads(payload[len(_MARK) :]), result.stderr
+    return payload[len(_MARK) :], result.stderr
 
 
 def _timed(variant: Variant, function: FunctionConfig, module: str) -> dict:
-    data, _ = _child(variant, function, _TIMED_IMPORT.format(module=module, mark=_MARK))
+    payload, _ = _child(variant, function, _TIMED_IMPORT.format(module=module, mark=_MARK))
+    data = json.loads(payload)
     if data["leaks"]:
-        raise BenchError(f"{variant.label}: modules imported from outside the emulated roots: {data['leaks']}")
+        raise BenchError(
+            f"{variant.label}: modules imported from outside the emulated roots: {data['leaks']}"
+        )
     return data
 
 
@@ -168,30 +171,42 @@ def _top_package(name: str) -> str:
     return name.split(".", 1)[0]
 
 
+def _importtime(variant: Variant, function: FunctionConfig, module: str) -> tuple[list[_Node], set[str]]:
+    """The -X importtime tree of ``import module`` and the modules loaded at the end.
+
+    The loaded set is printed without importing anything else, so nothing extra shows up.
+    """
+    code = f"import {module}\nimport sys\nprint({_MARK!r} + ' '.join(sorted(sys.modules)))"
+    payload, stderr = _child(variant, function, code, "-X", "importtime")
+    return parse_importtime(stderr), set(payload.split())
+
+
 def import_profile(variant: Variant, function: FunctionConfig, runs: int = 3) -> dict[str, Any]:
     """Which modules the handler import adds on top of boto3's, and what they cost (medians of runs)."""
     baseline: set[str] = set()
     for _ in range(runs):
-        _, stderr = _child(variant, function, f"import boto3\nprint({_MARK!r} + '{{}}')", "-X", "importtime")
-        baseline |= {node.name for node in parse_importtime(stderr)}
+        nodes, loaded = _importtime(variant, function, "boto3")
+        baseline |= loaded | {node.name for node in nodes if node.name in loaded}
 
     per_module: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     importer: dict[str, str] = {}
+    not_found: dict[str, str] = {}
     handler_module = function.handler_module
     for _ in range(runs):
-        _, stderr = _child(
-            variant, function, f"import {handler_module}\nprint({_MARK!r} + '{{}}')", "-X", "importtime"
-        )
-        nodes = parse_importtime(stderr)
+        nodes, loaded = _importtime(variant, function, handler_module)
         memo: dict[int, int] = {}
         for node in nodes:
             if node.name in baseline:
+                continue
+            parent = node.parent.name if node.parent else "(top level)"
+            if node.name not in loaded:  # an optional import that failed (module not installed)
+                not_found[node.name] = parent
                 continue
             stats = per_module[node.name]
             stats["self"].append(node.self_us)
             stats["cumulative"].append(node.cumulative_us)
             stats["beyond"].append(_beyond(node, baseline, memo))
-            importer[node.name] = node.parent.name if node.parent else "(top level)"
+            importer[node.name] = parent
 
     def ms(values: list[int]) -> float:
         return round(median(values) / 1000, 2)
@@ -222,13 +237,14 @@ def import_profile(variant: Variant, function: FunctionConfig, runs: int = 3) ->
 
     clients: list[list[tuple[str, float]]] = []
     for _ in range(runs):
-        data, _ = _child(variant, function, _PROFILED_IMPORT.format(module=handler_module, mark=_MARK))
-        clients.append(data["clients"])
+        payload, _ = _child(variant, function, _PROFILED_IMPORT.format(module=handler_module, mark=_MARK))
+        clients.append(json.loads(payload)["clients"])
     services = [service for service, _ in clients[0]]
     return {
         "runs": runs,
         "baseline_modules": len(baseline),
         "extra_modules": len(modules),
+        "attempted_not_found": [f"{name} <- {parent}" for name, parent in sorted(not_found.items())],
         "top_cumulative": sorted(modules, key=lambda m: m["cumulative_beyond_boto3_ms"], reverse=True)[:10],
         "top_self": sorted(modules, key=lambda m: m["self_ms"], reverse=True)[:10],
         "by_package": by_package,

@@ -52,6 +52,8 @@ class WireRequest:
     service: str
     operation: str
     table: str | None
+    seconds: float = 0.0  # round trip, as seen by botocore (includes moto's server-side work)
+    body_bytes: int = 0
 
 
 @dataclass
@@ -76,8 +78,9 @@ class RequestCounter:
             try:
                 return original_send(endpoint, request)
             finally:
-                counter.wire_seconds += time.perf_counter() - started
-                counter.wire.append(_describe_wire(request))
+                elapsed = time.perf_counter() - started
+                counter.wire_seconds += elapsed
+                counter.wire.append(_describe_wire(request, elapsed))
 
         def _make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
             started = time.perf_counter()
@@ -119,16 +122,17 @@ class Window:
         return [request for request in self.wire if request.service == "dynamodb"]
 
 
-def _describe_wire(request: Any) -> WireRequest:
+def _describe_wire(request: Any, seconds: float) -> WireRequest:
     target = request.headers.get("X-Amz-Target")
     target = target.decode() if isinstance(target, bytes) else target
+    body = request.body or b""
+    size = len(body) if isinstance(body, bytes | str) else 0
     table = None
     if target and target.startswith(DYNAMODB_TARGET_PREFIX):
         with contextlib.suppress(ValueError, TypeError, AttributeError):
-            body = request.body
             table = json.loads(body.decode() if isinstance(body, bytes) else body).get("TableName")
-        return WireRequest("dynamodb", target.rsplit(".", 1)[-1], table)
-    return WireRequest(str(request.url), target or request.method, None)
+        return WireRequest("dynamodb", target.rsplit(".", 1)[-1], table, seconds, size)
+    return WireRequest(str(request.url), target or request.method, None, seconds, size)
 
 
 # ------------------------------------------------------------------------ Stripe events
@@ -177,7 +181,9 @@ class EventFactory:
 
     def entitlements(self, customer: str) -> dict:
         summary = self.se.entitlement_summary(customer=customer, lookup_keys=("sso",))
-        return self.se.event("entitlements.active_entitlement_summary.updated", summary, created=self._created())
+        return self.se.event(
+            "entitlements.active_entitlement_summary.updated", summary, created=self._created()
+        )
 
     def http(self, stripe_event: dict) -> dict:
         """The API Gateway (HTTP API v2) event carrying the delivery, signed now."""
@@ -221,7 +227,9 @@ def load_handler(function: FunctionConfig, fresh_container: bool) -> Callable[[d
 
 
 class Bench:
-    def __init__(self, function: FunctionConfig, counter: RequestCounter, table_roles: dict[str, str]) -> None:
+    def __init__(
+        self, function: FunctionConfig, counter: RequestCounter, table_roles: dict[str, str]
+    ) -> None:
         self.function = function
         self.counter = counter
         self.table_roles = table_roles
@@ -255,12 +263,16 @@ class Bench:
                     "dynamodb_requests": len(window.dynamodb),
                     "sequence": [f"{r.operation}({self.role(r)})" for r in window.dynamodb],
                     "api_calls": len([c for c in window.api_calls if c.service == "dynamodb"]),
-                    "other_requests": [f"{r.service} {r.operation}" for r in window.wire if r.service != "dynamodb"],
+                    "other_requests": [
+                        f"{r.service} {r.operation}" for r in window.wire if r.service != "dynamodb"
+                    ],
                 }
             )
         worst = max(run["dynamodb_requests"] for run in runs)
         by_operation = Counter(step for run in runs for step in run["sequence"])
-        problems = [f"outcome {run['outcome']!r}, expected {expected!r}" for run in runs if run["outcome"] != expected]
+        problems = [
+            f"outcome {run['outcome']!r}, expected {expected!r}" for run in runs if run["outcome"] != expected
+        ]
         problems += [
             f"{run['api_calls']} API calls but {run['dynamodb_requests']} requests on the wire (retries?)"
             for run in runs
@@ -289,7 +301,11 @@ class Bench:
                 "cold_first_event",
                 "first event in a fresh container (new account W) - informational",
                 handler,
-                [factory.subscription("customer.subscription.created", "acct_bench_w", "cus_bench_w", "sub_bench_w")],
+                [
+                    factory.subscription(
+                        "customer.subscription.created", "acct_bench_w", "cus_bench_w", "sub_bench_w"
+                    )
+                ],
                 "applied",
                 None,
             )
@@ -399,7 +415,8 @@ class Bench:
 
         def handler_batch(count: int, record: bool) -> None:
             stripe_events = [
-                factory.subscription("customer.subscription.updated", account, customer, sub_id) for _ in range(count)
+                factory.subscription("customer.subscription.updated", account, customer, sub_id)
+                for _ in range(count)
             ]
             for stripe_event in stripe_events:
                 http_event = factory.http(stripe_event)  # signing and wrapping are not timed
@@ -411,6 +428,7 @@ class Bench:
                 if not record:
                     continue
                 outcome = json.loads(response.get("body") or "{}").get("outcome")
+                record_steps("handler", window)
                 results["handler"].append(elapsed)
                 results["handler_api"].append(window.api_seconds)
                 results["handler_wire"].append(window.wire_seconds)
@@ -425,10 +443,18 @@ class Bench:
                     raw.event()
                     elapsed = time.perf_counter() - started
                 if record:
+                    record_steps("raw", window)
                     results["raw"].append(elapsed)
                     results["raw_api"].append(window.api_seconds)
                     results["raw_wire"].append(window.wire_seconds)
                     results["raw_requests"].append(len(window.dynamodb))
+
+        steps: dict[str, dict[str, list[tuple[float, int]]]] = {"handler": {}, "raw": {}}
+
+        def record_steps(side: str, window: Window) -> None:
+            for request in window.dynamodb:
+                key = f"{request.operation}({self.role(request)})"
+                steps[side].setdefault(key, []).append((request.seconds, request.body_bytes))
 
         results: dict[str, list] = {
             key: []
@@ -447,11 +473,13 @@ class Bench:
         handler_batch(warmup, record=False)
         raw_batch(warmup, record=False)
         rounds = math.ceil(events / batch)
+        batch_ratios = []
         for index in range(rounds):
             size = min(batch, events - index * batch)
             first, second = (handler_batch, raw_batch) if index % 2 == 0 else (raw_batch, handler_batch)
             first(size, record=True)
             second(size, record=True)
+            batch_ratios.append(median(results["handler"][-size:]) / median(results["raw"][-size:]))
 
         handler_median = median(results["handler"])
         raw_median = median(results["raw"])
@@ -480,10 +508,33 @@ class Bench:
                     median([t - a for t, a in zip(results["raw"], results["raw_api"], strict=True)]) * 1000, 3
                 ),
             },
+            "batch_ratio_median_min_max": [
+                round(median(batch_ratios), 3),
+                round(min(batch_ratios), 3),
+                round(max(batch_ratios), 3),
+            ],
+            "per_request": [
+                {
+                    "request": key,
+                    "handler_ms": _median_ms([seconds for seconds, _ in steps["handler"].get(key, [])]),
+                    "raw_ms": _median_ms([seconds for seconds, _ in steps["raw"].get(key, [])]),
+                    "handler_bytes": _median_int([size for _, size in steps["handler"].get(key, [])]),
+                    "raw_bytes": _median_int([size for _, size in steps["raw"].get(key, [])]),
+                }
+                for key in dict.fromkeys([*steps["handler"], *steps["raw"]])
+            ],
             "handler_requests_per_event": sorted(set(results["handler_requests"])),
             "raw_requests_per_event": sorted(set(results["raw_requests"])),
             "unexpected_outcomes": dict(Counter(results["unexpected"])),
         }
+
+
+def _median_ms(seconds: list[float]) -> float | None:
+    return round(median(seconds) * 1000, 3) if seconds else None
+
+
+def _median_int(values: list[int]) -> int | None:
+    return int(median(values)) if values else None
 
 
 class RawImplementation:
@@ -508,7 +559,7 @@ class RawImplementation:
         for step in self.steps:
             step(context)
 
-    def _PutItem_idempotency(self, context: dict) -> None:  # noqa: N802
+    def _PutItem_idempotency(self, context: dict) -> None:
         now = int(time.time())
         self.client.put_item(
             TableName=self.table_of("idempotency"),
@@ -524,8 +575,13 @@ class RawImplementation:
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
 
-    def _UpdateItem_idempotency(self, context: dict) -> None:  # noqa: N802
-        data = {"outcome": "applied", "account_id": self.account, "previous_tier": "pro", "previous_plan_tier": "pro"}
+    def _UpdateItem_idempotency(self, context: dict) -> None:
+        data = {
+            "outcome": "applied",
+            "account_id": self.account,
+            "previous_tier": "pro",
+            "previous_plan_tier": "pro",
+        }
         self.client.update_item(
             TableName=self.table_of("idempotency"),
             Key={"id": {"S": context["id"]}},
@@ -538,7 +594,7 @@ class RawImplementation:
             },
         )
 
-    def _UpdateItem_billing(self, context: dict) -> None:  # noqa: N802
+    def _UpdateItem_billing(self, context: dict) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime())
         self.client.update_item(
             TableName=self.table_of("billing"),
@@ -568,17 +624,17 @@ class RawImplementation:
             ReturnValues="ALL_OLD",
         )
 
-    def _GetItem_billing(self, context: dict) -> None:  # noqa: N802
+    def _GetItem_billing(self, context: dict) -> None:
         self.client.get_item(
             TableName=self.table_of("billing"), Key={"pk": {"S": self.account}}, ConsistentRead=True
         )
 
-    def _GetItem_idempotency(self, context: dict) -> None:  # noqa: N802
+    def _GetItem_idempotency(self, context: dict) -> None:
         self.client.get_item(
             TableName=self.table_of("idempotency"), Key={"id": {"S": context["id"]}}, ConsistentRead=True
         )
 
-    def _PutItem_billing(self, context: dict) -> None:  # noqa: N802
+    def _PutItem_billing(self, context: dict) -> None:
         self.client.put_item(
             TableName=self.table_of("billing"),
             Item={"pk": {"S": f"cus_raw_{context['id']}"}, "merged_into": {"S": self.account}},

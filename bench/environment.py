@@ -94,7 +94,9 @@ def function_config(table_names: dict[str, str] | None = None) -> FunctionConfig
         (
             name
             for name, resource in resources_of_type(template, FUNCTION_TYPE).items()
-            if str((resource.get("Properties") or {}).get("CodeUri", "")).rstrip("/").endswith(FUNCTION_DIR.name)
+            if str((resource.get("Properties") or {}).get("CodeUri", ""))
+            .rstrip("/")
+            .endswith(FUNCTION_DIR.name)
         ),
         None,
     )

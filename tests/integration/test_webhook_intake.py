@@ -205,23 +205,22 @@ def test_idempotency_records_outlive_stripes_retry_window(webhooks, aws) -> None
 # --- transient failures -----------------------------------------------------------------------
 
 
-def test_a_throttled_write_gets_503_and_the_retry_applies_once(webhooks, monkeypatch, metrics) -> None:
+def test_a_throttled_write_gets_503_and_the_retry_applies_once(webhooks, aws, monkeypatch, metrics) -> None:
+    from botocore.client import BaseClient
     from botocore.exceptions import ClientError
 
-    original = BillingStore._conditional_update
-    attempts = []
+    original = BaseClient._make_api_call
+    throttled = []
 
-    def throttled_once(self, key, change, linking):
-        attempts.append(key)
-        if len(attempts) == 1:
-            error = ClientError(
-                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-                "UpdateItem",
-            )
-            raise UpdateError("Failed to update item", error)
-        return original(self, key, change, linking)
+    def throttle_first_state_write(client, operation, params):
+        # What botocore raises once its own retries give up on a throttled table.
+        if operation == "UpdateItem" and params["TableName"] == aws["BillingStateTable"] and not throttled:
+            throttled.append(operation)
+            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
+            raise ClientError(error, operation)
+        return original(client, operation, params)
 
-    monkeypatch.setattr(BillingStore, "_conditional_update", throttled_once)
+    monkeypatch.setattr(BaseClient, "_make_api_call", throttle_first_state_write)
     event = sub_event("customer.subscription.created", event_id="evt_retry")
     first = webhooks.post(event)
     assert first.status == 503
@@ -229,7 +228,8 @@ def test_a_throttled_write_gets_503_and_the_retry_applies_once(webhooks, monkeyp
     failed = [log for log in metrics.logs() if log["message"] == "Failed to process subscription update"]
     assert failed and failed[0]["level"] == "ERROR"
     assert (
-        metrics.total("WebhookFailed", EventType="customer.subscription.created", Reason="UpdateError") == 1
+        metrics.total("WebhookFailed", EventType="customer.subscription.created", Reason="StoreUnavailable")
+        == 1
     )
     assert metrics.total("SubscriptionCreated", Tier="PRO") == 0
 

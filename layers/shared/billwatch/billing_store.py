@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.constants import ALL_OLD
-from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
@@ -86,12 +87,11 @@ class BillingStore:
             return ApplyResult(ApplyOutcome.UNATTRIBUTED)
         linking = ref.customer_id if ref.account_id else None
         for _ in range(_MAX_REDIRECTS):
-            previous = self._conditional_update(key, change, linking)
-            if previous is not None:
-                if linking and previous.stripe_customer_id != linking:
+            accepted, current = self._conditional_update(key, change, linking)
+            if accepted:
+                if linking and current.stripe_customer_id != linking:
                     self._ensure_link(linking, key)
-                return ApplyResult(ApplyOutcome.APPLIED, key, previous)
-            current = self.get(key)
+                return ApplyResult(ApplyOutcome.APPLIED, key, current)
             if current is not None and current.merged_into:
                 self._remember_link(key, current.merged_into)
                 key = current.merged_into
@@ -106,8 +106,8 @@ class BillingStore:
 
     def _conditional_update(
         self, key: str, change: StateChange, linking: str | None
-    ) -> BillingAccount | None:
-        """The item as it was before the write, or None when the condition rejected it."""
+    ) -> tuple[bool, BillingAccount | None]:
+        """Whether the condition accepted the write, and the item as it was before it."""
         version_attr = getattr(BillingAccount, version_attribute(change.group))
         now = _now()
         actions = [
@@ -127,16 +127,28 @@ class BillingStore:
         guard = self._subscription_guard(change)
         if guard is not None:
             condition &= guard
+        connection = BillingAccount._get_connection().connection
+        # pynamodb builds the expressions and botocore sends them: pynamodb's update_item cannot
+        # ask for the item back when the condition fails, and that saves a read on that path.
+        request = connection.get_operation_kwargs(
+            BillingAccount.Meta.table_name,
+            key,
+            actions=actions,
+            condition=condition,
+            return_values=ALL_OLD,
+            return_values_on_condition_failure=ALL_OLD,
+        )
         try:
-            response = BillingAccount._get_connection().update_item(
-                key, actions=actions, condition=condition, return_values=ALL_OLD
-            )
-        except UpdateError as exc:
-            if exc.cause_response_code == CONDITION_FAILED:
-                return None
+            response = connection.client.update_item(**request)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
+                item = exc.response.get("Item")
+                return False, BillingAccount.from_raw_data(item) if item else None
+            raise StoreUnavailable(str(exc)) from exc
+        except BotoCoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
         attributes = response.get("Attributes")
-        return BillingAccount.from_raw_data(attributes) if attributes else BillingAccount(key)
+        return True, BillingAccount.from_raw_data(attributes) if attributes else BillingAccount(key)
 
     @staticmethod
     def _subscription_guard(change: StateChange) -> Condition | None:

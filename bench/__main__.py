@@ -1,0 +1,401 @@
+"""``make bench``: cold start, DynamoDB requests, warm time and layer size, with PASS/FAIL.
+
+    python -m bench [--rounds 15] [--events 200] [--batch 20] [--lambda-python PATH|none]
+
+Prints the report on stdout, writes .bench/results.json, exits 1 when a target is missed
+(2 when the benchmark itself could not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import (
+    BENCH_DIR,
+    COLD_START_MAX_RATIO,
+    LAYER_MAX_MB,
+    REPO_ROOT,
+    WARM_MAX_RATIO,
+    coldstart,
+    environment,
+    layer_size,
+)
+from bench.environment import BenchError
+
+RESULTS_PATH = BENCH_DIR / "results.json"
+DYNAMO_RESULTS_PATH = BENCH_DIR / "dynamo.json"
+HANDLER_STDOUT_PATH = BENCH_DIR / "handler-stdout.log"
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _rel(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _verdict(passed: bool | None) -> str:
+    return "info" if passed is None else ("PASS" if passed else "FAIL")
+
+
+# ------------------------------------------------------------------------ steps
+
+
+def run_cold_start(args: argparse.Namespace, layer: dict, runtime: dict, function: Any) -> dict[str, Any]:
+    py313 = args.py313
+    layer_pyc = environment.compiled_layer_copy([sys.executable]) if not args.skip_bytecode_variant else None
+    variants = coldstart.default_variants(
+        function, Path(layer["python_dir"]), Path(runtime["dir"]), layer_pyc, py313
+    )
+    results = {}
+    for variant in variants:
+        _progress(f"cold start: {variant.label} ({args.rounds} interleaved rounds)")
+        results[variant.key] = coldstart.run_variant(variant, function, args.rounds)
+    _progress("cold start: -X importtime profile of the handler import")
+    profile = coldstart.import_profile(variants[0], function)
+    return {"variants": results, "import_profile": profile}
+
+
+def run_dynamo(args: argparse.Namespace, layer: dict) -> dict[str, Any]:
+    _progress(f"DynamoDB: request counts, then {args.events} warm events vs direct calls (moto on loopback)")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "POWERTOOLS_", "MAKE")) and key not in ("MFLAGS",)
+    }
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    with HANDLER_STDOUT_PATH.open("w", encoding="utf-8") as stdout:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.dynamo",
+                "--layer-python",
+                layer["python_dir"],
+                "--out",
+                str(DYNAMO_RESULTS_PATH),
+                "--events",
+                str(args.events),
+                "--batch",
+                str(args.batch),
+                "--warmup",
+                str(args.warmup),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=900,
+        )
+    if result.returncode != 0:
+        raise BenchError(f"bench.dynamo failed (exit {result.returncode}):\n{result.stderr[-6000:]}")
+    return json.loads(DYNAMO_RESULTS_PATH.read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------ targets
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    primary = results["cold_start"]["variants"]["primary"]
+    rows.append(
+        {
+            "name": "cold start: handler import / import boto3 (median)",
+            "value": primary["ratio_median"],
+            "limit": COLD_START_MAX_RATIO,
+            "unit": "x",
+            "pass": primary["ratio_median"] <= COLD_START_MAX_RATIO,
+        }
+    )
+    for scenario in results["dynamodb"]["scenarios"]:
+        if scenario["limit"] is None:
+            continue
+        rows.append(
+            {
+                "name": f"DynamoDB requests: {scenario['title']}",
+                "value": scenario["requests"],
+                "limit": scenario["limit"],
+                "unit": "requests",
+                "pass": scenario["pass"],
+            }
+        )
+    warm = results["dynamodb"]["warm"]
+    rows.append(
+        {
+            "name": "warm: handler time per event / same DynamoDB calls made directly (median)",
+            "value": warm["ratio_median"],
+            "limit": WARM_MAX_RATIO,
+            "unit": "x",
+            "pass": warm["ratio_median"] <= WARM_MAX_RATIO and not warm["unexpected_outcomes"],
+        }
+    )
+    layer = results["layer"]
+    rows.append(
+        {
+            "name": "layer size unzipped (du)",
+            "value": layer["du_mb"],
+            "limit": LAYER_MAX_MB,
+            "unit": "MB",
+            "pass": layer["du_mb"] <= LAYER_MAX_MB,
+        }
+    )
+    return rows
+
+
+# ------------------------------------------------------------------------ report
+
+
+def render(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    add = out.append
+    meta = results["meta"]
+    add(f"billwatch bench - {meta['generated_at']}")
+    add(f"{meta['python']} {meta['machine']}, {meta['cpus']} CPUs; took {meta['seconds']:.0f} s")
+    add(f"full results: {_rel(RESULTS_PATH)}; handler stdout (logs, EMF): {_rel(HANDLER_STDOUT_PATH)}")
+    add("")
+    _render_environment(add, results["environment"])
+    _render_cold_start(add, results["cold_start"])
+    _render_requests(add, results["dynamodb"]["scenarios"])
+    _render_warm(add, results["dynamodb"]["warm"])
+    _render_layer(add, results["layer"])
+    add("Targets")
+    for row in results["targets"]:
+        unit = "x" if row["unit"] == "x" else f" {row['unit']}"
+        add(f"   {_verdict(row['pass'])}  {row['name']}: {row['value']}{unit} (limit {row['limit']}{unit})")
+    failed = [row for row in results["targets"] if not row["pass"]]
+    total = len(results["targets"])
+    add("OVERALL: " + ("PASS" if not failed else f"FAIL ({len(failed)} of {total} targets missed)"))
+    return "\n".join(out)
+
+
+def _render_environment(add: Callable[[str], None], env: dict[str, Any]) -> None:
+    purity = env["layer"]["purity"]
+    runtime = env["runtime"]
+    add("Emulated Lambda import roots (PYTHONPATH in Lambda's order; `python -S`, no venv site-packages):")
+    add(f"  function  {_rel(env['function_dir'])}  (handler {env['handler']})")
+    add(f"  layer     {_rel(env['layer']['python_dir'])}  (`make layer`, no .pyc: as deployed)")
+    add(f"  runtime   {_rel(runtime['dir'])}  (boto3=={runtime['boto3']} + deps, byte-compiled)")
+    wheels = ", ".join(f"{d['distribution']} [{'/'.join(d['tags'])}]" for d in purity["distributions"])
+    add(f"  layer wheels: {wheels}")
+    if purity["all_pure"]:
+        add("  -> all pure Python, no compiled extensions: the cp313/aarch64 build imports on this CPython")
+    else:
+        add(f"  -> NOT pure Python ({purity['binary_files'][:10]}): the local cold start is not faithful")
+    add("")
+
+
+def _render_cold_start(add: Callable[[str], None], cold: dict[str, Any]) -> None:
+    variants = cold["variants"]
+    primary = variants["primary"]
+    profile = cold["import_profile"]
+    add("1. Cold start: import of the handler module in a fresh interpreter vs `import boto3` alone")
+    add(f"   (wall time measured inside the child; {primary['rounds']} interleaved rounds; medians)")
+    add(f"   {'variant':<44} {'import boto3':>12} {'handler':>10} {'ratio':>6}  result")
+    for variant in variants.values():
+        gated = variant["gated"]
+        verdict = _verdict(variant["ratio_median"] <= COLD_START_MAX_RATIO) if gated else "info"
+        target = f" (target <= {COLD_START_MAX_RATIO}x)" if gated else ""
+        add(
+            f"   {variant['label']:<44} {variant['boto3']['median_ms']:>9.1f} ms"
+            f" {variant['handler']['median_ms']:>7.1f} ms {variant['ratio_median']:>5.2f}x  {verdict}{target}"
+        )
+    boto3_ms = primary["boto3"]["median_ms"]
+    budget = boto3_ms * COLD_START_MAX_RATIO
+    add(
+        f"   budget at {COLD_START_MAX_RATIO}x = {budget:.1f} ms, i.e. {budget - boto3_ms:.1f} ms on top of"
+        f" boto3; the handler adds {primary['extra_ms_median']:.1f} ms"
+    )
+    handler, boto3 = primary["handler"], primary["boto3"]
+    add(
+        f"   spread (min-max): handler {handler['min_ms']:.1f}-{handler['max_ms']:.1f} ms,"
+        f" boto3 {boto3['min_ms']:.1f}-{boto3['max_ms']:.1f} ms"
+    )
+    if "layer_with_bytecode" in variants:
+        saved = primary["handler"]["median_ms"] - variants["layer_with_bytecode"]["handler"]["median_ms"]
+        add(
+            f"   compiling the layer's .py files at every cold start costs ~{saved:.0f} ms"
+            " (handler median, as built vs with .pyc)"
+        )
+    add(
+        f"   the handler import loads {primary['handler_modules_loaded']} modules,"
+        f" {profile['extra_modules']} more than `import boto3` ({profile['baseline_modules']});"
+        f" requests imported: {'yes' if primary['requests_imported'] else 'no'}"
+    )
+    clients = ", ".join(profile["clients_created_at_import"]) or "none"
+    add(
+        "   work done at import besides importing: handler module body"
+        f" {profile['handler_module_body_ms']} ms (its -X importtime self time),"
+    )
+    add(
+        f"     of which botocore client creation ({clients}): {profile['client_creation_ms']} ms"
+        " (incl. botocore modules it imports lazily)"
+    )
+    add("   top 10 modules beyond boto3 by cumulative import time (-X importtime, medians of runs;")
+    add("   'beyond' counts only modules `import boto3` does not load, so nested boto3 time is excluded):")
+    add(f"     {'beyond':>8} {'cumul.':>8} {'self':>7}  module  <- imported by")
+    for entry in profile["top_cumulative"]:
+        add(
+            f"     {entry['cumulative_beyond_boto3_ms']:>5.1f} ms {entry['cumulative_ms']:>5.1f} ms"
+            f" {entry['self_ms']:>4.1f} ms  {entry['module']}  <- {entry['imported_by']}"
+        )
+    add("   self import time beyond boto3 per top-level package (includes compiling the source):")
+    for entry in profile["by_package"][:10]:
+        add(f"     {entry['self_ms']:>6.1f} ms  {entry['package']} ({entry['modules']} modules)")
+    add("   top 10 single modules by self time beyond boto3:")
+    for entry in profile["top_self"]:
+        add(f"     {entry['self_ms']:>6.1f} ms  {entry['module']}  <- {entry['imported_by']}")
+    if profile["attempted_not_found"]:
+        add(f"   optional imports tried and not found: {', '.join(profile['attempted_not_found'])}")
+    add("")
+
+
+def _render_requests(add: Callable[[str], None], scenarios: list[dict[str, Any]]) -> None:
+    add("2. DynamoDB requests per event (counted on the wire at botocore's Endpoint._send; moto on loopback)")
+    add(f"   {'scenario':<88} {'req':>3} {'max':>4}  result")
+    for scenario in scenarios:
+        limit = "-" if scenario["limit"] is None else str(scenario["limit"])
+        add(f"   {scenario['title']:<88} {scenario['requests']:>3} {limit:>4}  {_verdict(scenario['pass'])}")
+        sequences = sorted({" + ".join(run["sequence"]) or "(none)" for run in scenario["runs"]})
+        types = sorted({run["event_type"] for run in scenario["runs"]})
+        outcomes = sorted({run["outcome"] for run in scenario["runs"]})
+        add(f"       {', '.join(types)} -> {', '.join(outcomes)}: {' | '.join(sequences)}")
+        others = sorted({request for run in scenario["runs"] for request in run["other_requests"]})
+        if others:
+            add(f"       other AWS requests: {', '.join(others)}")
+        for problem in scenario["problems"]:
+            add(f"       PROBLEM: {problem}")
+    add("")
+
+
+def _render_warm(add: Callable[[str], None], warm: dict[str, Any]) -> None:
+    add(
+        f"3. Warm time per event: {warm['events']} new signed customer.subscription.updated events through"
+        " lambda_handler"
+    )
+    add(f"   vs the same DynamoDB calls made directly with boto3 ({' + '.join(warm['raw_sequence'])});")
+    add(f"   interleaved in batches of {warm['batch']}, after {warm['warmup']} warm-up events each")
+    add(f"   {'':<20} {'median':>9} {'mean':>9} {'p90':>9}   in API calls  on the wire  outside API calls")
+    for key, label in (("handler", "handler"), ("raw", "direct boto3 calls")):
+        stats, parts = warm[key], warm[f"{key}_breakdown_median_ms"]
+        add(
+            f"   {label:<20} {stats['median_ms']:>6.2f} ms {stats['mean_ms']:>6.2f} ms"
+            f" {stats['p90_ms']:>6.2f} ms"
+            f"   {parts['in_dynamodb_api_calls']:>8.2f} ms  {parts['on_the_wire']:>8.2f} ms"
+            f"  {parts['outside_api_calls']:>10.2f} ms"
+        )
+    add("   per request (median round trip incl. moto's server-side work; request body size):")
+    for step in warm["per_request"]:
+        add(
+            f"     {step['request']:<24} handler {step['handler_ms']} ms / {step['handler_bytes']} B"
+            f"   direct {step['raw_ms']} ms / {step['raw_bytes']} B"
+        )
+    passed = warm["ratio_median"] <= WARM_MAX_RATIO and not warm["unexpected_outcomes"]
+    _, batch_min, batch_max = warm["batch_ratio_median_min_max"]
+    add(
+        f"   ratio {warm['ratio_median']:.2f}x (medians; means {warm['ratio_mean']:.2f}x;"
+        f" per batch {batch_min:.2f}-{batch_max:.2f}x) -> {_verdict(passed)} (target <= {WARM_MAX_RATIO}x)"
+    )
+    add(f"   DynamoDB requests per timed handler event: {warm['handler_requests_per_event']}")
+    if warm["unexpected_outcomes"]:
+        add(f"   PROBLEM: unexpected outcomes while timing: {warm['unexpected_outcomes']}")
+    add("")
+
+
+def _render_layer(add: Callable[[str], None], layer: dict[str, Any]) -> None:
+    passed = layer["du_mb"] <= LAYER_MAX_MB
+    add(
+        f"4. Layer size unzipped: {layer['du_mb']:.1f} MB du ({layer['apparent_mb']:.1f} MB apparent,"
+        f" {layer['files']} files) -> {_verdict(passed)} (target <= {LAYER_MAX_MB:.0f} MB)"
+    )
+    for entry in layer["by_package"]:
+        add(f"     {entry['du_mb']:>6.2f} MB  {entry['package']}  ({entry['apparent_mb']:.2f} MB apparent)")
+    largest = ", ".join(f"{e['path']} {e['apparent_mb']:.1f} MB" for e in layer["largest_sub_packages"][:6])
+    add(f"   largest sub-packages (apparent): {largest}")
+    add("")
+
+
+# ------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="cold-start rounds per variant (default 15)")
+    parser.add_argument("--events", type=int, default=200, help="timed warm events (default 200)")
+    parser.add_argument(
+        "--batch", type=int, default=20, help="warm events per interleaved batch (default 20)"
+    )
+    parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up events (default 20)")
+    parser.add_argument(
+        "--lambda-python",
+        default=None,
+        help="a CPython 3.13 for an extra, informational cold-start run (default: found on PATH or"
+        " in pyenv, or $BENCH_LAMBDA_PYTHON); 'none' to skip",
+    )
+    parser.add_argument(
+        "--skip-bytecode-variant", action="store_true", help="skip the informational layer-with-.pyc run"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        _progress("building the SharedLayer with `make layer` into .bench/layer")
+        layer = environment.build_layer()
+        layer_sizes = layer_size.measure(environment.LAYER_DIR)  # before anything could add bytecode
+        args.py313 = environment.lambda_version_python(args.lambda_python)
+        _progress("preparing the emulated runtime (boto3 + deps) in .bench/runtime")
+        runtime = environment.build_runtime([sys.executable, *([args.py313] if args.py313 else [])])
+        function = environment.function_config()
+        cold = run_cold_start(args, layer, runtime, function)
+        dynamo = run_dynamo(args, layer)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {
+        "meta": {
+            "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+            "python": f"CPython {platform.python_version()}",
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "seconds": round(time.perf_counter() - started, 1),
+            "argv": sys.argv[1:] if argv is None else argv,
+        },
+        "environment": {
+            "function_dir": str(function.code_dir),
+            "handler": f"{function.handler_module}.{function.handler_name}",
+            "function_env": function.environment,
+            "layer": layer,
+            "runtime": runtime,
+            "lambda_version_python": args.py313,
+        },
+        "cold_start": cold,
+        "dynamodb": dynamo,
+        "layer": layer_sizes,
+    }
+    results["targets"] = targets(results)
+    RESULTS_PATH.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(render(results))
+    return 0 if all(row["pass"] for row in results["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

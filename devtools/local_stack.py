@@ -1,0 +1,900 @@
+"""Run the template's HTTP API locally: real handlers, DynamoDB in an embedded moto server.
+
+    python -m devtools.local_stack          # what `make run` runs; PORT=3000 by default
+
+No AWS account, Docker or network is needed: moto's server runs in-process on 127.0.0.1, the
+tables are created from template.yaml's own definitions, and every ``HttpApi`` route of the
+template is served on ``http://127.0.0.1:$PORT``. Each request becomes an API Gateway HTTP API
+payload-format-2.0 event for the route's real handler (loaded from the function's CodeUri +
+Handler, with the template's environment), and the handler's response becomes the HTTP response.
+
+The webhook signing secret is ``$STRIPE_WEBHOOK_SECRET`` when set (e.g. the ``whsec_`` printed by
+``stripe listen``), else the public local dev secret ``whsec_local_dev_secret``.
+
+Tests use :class:`LocalStack` directly::
+
+    with LocalStack().start(port=0) as stack:   # port 0 = an ephemeral port
+        urllib.request.urlopen(stack.url + "/webhooks/stripe", ...)
+        boto3.client("dynamodb", endpoint_url=stack.moto_endpoint, ...)
+
+``stop()`` (or leaving the ``with`` block) shuts both servers down and restores ``os.environ``,
+``sys.path`` and ``sys.modules`` as they were before ``start()``.
+
+Differences from AWS worth knowing: invocations of one function are serialised (like a function
+with a single warm instance), the function timeout is reported to the handler but not enforced,
+and moto's state lives in memory only (gone when the process exits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import errno
+import importlib.util
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, ClassVar
+
+from devtools.signing import LOCAL_DEV_SECRET
+from devtools.template import (
+    LAYER_TYPE,
+    REPO_ROOT,
+    create_tables,
+    function_environment,
+    function_properties,
+    http_routes,
+    load_template,
+    resources_of_type,
+)
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "LambdaContext",
+    "LocalStack",
+    "LocalStackError",
+    "Route",
+    "banner",
+    "http_api_event",
+    "main",
+]
+
+log = logging.getLogger("devtools.local_stack")
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 3000
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's default account
+STAGE = "$default"
+# CloudFormation generates real table names; locally they are "<prefix><token>-<logical id>". The
+# per-stack token keeps a restarted stack in the same process off names a previous one bound.
+TABLE_PREFIX = "billwatch-local-"
+# API Gateway HTTP APIs reject request payloads over 10 MB.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+# An over-limit body up to this size is read and discarded so the client gets to see the 413.
+_DRAIN_LIMIT_BYTES = 4 * MAX_BODY_BYTES
+SECRET_ENV = "STRIPE_WEBHOOK_SECRET"
+FAKE_CREDENTIAL = "testing"
+
+# Variables from the caller's shell that would point the handlers (or botocore) somewhere other
+# than the embedded moto server, or at a second webhook secret source (load_settings wants one).
+_CLEARED_ENV = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "WEBHOOK_SECRET_ID",
+    "WEBHOOK_SECRET_PARAMETER",
+)
+_CLEARED_ENV_PREFIXES = ("AWS_ENDPOINT_URL_",)  # service-specific endpoints win over AWS_ENDPOINT_URL
+# The tables every function is told about, whatever the template's own Environment says.
+_TABLE_ENV = {"BILLING_TABLE_NAME": "BillingStateTable", "IDEMPOTENCY_TABLE_NAME": "IdempotencyTable"}
+_LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost")
+# Response headers the server computes itself.
+_HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding"}
+_JSON = {"content-type": "application/json"}
+
+
+class LocalStackError(Exception):
+    """The local stack cannot serve this template (the message says why)."""
+
+
+# ------------------------------------------------------------------------------------ routes
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HttpApi route of the template: ``METHOD /path`` (or ``$default``) -> function."""
+
+    method: str
+    path: str
+    function: str
+    _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _params: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        params: list[str] = []
+        pattern: re.Pattern[str] | None = None
+        if self.path != "$default":
+            parts = []
+            for segment in self.path.split("/"):
+                variable = re.fullmatch(r"\{([^{}]+?)(\+?)\}", segment)
+                if variable:
+                    params.append(variable.group(1))
+                    parts.append("(.+)" if variable.group(2) else "([^/]+)")
+                else:
+                    parts.append(re.escape(segment))
+            pattern = re.compile("/".join(parts))
+        object.__setattr__(self, "_pattern", pattern)
+        object.__setattr__(self, "_params", tuple(params))
+
+    @property
+    def route_key(self) -> str:
+        return "$default" if self.path == "$default" else f"{self.method} {self.path}"
+
+    @property
+    def as_tuple(self) -> tuple[str, str, str]:
+        return (self.method, self.path, self.function)
+
+    def specificity(self) -> tuple[bool, bool, int, int, bool]:
+        """Sort key: API Gateway prefers the most specific route (and ``$default`` last)."""
+        greedy = self.path.endswith("+}")
+        literal_segments = self.path.count("/") - len(self._params)
+        return (self._pattern is None, greedy, len(self._params), -literal_segments, self.method == "ANY")
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        """Path parameters (possibly empty) when this route takes the request, else None."""
+        if self.method not in ("ANY", method):
+            return None
+        if self._pattern is None:
+            return {}
+        found = self._pattern.fullmatch(path)
+        if not found:
+            return None
+        return {
+            name: urllib.parse.unquote(value)
+            for name, value in zip(self._params, found.groups(), strict=True)
+        }
+
+
+# ------------------------------------------------------------------------- Lambda plumbing
+
+
+class LambdaContext:
+    """The attributes of the Lambda runtime's context object that handlers and Powertools use."""
+
+    def __init__(self, function_name: str, memory_limit_in_mb: int, timeout_seconds: float) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
+        self.memory_limit_in_mb = int(memory_limit_in_mb)
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
+        self.identity = None
+        self.client_context = None
+        self._deadline = time.monotonic() + float(timeout_seconds)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class _Function:
+    logical_id: str
+    module: ModuleType
+    handler: Any
+    memory_mb: int
+    timeout_s: float
+    # Lambda gives one invocation at a time to an instance; the handler's globals assume that.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        with self.lock:
+            context = LambdaContext(self.logical_id, self.memory_mb, self.timeout_s)
+            started = time.monotonic()
+            result = self.handler(event, context)
+            elapsed = time.monotonic() - started
+        if elapsed > self.timeout_s:
+            log.warning(
+                "%s ran %.1f s, longer than its %s s timeout (Lambda would have stopped it)",
+                self.logical_id,
+                elapsed,
+                self.timeout_s,
+            )
+        return result
+
+
+def _http_date(epoch_ms: int) -> str:
+    when = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[
+        when.month - 1
+    ]
+    return f"{when:%d}/{month}/{when:%Y:%H:%M:%S} +0000"
+
+
+def http_api_event(
+    *,
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    route_key: str,
+    path_parameters: Mapping[str, str] | None = None,
+    source_ip: str = HOST,
+    protocol: str = "HTTP/1.1",
+    request_id: str | None = None,
+    time_epoch_ms: int | None = None,
+) -> dict[str, Any]:
+    """The API Gateway HTTP API (payload format 2.0) event for one HTTP request.
+
+    ``target`` is the request target (path and query string, as received). Header names are
+    lower-cased and repeated headers joined with ``,``; ``Cookie`` headers become ``cookies``.
+    A UTF-8 body is passed as text, anything else base64-encoded with ``isBase64Encoded`` true.
+    """
+    raw_path, _, raw_query = target.partition("?")
+    request_id = request_id or str(uuid.uuid4())
+    time_epoch_ms = int(time.time() * 1000) if time_epoch_ms is None else time_epoch_ms
+
+    merged: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "cookie":
+            cookies.extend(part.strip() for part in value.split(";") if part.strip())
+            continue
+        merged[lower] = f"{merged[lower]},{value}" if lower in merged else value
+    merged.setdefault("x-amzn-trace-id", f"Root=1-{time_epoch_ms // 1000:08x}-{uuid.uuid4().hex[:24]}")
+    forwarded = merged.get("x-forwarded-for")
+    merged["x-forwarded-for"] = f"{forwarded}, {source_ip}" if forwarded else source_ip
+    merged.setdefault("x-forwarded-proto", "http")
+
+    query: dict[str, str] = {}
+    for name, value in urllib.parse.parse_qsl(raw_query, keep_blank_values=True):
+        query[name] = f"{query[name]},{value}" if name in query else value
+
+    host = merged.get("host", HOST)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = merged
+    if query:
+        event["queryStringParameters"] = query
+    event["requestContext"] = {
+        "accountId": ACCOUNT_ID,
+        "apiId": "local",
+        "domainName": host,
+        "domainPrefix": host.split(".", 1)[0],
+        "http": {
+            "method": method,
+            "path": raw_path,
+            "protocol": protocol,
+            "sourceIp": source_ip,
+            "userAgent": merged.get("user-agent", ""),
+        },
+        "requestId": request_id,
+        "routeKey": route_key,
+        "stage": STAGE,
+        "time": _http_date(time_epoch_ms),
+        "timeEpoch": time_epoch_ms,
+    }
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
+    if body:
+        try:
+            event["body"] = body.decode("utf-8")
+            event["isBase64Encoded"] = False
+        except UnicodeDecodeError:
+            event["body"] = base64.b64encode(body).decode("ascii")
+            event["isBase64Encoded"] = True
+    else:
+        event["isBase64Encoded"] = False
+    return event
+
+
+def _lambda_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """What API Gateway makes of a payload-2.0 Lambda result: (status, headers, body)."""
+    if not (isinstance(result, dict) and "statusCode" in result):
+        # Without a statusCode, API Gateway treats the whole result as a JSON 200 body.
+        return 200, list(_JSON.items()), json.dumps(result).encode("utf-8")
+    status = int(result["statusCode"])
+    if not 100 <= status <= 599:
+        raise ValueError(f"statusCode {status} is not an HTTP status")
+    headers = [
+        (str(name), str(value))
+        for name, value in (result.get("headers") or {}).items()
+        if str(name).lower() not in _HOP_BY_HOP
+    ]
+    headers += [("set-cookie", str(cookie)) for cookie in result.get("cookies") or []]
+    body = result.get("body")
+    if body is None:
+        raw = b""
+    elif result.get("isBase64Encoded"):
+        raw = base64.b64decode(body, validate=True)
+    else:
+        raw = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
+    return status, headers, raw
+
+
+# --------------------------------------------------------------------------------- HTTP side
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+    server_version = "billwatch-local"
+    sys_version = ""
+
+    # One method handler for every verb API Gateway routes.
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET
+
+    def handle_expect_100(self) -> bool:
+        if self._declared_length() > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send_json(413, {"message": "Request Entity Too Large"}, str(uuid.uuid4()))
+            return False
+        return super().handle_expect_100()
+
+    def _declared_length(self) -> int:
+        try:
+            return int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return 0
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        raw_length = self.headers.get("Content-Length")
+        if not raw_length:
+            return b""
+        length = int(raw_length)  # ValueError -> 400
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length > MAX_BODY_BYTES:
+            if length <= _DRAIN_LIMIT_BYTES:
+                self._discard(length)
+            raise _TooLarge
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size = int(self.rfile.readline(1024).split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise _TooLarge
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _discard(self, length: int) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(10)
+            while length > 0:
+                chunk = self.rfile.read(min(length, 1 << 20))
+                if not chunk:
+                    break
+                length -= len(chunk)
+
+    def _serve(self) -> None:
+        started = time.monotonic()
+        request_id = str(uuid.uuid4())
+        path = self.path.partition("?")[0]
+        try:
+            body = self._read_body()
+        except _TooLarge:
+            self.close_connection = True
+            self._send_json(413, {"message": "Request Entity Too Large"}, request_id)
+            return self._access_log(413, started, "-")
+        except ValueError:
+            self.close_connection = True
+            self._send_json(400, {"message": "Bad Request"}, request_id)
+            return self._access_log(400, started, "-")
+
+        found = self.server.stack.resolve(self.command, path)
+        if found is None:
+            self._send_json(404, {"message": "Not Found"}, request_id)
+            return self._access_log(404, started, "-")
+        route, path_parameters = found
+        event = http_api_event(
+            method=self.command,
+            target=self.path,
+            headers=self.headers.items(),
+            body=body,
+            route_key=route.route_key,
+            path_parameters=path_parameters,
+            source_ip=self.client_address[0],
+            protocol=self.request_version,
+            request_id=request_id,
+        )
+        try:
+            result = self.server.stack.invoke(route.function, event)
+            status, headers, raw = _lambda_response(result)
+        except Exception:
+            log.exception("%s failed on %s %s", route.function, self.command, path)
+            self._send_json(500, {"message": "Internal Server Error"}, request_id)
+            return self._access_log(500, started, route.function)
+        self._send(status, headers, raw, request_id)
+        self._access_log(status, started, route.function)
+
+    def _send_json(self, status: int, body: dict[str, Any], request_id: str) -> None:
+        self._send(status, list(_JSON.items()), json.dumps(body).encode("utf-8"), request_id)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, request_id: str) -> None:
+        self.send_response_only(status)
+        self.send_header("Date", self.date_time_string())
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("apigw-requestid", request_id)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def _access_log(self, status: int, started: float, function: str) -> None:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.info("%s %s -> %s (%s, %.0f ms)", self.command, self.path, status, function, elapsed_ms)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - " + format, self.address_string(), *args)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.warning("%s - " + format, self.address_string(), *args)
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], stack: LocalStack) -> None:
+        self.stack = stack
+        super().__init__(address, _RequestHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("connection from %s dropped: %s", client_address, exc)
+        else:
+            log.exception("unexpected error serving %s", client_address)
+
+
+# ------------------------------------------------------------------------------ environment
+
+
+class _EnvPatch:
+    """Sets/removes os.environ entries and remembers the originals for restore()."""
+
+    def __init__(self) -> None:
+        self._original: dict[str, str | None] = {}
+
+    def apply(self, values: Mapping[str, str | None]) -> None:
+        for name, value in values.items():
+            if name not in self._original:
+                self._original[name] = os.environ.get(name)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def restore(self) -> None:
+        for name, value in self._original.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._original.clear()
+
+
+def _no_proxy_with_loopback(current: str | None) -> str:
+    entries = [entry.strip() for entry in (current or "").split(",") if entry.strip()]
+    return ",".join(entries + [host for host in _LOOPBACK_NO_PROXY if host not in entries])
+
+
+# ------------------------------------------------------------------------------------ stack
+
+
+class LocalStack:
+    """moto on loopback + the template's HTTP API routes served by the real handlers."""
+
+    _active: ClassVar[LocalStack | None] = None
+    _active_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        template_path: str | Path = "template.yaml",
+        *,
+        webhook_secret: str | None = None,
+        env: Mapping[str, str | None] | None = None,
+        table_prefix: str | None = None,
+    ) -> None:
+        """``webhook_secret`` defaults to ``$STRIPE_WEBHOOK_SECRET``, else the local dev secret.
+        ``env`` holds extra overrides for the functions' environment (``None`` removes a variable).
+        ``table_prefix`` defaults to ``billwatch-local-<random>-``.
+        """
+        path = Path(template_path)
+        if not path.is_absolute() and not path.exists():
+            path = REPO_ROOT / path
+        self.template_path = path.resolve()
+        self.template = load_template(self.template_path)
+        self._extra_env = dict(env or {})
+        if table_prefix is None:
+            table_prefix = f"{TABLE_PREFIX}{secrets.token_hex(3)}-"
+        self._table_prefix = table_prefix
+        self.routes: list[tuple[str, str, str]] = http_routes(self.template)
+        self._routes = sorted((Route(*route) for route in self.routes), key=Route.specificity)
+
+        from_env = (os.environ.get(SECRET_ENV) or "").strip()
+        if webhook_secret is not None:
+            self._secret, self.secret_source = webhook_secret, "the secret passed to LocalStack"
+        elif from_env:
+            self._secret, self.secret_source = from_env, f"{SECRET_ENV} from your environment"
+        else:
+            self._secret = LOCAL_DEV_SECRET
+            self.secret_source = f"the built-in local dev secret {LOCAL_DEV_SECRET}"
+
+        self.url = ""
+        self.moto_endpoint = ""
+        self.table_names: dict[str, str] = {}
+        self.functions: dict[str, _Function] = {}
+        self._moto: Any = None
+        self._http: _HttpServer | None = None
+        self._http_thread: threading.Thread | None = None
+        self._env = _EnvPatch()
+        self._added_paths: list[str] = []
+        self._added_modules: list[str] = []
+
+    def __repr__(self) -> str:  # never shows the secret
+        return f"LocalStack(url={self.url!r}, moto_endpoint={self.moto_endpoint!r})"
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """The active signing secret(s), to sign test requests with (never print them)."""
+        return tuple(part.strip() for part in self._secret.split(",") if part.strip())
+
+    @property
+    def uses_local_dev_secret(self) -> bool:
+        return self._secret == LOCAL_DEV_SECRET
+
+    @property
+    def running(self) -> bool:
+        return self._http_thread is not None
+
+    # -------------------------------------------------------------------- lifecycle
+
+    def start(self, port: int = DEFAULT_PORT) -> LocalStack:
+        """Start moto and serve the routes on 127.0.0.1:``port`` (0 = an ephemeral port).
+
+        One stack per process at a time: the environment and the handlers' module-level state
+        (cached clients, bound table names) are process-wide.
+        """
+        with LocalStack._active_lock:
+            if LocalStack._active is not None:
+                raise LocalStackError("a LocalStack is already running in this process; stop it first")
+            LocalStack._active = self
+        try:
+            # Bind first: a port in use fails fast, and early requests wait in the backlog.
+            self._http = _HttpServer((HOST, port), self)
+            self._start_moto()
+            self._create_tables()
+            for function in dict.fromkeys(route[2] for route in self.routes):
+                self.functions[function] = self._load_function(function)
+            self._http_thread = threading.Thread(
+                target=self._http.serve_forever, name="local-stack-http", daemon=True
+            )
+            self._http_thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"http://{HOST}:{self._http.server_address[1]}"
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers and undo every change start() made to the process. Idempotent."""
+        if self._http is not None:
+            if self._http_thread is not None:
+                self._http.shutdown()
+                self._http_thread.join(timeout=10)
+            self._http.server_close()
+        self._http, self._http_thread = None, None
+        if self._moto is not None:
+            with contextlib.suppress(Exception):
+                self._moto.stop()
+            server = getattr(self._moto, "_server", None)  # ThreadedMotoServer does not close it
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.server_close()
+            self._moto = None
+        self.functions.clear()
+        for name in self._added_modules:
+            sys.modules.pop(name, None)
+        self._added_modules.clear()
+        for entry in self._added_paths:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
+        self._added_paths.clear()
+        self._env.restore()
+        with LocalStack._active_lock:
+            if LocalStack._active is self:
+                LocalStack._active = None
+
+    def __enter__(self) -> LocalStack:
+        return self if self.running else self.start(port=0)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- the pieces
+
+    def _start_moto(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+        self._moto.start()
+        host, moto_port = self._moto.get_host_and_port()
+        self.moto_endpoint = f"http://{host}:{moto_port}"
+        cleared = {
+            name: None
+            for name in os.environ
+            if any(name.startswith(prefix) for prefix in _CLEARED_ENV_PREFIXES)
+        }
+        self._env.apply(
+            {
+                **cleared,
+                **dict.fromkeys(_CLEARED_ENV),
+                "AWS_ENDPOINT_URL": self.moto_endpoint,
+                "AWS_ACCESS_KEY_ID": FAKE_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIAL,
+                "AWS_SESSION_TOKEN": FAKE_CREDENTIAL,
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "NO_PROXY": _no_proxy_with_loopback(os.environ.get("NO_PROXY")),
+                "no_proxy": _no_proxy_with_loopback(os.environ.get("no_proxy")),
+            }
+        )
+
+    def _create_tables(self) -> None:
+        import boto3
+
+        client = boto3.session.Session().client(
+            "dynamodb",
+            endpoint_url=self.moto_endpoint,
+            region_name=REGION,
+            aws_access_key_id=FAKE_CREDENTIAL,
+            aws_secret_access_key=FAKE_CREDENTIAL,
+            aws_session_token=FAKE_CREDENTIAL,
+        )
+        self.table_names = create_tables(client, self.template, prefix=self._table_prefix)
+
+    def function_env(self, logical_id: str) -> dict[str, str | None]:
+        """The environment a function runs with locally (``None`` = not set).
+
+        The template's variables (resolved against parameter defaults and the local table
+        names; anything unresolvable is left unset), then the local overrides.
+        """
+        env = function_environment(self.template, logical_id, resource_refs=self.table_names)
+        env.update(
+            {
+                variable: self.table_names[logical_table]
+                for variable, logical_table in _TABLE_ENV.items()
+                if logical_table in self.table_names
+            }
+        )
+        env.update(
+            {
+                "POWERTOOLS_SERVICE_NAME": "billwatch",
+                "POWERTOOLS_METRICS_NAMESPACE": "Billwatch",
+                SECRET_ENV: self._secret,
+                **dict.fromkeys(_CLEARED_ENV),
+            }
+        )
+        env.update(self._extra_env)
+        return env
+
+    def _load_function(self, logical_id: str) -> _Function:
+        props = function_properties(self.template, logical_id)
+        code_uri, handler_name = props.get("CodeUri"), props.get("Handler")
+        if not isinstance(code_uri, str) or not isinstance(handler_name, str) or "." not in handler_name:
+            raise LocalStackError(
+                f"{logical_id}: needs a local CodeUri directory and a module.function Handler"
+            )
+        base = self.template_path.parent
+        code_dir = (base / code_uri).resolve()
+        module_path, _, attribute = handler_name.rpartition(".")
+        source = code_dir.joinpath(*module_path.split(".")).with_suffix(".py")
+        if not source.is_file():
+            raise LocalStackError(f"{logical_id}: handler module {source} does not exist")
+
+        # What Lambda puts on sys.path: the function's code, then its layers (ContentUri[/python]).
+        paths = [code_dir]
+        layers = resources_of_type(self.template, LAYER_TYPE)
+        for layer in props.get("Layers") or []:
+            ref = layer.get("Ref") if isinstance(layer, dict) else None
+            content = ((layers.get(ref) or {}).get("Properties") or {}).get("ContentUri")
+            if isinstance(content, str):
+                layer_dir = (base / content).resolve()
+                paths += [layer_dir / "python", layer_dir] if (layer_dir / "python").is_dir() else [layer_dir]
+        for entry in reversed([str(path) for path in paths]):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+                self._added_paths.append(entry)
+
+        # The handler reads its settings at import (cold start), so the env goes first.
+        self._env.apply(self.function_env(logical_id))
+        name = f"_local_stack_{logical_id}_{module_path.replace('.', '_')}_{uuid.uuid4().hex[:8]}"
+        spec = importlib.util.spec_from_file_location(name, source)
+        if spec is None or spec.loader is None:
+            raise LocalStackError(f"{logical_id}: cannot import {source}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        self._added_modules.append(name)
+        spec.loader.exec_module(module)
+        handler = getattr(module, attribute, None)
+        if not callable(handler):
+            raise LocalStackError(f"{logical_id}: {source} has no function {attribute!r}")
+        return _Function(
+            logical_id=logical_id,
+            module=module,
+            handler=handler,
+            memory_mb=int(props.get("MemorySize", 128)),
+            timeout_s=float(props.get("Timeout", 3)),
+        )
+
+    # ------------------------------------------------------------------ requests
+
+    def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """The route API Gateway would pick for ``method path`` and its path parameters."""
+        for route in self._routes:
+            params = route.match(method.upper(), path)
+            if params is not None:
+                return route, params
+        return None
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """Invoke a function's handler as Lambda would (a fresh context, one at a time)."""
+        return self.functions[function].invoke(event)
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def banner(stack: LocalStack) -> str:
+    routes = "\n".join(
+        f"    {method:<6} {stack.url}{'/<any path>' if path == '$default' else path}  -> {function}"
+        for method, path, function in stack.routes
+    )
+    tables = "\n".join(f"    {logical_id:<20} {name}" for logical_id, name in stack.table_names.items())
+    port = stack.url.rsplit(":", 1)[1]
+    port_arg = "" if port == str(DEFAULT_PORT) else f" PORT={port}"
+    webhook = next(
+        (f"{stack.url}{path}" for _, path, _ in stack.routes if "webhook" in path),
+        stack.url,
+    )
+    forward = webhook.replace(f"http://{HOST}", "localhost")
+    if stack.uses_local_dev_secret:
+        send = (
+            f"    {SECRET_ENV}={LOCAL_DEV_SECRET} make send{port_arg} "
+            "EVENT=events/customer.subscription.updated.json\n"
+            f"  (make send signs with ${SECRET_ENV}; it must match the secret above)"
+        )
+    else:
+        send = (
+            f"    make send{port_arg} EVENT=events/customer.subscription.updated.json\n"
+            f"  (make send signs with ${SECRET_ENV} from that shell; it must be the same secret)"
+        )
+    return f"""
+billwatch local stack (Ctrl-C to stop)
+  Webhook URL:    {webhook}
+  Routes (from template.yaml):
+{routes}
+  AWS (moto):     {stack.moto_endpoint}   region {REGION}, credentials testing/testing, in memory
+  Tables:
+{tables}
+  Signing secret: {stack.secret_source}
+
+Send a sample event, in another shell:
+{send}
+
+Forward real test-mode events with the Stripe CLI:
+    stripe listen --forward-to {forward}
+  then restart this with the whsec_ it prints:
+    export {SECRET_ENV}=whsec_...   # from `stripe listen`
+    make run{port_arg}
+"""
+
+
+def _port_from_env() -> int:
+    raw = os.environ.get("PORT", "").strip() or str(DEFAULT_PORT)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise SystemExit(f"local_stack: error: PORT must be a number, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise SystemExit(f"local_stack: error: PORT must be 0-65535, got {port}")
+    return port
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.local_stack", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--port", type=int, default=None, help=f"HTTP port (default $PORT or {DEFAULT_PORT})")
+    parser.add_argument("--template", default="template.yaml", help="SAM template (default template.yaml)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    port = _port_from_env() if args.port is None else args.port
+    # The access log of this server at INFO; botocore/pynamodb/werkzeug chatter only with --verbose.
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+
+    stack = LocalStack(args.template)
+    try:
+        stack.start(port=port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"local_stack: error: {HOST}:{port} is already in use (is `make run` running elsewhere?); "
+            f"pick another port, e.g. PORT={port + 1} make run (and the same PORT for make send)",
+            file=sys.stderr,
+        )
+        return 1
+    except (LocalStackError, ValueError) as exc:  # ConfigError is a ValueError and names the variable
+        print(f"local_stack: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+    stopping = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    print(banner(stack), flush=True)
+    while not stopping.wait(0.5):
+        pass
+    print("\nstopping the local stack...", flush=True)
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

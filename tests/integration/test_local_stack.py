@@ -1,0 +1,388 @@
+"""`make run` end to end: real HTTP on 127.0.0.1 into the real handler, DynamoDB in moto's server.
+
+Nothing here leaves loopback. One stack serves the module; a subprocess checks the CLI itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from devtools import send_event
+from devtools import stripe_events as se
+from devtools.local_stack import MAX_BODY_BYTES, LocalStack, LocalStackError, Route, http_api_event
+from devtools.signing import LOCAL_DEV_SECRET
+from devtools.template import dynamodb_tables, http_routes
+from tests.support import ROOT
+
+NOW = int(time.time())
+FUNCTION = "WebhookIntakeFunction"
+NOT_FOUND = {"message": "Not Found"}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)  # -> the built-in local dev secret
+        environ, path, modules = dict(os.environ), list(sys.path), set(sys.modules)
+        with LocalStack().start(port=0) as running:
+            assert os.environ["AWS_ENDPOINT_URL"] == running.moto_endpoint
+            yield running
+        # Other tests in this process use mock_aws: nothing may keep pointing them at a dead server.
+        assert dict(os.environ) == environ
+        assert sys.path == path
+        assert not {name for name in set(sys.modules) - modules if name.startswith("_local_stack_")}
+
+
+@pytest.fixture(scope="module")
+def dynamodb(stack: LocalStack) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=stack.moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture(scope="module")
+def webhook_url(stack: LocalStack) -> str:
+    (path,) = [path for method, path, function in stack.routes if function == FUNCTION and method == "POST"]
+    return stack.url + path
+
+
+def call(
+    url: str, body: bytes | None = None, method: str = "POST", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def post_signed(url: str, stripe_event: dict[str, Any], secrets: list[str]) -> tuple[int, dict[str, Any]]:
+    status, body = send_event.send(json.dumps(stripe_event).encode(), url, secrets, timeout=10)
+    return status, json.loads(body)
+
+
+def subscription_created(account: str, event_id: str) -> dict[str, Any]:
+    sub = se.subscription(id=f"sub_{account}", customer=f"cus_{account}", metadata={"account_id": account})
+    return se.event("customer.subscription.created", sub, id=event_id, created=NOW)
+
+
+def billing_item(dynamodb: Any, stack: LocalStack, pk: str) -> dict[str, Any] | None:
+    table = stack.table_names["BillingStateTable"]
+    return dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item")
+
+
+def item_count(dynamodb: Any, table: str) -> int:
+    return dynamodb.scan(TableName=table, Select="COUNT", ConsistentRead=True)["Count"]
+
+
+# --- the stack follows the template --------------------------------------------------------------
+
+
+def test_serves_exactly_the_template_routes_and_tables(stack: LocalStack, dynamodb, template) -> None:
+    assert stack.routes == http_routes(template)
+    assert set(stack.table_names) == set(dynamodb_tables(template))
+    assert set(stack.table_names.values()) <= set(dynamodb.list_tables()["TableNames"])
+    for method, path, _function in stack.routes:
+        concrete = (
+            "/anything" if path == "$default" else path.replace("{", "x").replace("}", "").replace("+", "")
+        )
+        status, _, body = call(stack.url + concrete, b"{}", "POST" if method == "ANY" else method)
+        assert (status, json.loads(body or b"null")) != (404, NOT_FOUND), f"{method} {path} is not served"
+
+
+def test_uses_the_built_in_local_dev_secret(stack: LocalStack) -> None:
+    assert stack.webhook_secrets == (LOCAL_DEV_SECRET,)
+    assert stack.secret_source == f"the built-in local dev secret {LOCAL_DEV_SECRET}"
+
+
+def test_only_one_stack_per_process(stack: LocalStack) -> None:
+    with pytest.raises(LocalStackError, match="already running"):
+        LocalStack().start(port=0)
+    assert stack.running
+
+
+# --- the webhook, through the real handler ----------------------------------------------------------
+
+
+def test_signed_subscription_created_is_applied(stack: LocalStack, dynamodb, webhook_url: str) -> None:
+    event = subscription_created("acct_local_1", "evt_local_created")
+    assert post_signed(webhook_url, event, list(stack.webhook_secrets)) == (
+        200,
+        {"received": True, "event_id": "evt_local_created", "outcome": "applied"},
+    )
+    item = billing_item(dynamodb, stack, "acct_local_1")
+    assert item is not None
+    assert item["tier"] == {"S": "PRO"}
+    assert item["subscription_status"] == {"S": "active"}
+    assert item["subscription_id"] == {"S": "sub_acct_local_1"}
+
+    status, body = post_signed(webhook_url, event, list(stack.webhook_secrets))
+    assert (status, body["outcome"]) == (200, "duplicate")
+
+
+def test_bad_signature_is_400_and_writes_nothing(stack: LocalStack, dynamodb, webhook_url: str) -> None:
+    tables = stack.table_names.values()
+    before = {table: item_count(dynamodb, table) for table in tables}
+
+    status, body = post_signed(
+        webhook_url, subscription_created("acct_forged", "evt_forged"), ["whsec_wrong"]
+    )
+
+    assert status == 400
+    assert body["error"] == "invalid_signature"
+    assert billing_item(dynamodb, stack, "acct_forged") is None
+    assert {table: item_count(dynamodb, table) for table in tables} == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/nope"), ("POST", "/nope"), ("GET", "/webhooks/stripe"), ("POST", "/webhooks/stripe/extra")],
+)
+def test_unknown_routes_are_404_like_api_gateway(stack: LocalStack, method: str, path: str) -> None:
+    status, headers, body = call(stack.url + path, b"{}" if method == "POST" else None, method)
+    assert (status, headers["content-type"], json.loads(body)) == (404, "application/json", NOT_FOUND)
+
+
+def test_send_event_cli_works_against_the_stack(
+    stack: LocalStack, dynamodb, webhook_url: str, monkeypatch, capsys
+) -> None:
+    # What `make send` runs, with the secret taken from the environment as the Makefile passes it.
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", ",".join(stack.webhook_secrets))
+    event_file = ROOT / "events" / "customer.subscription.updated.json"
+
+    assert send_event.main([str(event_file), "--url", webhook_url]) == 0
+
+    out = capsys.readouterr().out
+    assert "HTTP 200" in out
+    assert '"outcome": "applied"' in out
+    item = billing_item(dynamodb, stack, "acct_demo")
+    assert item is not None
+    assert item["tier"] == {"S": "PRO"}
+    assert item["cancel_at_period_end"] == {"BOOL": True}
+
+
+# --- HTTP <-> API Gateway payload 2.0 ----------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self, result: Any = None, error: Exception | None = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.contexts: list[Any] = []
+        self.result, self.error = result, error
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        self.events.append(event)
+        self.contexts.append(context)
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def test_the_handler_gets_an_http_api_v2_event_and_its_response_is_mapped(
+    stack: LocalStack, monkeypatch
+) -> None:
+    recorder = Recorder({"statusCode": 202, "headers": {"x-handler": "yes"}, "body": "accepted"})
+    monkeypatch.setattr(stack.functions[FUNCTION], "handler", recorder)
+    host, port = urllib.parse.urlsplit(stack.url).hostname, urllib.parse.urlsplit(stack.url).port
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    body = '{"hello": "wörld"}'.encode()
+    connection.putrequest("POST", "/webhooks/stripe?a=1&b=2&b=3")
+    for name, value in [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("X-Repeated", "one"),
+        ("X-Repeated", "two"),
+        ("Stripe-Signature", "t=1,v1=abc"),
+        ("User-Agent", "Stripe/1.0"),
+    ]:
+        connection.putheader(name, value)
+    connection.endheaders(body)
+    response = connection.getresponse()
+    assert (response.status, response.getheader("x-handler"), response.read()) == (202, "yes", b"accepted")
+    connection.close()
+
+    (event,) = recorder.events
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "POST /webhooks/stripe"
+    assert (event["rawPath"], event["rawQueryString"]) == ("/webhooks/stripe", "a=1&b=2&b=3")
+    assert event["queryStringParameters"] == {"a": "1", "b": "2,3"}
+    assert event["headers"]["x-repeated"] == "one,two"
+    assert event["headers"]["stripe-signature"] == "t=1,v1=abc"
+    assert all(name == name.lower() for name in event["headers"])
+    assert (event["body"], event["isBase64Encoded"]) == (body.decode(), False)
+    context = event["requestContext"]
+    assert context["http"] == {
+        "method": "POST",
+        "path": "/webhooks/stripe",
+        "protocol": "HTTP/1.1",
+        "sourceIp": "127.0.0.1",
+        "userAgent": "Stripe/1.0",
+    }
+    assert (context["routeKey"], context["stage"]) == ("POST /webhooks/stripe", "$default")
+    assert abs(context["timeEpoch"] / 1000 - time.time()) < 60
+    assert len(context["requestId"]) == 36
+    (lambda_context,) = recorder.contexts
+    assert lambda_context.function_name == FUNCTION
+    assert lambda_context.memory_limit_in_mb == 512
+    assert lambda_context.invoked_function_arn.endswith(f":function:{FUNCTION}")
+    assert 0 < lambda_context.get_remaining_time_in_millis() <= 15_000
+
+
+def test_binary_bodies_travel_base64_both_ways(stack: LocalStack, webhook_url: str, monkeypatch) -> None:
+    payload = bytes(range(256))
+    recorder = Recorder(
+        {"statusCode": 200, "body": base64.b64encode(payload[::-1]).decode(), "isBase64Encoded": True}
+    )
+    monkeypatch.setattr(stack.functions[FUNCTION], "handler", recorder)
+
+    status, _, body = call(webhook_url, payload)
+
+    assert (status, body) == (200, payload[::-1])
+    (event,) = recorder.events
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == payload
+
+
+def test_a_handler_crash_is_a_500_with_a_logged_traceback(
+    stack: LocalStack, webhook_url: str, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(stack.functions[FUNCTION], "handler", Recorder(error=RuntimeError("boom")))
+
+    status, _, body = call(webhook_url, b"{}")
+
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+    (record,) = [r for r in caplog.records if r.name == "devtools.local_stack" and r.exc_info]
+    assert isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_a_body_over_10_mb_is_413_and_never_reaches_the_handler(
+    stack: LocalStack, webhook_url: str, monkeypatch
+) -> None:
+    recorder = Recorder({"statusCode": 200, "body": ""})
+    monkeypatch.setattr(stack.functions[FUNCTION], "handler", recorder)
+
+    status, _, body = call(webhook_url, b"x" * (MAX_BODY_BYTES + 1))
+
+    assert (status, json.loads(body)) == (413, {"message": "Request Entity Too Large"})
+    assert recorder.events == []
+
+
+def test_route_matching_and_event_helpers() -> None:
+    routes = sorted(
+        [
+            Route("ANY", "$default", "Fallback"),
+            Route("GET", "/items/{proxy+}", "Greedy"),
+            Route("GET", "/items/{id}", "One"),
+            Route("GET", "/items/new", "New"),
+        ],
+        key=Route.specificity,
+    )
+
+    def resolve(method: str, path: str) -> tuple[str, dict[str, str]]:
+        for route in routes:
+            params = route.match(method, path)
+            if params is not None:
+                return route.function, params
+        raise AssertionError("the $default route takes everything")
+
+    assert resolve("GET", "/items/new") == ("New", {})
+    assert resolve("GET", "/items/a%20b") == ("One", {"id": "a b"})
+    assert resolve("GET", "/items/a/b") == ("Greedy", {"proxy": "a/b"})
+    assert resolve("POST", "/items/new") == ("Fallback", {})
+
+    event = http_api_event(
+        method="GET",
+        target="/items/7",
+        headers=[("Cookie", "a=1; b=2")],
+        body=b"",
+        route_key="GET /items/{id}",
+        path_parameters={"id": "7"},
+    )
+    assert event["cookies"] == ["a=1", "b=2"]
+    assert "cookie" not in event["headers"]
+    assert event["pathParameters"] == {"id": "7"}
+    assert "body" not in event
+    assert event["isBase64Encoded"] is False
+    assert "queryStringParameters" not in event
+
+
+# --- the CLI (`make run`) ------------------------------------------------------------------------------
+
+
+def test_make_run_entry_point_serves_and_stops_on_sigterm() -> None:
+    user_secret = "whsec_user_provided_for_test_only"
+    env = {**os.environ, "PORT": "0", "STRIPE_WEBHOOK_SECRET": user_secret, "PYTHONUNBUFFERED": "1"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtools.local_stack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        webhook = None
+        deadline = time.monotonic() + 30
+        while webhook is None and time.monotonic() < deadline:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                break
+            output.append(line)
+            if line.strip().startswith("Webhook URL:"):
+                webhook = line.split("Webhook URL:", 1)[1].strip()
+        assert webhook, "no banner:\n" + "".join(output)
+        status, body = post_signed(webhook, subscription_created("acct_cli", "evt_cli"), [user_secret])
+        assert (status, body["outcome"]) == (200, "applied")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            returncode = process.wait()
+        reader.join(timeout=5)
+    while not lines.empty():
+        line = lines.get_nowait()
+        if line is not None:
+            output.append(line)
+    text = "".join(output)
+    assert returncode == 0, text
+    assert "STRIPE_WEBHOOK_SECRET from your environment" in text
+    assert user_secret not in text
+    assert "stripe listen --forward-to localhost:" in text
+    assert "stopping the local stack" in text
