@@ -554,10 +554,11 @@ class LocalStack:
         self.routes: list[tuple[str, str, str]] = http_routes(self.template)
         self._routes = sorted((Route(*route) for route in self.routes), key=Route.specificity)
 
+        # `make run` passes the dev secret itself when the shell has none: that is still the dev one.
         from_env = (os.environ.get(SECRET_ENV) or "").strip()
-        if webhook_secret is not None:
-            self._secret, self.secret_source = webhook_secret, "the secret passed to LocalStack"
-        elif from_env:
+        if webhook_secret is not None and webhook_secret.strip() != LOCAL_DEV_SECRET:
+            self._secret, self.secret_source = webhook_secret.strip(), "the secret passed to LocalStack"
+        elif webhook_secret is None and from_env and from_env != LOCAL_DEV_SECRET:
             self._secret, self.secret_source = from_env, f"{SECRET_ENV} from your environment"
         else:
             self._secret = LOCAL_DEV_SECRET
@@ -803,21 +804,18 @@ def banner(stack: LocalStack) -> str:
         stack.url,
     )
     forward = webhook.replace(f"http://{HOST}", "localhost")
+    send = f"    make send{port_arg} EVENT=events/customer.subscription.updated.json\n"
     if stack.uses_local_dev_secret:
-        send = (
-            f"    {SECRET_ENV}={LOCAL_DEV_SECRET} make send{port_arg} "
-            "EVENT=events/customer.subscription.updated.json\n"
-            f"  (make send signs with ${SECRET_ENV}; it must match the secret above)"
+        send += (
+            f"  (make send signs with ${SECRET_ENV}, by default {LOCAL_DEV_SECRET}; "
+            "it must match the secret above)"
         )
     else:
-        send = (
-            f"    make send{port_arg} EVENT=events/customer.subscription.updated.json\n"
-            f"  (make send signs with ${SECRET_ENV} from that shell; it must be the same secret)"
-        )
+        send += f"  (export the same {SECRET_ENV} in that shell first: make send signs with it)"
     return f"""
 billwatch local stack (Ctrl-C to stop)
   Webhook URL:    {webhook}
-  Routes (from template.yaml):
+  Routes (from {stack.template_path.name}):
 {routes}
   AWS (moto):     {stack.moto_endpoint}   region {REGION}, credentials testing/testing, in memory
   Tables:
@@ -862,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
     stack = LocalStack(args.template)
     try:

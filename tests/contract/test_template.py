@@ -171,7 +171,7 @@ def test_secret_detector_is_not_vacuous() -> None:
 
 
 @pytest.mark.parametrize("name", ["template.yaml", "samconfig.toml"])
-def test_no_literal_secret_values_in_deployment_config(name: str) -> None:
+def test_no_literal_aws_parameters_in_deployment_config(name: str) -> None:
     text = (REPO_ROOT / name).read_text(encoding="utf-8")
     assert SECRET_VALUE.findall(text) == []
 
@@ -347,17 +347,6 @@ def test_outputs(template: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ local tables
-
-
-@pytest.fixture
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
 
 
 def test_create_tables_matches_the_template_under_moto(

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -36,16 +37,20 @@ FUNCTION = "WebhookIntakeFunction"
 NOT_FOUND = {"message": "Not Found"}
 
 
+def environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"}
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)  # -> the built-in local dev secret
-        environ, path, modules = dict(os.environ), list(sys.path), set(sys.modules)
+        environ, path, modules = environment(), list(sys.path), set(sys.modules)
         with LocalStack().start(port=0) as running:
             assert os.environ["AWS_ENDPOINT_URL"] == running.moto_endpoint
             yield running
         # Other tests in this process use mock_aws: nothing may keep pointing them at a dead server.
-        assert dict(os.environ) == environ
+        assert environment() == environ
         assert sys.path == path
         assert not {name for name in set(sys.modules) - modules if name.startswith("_local_stack_")}
 
@@ -106,9 +111,7 @@ def test_serves_exactly_the_template_routes_and_tables(stack: LocalStack, dynamo
     assert set(stack.table_names) == set(dynamodb_tables(template))
     assert set(stack.table_names.values()) <= set(dynamodb.list_tables()["TableNames"])
     for method, path, _function in stack.routes:
-        concrete = (
-            "/anything" if path == "$default" else path.replace("{", "x").replace("}", "").replace("+", "")
-        )
+        concrete = "/anything" if path == "$default" else re.sub(r"\{[^}]+\}", "x", path)
         status, _, body = call(stack.url + concrete, b"{}", "POST" if method == "ANY" else method)
         assert (status, json.loads(body or b"null")) != (404, NOT_FOUND), f"{method} {path} is not served"
 
@@ -116,6 +119,25 @@ def test_serves_exactly_the_template_routes_and_tables(stack: LocalStack, dynamo
 def test_uses_the_built_in_local_dev_secret(stack: LocalStack) -> None:
     assert stack.webhook_secrets == (LOCAL_DEV_SECRET,)
     assert stack.secret_source == f"the built-in local dev secret {LOCAL_DEV_SECRET}"
+
+
+@pytest.mark.parametrize(
+    ("value", "source"),
+    [
+        (None, f"the built-in local dev secret {LOCAL_DEV_SECRET}"),
+        (LOCAL_DEV_SECRET, f"the built-in local dev secret {LOCAL_DEV_SECRET}"),  # what `make run` passes
+        ("whsec_from_stripe_listen", "STRIPE_WEBHOOK_SECRET from your environment"),
+    ],
+)
+def test_the_secret_source(monkeypatch, value: str | None, source: str) -> None:
+    if value is None:
+        monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", value)
+    local = LocalStack()  # not started
+    assert local.secret_source == source
+    assert local.webhook_secrets == (value or LOCAL_DEV_SECRET,)
+    assert "whsec_from_stripe_listen" not in repr(local)
 
 
 def test_only_one_stack_per_process(stack: LocalStack) -> None:

@@ -30,6 +30,11 @@ def lifecycle(suffix: str, *, metadata_on_subscription: bool, tied: bool) -> lis
         return se.event(event_type, obj, id=f"evt_{step}_{suffix}", created=at(step))
 
     invoice_meta = {"account_id": account} if metadata_on_subscription else None
+
+    def invoice_event(event_type: str, step: int, **fields) -> dict:
+        obj = se.invoice(customer=customer, subscription=sub, subscription_metadata=invoice_meta, **fields)
+        return se.event(event_type, obj, id=f"evt_{step}_{suffix}", created=at(step))
+
     return [
         se.event(
             "checkout.session.completed",
@@ -41,30 +46,8 @@ def lifecycle(suffix: str, *, metadata_on_subscription: bool, tied: bool) -> lis
         ),
         subscription_event("customer.subscription.created", 1, status="incomplete"),
         subscription_event("customer.subscription.updated", 2, status="active", lookup_key="pro_yearly"),
-        se.event(
-            "invoice.paid",
-            se.invoice(
-                id=f"in_1_{suffix}",
-                customer=customer,
-                subscription=sub,
-                billing_reason="subscription_create",
-                subscription_metadata=invoice_meta,
-            ),
-            id=f"evt_3_{suffix}",
-            created=at(3),
-        ),
-        se.event(
-            "invoice.payment_failed",
-            se.invoice(
-                id=f"in_2_{suffix}",
-                customer=customer,
-                subscription=sub,
-                status="open",
-                subscription_metadata=invoice_meta,
-            ),
-            id=f"evt_4_{suffix}",
-            created=at(4),
-        ),
+        invoice_event("invoice.paid", 3, id=f"in_1_{suffix}", billing_reason="subscription_create"),
+        invoice_event("invoice.payment_failed", 4, id=f"in_2_{suffix}", status="open"),
         subscription_event("customer.subscription.updated", 5, status="past_due", lookup_key="pro_yearly"),
         subscription_event("customer.subscription.deleted", 6, status="canceled", lookup_key="pro_yearly"),
     ]

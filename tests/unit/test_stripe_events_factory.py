@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from billwatch.stripe_events import HANDLED_EVENT_TYPES
 from devtools import make_sample_events
 from devtools import stripe_events as se
 
@@ -262,20 +263,7 @@ def test_eventbridge_event():
 
 # --- committed samples ----------------------------------------------------------------------------
 
-HANDLED_TYPES = [
-    "checkout.session.completed",
-    "checkout.session.expired",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.trial_will_end",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "invoice.paid",
-    "invoice.payment_failed",
-    "entitlements.active_entitlement_summary.updated",
-    "customer.deleted",
-]
+HANDLED_TYPES = sorted(HANDLED_EVENT_TYPES)
 
 
 def _json_files(root: Path) -> dict[str, object]:

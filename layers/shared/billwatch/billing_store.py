@@ -19,7 +19,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.constants import ALL_OLD
 from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.expressions.condition import Condition
-from pynamodb.transactions import TransactWrite
 
 from billwatch.models import FIELD_GROUPS, BillingAccount, version_attribute
 from billwatch.observability import logger
@@ -222,6 +221,8 @@ class BillingStore:
             else BillingAccount.revision == (account.revision or 0)
         )
         redirect = BillingAccount(provisional.pk, merged_into=account_id, updated_at=_now())
+        from pynamodb.transactions import TransactWrite  # once per account link; kept off cold start
+
         try:
             with TransactWrite(connection=BillingAccount._get_connection().connection) as transaction:
                 transaction.update(BillingAccount(account_id), actions=actions, condition=unchanged_account)

@@ -11,17 +11,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
-
-from billwatch import secret_values
+from billwatch import aws_parameters
 from billwatch.billing_store import ApplyOutcome, ApplyResult, BillingStore, StateChange
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
@@ -80,7 +73,7 @@ class WebhookIntake:
         settings: Settings,
         catalog: PlanCatalog,
         store: BillingStore,
-        idempotency_store: DynamoDBPersistenceLayer,
+        idempotency_table: str,
         metrics: MetricsRecorder,
         secrets: Callable[[], tuple[str, ...]],
         stripe_api: StripeApi | None = None,
@@ -91,19 +84,40 @@ class WebhookIntake:
         self._metrics = metrics
         self._secrets = secrets
         self._stripe_api = stripe_api
-        self._idempotency = IdempotencyConfig(
+        self._idempotency_table = idempotency_table
+        self._lambda_context: Any = None
+
+    @cached_property
+    def _idempotency(self) -> Any:
+        # Powertools idempotency and the boto3 client behind it are built on first use (~65 ms):
+        # the import, unhandled events and rejected requests need not pay for them.
+        from aws_lambda_powertools.utilities.idempotency import (
+            DynamoDBPersistenceLayer,
+            IdempotencyConfig,
+            idempotent_function,
+        )
+
+        config = IdempotencyConfig(
             event_key_jmespath="id",
             raise_on_no_idempotency_key=True,
-            expires_after_seconds=settings.idempotency_ttl_seconds,
+            expires_after_seconds=self._settings.idempotency_ttl_seconds,
             response_hook=lambda response, _record: {**response, "duplicate": True},
         )
-        self._apply_once = idempotent_function(
-            data_keyword_argument="event", persistence_store=idempotency_store, config=self._idempotency
-        )(self._apply)
+        store = DynamoDBPersistenceLayer(table_name=self._idempotency_table)
+        apply_once = idempotent_function(
+            data_keyword_argument="event", persistence_store=store, config=config
+        )
+        return config, apply_once(self._apply)
 
     def register_lambda_context(self, context: Any) -> None:
         """Lets an in-progress record expire with the invocation if the function dies mid-way."""
-        self._idempotency.register_lambda_context(context)
+        self._lambda_context = context
+
+    def _apply_once(self, event: Any, parsed: ParsedEvent) -> dict[str, Any]:
+        config, apply_once = self._idempotency
+        if self._lambda_context is not None:
+            config.register_lambda_context(self._lambda_context)
+        return apply_once(event=event, parsed=parsed)
 
     def receive_signed(self, body: bytes, signature_header: str | None) -> IntakeResult:
         started = time.perf_counter()
@@ -172,8 +186,10 @@ class WebhookIntake:
         if not parsed.handled:
             self._metrics.add(Metric.WEBHOOK_UNHANDLED, EventType=parsed.type)
             return IntakeResult(IntakeOutcome.UNHANDLED, parsed.id, parsed.type)
+        from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
         try:
-            applied = self._apply_once(event=event, parsed=parsed)
+            applied = self._apply_once(event, parsed)
         except IdempotencyAlreadyInProgressError:
             self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
             return IntakeResult(IntakeOutcome.IN_PROGRESS, parsed.id, parsed.type)
@@ -270,7 +286,7 @@ def load_plan_catalog(settings: Settings) -> PlanCatalog:
         with open(settings.plan_catalog_path, encoding="utf-8") as catalog_file:
             return load_catalog_text(catalog_file.read(), settings.plan_catalog_path)
     if settings.plan_catalog_parameter:
-        text = parameters.get_parameter(settings.plan_catalog_parameter)
+        text = aws_parameters.plan_catalog_text(settings)
         return load_catalog_text(text, f"SSM parameter {settings.plan_catalog_parameter}")
     return load_catalog_text(shipped_catalog_text(), "the shipped plans.json")
 
@@ -281,10 +297,10 @@ def build_webhook_intake(settings: Settings) -> WebhookIntake:
         settings=settings,
         catalog=load_plan_catalog(settings),
         store=BillingStore(),
-        idempotency_store=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
+        idempotency_table=settings.idempotency_table,
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
-        secrets=lambda: secret_values.webhook_secrets(settings),
-        stripe_api=StripeApi(lambda: secret_values.stripe_api_key(settings), settings.stripe_api_base)
+        secrets=lambda: aws_parameters.webhook_secrets(settings),
+        stripe_api=StripeApi(lambda: aws_parameters.stripe_api_key(settings), settings.stripe_api_base)
         if settings.stripe_api_configured
         else None,
     )

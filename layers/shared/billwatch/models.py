@@ -88,6 +88,6 @@ def version_attribute(group: str) -> str:
 
 
 def bind_billing_table(table_name: str) -> None:
-    if BillingAccount.Meta.table_name != table_name:
-        BillingAccount.Meta.table_name = table_name
-        BillingAccount._connection = None  # the cached connection is bound to the old name
+    BillingAccount.Meta.table_name = table_name
+    # A cached connection keeps the table name, endpoint and credentials it was created with.
+    BillingAccount._connection = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 PERIODS = ("day", "month")
@@ -136,4 +136,4 @@ def load_catalog_text(text: str, source: str) -> PlanCatalog:
 
 
 def shipped_catalog_text() -> str:
-    return resources.files(__package__).joinpath("plans.json").read_text(encoding="utf-8")
+    return Path(__file__).with_name("plans.json").read_text(encoding="utf-8")
