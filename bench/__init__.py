@@ -24,7 +24,6 @@ FUNCTION_DIR = REPO_ROOT / "functions" / "webhook_intake"
 COLD_START_MAX_RATIO = 1.3  # handler import / `import boto3`
 NEW_EVENT_MAX_REQUESTS = 3
 DUPLICATE_MAX_REQUESTS = 1
-NEW_ACCOUNT_MAX_REQUESTS = NEW_EVENT_MAX_REQUESTS + 1  # + the documented customer -> account link
 UNHANDLED_MAX_REQUESTS = 0
 WARM_MAX_RATIO = 1.3  # handler time per event / the same DynamoDB calls made directly
 LAYER_MAX_MB = 50.0

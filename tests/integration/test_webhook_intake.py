@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pynamodb.exceptions import UpdateError
 
 from billwatch.billing_store import BillingStore
 from billwatch.models import BillingAccount
+from billwatch.stripe_events import HANDLED_EVENT_TYPES
 from devtools import stripe_events as se
-from tests.support import WEBHOOK_SECRET, WebhookClient, load_handler
+from tests.support import ROOT, WEBHOOK_SECRET, WebhookClient, load_handler
 
 NOW = int(time.time())
 
@@ -493,3 +497,68 @@ def test_eventbridge_failures_raise_so_lambda_retries_then_dead_letters(webhooks
     monkeypatch.setattr(BillingStore, "_conditional_update", broken)
     with pytest.raises(ProcessingFailed):
         webhooks.eventbridge(sub_event("customer.subscription.created"))
+
+
+# --- bad input never gets a 5xx ------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+EVENT_TYPES = [*sorted(HANDLED_EVENT_TYPES), "charge.refunded"]
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*prefix, key))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), event_type=st.sampled_from(EVENT_TYPES), replacement=JSON_VALUES)
+def test_any_mangled_signed_event_gets_a_4xx_or_200_never_a_5xx(
+    webhooks, data, event_type, replacement
+) -> None:
+    event = (
+        json.loads((ROOT / "events" / f"{event_type}.json").read_text())
+        if event_type in HANDLED_EVENT_TYPES
+        else (se.event(event_type, {"id": "ch_1", "object": "charge"}))
+    )
+    event["id"] = f"evt_{uuid.uuid4().hex}"
+    path = data.draw(st.sampled_from(list(_paths(event))[1:]), label="path")
+    target = event
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = replacement
+    response = webhooks.post(event)
+    assert response.status in (200, 400), response.body
+    if response.status == 400:
+        assert response.body["error"] == "malformed_event" and response.body["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "status"),
+    [
+        ("current_period_end", "next month", 400),
+        ("trial_end", {"when": "soon"}, 400),
+        ("cancel_at_period_end", "yes", 400),
+        ("id", 42, 400),
+        ("items", {"data": [{"price": "price_1"}]}, 200),
+    ],
+)
+def test_wrongly_typed_subscription_fields_get_400_naming_them(
+    webhooks, aws, field: str, value, status
+) -> None:
+    event = sub_event("customer.subscription.updated", legacy=True)
+    event["data"]["object"][field] = value
+    response = webhooks.post(event)
+    assert response.status == status, response.body
+    if status == 400:
+        assert f"data.object.{field}" in response.body["message"]
+        assert table_items(aws["BillingStateTable"]) == [] and table_items(aws["IdempotencyTable"]) == []
+    else:
+        assert account("acct_1").tier == "FREE"

@@ -54,7 +54,7 @@ class PlanCatalog:
         for tier in self.tiers:
             if lookup_key and lookup_key in tier.price_lookup_keys:
                 return tier
-        metadata_tier = str((metadata or {}).get("tier", "")).strip().lower()
+        metadata_tier = str(metadata.get("tier", "") if isinstance(metadata, Mapping) else "").strip().lower()
         for tier in self.tiers:
             if metadata_tier and metadata_tier == tier.price_metadata_tier:
                 return tier

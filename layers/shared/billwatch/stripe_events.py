@@ -112,6 +112,19 @@ def _require(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> An
     return value
 
 
+def _optional(mapping: Any, key: str, kind: type, where: str) -> Any:
+    """A field that may be absent or null, but has the right type when present."""
+    value = mapping.get(key) if isinstance(mapping, Mapping) else None
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise MalformedEvent(f"{where}{key} must be {_TYPE_NAMES[kind]} or null")
+    return value
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
+
+
 def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     data = _dig(subscription, "items", "data")
     return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
@@ -125,37 +138,44 @@ def subscription_change(
     event_id: str, created: int, rank: int, sub: Mapping[str, Any], catalog: PlanCatalog
 ) -> tuple[StateChange, Tier]:
     """The account's subscription fields, and the tier of the subscription's price."""
-    status = _require(sub, "status", str, "data.object.")
+    where = "data.object."
+    status = _require(sub, "status", str, where)
+    subscription_id = _require(sub, "id", str, where)
     items = _items(sub)
-    priced = [
-        (catalog.tier_for_price(_dig(i, "price", "lookup_key"), _dig(i, "price", "metadata")), i)
-        for i in items
-    ]
-    plan_tier, item = max(priced, key=lambda pair: pair[0].rank, default=(catalog.default_tier, {}))
-    # Before API version 2025-03-31 the billing period sat on the subscription; now on each item.
-    period_start = sub.get("current_period_start") or next(
-        (i["current_period_start"] for i in items if i.get("current_period_start")), None
+    priced = []
+    for index, item in enumerate(items):
+        price_where = f"{where}items.data[{index}].price."
+        price = item.get("price") if isinstance(item.get("price"), Mapping) else {}
+        lookup_key = _optional(price, "lookup_key", str, price_where)
+        tier = catalog.tier_for_price(lookup_key, _optional(price, "metadata", dict, price_where))
+        priced.append((tier, item, _optional(price, "id", str, price_where), lookup_key))
+    plan_tier, item, price_id, lookup_key = max(
+        priced, key=lambda entry: entry[0].rank, default=(catalog.default_tier, {}, None, None)
     )
-    period_end = sub.get("current_period_end") or next(
-        (i["current_period_end"] for i in items if i.get("current_period_end")), None
-    )
+
+    def period(name: str) -> int | None:
+        # Before API version 2025-03-31 the billing period sat on the subscription; now on each item.
+        candidates = [_optional(sub, name, int, where)]
+        candidates += [_optional(i, name, int, f"{where}items.data[{n}].") for n, i in enumerate(items)]
+        return next((value for value in candidates if value), None)
+
     live = status in ENTITLING_STATUSES
     change = StateChange(
         group="subscription",
         version=event_version(created, rank, event_id),
         fields={
-            "subscription_id": sub.get("id"),
+            "subscription_id": subscription_id,
             "subscription_status": status,
             "tier": plan_tier.name if live else catalog.default_tier.name,
             "plan_tier": plan_tier.name,
-            "price_id": _dig(item, "price", "id"),
-            "price_lookup_key": _dig(item, "price", "lookup_key"),
-            "current_period_start": period_start,
-            "current_period_end": period_end,
-            "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
-            "trial_end": sub.get("trial_end"),
+            "price_id": price_id,
+            "price_lookup_key": lookup_key,
+            "current_period_start": period("current_period_start"),
+            "current_period_end": period("current_period_end"),
+            "cancel_at_period_end": bool(_optional(sub, "cancel_at_period_end", bool, where)),
+            "trial_end": _optional(sub, "trial_end", int, where),
         },
-        subscription_id=sub.get("id"),
+        subscription_id=subscription_id,
         subscription_live=live,
     )
     return change, plan_tier
@@ -175,7 +195,7 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
 
     customer_id = _object_id(obj.get("customer"))
     if event_type in SUBSCRIPTION_EVENTS:
-        status_rank = _SUBSCRIPTION_STATUS_RANK.get(obj.get("status"), 9)
+        status_rank = _SUBSCRIPTION_STATUS_RANK.get(_require(obj, "status", str, "data.object."), 9)
         rank = _SUBSCRIPTION_EVENT_RANK[event_type] * 10 + status_rank
         change, plan_tier = subscription_change(event_id, created, rank, obj, catalog)
         account = AccountRef(_account_id(obj.get("metadata")), customer_id)
@@ -189,15 +209,20 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
             group="payment",
             version=event_version(created, 1 if paid else 0, event_id),
             fields={
-                "last_invoice_id": obj.get("id"),
+                "last_invoice_id": _require(obj, "id", str, "data.object."),
                 "last_payment_status": "succeeded" if paid else "failed",
-                "last_billing_reason": obj.get("billing_reason"),
+                "last_billing_reason": _optional(obj, "billing_reason", str, "data.object."),
                 "last_payment_at": created,
             },
         )
         account = AccountRef(_account_id(_dig(details, "metadata"), obj.get("metadata")), customer_id)
         return ParsedEvent(
-            event_id, event_type, created, account, change, billing_reason=obj.get("billing_reason")
+            event_id,
+            event_type,
+            created,
+            account,
+            change,
+            billing_reason=change.fields["last_billing_reason"],
         )
 
     if event_type.startswith("checkout.session."):
@@ -208,7 +233,7 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
             group="checkout",
             version=event_version(created, 1 if completed else 0, event_id),
             fields={
-                "last_checkout_session_id": obj.get("id"),
+                "last_checkout_session_id": _require(obj, "id", str, "data.object."),
                 "last_checkout_status": "completed" if completed else "expired",
             },
         )
@@ -219,7 +244,11 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
         if not isinstance(entries, list):
             raise MalformedEvent("data.object.entitlements.data must be a list")
         lookup_keys = sorted(
-            {e["lookup_key"] for e in entries if isinstance(e, Mapping) and e.get("lookup_key")}
+            {
+                e["lookup_key"]
+                for e in entries
+                if isinstance(e, Mapping) and isinstance(e.get("lookup_key"), str)
+            }
         )
         change = StateChange(
             group="entitlements",
