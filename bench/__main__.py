@@ -189,7 +189,7 @@ def _render_environment(add: Callable[[str], None], env: dict[str, Any]) -> None
     runtime = env["runtime"]
     add("Emulated Lambda import roots (PYTHONPATH in Lambda's order; `python -S`, no venv site-packages):")
     add(f"  function  {_rel(env['function_dir'])}  (handler {env['handler']})")
-    add(f"  layer     {_rel(env['layer']['python_dir'])}  (`make layer`, as deployed: python3.13 .pyc if available)")
+    add(f"  layer     {_rel(env['layer']['python_dir'])}  (`make layer`, as deployed)")
     add(f"  runtime   {_rel(runtime['dir'])}  (boto3=={runtime['boto3']} + deps, byte-compiled)")
     wheels = ", ".join(f"{d['distribution']} [{'/'.join(d['tags'])}]" for d in purity["distributions"])
     add(f"  layer wheels: {wheels}")
