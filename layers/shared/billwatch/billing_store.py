@@ -167,6 +167,8 @@ class BillingStore:
 
     def _ensure_link(self, customer_id: str, account_id: str) -> None:
         """Leave a redirect from the customer to the account, merging any state stored under it."""
+        if self._links.get(customer_id) == account_id:
+            return  # cached only once the redirect is stored
         for _ in range(_MAX_MERGE_ATTEMPTS):
             redirect = BillingAccount(customer_id, merged_into=account_id, updated_at=_now())
             try:
