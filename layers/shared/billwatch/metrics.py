@@ -33,6 +33,9 @@ class Metric(StrEnum):
     PAYMENT_FAILED = "PaymentFailed"
     CHECKOUT_COMPLETED = "CheckoutCompleted"
     CHECKOUT_EXPIRED = "CheckoutExpired"
+    QUOTA_CHECK = "QuotaCheck"
+    QUOTA_CONFLICT = "QuotaConflict"
+    LIMIT_HIT = "LimitHit"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.PAYMENT_FAILED: MetricDefinition(MetricUnit.Count),
     Metric.CHECKOUT_COMPLETED: MetricDefinition(MetricUnit.Count),
     Metric.CHECKOUT_EXPIRED: MetricDefinition(MetricUnit.Count),
+    Metric.QUOTA_CHECK: MetricDefinition(MetricUnit.Count, ("Feature", "Result")),
+    Metric.QUOTA_CONFLICT: MetricDefinition(MetricUnit.Count),
+    Metric.LIMIT_HIT: MetricDefinition(MetricUnit.Count, ("Threshold",)),
 }
 
 

@@ -57,6 +57,10 @@ class BillingAccount(Model):
     customer_deleted = BooleanAttribute(null=True)
     customer_version = UnicodeAttribute(null=True)
 
+    # Licensing. Per-feature counters are attributes named by the catalog (usage_counter below).
+    tier_override = UnicodeAttribute(null=True)
+    usage_since = NumberAttribute(null=True)  # the counters hold usage from this epoch second on
+
     created_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     revision = NumberAttribute(null=True)
@@ -91,3 +95,13 @@ def bind_billing_table(table_name: str) -> None:
     BillingAccount.Meta.table_name = table_name
     # A cached connection keeps the table name, endpoint and credentials it was created with.
     BillingAccount._connection = None
+
+
+def usage_counter(feature: str) -> NumberAttribute:
+    """Usage of a feature since ``usage_since``, net of the extra quota granted for the period."""
+    return NumberAttribute(attr_name=f"used_{feature}")
+
+
+def usage_grant(feature: str) -> NumberAttribute:
+    """Extra quota an admin granted for the current period."""
+    return NumberAttribute(attr_name=f"granted_{feature}")

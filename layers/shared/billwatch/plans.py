@@ -7,12 +7,16 @@ listed from lowest to highest, which is what makes a change of tier an upgrade o
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PERIODS = ("day", "month")
+# Quotas count per billing period: the subscription's period for a paid tier, else the calendar
+# month (UTC). "month" is the only period today; the key keeps the catalog format open.
+PERIODS = ("month",)
+FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class PlanCatalogError(ValueError):
@@ -63,6 +67,8 @@ class PlanCatalog:
 
 def _feature(tier_name: str, name: str, spec: Any) -> Feature:
     where = f"tiers[{tier_name}].features.{name}"
+    if not FEATURE_NAME.match(name):
+        raise PlanCatalogError(f"{where}: a feature name must be lower-case letters, digits and _")
     if not isinstance(spec, dict):
         raise PlanCatalogError(f"{where} must be an object")
     unknown = set(spec) - {"quota", "period"}

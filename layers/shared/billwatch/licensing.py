@@ -1,0 +1,346 @@
+"""Licensing: what an account may use, and its usage counted atomically against the quotas.
+
+A usage check is one conditional UpdateItem on the account's item. The condition carries the
+whole decision: for each tier that has the feature, "the account is on this tier, its counters
+belong to the current period, and the usage plus this request stays within the tier's quota".
+Concurrent callers therefore can never push usage past a limit, and no read precedes the write.
+
+Counters hold usage since ``usage_since``. They count for the current billing period while that
+moment lies inside it (the subscription's period on a paid tier, else the calendar month, UTC);
+the first check of a new period starts them again from zero, exactly once.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.constants import ALL_NEW, ALL_OLD
+from pynamodb.expressions.condition import Condition
+
+from billwatch.billing_store import CONDITION_FAILED, StoreUnavailable
+from billwatch.metrics import Metric, MetricsRecorder
+from billwatch.models import BillingAccount, usage_counter, usage_grant
+from billwatch.plans import Feature, PlanCatalog, Tier
+
+# Crossing one of these shares of a quota is a "limit hit" (the seeds' 80/90/100 % histogram).
+LIMIT_HIT_THRESHOLDS = (80, 90, 100)
+# Crossing one of these raises a business event for alert dispatch.
+USAGE_ALERT_THRESHOLDS = {80: "warning", 95: "critical", 100: "limit_reached"}
+MAX_QUANTITY = 1_000_000
+OTHER_FEATURE = "other"  # metric label for names outside the catalog, which callers choose freely
+
+
+class UsageRequestError(ValueError):
+    """The request cannot be evaluated; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Period:
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class UsageDecision:
+    allowed: bool
+    feature: str
+    reason: str | None = None
+    used: int | None = None
+    limit: int | None = None
+    remaining: int | None = None
+    resets_at: str | None = None
+    crossed_thresholds: tuple[int, ...] = field(default=(), compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"allowed": self.allowed, "feature": self.feature}
+        if self.reason:
+            body["reason"] = self.reason
+        if self.limit is not None:
+            body.update(used=self.used, limit=self.limit, remaining=self.remaining, resets_at=self.resets_at)
+        return body
+
+
+def month_period(now: float) -> Period:
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
+    start = dt.datetime(moment.year, moment.month, 1, tzinfo=dt.UTC)
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    return Period(int(start.timestamp()), int((start + dt.timedelta(days=days)).timestamp()))
+
+
+def iso(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class AccountUsage:
+    """An account's item as licensing sees it."""
+
+    account: BillingAccount
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_raw(cls, account_id: str, raw: Mapping[str, Any] | None) -> AccountUsage:
+        account = BillingAccount.from_raw_data(dict(raw)) if raw else BillingAccount(account_id)
+        return cls(account, raw or {})
+
+    def number(self, attribute: str) -> int:
+        value = self.raw.get(attribute, {}).get("N")
+        return int(value) if value is not None else 0
+
+    def counter(self, feature: str) -> int:
+        return self.number(usage_counter(feature).attr_name)
+
+    def grant(self, feature: str) -> int:
+        return self.number(usage_grant(feature).attr_name)
+
+    def counted_features(self) -> set[str]:
+        return {name.split("_", 1)[1] for name in self.raw if name.startswith(("used_", "granted_"))}
+
+
+class Licensing:
+    def __init__(
+        self, catalog: PlanCatalog, metrics: MetricsRecorder, clock: Callable[[], float] = time.time
+    ):
+        self._catalog = catalog
+        self._metrics = metrics
+        self._clock = clock
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def effective_tier(self, account: BillingAccount) -> Tier:
+        name = account.tier_override or account.tier
+        try:
+            return self._catalog.tier(name) if name else self._catalog.default_tier
+        except KeyError:
+            return self._catalog.default_tier
+
+    def period(self, tier: Tier, account: BillingAccount, now: float) -> Period:
+        if (
+            tier is not self._catalog.default_tier
+            and account.current_period_start
+            and account.current_period_end
+        ):
+            return Period(int(account.current_period_start), int(account.current_period_end))
+        return month_period(now)
+
+    def load(self, account_id: str) -> AccountUsage:
+        connection = BillingAccount._get_connection()
+        try:
+            raw = connection.get_item(account_id, consistent_read=True).get("Item")
+        except Exception as exc:  # pynamodb wraps botocore's errors in GetError
+            raise StoreUnavailable(str(exc)) from exc
+        return AccountUsage.from_raw(account_id, raw)
+
+    def entitlements(self, account_id: str) -> dict[str, Any]:
+        usage = self.load(account_id)
+        account = usage.account
+        tier = self.effective_tier(account)
+        now = self._clock()
+        period = self.period(tier, account, now)
+        current = account.usage_since is None or account.usage_since >= period.start
+        features: dict[str, Any] = {}
+        names = {name for t in self._catalog.tiers for name in t.features}
+        names |= set(account.entitlement_lookup_keys or [])
+        for name in sorted(names):
+            spec = tier.features.get(name)
+            granted_by_stripe = name in (account.entitlement_lookup_keys or [])
+            if spec is None or spec.quota is None:
+                enabled = spec is not None or granted_by_stripe
+                features[name] = {
+                    "enabled": enabled,
+                    "limit": None,
+                    "used": None,
+                    "remaining": None,
+                    "resets_at": None,
+                }
+                continue
+            used, limit = self._used_and_limit(usage, spec, current)
+            features[name] = {
+                "enabled": True,
+                "limit": limit,
+                "used": used,
+                "remaining": max(0, limit - used),
+                "resets_at": iso(period.end),
+            }
+        return {
+            "account_id": account_id,
+            "tier": tier.name,
+            "subscription": {
+                "status": account.subscription_status,
+                "current_period_end": iso(int(account.current_period_end))
+                if account.current_period_end
+                else None,
+                "cancel_at_period_end": bool(account.cancel_at_period_end),
+            },
+            "features": features,
+        }
+
+    @staticmethod
+    def _used_and_limit(usage: AccountUsage, spec: Feature, current: bool) -> tuple[int, int]:
+        if not current:
+            return 0, spec.quota
+        grant = usage.grant(spec.name)
+        return usage.counter(spec.name) + grant, spec.quota + grant
+
+    # --- counting ------------------------------------------------------------------------------
+
+    def use(self, account_id: str, feature: str, quantity: int) -> UsageDecision:
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= MAX_QUANTITY:
+            raise UsageRequestError(f"quantity must be an integer from 1 to {MAX_QUANTITY}")
+        counted = any(
+            spec.quota is not None
+            for t in self._catalog.tiers
+            if (spec := t.features.get(feature)) is not None
+        )
+        decision = (
+            self._count(account_id, feature, quantity)
+            if counted
+            else self._check_boolean(account_id, feature)
+        )
+        label = feature if any(feature in t.features for t in self._catalog.tiers) else OTHER_FEATURE
+        self._metrics.add(
+            Metric.QUOTA_CHECK, Feature=label, Result="allowed" if decision.allowed else "denied"
+        )
+        for threshold in decision.crossed_thresholds:
+            if threshold in LIMIT_HIT_THRESHOLDS:
+                self._metrics.add(Metric.LIMIT_HIT, Threshold=str(threshold))
+        return decision
+
+    def _check_boolean(self, account_id: str, feature: str) -> UsageDecision:
+        """A feature without a quota is on or off: nothing to count."""
+        account = self.load(account_id).account
+        enabled = feature in self.effective_tier(account).features or feature in (
+            account.entitlement_lookup_keys or []
+        )
+        return UsageDecision(enabled, feature, None if enabled else "feature_not_in_plan")
+
+    def _count(self, account_id: str, feature: str, quantity: int) -> UsageDecision:
+        now = int(self._clock())
+        counter = usage_counter(feature)
+        condition = self._within_quota(feature, quantity, now)
+        if condition is None:  # no tier could ever allow this much at once
+            return self._denied_without_write(account_id, feature)
+        actions = [counter.add(quantity), BillingAccount.usage_since.set(BillingAccount.usage_since | now)]
+        accepted, raw = self._update(account_id, actions, condition)
+        if accepted:
+            return self._allowed(account_id, feature, quantity, raw, now)
+        usage = AccountUsage.from_raw(account_id, raw)
+        tier = self.effective_tier(usage.account)
+        spec = tier.features.get(feature)
+        if spec is None or spec.quota is None:
+            return UsageDecision(False, feature, "feature_not_in_plan")
+        period = self.period(tier, usage.account, now)
+        since = usage.account.usage_since
+        if since is not None and since < period.start:
+            return self._start_new_period(account_id, feature, quantity, usage, now)
+        used, limit = self._used_and_limit(usage, spec, current=True)
+        return UsageDecision(
+            False, feature, "quota_exceeded", used, limit, max(0, limit - used), iso(period.end)
+        )
+
+    def _within_quota(self, feature: str, quantity: int, now: int) -> Condition | None:
+        counter = usage_counter(feature)
+        month_start = month_period(now).start
+        since = BillingAccount.usage_since
+        clauses = []
+        for tier in self._catalog.tiers:
+            spec = tier.features.get(feature)
+            if spec is None or spec.quota is None or quantity > spec.quota:
+                continue
+            if tier is self._catalog.default_tier:
+                current = since >= month_start
+            else:
+                subscription_period = BillingAccount.current_period_start
+                current = (subscription_period.exists() & (since >= subscription_period)) | (
+                    subscription_period.does_not_exist() & (since >= month_start)
+                )
+            room = counter.does_not_exist() | (counter <= spec.quota - quantity)
+            clauses.append(self._on_tier(tier) & (since.does_not_exist() | current) & room)
+        if not clauses:
+            return None
+        condition = clauses[0]
+        for clause in clauses[1:]:
+            condition |= clause
+        return BillingAccount.merged_into.does_not_exist() & condition
+
+    def _on_tier(self, tier: Tier) -> Condition:
+        override = BillingAccount.tier_override
+        stored = BillingAccount.tier == tier.name
+        if tier is self._catalog.default_tier:
+            stored = BillingAccount.tier.does_not_exist() | stored
+        return (override.does_not_exist() & stored) | (override == tier.name)
+
+    def _start_new_period(
+        self, account_id: str, feature: str, quantity: int, usage: AccountUsage, now: int
+    ) -> UsageDecision:
+        """The counters belong to a past period: start them again, exactly once, with this use."""
+        tier = self.effective_tier(usage.account)
+        spec = tier.features[feature]
+        period = self.period(tier, usage.account, now)
+        if quantity > spec.quota:
+            return UsageDecision(False, feature, "quota_exceeded", 0, spec.quota, spec.quota, iso(period.end))
+        stale = usage.counted_features()
+        actions = [usage_counter(feature).set(quantity), BillingAccount.usage_since.set(now)]
+        actions += [usage_counter(name).remove() for name in stale - {feature}]
+        actions += [usage_grant(name).remove() for name in stale]
+        accepted, raw = self._update(
+            account_id, actions, BillingAccount.usage_since == usage.account.usage_since
+        )
+        if not accepted:  # another check started the period first: count against its counters
+            return self._count(account_id, feature, quantity)
+        return self._allowed(account_id, feature, quantity, raw, now)
+
+    def _allowed(self, account_id: str, feature: str, quantity: int, raw: Any, now: int) -> UsageDecision:
+        usage = AccountUsage.from_raw(account_id, raw)
+        tier = self.effective_tier(usage.account)
+        spec = tier.features[feature]
+        used, limit = self._used_and_limit(usage, spec, current=True)
+        before = used - quantity
+        crossed = tuple(
+            threshold
+            for threshold in sorted({*LIMIT_HIT_THRESHOLDS, *USAGE_ALERT_THRESHOLDS})
+            if before * 100 < threshold * limit <= used * 100
+        )
+        period = self.period(tier, usage.account, now)
+        return UsageDecision(True, feature, None, used, limit, max(0, limit - used), iso(period.end), crossed)
+
+    def _denied_without_write(self, account_id: str, feature: str) -> UsageDecision:
+        usage = self.load(account_id)
+        tier = self.effective_tier(usage.account)
+        spec = tier.features.get(feature)
+        if spec is None or spec.quota is None:
+            return UsageDecision(False, feature, "feature_not_in_plan")
+        now = int(self._clock())
+        period = self.period(tier, usage.account, now)
+        current = usage.account.usage_since is None or usage.account.usage_since >= period.start
+        used, limit = self._used_and_limit(usage, spec, current)
+        return UsageDecision(
+            False, feature, "quota_exceeded", used, limit, max(0, limit - used), iso(period.end)
+        )
+
+    def _update(self, account_id: str, actions: list, condition: Condition) -> tuple[bool, Any]:
+        """One conditional UpdateItem; the item after it, or as it was when the condition failed."""
+        connection = BillingAccount._get_connection().connection
+        request = connection.get_operation_kwargs(
+            BillingAccount.Meta.table_name,
+            account_id,
+            actions=actions,
+            condition=condition,
+            return_values=ALL_NEW,
+            return_values_on_condition_failure=ALL_OLD,
+        )
+        try:
+            return True, connection.client.update_item(**request).get("Attributes")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
+                self._metrics.add(Metric.QUOTA_CONFLICT)
+                return False, exc.response.get("Item")
+            raise StoreUnavailable(str(exc)) from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc

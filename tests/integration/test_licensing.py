@@ -1,0 +1,234 @@
+"""Licensing on moto's DynamoDB: entitlements, atomic quotas, periods and tier changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from botocore.client import BaseClient
+
+from billwatch.licensing import Licensing, UsageRequestError, month_period
+from billwatch.metrics import MetricsRecorder
+from billwatch.models import BillingAccount, bind_billing_table
+from billwatch.plans import load_catalog_text, shipped_catalog_text
+from devtools import stripe_events as se
+
+CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
+NOV_15 = int(dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC).timestamp())
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOV_15)
+
+
+@pytest.fixture
+def licensing(aws, clock, metrics) -> Licensing:
+    bind_billing_table(aws["BillingStateTable"])
+    return Licensing(CATALOG, MetricsRecorder("Billwatch", "billwatch"), clock)
+
+
+def make_pro(account_id: str, period_start: int, period_end: int) -> None:
+    BillingAccount(
+        account_id,
+        tier="PRO",
+        subscription_status="active",
+        current_period_start=period_start,
+        current_period_end=period_end,
+    ).save()
+
+
+def test_an_unseen_account_gets_the_free_defaults(licensing) -> None:
+    view = licensing.entitlements("acct_new")
+    assert view["tier"] == "FREE"
+    assert view["subscription"] == {"status": None, "current_period_end": None, "cancel_at_period_end": False}
+    assert view["features"]["api_calls"] == {
+        "enabled": True,
+        "limit": 1000,
+        "used": 0,
+        "remaining": 1000,
+        "resets_at": "2026-12-01T00:00:00Z",
+    }
+    assert view["features"]["sso"]["enabled"] is False
+
+
+def test_usage_counts_up_to_the_limit_and_never_in_part(licensing) -> None:
+    assert licensing.use("acct_1", "exports", 7).as_dict() == {
+        "allowed": True,
+        "feature": "exports",
+        "used": 7,
+        "limit": 10,
+        "remaining": 3,
+        "resets_at": "2026-12-01T00:00:00Z",
+    }
+    denied = licensing.use("acct_1", "exports", 4)
+    assert (denied.allowed, denied.reason, denied.used, denied.remaining) == (False, "quota_exceeded", 7, 3)
+    assert licensing.use("acct_1", "exports", 3).remaining == 0
+    assert licensing.entitlements("acct_1")["features"]["exports"]["used"] == 10
+
+
+def test_a_check_is_exactly_one_dynamodb_request(licensing, monkeypatch) -> None:
+    calls = []
+    original = BaseClient._make_api_call
+
+    def counting(client, operation, params):
+        calls.append(operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    licensing.use("acct_1", "api_calls", 1)
+    licensing.use("acct_1", "exports", 10)
+    licensing.use("acct_1", "exports", 1)  # denied
+    assert calls == ["UpdateItem", "UpdateItem", "UpdateItem"]
+
+
+def test_eight_threads_hammering_one_quota_get_exactly_the_limit(licensing) -> None:
+    allowed = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        for _ in range(5):
+            decision = licensing.use("acct_busy", "exports", 1)
+            with lock:
+                allowed.append(decision.allowed)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert allowed.count(True) == 10 and allowed.count(False) == 30
+    assert licensing.entitlements("acct_busy")["features"]["exports"]["used"] == 10
+
+
+def test_features_outside_the_plan(licensing) -> None:
+    assert licensing.use("acct_1", "sso", 1).as_dict() == {
+        "allowed": False,
+        "feature": "sso",
+        "reason": "feature_not_in_plan",
+    }
+    assert licensing.use("acct_1", "teleport", 1).reason == "feature_not_in_plan"
+    make_pro("acct_pro", NOV_15 - 86400, NOV_15 + 29 * 86400)
+    assert licensing.use("acct_pro", "sso", 1).allowed
+    BillingAccount("acct_ent", entitlement_lookup_keys=["teleport"]).save()
+    assert licensing.use("acct_ent", "teleport", 1).allowed
+    assert licensing.entitlements("acct_ent")["features"]["teleport"]["enabled"] is True
+
+
+@pytest.mark.parametrize("quantity", [0, -1, 10**9, 1.5, True, "3"])
+def test_bad_quantities_are_refused(licensing, quantity) -> None:
+    with pytest.raises(UsageRequestError, match="quantity"):
+        licensing.use("acct_1", "exports", quantity)
+
+
+def test_an_upgrade_raises_the_limit_at_once_and_a_downgrade_applies_to_usage_counted(
+    licensing, clock
+) -> None:
+    assert licensing.use("acct_1", "exports", 10).allowed
+    assert not licensing.use("acct_1", "exports", 1).allowed
+    # Upgraded mid-month: the paid period starts now, with the PRO quota.
+    make_pro("acct_1", clock.now, clock.now + 30 * 86400)
+    assert licensing.entitlements("acct_1")["features"]["exports"]["limit"] == 1000
+    decision = licensing.use("acct_1", "exports", 20)
+    assert (decision.allowed, decision.limit, decision.used) == (True, 1000, 20)
+    # Downgraded later in the same month: FREE's limit applies to what was counted.
+    clock.now += 3600
+    BillingAccount("acct_1", tier="FREE", subscription_status="canceled").update(
+        actions=[BillingAccount.tier.set("FREE"), BillingAccount.subscription_status.set("canceled")]
+    )
+    denied = licensing.use("acct_1", "exports", 1)
+    assert (denied.allowed, denied.used, denied.limit, denied.remaining) == (False, 20, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("last_use", "next_use", "resets_at"),
+    [
+        ((2026, 11, 30, 23, 59, 59), (2026, 12, 1, 0, 0, 0), "2027-01-01T00:00:00Z"),
+        ((2028, 2, 28, 12, 0, 0), (2028, 2, 29, 23, 0, 0), None),
+        ((2028, 2, 29, 23, 59, 59), (2028, 3, 1, 0, 0, 1), "2028-04-01T00:00:00Z"),
+        ((2026, 12, 31, 23, 59, 59), (2027, 1, 1, 0, 0, 0), "2027-02-01T00:00:00Z"),
+    ],
+)
+def test_free_periods_are_calendar_months_in_utc(licensing, clock, last_use, next_use, resets_at) -> None:
+    clock.now = int(dt.datetime(*last_use, tzinfo=dt.UTC).timestamp())
+    assert licensing.use("acct_1", "exports", 10).allowed
+    clock.now = int(dt.datetime(*next_use, tzinfo=dt.UTC).timestamp())
+    decision = licensing.use("acct_1", "exports", 4)
+    if resets_at is None:  # same month (leap day): still exhausted
+        assert not decision.allowed and decision.resets_at == "2028-03-01T00:00:00Z"
+    else:
+        assert decision.allowed and decision.used == 4 and decision.resets_at == resets_at
+
+
+def test_a_new_period_starts_once_and_keeps_usage_recorded_after_it(licensing, clock, monkeypatch) -> None:
+    clock.now = int(dt.datetime(2026, 10, 31, 23, tzinfo=dt.UTC).timestamp())
+    licensing.use("acct_1", "exports", 9)
+    licensing.use("acct_1", "api_calls", 500)
+    clock.now = int(dt.datetime(2026, 11, 1, 0, 5, tzinfo=dt.UTC).timestamp())
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(licensing.use("acct_1", "exports", 1)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r.allowed for r in results)
+    view = licensing.entitlements("acct_1")["features"]
+    assert view["exports"]["used"] == 8 and view["api_calls"]["used"] == 0
+
+
+def test_paid_periods_follow_the_subscription(licensing, clock) -> None:
+    start = NOV_15 - 86400
+    make_pro("acct_pro", start, start + 30 * 86400)
+    assert licensing.use("acct_pro", "exports", 1000).allowed
+    assert not licensing.use("acct_pro", "exports", 1).allowed
+    # The renewal webhook moves the period: the counters start again.
+    clock.now = start + 30 * 86400 + 60
+    BillingAccount("acct_pro").update(
+        actions=[
+            BillingAccount.current_period_start.set(start + 30 * 86400),
+            BillingAccount.current_period_end.set(start + 60 * 86400),
+        ]
+    )
+    decision = licensing.use("acct_pro", "exports", 5)
+    assert decision.allowed and decision.used == 5
+    assert decision.resets_at == dt.datetime.fromtimestamp(start + 60 * 86400, dt.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def test_metrics_and_thresholds(licensing, metrics) -> None:
+    licensing.use("acct_1", "exports", 8)  # crosses 80 %
+    licensing.use("acct_1", "exports", 1)  # crosses 90 %
+    decision = licensing.use("acct_1", "exports", 1)  # crosses 95 % and 100 %
+    assert decision.crossed_thresholds == (95, 100)
+    licensing.use("acct_1", "exports", 1)  # denied
+    licensing._metrics.flush()
+    assert metrics.total("QuotaCheck", Feature="exports", Result="allowed") == 3
+    assert metrics.total("QuotaCheck", Feature="exports", Result="denied") == 1
+    assert [metrics.total("LimitHit", Threshold=t) for t in ("80", "90", "100")] == [1, 1, 1]
+    assert metrics.total("QuotaConflict") == 1
+
+
+def test_an_end_to_end_upgrade_by_webhooks_shows_pro_limits(webhooks, licensing) -> None:
+    sub = se.subscription(id="sub_1", customer="cus_1", metadata={"account_id": "acct_e2e"})
+    assert webhooks.post(se.event("customer.subscription.created", sub)).status == 200
+    view = licensing.entitlements("acct_e2e")
+    assert view["tier"] == "PRO" and view["features"]["api_calls"]["limit"] == 100_000
+    assert view["features"]["sso"]["enabled"] is True
+
+
+def test_month_period_bounds() -> None:
+    leap = month_period(dt.datetime(2028, 2, 10, tzinfo=dt.UTC).timestamp())
+    assert leap.end - leap.start == 29 * 86400
