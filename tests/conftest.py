@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.core.responses import BaseResponse
 
 from devtools.template import create_tables, load_template
 from tests.support import ROOT, WEBHOOK_SECRET, CurrentStdout, MetricsCapture, WebhookClient, load_handler
@@ -34,6 +36,17 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(aws_credentials: None, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    # DynamoDB applies each request atomically; moto's in-process backend does not lock, so
+    # concurrent conditional writes could interleave inside it. One request at a time restores
+    # the guarantee the code relies on, which is what the concurrency tests are about.
+    original = BaseResponse.call_action
+    lock = threading.Lock()
+
+    def atomic_call_action(self: BaseResponse) -> Any:
+        with lock:
+            return original(self)
+
+    monkeypatch.setattr(BaseResponse, "call_action", atomic_call_action)
     with mock_aws():
         names = create_tables(boto3.client("dynamodb"), template)
         monkeypatch.setenv("BILLING_TABLE_NAME", names["BillingStateTable"])

@@ -293,7 +293,7 @@ def test_webhook_route_is_unauthenticated_payload_v2_and_throttled(template: dic
     assert event["Properties"]["PayloadFormatVersion"] == "2.0"
     assert "Auth" not in event["Properties"]
     api = template["Resources"]["HttpApi"]["Properties"]
-    assert "Auth" not in api
+    assert "DefaultAuthorizer" not in api.get("Auth", {})
     throttling = api["DefaultRouteSettings"]
     assert throttling["ThrottlingBurstLimit"] > 0
     assert throttling["ThrottlingRateLimit"] > 0
@@ -379,3 +379,13 @@ def test_create_tables_prefix_isolates_table_names(template: dict[str, Any], aws
         names = create_tables(client, template, prefix="t1-")
         assert names == {logical_id: f"t1-{logical_id}" for logical_id in names}
         assert sorted(client.list_tables()["TableNames"]) == sorted(names.values())
+
+
+def test_licensing_routes_require_iam(template: dict[str, Any]) -> None:
+    assert template["Resources"]["HttpApi"]["Properties"]["Auth"]["EnableIamAuthorizer"] is True
+    events = template["Resources"]["LicensingApiFunction"]["Properties"]["Events"]
+    assert {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()} == {
+        ("GET", "/v1/accounts/{account_id}/entitlements"),
+        ("POST", "/v1/accounts/{account_id}/usage"),
+    }
+    assert all(e["Properties"]["Auth"]["Authorizer"] == "AWS_IAM" for e in events.values())

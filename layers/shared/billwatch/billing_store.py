@@ -68,6 +68,35 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def conditional_update(
+    key: str, actions: list, condition: Condition, return_values: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """One conditional UpdateItem on an account's item.
+
+    Returns whether the condition accepted it, and the raw item: as ``return_values`` asks on
+    success, as it stood on failure. pynamodb builds the expressions and botocore sends them,
+    because pynamodb's update_item cannot ask for the item on a failed condition, which saves a
+    read on that path.
+    """
+    connection = BillingAccount._get_connection().connection
+    request = connection.get_operation_kwargs(
+        BillingAccount.Meta.table_name,
+        key,
+        actions=actions,
+        condition=condition,
+        return_values=return_values,
+        return_values_on_condition_failure=ALL_OLD,
+    )
+    try:
+        return True, connection.client.update_item(**request).get("Attributes")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
+            return False, exc.response.get("Item")
+        raise StoreUnavailable(str(exc)) from exc
+    except BotoCoreError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
 class BillingStore:
     def __init__(self) -> None:
         # customer id -> account id. Links never change once made, so a warm container can
@@ -126,28 +155,10 @@ class BillingStore:
         guard = self._subscription_guard(change)
         if guard is not None:
             condition &= guard
-        connection = BillingAccount._get_connection().connection
-        # pynamodb builds the expressions and botocore sends them: pynamodb's update_item cannot
-        # ask for the item back when the condition fails, and that saves a read on that path.
-        request = connection.get_operation_kwargs(
-            BillingAccount.Meta.table_name,
-            key,
-            actions=actions,
-            condition=condition,
-            return_values=ALL_OLD,
-            return_values_on_condition_failure=ALL_OLD,
-        )
-        try:
-            response = connection.client.update_item(**request)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
-                item = exc.response.get("Item")
-                return False, BillingAccount.from_raw_data(item) if item else None
-            raise StoreUnavailable(str(exc)) from exc
-        except BotoCoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        attributes = response.get("Attributes")
-        return True, BillingAccount.from_raw_data(attributes) if attributes else BillingAccount(key)
+        accepted, item = conditional_update(key, actions, condition, return_values=ALL_OLD)
+        if accepted:
+            return True, BillingAccount.from_raw_data(item) if item else BillingAccount(key)
+        return False, BillingAccount.from_raw_data(item) if item else None
 
     @staticmethod
     def _subscription_guard(change: StateChange) -> Condition | None:

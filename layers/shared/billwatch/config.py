@@ -78,7 +78,8 @@ def parse_webhook_secrets(raw: str, source: str) -> tuple[str, ...]:
     return secrets
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool = True) -> Settings:
+    """``webhook_secret``: whether this function verifies webhooks and so needs a secret source."""
     env = os.environ if env is None else env
     local_secret = _optional(env, "STRIPE_WEBHOOK_SECRET")
     settings = Settings(
@@ -116,7 +117,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
         if value
     ]
-    if len(sources) != 1:
+    if len(sources) > 1 or (webhook_secret and not sources):
         raise ConfigError(
             "set exactly one webhook secret source: WEBHOOK_SECRET_ID (Secrets Manager), "
             "WEBHOOK_SECRET_PARAMETER (SSM SecureString) or STRIPE_WEBHOOK_SECRET (local); "

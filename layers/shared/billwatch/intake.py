@@ -20,7 +20,7 @@ from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
 from billwatch.models import bind_billing_table
 from billwatch.observability import logger
-from billwatch.plans import PlanCatalog, load_catalog_text, shipped_catalog_text
+from billwatch.plans import PlanCatalog, load_plan_catalog
 from billwatch.signature import SignatureInvalid, verify_signature
 from billwatch.stripe_api import StripeApi
 from billwatch.stripe_events import (
@@ -279,16 +279,6 @@ class WebhookIntake:
                     extra={"account_id": applied["account_id"], "from_tier": applied["previous_tier"]},
                 )
         return points
-
-
-def load_plan_catalog(settings: Settings) -> PlanCatalog:
-    if settings.plan_catalog_path:
-        with open(settings.plan_catalog_path, encoding="utf-8") as catalog_file:
-            return load_catalog_text(catalog_file.read(), settings.plan_catalog_path)
-    if settings.plan_catalog_parameter:
-        text = aws_parameters.plan_catalog_text(settings)
-        return load_catalog_text(text, f"SSM parameter {settings.plan_catalog_parameter}")
-    return load_catalog_text(shipped_catalog_text(), "the shipped plans.json")
 
 
 def build_webhook_intake(settings: Settings) -> WebhookIntake:

@@ -17,16 +17,17 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.constants import ALL_NEW, ALL_OLD
+from pynamodb.constants import ALL_NEW
 from pynamodb.expressions.condition import Condition
 
-from billwatch.billing_store import CONDITION_FAILED, StoreUnavailable
+from billwatch.billing_store import StoreUnavailable, conditional_update
+from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.models import BillingAccount, usage_counter, usage_grant
-from billwatch.plans import Feature, PlanCatalog, Tier
+from billwatch.models import BillingAccount, bind_billing_table, usage_counter, usage_grant
+from billwatch.plans import Feature, PlanCatalog, Tier, load_plan_catalog
 
 # Crossing one of these shares of a quota is a "limit hit" (the seeds' 80/90/100 % histogram).
 LIMIT_HIT_THRESHOLDS = (80, 90, 100)
@@ -103,13 +104,55 @@ class AccountUsage:
         return {name.split("_", 1)[1] for name in self.raw if name.startswith(("used_", "granted_"))}
 
 
+class UsageInProgress(Exception):
+    """Another request with the same idempotency key is being counted right now."""
+
+
 class Licensing:
     def __init__(
-        self, catalog: PlanCatalog, metrics: MetricsRecorder, clock: Callable[[], float] = time.time
+        self,
+        catalog: PlanCatalog,
+        metrics: MetricsRecorder,
+        clock: Callable[[], float] = time.time,
+        idempotency_table: str | None = None,
+        idempotency_ttl_seconds: int = 24 * 3600,
     ):
         self._catalog = catalog
         self._metrics = metrics
         self._clock = clock
+        self._idempotency_table = idempotency_table
+        self._idempotency_ttl_seconds = idempotency_ttl_seconds
+        self._lambda_context: Any = None
+
+    def register_lambda_context(self, context: Any) -> None:
+        """Lets an in-progress idempotency record expire with the invocation if it dies mid-way."""
+        self._lambda_context = context
+
+    @cached_property
+    def _use_once(self) -> tuple[Any, Callable[..., dict[str, Any]]]:
+        from aws_lambda_powertools.utilities.idempotency import (
+            DynamoDBPersistenceLayer,
+            IdempotencyConfig,
+            idempotent_function,
+        )
+
+        if not self._idempotency_table:
+            raise RuntimeError("idempotency keys need an idempotency table")
+        config = IdempotencyConfig(
+            event_key_jmespath="[account_id, idempotency_key]",
+            payload_validation_jmespath="[feature, quantity]",
+            expires_after_seconds=self._idempotency_ttl_seconds,
+        )
+        store = DynamoDBPersistenceLayer(table_name=self._idempotency_table)
+
+        @idempotent_function(data_keyword_argument="request", persistence_store=store, config=config)
+        def use_once(request: dict[str, Any]) -> dict[str, Any]:
+            return self.use(request["account_id"], request["feature"], request["quantity"]).as_dict()
+
+        return config, use_once
+
+    def flush_metrics(self) -> None:
+        self._metrics.flush()
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -190,9 +233,44 @@ class Licensing:
 
     # --- counting ------------------------------------------------------------------------------
 
-    def use(self, account_id: str, feature: str, quantity: int) -> UsageDecision:
+    def use_idempotently(
+        self, account_id: str, feature: str, quantity: int, idempotency_key: str
+    ) -> UsageDecision:
+        """A repeated key gets the first answer back and consumes nothing more."""
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyValidationError,
+        )
+
+        self._validate_quantity(quantity)
+        request = {
+            "account_id": account_id,
+            "idempotency_key": idempotency_key,
+            "feature": feature,
+            "quantity": quantity,
+        }
+        try:
+            config, use_once = self._use_once
+            if self._lambda_context is not None:
+                config.register_lambda_context(self._lambda_context)
+            answer = use_once(request=request)
+        except IdempotencyValidationError:
+            raise UsageRequestError(
+                "idempotency_key was already used with a different feature or quantity"
+            ) from None
+        except IdempotencyAlreadyInProgressError:
+            raise UsageInProgress(
+                f"a request with idempotency_key {idempotency_key!r} is in progress"
+            ) from None
+        return UsageDecision(**answer)
+
+    @staticmethod
+    def _validate_quantity(quantity: Any) -> None:
         if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= MAX_QUANTITY:
             raise UsageRequestError(f"quantity must be an integer from 1 to {MAX_QUANTITY}")
+
+    def use(self, account_id: str, feature: str, quantity: int) -> UsageDecision:
+        self._validate_quantity(quantity)
         counted = any(
             spec.quota is not None
             for t in self._catalog.tiers
@@ -325,22 +403,17 @@ class Licensing:
         )
 
     def _update(self, account_id: str, actions: list, condition: Condition) -> tuple[bool, Any]:
-        """One conditional UpdateItem; the item after it, or as it was when the condition failed."""
-        connection = BillingAccount._get_connection().connection
-        request = connection.get_operation_kwargs(
-            BillingAccount.Meta.table_name,
-            account_id,
-            actions=actions,
-            condition=condition,
-            return_values=ALL_NEW,
-            return_values_on_condition_failure=ALL_OLD,
-        )
-        try:
-            return True, connection.client.update_item(**request).get("Attributes")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
-                self._metrics.add(Metric.QUOTA_CONFLICT)
-                return False, exc.response.get("Item")
-            raise StoreUnavailable(str(exc)) from exc
-        except BotoCoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        accepted, item = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
+        if not accepted:
+            self._metrics.add(Metric.QUOTA_CONFLICT)
+        return accepted, item
+
+
+def build_licensing(settings: Settings) -> Licensing:
+    bind_billing_table(settings.billing_table)
+    return Licensing(
+        catalog=load_plan_catalog(settings),
+        metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
+        idempotency_table=settings.idempotency_table,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+    )

@@ -11,7 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from billwatch.config import Settings
 
 # Quotas count per billing period: the subscription's period for a paid tier, else the calendar
 # month (UTC). "month" is the only period today; the key keeps the catalog format open.
@@ -143,3 +146,15 @@ def load_catalog_text(text: str, source: str) -> PlanCatalog:
 
 def shipped_catalog_text() -> str:
     return Path(__file__).with_name("plans.json").read_text(encoding="utf-8")
+
+
+def load_plan_catalog(settings: Settings) -> PlanCatalog:
+    if settings.plan_catalog_path:
+        with open(settings.plan_catalog_path, encoding="utf-8") as catalog_file:
+            return load_catalog_text(catalog_file.read(), settings.plan_catalog_path)
+    if settings.plan_catalog_parameter:
+        from billwatch import aws_parameters  # only deployments that override the catalog need it
+
+        text = aws_parameters.plan_catalog_text(settings)
+        return load_catalog_text(text, f"SSM parameter {settings.plan_catalog_parameter}")
+    return load_catalog_text(shipped_catalog_text(), "the shipped plans.json")

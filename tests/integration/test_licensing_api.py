@@ -1,0 +1,92 @@
+"""The LicensingApi handler: API Gateway HTTP API events in, JSON answers out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devtools import stripe_events as se
+from tests.support import LambdaContext, load_handler
+
+
+@pytest.fixture
+def licensing_api(aws, monkeypatch):
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    return load_handler("licensing_api")
+
+
+def call(api, method: str, path: str, body=None, content_type: str = "application/json"):
+    raw = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+    event = se.api_gateway_event(raw or b"", headers={"content-type": content_type}, path=path, method=method)
+    if body is None:
+        event.pop("body", None)
+    result = api.lambda_handler(event, LambdaContext())
+    return result["statusCode"], json.loads(result["body"])
+
+
+def test_entitlements_for_an_unseen_account(licensing_api) -> None:
+    status, body = call(licensing_api, "GET", "/v1/accounts/acct_1/entitlements")
+    assert status == 200
+    assert body["tier"] == "FREE" and body["features"]["api_calls"]["limit"] == 1000
+
+
+def test_usage_allowed_denied_and_not_in_plan(licensing_api) -> None:
+    status, body = call(
+        licensing_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "exports", "quantity": 10}
+    )
+    assert status == 200 and body["allowed"] is True and body["remaining"] == 0
+    status, body = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "exports"})
+    assert status == 429 and body["allowed"] is False and body["used"] == 10
+    status, body = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "sso"})
+    assert status == 403 and body == {"allowed": False, "feature": "sso", "reason": "feature_not_in_plan"}
+
+
+def test_a_repeated_idempotency_key_returns_the_first_answer(licensing_api) -> None:
+    request = {"feature": "exports", "quantity": 4, "idempotency_key": "job-42"}
+    first = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", request)
+    again = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", request)
+    assert first == again and first[1]["used"] == 4
+    assert (
+        call(licensing_api, "GET", "/v1/accounts/acct_1/entitlements")[1]["features"]["exports"]["used"] == 4
+    )
+    status, body = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", {**request, "quantity": 5})
+    assert status == 400 and "idempotency_key" in body["message"]
+    # The key belongs to the account: another account may use the same key.
+    assert call(licensing_api, "POST", "/v1/accounts/acct_2/usage", request)[1]["used"] == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "names"),
+    [
+        ({}, "application/json", 400, "feature"),
+        ({"feature": "exports", "quantity": 0}, "application/json", 400, "quantity"),
+        ({"feature": "exports", "quantity": -3}, "application/json", 400, "quantity"),
+        ({"feature": "exports", "quantity": 10**12}, "application/json", 400, "quantity"),
+        ({"feature": "exports", "quantity": "2"}, "application/json", 400, "quantity"),
+        ({"feature": "exports", "quantity": 1.5}, "application/json", 400, "quantity"),
+        ({"feature": "exports", "colour": "red"}, "application/json", 400, "colour"),
+        ({"feature": ""}, "application/json", 400, "feature"),
+        ("{not json", "application/json", 400, "JSON"),
+        ({"feature": "exports"}, "text/plain", 415, "application/json"),
+        ("feature=exports", "application/x-www-form-urlencoded", 415, "application/json"),
+    ],
+)
+def test_bad_usage_requests_get_a_4xx_naming_the_problem(
+    licensing_api, body, content_type, status, names
+) -> None:
+    got_status, got = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", body, content_type)
+    assert got_status == status, got
+    assert names in got["message"]
+    assert (
+        call(licensing_api, "GET", "/v1/accounts/acct_1/entitlements")[1]["features"]["exports"]["used"] == 0
+    )
+
+
+def test_a_bad_account_id_gets_400(licensing_api) -> None:
+    status, body = call(licensing_api, "GET", "/v1/accounts/" + "x" * 200 + "/entitlements")
+    assert status == 400 and "account_id" in body["message"]
+
+
+def test_an_unknown_route_gets_404(licensing_api) -> None:
+    assert call(licensing_api, "GET", "/v1/nothing")[0] == 404
