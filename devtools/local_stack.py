@@ -11,6 +11,15 @@ Handler, with the template's environment), and the handler's response becomes th
 The webhook signing secret is ``$STRIPE_WEBHOOK_SECRET`` when set (e.g. the ``whsec_`` printed by
 ``stripe listen``), else the public local dev secret ``whsec_local_dev_secret``.
 
+Routes whose HttpApi event has ``Auth: {Authorizer: AWS_IAM}`` (or that inherit an ``AWS_IAM``
+``DefaultAuthorizer``) are not SigV4-checked locally: their event carries
+``requestContext.authorizer.iam`` for a configurable caller instead, as API Gateway sends it for a
+signed request. The caller is ``$LOCAL_CALLER_ARN``, by default
+``arn:aws:sts::123456789012:assumed-role/billwatch-local-admin/local``; an
+``x-billwatch-caller-arn`` request header overrides it for that request (and is not passed on to
+the handler). The functions get ``ADMIN_ROLE_ARNS=arn:aws:iam::123456789012:role/billwatch-local-admin``
+unless ``$ADMIN_ROLE_ARNS`` is set, so the default caller is an admin.
+
 Tests use :class:`LocalStack` directly::
 
     with LocalStack().start(port=0) as stack:   # port 0 = an ephemeral port
@@ -53,6 +62,7 @@ from typing import Any, ClassVar
 
 from devtools.signing import LOCAL_DEV_SECRET
 from devtools.template import (
+    FUNCTION_TYPE,
     LAYER_TYPE,
     REPO_ROOT,
     create_tables,
@@ -71,6 +81,8 @@ __all__ = [
     "Route",
     "banner",
     "http_api_event",
+    "iam_authorizer",
+    "iam_routes",
     "main",
 ]
 
@@ -90,6 +102,17 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 _DRAIN_LIMIT_BYTES = 4 * MAX_BODY_BYTES
 SECRET_ENV = "STRIPE_WEBHOOK_SECRET"
 FAKE_CREDENTIAL = "testing"
+# IAM-authorized routes: who the local "SigV4 signer" is, and who the functions treat as admins.
+CALLER_ENV = "LOCAL_CALLER_ARN"
+CALLER_HEADER = "x-billwatch-caller-arn"
+ADMIN_ENV = "ADMIN_ROLE_ARNS"
+LOCAL_ADMIN_ROLE = "billwatch-local-admin"
+DEFAULT_CALLER_ARN = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{LOCAL_ADMIN_ROLE}/local"
+DEFAULT_ADMIN_ROLE_ARNS = f"arn:aws:iam::{ACCOUNT_ID}:role/{LOCAL_ADMIN_ROLE}"
+# What API Gateway can report as userArn: an IAM user/role or an STS assumed-role/federated user.
+_CALLER_ARN = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::\d{12}:[\w+=,.@/-]+")
+_IAM_AUTHORIZER = "AWS_IAM"
+HTTP_API_TYPE = "AWS::Serverless::HttpApi"
 
 # Variables from the caller's shell that would point the handlers (or botocore) somewhere other
 # than the embedded moto server, or at a second webhook secret source (load_settings wants one).
@@ -123,6 +146,7 @@ class Route:
     method: str
     path: str
     function: str
+    iam_auth: bool = False  # the route uses the AWS_IAM authorizer
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _params: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -169,6 +193,58 @@ class Route:
             name: urllib.parse.unquote(value)
             for name, value in zip(self._params, found.groups(), strict=True)
         }
+
+
+def _default_authorizer(template: Mapping[str, Any], api_id: Any) -> Any:
+    """The ``Auth.DefaultAuthorizer`` of the HttpApi an event belongs to (Globals.HttpApi merged)."""
+    auth = dict(((template.get("Globals") or {}).get("HttpApi") or {}).get("Auth") or {})
+    ref = api_id.get("Ref") if isinstance(api_id, dict) else None
+    api = (resources_of_type(template, HTTP_API_TYPE).get(ref) or {}) if isinstance(ref, str) else {}
+    auth.update((api.get("Properties") or {}).get("Auth") or {})
+    return auth.get("DefaultAuthorizer")
+
+
+def iam_routes(template: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """The :func:`devtools.template.http_routes` entries that API Gateway authorizes with IAM.
+
+    That is the event's ``Auth.Authorizer``, else its API's ``DefaultAuthorizer``, is ``AWS_IAM``
+    (``Authorizer: NONE`` opts a route out of a default).
+    """
+    found: set[tuple[str, str, str]] = set()
+    for logical_id, resource in resources_of_type(template, FUNCTION_TYPE).items():
+        for event in ((resource.get("Properties") or {}).get("Events") or {}).values():
+            if not isinstance(event, dict) or event.get("Type") != "HttpApi":
+                continue
+            props = event.get("Properties") or {}
+            auth = props.get("Auth") or {}
+            if "Authorizer" in auth:
+                authorizer = auth["Authorizer"]
+            else:
+                authorizer = _default_authorizer(template, props.get("ApiId"))
+            if authorizer == _IAM_AUTHORIZER:
+                method = str(props.get("Method", "ANY")).upper()
+                found.add((method, str(props.get("Path", "$default")), logical_id))
+    return found
+
+
+def valid_caller_arn(arn: str) -> bool:
+    """Whether ``arn`` looks like a principal API Gateway's IAM authorizer reports (IAM or STS)."""
+    return _CALLER_ARN.fullmatch(arn) is not None
+
+
+def iam_authorizer(user_arn: str) -> dict[str, Any]:
+    """``requestContext.authorizer`` as API Gateway HTTP APIs send it for an IAM-authorized route."""
+    return {
+        "iam": {
+            "accessKey": "ASIALOCAL",
+            "accountId": ACCOUNT_ID,
+            "callerId": "AROALOCAL:local",
+            "cognitoIdentity": None,
+            "principalOrgId": None,
+            "userArn": user_arn,
+            "userId": "AROALOCAL:local",
+        }
+    }
 
 
 # ------------------------------------------------------------------------- Lambda plumbing
@@ -239,12 +315,15 @@ def http_api_event(
     protocol: str = "HTTP/1.1",
     request_id: str | None = None,
     time_epoch_ms: int | None = None,
+    authorizer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The API Gateway HTTP API (payload format 2.0) event for one HTTP request.
 
     ``target`` is the request target (path and query string, as received). Header names are
     lower-cased and repeated headers joined with ``,``; ``Cookie`` headers become ``cookies``.
     A UTF-8 body is passed as text, anything else base64-encoded with ``isBase64Encoded`` true.
+    ``authorizer`` becomes ``requestContext.authorizer`` (e.g. :func:`iam_authorizer`); without
+    it the event has none, as for a route without an authorizer.
     """
     raw_path, _, raw_query = target.partition("?")
     request_id = request_id or str(uuid.uuid4())
@@ -297,6 +376,8 @@ def http_api_event(
         "time": _http_date(time_epoch_ms),
         "timeEpoch": time_epoch_ms,
     }
+    if authorizer is not None:
+        event["requestContext"]["authorizer"] = dict(authorizer)
     if path_parameters:
         event["pathParameters"] = dict(path_parameters)
     if body:
@@ -426,16 +507,27 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send_json(404, {"message": "Not Found"}, request_id)
             return self._access_log(404, started, "-")
         route, path_parameters = found
+        authorizer = None
+        if route.iam_auth:
+            # Where API Gateway would check the SigV4 signature: the local caller stands in for it.
+            caller = (self.headers.get(CALLER_HEADER) or "").strip() or self.server.stack.caller_arn
+            if not valid_caller_arn(caller):
+                message = f"{CALLER_HEADER} must be an IAM or STS ARN, e.g. {DEFAULT_CALLER_ARN}"
+                self._send_json(400, {"message": message}, request_id)
+                return self._access_log(400, started, "-")
+            authorizer = iam_authorizer(caller)
         event = http_api_event(
             method=self.command,
             target=self.path,
-            headers=self.headers.items(),
+            # The caller header is an instruction to the local stack, not part of the request.
+            headers=[(name, value) for name, value in self.headers.items() if name.lower() != CALLER_HEADER],
             body=body,
             route_key=route.route_key,
             path_parameters=path_parameters,
             source_ip=self.client_address[0],
             protocol=self.request_version,
             request_id=request_id,
+            authorizer=authorizer,
         )
         try:
             result = self.server.stack.invoke(route.function, event)
@@ -537,10 +629,13 @@ class LocalStack:
         webhook_secret: str | None = None,
         env: Mapping[str, str | None] | None = None,
         table_prefix: str | None = None,
+        caller_arn: str | None = None,
     ) -> None:
         """``webhook_secret`` defaults to ``$STRIPE_WEBHOOK_SECRET``, else the local dev secret.
         ``env`` holds extra overrides for the functions' environment (``None`` removes a variable).
         ``table_prefix`` defaults to ``billwatch-local-<random>-``.
+        ``caller_arn`` (the IAM caller of IAM-authorized routes) defaults to ``$LOCAL_CALLER_ARN``,
+        else :data:`DEFAULT_CALLER_ARN`.
         """
         path = Path(template_path)
         if not path.is_absolute() and not path.exists():
@@ -552,7 +647,31 @@ class LocalStack:
             table_prefix = f"{TABLE_PREFIX}{secrets.token_hex(3)}-"
         self._table_prefix = table_prefix
         self.routes: list[tuple[str, str, str]] = http_routes(self.template)
-        self._routes = sorted((Route(*route) for route in self.routes), key=Route.specificity)
+        self.iam_routes: set[tuple[str, str, str]] = iam_routes(self.template)
+        self._routes = sorted(
+            (Route(*route, iam_auth=route in self.iam_routes) for route in self.routes),
+            key=Route.specificity,
+        )
+
+        caller_from_env = (os.environ.get(CALLER_ENV) or "").strip()
+        if caller_arn is not None and caller_arn.strip():
+            self.caller_arn, self.caller_source = caller_arn.strip(), "passed to LocalStack"
+        elif caller_from_env:
+            self.caller_arn, self.caller_source = caller_from_env, f"{CALLER_ENV} from your environment"
+        else:
+            self.caller_arn, self.caller_source = DEFAULT_CALLER_ARN, f"the default, {CALLER_ENV} unset"
+        if not valid_caller_arn(self.caller_arn):
+            raise LocalStackError(
+                f"{CALLER_ENV} must be an IAM or STS ARN, e.g. {DEFAULT_CALLER_ARN}, got {self.caller_arn!r}"
+            )
+        admins_from_env = (os.environ.get(ADMIN_ENV) or "").strip()
+        if admins_from_env:
+            self.admin_role_arns, self.admin_source = admins_from_env, f"{ADMIN_ENV} from your environment"
+        else:
+            self.admin_role_arns, self.admin_source = (
+                DEFAULT_ADMIN_ROLE_ARNS,
+                f"the default, {ADMIN_ENV} unset",
+            )
 
         # `make run` passes the dev secret itself when the shell has none: that is still the dev one.
         from_env = (os.environ.get(SECRET_ENV) or "").strip()
@@ -703,7 +822,8 @@ class LocalStack:
         """The environment a function runs with locally (``None`` = not set).
 
         The template's variables (resolved against parameter defaults and the local table
-        names; anything unresolvable is left unset), then the local overrides.
+        names; anything unresolvable is left unset), then the local overrides (including
+        ``ADMIN_ROLE_ARNS``: yours when set, else the role of the default local caller).
         """
         env = function_environment(self.template, logical_id, resource_refs=self.table_names)
         env.update(
@@ -718,6 +838,7 @@ class LocalStack:
                 "POWERTOOLS_SERVICE_NAME": "billwatch",
                 "POWERTOOLS_METRICS_NAMESPACE": "Billwatch",
                 SECRET_ENV: self._secret,
+                ADMIN_ENV: self.admin_role_arns,
                 **dict.fromkeys(_CLEARED_ENV),
             }
         )
@@ -791,9 +912,30 @@ class LocalStack:
 # ------------------------------------------------------------------------------------ CLI
 
 
+def _iam_section(stack: LocalStack) -> str:
+    """How IAM-authorized routes are called locally (empty when the template has none)."""
+    if not stack.iam_routes:
+        return ""
+    iam = [route for route in stack.routes if route in stack.iam_routes]
+    method, path, _ = next((route for route in iam if route[0] == "GET"), iam[0])
+    example = stack.url + re.sub(
+        r"\{([^{}]+?)\+?\}", lambda m: "acct_local" if m.group(1) == "account_id" else m.group(1), path
+    )
+    method_arg = "" if method in ("GET", "ANY") else f"-X {method} "
+    other = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/SomeoneElse/local"
+    return f"""
+IAM routes (no SigV4 locally) see this caller in requestContext.authorizer.iam.userArn:
+  Caller:         {stack.caller_arn}   ({stack.caller_source})
+  Admin roles:    {stack.admin_role_arns}   ({stack.admin_source})
+  Another caller for one request:
+    curl {method_arg}-H '{CALLER_HEADER}: {other}' {example}
+"""
+
+
 def banner(stack: LocalStack) -> str:
     routes = "\n".join(
         f"    {method:<6} {stack.url}{'/<any path>' if path == '$default' else path}  -> {function}"
+        + ("  (IAM)" if (method, path, function) in stack.iam_routes else "")
         for method, path, function in stack.routes
     )
     tables = "\n".join(f"    {logical_id:<20} {name}" for logical_id, name in stack.table_names.items())
@@ -830,7 +972,7 @@ Forward real test-mode events with the Stripe CLI:
   then restart this with the whsec_ it prints:
     export {SECRET_ENV}=whsec_...   # from `stripe listen`
     make run{port_arg}
-"""
+{_iam_section(stack)}"""
 
 
 def _port_from_env() -> int:
@@ -863,8 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
-    stack = LocalStack(args.template)
     try:
+        stack = LocalStack(args.template)
         stack.start(port=port)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -9,6 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from billwatch.access import is_admin
 from billwatch.billing_store import StoreUnavailable
 from billwatch.config import load_settings
 from billwatch.licensing import MAX_QUANTITY, UsageInProgress, UsageRequestError, build_licensing
@@ -28,6 +30,19 @@ class UsageRequest(BaseModel):
     feature: str = Field(min_length=1, max_length=64)
     quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class TierOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tier: str | None
+
+
+class QuotaGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    feature: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
@@ -77,19 +92,53 @@ def record_usage(
     return _json(STATUS_OF_REASON[decision.reason], decision.as_dict())
 
 
+@app.put("/admin/accounts/<account_id>/tier-override")
+def set_tier_override(
+    account_id: Annotated[str, Path(pattern=ACCOUNT_ID)], request: Annotated[TierOverride, Body()]
+) -> dict[str, Any]:
+    return licensing.set_tier_override(account_id, request.tier)
+
+
+@app.post("/admin/accounts/<account_id>/grants")
+def grant_quota(
+    account_id: Annotated[str, Path(pattern=ACCOUNT_ID)], request: Annotated[QuotaGrant, Body()]
+) -> dict[str, Any]:
+    return licensing.grant(account_id, request.feature, request.quantity)
+
+
+@app.post("/admin/accounts/<account_id>/usage-reset")
+def reset_usage(account_id: Annotated[str, Path(pattern=ACCOUNT_ID)]) -> dict[str, Any]:
+    return licensing.reset_usage(account_id)
+
+
+def _plain(status: int, error: str, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"error": error, "message": message}),
+    }
+
+
+def _refusal(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Answers that come before routing: who is calling, and what the body is."""
+    context = event.get("requestContext") or {}
+    path = event.get("rawPath") or ""
+    if path.startswith("/admin/"):
+        caller = ((context.get("authorizer") or {}).get("iam") or {}).get("userArn")
+        if not is_admin(caller, settings.admin_role_arns):
+            licensing.refuse_admin(caller, f"{context.get('http', {}).get('method')} {path}")
+            return _plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
+        # Powertools would parse form encodings and report their fields instead.
+        return _plain(415, "unsupported_media_type", "the body must be application/json")
+    return None
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    method = (event.get("requestContext") or {}).get("http", {}).get("method")
-    if method == "POST" and not headers.get("content-type", "").startswith("application/json"):
-        # Checked before routing: Powertools would parse form encodings and report their fields.
-        return {
-            "statusCode": 415,
-            "headers": {"content-type": "application/json"},
-            "body": '{"error": "unsupported_media_type", "message": "the body must be application/json"}',
-        }
     licensing.register_lambda_context(context)
     try:
-        return app.resolve(event, context)
+        return _refusal(event) or app.resolve(event, context)
     finally:
         licensing.flush_metrics()

@@ -86,9 +86,13 @@ def test_a_check_is_exactly_one_dynamodb_request(licensing, monkeypatch) -> None
 
     monkeypatch.setattr(BaseClient, "_make_api_call", counting)
     licensing.use("acct_1", "api_calls", 1)
-    licensing.use("acct_1", "exports", 10)
-    licensing.use("acct_1", "exports", 1)  # denied
+    licensing.use("acct_1", "exports", 7)
+    licensing.use("acct_1", "exports", 4)  # denied
     assert calls == ["UpdateItem", "UpdateItem", "UpdateItem"]
+    # Crossing a threshold also records that it was announced: once per threshold and period.
+    calls.clear()
+    licensing.use("acct_1", "exports", 1)
+    assert calls == ["UpdateItem", "UpdateItem"]
 
 
 def test_eight_threads_hammering_one_quota_get_exactly_the_limit(licensing) -> None:

@@ -90,3 +90,89 @@ def test_a_bad_account_id_gets_400(licensing_api) -> None:
 
 def test_an_unknown_route_gets_404(licensing_api) -> None:
     assert call(licensing_api, "GET", "/v1/nothing")[0] == 404
+
+
+ADMIN_ROLE = "arn:aws:iam::123456789012:role/BillingAdmin"
+
+
+@pytest.fixture
+def admin_api(aws, monkeypatch):
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    monkeypatch.setenv("ADMIN_ROLE_ARNS", ADMIN_ROLE)
+    return load_handler("licensing_api")
+
+
+def admin_call(api, method: str, path: str, body=None, caller: str | None = None):
+    raw = json.dumps(body) if body is not None else None
+    event = se.api_gateway_event(
+        raw or b"", headers={"content-type": "application/json"}, path=path, method=method
+    )
+    if raw is None:
+        event.pop("body", None)
+    if caller:
+        event["requestContext"]["authorizer"] = {"iam": {"userArn": caller, "accountId": "123456789012"}}
+    result = api.lambda_handler(event, LambdaContext())
+    return result["statusCode"], json.loads(result["body"])
+
+
+ADMIN = "arn:aws:sts::123456789012:assumed-role/BillingAdmin/alice"
+
+
+def test_admins_override_tiers_grant_quota_and_reset_usage(admin_api) -> None:
+    status, body = admin_call(
+        admin_api, "PUT", "/admin/accounts/acct_1/tier-override", {"tier": "PRO"}, ADMIN
+    )
+    assert status == 200 and body["tier"] == "PRO" and body["features"]["sso"]["enabled"] is True
+    admin_call(admin_api, "PUT", "/admin/accounts/acct_1/tier-override", {"tier": None}, ADMIN)
+    assert call(admin_api, "GET", "/v1/accounts/acct_1/entitlements")[1]["tier"] == "FREE"
+
+    call(admin_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "exports", "quantity": 10})
+    status, body = admin_call(
+        admin_api, "POST", "/admin/accounts/acct_1/grants", {"feature": "exports", "quantity": 5}, ADMIN
+    )
+    assert status == 200 and body["features"]["exports"] == {
+        **body["features"]["exports"],
+        "limit": 15,
+        "used": 10,
+    }
+    assert (
+        call(admin_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "exports", "quantity": 5})[0] == 200
+    )
+    assert call(admin_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "exports"})[0] == 429
+
+    status, body = admin_call(admin_api, "POST", "/admin/accounts/acct_1/usage-reset", None, ADMIN)
+    assert (
+        status == 200
+        and body["features"]["exports"]["used"] == 0
+        and body["features"]["exports"]["limit"] == 10
+    )
+
+
+@pytest.mark.parametrize(
+    "caller",
+    [None, "arn:aws:sts::123456789012:assumed-role/Developer/bob", "arn:aws:iam::123456789012:user/mallory"],
+)
+def test_other_callers_get_403_are_logged_and_counted(admin_api, metrics, caller) -> None:
+    status, body = admin_call(admin_api, "POST", "/admin/accounts/acct_1/usage-reset", None, caller)
+    assert status == 403 and "admin" in body["message"]
+    logged = [log for log in metrics.logs() if log["message"] == "Unauthorized admin access attempt"]
+    assert logged and logged[0]["level"] == "WARNING" and logged[0]["caller_arn"] == (caller or "none")
+    assert metrics.total("UnauthorizedAdminAccess") == 1
+    # A bad body from a non-admin is still refused as a non-admin.
+    status, _ = admin_call(admin_api, "PUT", "/admin/accounts/acct_1/tier-override", {"tier": "GOLD"}, caller)
+    assert status == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "names"),
+    [
+        ("/admin/accounts/acct_1/tier-override", {"tier": "GOLD"}, "tier"),
+        ("/admin/accounts/acct_1/tier-override", {}, "tier"),
+        ("/admin/accounts/acct_1/grants", {"feature": "sso", "quantity": 5}, "feature"),
+        ("/admin/accounts/acct_1/grants", {"feature": "exports", "quantity": 0}, "quantity"),
+    ],
+)
+def test_bad_admin_requests_get_400(admin_api, path, body, names) -> None:
+    method = "PUT" if path.endswith("tier-override") else "POST"
+    status, got = admin_call(admin_api, method, path, body, ADMIN)
+    assert status == 400 and names in got["message"]

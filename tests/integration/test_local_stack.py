@@ -27,14 +27,27 @@ import pytest
 
 from devtools import send_event
 from devtools import stripe_events as se
-from devtools.local_stack import MAX_BODY_BYTES, LocalStack, LocalStackError, Route, http_api_event
+from devtools.local_stack import (
+    MAX_BODY_BYTES,
+    LocalStack,
+    LocalStackError,
+    Route,
+    banner,
+    http_api_event,
+    iam_authorizer,
+    iam_routes,
+)
 from devtools.signing import LOCAL_DEV_SECRET
 from devtools.template import dynamodb_tables, http_routes
 from tests.support import ROOT
 
 NOW = int(time.time())
 FUNCTION = "WebhookIntakeFunction"
+LICENSING = "LicensingApiFunction"
 NOT_FOUND = {"message": "Not Found"}
+DEFAULT_CALLER = "arn:aws:sts::123456789012:assumed-role/billwatch-local-admin/local"
+DEFAULT_ADMINS = "arn:aws:iam::123456789012:role/billwatch-local-admin"
+OTHER_CALLER = "arn:aws:sts::123456789012:assumed-role/Reader/alice"
 
 
 def environment() -> dict[str, str]:
@@ -45,6 +58,8 @@ def environment() -> dict[str, str]:
 def stack() -> Iterator[LocalStack]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)  # -> the built-in local dev secret
+        patch.delenv("LOCAL_CALLER_ARN", raising=False)  # -> the default (admin) caller
+        patch.delenv("ADMIN_ROLE_ARNS", raising=False)  # -> the local admin role
         environ, path, modules = environment(), list(sys.path), set(sys.modules)
         with LocalStack().start(port=0) as running:
             assert os.environ["AWS_ENDPOINT_URL"] == running.moto_endpoint
@@ -264,6 +279,7 @@ def test_the_handler_gets_an_http_api_v2_event_and_its_response_is_mapped(
         "userAgent": "Stripe/1.0",
     }
     assert (context["routeKey"], context["stage"]) == ("POST /webhooks/stripe", "$default")
+    assert "authorizer" not in context  # the webhook route has no authorizer
     assert abs(context["timeEpoch"] / 1000 - time.time()) < 60
     assert len(context["requestId"]) == 36
     (lambda_context,) = recorder.contexts
@@ -349,6 +365,208 @@ def test_route_matching_and_event_helpers() -> None:
     assert "body" not in event
     assert event["isBase64Encoded"] is False
     assert "queryStringParameters" not in event
+    assert "authorizer" not in event["requestContext"]
+    assert Route("GET", "/items/{id}", "One").iam_auth is False
+
+    signed = http_api_event(
+        method="GET",
+        target="/x",
+        headers=[],
+        body=b"",
+        route_key="GET /x",
+        authorizer=iam_authorizer("arn:x"),
+    )
+    assert signed["requestContext"]["authorizer"]["iam"]["userArn"] == "arn:x"
+
+
+# --- IAM-authorized routes: a configurable caller instead of SigV4 ------------------------------------
+
+
+def iam_events_of(template: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Independently of the module: the routes whose HttpApi event says Auth.Authorizer AWS_IAM."""
+    found = set()
+    for logical_id, resource in template["Resources"].items():
+        for event in (resource.get("Properties") or {}).get("Events", {}).values():
+            props = event.get("Properties") or {}
+            if event.get("Type") == "HttpApi" and (props.get("Auth") or {}).get("Authorizer") == "AWS_IAM":
+                found.add((props["Method"].upper(), props["Path"], logical_id))
+    return found
+
+
+def test_the_iam_routes_are_the_templates(stack: LocalStack, template) -> None:
+    expected = iam_events_of(template)
+    assert ("GET", "/v1/accounts/{account_id}/entitlements", LICENSING) in expected
+    assert stack.iam_routes == expected
+    assert not [route for route in stack.iam_routes if route[2] == FUNCTION]  # Stripe signs the webhook
+
+
+def test_iam_routes_follow_a_default_authorizer_and_authorizer_none() -> None:
+    def function(*events: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {"Events": {f"E{i}": event for i, event in enumerate(events)}},
+        }
+
+    def http(path: str, auth: dict[str, str] | None = None, api: str | None = "Api") -> dict[str, Any]:
+        props: dict[str, Any] = {"Method": "get", "Path": path}
+        if api:
+            props["ApiId"] = {"Ref": api}
+        if auth is not None:
+            props["Auth"] = auth
+        return {"Type": "HttpApi", "Properties": props}
+
+    template = {
+        "Resources": {
+            "Api": {
+                "Type": "AWS::Serverless::HttpApi",
+                "Properties": {"Auth": {"EnableIamAuthorizer": True, "DefaultAuthorizer": "AWS_IAM"}},
+            },
+            "Other": {"Type": "AWS::Serverless::HttpApi", "Properties": {}},
+            "Fn": function(
+                http("/default"),
+                http("/public", {"Authorizer": "NONE"}),
+                http("/other", api="Other"),
+                http("/explicit", {"Authorizer": "AWS_IAM"}, api="Other"),
+                http("/implicit-api", api=None),
+            ),
+        }
+    }
+    assert iam_routes(template) == {("GET", "/default", "Fn"), ("GET", "/explicit", "Fn")}
+    template["Globals"] = {"HttpApi": {"Auth": {"DefaultAuthorizer": "AWS_IAM"}}}
+    assert iam_routes(template) == {
+        ("GET", "/default", "Fn"),
+        ("GET", "/other", "Fn"),
+        ("GET", "/explicit", "Fn"),
+        ("GET", "/implicit-api", "Fn"),
+    }
+
+
+def test_an_iam_route_gets_the_default_local_caller(stack: LocalStack, monkeypatch) -> None:
+    recorder = Recorder({"statusCode": 200, "body": "{}"})
+    monkeypatch.setattr(stack.functions[LICENSING], "handler", recorder)
+
+    status, _, _ = call(stack.url + "/v1/accounts/acct_iam/entitlements", method="GET")
+
+    assert status == 200
+    (event,) = recorder.events
+    assert event["routeKey"] == "GET /v1/accounts/{account_id}/entitlements"
+    # The shape API Gateway HTTP APIs send for a SigV4-signed request to an AWS_IAM route.
+    assert event["requestContext"]["authorizer"] == {
+        "iam": {
+            "accessKey": "ASIALOCAL",
+            "accountId": "123456789012",
+            "callerId": "AROALOCAL:local",
+            "cognitoIdentity": None,
+            "principalOrgId": None,
+            "userArn": DEFAULT_CALLER,
+            "userId": "AROALOCAL:local",
+        }
+    }
+    assert stack.caller_arn == DEFAULT_CALLER
+
+
+def test_the_caller_header_overrides_the_caller_for_one_request(stack: LocalStack, monkeypatch) -> None:
+    recorder = Recorder({"statusCode": 200, "body": "{}"})
+    monkeypatch.setattr(stack.functions[LICENSING], "handler", recorder)
+    url = stack.url + "/v1/accounts/acct_iam/entitlements"
+
+    assert call(url, method="GET", headers={"X-Billwatch-Caller-Arn": OTHER_CALLER})[0] == 200
+    assert call(url, method="GET")[0] == 200
+
+    overridden, default = recorder.events
+    assert overridden["requestContext"]["authorizer"]["iam"]["userArn"] == OTHER_CALLER
+    assert "x-billwatch-caller-arn" not in overridden["headers"]  # meant for the stack, not the handler
+    assert default["requestContext"]["authorizer"]["iam"]["userArn"] == DEFAULT_CALLER
+
+
+def test_a_caller_header_that_is_no_arn_is_400(stack: LocalStack, monkeypatch) -> None:
+    recorder = Recorder({"statusCode": 200, "body": "{}"})
+    monkeypatch.setattr(stack.functions[LICENSING], "handler", recorder)
+
+    status, _, body = call(
+        stack.url + "/v1/accounts/acct_iam/entitlements",
+        method="GET",
+        headers={"x-billwatch-caller-arn": "alice"},
+    )
+
+    assert status == 400
+    assert "x-billwatch-caller-arn" in json.loads(body)["message"]
+    assert recorder.events == []
+
+
+def test_the_webhook_route_gets_no_authorizer_even_with_the_caller_header(
+    stack: LocalStack, webhook_url: str, monkeypatch
+) -> None:
+    recorder = Recorder({"statusCode": 200, "body": ""})
+    monkeypatch.setattr(stack.functions[FUNCTION], "handler", recorder)
+
+    assert call(webhook_url, b"{}", headers={"x-billwatch-caller-arn": OTHER_CALLER})[0] == 200
+
+    (event,) = recorder.events
+    assert "authorizer" not in event["requestContext"]
+    assert "x-billwatch-caller-arn" not in event["headers"]
+
+
+def test_entitlements_of_an_unknown_account_through_the_stack(stack: LocalStack) -> None:
+    status, headers, body = call(stack.url + "/v1/accounts/acct_local/entitlements", method="GET")
+    assert (status, headers["content-type"]) == (200, "application/json")
+    entitlements = json.loads(body)
+    assert (entitlements["account_id"], entitlements["tier"]) == ("acct_local", "FREE")
+
+
+def test_the_functions_get_the_local_admin_role_by_default(stack: LocalStack) -> None:
+    assert {FUNCTION, LICENSING} <= set(stack.functions)
+    for function in stack.functions:
+        assert stack.function_env(function)["ADMIN_ROLE_ARNS"] == DEFAULT_ADMINS
+    assert stack.admin_role_arns == DEFAULT_ADMINS
+
+
+def test_the_default_caller_is_an_admin_and_the_header_makes_another_caller(stack: LocalStack) -> None:
+    url = stack.url + "/admin/accounts/acct_local_admin/usage-reset"
+    assert call(url, b"")[0] == 200
+    status, _, body = call(url, b"", headers={"x-billwatch-caller-arn": OTHER_CALLER})
+    assert (status, json.loads(body)["error"]) == (403, "forbidden")
+
+
+def test_admin_role_arns_and_the_caller_from_the_environment_win(monkeypatch) -> None:
+    admins = "arn:aws:iam::111122223333:role/Ops,arn:aws:iam::111122223333:role/Finance"
+    monkeypatch.setenv("ADMIN_ROLE_ARNS", admins)
+    monkeypatch.setenv("LOCAL_CALLER_ARN", OTHER_CALLER)
+
+    local = LocalStack()  # not started
+
+    for function in (FUNCTION, LICENSING):
+        assert local.function_env(function)["ADMIN_ROLE_ARNS"] == admins
+    assert (local.admin_role_arns, local.admin_source) == (admins, "ADMIN_ROLE_ARNS from your environment")
+    assert (local.caller_arn, local.caller_source) == (OTHER_CALLER, "LOCAL_CALLER_ARN from your environment")
+    assert LocalStack(caller_arn=DEFAULT_CALLER).caller_arn == DEFAULT_CALLER
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_blank_variables_mean_the_defaults(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("ADMIN_ROLE_ARNS", value)
+    monkeypatch.setenv("LOCAL_CALLER_ARN", value)
+    local = LocalStack()
+    assert (local.caller_arn, local.function_env(LICENSING)["ADMIN_ROLE_ARNS"]) == (
+        DEFAULT_CALLER,
+        DEFAULT_ADMINS,
+    )
+
+
+def test_a_local_caller_arn_that_is_no_arn_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("LOCAL_CALLER_ARN", "alice")
+    with pytest.raises(LocalStackError, match="LOCAL_CALLER_ARN must be an IAM or STS ARN"):
+        LocalStack()
+
+
+def test_the_banner_explains_the_local_caller(stack: LocalStack) -> None:
+    text = banner(stack)
+    assert DEFAULT_CALLER in text
+    assert DEFAULT_ADMINS in text
+    assert "curl -H 'x-billwatch-caller-arn: " in text
+    assert f"{stack.url}/v1/accounts/acct_local/entitlements" in text
+    assert f"{stack.url}/webhooks/stripe  -> {FUNCTION}\n" in text  # not marked (IAM)
+    assert f"{stack.url}/v1/accounts/{{account_id}}/entitlements  -> {LICENSING}  (IAM)" in text
 
 
 # --- the CLI (`make run`) ------------------------------------------------------------------------------
@@ -356,8 +574,15 @@ def test_route_matching_and_event_helpers() -> None:
 
 def test_make_run_entry_point_serves_and_stops_on_sigterm() -> None:
     user_secret = "whsec_user_provided_for_test_only"
-    env = {**os.environ, "PORT": "0", "STRIPE_WEBHOOK_SECRET": user_secret, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PORT": "0",
+        "STRIPE_WEBHOOK_SECRET": user_secret,
+        "LOCAL_CALLER_ARN": OTHER_CALLER,
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("AWS_ENDPOINT_URL", None)
+    env.pop("ADMIN_ROLE_ARNS", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "devtools.local_stack"],
         cwd=ROOT,
@@ -390,6 +615,9 @@ def test_make_run_entry_point_serves_and_stops_on_sigterm() -> None:
         assert webhook, "no banner:\n" + "".join(output)
         status, body = post_signed(webhook, subscription_created("acct_cli", "evt_cli"), [user_secret])
         assert (status, body["outcome"]) == (200, "applied")
+        entitlements = webhook.replace("/webhooks/stripe", "/v1/accounts/acct_cli/entitlements")
+        status, _, raw = call(entitlements, method="GET")
+        assert (status, json.loads(raw)["tier"]) == (200, "PRO")
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -408,3 +636,5 @@ def test_make_run_entry_point_serves_and_stops_on_sigterm() -> None:
     assert user_secret not in text
     assert "stripe listen --forward-to localhost:" in text
     assert "stopping the local stack" in text
+    assert f"Caller:         {OTHER_CALLER}   (LOCAL_CALLER_ARN from your environment)" in text
+    assert "arn:aws:iam::123456789012:role/billwatch-local-admin" in text

@@ -7,6 +7,7 @@ which may be a secret), instead of failing some request later.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ class Settings:
     signature_tolerance_seconds: int
     max_body_bytes: int
     secrets_max_age_seconds: int
+    admin_role_arns: tuple[str, ...]
+    usage_events_topic_arn: str | None
 
     @property
     def stripe_api_configured(self) -> bool:
@@ -66,6 +69,19 @@ def _integer(env: Mapping[str, str], name: str, default: int, minimum: int, why:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}{why}, got {value}")
     return value
+
+
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+def _role_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    arns = tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+    for arn in arns:
+        if not ROLE_ARN.match(arn):
+            raise ConfigError(
+                f"{name} must list IAM role ARNs (arn:aws:iam::<account>:role/<name>), got {arn!r}"
+            )
+    return arns
 
 
 def parse_webhook_secrets(raw: str, source: str) -> tuple[str, ...]:
@@ -107,6 +123,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         signature_tolerance_seconds=_integer(env, "WEBHOOK_TOLERANCE_SECONDS", default=300, minimum=1),
         max_body_bytes=_integer(env, "WEBHOOK_MAX_BODY_BYTES", default=256 * 1024, minimum=1024),
         secrets_max_age_seconds=_integer(env, "SECRETS_MAX_AGE_SECONDS", default=300, minimum=0),
+        admin_role_arns=_role_arns(env, "ADMIN_ROLE_ARNS"),
+        usage_events_topic_arn=_optional(env, "USAGE_EVENTS_TOPIC_ARN"),
     )
     sources = [
         name

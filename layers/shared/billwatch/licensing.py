@@ -20,20 +20,31 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import ALL_NEW
 from pynamodb.expressions.condition import Condition
 
 from billwatch.billing_store import StoreUnavailable, conditional_update
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.models import BillingAccount, bind_billing_table, usage_counter, usage_grant
+from billwatch.models import (
+    PERIOD_ATTRIBUTE_PREFIXES,
+    BillingAccount,
+    bind_billing_table,
+    usage_alert,
+    usage_counter,
+    usage_grant,
+)
+from billwatch.observability import logger
 from billwatch.plans import Feature, PlanCatalog, Tier, load_plan_catalog
+from billwatch.usage_events import UsageEventPublisher
 
 # Crossing one of these shares of a quota is a "limit hit" (the seeds' 80/90/100 % histogram).
 LIMIT_HIT_THRESHOLDS = (80, 90, 100)
 # Crossing one of these raises a business event for alert dispatch.
 USAGE_ALERT_THRESHOLDS = {80: "warning", 95: "critical", 100: "limit_reached"}
 MAX_QUANTITY = 1_000_000
+_MAX_ADMIN_ATTEMPTS = 3
 OTHER_FEATURE = "other"  # metric label for names outside the catalog, which callers choose freely
 
 
@@ -57,6 +68,7 @@ class UsageDecision:
     remaining: int | None = None
     resets_at: str | None = None
     crossed_thresholds: tuple[int, ...] = field(default=(), compare=False)
+    counted_since: int | None = field(default=None, compare=False)  # identifies the usage period
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"allowed": self.allowed, "feature": self.feature}
@@ -100,8 +112,8 @@ class AccountUsage:
     def grant(self, feature: str) -> int:
         return self.number(usage_grant(feature).attr_name)
 
-    def counted_features(self) -> set[str]:
-        return {name.split("_", 1)[1] for name in self.raw if name.startswith(("used_", "granted_"))}
+    def period_attributes(self) -> set[str]:
+        return {name for name in self.raw if name.startswith(PERIOD_ATTRIBUTE_PREFIXES)}
 
 
 class UsageInProgress(Exception):
@@ -116,6 +128,7 @@ class Licensing:
         clock: Callable[[], float] = time.time,
         idempotency_table: str | None = None,
         idempotency_ttl_seconds: int = 24 * 3600,
+        usage_events: UsageEventPublisher | None = None,
     ):
         self._catalog = catalog
         self._metrics = metrics
@@ -123,6 +136,7 @@ class Licensing:
         self._idempotency_table = idempotency_table
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
         self._lambda_context: Any = None
+        self._usage_events = usage_events or UsageEventPublisher(None)
 
     def register_lambda_context(self, context: Any) -> None:
         """Lets an in-progress idempotency record expire with the invocation if it dies mid-way."""
@@ -153,6 +167,13 @@ class Licensing:
 
     def flush_metrics(self) -> None:
         self._metrics.flush()
+
+    def refuse_admin(self, caller_arn: str | None, operation: str) -> None:
+        logger.warning(
+            "Unauthorized admin access attempt",
+            extra={"caller_arn": caller_arn or "none", "operation": operation},
+        )
+        self._metrics.add(Metric.UNAUTHORIZED_ADMIN_ACCESS)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -231,6 +252,53 @@ class Licensing:
         grant = usage.grant(spec.name)
         return usage.counter(spec.name) + grant, spec.quota + grant
 
+    # --- administration ------------------------------------------------------------------------
+
+    def set_tier_override(self, account_id: str, tier: str | None) -> dict[str, Any]:
+        """Pins the account to a tier whatever its subscription says; None lifts the pin."""
+        names = [t.name for t in self._catalog.tiers]
+        if tier is not None and tier not in names:
+            raise UsageRequestError(f"tier must be one of {names} or null, got {tier!r}")
+        action = BillingAccount.tier_override.set(tier) if tier else BillingAccount.tier_override.remove()
+        self._admin_update(account_id, [action], BillingAccount.merged_into.does_not_exist())
+        return self.entitlements(account_id)
+
+    def grant(self, account_id: str, feature: str, quantity: int) -> dict[str, Any]:
+        """Extra quota for the current period: it goes when the period does."""
+        self._validate_quantity(quantity)
+        if not any((spec := t.features.get(feature)) and spec.quota is not None for t in self._catalog.tiers):
+            raise UsageRequestError(f"feature {feature!r} has no quota to extend")
+        counter, granted, since = usage_counter(feature), usage_grant(feature), BillingAccount.usage_since
+        for _ in range(_MAX_ADMIN_ATTEMPTS):
+            usage = self.load(account_id)
+            now = int(self._clock())
+            seen = usage.account.usage_since
+            period = self.period(self.effective_tier(usage.account), usage.account, now)
+            if seen is None or seen >= period.start:
+                actions = [counter.add(-quantity), granted.add(quantity), since.set(since | now)]
+            else:
+                actions = [counter.set(-quantity), granted.set(quantity), since.set(now)]
+                actions += self._forget(usage, keep={counter.attr_name, granted.attr_name})
+            unchanged = since.does_not_exist() if seen is None else since == seen
+            if self._admin_update(account_id, actions, unchanged):
+                return self.entitlements(account_id)
+        raise StoreUnavailable(f"usage of {account_id} kept changing; try the grant again")
+
+    def reset_usage(self, account_id: str) -> dict[str, Any]:
+        """Starts the account's usage period again from now, for every feature."""
+        usage = self.load(account_id)
+        actions = [BillingAccount.usage_since.set(int(self._clock())), *self._forget(usage, keep=set())]
+        self._admin_update(account_id, actions, BillingAccount.merged_into.does_not_exist())
+        return self.entitlements(account_id)
+
+    @staticmethod
+    def _forget(usage: AccountUsage, keep: set[str]) -> list:
+        return [NumberAttribute(attr_name=name).remove() for name in usage.period_attributes() - keep]
+
+    def _admin_update(self, account_id: str, actions: list, condition: Condition) -> bool:
+        accepted, _ = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
+        return accepted
+
     # --- counting ------------------------------------------------------------------------------
 
     def use_idempotently(
@@ -288,7 +356,36 @@ class Licensing:
         for threshold in decision.crossed_thresholds:
             if threshold in LIMIT_HIT_THRESHOLDS:
                 self._metrics.add(Metric.LIMIT_HIT, Threshold=str(threshold))
+            if threshold in USAGE_ALERT_THRESHOLDS:
+                self._announce(account_id, decision, threshold)
         return decision
+
+    def _announce(self, account_id: str, decision: UsageDecision, threshold: int) -> None:
+        """Once per account, feature, threshold and period: the write that records it decides."""
+        alerted = usage_alert(decision.feature)
+        condition = (BillingAccount.usage_since == decision.counted_since) & (
+            alerted.does_not_exist() | (alerted < threshold)
+        )
+        accepted, _ = conditional_update(
+            account_id, [alerted.set(threshold)], condition, return_values=ALL_NEW
+        )
+        if not accepted:
+            return
+        event = {
+            "type": "usage.threshold_crossed",
+            "account_id": account_id,
+            "feature": decision.feature,
+            "threshold": threshold,
+            "severity": USAGE_ALERT_THRESHOLDS[threshold],
+            "used": decision.used,
+            "limit": decision.limit,
+            "period": {"since": iso(decision.counted_since), "resets_at": decision.resets_at},
+            "occurred_at": iso(int(self._clock())),
+        }
+        try:
+            self._usage_events.publish(event)
+        except Exception:
+            logger.exception("Failed to publish a usage threshold event", extra={"usage_event": event})
 
     def _check_boolean(self, account_id: str, feature: str) -> UsageDecision:
         """A feature without a quota is on or off: nothing to count."""
@@ -363,10 +460,9 @@ class Licensing:
         period = self.period(tier, usage.account, now)
         if quantity > spec.quota:
             return UsageDecision(False, feature, "quota_exceeded", 0, spec.quota, spec.quota, iso(period.end))
-        stale = usage.counted_features()
-        actions = [usage_counter(feature).set(quantity), BillingAccount.usage_since.set(now)]
-        actions += [usage_counter(name).remove() for name in stale - {feature}]
-        actions += [usage_grant(name).remove() for name in stale]
+        counter = usage_counter(feature)
+        actions = [counter.set(quantity), BillingAccount.usage_since.set(now)]
+        actions += self._forget(usage, keep={counter.attr_name})
         accepted, raw = self._update(
             account_id, actions, BillingAccount.usage_since == usage.account.usage_since
         )
@@ -386,7 +482,17 @@ class Licensing:
             if before * 100 < threshold * limit <= used * 100
         )
         period = self.period(tier, usage.account, now)
-        return UsageDecision(True, feature, None, used, limit, max(0, limit - used), iso(period.end), crossed)
+        return UsageDecision(
+            True,
+            feature,
+            None,
+            used,
+            limit,
+            max(0, limit - used),
+            iso(period.end),
+            crossed,
+            usage.account.usage_since,
+        )
 
     def _denied_without_write(self, account_id: str, feature: str) -> UsageDecision:
         usage = self.load(account_id)
@@ -416,4 +522,5 @@ def build_licensing(settings: Settings) -> Licensing:
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
         idempotency_table=settings.idempotency_table,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        usage_events=UsageEventPublisher(settings.usage_events_topic_arn),
     )

@@ -36,6 +36,7 @@ class Metric(StrEnum):
     QUOTA_CHECK = "QuotaCheck"
     QUOTA_CONFLICT = "QuotaConflict"
     LIMIT_HIT = "LimitHit"
+    UNAUTHORIZED_ADMIN_ACCESS = "UnauthorizedAdminAccess"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.QUOTA_CHECK: MetricDefinition(MetricUnit.Count, ("Feature", "Result")),
     Metric.QUOTA_CONFLICT: MetricDefinition(MetricUnit.Count),
     Metric.LIMIT_HIT: MetricDefinition(MetricUnit.Count, ("Threshold",)),
+    Metric.UNAUTHORIZED_ADMIN_ACCESS: MetricDefinition(MetricUnit.Count),
 }
 
 

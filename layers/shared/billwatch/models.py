@@ -105,3 +105,12 @@ def usage_counter(feature: str) -> NumberAttribute:
 def usage_grant(feature: str) -> NumberAttribute:
     """Extra quota an admin granted for the current period."""
     return NumberAttribute(attr_name=f"granted_{feature}")
+
+
+def usage_alert(feature: str) -> NumberAttribute:
+    """The highest usage threshold (in %) already announced for the feature this period."""
+    return NumberAttribute(attr_name=f"alerted_{feature}")
+
+
+# Attributes that belong to one usage period and go when a new one starts.
+PERIOD_ATTRIBUTE_PREFIXES = ("used_", "granted_", "alerted_")

@@ -1,0 +1,32 @@
+"""Who may call the admin operations: callers acting in one of the configured IAM roles."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# A role's session calls as arn:aws:sts::<account>:assumed-role/<role name>/<session>.
+_ASSUMED_ROLE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
+
+
+def role_arn_of(caller_arn: str | None) -> str | None:
+    """The IAM role ARN a caller acts in, or the caller's own ARN when it is not a role session."""
+    if not caller_arn:
+        return None
+    match = _ASSUMED_ROLE.match(caller_arn)
+    if match:
+        partition, account, role = match.groups()
+        return f"arn:{partition}:iam::{account}:role/{role}"
+    return caller_arn
+
+
+def is_admin(caller_arn: str | None, admin_role_arns: Iterable[str]) -> bool:
+    """Roles with a path (role/team/Name) are matched by name, as their session ARNs drop the path."""
+    role = role_arn_of(caller_arn)
+    if role is None:
+        return False
+    for admin in admin_role_arns:
+        prefix, _, name = admin.partition(":role/")
+        if role in (admin, f"{prefix}:role/{name.rsplit('/', 1)[-1]}"):
+            return True
+    return False
