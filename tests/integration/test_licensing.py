@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 
 import pytest
@@ -12,6 +13,7 @@ from billwatch.licensing import Licensing, UsageRequestError, month_period
 from billwatch.metrics import MetricsRecorder
 from billwatch.models import BillingAccount, bind_billing_table
 from billwatch.plans import load_catalog_text, shipped_catalog_text
+from billwatch.usage_events import UsageEventPublisher
 from devtools import stripe_events as se
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
@@ -236,3 +238,62 @@ def test_an_end_to_end_upgrade_by_webhooks_shows_pro_limits(webhooks, licensing)
 def test_month_period_bounds() -> None:
     leap = month_period(dt.datetime(2028, 2, 10, tzinfo=dt.UTC).timestamp())
     assert leap.end - leap.start == 29 * 86400
+
+
+@pytest.fixture
+def usage_topic(aws):
+    import boto3
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="usage-events")["TopicArn"]
+    queue = sqs.create_queue(QueueName="usage-events-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+
+    def received() -> list[dict]:
+        messages = []
+        while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            messages += [json.loads(m["Body"]) for m in batch]
+            sqs.delete_message_batch(
+                QueueUrl=queue,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
+        return messages
+
+    return topic, received
+
+
+def test_threshold_events_go_out_once_per_threshold_and_period(aws, clock, usage_topic) -> None:
+    topic, received = usage_topic
+    bind_billing_table(aws["BillingStateTable"])
+    licensing = Licensing(
+        CATALOG, MetricsRecorder("Billwatch", "billwatch"), clock, usage_events=UsageEventPublisher(topic)
+    )
+    threads = [
+        threading.Thread(target=lambda: [licensing.use("acct_1", "exports", 1) for _ in range(2)])
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = received()
+    assert sorted((e["threshold"], e["severity"]) for e in events) == [
+        (80, "warning"),
+        (95, "critical"),
+        (100, "limit_reached"),
+    ]
+    assert {(e["account_id"], e["feature"], e["limit"]) for e in events} == {("acct_1", "exports", 10)}
+    assert {e["period"]["resets_at"] for e in events} == {"2026-12-01T00:00:00Z"}
+    # A grant that lowers the share again does not announce 80 % twice in the same period.
+    licensing.grant("acct_1", "exports", 10)
+    licensing.use("acct_1", "exports", 7)
+    assert [e["threshold"] for e in received()] == []
+    # The next period announces again.
+    clock.now = int(dt.datetime(2026, 12, 2, tzinfo=dt.UTC).timestamp())
+    licensing.use("acct_1", "exports", 8)
+    assert [e["threshold"] for e in received()] == [80]
