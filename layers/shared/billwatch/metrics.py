@@ -37,6 +37,9 @@ class Metric(StrEnum):
     QUOTA_CONFLICT = "QuotaConflict"
     LIMIT_HIT = "LimitHit"
     UNAUTHORIZED_ADMIN_ACCESS = "UnauthorizedAdminAccess"
+    QUOTA_RESET_SUCCEEDED = "QuotaResetSucceeded"
+    QUOTA_RESET_FAILED = "QuotaResetFailed"
+    QUOTA_RESET_ACCOUNTS = "QuotaResetAccounts"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.QUOTA_CONFLICT: MetricDefinition(MetricUnit.Count),
     Metric.LIMIT_HIT: MetricDefinition(MetricUnit.Count, ("Threshold",)),
     Metric.UNAUTHORIZED_ADMIN_ACCESS: MetricDefinition(MetricUnit.Count),
+    Metric.QUOTA_RESET_SUCCEEDED: MetricDefinition(MetricUnit.Count),
+    Metric.QUOTA_RESET_FAILED: MetricDefinition(MetricUnit.Count),
+    Metric.QUOTA_RESET_ACCOUNTS: MetricDefinition(MetricUnit.Count),
 }
 
 

@@ -11,6 +11,9 @@ Each group of fields records the version of the Stripe event that last wrote it
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 from pynamodb.attributes import (
     BooleanAttribute,
     ListAttribute,
@@ -91,10 +94,38 @@ def version_attribute(group: str) -> str:
     return f"{group}_version"
 
 
+class JobCheckpoint(Model):
+    """Where a scheduled job's scan segment got to, so that a rerun continues instead of restarting."""
+
+    class Meta:
+        table_name = "billing-state"  # replaced by bind_billing_table() at start-up
+
+    pk = UnicodeAttribute(hash_key=True)  # job#<job>#<run>#<segment>
+    cursor = UnicodeAttribute(null=True)  # the scan's LastEvaluatedKey, as JSON
+    scanned = NumberAttribute(null=True)
+    reset = NumberAttribute(null=True)
+    finished = BooleanAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+
+    @classmethod
+    def load(cls, name: str) -> JobCheckpoint:
+        try:
+            return cls.get(f"job#{name}", consistent_read=True)
+        except cls.DoesNotExist:
+            return cls(f"job#{name}")
+
+    def advance(self, cursor: dict | None, scanned: int, reset: int) -> None:
+        self.cursor = json.dumps(cursor) if cursor else None
+        self.scanned, self.reset, self.finished = scanned, reset, cursor is None
+        self.updated_at = datetime.now(UTC)
+        self.save()
+
+
 def bind_billing_table(table_name: str) -> None:
-    BillingAccount.Meta.table_name = table_name
-    # A cached connection keeps the table name, endpoint and credentials it was created with.
-    BillingAccount._connection = None
+    for model in (BillingAccount, JobCheckpoint):
+        model.Meta.table_name = table_name
+        # A cached connection keeps the table name, endpoint and credentials it was created with.
+        model._connection = None
 
 
 def usage_counter(feature: str) -> NumberAttribute:

@@ -1,0 +1,116 @@
+"""The scheduled quota reset: starts each account's new usage period once its old one has ended.
+
+Counters are keyed by period already (they hold usage since ``usage_since``, and a check in a
+new period starts them again), so no account needs a write for its quota to be right. The sweep
+makes the reset explicit for every account whose period has ended, idle ones included: it clears
+the past period's counters, grants and announced thresholds. Each reset is one conditional write
+on "the counters are still the ones I read", so a second run, a schedule that fires twice or a
+rerun after a crash resets nothing twice and never drops usage recorded after a reset.
+
+The sweep runs as parallel scan segments. Each segment checkpoints its scan cursor after every
+page, so a run cut short by the Lambda timeout (or a crash) continues from where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.attributes import NumberAttribute
+from pynamodb.constants import NONE
+
+from billwatch.billing_store import conditional_update
+from billwatch.licensing import AccountUsage, Licensing
+from billwatch.metrics import Metric, MetricsRecorder
+from billwatch.models import BillingAccount, JobCheckpoint
+from billwatch.observability import logger
+
+PAGE_SIZE = 200
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """Counts are for the whole run of the segment, across the invocations that resumed it."""
+
+    run_id: str
+    segment: int
+    finished: bool
+    scanned: int
+    reset: int
+    cursor: dict[str, Any] | None
+
+
+class QuotaReset:
+    def __init__(
+        self, licensing: Licensing, metrics: MetricsRecorder, clock: Callable[[], float] = time.time
+    ):
+        self._licensing = licensing
+        self._metrics = metrics
+        self._clock = clock
+
+    def run_segment(
+        self,
+        run_id: str,
+        segment: int,
+        total_segments: int,
+        time_left: Callable[[], float] = lambda: float("inf"),
+        reserve_seconds: float = 30.0,
+    ) -> SegmentResult:
+        """Sweeps one scan segment, resuming from its checkpoint; stops early when time runs short."""
+        checkpoint = JobCheckpoint.load(f"quota-reset#{run_id}#{segment}")
+        if checkpoint.finished:
+            return SegmentResult(run_id, segment, True, checkpoint.scanned or 0, checkpoint.reset or 0, None)
+        cursor = json.loads(checkpoint.cursor) if checkpoint.cursor else None
+        scanned, reset = checkpoint.scanned or 0, checkpoint.reset or 0
+        connection = BillingAccount._get_connection()
+        try:
+            while True:
+                page = connection.scan(
+                    filter_condition=BillingAccount.usage_since.exists()
+                    & BillingAccount.merged_into.does_not_exist(),
+                    limit=PAGE_SIZE,
+                    segment=segment,
+                    total_segments=total_segments,
+                    exclusive_start_key=cursor,
+                )
+                for raw in page.get("Items", []):
+                    scanned += 1
+                    if self._reset_if_ended(raw):
+                        reset += 1
+                        self._metrics.add(Metric.QUOTA_RESET_ACCOUNTS)
+                cursor = page.get("LastEvaluatedKey")
+                checkpoint.advance(cursor, scanned, reset)
+                if cursor is None or time_left() < reserve_seconds:
+                    break
+        except Exception:
+            self._metrics.add(Metric.QUOTA_RESET_FAILED)
+            logger.exception(
+                "Quota reset failed", extra={"run_id": run_id, "segment": segment, "scanned": scanned}
+            )
+            raise
+        finally:
+            self._metrics.flush(metadata={"run_id": run_id, "segment": segment})
+        if cursor is None:
+            self._metrics.add(Metric.QUOTA_RESET_SUCCEEDED)
+            self._metrics.flush(metadata={"run_id": run_id, "segment": segment})
+            logger.info(
+                "Quota reset segment finished", extra={"run_id": run_id, "segment": segment, "reset": reset}
+            )
+        return SegmentResult(run_id, segment, cursor is None, scanned, reset, cursor)
+
+    def _reset_if_ended(self, raw: dict[str, Any]) -> bool:
+        usage = AccountUsage.from_raw(raw["pk"]["S"], raw)
+        account = usage.account
+        now = self._clock()
+        period = self._licensing.period(self._licensing.effective_tier(account), account, now)
+        if account.usage_since is None or account.usage_since >= period.start:
+            return False
+        actions = [BillingAccount.usage_since.set(period.start)]
+        actions += [NumberAttribute(attr_name=name).remove() for name in usage.period_attributes()]
+        accepted, _ = conditional_update(
+            account.pk, actions, BillingAccount.usage_since == account.usage_since, return_values=NONE
+        )
+        return accepted
