@@ -40,6 +40,7 @@ class Settings:
     secrets_max_age_seconds: int
     admin_role_arns: tuple[str, ...]
     usage_events_topic_arn: str | None
+    quota_reset_segments: int
 
     @property
     def stripe_api_configured(self) -> bool:
@@ -125,6 +126,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         secrets_max_age_seconds=_integer(env, "SECRETS_MAX_AGE_SECONDS", default=300, minimum=0),
         admin_role_arns=_role_arns(env, "ADMIN_ROLE_ARNS"),
         usage_events_topic_arn=_optional(env, "USAGE_EVENTS_TOPIC_ARN"),
+        quota_reset_segments=_integer(env, "QUOTA_RESET_SEGMENTS", default=8, minimum=1),
     )
     sources = [
         name

@@ -17,13 +17,15 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import NONE
 
 from billwatch.billing_store import conditional_update
-from billwatch.licensing import AccountUsage, Licensing
+from billwatch.config import Settings
+from billwatch.licensing import AccountUsage, Licensing, build_licensing
 from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import BillingAccount, JobCheckpoint
 from billwatch.observability import logger
@@ -114,3 +116,32 @@ class QuotaReset:
             account.pk, actions, BillingAccount.usage_since == account.usage_since, return_values=NONE
         )
         return accepted
+
+
+class SegmentDispatcher:
+    """Starts segment workers as asynchronous invocations of this same function."""
+
+    def __init__(self, function_name: str) -> None:
+        self._function_name = function_name
+
+    @cached_property
+    def _lambda(self) -> Any:
+        import boto3
+
+        return boto3.client("lambda")
+
+    def start(self, run_id: str, segment: int, total_segments: int) -> None:
+        payload = {"run_id": run_id, "segment": segment, "total_segments": total_segments}
+        self._lambda.invoke(
+            FunctionName=self._function_name, InvocationType="Event", Payload=json.dumps(payload).encode()
+        )
+
+
+def run_id_of(scheduled_time: str) -> str:
+    """One run per scheduled hour: a schedule that fires twice in the hour joins the same run."""
+    return scheduled_time[:13]
+
+
+def build_quota_reset(settings: Settings) -> QuotaReset:
+    licensing = build_licensing(settings)
+    return QuotaReset(licensing, MetricsRecorder(settings.metrics_namespace, settings.service_name))
