@@ -1,4 +1,5 @@
-"""Performance budget of the webhook intake: cold start, DynamoDB requests, warm time, layer size.
+"""Performance budget: the webhook intake (cold start, DynamoDB requests, warm time, layer size)
+and the licensing API's usage check (DynamoDB requests, warm time).
 
 ``make bench`` (``python -m bench``) prints the report and writes ``.bench/results.json``.
 Every time figure is a ratio against a baseline measured in the same run, because absolute
@@ -17,8 +18,9 @@ BENCH_DIR = REPO_ROOT / ".bench"
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 CONSTRAINTS_PATH = REPO_ROOT / "requirements" / "constraints.txt"
 
-# The Lambda function the benchmark exercises (matched on its CodeUri in template.yaml).
+# The Lambda functions the benchmark exercises (matched on their CodeUri in template.yaml).
 FUNCTION_DIR = REPO_ROOT / "functions" / "webhook_intake"
+LICENSING_FUNCTION_DIR = REPO_ROOT / "functions" / "licensing_api"
 
 # Targets. Ratios compare figures measured in the same run.
 COLD_START_MAX_RATIO = 1.3  # handler import / `import boto3`
@@ -27,6 +29,10 @@ DUPLICATE_MAX_REQUESTS = 1
 UNHANDLED_MAX_REQUESTS = 0
 WARM_MAX_RATIO = 1.3  # handler time per event / the same DynamoDB calls made directly
 LAYER_MAX_MB = 50.0
+USAGE_CHECK_REQUESTS = 1  # exactly: a plain usage check that crosses no threshold
+USAGE_CHECK_KEYED_MAX_REQUESTS = 2  # the first check with an idempotency key
+USAGE_CHECK_REPLAY_MAX_REQUESTS = 1  # the same idempotency key again
+USAGE_CHECK_WARM_MAX_RATIO = 1.3  # handler time per plain check / the same UpdateItem made directly
 
 
 def median(values: Sequence[float]) -> float:

@@ -1,6 +1,6 @@
-"""``make bench``: cold start, DynamoDB requests, warm time and layer size, with PASS/FAIL.
+"""``make bench``: cold start, DynamoDB requests, warm time, layer size and usage checks, with PASS/FAIL.
 
-    python -m bench [--rounds 15] [--events 200] [--batch 20] [--lambda-python PATH|none]
+    python -m bench [--rounds 15] [--events 200] [--checks 200] [--batch 20] [--lambda-python PATH|none]
 
 Prints the report on stdout, writes .bench/results.json, exits 1 when a target is missed
 (2 when the benchmark itself could not run).
@@ -25,16 +25,20 @@ from bench import (
     COLD_START_MAX_RATIO,
     LAYER_MAX_MB,
     REPO_ROOT,
+    USAGE_CHECK_WARM_MAX_RATIO,
     WARM_MAX_RATIO,
     coldstart,
     environment,
     layer_size,
+    quota_reset_scale,
 )
 from bench.environment import BenchError
 
 RESULTS_PATH = BENCH_DIR / "results.json"
 DYNAMO_RESULTS_PATH = BENCH_DIR / "dynamo.json"
 HANDLER_STDOUT_PATH = BENCH_DIR / "handler-stdout.log"
+LICENSING_RESULTS_PATH = BENCH_DIR / "licensing.json"
+LICENSING_STDOUT_PATH = BENCH_DIR / "licensing-stdout.log"
 
 
 def _progress(message: str) -> None:
@@ -70,31 +74,17 @@ def run_cold_start(args: argparse.Namespace, layer: dict, runtime: dict, functio
     return {"variants": results, "import_profile": profile}
 
 
-def run_dynamo(args: argparse.Namespace, layer: dict) -> dict[str, Any]:
-    _progress(f"DynamoDB: request counts, then {args.events} warm events vs direct calls (moto on loopback)")
+def _run_child(module: str, options: list[str], stdout_path: Path, results_path: Path) -> dict[str, Any]:
+    """``python -m <module>`` with the handler's stdout to a log and its results as JSON."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("AWS_", "POWERTOOLS_", "MAKE")) and key not in ("MFLAGS",)
     }
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    with HANDLER_STDOUT_PATH.open("w", encoding="utf-8") as stdout:
+    with stdout_path.open("w", encoding="utf-8") as stdout:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.dynamo",
-                "--layer-python",
-                layer["python_dir"],
-                "--out",
-                str(DYNAMO_RESULTS_PATH),
-                "--events",
-                str(args.events),
-                "--batch",
-                str(args.batch),
-                "--warmup",
-                str(args.warmup),
-            ],
+            [sys.executable, "-m", module, *options, "--out", str(results_path)],
             cwd=REPO_ROOT,
             env=env,
             stdout=stdout,
@@ -104,8 +94,38 @@ def run_dynamo(args: argparse.Namespace, layer: dict) -> dict[str, Any]:
             timeout=900,
         )
     if result.returncode != 0:
-        raise BenchError(f"bench.dynamo failed (exit {result.returncode}):\n{result.stderr[-6000:]}")
-    return json.loads(DYNAMO_RESULTS_PATH.read_text(encoding="utf-8"))
+        raise BenchError(f"{module} failed (exit {result.returncode}):\n{result.stderr[-6000:]}")
+    return json.loads(results_path.read_text(encoding="utf-8"))
+
+
+def run_dynamo(args: argparse.Namespace, layer: dict) -> dict[str, Any]:
+    _progress(f"DynamoDB: request counts, then {args.events} warm events vs direct calls (moto on loopback)")
+    options = ["--layer-python", layer["python_dir"], "--events", str(args.events)]
+    options += ["--batch", str(args.batch), "--warmup", str(args.warmup)]
+    return _run_child("bench.dynamo", options, HANDLER_STDOUT_PATH, DYNAMO_RESULTS_PATH)
+
+
+def run_licensing(args: argparse.Namespace, layer: dict) -> dict[str, Any]:
+    _progress(
+        f"usage check: request counts, then {args.checks} warm checks vs direct calls (moto on loopback)"
+    )
+    options = ["--layer-python", layer["python_dir"], "--checks", str(args.checks)]
+    options += ["--batch", str(args.batch), "--warmup", str(args.warmup)]
+    return _run_child("bench.licensing", options, LICENSING_STDOUT_PATH, LICENSING_RESULTS_PATH)
+
+
+def run_quota_reset() -> dict[str, Any]:
+    _progress("quota reset: sweep throughput on moto's server, projected to 1,000,000 accounts")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.quota_reset_scale", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if completed.returncode != 0:
+        raise BenchError(f"the quota reset benchmark failed:\n{completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------ targets
@@ -155,7 +175,51 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": layer["du_mb"] <= LAYER_MAX_MB,
         }
     )
+    licensing = results["licensing"]
+    for scenario in licensing["scenarios"]:
+        if scenario["limit"] is None:
+            continue
+        rows.append(
+            {
+                "name": f"usage check DynamoDB requests: {scenario['title']}",
+                "value": scenario["requests"],
+                "limit": scenario["limit"],
+                "exact": scenario["exact"],
+                "unit": "req",
+                "pass": scenario["pass"],
+            }
+        )
+    usage_warm = licensing["warm"]
+    rows.append(
+        {
+            "name": "usage check warm: handler time per plain check / the same UpdateItem made directly"
+            " (median)",
+            "value": usage_warm["ratio_median"],
+            "limit": USAGE_CHECK_WARM_MAX_RATIO,
+            "unit": "x",
+            "pass": _usage_warm_passed(usage_warm),
+        }
+    )
+    projection = results["quota_reset"]["projection"]
+    rows.append(
+        {
+            "name": f"quota reset: {projection['accounts']:,} accounts projected within the hourly schedule",
+            "value": round(projection["seconds"] / 60, 1),
+            "limit": 60,
+            "unit": "min",
+            "pass": projection["fits_schedule"],
+        }
+    )
     return rows
+
+
+def _usage_warm_passed(warm: dict[str, Any]) -> bool:
+    baseline_agrees = all(c["accepted"] == c["expected_accept"] for c in warm["raw_condition_self_check"])
+    return (
+        warm["ratio_median"] <= USAGE_CHECK_WARM_MAX_RATIO
+        and not warm["unexpected_outcomes"]
+        and baseline_agrees
+    )
 
 
 # ------------------------------------------------------------------------ report
@@ -167,17 +231,25 @@ def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
     add(f"billwatch bench - {meta['generated_at']}")
     add(f"{meta['python']} {meta['machine']}, {meta['cpus']} CPUs; took {meta['seconds']:.0f} s")
-    add(f"full results: {_rel(RESULTS_PATH)}; handler stdout (logs, EMF): {_rel(HANDLER_STDOUT_PATH)}")
+    add(
+        f"full results: {_rel(RESULTS_PATH)}; handler stdout (logs, EMF): {_rel(HANDLER_STDOUT_PATH)},"
+        f" {_rel(LICENSING_STDOUT_PATH)}"
+    )
     add("")
     _render_environment(add, results["environment"])
     _render_cold_start(add, results["cold_start"])
     _render_requests(add, results["dynamodb"]["scenarios"])
     _render_warm(add, results["dynamodb"]["warm"])
     _render_layer(add, results["layer"])
+    _render_licensing(add, results["licensing"])
+    for line in quota_reset_scale.render(results["quota_reset"]):
+        add(line)
+    add("")
     add("Targets")
     for row in results["targets"]:
         unit = "x" if row["unit"] == "x" else f" {row['unit']}"
-        add(f"   {_verdict(row['pass'])}  {row['name']}: {row['value']}{unit} (limit {row['limit']}{unit})")
+        limit = "exactly" if row.get("exact") else "limit"
+        add(f"   {_verdict(row['pass'])}  {row['name']}: {row['value']}{unit} ({limit} {row['limit']}{unit})")
     failed = [row for row in results["targets"] if not row["pass"]]
     total = len(results["targets"])
     add("OVERALL: " + ("PASS" if not failed else f"FAIL ({len(failed)} of {total} targets missed)"))
@@ -326,6 +398,119 @@ def _render_layer(add: Callable[[str], None], layer: dict[str, Any]) -> None:
     add("")
 
 
+USAGE_STAGES = (
+    ("handler_outside_resolve", "lambda_handler around the resolver (Logger context, caller/body checks)"),
+    ("emf_flush", "EMF metrics flush (one JSON line to stdout)"),
+    ("resolver_outside_use", "Powertools resolver outside Licensing.use (routing, pydantic, response)"),
+    ("licensing_outside_request", "Licensing.use outside the request (condition, decision, metric)"),
+    ("pynamodb_request_building", "pynamodb building the UpdateItem's expressions"),
+    ("dynamodb_api_call", "the UpdateItem API call (botocore + round trip)"),
+)
+
+
+def _answer(run: dict[str, Any]) -> str:
+    answer = run["answer"]
+    if run["status"] == 200:
+        return f"200 {'allowed' if answer.get('allowed') else 'denied'}"
+    return f"{run['status']} {answer.get('reason') or answer.get('error') or ''}".strip()
+
+
+def _render_licensing(add: Callable[[str], None], licensing: dict[str, Any]) -> None:
+    function = licensing["function"]
+    add(
+        f"5. Usage check (licensing): POST /v1/accounts/{{account_id}}/usage through {function['logical_id']}"
+        f" ({_rel(function['code_dir'])}, {function['handler']})"
+    )
+    add("   DynamoDB requests per check (counted on the wire at botocore's Endpoint._send; moto on loopback)")
+    core = licensing["host_pydantic_core"]
+    if core:
+        add(
+            f"   (pydantic_core {core['version']} comes from the venv: the layer's"
+            f" {', '.join(core['layer_builds'])}"
+        )
+        add("   cannot load on this interpreter; everything else comes from the layer)")
+    add(f"   {'scenario':<96} {'req':>3} {'max':>4}  result")
+    for scenario in licensing["scenarios"]:
+        limit = (
+            "-" if scenario["limit"] is None else ("=" if scenario["exact"] else "") + str(scenario["limit"])
+        )
+        add(f"   {scenario['title']:<96} {scenario['requests']:>3} {limit:>4}  {_verdict(scenario['pass'])}")
+        answers = sorted({_answer(run) for run in scenario["runs"]})
+        sequences = sorted({" + ".join(run["sequence"]) or "(none)" for run in scenario["runs"]})
+        add(f"       {', '.join(answers)}: {' | '.join(sequences)}")
+        others = sorted({request for run in scenario["runs"] for request in run["other_requests"]})
+        if others:
+            add(f"       other AWS requests: {', '.join(others)}")
+        if scenario["key"] == "keyed_first" and scenario["requests"] > (scenario["limit"] or 0):
+            add(
+                "       (Powertools idempotency: record INPROGRESS, the check, record COMPLETED:"
+                f" {scenario['requests'] - scenario['limit']} more than the target)"
+            )
+        for problem in scenario["problems"]:
+            add(f"       PROBLEM: {problem}")
+    warm = licensing["warm"]
+    self_check = warm["raw_condition_self_check"]
+    agreeing = sum(c["accepted"] == c["expected_accept"] for c in self_check)
+    add(
+        f"   Warm time per plain check: {warm['checks']} checks (api_calls x1,"
+        f" {warm['accounts_per_side']} FREE accounts a side, at most {warm['highest_use_of_an_account']}"
+        " uses each: no threshold)"
+    )
+    add(
+        "   through lambda_handler vs the same UpdateItem made directly with boto3 (hand-written ADD and"
+        f" condition; {agreeing}/{len(self_check)} item states"
+    )
+    add(
+        f"   accepted/refused as the handler's condition would); interleaved in batches of {warm['batch']},"
+        f" after {warm['warmup']} warm-up checks each"
+    )
+    add(f"   {'':<20} {'median':>9} {'mean':>9} {'p90':>9}   in API calls  on the wire  outside API calls")
+    for key, label in (("handler", "handler"), ("raw", "direct boto3 call")):
+        stats, parts = warm[key], warm[f"{key}_breakdown_median_ms"]
+        add(
+            f"   {label:<20} {stats['median_ms']:>6.2f} ms {stats['mean_ms']:>6.2f} ms"
+            f" {stats['p90_ms']:>6.2f} ms"
+            f"   {parts['in_dynamodb_api_calls']:>8.2f} ms  {parts['on_the_wire']:>8.2f} ms"
+            f"  {parts['outside_api_calls']:>10.2f} ms"
+        )
+    add("   per request (median round trip incl. moto's server-side work; request body size):")
+    for step in warm["per_request"]:
+        add(
+            f"     {step['request']:<24} handler {step['handler_ms']} ms / {step['handler_bytes']} B"
+            f"   direct {step['raw_ms']} ms / {step['raw_bytes']} B"
+        )
+    handler_parts, raw_parts = warm["handler_breakdown_median_ms"], warm["raw_breakdown_median_ms"]
+    extra = warm["handler"]["median_ms"] - warm["raw"]["median_ms"]
+    inside = handler_parts["in_dynamodb_api_calls"] - raw_parts["in_dynamodb_api_calls"]
+    outside = handler_parts["outside_api_calls"] - raw_parts["outside_api_calls"]
+    wire = handler_parts["on_the_wire"] - raw_parts["on_the_wire"]
+    add(
+        f"   handler - direct: {extra:+.2f} ms (medians) = outside API calls {outside:+.2f} ms"
+        f" + in API calls {inside:+.2f} ms (of which on the wire {wire:+.2f} ms)"
+    )
+    stages = warm["stages_median_ms"]
+    add(
+        f"   where the handler's time goes (separate pass of {warm['stage_checks']} checks with stage timers;"
+        f" medians, total {stages['total']:.2f} ms):"
+    )
+    for key, label in USAGE_STAGES:
+        add(f"     {stages[key]:>6.2f} ms  {label}")
+    passed = _usage_warm_passed(warm)
+    _, batch_min, batch_max = warm["batch_ratio_median_min_max"]
+    add(
+        f"   ratio {warm['ratio_median']:.2f}x (medians; means {warm['ratio_mean']:.2f}x;"
+        f" per batch {batch_min:.2f}-{batch_max:.2f}x) -> {_verdict(passed)}"
+        f" (target <= {USAGE_CHECK_WARM_MAX_RATIO}x)"
+    )
+    add(f"   DynamoDB requests per timed handler check: {warm['handler_requests_per_check']}")
+    if warm["unexpected_outcomes"]:
+        add(f"   PROBLEM: unexpected outcomes while timing: {warm['unexpected_outcomes']}")
+    for entry in self_check:
+        if entry["accepted"] != entry["expected_accept"]:
+            add(f"   PROBLEM: the direct call's condition disagrees for {entry['state']}")
+    add("")
+
+
 # ------------------------------------------------------------------------ main
 
 
@@ -337,6 +522,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batch", type=int, default=20, help="warm events per interleaved batch (default 20)"
     )
     parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up events (default 20)")
+    parser.add_argument("--checks", type=int, default=200, help="timed warm usage checks (default 200)")
     parser.add_argument(
         "--lambda-python",
         default=None,
@@ -360,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         function = environment.function_config()
         cold = run_cold_start(args, layer, runtime, function)
         dynamo = run_dynamo(args, layer)
+        licensing = run_licensing(args, layer)
+        quota_reset = run_quota_reset()
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
@@ -383,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         "cold_start": cold,
         "dynamodb": dynamo,
         "layer": layer_sizes,
+        "licensing": licensing,
+        "quota_reset": quota_reset,
     }
     results["targets"] = targets(results)
     RESULTS_PATH.write_text(json.dumps(results, indent=2), encoding="utf-8")

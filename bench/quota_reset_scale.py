@@ -148,4 +148,10 @@ def render(figures: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    print("\n".join(render(measure())))
+    figures = measure()
+    if "--json" in sys.argv:
+        import json
+
+        print(json.dumps(figures))
+    else:
+        print("\n".join(render(figures)))

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from billwatch.access import is_admin
 from billwatch.billing_store import StoreUnavailable
 from billwatch.config import load_settings
-from billwatch.licensing import MAX_QUANTITY, UsageInProgress, UsageRequestError, build_licensing
+from billwatch.licensing import MAX_QUANTITY, UsageRequestError, build_licensing
 from billwatch.observability import logger
 
 ACCOUNT_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
@@ -61,11 +61,6 @@ def _invalid_request(error: RequestValidationError) -> Response:
 @app.exception_handler(UsageRequestError)
 def _bad_usage(error: UsageRequestError) -> Response:
     return _json(400, {"error": "invalid_request", "message": str(error)})
-
-
-@app.exception_handler(UsageInProgress)
-def _in_progress(error: UsageInProgress) -> Response:
-    return _json(409, {"error": "in_progress", "message": str(error)})
 
 
 @app.exception_handler(StoreUnavailable)
@@ -137,7 +132,6 @@ def _refusal(event: dict[str, Any]) -> dict[str, Any] | None:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    licensing.register_lambda_context(context)
     try:
         return _refusal(event) or app.resolve(event, context)
     finally:

@@ -11,7 +11,7 @@ from botocore.client import BaseClient
 
 from billwatch.licensing import Licensing, UsageRequestError, month_period
 from billwatch.metrics import MetricsRecorder
-from billwatch.models import BillingAccount, bind_billing_table
+from billwatch.models import BillingAccount, bind_billing_table, bind_idempotency_table
 from billwatch.plans import load_catalog_text, shipped_catalog_text
 from billwatch.usage_events import UsageEventPublisher
 from devtools import stripe_events as se
@@ -297,3 +297,59 @@ def test_threshold_events_go_out_once_per_threshold_and_period(aws, clock, usage
     clock.now = int(dt.datetime(2026, 12, 2, tzinfo=dt.UTC).timestamp())
     licensing.use("acct_1", "exports", 8)
     assert [e["threshold"] for e in received()] == [80]
+
+
+def test_idempotency_keys_cost_two_requests_and_replays_one(aws, licensing, monkeypatch) -> None:
+    bind_idempotency_table(aws["IdempotencyTable"])
+    calls = []
+    original = BaseClient._make_api_call
+
+    def counting(client, operation, params):
+        calls.append(operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    first = licensing.use_idempotently("acct_1", "api_calls", 3, "job-1")
+    assert calls == ["BatchGetItem", "TransactWriteItems"] and first.used == 3
+    calls.clear()
+    assert licensing.use_idempotently("acct_1", "api_calls", 3, "job-1") == first
+    assert calls == ["BatchGetItem"]
+
+
+def test_concurrent_requests_with_one_key_count_once(aws, licensing) -> None:
+    bind_idempotency_table(aws["IdempotencyTable"])
+    answers = []
+    threads = [
+        threading.Thread(
+            target=lambda: answers.append(licensing.use_idempotently("acct_1", "exports", 2, "k"))
+        )
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 8 and all(a == answers[0] for a in answers)
+    assert licensing.entitlements("acct_1")["features"]["exports"]["used"] == 2
+
+
+def test_keyed_checks_race_plain_ones_without_passing_the_limit(aws, licensing) -> None:
+    bind_idempotency_table(aws["IdempotencyTable"])
+    allowed = []
+
+    def keyed(n: int) -> None:
+        for i in range(3):
+            allowed.append(licensing.use_idempotently("acct_1", "exports", 1, f"t{n}-{i}").allowed)
+
+    def plain() -> None:
+        for _ in range(3):
+            allowed.append(licensing.use("acct_1", "exports", 1).allowed)
+
+    threads = [threading.Thread(target=keyed, args=(n,)) for n in range(4)]
+    threads += [threading.Thread(target=plain) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert allowed.count(True) == 10
+    assert licensing.entitlements("acct_1")["features"]["exports"]["used"] == 10

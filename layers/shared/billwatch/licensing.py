@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.attributes import NumberAttribute
-from pynamodb.constants import ALL_NEW
+from pynamodb.constants import ALL_NEW, ALL_OLD
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.expressions.condition import Condition
 
 from billwatch.billing_store import StoreUnavailable, conditional_update
@@ -30,7 +33,9 @@ from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import (
     PERIOD_ATTRIBUTE_PREFIXES,
     BillingAccount,
+    UsageReceipt,
     bind_billing_table,
+    bind_idempotency_table,
     usage_alert,
     usage_counter,
     usage_grant,
@@ -45,6 +50,7 @@ LIMIT_HIT_THRESHOLDS = (80, 90, 100)
 USAGE_ALERT_THRESHOLDS = {80: "warning", 95: "critical", 100: "limit_reached"}
 MAX_QUANTITY = 1_000_000
 _MAX_ADMIN_ATTEMPTS = 3
+_MAX_OPTIMISTIC_ATTEMPTS = 10
 OTHER_FEATURE = "other"  # metric label for names outside the catalog, which callers choose freely
 
 
@@ -116,54 +122,20 @@ class AccountUsage:
         return {name for name in self.raw if name.startswith(PERIOD_ATTRIBUTE_PREFIXES)}
 
 
-class UsageInProgress(Exception):
-    """Another request with the same idempotency key is being counted right now."""
-
-
 class Licensing:
     def __init__(
         self,
         catalog: PlanCatalog,
         metrics: MetricsRecorder,
         clock: Callable[[], float] = time.time,
-        idempotency_table: str | None = None,
         idempotency_ttl_seconds: int = 24 * 3600,
         usage_events: UsageEventPublisher | None = None,
     ):
         self._catalog = catalog
         self._metrics = metrics
         self._clock = clock
-        self._idempotency_table = idempotency_table
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
-        self._lambda_context: Any = None
         self._usage_events = usage_events or UsageEventPublisher(None)
-
-    def register_lambda_context(self, context: Any) -> None:
-        """Lets an in-progress idempotency record expire with the invocation if it dies mid-way."""
-        self._lambda_context = context
-
-    @cached_property
-    def _use_once(self) -> tuple[Any, Callable[..., dict[str, Any]]]:
-        from aws_lambda_powertools.utilities.idempotency import (
-            DynamoDBPersistenceLayer,
-            IdempotencyConfig,
-            idempotent_function,
-        )
-
-        if not self._idempotency_table:
-            raise RuntimeError("idempotency keys need an idempotency table")
-        config = IdempotencyConfig(
-            event_key_jmespath="[account_id, idempotency_key]",
-            payload_validation_jmespath="[feature, quantity]",
-            expires_after_seconds=self._idempotency_ttl_seconds,
-        )
-        store = DynamoDBPersistenceLayer(table_name=self._idempotency_table)
-
-        @idempotent_function(data_keyword_argument="request", persistence_store=store, config=config)
-        def use_once(request: dict[str, Any]) -> dict[str, Any]:
-            return self.use(request["account_id"], request["feature"], request["quantity"]).as_dict()
-
-        return config, use_once
 
     def flush_metrics(self) -> None:
         self._metrics.flush()
@@ -304,33 +276,134 @@ class Licensing:
     def use_idempotently(
         self, account_id: str, feature: str, quantity: int, idempotency_key: str
     ) -> UsageDecision:
-        """A repeated key gets the first answer back and consumes nothing more."""
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (
-            IdempotencyAlreadyInProgressError,
-            IdempotencyValidationError,
+        """A repeated key gets the first answer back and consumes nothing more.
+
+        Two requests: one read of the account together with the key's receipt, then one
+        transaction that counts the use only if the account is still exactly as read, and stores
+        the receipt with the answer only if the key is new. A replay is answered by the read alone.
+        """
+        self._validate_quantity(quantity)
+        receipt_id = f"usage#{account_id}#{idempotency_key}"
+        for attempt in range(_MAX_OPTIMISTIC_ATTEMPTS):
+            receipt, raw = self._read_with_receipt(account_id, receipt_id)
+            if receipt is not None:
+                return self._replay(receipt, feature, quantity)
+            usage = AccountUsage.from_raw(account_id, raw)
+            now = int(self._clock())
+            decision = self._decide(usage, feature, quantity, now)
+            outcome = self._commit(usage, receipt_id, feature, quantity, decision, now)
+            if outcome is True:
+                self._account_for(account_id, decision)
+                return decision
+            if outcome is not False:  # the same key was committed concurrently: its answer stands
+                return self._replay(outcome, feature, quantity)
+            self._metrics.add(Metric.QUOTA_CONFLICT)
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 - jitter, not a secret
+        raise StoreUnavailable(f"usage of {account_id} kept changing; retry the request")
+
+    def _read_with_receipt(self, account_id: str, receipt_id: str) -> tuple[UsageReceipt | None, Any]:
+        client = BillingAccount._get_connection().connection.client
+        billing, receipts = BillingAccount.Meta.table_name, UsageReceipt.Meta.table_name
+        try:
+            response = client.batch_get_item(
+                RequestItems={
+                    billing: {"Keys": [{"pk": {"S": account_id}}], "ConsistentRead": True},
+                    receipts: {"Keys": [{"id": {"S": receipt_id}}], "ConsistentRead": True},
+                }
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if response.get("UnprocessedKeys"):
+            raise StoreUnavailable("DynamoDB did not read every key; retry the request")
+        found = response.get("Responses", {})
+        receipt_items, account_items = found.get(receipts, []), found.get(billing, [])
+        receipt = UsageReceipt.from_raw_data(receipt_items[0]) if receipt_items else None
+        return receipt, (account_items[0] if account_items else None)
+
+    @staticmethod
+    def _replay(receipt: UsageReceipt | dict, feature: str, quantity: int) -> UsageDecision:
+        if isinstance(receipt, dict):
+            receipt = UsageReceipt.from_raw_data(receipt)
+        if (receipt.feature, receipt.quantity) != (feature, quantity):
+            raise UsageRequestError("idempotency_key was already used with a different feature or quantity")
+        return UsageDecision(**json.loads(receipt.answer))
+
+    def _decide(self, usage: AccountUsage, feature: str, quantity: int, now: int) -> UsageDecision:
+        """The answer the account as read gives; the commit makes sure it still holds."""
+        account = usage.account
+        tier = self.effective_tier(account)
+        spec = tier.features.get(feature)
+        if spec is None or spec.quota is None:
+            enabled = spec is not None or feature in (account.entitlement_lookup_keys or [])
+            return UsageDecision(enabled, feature, None if enabled else "feature_not_in_plan")
+        period = self.period(tier, account, now)
+        current = account.usage_since is None or account.usage_since >= period.start
+        used, limit = self._used_and_limit(usage, spec, current)
+        if used + quantity > limit:
+            remaining = max(0, limit - used)
+            return UsageDecision(False, feature, "quota_exceeded", used, limit, remaining, iso(period.end))
+        after = used + quantity
+        since = account.usage_since if current and account.usage_since is not None else now
+        crossed = self._crossed(used, after, limit)
+        return UsageDecision(
+            True, feature, None, after, limit, limit - after, iso(period.end), crossed, since
         )
 
-        self._validate_quantity(quantity)
-        request = {
-            "account_id": account_id,
-            "idempotency_key": idempotency_key,
-            "feature": feature,
-            "quantity": quantity,
-        }
+    def _commit(
+        self,
+        usage: AccountUsage,
+        receipt_id: str,
+        feature: str,
+        quantity: int,
+        decision: UsageDecision,
+        now: int,
+    ) -> bool | dict:
+        """True when committed; False when the account changed since it was read; otherwise the
+        receipt another request with the same key committed first."""
+        from pynamodb.transactions import TransactWrite  # only idempotency keys need it
+
+        account = usage.account
+        counter = usage_counter(feature)
+        seen_counter = usage.raw.get(counter.attr_name, {}).get("N")
+        unchanged = BillingAccount.merged_into.does_not_exist()
+        for attribute, seen in (
+            (BillingAccount.tier, account.tier),
+            (BillingAccount.tier_override, account.tier_override),
+            (BillingAccount.current_period_start, account.current_period_start),
+            (BillingAccount.usage_since, account.usage_since),
+            (counter, int(seen_counter) if seen_counter is not None else None),
+        ):
+            unchanged &= attribute.does_not_exist() if seen is None else attribute == seen
+        receipt = UsageReceipt(
+            receipt_id,
+            feature=feature,
+            quantity=quantity,
+            answer=json.dumps(decision.as_dict()),
+            expiration=now + self._idempotency_ttl_seconds,
+        )
+        counted = decision.allowed and decision.limit is not None
         try:
-            config, use_once = self._use_once
-            if self._lambda_context is not None:
-                config.register_lambda_context(self._lambda_context)
-            answer = use_once(request=request)
-        except IdempotencyValidationError:
-            raise UsageRequestError(
-                "idempotency_key was already used with a different feature or quantity"
-            ) from None
-        except IdempotencyAlreadyInProgressError:
-            raise UsageInProgress(
-                f"a request with idempotency_key {idempotency_key!r} is in progress"
-            ) from None
-        return UsageDecision(**answer)
+            with TransactWrite(connection=BillingAccount._get_connection().connection) as transaction:
+                if counted and decision.counted_since == account.usage_since:
+                    actions = [counter.add(quantity)]
+                    transaction.update(BillingAccount(account.pk), actions=actions, condition=unchanged)
+                elif counted:  # the first use in a new period starts the counters again
+                    actions = [counter.set(quantity), BillingAccount.usage_since.set(decision.counted_since)]
+                    actions += self._forget(usage, keep={counter.attr_name})
+                    transaction.update(BillingAccount(account.pk), actions=actions, condition=unchanged)
+                else:
+                    transaction.condition_check(BillingAccount, account.pk, condition=unchanged)
+                transaction.save(receipt, condition=UsageReceipt.id.does_not_exist(), return_values=ALL_OLD)
+        except TransactWriteError as exc:
+            # pynamodb sends condition checks first, then puts, then updates.
+            reasons = list(exc.cancellation_reasons or [None, None])
+            receipt_reason, account_reason = reasons if counted else reversed(reasons)
+            if receipt_reason is not None and receipt_reason.code == "ConditionalCheckFailed":
+                return receipt_reason.raw_item or False  # without the item, the next read finds it
+            if account_reason is not None and account_reason.code == "ConditionalCheckFailed":
+                return False
+            raise StoreUnavailable(str(exc)) from exc
+        return True
 
     @staticmethod
     def _validate_quantity(quantity: Any) -> None:
@@ -349,6 +422,12 @@ class Licensing:
             if counted
             else self._check_boolean(account_id, feature)
         )
+        self._account_for(account_id, decision)
+        return decision
+
+    def _account_for(self, account_id: str, decision: UsageDecision) -> None:
+        """The metrics and announcements of a decision that was made for the first time."""
+        feature = decision.feature
         label = feature if any(feature in t.features for t in self._catalog.tiers) else OTHER_FEATURE
         self._metrics.add(
             Metric.QUOTA_CHECK, Feature=label, Result="allowed" if decision.allowed else "denied"
@@ -358,7 +437,11 @@ class Licensing:
                 self._metrics.add(Metric.LIMIT_HIT, Threshold=str(threshold))
             if threshold in USAGE_ALERT_THRESHOLDS:
                 self._announce(account_id, decision, threshold)
-        return decision
+
+    @staticmethod
+    def _crossed(before: int, after: int, limit: int) -> tuple[int, ...]:
+        thresholds = sorted({*LIMIT_HIT_THRESHOLDS, *USAGE_ALERT_THRESHOLDS})
+        return tuple(t for t in thresholds if before * 100 < t * limit <= after * 100)
 
     def _announce(self, account_id: str, decision: UsageDecision, threshold: int) -> None:
         """Once per account, feature, threshold and period: the write that records it decides."""
@@ -475,12 +558,7 @@ class Licensing:
         tier = self.effective_tier(usage.account)
         spec = tier.features[feature]
         used, limit = self._used_and_limit(usage, spec, current=True)
-        before = used - quantity
-        crossed = tuple(
-            threshold
-            for threshold in sorted({*LIMIT_HIT_THRESHOLDS, *USAGE_ALERT_THRESHOLDS})
-            if before * 100 < threshold * limit <= used * 100
-        )
+        crossed = self._crossed(used - quantity, used, limit)
         period = self.period(tier, usage.account, now)
         return UsageDecision(
             True,
@@ -517,10 +595,10 @@ class Licensing:
 
 def build_licensing(settings: Settings) -> Licensing:
     bind_billing_table(settings.billing_table)
+    bind_idempotency_table(settings.idempotency_table)
     return Licensing(
         catalog=load_plan_catalog(settings),
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
-        idempotency_table=settings.idempotency_table,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         usage_events=UsageEventPublisher(settings.usage_events_topic_arn),
     )

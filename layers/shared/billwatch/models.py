@@ -121,6 +121,24 @@ class JobCheckpoint(Model):
         self.save()
 
 
+class UsageReceipt(Model):
+    """The answer to a usage check made with an idempotency key, kept for its replays."""
+
+    class Meta:
+        table_name = "idempotency"  # replaced by bind_idempotency_table() at start-up
+
+    id = UnicodeAttribute(hash_key=True)  # usage#<account>#<key>; Powertools' ids never start so
+    feature = UnicodeAttribute()
+    quantity = NumberAttribute()
+    answer = UnicodeAttribute()  # the first answer, as JSON
+    expiration = NumberAttribute()  # the table's TTL attribute
+
+
+def bind_idempotency_table(table_name: str) -> None:
+    UsageReceipt.Meta.table_name = table_name
+    UsageReceipt._connection = None
+
+
 def bind_billing_table(table_name: str) -> None:
     for model in (BillingAccount, JobCheckpoint):
         model.Meta.table_name = table_name
