@@ -176,3 +176,23 @@ def test_bad_admin_requests_get_400(admin_api, path, body, names) -> None:
     method = "PUT" if path.endswith("tier-override") else "POST"
     status, got = admin_call(admin_api, method, path, body, ADMIN)
     assert status == 400 and names in got["message"]
+
+
+def test_signed_webhooks_make_an_account_pro_and_the_api_shows_pro_limits(webhooks, licensing_api) -> None:
+    assert call(licensing_api, "GET", "/v1/accounts/acct_e2e/entitlements")[1]["tier"] == "FREE"
+    sub = se.subscription(id="sub_e2e", customer="cus_e2e", status="incomplete", metadata={})
+    assert webhooks.post(se.event("customer.subscription.created", sub, created=1_790_000_000)).status == 200
+    session = se.checkout_session(customer="cus_e2e", client_reference_id="acct_e2e", subscription="sub_e2e")
+    assert webhooks.post(se.event("checkout.session.completed", session, created=1_790_000_001)).status == 200
+    active = se.subscription(id="sub_e2e", customer="cus_e2e", status="active", metadata={})
+    assert (
+        webhooks.post(se.event("customer.subscription.updated", active, created=1_790_000_002)).status == 200
+    )
+    status, body = call(licensing_api, "GET", "/v1/accounts/acct_e2e/entitlements")
+    assert status == 200 and body["tier"] == "PRO"
+    assert body["features"]["api_calls"]["limit"] == 100_000 and body["features"]["sso"]["enabled"] is True
+    assert body["subscription"]["status"] == "active"
+    status, body = call(
+        licensing_api, "POST", "/v1/accounts/acct_e2e/usage", {"feature": "exports", "quantity": 500}
+    )
+    assert status == 200 and body["limit"] == 1000
