@@ -72,3 +72,19 @@ def metrics(capsys: pytest.CaptureFixture[str]) -> MetricsCapture:
     # The Powertools handler keeps the stream it was created with, which is not this test's capture.
     logger.registered_handler.stream = CurrentStdout()
     return MetricsCapture(capsys)
+
+
+@pytest.fixture
+def aws_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the AWS API operations botocore sends from here on, in order."""
+    from botocore.client import BaseClient
+
+    calls: list[str] = []
+    original = BaseClient._make_api_call
+
+    def counting(client: BaseClient, operation: str, params: dict) -> Any:
+        calls.append(operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    return calls

@@ -131,3 +131,13 @@ class CurrentStdout:
 
     def flush(self) -> None:
         sys.stdout.flush()
+
+
+class Clock:
+    """A clock the test sets by hand, for code that takes ``clock=``."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -7,7 +7,6 @@ import json
 import threading
 
 import pytest
-from botocore.client import BaseClient
 
 from billwatch.licensing import Licensing, UsageRequestError, month_period
 from billwatch.metrics import MetricsRecorder
@@ -15,17 +14,10 @@ from billwatch.models import BillingAccount, bind_billing_table, bind_idempotenc
 from billwatch.plans import load_catalog_text, shipped_catalog_text
 from billwatch.usage_events import UsageEventPublisher
 from devtools import stripe_events as se
+from tests.support import Clock
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
 NOV_15 = int(dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC).timestamp())
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -78,15 +70,8 @@ def test_usage_counts_up_to_the_limit_and_never_in_part(licensing) -> None:
     assert licensing.entitlements("acct_1")["features"]["exports"]["used"] == 10
 
 
-def test_a_check_is_exactly_one_dynamodb_request(licensing, monkeypatch) -> None:
-    calls = []
-    original = BaseClient._make_api_call
-
-    def counting(client, operation, params):
-        calls.append(operation)
-        return original(client, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+def test_a_check_is_exactly_one_dynamodb_request(licensing, aws_calls) -> None:
+    calls = aws_calls
     licensing.use("acct_1", "api_calls", 1)
     licensing.use("acct_1", "exports", 7)
     licensing.use("acct_1", "exports", 4)  # denied
@@ -299,16 +284,9 @@ def test_threshold_events_go_out_once_per_threshold_and_period(aws, clock, usage
     assert [e["threshold"] for e in received()] == [80]
 
 
-def test_idempotency_keys_cost_two_requests_and_replays_one(aws, licensing, monkeypatch) -> None:
+def test_idempotency_keys_cost_two_requests_and_replays_one(aws, licensing, aws_calls) -> None:
     bind_idempotency_table(aws["IdempotencyTable"])
-    calls = []
-    original = BaseClient._make_api_call
-
-    def counting(client, operation, params):
-        calls.append(operation)
-        return original(client, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    calls = aws_calls
     first = licensing.use_idempotently("acct_1", "api_calls", 3, "job-1")
     assert calls == ["BatchGetItem", "TransactWriteItems"] and first.used == 3
     calls.clear()

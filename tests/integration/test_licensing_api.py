@@ -40,6 +40,8 @@ def test_usage_allowed_denied_and_not_in_plan(licensing_api) -> None:
     assert status == 429 and body["allowed"] is False and body["used"] == 10
     status, body = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "sso"})
     assert status == 403 and body == {"allowed": False, "feature": "sso", "reason": "feature_not_in_plan"}
+    status, body = call(licensing_api, "POST", "/v1/accounts/acct_1/usage", {"feature": "teleport"})
+    assert status == 403 and body["reason"] == "feature_not_in_plan"
 
 
 def test_a_repeated_idempotency_key_returns_the_first_answer(licensing_api) -> None:

@@ -12,19 +12,12 @@ from billwatch.metrics import MetricsRecorder
 from billwatch.models import BillingAccount, bind_billing_table
 from billwatch.plans import load_catalog_text, shipped_catalog_text
 from billwatch.quota_reset import QuotaReset
+from tests.support import Clock
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
 OCT_20 = int(dt.datetime(2026, 10, 20, tzinfo=dt.UTC).timestamp())
 NOV_1 = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
 NOV_2 = int(dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp())
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
