@@ -143,18 +143,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": primary["ratio_median"] <= COLD_START_MAX_RATIO,
         }
     )
-    for scenario in results["dynamodb"]["scenarios"]:
-        if scenario["limit"] is None:
-            continue
-        rows.append(
-            {
-                "name": f"DynamoDB requests: {scenario['title']}",
-                "value": scenario["requests"],
-                "limit": scenario["limit"],
-                "unit": "req",
-                "pass": scenario["pass"],
-            }
-        )
+    rows += _scenario_targets("DynamoDB requests", results["dynamodb"]["scenarios"])
     warm = results["dynamodb"]["warm"]
     rows.append(
         {
@@ -176,19 +165,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     licensing = results["licensing"]
-    for scenario in licensing["scenarios"]:
-        if scenario["limit"] is None:
-            continue
-        rows.append(
-            {
-                "name": f"usage check DynamoDB requests: {scenario['title']}",
-                "value": scenario["requests"],
-                "limit": scenario["limit"],
-                "exact": scenario["exact"],
-                "unit": "req",
-                "pass": scenario["pass"],
-            }
-        )
+    rows += _scenario_targets("usage check DynamoDB requests", licensing["scenarios"])
     usage_warm = licensing["warm"]
     rows.append(
         {
@@ -210,6 +187,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": projection["fits_schedule"],
         }
     )
+    return rows
+
+
+def _scenario_targets(name: str, scenarios: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A target row per gated request-count scenario."""
+    rows = []
+    for scenario in scenarios:
+        if scenario["limit"] is None:
+            continue
+        row = {
+            "name": f"{name}: {scenario['title']}",
+            "value": scenario["requests"],
+            "limit": scenario["limit"],
+        }
+        if "exact" in scenario:
+            row["exact"] = scenario["exact"]
+        rows.append({**row, "unit": "req", "pass": scenario["pass"]})
     return rows
 
 
@@ -335,20 +329,39 @@ def _render_cold_start(add: Callable[[str], None], cold: dict[str, Any]) -> None
 
 def _render_requests(add: Callable[[str], None], scenarios: list[dict[str, Any]]) -> None:
     add("2. DynamoDB requests per event (counted on the wire at botocore's Endpoint._send; moto on loopback)")
-    add(f"   {'scenario':<88} {'req':>3} {'max':>4}  result")
+    _render_scenarios(add, scenarios, 88, _events_and_outcomes)
+    add("")
+
+
+def _events_and_outcomes(runs: list[dict[str, Any]]) -> str:
+    types = sorted({run["event_type"] for run in runs})
+    outcomes = sorted({run["outcome"] for run in runs})
+    return f"{', '.join(types)} -> {', '.join(outcomes)}"
+
+
+def _render_scenarios(
+    add: Callable[[str], None],
+    scenarios: list[dict[str, Any]],
+    width: int,
+    answers: Callable[[list[dict[str, Any]]], str],
+    notes: Callable[[dict[str, Any]], list[str]] = lambda scenario: [],
+) -> None:
+    """One line per request-count scenario, then what its runs answered and the request sequences."""
+    add(f"   {'scenario':<{width}} {'req':>3} {'max':>4}  result")
     for scenario in scenarios:
-        limit = "-" if scenario["limit"] is None else str(scenario["limit"])
-        add(f"   {scenario['title']:<88} {scenario['requests']:>3} {limit:>4}  {_verdict(scenario['pass'])}")
+        limit = scenario["limit"]
+        limit = "-" if limit is None else ("=" if scenario.get("exact") else "") + str(limit)
+        verdict = _verdict(scenario["pass"])
+        add(f"   {scenario['title']:<{width}} {scenario['requests']:>3} {limit:>4}  {verdict}")
         sequences = sorted({" + ".join(run["sequence"]) or "(none)" for run in scenario["runs"]})
-        types = sorted({run["event_type"] for run in scenario["runs"]})
-        outcomes = sorted({run["outcome"] for run in scenario["runs"]})
-        add(f"       {', '.join(types)} -> {', '.join(outcomes)}: {' | '.join(sequences)}")
+        add(f"       {answers(scenario['runs'])}: {' | '.join(sequences)}")
         others = sorted({request for run in scenario["runs"] for request in run["other_requests"]})
         if others:
             add(f"       other AWS requests: {', '.join(others)}")
+        for line in notes(scenario):
+            add(f"       {line}")
         for problem in scenario["problems"]:
             add(f"       PROBLEM: {problem}")
-    add("")
 
 
 def _render_warm(add: Callable[[str], None], warm: dict[str, Any]) -> None:
@@ -358,8 +371,16 @@ def _render_warm(add: Callable[[str], None], warm: dict[str, Any]) -> None:
     )
     add(f"   vs the same DynamoDB calls made directly with boto3 ({' + '.join(warm['raw_sequence'])});")
     add(f"   interleaved in batches of {warm['batch']}, after {warm['warmup']} warm-up events each")
+    _render_warm_sides(add, warm, "direct boto3 calls")
+    passed = warm["ratio_median"] <= WARM_MAX_RATIO and not warm["unexpected_outcomes"]
+    _render_warm_ratio(add, warm, passed, WARM_MAX_RATIO, "event")
+    add("")
+
+
+def _render_warm_sides(add: Callable[[str], None], warm: dict[str, Any], raw_label: str) -> None:
+    """The handler and the direct calls side by side, then each request's round trip and size."""
     add(f"   {'':<20} {'median':>9} {'mean':>9} {'p90':>9}   in API calls  on the wire  outside API calls")
-    for key, label in (("handler", "handler"), ("raw", "direct boto3 calls")):
+    for key, label in (("handler", "handler"), ("raw", raw_label)):
         stats, parts = warm[key], warm[f"{key}_breakdown_median_ms"]
         add(
             f"   {label:<20} {stats['median_ms']:>6.2f} ms {stats['mean_ms']:>6.2f} ms"
@@ -373,16 +394,20 @@ def _render_warm(add: Callable[[str], None], warm: dict[str, Any]) -> None:
             f"     {step['request']:<24} handler {step['handler_ms']} ms / {step['handler_bytes']} B"
             f"   direct {step['raw_ms']} ms / {step['raw_bytes']} B"
         )
-    passed = warm["ratio_median"] <= WARM_MAX_RATIO and not warm["unexpected_outcomes"]
+
+
+def _render_warm_ratio(
+    add: Callable[[str], None], warm: dict[str, Any], passed: bool, limit: float, unit: str
+) -> None:
+    """The ratio against its target, the requests per timed handler call and unexpected outcomes."""
     _, batch_min, batch_max = warm["batch_ratio_median_min_max"]
     add(
         f"   ratio {warm['ratio_median']:.2f}x (medians; means {warm['ratio_mean']:.2f}x;"
-        f" per batch {batch_min:.2f}-{batch_max:.2f}x) -> {_verdict(passed)} (target <= {WARM_MAX_RATIO}x)"
+        f" per batch {batch_min:.2f}-{batch_max:.2f}x) -> {_verdict(passed)} (target <= {limit}x)"
     )
-    add(f"   DynamoDB requests per timed handler event: {warm['handler_requests_per_event']}")
+    add(f"   DynamoDB requests per timed handler {unit}: {warm[f'handler_requests_per_{unit}']}")
     if warm["unexpected_outcomes"]:
         add(f"   PROBLEM: unexpected outcomes while timing: {warm['unexpected_outcomes']}")
-    add("")
 
 
 def _render_layer(add: Callable[[str], None], layer: dict[str, Any]) -> None:
@@ -415,6 +440,19 @@ def _answer(run: dict[str, Any]) -> str:
     return f"{run['status']} {answer.get('reason') or answer.get('error') or ''}".strip()
 
 
+def _answers(runs: list[dict[str, Any]]) -> str:
+    return ", ".join(sorted({_answer(run) for run in runs}))
+
+
+def _idempotency_note(scenario: dict[str, Any]) -> list[str]:
+    if scenario["key"] != "keyed_first" or scenario["requests"] <= (scenario["limit"] or 0):
+        return []
+    return [
+        "(Powertools idempotency: record INPROGRESS, the check, record COMPLETED:"
+        f" {scenario['requests'] - scenario['limit']} more than the target)"
+    ]
+
+
 def _render_licensing(add: Callable[[str], None], licensing: dict[str, Any]) -> None:
     function = licensing["function"]
     add(
@@ -429,25 +467,7 @@ def _render_licensing(add: Callable[[str], None], licensing: dict[str, Any]) -> 
             f" {', '.join(core['layer_builds'])}"
         )
         add("   cannot load on this interpreter; everything else comes from the layer)")
-    add(f"   {'scenario':<96} {'req':>3} {'max':>4}  result")
-    for scenario in licensing["scenarios"]:
-        limit = (
-            "-" if scenario["limit"] is None else ("=" if scenario["exact"] else "") + str(scenario["limit"])
-        )
-        add(f"   {scenario['title']:<96} {scenario['requests']:>3} {limit:>4}  {_verdict(scenario['pass'])}")
-        answers = sorted({_answer(run) for run in scenario["runs"]})
-        sequences = sorted({" + ".join(run["sequence"]) or "(none)" for run in scenario["runs"]})
-        add(f"       {', '.join(answers)}: {' | '.join(sequences)}")
-        others = sorted({request for run in scenario["runs"] for request in run["other_requests"]})
-        if others:
-            add(f"       other AWS requests: {', '.join(others)}")
-        if scenario["key"] == "keyed_first" and scenario["requests"] > (scenario["limit"] or 0):
-            add(
-                "       (Powertools idempotency: record INPROGRESS, the check, record COMPLETED:"
-                f" {scenario['requests'] - scenario['limit']} more than the target)"
-            )
-        for problem in scenario["problems"]:
-            add(f"       PROBLEM: {problem}")
+    _render_scenarios(add, licensing["scenarios"], 96, _answers, _idempotency_note)
     warm = licensing["warm"]
     self_check = warm["raw_condition_self_check"]
     agreeing = sum(c["accepted"] == c["expected_accept"] for c in self_check)
@@ -464,21 +484,7 @@ def _render_licensing(add: Callable[[str], None], licensing: dict[str, Any]) -> 
         f"   accepted/refused as the handler's condition would); interleaved in batches of {warm['batch']},"
         f" after {warm['warmup']} warm-up checks each"
     )
-    add(f"   {'':<20} {'median':>9} {'mean':>9} {'p90':>9}   in API calls  on the wire  outside API calls")
-    for key, label in (("handler", "handler"), ("raw", "direct boto3 call")):
-        stats, parts = warm[key], warm[f"{key}_breakdown_median_ms"]
-        add(
-            f"   {label:<20} {stats['median_ms']:>6.2f} ms {stats['mean_ms']:>6.2f} ms"
-            f" {stats['p90_ms']:>6.2f} ms"
-            f"   {parts['in_dynamodb_api_calls']:>8.2f} ms  {parts['on_the_wire']:>8.2f} ms"
-            f"  {parts['outside_api_calls']:>10.2f} ms"
-        )
-    add("   per request (median round trip incl. moto's server-side work; request body size):")
-    for step in warm["per_request"]:
-        add(
-            f"     {step['request']:<24} handler {step['handler_ms']} ms / {step['handler_bytes']} B"
-            f"   direct {step['raw_ms']} ms / {step['raw_bytes']} B"
-        )
+    _render_warm_sides(add, warm, "direct boto3 call")
     handler_parts, raw_parts = warm["handler_breakdown_median_ms"], warm["raw_breakdown_median_ms"]
     extra = warm["handler"]["median_ms"] - warm["raw"]["median_ms"]
     inside = handler_parts["in_dynamodb_api_calls"] - raw_parts["in_dynamodb_api_calls"]
@@ -495,16 +501,7 @@ def _render_licensing(add: Callable[[str], None], licensing: dict[str, Any]) -> 
     )
     for key, label in USAGE_STAGES:
         add(f"     {stages[key]:>6.2f} ms  {label}")
-    passed = _usage_warm_passed(warm)
-    _, batch_min, batch_max = warm["batch_ratio_median_min_max"]
-    add(
-        f"   ratio {warm['ratio_median']:.2f}x (medians; means {warm['ratio_mean']:.2f}x;"
-        f" per batch {batch_min:.2f}-{batch_max:.2f}x) -> {_verdict(passed)}"
-        f" (target <= {USAGE_CHECK_WARM_MAX_RATIO}x)"
-    )
-    add(f"   DynamoDB requests per timed handler check: {warm['handler_requests_per_check']}")
-    if warm["unexpected_outcomes"]:
-        add(f"   PROBLEM: unexpected outcomes while timing: {warm['unexpected_outcomes']}")
+    _render_warm_ratio(add, warm, _usage_warm_passed(warm), USAGE_CHECK_WARM_MAX_RATIO, "check")
     for entry in self_check:
         if entry["accepted"] != entry["expected_accept"]:
             add(f"   PROBLEM: the direct call's condition disagrees for {entry['state']}")

@@ -5,134 +5,26 @@ metrics go, is redirected to .bench/handler-stdout.log); results are written as 
 
     python -m bench.dynamo --layer-python .bench/layer/python --out .bench/dynamo.json
 
-The real handler module (functions/<name>/app.py, loaded with importlib under a unique name)
-runs against moto.server.ThreadedMotoServer on 127.0.0.1 (AWS_ENDPOINT_URL), with the tables
-template.yaml declares. Requests are counted where botocore puts them on the wire
-(``Endpoint._send``, so retries count) and where clients issue them (``_make_api_call``).
+The real handler module (functions/<name>/app.py) runs in-process against moto's server with
+the tables template.yaml declares, requests counted on the wire (see bench.harness).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib.util
 import json
-import logging
-import math
-import os
 import sys
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench import (
-    DUPLICATE_MAX_REQUESTS,
-    NEW_EVENT_MAX_REQUESTS,
-    TEMPLATE_PATH,
-    UNHANDLED_MAX_REQUESTS,
-    mean,
-    median,
-    summary_ms,
-)
-from bench.environment import LAMBDA_ENV, WEBHOOK_SECRET, BenchError, FunctionConfig, function_config
+from bench import DUPLICATE_MAX_REQUESTS, FUNCTION_DIR, NEW_EVENT_MAX_REQUESTS, UNHANDLED_MAX_REQUESTS
+from bench.environment import WEBHOOK_SECRET, BenchError
+from bench.harness import FunctionBench, Window, child_main, deploy, moto_server, scenario_result
 
-DYNAMODB_TARGET_PREFIX = "DynamoDB_"
-
-
-# ------------------------------------------------------------------------ request counting
-
-
-@dataclass(frozen=True)
-class WireRequest:
-    service: str
-    operation: str
-    table: str | None
-    seconds: float = 0.0  # round trip, as seen by botocore (includes moto's server-side work)
-    body_bytes: int = 0
-
-
-@dataclass
-class RequestCounter:
-    """Every request botocore sends, whichever client (boto3, pynamodb's botocore client) sends it."""
-
-    wire: list[WireRequest] = field(default_factory=list)
-    api_calls: list[WireRequest] = field(default_factory=list)
-    api_seconds: float = 0.0
-    wire_seconds: float = 0.0
-
-    def install(self) -> None:
-        from botocore.client import BaseClient
-        from botocore.endpoint import Endpoint
-
-        counter = self
-        original_send = Endpoint._send
-        original_call = BaseClient._make_api_call
-
-        def _send(endpoint: Any, request: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return original_send(endpoint, request)
-            finally:
-                elapsed = time.perf_counter() - started
-                counter.wire_seconds += elapsed
-                counter.wire.append(_describe_wire(request, elapsed))
-
-        def _make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
-            started = time.perf_counter()
-            try:
-                return original_call(client, operation_name, api_params)
-            finally:
-                counter.api_seconds += time.perf_counter() - started
-                service = client.meta.service_model.service_name
-                counter.api_calls.append(WireRequest(service, operation_name, api_params.get("TableName")))
-
-        Endpoint._send = _send
-        BaseClient._make_api_call = _make_api_call
-
-    @contextlib.contextmanager
-    def window(self) -> Iterator[Window]:
-        window = Window(len(self.wire), len(self.api_calls), self.api_seconds, self.wire_seconds)
-        try:
-            yield window
-        finally:
-            window.wire = self.wire[window.wire_start :]
-            window.api_calls = self.api_calls[window.api_start :]
-            window.api_seconds = self.api_seconds - window.api_seconds_start
-            window.wire_seconds = self.wire_seconds - window.wire_seconds_start
-
-
-@dataclass
-class Window:
-    wire_start: int
-    api_start: int
-    api_seconds_start: float
-    wire_seconds_start: float
-    wire: list[WireRequest] = field(default_factory=list)
-    api_calls: list[WireRequest] = field(default_factory=list)
-    api_seconds: float = 0.0
-    wire_seconds: float = 0.0
-
-    @property
-    def dynamodb(self) -> list[WireRequest]:
-        return [request for request in self.wire if request.service == "dynamodb"]
-
-
-def _describe_wire(request: Any, seconds: float) -> WireRequest:
-    target = request.headers.get("X-Amz-Target")
-    target = target.decode() if isinstance(target, bytes) else target
-    body = request.body or b""
-    size = len(body) if isinstance(body, bytes | str) else 0
-    table = None
-    if target and target.startswith(DYNAMODB_TARGET_PREFIX):
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            table = json.loads(body.decode() if isinstance(body, bytes) else body).get("TableName")
-        return WireRequest("dynamodb", target.rsplit(".", 1)[-1], table, seconds, size)
-    return WireRequest(str(request.url), target or request.method, None, seconds, size)
-
+if TYPE_CHECKING:
+    from bench.harness import Deployment
 
 # ------------------------------------------------------------------------ Stripe events
 
@@ -196,58 +88,25 @@ class EventFactory:
         return self.se.api_gateway_event(body, headers=headers)
 
 
-class LambdaContext:
-    memory_limit_in_mb = 512
-
-    def __init__(self, function_name: str) -> None:
-        self.function_name = function_name
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
-        self.aws_request_id = str(uuid.uuid4())
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15_000
-
-
-def load_handler(function: FunctionConfig, fresh_container: bool) -> Callable[[dict, Any], dict]:
-    """A new import of the handler module; ``fresh_container`` also re-imports billwatch itself."""
-    if fresh_container:
-        for name in [n for n in sys.modules if n == "billwatch" or n.startswith("billwatch.")]:
-            del sys.modules[name]
-    path = function.code_dir / (function.handler_module.replace(".", "/") + ".py")
-    spec = importlib.util.spec_from_file_location(f"bench_handler_{uuid.uuid4().hex}", path)
-    if spec is None or spec.loader is None:
-        raise BenchError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, function.handler_name)
-
-
 # ------------------------------------------------------------------------ the run
 
 
-class Bench:
-    def __init__(
-        self, function: FunctionConfig, counter: RequestCounter, table_roles: dict[str, str]
-    ) -> None:
-        self.function = function
-        self.counter = counter
-        self.table_roles = table_roles
+class Bench(FunctionBench):
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(deployment)
         self.events = EventFactory()
 
+    def load_handler(self, fresh_container: bool) -> Callable[[dict, Any], dict]:
+        """The handler of a new import of the module (``fresh_container``: of billwatch too)."""
+        return getattr(self.load_module(fresh_container), self.function.handler_name)
+
     def deliver(self, handler: Callable, stripe_event: dict) -> tuple[str, Window, float]:
-        http_event = self.events.http(stripe_event)
-        context = LambdaContext(self.function.logical_id)
-        with self.counter.window() as window:
-            started = time.perf_counter()
-            response = handler(http_event, context)
-            elapsed = time.perf_counter() - started
+        http_event = self.events.http(stripe_event)  # signing and wrapping are not timed
+        response, window, elapsed = self.counter.timed(handler, http_event, self.context())
         body = json.loads(response.get("body") or "{}")
         if response.get("statusCode") != 200:
             return f"http {response.get('statusCode')}: {body}", window, elapsed
         return str(body.get("outcome")), window, elapsed
-
-    def role(self, request: WireRequest) -> str:
-        return self.table_roles.get(request.table or "", request.table or "-")
 
     def scenario(
         self, key: str, title: str, handler: Callable, events: list[dict], expected: str, limit: int | None
@@ -259,41 +118,23 @@ class Bench:
                 {
                     "event_type": stripe_event["type"],
                     "outcome": outcome,
-                    "dynamodb_requests": len(window.dynamodb),
-                    "sequence": [f"{r.operation}({self.role(r)})" for r in window.dynamodb],
-                    "api_calls": len([c for c in window.api_calls if c.service == "dynamodb"]),
+                    **self.counts(window),
                     "other_requests": [
                         f"{r.service} {r.operation}" for r in window.wire if r.service != "dynamodb"
                     ],
                 }
             )
-        worst = max(run["dynamodb_requests"] for run in runs)
-        by_operation = Counter(step for run in runs for step in run["sequence"])
         problems = [
             f"outcome {run['outcome']!r}, expected {expected!r}" for run in runs if run["outcome"] != expected
         ]
-        problems += [
-            f"{run['api_calls']} API calls but {run['dynamodb_requests']} requests on the wire (retries?)"
-            for run in runs
-            if run["api_calls"] != run["dynamodb_requests"]
-        ]
-        return {
-            "key": key,
-            "title": title,
-            "limit": limit,
-            "requests": worst,
-            "pass": None if limit is None else (worst <= limit and not problems),
-            "per_operation_total": dict(by_operation),
-            "runs": runs,
-            "problems": problems,
-        }
+        return scenario_result(key, title, runs, problems, limit)
 
     # -------------------------------------------------------------- scenarios
 
     def request_counts(self) -> tuple[list[dict[str, Any]], Callable, list[tuple[str, str]]]:
         factory = self.events
         scenarios: list[dict[str, Any]] = []
-        handler = load_handler(self.function, fresh_container=True)
+        handler = self.load_handler(fresh_container=True)
 
         scenarios.append(
             self.scenario(
@@ -374,7 +215,7 @@ class Bench:
                 None,
             )
         )
-        fresh = load_handler(self.function, fresh_container=True)
+        fresh = self.load_handler(fresh_container=True)
         scenarios.append(
             self.scenario(
                 "cold_established",
@@ -399,9 +240,6 @@ class Bench:
         sequence = [(step.partition("(")[0], step.partition("(")[2].rstrip(")")) for step in last]
         return scenarios, handler, sequence
 
-    def role_table(self, role: str) -> str:
-        return next(table for table, name in self.table_roles.items() if name == role)
-
     # -------------------------------------------------------------- warm timing
 
     def warm_timing(
@@ -409,132 +247,29 @@ class Bench:
     ) -> dict[str, Any]:
         import boto3
 
-        raw = RawImplementation(boto3.client("dynamodb"), self.role_table, sequence)
+        raw = RawImplementation(boto3.client("dynamodb"), self.table_of, sequence)
         account, customer, sub_id = "acct_bench_a", "cus_bench_a", "sub_bench_a"
-        factory = self.events
+        timing = self.new_warm_timing()
 
-        def handler_batch(count: int, record: bool) -> None:
-            stripe_events = [
-                factory.subscription("customer.subscription.updated", account, customer, sub_id)
-                for _ in range(count)
-            ]
-            for stripe_event in stripe_events:
-                http_event = factory.http(stripe_event)  # signing and wrapping are not timed
-                context = LambdaContext(self.function.logical_id)
-                with self.counter.window() as window:
-                    started = time.perf_counter()
-                    response = handler(http_event, context)
-                    elapsed = time.perf_counter() - started
-                if not record:
-                    continue
-                outcome = json.loads(response.get("body") or "{}").get("outcome")
-                record_steps("handler", window)
-                results["handler"].append(elapsed)
-                results["handler_api"].append(window.api_seconds)
-                results["handler_wire"].append(window.wire_seconds)
-                results["handler_requests"].append(len(window.dynamodb))
-                if outcome != "applied":
-                    results["unexpected"].append(f"{response.get('statusCode')} {outcome}")
-
-        def raw_batch(count: int, record: bool) -> None:
-            for _ in range(count):
-                with self.counter.window() as window:
-                    started = time.perf_counter()
-                    raw.event()
-                    elapsed = time.perf_counter() - started
-                if record:
-                    record_steps("raw", window)
-                    results["raw"].append(elapsed)
-                    results["raw_api"].append(window.api_seconds)
-                    results["raw_wire"].append(window.wire_seconds)
-                    results["raw_requests"].append(len(window.dynamodb))
-
-        steps: dict[str, dict[str, list[tuple[float, int]]]] = {"handler": {}, "raw": {}}
-
-        def record_steps(side: str, window: Window) -> None:
-            for request in window.dynamodb:
-                key = f"{request.operation}({self.role(request)})"
-                steps[side].setdefault(key, []).append((request.seconds, request.body_bytes))
-
-        results: dict[str, list] = {
-            key: []
-            for key in (
-                "handler",
-                "handler_api",
-                "handler_wire",
-                "handler_requests",
-                "raw",
-                "raw_api",
-                "raw_wire",
-                "raw_requests",
-                "unexpected",
+        def handler_call(record: bool) -> tuple[float, Window] | None:
+            stripe_event = self.events.subscription(
+                "customer.subscription.updated", account, customer, sub_id
             )
-        }
-        handler_batch(warmup, record=False)
-        raw_batch(warmup, record=False)
-        rounds = math.ceil(events / batch)
-        batch_ratios = []
-        for index in range(rounds):
-            size = min(batch, events - index * batch)
-            first, second = (handler_batch, raw_batch) if index % 2 == 0 else (raw_batch, handler_batch)
-            first(size, record=True)
-            second(size, record=True)
-            batch_ratios.append(median(results["handler"][-size:]) / median(results["raw"][-size:]))
+            outcome, window, elapsed = self.deliver(handler, stripe_event)
+            if not record:
+                return None
+            if outcome != "applied":
+                timing.unexpected(outcome)
+            return elapsed, window
 
-        handler_median = median(results["handler"])
-        raw_median = median(results["raw"])
+        timing.run(handler_call, raw.event, events, batch, warmup)
         return {
             "events": events,
             "batch": batch,
             "warmup": warmup,
             "raw_sequence": [f"{op}({role})" for op, role in sequence],
-            "handler": summary_ms(results["handler"]),
-            "raw": summary_ms(results["raw"]),
-            "ratio_median": round(handler_median / raw_median, 3),
-            "ratio_mean": round(mean(results["handler"]) / mean(results["raw"]), 3),
-            "handler_breakdown_median_ms": {
-                "in_dynamodb_api_calls": round(median(results["handler_api"]) * 1000, 3),
-                "on_the_wire": round(median(results["handler_wire"]) * 1000, 3),
-                "outside_api_calls": round(
-                    median([t - a for t, a in zip(results["handler"], results["handler_api"], strict=True)])
-                    * 1000,
-                    3,
-                ),
-            },
-            "raw_breakdown_median_ms": {
-                "in_dynamodb_api_calls": round(median(results["raw_api"]) * 1000, 3),
-                "on_the_wire": round(median(results["raw_wire"]) * 1000, 3),
-                "outside_api_calls": round(
-                    median([t - a for t, a in zip(results["raw"], results["raw_api"], strict=True)]) * 1000, 3
-                ),
-            },
-            "batch_ratio_median_min_max": [
-                round(median(batch_ratios), 3),
-                round(min(batch_ratios), 3),
-                round(max(batch_ratios), 3),
-            ],
-            "per_request": [
-                {
-                    "request": key,
-                    "handler_ms": _median_ms([seconds for seconds, _ in steps["handler"].get(key, [])]),
-                    "raw_ms": _median_ms([seconds for seconds, _ in steps["raw"].get(key, [])]),
-                    "handler_bytes": _median_int([size for _, size in steps["handler"].get(key, [])]),
-                    "raw_bytes": _median_int([size for _, size in steps["raw"].get(key, [])]),
-                }
-                for key in dict.fromkeys([*steps["handler"], *steps["raw"]])
-            ],
-            "handler_requests_per_event": sorted(set(results["handler_requests"])),
-            "raw_requests_per_event": sorted(set(results["raw_requests"])),
-            "unexpected_outcomes": dict(Counter(results["unexpected"])),
+            **timing.summary("event"),
         }
-
-
-def _median_ms(seconds: list[float]) -> float | None:
-    return round(median(seconds) * 1000, 3) if seconds else None
-
-
-def _median_int(values: list[int]) -> int | None:
-    return int(median(values)) if values else None
 
 
 class RawImplementation:
@@ -646,68 +381,25 @@ class RawImplementation:
 # ------------------------------------------------------------------------ entry point
 
 
-def _quiet_server_logs() -> None:
-    werkzeug = logging.getLogger("werkzeug")
-    werkzeug.setLevel(logging.ERROR)
-    werkzeug.addHandler(logging.NullHandler())
-
-
 def run(layer_python: Path, events: int, batch: int, warmup: int) -> dict[str, Any]:
-    sys.dont_write_bytecode = True  # keep the built layer free of __pycache__
-    sys.path.insert(0, str(layer_python))
-    os.environ.update(LAMBDA_ENV)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB"):
-        os.environ.pop(name, None)
-    _quiet_server_logs()
-
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
-
-        import boto3
-
-        from devtools.template import create_tables, load_template
-
-        tables = create_tables(boto3.client("dynamodb"), load_template(TEMPLATE_PATH), prefix="bench-")
-        function = function_config(tables)
-        os.environ.update(function.environment)
-        roles = {
-            function.environment["BILLING_TABLE_NAME"]: "billing",
-            function.environment["IDEMPOTENCY_TABLE_NAME"]: "idempotency",
-        }
-        counter = RequestCounter()
-        counter.install()
-        bench = Bench(function, counter, roles)
+    with moto_server(layer_python) as endpoint:
+        deployment = deploy(FUNCTION_DIR)
+        bench = Bench(deployment)
         scenarios, handler, sequence = bench.request_counts()
         warm = bench.warm_timing(handler, sequence, events=events, batch=batch, warmup=warmup)
         import billwatch
 
         return {
-            "endpoint": os.environ["AWS_ENDPOINT_URL"],
-            "tables": tables,
+            "endpoint": endpoint,
+            "tables": deployment.tables,
             "billwatch_from": str(Path(billwatch.__file__).parent),
             "scenarios": scenarios,
             "warm": warm,
         }
-    finally:
-        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.dynamo", description=__doc__.splitlines()[0])
-    parser.add_argument("--layer-python", type=Path, required=True, help="the built layer's python/ dir")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
-    parser.add_argument("--events", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=20)
-    args = parser.parse_args(argv)
-    results = run(args.layer_python.resolve(), args.events, args.batch, args.warmup)
-    args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    return 0
+    return child_main("bench.dynamo", __doc__, run, "events", argv)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,11 @@ class FunctionConfig:
     environment: dict[str, str]  # resolved from template.yaml, secret source replaced by a local one
 
 
-def function_config(table_names: dict[str, str] | None = None) -> FunctionConfig:
-    """The webhook function as template.yaml deploys it (Globals merged, refs resolved)."""
+def function_config(
+    function_dir: Path = FUNCTION_DIR, table_names: dict[str, str] | None = None
+) -> FunctionConfig:
+    """The function whose CodeUri is ``function_dir`` as template.yaml deploys it (Globals merged,
+    refs resolved; a webhook secret source replaced by the local secret)."""
     from devtools.template import (
         FUNCTION_TYPE,
         dynamodb_tables,
@@ -96,21 +99,19 @@ def function_config(table_names: dict[str, str] | None = None) -> FunctionConfig
             for name, resource in resources_of_type(template, FUNCTION_TYPE).items()
             if str((resource.get("Properties") or {}).get("CodeUri", ""))
             .rstrip("/")
-            .endswith(FUNCTION_DIR.name)
+            .endswith(function_dir.name)
         ),
         None,
     )
     if logical_id is None:
-        raise BenchError(f"no {FUNCTION_TYPE} with CodeUri {FUNCTION_DIR.name}/ in {TEMPLATE_PATH.name}")
+        raise BenchError(f"no {FUNCTION_TYPE} with CodeUri {function_dir.name}/ in {TEMPLATE_PATH.name}")
     props = function_properties(template, logical_id)
     module, _, name = str(props.get("Handler", "app.lambda_handler")).rpartition(".")
     refs = table_names or {table: f"bench-{table}" for table in dynamodb_tables(template)}
-    env = {
-        key: value
-        for key, value in function_environment(template, logical_id, resource_refs=refs).items()
-        if value is not None and key not in _SECRET_SOURCES
-    }
-    env["STRIPE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    declared = function_environment(template, logical_id, resource_refs=refs)
+    env = {key: value for key, value in declared.items() if value is not None and key not in _SECRET_SOURCES}
+    if any(source in declared for source in _SECRET_SOURCES):  # the webhook function's secret
+        env["STRIPE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     env["AWS_LAMBDA_FUNCTION_NAME"] = logical_id
     return FunctionConfig(logical_id, REPO_ROOT / str(props["CodeUri"]), module, name, env)
 

@@ -5,11 +5,10 @@ metrics go, is redirected to .bench/licensing-stdout.log); results are written a
 
     python -m bench.licensing --layer-python .bench/layer/python --out .bench/licensing.json
 
-Same method as bench.dynamo: the real functions/licensing_api/app.py, loaded with importlib
-under a unique name, runs against moto.server.ThreadedMotoServer on 127.0.0.1
-(AWS_ENDPOINT_URL) with the tables template.yaml declares, and requests are counted where
-botocore puts them on the wire (``Endpoint._send``). Usage checks are API Gateway HTTP API
-events for ``POST /v1/accounts/{account_id}/usage`` built with devtools.stripe_events.
+Same method as bench.dynamo (see bench.harness): the real functions/licensing_api/app.py runs
+in-process against moto's server with the tables template.yaml declares, requests counted on the
+wire. Usage checks are API Gateway HTTP API events for ``POST /v1/accounts/{account_id}/usage``
+built with devtools.stripe_events.
 
 The layer is built for python3.13/aarch64. Its one compiled distribution, pydantic_core, cannot
 load on this interpreter, so the host's build of the same version is imported before the layer
@@ -18,19 +17,14 @@ goes on sys.path (the versions must match); everything else comes from the layer
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import importlib.machinery
-import importlib.util
 import json
-import logging
 import math
-import os
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,17 +33,13 @@ from typing import Any
 
 from bench import (
     LICENSING_FUNCTION_DIR,
-    REPO_ROOT,
-    TEMPLATE_PATH,
     USAGE_CHECK_KEYED_MAX_REQUESTS,
     USAGE_CHECK_REPLAY_MAX_REQUESTS,
     USAGE_CHECK_REQUESTS,
-    mean,
     median,
-    summary_ms,
 )
-from bench.dynamo import LambdaContext, RequestCounter, Window
-from bench.environment import LAMBDA_ENV, BenchError, FunctionConfig
+from bench.environment import BenchError
+from bench.harness import FunctionBench, Window, child_main, deploy, moto_server, scenario_result
 
 FEATURE = "api_calls"  # FREE: quota 1000 a month; quantity 1 crosses 80 % only at the 800th check
 NO_THRESHOLD_BELOW = 80  # percent: the lowest threshold that costs an extra write
@@ -58,40 +48,6 @@ HEADERS = {"content-type": "application/json"}
 
 
 # ------------------------------------------------------------------------ environment
-
-
-def licensing_function(tables: dict[str, str]) -> FunctionConfig:
-    """The licensing function as template.yaml deploys it (Globals merged, refs resolved)."""
-    from devtools.template import (
-        FUNCTION_TYPE,
-        function_environment,
-        function_properties,
-        load_template,
-        resources_of_type,
-    )
-
-    template = load_template(TEMPLATE_PATH)
-    logical_id = next(
-        (
-            name
-            for name, resource in resources_of_type(template, FUNCTION_TYPE).items()
-            if str((resource.get("Properties") or {}).get("CodeUri", ""))
-            .rstrip("/")
-            .endswith(LICENSING_FUNCTION_DIR.name)
-        ),
-        None,
-    )
-    if logical_id is None:
-        raise BenchError(f"no {FUNCTION_TYPE} with CodeUri {LICENSING_FUNCTION_DIR.name}/ in template.yaml")
-    props = function_properties(template, logical_id)
-    module, _, name = str(props.get("Handler", "app.lambda_handler")).rpartition(".")
-    env = {
-        key: value
-        for key, value in function_environment(template, logical_id, resource_refs=tables).items()
-        if value is not None
-    }
-    env["AWS_LAMBDA_FUNCTION_NAME"] = logical_id
-    return FunctionConfig(logical_id, REPO_ROOT / str(props["CodeUri"]), module, name, env)
 
 
 def host_pydantic_core(layer_python: Path) -> dict[str, Any] | None:
@@ -120,20 +76,6 @@ def host_pydantic_core(layer_python: Path) -> dict[str, Any] | None:
     }
 
 
-def load_app(function: FunctionConfig, fresh_container: bool) -> ModuleType:
-    """A new import of the handler module; ``fresh_container`` also re-imports billwatch itself."""
-    if fresh_container:
-        for name in [n for n in sys.modules if n == "billwatch" or n.startswith("billwatch.")]:
-            del sys.modules[name]
-    path = function.code_dir / (function.handler_module.replace(".", "/") + ".py")
-    spec = importlib.util.spec_from_file_location(f"bench_licensing_{uuid.uuid4().hex}", path)
-    if spec is None or spec.loader is None:
-        raise BenchError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _origins(names: tuple[str, ...]) -> dict[str, str]:
     return {name: str(Path(getattr(sys.modules.get(name), "__file__", "") or "?").parent) for name in names}
 
@@ -158,41 +100,20 @@ def usage_event(account: str, request: dict[str, Any]) -> dict[str, Any]:
     return api_gateway_event(body, headers=HEADERS, path=f"/v1/accounts/{account}/usage", method="POST")
 
 
-class Bench:
-    def __init__(
-        self, function: FunctionConfig, counter: RequestCounter, table_roles: dict[str, str]
-    ) -> None:
-        self.function = function
-        self.counter = counter
-        self.table_roles = table_roles
-
-    def role(self, table: str | None) -> str:
-        return self.table_roles.get(table or "", table or "-")
-
-    def table_of(self, role: str) -> str:
-        return next(table for table, name in self.table_roles.items() if name == role)
-
+class Bench(FunctionBench):
     def call(self, app: ModuleType, account: str, request: dict[str, Any]) -> Check:
         event = usage_event(account, request)  # built before the clock starts
-        context = LambdaContext(self.function.logical_id)
-        handler = app.lambda_handler
-        with self.counter.window() as window:
-            started = time.perf_counter()
-            response = handler(event, context)
-            elapsed = time.perf_counter() - started
+        response, window, elapsed = self.counter.timed(app.lambda_handler, event, self.context())
         answer = json.loads(response.get("body") or "{}")
         return Check(account, request, int(response.get("statusCode", 0)), answer, window, elapsed)
 
     def describe(self, check: Check, problem: str | None) -> dict[str, Any]:
-        dynamodb = check.window.dynamodb
         return {
             "account": check.account,
             "request": check.request,
             "status": check.status,
             "answer": check.answer,
-            "dynamodb_requests": len(dynamodb),
-            "sequence": [f"{r.operation}({self.role(r.table)})" for r in dynamodb],
-            "api_calls": len([c for c in check.window.api_calls if c.service == "dynamodb"]),
+            **self.counts(check.window),
             "other_requests": [
                 f"{c.service} {c.operation}" for c in check.window.api_calls if c.service != "dynamodb"
             ],
@@ -208,33 +129,8 @@ class Bench:
         exact: bool = False,
     ) -> dict[str, Any]:
         runs = [self.describe(check, problem) for check, problem in checks]
-        counts = [run["dynamodb_requests"] for run in runs]
         problems = [f"{run['account']} {run['request']}: {run['problem']}" for run in runs if run["problem"]]
-        problems += [
-            f"{run['api_calls']} API calls but {run['dynamodb_requests']} requests on the wire (retries?)"
-            for run in runs
-            if run["api_calls"] != run["dynamodb_requests"]
-        ]
-        if limit is not None and exact:
-            problems += [f"{count} requests, expected exactly {limit}" for count in counts if count != limit]
-        if limit is None:
-            passed = None
-        elif exact:
-            passed = all(count == limit for count in counts) and not problems
-        else:
-            passed = max(counts) <= limit and not problems
-        return {
-            "key": key,
-            "title": title,
-            "limit": limit,
-            "exact": exact,
-            "requests": max(counts),
-            "requests_min": min(counts),
-            "pass": passed,
-            "per_operation_total": dict(Counter(step for run in runs for step in run["sequence"])),
-            "runs": runs,
-            "problems": problems,
-        }
+        return scenario_result(key, title, runs, problems, limit, exact)
 
     def used(self, account: str) -> int:
         """The stored counter, read outside any counting window."""
@@ -250,7 +146,7 @@ class Bench:
     def request_counts(self) -> tuple[list[dict[str, Any]], ModuleType]:
         tag = uuid.uuid4().hex[:6]
         scenarios: list[dict[str, Any]] = []
-        app = load_app(self.function, fresh_container=True)
+        app = self.load_module(fresh_container=True)
 
         cold = self.call(app, f"acct_lic_cold_{tag}", {"feature": FEATURE, "quantity": 1})
         scenarios.append(
@@ -315,51 +211,41 @@ class Bench:
         setup = self.call(app, account, {"feature": FEATURE, "quantity": 799})
         if setup.status != 200 or setup.answer.get("used") != 799:
             raise BenchError(f"setting up 799 uses failed: {setup.status} {setup.answer}")
-        cross = self.call(app, account, {"feature": FEATURE, "quantity": 1})
-        scenarios.append(
-            self.scenario(
+        informational: list[tuple[str, str, dict[str, Any], Callable[[Check], str | None]]] = [
+            (
                 "crossing_80",
                 "check crossing 80 % (799 -> 800 of 1000): +1 write recording the alert - informational",
-                [(cross, allowed(cross, used=800))],
-                None,
-            )
-        )
-        multi = self.call(app, account, {"feature": FEATURE, "quantity": 200})
-        scenarios.append(
-            self.scenario(
+                {"feature": FEATURE, "quantity": 1},
+                lambda check: allowed(check, used=800),
+            ),
+            (
                 "crossing_95_100",
                 "check crossing 90, 95, 100 % (800 -> 1000): +1 write per alert (95, 100) - informational",
-                [(multi, allowed(multi, used=1000))],
-                None,
-            )
-        )
-        denied = self.call(app, account, {"feature": FEATURE, "quantity": 1})
-        scenarios.append(
-            self.scenario(
+                {"feature": FEATURE, "quantity": 200},
+                lambda check: allowed(check, used=1000),
+            ),
+            (
                 "quota_exceeded",
                 "check over the quota (denied, 429; the failed condition returns the item) - informational",
-                [(denied, expect_status(denied, 429))],
-                None,
-            )
-        )
-        boolean = self.call(app, account, {"feature": "sso"})
-        scenarios.append(
-            self.scenario(
+                {"feature": FEATURE, "quantity": 1},
+                lambda check: expect_status(check, 429),
+            ),
+            (
                 "not_in_plan",
                 "feature without a quota, not in the plan (sso on FREE: a read, 403) - informational",
-                [(boolean, expect_status(boolean, 403))],
-                None,
-            )
-        )
-        invalid = self.call(app, account, {"feature": FEATURE, "quantity": 0})
-        scenarios.append(
-            self.scenario(
+                {"feature": "sso"},
+                lambda check: expect_status(check, 403),
+            ),
+            (
                 "invalid",
                 "invalid request (quantity 0: 400 before any request) - informational",
-                [(invalid, expect_status(invalid, 400))],
-                None,
-            )
-        )
+                {"feature": FEATURE, "quantity": 0},
+                lambda check: expect_status(check, 400),
+            ),
+        ]
+        for key, title, request, verdict in informational:  # in this order, on the same account
+            check = self.call(app, account, request)
+            scenarios.append(self.scenario(key, title, [(check, verdict(check))], None))
         return scenarios, app
 
     # -------------------------------------------------------------- warm timing
@@ -380,26 +266,7 @@ class Bench:
         raw_self_check = raw.verify_condition(tag)
         request = {"feature": FEATURE, "quantity": 1}
         sequence = {"handler": 0}
-        results: dict[str, list] = {
-            key: []
-            for key in (
-                "handler",
-                "handler_api",
-                "handler_wire",
-                "handler_requests",
-                "raw",
-                "raw_api",
-                "raw_wire",
-                "raw_requests",
-                "unexpected",
-            )
-        }
-        steps: dict[str, dict[str, list[tuple[float, int]]]] = {"handler": {}, "raw": {}}
-
-        def record_steps(side: str, window: Window) -> None:
-            for wire in window.dynamodb:
-                key = f"{wire.operation}({self.role(wire.table)})"
-                steps[side].setdefault(key, []).append((wire.seconds, wire.body_bytes))
+        timing = self.new_warm_timing()
 
         def handler_check() -> Check:
             account = handler_accounts[sequence["handler"] % pool]
@@ -409,46 +276,16 @@ class Bench:
                 None if len(check.window.dynamodb) == 1 else f"{len(check.window.dynamodb)} requests"
             )
             if problem:
-                results["unexpected"].append(problem)
+                timing.unexpected(problem)
             return check
 
-        def handler_batch(count: int, record: bool) -> None:
-            for _ in range(count):
-                check = handler_check()
-                if record:
-                    record_steps("handler", check.window)
-                    results["handler"].append(check.seconds)
-                    results["handler_api"].append(check.window.api_seconds)
-                    results["handler_wire"].append(check.window.wire_seconds)
-                    results["handler_requests"].append(len(check.window.dynamodb))
+        def handler_call(record: bool) -> tuple[float, Window]:
+            check = handler_check()
+            return check.seconds, check.window
 
-        def raw_batch(count: int, record: bool) -> None:
-            for _ in range(count):
-                with self.counter.window() as window:
-                    started = time.perf_counter()
-                    raw.check()
-                    elapsed = time.perf_counter() - started
-                if record:
-                    record_steps("raw", window)
-                    results["raw"].append(elapsed)
-                    results["raw_api"].append(window.api_seconds)
-                    results["raw_wire"].append(window.wire_seconds)
-                    results["raw_requests"].append(len(window.dynamodb))
-
-        handler_batch(warmup, record=False)
-        raw_batch(warmup, record=False)
-        rounds = math.ceil(checks / batch)
-        batch_ratios = []
-        for index in range(rounds):
-            size = min(batch, checks - index * batch)
-            first, second = (handler_batch, raw_batch) if index % 2 == 0 else (raw_batch, handler_batch)
-            first(size, record=True)
-            second(size, record=True)
-            batch_ratios.append(median(results["handler"][-size:]) / median(results["raw"][-size:]))
-
+        timing.run(handler_call, raw.check, checks, batch, warmup)
         stages, handler_request = self.stage_breakdown(app, handler_check, stage_checks)
         highest = max([self.used(account) for account in handler_accounts] + raw.highest_use())
-        handler_median, raw_median = median(results["handler"]), median(results["raw"])
         return {
             "checks": checks,
             "batch": batch,
@@ -456,30 +293,7 @@ class Bench:
             "accounts_per_side": pool,
             "highest_use_of_an_account": highest,
             "raw_sequence": ["UpdateItem(billing)"],
-            "handler": summary_ms(results["handler"]),
-            "raw": summary_ms(results["raw"]),
-            "ratio_median": round(handler_median / raw_median, 3),
-            "ratio_mean": round(mean(results["handler"]) / mean(results["raw"]), 3),
-            "handler_breakdown_median_ms": _breakdown(results, "handler"),
-            "raw_breakdown_median_ms": _breakdown(results, "raw"),
-            "batch_ratio_median_min_max": [
-                round(median(batch_ratios), 3),
-                round(min(batch_ratios), 3),
-                round(max(batch_ratios), 3),
-            ],
-            "per_request": [
-                {
-                    "request": key,
-                    "handler_ms": _median_ms([seconds for seconds, _ in steps["handler"].get(key, [])]),
-                    "raw_ms": _median_ms([seconds for seconds, _ in steps["raw"].get(key, [])]),
-                    "handler_bytes": _median_int([size for _, size in steps["handler"].get(key, [])]),
-                    "raw_bytes": _median_int([size for _, size in steps["raw"].get(key, [])]),
-                }
-                for key in dict.fromkeys([*steps["handler"], *steps["raw"]])
-            ],
-            "handler_requests_per_check": sorted(set(results["handler_requests"])),
-            "raw_requests_per_check": sorted(set(results["raw_requests"])),
-            "unexpected_outcomes": dict(Counter(results["unexpected"])),
+            **timing.summary("check"),
             "stage_checks": stage_checks,
             "stages_median_ms": stages,
             "handler_request": handler_request,
@@ -560,23 +374,6 @@ def allowed(check: Check, used: int | None = None) -> str | None:
 
 def expect_status(check: Check, status: int) -> str | None:
     return None if check.status == status else f"answer {check.status} {check.answer}, expected {status}"
-
-
-def _breakdown(results: dict[str, list], side: str) -> dict[str, float]:
-    totals, api = results[side], results[f"{side}_api"]
-    return {
-        "in_dynamodb_api_calls": round(median(api) * 1000, 3),
-        "on_the_wire": round(median(results[f"{side}_wire"]) * 1000, 3),
-        "outside_api_calls": round(median([t - a for t, a in zip(totals, api, strict=True)]) * 1000, 3),
-    }
-
-
-def _median_ms(seconds: list[float]) -> float | None:
-    return round(median(seconds) * 1000, 3) if seconds else None
-
-
-def _median_int(values: list[int]) -> int | None:
-    return int(median(values)) if values else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -707,51 +504,17 @@ class RawUsageCheck:
 # ------------------------------------------------------------------------ entry point
 
 
-def _quiet_server_logs() -> None:
-    werkzeug = logging.getLogger("werkzeug")
-    werkzeug.setLevel(logging.ERROR)
-    werkzeug.addHandler(logging.NullHandler())
-
-
 def run(layer_python: Path, checks: int, batch: int, warmup: int) -> dict[str, Any]:
-    sys.dont_write_bytecode = True  # keep the built layer free of __pycache__
-    pydantic_core = host_pydantic_core(layer_python)
-    sys.path.insert(0, str(layer_python))
-    os.environ.update(LAMBDA_ENV)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "STRIPE_WEBHOOK_SECRET"):
-        os.environ.pop(name, None)
-    _quiet_server_logs()
-
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
-
-        import boto3
-
-        from devtools.template import create_tables, load_template
-
-        tables = create_tables(boto3.client("dynamodb"), load_template(TEMPLATE_PATH), prefix="bench-")
-        function = licensing_function(tables)
-        # The template's topic is a resource of its own; give the threshold alerts one on moto.
-        topic = boto3.client("sns").create_topic(Name="bench-usage-events")["TopicArn"]
-        function.environment["USAGE_EVENTS_TOPIC_ARN"] = topic
-        os.environ.update(function.environment)
-        roles = {
-            function.environment["BILLING_TABLE_NAME"]: "billing",
-            function.environment["IDEMPOTENCY_TABLE_NAME"]: "idempotency",
-        }
-        counter = RequestCounter()
-        counter.install()
-        bench = Bench(function, counter, roles)
+    pydantic_core = host_pydantic_core(layer_python)  # before the layer goes on sys.path
+    with moto_server(layer_python, unset=("STRIPE_WEBHOOK_SECRET",)) as endpoint:
+        deployment = deploy(LICENSING_FUNCTION_DIR, extra_env=_usage_events_topic)
+        function = deployment.function
+        bench = Bench(deployment)
         scenarios, app = bench.request_counts()
         warm = bench.warm_timing(app, checks=checks, batch=batch, warmup=warmup)
         return {
-            "endpoint": os.environ["AWS_ENDPOINT_URL"],
-            "tables": tables,
+            "endpoint": endpoint,
+            "tables": deployment.tables,
             "function": {
                 "logical_id": function.logical_id,
                 "code_dir": str(function.code_dir),
@@ -765,21 +528,18 @@ def run(layer_python: Path, checks: int, batch: int, warmup: int) -> dict[str, A
             "scenarios": scenarios,
             "warm": warm,
         }
-    finally:
-        server.stop()
+
+
+def _usage_events_topic() -> dict[str, str]:
+    """The template's topic is a resource of its own; give the threshold alerts one on moto."""
+    import boto3
+
+    topic = boto3.client("sns").create_topic(Name="bench-usage-events")["TopicArn"]
+    return {"USAGE_EVENTS_TOPIC_ARN": topic}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.licensing", description=__doc__.splitlines()[0])
-    parser.add_argument("--layer-python", type=Path, required=True, help="the built layer's python/ dir")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
-    parser.add_argument("--checks", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=20)
-    args = parser.parse_args(argv)
-    results = run(args.layer_python.resolve(), args.checks, args.batch, args.warmup)
-    args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    return 0
+    return child_main("bench.licensing", __doc__, run, "checks", argv)
 
 
 if __name__ == "__main__":
