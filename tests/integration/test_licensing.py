@@ -331,3 +331,10 @@ def test_keyed_checks_race_plain_ones_without_passing_the_limit(aws, licensing) 
         thread.join()
     assert allowed.count(True) == 10
     assert licensing.entitlements("acct_1")["features"]["exports"]["used"] == 10
+
+
+def test_a_grant_lets_one_large_use_through_that_no_base_quota_could(licensing) -> None:
+    licensing.grant("acct_1", "exports", 30)
+    decision = licensing.use("acct_1", "exports", 25)
+    assert (decision.allowed, decision.used, decision.limit) == (True, 25, 40)
+    assert not licensing.use("acct_2", "exports", 25).allowed

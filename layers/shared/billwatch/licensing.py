@@ -472,18 +472,12 @@ class Licensing:
 
     def _check_boolean(self, account_id: str, feature: str) -> UsageDecision:
         """A feature without a quota is on or off: nothing to count."""
-        account = self.load(account_id).account
-        enabled = feature in self.effective_tier(account).features or feature in (
-            account.entitlement_lookup_keys or []
-        )
-        return UsageDecision(enabled, feature, None if enabled else "feature_not_in_plan")
+        return self._decide(self.load(account_id), feature, 1, int(self._clock()))
 
     def _count(self, account_id: str, feature: str, quantity: int) -> UsageDecision:
         now = int(self._clock())
         counter = usage_counter(feature)
         condition = self._within_quota(feature, quantity, now)
-        if condition is None:  # no tier could ever allow this much at once
-            return self._denied_without_write(account_id, feature)
         actions = [counter.add(quantity), BillingAccount.usage_since.set(BillingAccount.usage_since | now)]
         accepted, raw = self._update(account_id, actions, condition)
         if accepted:
@@ -502,14 +496,14 @@ class Licensing:
             False, feature, "quota_exceeded", used, limit, max(0, limit - used), iso(period.end)
         )
 
-    def _within_quota(self, feature: str, quantity: int, now: int) -> Condition | None:
+    def _within_quota(self, feature: str, quantity: int, now: int) -> Condition:
         counter = usage_counter(feature)
         month_start = month_period(now).start
         since = BillingAccount.usage_since
         clauses = []
         for tier in self._catalog.tiers:
             spec = tier.features.get(feature)
-            if spec is None or spec.quota is None or quantity > spec.quota:
+            if spec is None or spec.quota is None:
                 continue
             if tier is self._catalog.default_tier:
                 current = since >= month_start
@@ -518,10 +512,10 @@ class Licensing:
                 current = (subscription_period.exists() & (since >= subscription_period)) | (
                     subscription_period.does_not_exist() & (since >= month_start)
                 )
-            room = counter.does_not_exist() | (counter <= spec.quota - quantity)
+            room = counter <= spec.quota - quantity  # a counter below zero holds extra quota granted
+            if quantity <= spec.quota:
+                room = counter.does_not_exist() | room
             clauses.append(self._on_tier(tier) & (since.does_not_exist() | current) & room)
-        if not clauses:
-            return None
         condition = clauses[0]
         for clause in clauses[1:]:
             condition |= clause
@@ -570,20 +564,6 @@ class Licensing:
             iso(period.end),
             crossed,
             usage.account.usage_since,
-        )
-
-    def _denied_without_write(self, account_id: str, feature: str) -> UsageDecision:
-        usage = self.load(account_id)
-        tier = self.effective_tier(usage.account)
-        spec = tier.features.get(feature)
-        if spec is None or spec.quota is None:
-            return UsageDecision(False, feature, "feature_not_in_plan")
-        now = int(self._clock())
-        period = self.period(tier, usage.account, now)
-        current = usage.account.usage_since is None or usage.account.usage_since >= period.start
-        used, limit = self._used_and_limit(usage, spec, current)
-        return UsageDecision(
-            False, feature, "quota_exceeded", used, limit, max(0, limit - used), iso(period.end)
         )
 
     def _update(self, account_id: str, actions: list, condition: Condition) -> tuple[bool, Any]:
