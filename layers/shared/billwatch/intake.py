@@ -178,6 +178,8 @@ class WebhookIntake:
 
     def _rejected(self, malformed: MalformedEvent, event_type: str) -> MalformedEvent:
         logger.error("Rejected a Stripe event that cannot be read", extra={"reason": str(malformed)})
+        # Counted as received too, so that failed / received stays a rate of at most 100 %.
+        self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=event_type)
         self._metrics.add(Metric.WEBHOOK_FAILED, EventType=event_type, Reason="MalformedEvent")
         self._metrics.flush()
         return malformed

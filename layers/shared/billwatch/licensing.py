@@ -293,7 +293,7 @@ class Licensing:
             decision = self._decide(usage, feature, quantity, now)
             outcome = self._commit(usage, receipt_id, feature, quantity, decision, now)
             if outcome is True:
-                self._account_for(account_id, decision)
+                self._account_for(account_id, decision, quantity)
                 return decision
             if outcome is not False:  # the same key was committed concurrently: its answer stands
                 return self._replay(outcome, feature, quantity)
@@ -422,16 +422,18 @@ class Licensing:
             if counted
             else self._check_boolean(account_id, feature)
         )
-        self._account_for(account_id, decision)
+        self._account_for(account_id, decision, quantity)
         return decision
 
-    def _account_for(self, account_id: str, decision: UsageDecision) -> None:
+    def _account_for(self, account_id: str, decision: UsageDecision, quantity: int) -> None:
         """The metrics and announcements of a decision that was made for the first time."""
         feature = decision.feature
         label = feature if any(feature in t.features for t in self._catalog.tiers) else OTHER_FEATURE
         self._metrics.add(
             Metric.QUOTA_CHECK, Feature=label, Result="allowed" if decision.allowed else "denied"
         )
+        if decision.allowed and decision.limit is not None:
+            self._metrics.add(Metric.USAGE_COUNTED, quantity, Feature=label)
         for threshold in decision.crossed_thresholds:
             if threshold in LIMIT_HIT_THRESHOLDS:
                 self._metrics.add(Metric.LIMIT_HIT, Threshold=str(threshold))

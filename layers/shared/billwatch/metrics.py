@@ -1,7 +1,9 @@
 """Every metric billwatch emits, with its unit and dimensions, in one place.
 
-Each metric is published with the dimension set ``[service]`` (the aggregate that alarms use)
-and, when it has labels, also ``[service, *labels]``. Labels are low-cardinality by rule:
+Each metric is published with the dimension set ``[service]`` (the aggregate that alarms use),
+``[service, *rollup]`` for each rollup (a subset of its labels that a rate or a dashboard needs
+on its own), and, when it has labels, ``[service, *labels]``. CloudWatch matches a dimension set
+exactly, so an alarm can only read a set listed here. Labels are low-cardinality by rule:
 account and customer ids go into EMF metadata, never into a dimension.
 """
 
@@ -40,15 +42,30 @@ class Metric(StrEnum):
     QUOTA_RESET_SUCCEEDED = "QuotaResetSucceeded"
     QUOTA_RESET_FAILED = "QuotaResetFailed"
     QUOTA_RESET_ACCOUNTS = "QuotaResetAccounts"
+    USAGE_COUNTED = "UsageCounted"
+    STRIPE_API_ERROR = "StripeApiError"
+    HEALTH_CHECK = "HealthCheck"
+    HEALTH_CHECK_LATENCY = "HealthCheckLatency"
+    HEALTH_PROBE_RUN = "HealthProbeRun"
+    TIME_SINCE_LAST_WEBHOOK = "TimeSinceLastWebhook"
+    WEBHOOKS_STALLED = "WebhooksStalled"
+    DEAD_LETTER_QUEUE_DEPTH = "DeadLetterQueueDepth"
+    ACTIVE_SUBSCRIPTIONS = "ActiveSubscriptions"
 
 
 @dataclass(frozen=True)
 class MetricDefinition:
     unit: MetricUnit
     labels: tuple[str, ...] = ()
+    rollups: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        for rollup in self.rollups:
+            if not set(rollup) < set(self.labels):
+                raise ValueError(f"rollup {rollup} must be a proper subset of the labels {self.labels}")
 
     def dimension_sets(self) -> list[tuple[str, ...]]:
-        sets = [(SERVICE_DIMENSION,)]
+        sets = [(SERVICE_DIMENSION,), *((SERVICE_DIMENSION, *rollup) for rollup in self.rollups)]
         if self.labels:
             sets.append((SERVICE_DIMENSION, *self.labels))
         return sets
@@ -56,7 +73,7 @@ class MetricDefinition:
 
 METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.WEBHOOK_RECEIVED: MetricDefinition(MetricUnit.Count, ("EventType",)),
-    Metric.WEBHOOK_FAILED: MetricDefinition(MetricUnit.Count, ("EventType", "Reason")),
+    Metric.WEBHOOK_FAILED: MetricDefinition(MetricUnit.Count, ("EventType", "Reason"), (("EventType",),)),
     Metric.WEBHOOK_PROCESSING_TIME: MetricDefinition(MetricUnit.Milliseconds),
     Metric.WEBHOOK_DUPLICATE: MetricDefinition(MetricUnit.Count, ("EventType",)),
     Metric.WEBHOOK_SIGNATURE_INVALID: MetricDefinition(MetricUnit.Count),
@@ -70,13 +87,27 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.PAYMENT_FAILED: MetricDefinition(MetricUnit.Count),
     Metric.CHECKOUT_COMPLETED: MetricDefinition(MetricUnit.Count),
     Metric.CHECKOUT_EXPIRED: MetricDefinition(MetricUnit.Count),
-    Metric.QUOTA_CHECK: MetricDefinition(MetricUnit.Count, ("Feature", "Result")),
+    Metric.QUOTA_CHECK: MetricDefinition(MetricUnit.Count, ("Feature", "Result"), (("Result",),)),
     Metric.QUOTA_CONFLICT: MetricDefinition(MetricUnit.Count),
     Metric.LIMIT_HIT: MetricDefinition(MetricUnit.Count, ("Threshold",)),
     Metric.UNAUTHORIZED_ADMIN_ACCESS: MetricDefinition(MetricUnit.Count),
     Metric.QUOTA_RESET_SUCCEEDED: MetricDefinition(MetricUnit.Count),
     Metric.QUOTA_RESET_FAILED: MetricDefinition(MetricUnit.Count),
     Metric.QUOTA_RESET_ACCOUNTS: MetricDefinition(MetricUnit.Count),
+    # Units consumed by allowed checks: what "top features by usage" ranks.
+    Metric.USAGE_COUNTED: MetricDefinition(MetricUnit.Count, ("Feature",)),
+    # Code: rate_limit, authentication, permission, invalid_request, connection or api_error.
+    Metric.STRIPE_API_ERROR: MetricDefinition(MetricUnit.Count, ("Code",)),
+    # 1 healthy, 0 unhealthy, per check of the health probe.
+    Metric.HEALTH_CHECK: MetricDefinition(MetricUnit.Count, ("Check",)),
+    Metric.HEALTH_CHECK_LATENCY: MetricDefinition(MetricUnit.Milliseconds, ("Check",)),
+    # One per scheduled probe run: the dead-man's switch alarms on its absence.
+    Metric.HEALTH_PROBE_RUN: MetricDefinition(MetricUnit.Count),
+    Metric.TIME_SINCE_LAST_WEBHOOK: MetricDefinition(MetricUnit.Seconds),
+    # 1 when no webhook arrived for the stall window inside business hours, else 0.
+    Metric.WEBHOOKS_STALLED: MetricDefinition(MetricUnit.Count),
+    Metric.DEAD_LETTER_QUEUE_DEPTH: MetricDefinition(MetricUnit.Count, ("Queue",)),
+    Metric.ACTIVE_SUBSCRIPTIONS: MetricDefinition(MetricUnit.Count, ("Tier",)),
 }
 
 
@@ -113,14 +144,18 @@ class MetricsRecorder:
         self._points.extend(points)
 
     def flush(self, metadata: Mapping[str, Any] | None = None) -> None:
-        groups: dict[tuple[tuple[str, str], ...], list[MetricPoint]] = {}
+        groups: dict[tuple[Any, ...], list[MetricPoint]] = {}
         for point in self._points:
-            groups.setdefault(tuple(sorted(point.labels.items())), []).append(point)
+            key = (tuple(sorted(point.labels.items())), METRICS[point.metric].rollups)
+            groups.setdefault(key, []).append(point)
         self._points = []
-        for labels, points in groups.items():
+        for (labels, rollups), points in groups.items():
             emf = EphemeralMetrics(namespace=self._namespace, service=self._service)
+            values = dict(labels)
+            for rollup in rollups:
+                emf.add_dimensions(**{SERVICE_DIMENSION: self._service}, **{n: values[n] for n in rollup})
             if labels:
-                emf.add_dimensions(**{SERVICE_DIMENSION: self._service}, **dict(labels))
+                emf.add_dimensions(**{SERVICE_DIMENSION: self._service}, **values)
             for key, value in (metadata or {}).items():
                 emf.add_metadata(key, value)
             for point in points:
