@@ -139,7 +139,8 @@ class Bench(FunctionBench):
         scenarios.append(
             self.scenario(
                 "cold_first_event",
-                "first event in a fresh container (new account W) - informational",
+                "first event in a fresh container (new account W): +1 write for the webhook arrival marker,"
+                " once per container and minute - informational",
                 handler,
                 [
                     factory.subscription(
@@ -219,7 +220,8 @@ class Bench(FunctionBench):
         scenarios.append(
             self.scenario(
                 "cold_established",
-                "fresh container: first event, established account - informational",
+                "fresh container: first event, established account (+1 webhook arrival marker write)"
+                " - informational",
                 fresh,
                 [factory.subscription("customer.subscription.updated", account, customer, sub_id)],
                 "applied",
@@ -337,6 +339,7 @@ class RawImplementation:
             UpdateExpression=(
                 "SET #version = :version, updated_at = :now, created_at = if_not_exists(created_at, :now), "
                 "subscription_id = :sub, subscription_status = :status, tier = :tier, plan_tier = :tier, "
+                "active_tier = :tier, "
                 "price_id = :price, price_lookup_key = :lookup, current_period_start = :start, "
                 "current_period_end = :end, cancel_at_period_end = :cancel REMOVE trial_end ADD revision :one"
             ),

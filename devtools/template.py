@@ -259,3 +259,31 @@ def function_environment(
         else:
             env[name] = None
     return env
+
+
+# -------------------------------------------------------------------------- alarms
+
+ALARM_TYPE = "AWS::CloudWatch::Alarm"
+COMPOSITE_ALARM_TYPE = "AWS::CloudWatch::CompositeAlarm"
+DASHBOARD_TYPE = "AWS::CloudWatch::Dashboard"
+QUERY_DEFINITION_TYPE = "AWS::Logs::QueryDefinition"
+
+
+def resolved_properties(
+    template: Mapping[str, Any], resource_type: str, parameters: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Logical id -> Properties of every resource of a type, with the intrinsics worked out.
+
+    Parameters take their Default unless overridden. A Ref to a resource stands for its logical
+    id, so an alarm's name in a composite AlarmRule is the alarm's logical id, and a dimension
+    such as ``FunctionName: !Ref WebhookIntakeFunction`` reads ``WebhookIntakeFunction``;
+    ``!GetAtt A.B`` reads ``A.B``.
+    """
+    from devtools.alarm_evaluator import resolve
+
+    values = parameter_values(template, parameters)
+    refs = {logical_id: logical_id for logical_id in template.get("Resources") or {}}
+    return {
+        logical_id: resolve(resource.get("Properties") or {}, values, refs)
+        for logical_id, resource in resources_of_type(template, resource_type).items()
+    }

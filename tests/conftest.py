@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
-from moto.core.responses import BaseResponse
 
-from devtools.template import create_tables, load_template
-from tests.support import ROOT, WEBHOOK_SECRET, CurrentStdout, MetricsCapture, WebhookClient, load_handler
+from devtools.template import load_template
+from tests.support import (
+    ROOT,
+    WEBHOOK_SECRET,
+    CurrentStdout,
+    FakeStripeApi,
+    MetricsCapture,
+    WebhookClient,
+    fake_aws_credentials,
+    fake_stripe_api,
+    load_handler,
+    moto_with_tables,
+)
 
 
 @pytest.fixture(scope="session")
@@ -22,35 +29,12 @@ def template() -> dict[str, Any]:
 
 @pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "STRIPE_API_KEY", "WEBHOOK_SECRET_ID"):
-        monkeypatch.delenv(name, raising=False)
+    fake_aws_credentials(monkeypatch)
 
 
 @pytest.fixture
 def aws(aws_credentials: None, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    # DynamoDB applies each request atomically; moto's in-process backend does not lock, so
-    # concurrent conditional writes could interleave inside it. One request at a time restores
-    # the guarantee the code relies on, which is what the concurrency tests are about.
-    original = BaseResponse.call_action
-    lock = threading.Lock()
-
-    def atomic_call_action(self: BaseResponse) -> Any:
-        with lock:
-            return original(self)
-
-    monkeypatch.setattr(BaseResponse, "call_action", atomic_call_action)
-    with mock_aws():
-        names = create_tables(boto3.client("dynamodb"), template)
-        monkeypatch.setenv("BILLING_TABLE_NAME", names["BillingStateTable"])
-        monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", names["IdempotencyTable"])
+    with moto_with_tables(template, monkeypatch) as names:
         yield names
 
 
@@ -88,3 +72,10 @@ def aws_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(BaseClient, "_make_api_call", counting)
     return calls
+
+
+@pytest.fixture
+def stripe_api() -> Iterator[FakeStripeApi]:
+    """A stand-in for the Stripe API on 127.0.0.1 (point STRIPE_API_BASE at its url)."""
+    with fake_stripe_api() as server:
+        yield server

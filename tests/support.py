@@ -5,15 +5,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
+from moto.core.responses import BaseResponse
 
 from devtools import stripe_events as se
 from devtools.signing import stripe_signature_header
+from devtools.template import create_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_test_primary"
@@ -141,3 +149,91 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class FakeStripeApi(ThreadingHTTPServer):
+    """The Stripe API's subscription reads, on 127.0.0.1; ``failure`` makes every request fail."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _StripeHandler)
+        self.subscriptions: dict[str, dict] = {}
+        self.failure: tuple[int, dict] | None = None  # (HTTP status, Stripe error object)
+        self.requests: list[tuple[str, str]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _StripeHandler(BaseHTTPRequestHandler):
+    server: FakeStripeApi
+
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, self.headers.get("Authorization", "")))
+        path = self.path.partition("?")[0]
+        subscription_id = path.removeprefix("/v1/subscriptions").strip("/")
+        if self.server.failure:
+            status, error = self.server.failure
+            body = {"error": error}
+        elif not subscription_id:
+            status, body = 200, {"object": "list", "data": [], "has_more": False, "url": "/v1/subscriptions"}
+        elif subscription_id in self.server.subscriptions:
+            status, body = 200, self.server.subscriptions[subscription_id]
+        else:
+            missing = {"type": "invalid_request_error", "message": "No such subscription"}
+            status, body = 404, {"error": missing}
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+@contextmanager
+def fake_stripe_api() -> Iterator[FakeStripeApi]:
+    server = FakeStripeApi()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "STRIPE_API_KEY", "WEBHOOK_SECRET_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@contextmanager
+def moto_with_tables(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto's in-process AWS with the template's tables; yields logical id -> table name."""
+    # DynamoDB applies each request atomically; moto's in-process backend does not lock, so
+    # concurrent conditional writes could interleave inside it. One request at a time restores
+    # the guarantee the code relies on, which is what the concurrency tests are about.
+    original = BaseResponse.call_action
+    lock = threading.Lock()
+
+    def atomic_call_action(self: BaseResponse) -> Any:
+        with lock:
+            return original(self)
+
+    monkeypatch.setattr(BaseResponse, "call_action", atomic_call_action)
+    with mock_aws():
+        names = create_tables(boto3.client("dynamodb"), template)
+        monkeypatch.setenv("BILLING_TABLE_NAME", names["BillingStateTable"])
+        monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", names["IdempotencyTable"])
+        yield names

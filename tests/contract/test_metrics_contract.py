@@ -1,67 +1,305 @@
-"""Alarms and dashboards in template.yaml may only use metrics and dimension sets the code emits."""
+"""Alarms and dashboards may only read metrics the functions really emit.
+
+The functions run over events that take every path that emits a metric (moto behind them, a
+Stripe stand-in on 127.0.0.1), and their EMF output is the list of what exists: namespace,
+metric name and exact dimension set, with the dimension values. Every metric an alarm or a
+dashboard widget names must be in it; AWS's own metrics must name resources of the right kind.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
 
-from billwatch.metrics import METRICS, Metric
+from billwatch.licensing import Licensing
+from billwatch.metrics import METRICS, SERVICE_DIMENSION
+from billwatch.models import BillingAccount
+from devtools import stripe_events as se
+from devtools.template import ALARM_TYPE, DASHBOARD_TYPE, parameter_values, resolved_properties
+from tests.scenarios import OUTSIDER, DynamoDBOutage, Scenario
+from tests.support import ROOT, WEBHOOK_SECRET, fake_aws_credentials, fake_stripe_api, moto_with_tables
 
-EMITTED = {metric.value: {frozenset(s) for s in METRICS[metric].dimension_sets()} for metric in Metric}
+Dimensions = frozenset[tuple[str, str | None]]  # None: any value (a SEARCH over that dimension)
+
+# AWS's metrics that alarms may read, and the resource type each dimension must name.
+AWS_METRICS: dict[str, tuple[set[str], dict[str, str]]] = {
+    "AWS/Lambda": ({"Errors", "Throttles"}, {"FunctionName": "AWS::Serverless::Function"}),
+    "AWS/ApiGateway": ({"5xx", "4xx"}, {"ApiId": "AWS::Serverless::HttpApi"}),
+    "AWS/DynamoDB": ({"ReadThrottleEvents", "WriteThrottleEvents"}, {"TableName": "AWS::DynamoDB::Table"}),
+    "AWS/SQS": ({"ApproximateNumberOfMessagesVisible"}, {"QueueName": "AWS::SQS::Queue"}),
+    "AWS/SNS": ({"NumberOfNotificationsFailed"}, {"TopicName": "AWS::SNS::Topic"}),
+}
 
 
-def metric_references(template: dict[str, Any]) -> list[tuple[str, str, frozenset[str]]]:
-    """(where, metric name, dimension names) for every metric an alarm or dashboard reads."""
-    found = []
-    for logical_id, resource in (template.get("Resources") or {}).items():
-        props = resource.get("Properties") or {}
-        if resource.get("Type") == "AWS::CloudWatch::Alarm":
-            queries = (
-                [{"MetricStat": {"Metric": props}}] if props.get("MetricName") else props.get("Metrics", [])
-            )
-            for query in queries:
-                metric = (query.get("MetricStat") or {}).get("Metric")
-                if metric and metric.get("MetricName"):
-                    dims = frozenset(d["Name"] for d in metric.get("Dimensions", []))
-                    found.append((logical_id, metric["MetricName"], dims))
-        if resource.get("Type") == "AWS::CloudWatch::Dashboard":
-            body = props.get("DashboardBody")
-            if isinstance(body, str):
-                for widget in json.loads(body).get("widgets", []):
-                    for row in (widget.get("properties") or {}).get("metrics", []):
-                        names = [item for item in row if isinstance(item, str)]
-                        if len(names) >= 2 and not names[0].startswith("."):
-                            found.append((logical_id, names[1], frozenset(names[2::2])))
+@dataclass(frozen=True)
+class Emitted:
+    namespace: str
+    name: str
+    dimensions: frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Reference:
+    where: str
+    namespace: str
+    name: str
+    dimensions: Dimensions
+
+
+# ------------------------------------------------------------------- what the code emits
+
+
+def _emitted(documents: list[dict[str, Any]]) -> set[Emitted]:
+    found = set()
+    for document in documents:
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                for dimension_set in directive["Dimensions"]:
+                    dims = frozenset((name, str(document[name])) for name in dimension_set)
+                    found.add(Emitted(directive["Namespace"], metric["Name"], dims))
     return found
 
 
-def mismatches(template: dict[str, Any], namespace_metrics: dict[str, set[frozenset[str]]]) -> list[str]:
-    return [
-        f"{where}: {name} with dimensions {sorted(dims)} is not emitted by billwatch.metrics"
-        for where, name, dims in metric_references(template)
-        if dims not in namespace_metrics.get(name, set())
-    ]
+def exercise_every_metric_path(scenario: Scenario, monkeypatch: pytest.MonkeyPatch, stripe: Any) -> None:
+    """Events down every path that emits a metric; what they emit lands in ``scenario``."""
+    samples = sorted((ROOT / "events").glob("*.json")) + sorted((ROOT / "events" / "legacy").glob("*.json"))
+    for path in samples:
+        assert scenario.webhook(json.loads(path.read_text())) == 200, path.name
+    assert scenario.webhook(json.loads(samples[0].read_text())) == 200  # a duplicate
+    stale = se.subscription(id="sub_demo", customer="cus_demo", metadata={"account_id": "acct_demo"})
+    assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1)) == 200
+    assert scenario.webhook(se.event("customer.updated", se.customer(id="cus_demo"))) == 200  # unhandled
+    assert scenario.webhook_with_bad_signature() == 400
+    assert scenario.malformed_webhook() == 400
+    outage = DynamoDBOutage(monkeypatch, {"UpdateItem", "Scan"})
+    with outage.during():
+        assert scenario.webhook(se.event("invoice.paid", se.invoice(customer="cus_demo"))) == 503
+
+    for quantity, status in ((8, 200), (1, 200), (1, 200), (1, 429)):  # 80, 90, 95 + 100 %, denied
+        assert scenario.usage("acct_quota", "exports", quantity) == status
+    assert scenario.usage("acct_quota", "sso") == 403
+    with pytest.MonkeyPatch.context() as concurrent:
+        original_read = Licensing._read_with_receipt
+
+        def read_while_another_request_counts(self: Licensing, account_id: str, receipt_id: str) -> Any:
+            read = original_read(self, account_id, receipt_id)
+            if receipt_id.endswith("#contended"):
+                self.use(account_id, "api_calls", 1)
+            return read
+
+        concurrent.setattr(Licensing, "_read_with_receipt", read_while_another_request_counts)
+        assert scenario.usage("acct_busy", "api_calls", 1, key="contended") in (200, 503)
+    assert scenario.licensing("POST", "/admin/accounts/acct_quota/usage-reset", caller=OUTSIDER) == 403
+
+    BillingAccount("acct_due", usage_since=1_700_000_000).save()
+    assert scenario.quota_reset_segment("2026-11-02T00")["reset"] == 1
+    with outage.during(), pytest.raises(Exception, match="Rate exceeded"):
+        scenario.quota_reset_segment("2026-11-02T01")
+
+    for failure in (None, (429, {"type": "invalid_request_error", "code": "rate_limit", "message": "Slow"})):
+        stripe.failure = failure
+        scenario.scheduled("health_probe")
 
 
-def test_template_alarms_and_dashboards_read_what_the_code_emits(template) -> None:
-    assert mismatches(template, EMITTED) == []
+@pytest.fixture(scope="module")
+def emitted(template: dict[str, Any]) -> Iterator[set[Emitted]]:
+    with pytest.MonkeyPatch.context() as monkeypatch, fake_stripe_api() as stripe:
+        fake_aws_credentials(monkeypatch)
+        monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        monkeypatch.setenv("STRIPE_API_KEY", "rk_test_probe")
+        monkeypatch.setenv("STRIPE_API_BASE", stripe.url)
+        with moto_with_tables(template, monkeypatch):
+            sqs = boto3.client("sqs")
+            for variable, name in (("WEBHOOK_DLQ_URL", "webhook-dlq"), ("QUOTA_RESET_DLQ_URL", "reset-dlq")):
+                monkeypatch.setenv(variable, sqs.create_queue(QueueName=name)["QueueUrl"])
+            scenario = Scenario(monkeypatch, start=time.time())
+            exercise_every_metric_path(scenario, monkeypatch, stripe)
+            yield _emitted([document for _, document in scenario.documents])
+
+
+# ------------------------------------------------------------- what the template reads
+
+
+def _dimensions(entries: list[dict[str, str]]) -> Dimensions:
+    return frozenset((entry["Name"], entry["Value"]) for entry in entries)
+
+
+def _alarm_references(logical_id: str, props: dict[str, Any]) -> list[Reference]:
+    if props.get("MetricName"):
+        return [
+            Reference(
+                logical_id, props["Namespace"], props["MetricName"], _dimensions(props.get("Dimensions", []))
+            )
+        ]
+    found = []
+    for query in props.get("Metrics", []):
+        metric = (query.get("MetricStat") or {}).get("Metric")
+        if metric:
+            found.append(
+                Reference(
+                    f"{logical_id}.{query['Id']}",
+                    metric["Namespace"],
+                    metric["MetricName"],
+                    _dimensions(metric.get("Dimensions", [])),
+                )
+            )
+    return found
+
+
+_SEARCH = re.compile(r"SEARCH\('\{(?P<schema>[^}]*)\}(?P<terms>[^']*)'")
+_TERM = re.compile(r'(\w+)="([^"]*)"')
+_SELECT = re.compile(
+    r'SELECT \w+\((?P<metric>\w+)\) FROM SCHEMA\("(?P<namespace>[^"]+)", (?P<dims>[\w, ]+)\)'
+)
+
+
+def _expression_references(where: str, expression: str) -> list[Reference]:
+    if match := _SEARCH.search(expression):
+        namespace, *names = [part.strip() for part in match["schema"].split(",")]
+        terms = dict(_TERM.findall(match["terms"]))
+        metric = terms.pop("MetricName")
+        assert set(terms) <= set(names), f"{where}: SEARCH filters on a dimension outside its schema"
+        return [Reference(where, namespace, metric, frozenset((n, terms.get(n)) for n in names))]
+    if match := _SELECT.search(expression):
+        names = [part.strip() for part in match["dims"].split(",")]
+        return [Reference(where, match["namespace"], match["metric"], frozenset((n, None) for n in names))]
+    assert "SEARCH" not in expression and "SELECT" not in expression, f"{where}: cannot read {expression}"
+    return []  # metric math over the widget's own rows
+
+
+def _dashboard_references(logical_id: str, body: str) -> list[Reference]:
+    found = []
+    for index, widget in enumerate(json.loads(body)["widgets"]):
+        where = f"{logical_id}.widgets[{index}]"
+        for row in (widget.get("properties") or {}).get("metrics", []):
+            names = [item for item in row if not isinstance(item, dict)]
+            options = next((item for item in row if isinstance(item, dict)), {})
+            if not names:
+                found += _expression_references(where, options["expression"])
+                continue
+            assert "." not in names and "..." not in names, f"{where}: spell rows out in full"
+            namespace, metric, *pairs = names
+            found.append(
+                Reference(where, namespace, metric, frozenset(zip(pairs[::2], pairs[1::2], strict=True)))
+            )
+    return found
+
+
+def template_references(template: dict[str, Any]) -> list[Reference]:
+    references = []
+    for logical_id, props in resolved_properties(template, ALARM_TYPE).items():
+        references += _alarm_references(logical_id, props)
+    for logical_id, props in resolved_properties(template, DASHBOARD_TYPE).items():
+        references += _dashboard_references(logical_id, props["DashboardBody"])
+    return references
+
+
+def _matches(reference: Reference, emitted: Emitted) -> bool:
+    return (
+        emitted.namespace == reference.namespace
+        and emitted.name == reference.name
+        and {name for name, _ in emitted.dimensions} == {name for name, _ in reference.dimensions}
+        and all(value is None or (name, value) in emitted.dimensions for name, value in reference.dimensions)
+    )
+
+
+def mismatches(template: dict[str, Any], emitted: set[Emitted]) -> list[str]:
+    own_namespace = parameter_values(template)["MetricsNamespace"]
+    resources = template["Resources"]
+    problems = []
+    for ref in template_references(template):
+        if ref.namespace in AWS_METRICS:
+            names, dimension_types = AWS_METRICS[ref.namespace]
+            if ref.name not in names:
+                problems.append(f"{ref.where}: {ref.namespace} has no metric {ref.name} we alarm on")
+            for name, value in ref.dimensions:
+                wanted = dimension_types.get(name)
+                target = resources.get((value or "").split(".")[0], {}).get("Type")
+                if wanted is None or target != wanted:
+                    problems.append(f"{ref.where}: dimension {name}={value} does not name a {wanted}")
+        elif ref.namespace != own_namespace:
+            problems.append(f"{ref.where}: namespace {ref.namespace} is neither billwatch's nor AWS's")
+        elif not any(_matches(ref, item) for item in emitted):
+            dims = ", ".join(f"{n}={v or '*'}" for n, v in sorted(ref.dimensions, key=lambda pair: pair[0]))
+            problems.append(f"{ref.where}: nothing emits {ref.name} with exactly [{dims}]")
+    return problems
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_every_metric_the_template_reads_is_emitted(template: dict[str, Any], emitted: set[Emitted]) -> None:
+    references = template_references(template)
+    assert len(references) > 60  # the parsers found the alarms' and the widgets' metrics
+    assert mismatches(template, emitted) == []
+
+
+def test_every_declared_dimension_set_is_really_emitted(emitted: set[Emitted]) -> None:
+    """The catalog in billwatch.metrics promises no set that no code path writes."""
+    missing = []
+    for metric, definition in METRICS.items():
+        for dimension_set in definition.dimension_sets():
+            if not any(
+                e.name == metric.value and {n for n, _ in e.dimensions} == set(dimension_set) for e in emitted
+            ):
+                missing.append(f"{metric.value} {list(dimension_set)}")
+    assert missing == []
+    assert all(e.namespace == "Billwatch" for e in emitted)
+    assert all((SERVICE_DIMENSION, "billwatch") in e.dimensions for e in emitted)
+
+
+def _mutated(template: dict[str, Any], logical_id: str, change: Any) -> dict[str, Any]:
+    copied = copy.deepcopy(template)
+    change(copied["Resources"][logical_id]["Properties"])
+    return copied
+
+
+def _rename_first_metric(props: dict[str, Any], name: str) -> None:
+    next(q for q in props["Metrics"] if "MetricStat" in q)["MetricStat"]["Metric"]["MetricName"] = name
+
+
+def _set_dimension(props: dict[str, Any], value: str) -> None:
+    props["Dimensions"][1]["Value"] = value
+
+
+def _replace_in_body(old: str, new: str) -> Any:
+    def change(props: dict[str, Any]) -> None:
+        assert old in props["DashboardBody"]["Fn::Sub"]
+        props["DashboardBody"]["Fn::Sub"] = props["DashboardBody"]["Fn::Sub"].replace(old, new)
+
+    return change
 
 
 @pytest.mark.parametrize(
-    ("metric", "dimensions", "ok"),
+    ("logical_id", "change", "problem"),
     [
-        ("WebhookReceived", [{"Name": "service", "Value": "billwatch"}], True),
+        ("HighWebhookFailureRate", lambda p: _rename_first_metric(p, "WebhookFailures"), "nothing emits"),
+        ("StripeApiHealthCheckFailing", lambda p: _set_dimension(p, "stripe"), "Check=stripe"),
+        ("StripeApiHealthCheckFailing", lambda p: p["Dimensions"].pop(0), "nothing emits HealthCheck"),
         (
-            "WebhookReceived",
-            [{"Name": "service", "Value": "billwatch"}, {"Name": "EventType", "Value": "x"}],
-            True,
+            "WebhookSignatureFailuresSpike",
+            lambda p: p["Dimensions"].append({"Name": "EventType", "Value": "x"}),
+            "nothing emits",
         ),
-        ("WebhookReceived", [{"Name": "EventType", "Value": "x"}], False),
-        ("WebhookRecieved", [{"Name": "service", "Value": "billwatch"}], False),
+        ("WebhookSignatureFailuresSpike", lambda p: p.update(Namespace="Billing"), "neither"),
+        ("HttpApi5xx", lambda p: p["Dimensions"][0].update(Value={"Ref": "BillingStateTable"}), "ApiId"),
+        ("BillingDashboard", _replace_in_body('"UpgradeLatency"', '"UpgradeLatence"'), "UpgradeLatence"),
+        ("BillingDashboard", _replace_in_body("service,EventType}", "service,Type}"), "Type=*"),
+        ("LicensingDashboard", _replace_in_body('"Result", "denied"', '"Result", "deny"'), "Result=deny"),
+        ("LicensingDashboard", _replace_in_body("service, Feature)", "Feature)"), "UsageCounted"),
     ],
 )
-def test_the_check_catches_a_wrong_alarm(metric: str, dimensions: list, ok: bool) -> None:
-    alarm = {"Type": "AWS::CloudWatch::Alarm", "Properties": {"MetricName": metric, "Dimensions": dimensions}}
-    assert (mismatches({"Resources": {"Probe": alarm}}, EMITTED) == []) is ok
+def test_a_typo_or_a_dimension_mismatch_fails_the_check(
+    template: dict[str, Any], emitted: set[Emitted], logical_id: str, change: Any, problem: str
+) -> None:
+    assert mismatches(template, emitted) == []
+    problems = mismatches(_mutated(template, logical_id, change), emitted)
+    assert len(problems) >= 1 and any(problem in line for line in problems), problems

@@ -638,3 +638,19 @@ def test_make_run_entry_point_serves_and_stops_on_sigterm() -> None:
     assert "stopping the local stack" in text
     assert f"Caller:         {OTHER_CALLER}   (LOCAL_CALLER_ARN from your environment)" in text
     assert "arn:aws:iam::123456789012:role/billwatch-local-admin" in text
+
+
+def test_health_answers_on_the_local_stack(stack: LocalStack) -> None:
+    # No Stripe key and no DLQs locally: those checks are skipped, the rest run against moto.
+    status, headers, body = call(stack.url + "/health", method="GET")
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(body)["checks"]["probe"] == {"status": "failed", "reason": "never_ran"}
+
+    status, _, body = call(stack.url + "/health?deep=1", method="GET")
+    checks = json.loads(body)["checks"]
+    assert status == 200
+    assert checks["stripe_api"] == {"status": "skipped"}
+    assert checks["dead_letter_queues"] == {"status": "skipped"}
+    assert checks["dynamodb"]["status"] == "ok"
+
+    assert call(stack.url + "/health?deep=yes", method="GET")[0] == 400

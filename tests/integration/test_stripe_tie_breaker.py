@@ -4,10 +4,6 @@ The Stripe API is stood in for by a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from billwatch.models import BillingAccount
@@ -15,46 +11,6 @@ from devtools import stripe_events as se
 from tests.support import WebhookClient, load_handler
 
 CREATED = 1_760_000_000
-
-
-class FakeStripeApi(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _StripeHandler)
-        self.subscriptions: dict[str, dict] = {}
-        self.requests: list[tuple[str, str]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _StripeHandler(BaseHTTPRequestHandler):
-    server: FakeStripeApi
-
-    def do_GET(self) -> None:
-        self.server.requests.append((self.path, self.headers.get("Authorization", "")))
-        subscription_id = self.path.removeprefix("/v1/subscriptions/")
-        found = self.server.subscriptions.get(subscription_id)
-        body = found or {"error": {"type": "invalid_request_error", "message": "No such subscription"}}
-        payload = json.dumps(body).encode()
-        self.send_response(200 if found else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_args) -> None:
-        pass
-
-
-@pytest.fixture
-def stripe_api():
-    server = FakeStripeApi()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -105,3 +61,5 @@ def test_an_api_failure_falls_back_to_the_lifecycle_order(webhooks_with_api, str
     warnings = [log for log in metrics.logs() if log["level"] == "WARNING"]
     assert any("same-second" in log["message"] for log in warnings)
     assert "rk_test_local_readonly" not in "\n".join(metrics.lines)
+    # The 404 of the missing subscription counts as a Stripe API error.
+    assert metrics.total("StripeApiError", Code="invalid_request") == 1

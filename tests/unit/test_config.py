@@ -39,6 +39,13 @@ def test_comma_separated_secrets_mean_a_roll() -> None:
         ({"STRIPE_WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET_ID"),
         ({"WEBHOOK_SECRET_ID": "arn:aws:secretsmanager:x"}, "exactly one"),
         ({"PLAN_CATALOG_PATH": "a.json", "PLAN_CATALOG_PARAMETER": "/p"}, "PLAN_CATALOG_PATH"),
+        ({"BUSINESS_HOURS": "weekdays"}, "BUSINESS_HOURS"),
+        ({"BUSINESS_HOURS": "Mon-Fri 18:00-09:00"}, "BUSINESS_HOURS"),
+        ({"BUSINESS_TIMEZONE": "Mars/Olympus_Mons"}, "BUSINESS_TIMEZONE"),
+        ({"BUSINESS_TIMEZONE": "../etc/passwd"}, "BUSINESS_TIMEZONE"),
+        ({"WEBHOOK_STALL_SECONDS": "10"}, "WEBHOOK_STALL_SECONDS"),
+        ({"HEALTH_PROBE_INTERVAL_MINUTES": "0"}, "HEALTH_PROBE_INTERVAL_MINUTES"),
+        ({"QUOTA_RESET_GRACE_SECONDS": "soon"}, "QUOTA_RESET_GRACE_SECONDS"),
     ],
 )
 def test_a_bad_value_names_itself(overrides: dict, named: str) -> None:
@@ -50,3 +57,13 @@ def test_errors_never_echo_a_secret() -> None:
     with pytest.raises(ConfigError) as error:
         load_settings({**BASE, "STRIPE_WEBHOOK_SECRET": "not_a_whsec_supersecretvalue"})
     assert "supersecretvalue" not in str(error.value)
+
+
+def test_health_probe_defaults() -> None:
+    settings = load_settings(BASE)
+    assert settings.webhook_stall_seconds == 6 * 3600
+    assert settings.quota_reset_grace_seconds == 1800
+    assert settings.health_probe_interval_seconds == 60
+    assert settings.business_hours.zone.key == "America/New_York"
+    assert settings.business_hours.days == frozenset(range(5))
+    assert settings.webhook_dlq_url is None and settings.quota_reset_dlq_url is None

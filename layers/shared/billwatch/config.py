@@ -10,6 +10,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from billwatch.business_hours import BusinessHours, BusinessHoursError, parse_business_hours
 
 # Stripe retries a failed webhook delivery for up to three days in live mode; an idempotency
 # record that expired earlier would let a late retry apply the event a second time.
@@ -41,6 +44,12 @@ class Settings:
     admin_role_arns: tuple[str, ...]
     usage_events_topic_arn: str | None
     quota_reset_segments: int
+    quota_reset_grace_seconds: int
+    business_hours: BusinessHours
+    webhook_stall_seconds: int
+    health_probe_interval_seconds: int
+    webhook_dlq_url: str | None
+    quota_reset_dlq_url: str | None
 
     @property
     def stripe_api_configured(self) -> bool:
@@ -85,6 +94,21 @@ def _role_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return arns
 
 
+def _business_hours(env: Mapping[str, str]) -> BusinessHours:
+    zone_name = _optional(env, "BUSINESS_TIMEZONE") or "America/New_York"
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"BUSINESS_TIMEZONE must be an IANA time zone like America/New_York, got {zone_name!r}"
+        ) from None
+    spec = _optional(env, "BUSINESS_HOURS") or "Mon-Fri 09:00-18:00"
+    try:
+        return parse_business_hours(spec, zone)
+    except BusinessHoursError as error:
+        raise ConfigError(f"BUSINESS_HOURS: {error}, got {spec!r}") from None
+
+
 def parse_webhook_secrets(raw: str, source: str) -> tuple[str, ...]:
     """Several comma-separated secrets mean a secret roll is in progress."""
     secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -127,6 +151,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         admin_role_arns=_role_arns(env, "ADMIN_ROLE_ARNS"),
         usage_events_topic_arn=_optional(env, "USAGE_EVENTS_TOPIC_ARN"),
         quota_reset_segments=_integer(env, "QUOTA_RESET_SEGMENTS", default=8, minimum=1),
+        quota_reset_grace_seconds=_integer(env, "QUOTA_RESET_GRACE_SECONDS", default=1800, minimum=0),
+        business_hours=_business_hours(env),
+        webhook_stall_seconds=_integer(env, "WEBHOOK_STALL_SECONDS", default=6 * 3600, minimum=60),
+        health_probe_interval_seconds=60
+        * _integer(env, "HEALTH_PROBE_INTERVAL_MINUTES", default=1, minimum=1),
+        webhook_dlq_url=_optional(env, "WEBHOOK_DLQ_URL"),
+        quota_reset_dlq_url=_optional(env, "QUOTA_RESET_DLQ_URL"),
     )
     sources = [
         name

@@ -22,7 +22,7 @@ from billwatch.models import bind_billing_table
 from billwatch.observability import logger
 from billwatch.plans import PlanCatalog, load_plan_catalog
 from billwatch.signature import SignatureInvalid, verify_signature
-from billwatch.stripe_api import StripeApi
+from billwatch.stripe_api import StripeApi, StripeErrorCode
 from billwatch.stripe_events import (
     AUTHORITATIVE_RANK,
     SUBSCRIPTION_EVENTS,
@@ -31,6 +31,7 @@ from billwatch.stripe_events import (
     parse_event,
     subscription_change,
 )
+from billwatch.webhook_marker import WebhookArrivals
 
 
 class IntakeOutcome(StrEnum):
@@ -77,6 +78,7 @@ class WebhookIntake:
         metrics: MetricsRecorder,
         secrets: Callable[[], tuple[str, ...]],
         stripe_api: StripeApi | None = None,
+        arrivals: WebhookArrivals | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
@@ -84,6 +86,7 @@ class WebhookIntake:
         self._metrics = metrics
         self._secrets = secrets
         self._stripe_api = stripe_api
+        self._arrivals = arrivals or WebhookArrivals()
         self._idempotency_table = idempotency_table
         self._lambda_context: Any = None
 
@@ -148,6 +151,7 @@ class WebhookIntake:
     def receive_trusted(self, event: Any, started: float | None = None) -> IntakeResult:
         """An event whose origin is already established: signed, or delivered by a trusted bus."""
         started = time.perf_counter() if started is None else started
+        self._arrivals.record()
         try:
             parsed = parse_event(event, self._catalog)
         except MalformedEvent as malformed:
@@ -285,14 +289,21 @@ class WebhookIntake:
 
 def build_webhook_intake(settings: Settings) -> WebhookIntake:
     bind_billing_table(settings.billing_table)
+    metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
+
+    def count_stripe_error(code: StripeErrorCode) -> None:
+        metrics.add(Metric.STRIPE_API_ERROR, Code=code.value)
+
     return WebhookIntake(
         settings=settings,
         catalog=load_plan_catalog(settings),
         store=BillingStore(),
         idempotency_table=settings.idempotency_table,
-        metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
+        metrics=metrics,
         secrets=lambda: aws_parameters.webhook_secrets(settings),
-        stripe_api=StripeApi(lambda: aws_parameters.stripe_api_key(settings), settings.stripe_api_base)
+        stripe_api=StripeApi(
+            lambda: aws_parameters.stripe_api_key(settings), settings.stripe_api_base, count_stripe_error
+        )
         if settings.stripe_api_configured
         else None,
     )

@@ -21,7 +21,20 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
+
+
+class ActiveSubscriptionsByTier(GlobalSecondaryIndex):
+    """Sparse: only accounts with a live subscription carry ``active_tier``, so counting a tier
+    reads just those keys instead of scanning the table."""
+
+    class Meta:
+        index_name = "ActiveSubscriptionsByTier"
+        projection = KeysOnlyProjection()
+
+    active_tier = UnicodeAttribute(hash_key=True)
+    pk = UnicodeAttribute(range_key=True)
 
 
 class BillingAccount(Model):
@@ -36,6 +49,7 @@ class BillingAccount(Model):
     subscription_status = UnicodeAttribute(null=True)
     tier = UnicodeAttribute(null=True)
     plan_tier = UnicodeAttribute(null=True)
+    active_tier = UnicodeAttribute(null=True)  # the tier while the subscription is live, else absent
     price_id = UnicodeAttribute(null=True)
     price_lookup_key = UnicodeAttribute(null=True)
     current_period_start = NumberAttribute(null=True)
@@ -68,6 +82,8 @@ class BillingAccount(Model):
     updated_at = UTCDateTimeAttribute(null=True)
     revision = NumberAttribute(null=True)
 
+    active_subscriptions_by_tier = ActiveSubscriptionsByTier()
+
 
 # The fields each kind of Stripe event owns. An event only ever writes its own group.
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
@@ -76,6 +92,7 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
         "subscription_status",
         "tier",
         "plan_tier",
+        "active_tier",
         "price_id",
         "price_lookup_key",
         "current_period_start",
@@ -107,18 +124,43 @@ class JobCheckpoint(Model):
     finished = BooleanAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
 
+    @staticmethod
+    def key(name: str) -> str:
+        return f"job#{name}"
+
     @classmethod
     def load(cls, name: str) -> JobCheckpoint:
         try:
-            return cls.get(f"job#{name}", consistent_read=True)
+            return cls.get(cls.key(name), consistent_read=True)
         except cls.DoesNotExist:
-            return cls(f"job#{name}")
+            return cls(cls.key(name))
 
     def advance(self, cursor: dict | None, scanned: int, reset: int) -> None:
         self.cursor = json.dumps(cursor) if cursor else None
         self.scanned, self.reset, self.finished = scanned, reset, cursor is None
         self.updated_at = datetime.now(UTC)
         self.save()
+
+
+class WebhookMarker(Model):
+    """When the intake last received a verified webhook: what the health probe's freshness reads."""
+
+    class Meta:
+        table_name = "billing-state"  # replaced by bind_billing_table() at start-up
+
+    pk = UnicodeAttribute(hash_key=True)  # marker#webhook-received
+    received_at = NumberAttribute()  # epoch second; only ever moves forward
+
+
+class HealthSnapshot(Model):
+    """The last scheduled health probe's report, which the shallow GET /health answers from."""
+
+    class Meta:
+        table_name = "billing-state"  # replaced by bind_billing_table() at start-up
+
+    pk = UnicodeAttribute(hash_key=True)  # health#last-probe
+    probed_at = NumberAttribute()  # epoch second
+    report = UnicodeAttribute()  # the report, as JSON
 
 
 class UsageReceipt(Model):
@@ -140,7 +182,7 @@ def bind_idempotency_table(table_name: str) -> None:
 
 
 def bind_billing_table(table_name: str) -> None:
-    for model in (BillingAccount, JobCheckpoint):
+    for model in (BillingAccount, JobCheckpoint, WebhookMarker, HealthSnapshot):
         model.Meta.table_name = table_name
         # A cached connection keeps the table name, endpoint and credentials it was created with.
         model._connection = None

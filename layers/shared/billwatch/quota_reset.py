@@ -62,7 +62,7 @@ class QuotaReset:
         reserve_seconds: float = 30.0,
     ) -> SegmentResult:
         """Sweeps one scan segment, resuming from its checkpoint; stops early when time runs short."""
-        checkpoint = JobCheckpoint.load(f"quota-reset#{run_id}#{segment}")
+        checkpoint = JobCheckpoint.load(segment_checkpoint(run_id, segment))
         if checkpoint.finished:
             return SegmentResult(run_id, segment, True, checkpoint.scanned or 0, checkpoint.reset or 0, None)
         cursor = json.loads(checkpoint.cursor) if checkpoint.cursor else None
@@ -135,6 +135,11 @@ class SegmentDispatcher:
         self._lambda.invoke(
             FunctionName=self._function_name, InvocationType="Event", Payload=json.dumps(payload).encode()
         )
+
+
+def segment_checkpoint(run_id: str, segment: int) -> str:
+    """The JobCheckpoint name of one segment of one run."""
+    return f"quota-reset#{run_id}#{segment}"
 
 
 def run_id_of(scheduled_time: str) -> str:

@@ -1,18 +1,82 @@
-"""Reads from the Stripe API with a restricted, read-only key."""
+"""Reads from the Stripe API with a restricted, read-only key.
+
+Every failed call is classified into a small fixed vocabulary (the ``Code`` of the
+``StripeApiError`` metric) and re-raised as :class:`StripeApiFailure`, whose message holds the
+code only: Stripe's own messages may quote request details.
+"""
 
 from __future__ import annotations
 
+import functools
+import urllib.request
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from stripe import StripeClient
 
+Result = TypeVar("Result")
+
+
+class StripeErrorCode(StrEnum):
+    RATE_LIMIT = "rate_limit"
+    AUTHENTICATION = "authentication"
+    PERMISSION = "permission"
+    INVALID_REQUEST = "invalid_request"
+    CONNECTION = "connection"
+    API_ERROR = "api_error"
+
+
+class StripeApiFailure(Exception):
+    def __init__(self, code: StripeErrorCode) -> None:
+        super().__init__(f"the Stripe API call failed: {code.value}")
+        self.code = code
+
+
+def stripe_error_code(error: Exception) -> StripeErrorCode:
+    """The class of a stripe-python exception; anything unrecognised is an ``api_error``."""
+    import stripe
+
+    for error_class, code in (
+        (stripe.RateLimitError, StripeErrorCode.RATE_LIMIT),  # every 429
+        (stripe.AuthenticationError, StripeErrorCode.AUTHENTICATION),
+        (stripe.PermissionError, StripeErrorCode.PERMISSION),
+        (stripe.InvalidRequestError, StripeErrorCode.INVALID_REQUEST),
+        (stripe.APIConnectionError, StripeErrorCode.CONNECTION),
+        # A read timeout escapes stripe's urllib client as the socket's own TimeoutError.
+        (OSError, StripeErrorCode.CONNECTION),
+    ):
+        if isinstance(error, error_class):
+            return code
+    return StripeErrorCode.API_ERROR
+
+
+class _UrllibWithTimeout:
+    """urllib.request as stripe's urllib client uses it, with a timeout: the client passes none."""
+
+    Request = urllib.request.Request
+    ProxyHandler = urllib.request.ProxyHandler
+    build_opener = staticmethod(urllib.request.build_opener)
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self.urlopen = functools.partial(urllib.request.urlopen, timeout=timeout_seconds)
+
 
 class StripeApi:
-    def __init__(self, api_key: Callable[[], str], api_base: str | None = None) -> None:
+    def __init__(
+        self,
+        api_key: Callable[[], str],
+        api_base: str | None = None,
+        on_error: Callable[[StripeErrorCode], None] | None = None,
+        max_network_retries: int = 2,
+        timeout_seconds: float | None = None,
+    ) -> None:
         self._api_key = api_key
         self._api_base = api_base
+        self._on_error = on_error
+        self._max_network_retries = max_network_retries
+        self._timeout_seconds = timeout_seconds
         self._client: StripeClient | None = None
         self._client_key: str | None = None
 
@@ -20,12 +84,38 @@ class StripeApi:
         key = self._api_key()
         if self._client is None or key != self._client_key:  # the key was rotated
             # Imported here: the client costs ~10 ms of cold start and only same-second ties need it.
-            from stripe import StripeClient
+            from stripe import StripeClient, UrllibClient
 
             addresses = {"api": self._api_base} if self._api_base else None
-            self._client = StripeClient(key, base_addresses=addresses, max_network_retries=2)
+            http_client = (
+                UrllibClient(_lib=_UrllibWithTimeout(self._timeout_seconds))
+                if self._timeout_seconds
+                else None
+            )
+            self._client = StripeClient(
+                key,
+                base_addresses=addresses,
+                max_network_retries=self._max_network_retries,
+                http_client=http_client,
+            )
             self._client_key = key
         return self._client
 
+    def _call(self, request: Callable[[StripeClient], Result]) -> Result:
+        client = self._stripe()
+        import stripe
+
+        try:
+            return request(client)
+        except (stripe.StripeError, OSError) as error:
+            code = stripe_error_code(error)
+            if self._on_error is not None:
+                self._on_error(code)
+            raise StripeApiFailure(code) from error
+
     def subscription(self, subscription_id: str) -> dict[str, Any]:
-        return self._stripe().v1.subscriptions.retrieve(subscription_id).to_dict()
+        return self._call(lambda client: client.v1.subscriptions.retrieve(subscription_id).to_dict())
+
+    def check_access(self) -> None:
+        """The cheapest authenticated call the key's Subscriptions-read permission allows."""
+        self._call(lambda client: client.v1.subscriptions.list(params={"limit": 1}))

@@ -168,6 +168,8 @@ def subscription_change(
             "subscription_status": status,
             "tier": plan_tier.name if live else catalog.default_tier.name,
             "plan_tier": plan_tier.name,
+            # Absent unless live, so the ActiveSubscriptionsByTier index holds live subscriptions only.
+            "active_tier": plan_tier.name if live else None,
             "price_id": price_id,
             "price_lookup_key": lookup_key,
             "current_period_start": period("current_period_start"),

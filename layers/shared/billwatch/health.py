@@ -1,0 +1,397 @@
+"""The health probe: checks of everything billwatch depends on, run on a schedule and on request.
+
+Knows nothing of API Gateway or EventBridge. A scheduled run emits the metrics the alarms read
+and stores its report as a snapshot; the shallow health answer reads that snapshot, the deep one
+runs the checks now (cached briefly, and without metrics, so a public route cannot hammer Stripe
+or skew the alarms).
+
+Reports hold a fixed vocabulary only: check names, statuses, numbers and error codes, never a
+table name, queue URL, key, exception message or trace. The logs carry the details.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import Any, Protocol
+
+from billwatch import aws_parameters
+from billwatch.business_hours import BusinessHours
+from billwatch.config import Settings
+from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
+from billwatch.models import (
+    BillingAccount,
+    HealthSnapshot,
+    JobCheckpoint,
+    UsageReceipt,
+    bind_billing_table,
+    bind_idempotency_table,
+)
+from billwatch.observability import logger
+from billwatch.plans import PlanCatalog, load_plan_catalog
+from billwatch.quota_reset import run_id_of, segment_checkpoint
+from billwatch.stripe_api import StripeApi, StripeApiFailure
+from billwatch.webhook_marker import WebhookArrivals
+
+SNAPSHOT_KEY = "health#last-probe"
+# A key no item ever has: reading it proves the table answers, with GetItem rights only.
+REACHABILITY_KEY = "health#reachability"
+STALE_AFTER_INTERVALS = 3
+DEEP_CACHE_SECONDS = 30.0
+STRIPE_TIMEOUT_SECONDS = 5.0
+UNREACHABLE = "unreachable"
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class HealthStatus(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+class CheckName(StrEnum):
+    STRIPE_API = "stripe_api"
+    DYNAMODB = "dynamodb"
+    WEBHOOK_FRESHNESS = "webhook_freshness"
+    QUOTA_RESET = "quota_reset"
+    DEAD_LETTER_QUEUES = "dead_letter_queues"
+
+
+PROBE = "probe"  # the shallow answer's own entry: how old the snapshot it reports is
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    status: CheckStatus
+    details: Mapping[str, Any] = field(default_factory=dict)
+    # Metrics beyond HealthCheck and its latency; only scheduled runs emit them.
+    points: tuple[MetricPoint, ...] = ()
+
+
+SKIPPED = CheckResult(CheckStatus.SKIPPED)
+
+
+def passed_if(healthy: bool, details: Mapping[str, Any], points: Sequence[MetricPoint] = ()) -> CheckResult:
+    return CheckResult(CheckStatus.OK if healthy else CheckStatus.FAILED, details, tuple(points))
+
+
+class Check(Protocol):
+    name: CheckName
+
+    def run(self, now: float) -> CheckResult: ...
+
+
+def overall_status(check_statuses: Mapping[str, str]) -> HealthStatus:
+    """Down without DynamoDB (nothing works); degraded when anything else failed."""
+    if check_statuses.get(CheckName.DYNAMODB) == CheckStatus.FAILED:
+        return HealthStatus.DOWN
+    if CheckStatus.FAILED in check_statuses.values():
+        return HealthStatus.DEGRADED
+    return HealthStatus.OK
+
+
+def http_status(status: HealthStatus) -> int:
+    return 503 if status is HealthStatus.DOWN else 200
+
+
+def _unreachable(name: CheckName) -> CheckResult:
+    logger.warning("Health check could not reach its dependency", extra={"check": name.value}, exc_info=True)
+    return CheckResult(CheckStatus.FAILED, {"error": UNREACHABLE})
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+class StripeApiCheck:
+    name = CheckName.STRIPE_API
+
+    def __init__(self, api: StripeApi | None) -> None:
+        self._api = api
+
+    def run(self, now: float) -> CheckResult:
+        if self._api is None:
+            return SKIPPED
+        try:
+            self._api.check_access()
+        except StripeApiFailure as failure:
+            logger.warning("Stripe API health check failed", extra={"code": failure.code.value})
+            point = MetricPoint(Metric.STRIPE_API_ERROR, labels={"Code": failure.code.value})
+            return CheckResult(CheckStatus.FAILED, {"error": failure.code.value}, (point,))
+        except Exception:  # the key itself could not be read (Secrets Manager)
+            return _unreachable(self.name)
+        return CheckResult(CheckStatus.OK)
+
+
+class DynamoDbCheck:
+    name = CheckName.DYNAMODB
+
+    def run(self, now: float) -> CheckResult:
+        for model in (BillingAccount, UsageReceipt):  # the billing-state and idempotency tables
+            try:
+                model.get(REACHABILITY_KEY)
+            except model.DoesNotExist:
+                continue
+            except Exception:
+                return _unreachable(self.name)
+        return CheckResult(CheckStatus.OK)
+
+
+class WebhookFreshnessCheck:
+    """Stalled: no webhook for the stall window of business time, and customers are at work now."""
+
+    name = CheckName.WEBHOOK_FRESHNESS
+
+    def __init__(self, arrivals: WebhookArrivals, hours: BusinessHours, stall_seconds: int) -> None:
+        self._arrivals = arrivals
+        self._hours = hours
+        self._stall_seconds = stall_seconds
+
+    def stalled(self, last_received: float, now: float) -> bool:
+        silence = self._hours.seconds_between(last_received, now)
+        return silence >= self._stall_seconds and self._hours.contains(now)
+
+    def run(self, now: float) -> CheckResult:
+        try:
+            last = self._arrivals.last_received()
+        except Exception:
+            return _unreachable(self.name)
+        if last is None:  # nothing received since the marker was introduced: unknown, not stalled
+            not_stalled = MetricPoint(Metric.WEBHOOKS_STALLED, 0)
+            return CheckResult(CheckStatus.OK, {"age_seconds": None, "stalled": False}, (not_stalled,))
+        age = max(0, int(now) - last)
+        stalled = self.stalled(last, now)
+        points = [
+            MetricPoint(Metric.TIME_SINCE_LAST_WEBHOOK, age),
+            MetricPoint(Metric.WEBHOOKS_STALLED, int(stalled)),
+        ]
+        return passed_if(not stalled, {"age_seconds": age, "stalled": stalled}, points)
+
+
+class QuotaResetCheck:
+    name = CheckName.QUOTA_RESET
+
+    def __init__(self, segments: int, grace_seconds: int) -> None:
+        self._segments = segments
+        self._grace_seconds = grace_seconds
+
+    def run(self, now: float) -> CheckResult:
+        # The run of the hour that began at least the grace period ago should be done by now.
+        run_id = run_id_of(dt.datetime.fromtimestamp(now - self._grace_seconds, dt.UTC).isoformat())
+        keys = [JobCheckpoint.key(segment_checkpoint(run_id, segment)) for segment in range(self._segments)]
+        try:
+            finished = sum(
+                1 for checkpoint in JobCheckpoint.batch_get(keys, consistent_read=True) if checkpoint.finished
+            )
+        except Exception:
+            return _unreachable(self.name)
+        details = {"run": run_id, "segments": self._segments, "segments_finished": finished}
+        return passed_if(finished == self._segments, details)
+
+
+class DeadLetterQueueCheck:
+    name = CheckName.DEAD_LETTER_QUEUES
+
+    def __init__(self, queue_urls: Mapping[str, str]) -> None:
+        self._queue_urls = queue_urls  # Queue dimension value -> URL
+
+    @cached_property
+    def _sqs(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        # A probe that waits out the SDK's default retries and timeouts would miss its own schedule.
+        return boto3.client(
+            "sqs", config=Config(connect_timeout=3, read_timeout=3, retries={"max_attempts": 2})
+        )
+
+    def run(self, now: float) -> CheckResult:
+        if not self._queue_urls:
+            return SKIPPED
+        depths: dict[str, int] = {}
+        try:
+            for queue, url in self._queue_urls.items():
+                attributes = self._sqs.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                depths[queue] = int(attributes["ApproximateNumberOfMessages"])
+        except Exception:
+            return _unreachable(self.name)
+        points = [
+            MetricPoint(Metric.DEAD_LETTER_QUEUE_DEPTH, depth, {"Queue": queue})
+            for queue, depth in depths.items()
+        ]
+        return passed_if(not any(depths.values()), {"messages": depths}, points)
+
+
+class ActiveSubscriptionsGauge:
+    """Live subscriptions per tier of the catalog, zeros included, counted on the sparse index."""
+
+    def __init__(self, catalog: PlanCatalog) -> None:
+        self._catalog = catalog
+
+    def points(self) -> list[MetricPoint]:
+        try:
+            counts = {
+                tier.name: BillingAccount.active_subscriptions_by_tier.count(tier.name)
+                for tier in self._catalog.tiers
+            }
+        except Exception:
+            logger.warning("Could not count the active subscriptions", exc_info=True)
+            return []
+        return [
+            MetricPoint(Metric.ACTIVE_SUBSCRIPTIONS, count, {"Tier": tier}) for tier, count in counts.items()
+        ]
+
+
+# ------------------------------------------------------------------------------ the probe
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: HealthStatus
+    checks: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def of(cls, checks: Mapping[str, Mapping[str, Any]]) -> HealthReport:
+        return cls(overall_status({name: entry["status"] for name, entry in checks.items()}), checks)
+
+    @property
+    def http_status(self) -> int:
+        return http_status(self.status)
+
+    def as_body(self) -> dict[str, Any]:
+        return {"status": self.status.value, "checks": dict(self.checks)}
+
+
+class HealthProbe:
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        gauge: ActiveSubscriptionsGauge,
+        metrics: MetricsRecorder,
+        interval_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._checks = checks
+        self._gauge = gauge
+        self._metrics = metrics
+        self._interval_seconds = interval_seconds
+        self.clock = clock
+        self._deep_cache: tuple[float, HealthReport] | None = None
+
+    def _run_checks(self) -> dict[str, tuple[CheckResult, float]]:
+        """Each check's result and how long it took (ms)."""
+        now = self.clock()
+        results = {}
+        for check in self._checks:
+            started = time.perf_counter()
+            result = check.run(now)
+            results[check.name.value] = (result, (time.perf_counter() - started) * 1000)
+        return results
+
+    @staticmethod
+    def _report(results: Mapping[str, tuple[CheckResult, float]]) -> HealthReport:
+        checks = {}
+        for name, (result, latency_ms) in results.items():
+            entry: dict[str, Any] = {"status": result.status.value, **result.details}
+            if result.status is not CheckStatus.SKIPPED:
+                entry["latency_ms"] = round(latency_ms, 1)
+            checks[name] = entry
+        return HealthReport.of(checks)
+
+    def run_scheduled(self) -> HealthReport:
+        """Every check, their metrics, the subscriptions gauge and the snapshot for GET /health."""
+        results = self._run_checks()
+        for name, (result, latency_ms) in results.items():
+            if result.status is CheckStatus.SKIPPED:
+                continue
+            self._metrics.add(Metric.HEALTH_CHECK, int(result.status is CheckStatus.OK), Check=name)
+            self._metrics.add(Metric.HEALTH_CHECK_LATENCY, latency_ms, Check=name)
+            self._metrics.extend(result.points)
+        self._metrics.extend(self._gauge.points())
+        self._metrics.add(Metric.HEALTH_PROBE_RUN)
+        report = self._report(results)
+        self._store_snapshot(report)
+        self._metrics.flush(metadata={"health_status": report.status.value})
+        logger.info("Health probe ran", extra={"health_status": report.status.value})
+        return report
+
+    def _store_snapshot(self, report: HealthReport) -> None:
+        try:
+            HealthSnapshot(SNAPSHOT_KEY, probed_at=int(self.clock()), report=json.dumps(report.checks)).save()
+        except Exception:
+            # The metrics above still go out: they are what the alarms read.
+            logger.warning("Could not store the health snapshot", exc_info=True)
+
+    def deep(self) -> HealthReport:
+        """Every check now, without metrics; cached per container for DEEP_CACHE_SECONDS."""
+        now = self.clock()
+        if self._deep_cache is not None and now - self._deep_cache[0] < DEEP_CACHE_SECONDS:
+            return self._deep_cache[1]
+        report = self._report(self._run_checks())
+        self._deep_cache = (now, report)
+        return report
+
+    def shallow(self) -> HealthReport:
+        """The last scheduled run's report, with how old it is."""
+        try:
+            snapshot = HealthSnapshot.get(SNAPSHOT_KEY)
+        except HealthSnapshot.DoesNotExist:
+            return HealthReport.of({PROBE: {"status": CheckStatus.FAILED.value, "reason": "never_ran"}})
+        except Exception:
+            _unreachable(CheckName.DYNAMODB)
+            return HealthReport.of(
+                {CheckName.DYNAMODB.value: {"status": CheckStatus.FAILED.value, "error": UNREACHABLE}}
+            )
+        age = max(0, int(self.clock()) - int(snapshot.probed_at))
+        fresh = age <= STALE_AFTER_INTERVALS * self._interval_seconds
+        probe = {"status": CheckStatus.OK.value, "age_seconds": age}
+        if not fresh:
+            probe = {"status": CheckStatus.FAILED.value, "reason": "stale", "age_seconds": age}
+        return HealthReport.of({**json.loads(snapshot.report), PROBE: probe})
+
+
+def build_health_probe(settings: Settings) -> HealthProbe:
+    bind_billing_table(settings.billing_table)
+    bind_idempotency_table(settings.idempotency_table)
+    stripe_api = (
+        StripeApi(
+            lambda: aws_parameters.stripe_api_key(settings),
+            settings.stripe_api_base,
+            max_network_retries=0,  # a retried probe answers late, and a late probe is worthless
+            timeout_seconds=STRIPE_TIMEOUT_SECONDS,
+        )
+        if settings.stripe_api_configured
+        else None
+    )
+    dead_letter_queues = {
+        queue: url
+        for queue, url in (
+            ("webhook", settings.webhook_dlq_url),
+            ("quota_reset", settings.quota_reset_dlq_url),
+        )
+        if url
+    }
+    checks: list[Check] = [
+        StripeApiCheck(stripe_api),
+        DynamoDbCheck(),
+        WebhookFreshnessCheck(WebhookArrivals(), settings.business_hours, settings.webhook_stall_seconds),
+        QuotaResetCheck(settings.quota_reset_segments, settings.quota_reset_grace_seconds),
+        DeadLetterQueueCheck(dead_letter_queues),
+    ]
+    return HealthProbe(
+        checks,
+        ActiveSubscriptionsGauge(load_plan_catalog(settings)),
+        MetricsRecorder(settings.metrics_namespace, settings.service_name),
+        settings.health_probe_interval_seconds,
+    )

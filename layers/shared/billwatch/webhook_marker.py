@@ -1,0 +1,54 @@
+"""When the last verified webhook arrived: written by the intake, read by the health probe.
+
+One item for the whole service, moved forward by a conditional UpdateItem. The intake writes it
+at most once per minute per container, so it adds no request to the steady-state path, and a
+failure only logs: the marker must never cost a webhook its answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pynamodb.exceptions import UpdateError
+
+from billwatch.billing_store import CONDITION_FAILED
+from billwatch.models import WebhookMarker
+from billwatch.observability import logger
+
+MARKER_KEY = "marker#webhook-received"
+WRITE_INTERVAL_SECONDS = 60.0
+
+
+class WebhookArrivals:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._monotonic = monotonic
+        self._last_write: float | None = None
+
+    def record(self) -> None:
+        started = self._monotonic()
+        if self._last_write is not None and started - self._last_write < WRITE_INTERVAL_SECONDS:
+            return
+        # Throttled before the write, so a DynamoDB in trouble is not asked again on every event.
+        self._last_write = started
+        now = int(self._clock())
+        try:
+            WebhookMarker(MARKER_KEY).update(
+                actions=[WebhookMarker.received_at.set(now)],
+                condition=WebhookMarker.received_at.does_not_exist() | (WebhookMarker.received_at < now),
+            )
+        except Exception as error:
+            if isinstance(error, UpdateError) and error.cause_response_code == CONDITION_FAILED:
+                return  # another container already recorded a later arrival
+            logger.warning("Could not record the webhook arrival marker", exc_info=True)
+
+    @staticmethod
+    def last_received() -> int | None:
+        """Epoch second of the last recorded arrival; None before the first."""
+        try:
+            return int(WebhookMarker.get(MARKER_KEY, consistent_read=True).received_at)
+        except WebhookMarker.DoesNotExist:
+            return None

@@ -1,0 +1,342 @@
+"""The alarms, topics, dashboards and saved log searches in template.yaml, held to what they promise.
+
+Every alarm says how urgent it is, what happened and where its runbook is; notifies the topic of
+its severity (and is told when it clears); and takes its thresholds and periods from parameters
+whose defaults are the monitoring plans' values. The platform alarms cover every function,
+table, queue and alarm topic the template defines, so a new one cannot go unwatched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from billwatch.alarm_text import Severity, parse_alarm_description
+from devtools.template import (
+    ALARM_TYPE,
+    COMPOSITE_ALARM_TYPE,
+    DASHBOARD_TYPE,
+    FUNCTION_TYPE,
+    QUERY_DEFINITION_TYPE,
+    REPO_ROOT,
+    TABLE_TYPE,
+    parameter_values,
+    resolved_properties,
+    resources_of_type,
+)
+
+# The monitoring plans' alert rules (../shared/seeds), with the severity each was given.
+SEED_ALARMS = {
+    "HighWebhookFailureRate": Severity.CRITICAL,
+    "StripeWebhookFailureRateHigh": Severity.WARNING,
+    "StripeWebhookProcessingDurationHigh": Severity.WARNING,
+    "StripeWebhooksStalled": Severity.INFO,
+    "StripeWebhookDown": Severity.CRITICAL,
+    "PaymentFailureRateHigh": Severity.WARNING,
+    "PaymentFailureRateCritical": Severity.CRITICAL,
+    "SubscriptionCancellationRateHigh": Severity.WARNING,
+    "QuotaResetFailure": Severity.WARNING,
+    "HighQuotaDenialRate": Severity.WARNING,
+    "StripeAPIErrorRate": Severity.WARNING,
+    "UnauthorizedAdminAccess": Severity.WARNING,
+    "WebhookSignatureFailuresSpike": Severity.WARNING,
+}
+
+# The plans' numbers, as the parameters' defaults.
+SEED_DEFAULTS = {
+    "HighWebhookFailureRatePercent": 5,
+    "HighWebhookFailureRateWindowSeconds": 600,
+    "WebhookFailureRateHighPercent": 10,
+    "WebhookProcessingP95Milliseconds": 1000,
+    "WebhookStallSeconds": 6 * 3600,
+    "WebhooksAbsentSeconds": 300,
+    "PaymentFailureRateHighPercent": 10,
+    "PaymentFailureRateHighWindowSeconds": 900,
+    "PaymentFailureRateCriticalPercent": 25,
+    "PaymentFailureRateCriticalWindowSeconds": 600,
+    "CancellationRatePercent": 10,
+    "CancellationRateWindowSeconds": 3600,
+    "QuotaDenialRatePercent": 20,
+    "StripeApiErrorThreshold": 5,
+    "StripeApiErrorWindowSeconds": 3600,
+    "UnauthorizedAdminThreshold": 0,
+}
+# "for 15 min" and "for 20 min": consecutive periods that all breach.
+SUSTAINED = {
+    "StripeWebhookFailureRateHigh": (
+        "WebhookFailureRateHighPeriodSeconds",
+        "WebhookFailureRateHighPeriods",
+        900,
+    ),
+    "StripeWebhookProcessingDurationHigh": (
+        "WebhookProcessingPeriodSeconds",
+        "WebhookProcessingPeriods",
+        1200,
+    ),
+}
+
+TOPIC_OF_SEVERITY = {
+    Severity.CRITICAL: "CriticalAlarmTopic",
+    Severity.WARNING: "WarningAlarmTopic",
+    Severity.INFO: "InfoAlarmTopic",
+}
+
+
+@pytest.fixture(scope="module")
+def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        **resolved_properties(template, ALARM_TYPE),
+        **resolved_properties(template, COMPOSITE_ALARM_TYPE),
+    }
+
+
+@pytest.fixture(scope="module")
+def composites(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return resolved_properties(template, COMPOSITE_ALARM_TYPE)
+
+
+def _severity(props: dict[str, Any]) -> Severity:
+    return parse_alarm_description(props["AlarmDescription"]).severity
+
+
+def _children(composites: dict[str, dict[str, Any]]) -> set[str]:
+    return {
+        name for rule in composites.values() for name in re.findall(r'ALARM\("([^"]+)"\)', rule["AlarmRule"])
+    }
+
+
+# ------------------------------------------------------------------ every alarm
+
+
+def test_the_seed_alarms_exist_with_their_severities(alarms: dict[str, dict[str, Any]]) -> None:
+    assert {name: _severity(alarms[name]) for name in SEED_ALARMS if name in alarms} == SEED_ALARMS
+
+
+def test_every_alarm_is_named_for_its_stage_and_says_severity_summary_and_runbook(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    base = parameter_values(template)["RunbookBaseUrl"]
+    for logical_id, props in alarms.items():
+        assert props["AlarmName"] == f"billwatch-dev-{logical_id}"
+        text = parse_alarm_description(props["AlarmDescription"])
+        assert len(text.summary) <= 250, logical_id
+        assert text.runbook.startswith(f"{base}/"), logical_id
+        runbook = REPO_ROOT / "docs" / "runbooks" / text.runbook.removeprefix(f"{base}/")
+        assert runbook.is_file(), f"{logical_id}: {runbook} is missing"
+        assert logical_id in runbook.read_text(encoding="utf-8"), (
+            f"{runbook.name} does not cover {logical_id}"
+        )
+
+
+def test_every_alarm_notifies_its_severity_topic_and_says_when_it_clears(
+    alarms: dict[str, dict[str, Any]], composites: dict[str, dict[str, Any]]
+) -> None:
+    building_blocks = _children(composites)
+    for logical_id, props in alarms.items():
+        severity = _severity(props)
+        if logical_id in building_blocks and not props.get("AlarmActions"):
+            # A building block notifies nobody: its composite speaks for it.
+            assert severity is Severity.INFO and "OKActions" not in props, logical_id
+            continue
+        assert TOPIC_OF_SEVERITY[severity] in props["AlarmActions"], logical_id
+        assert props["OKActions"] == props["AlarmActions"], logical_id
+        assert set(props["AlarmActions"]) <= set(TOPIC_OF_SEVERITY.values()), logical_id
+        assert "InsufficientDataActions" not in props, logical_id
+
+
+def test_only_the_delivery_failure_alarm_also_goes_to_another_topic(
+    alarms: dict[str, dict[str, Any]],
+) -> None:
+    wider = {name for name, props in alarms.items() if len(props.get("AlarmActions", [])) > 1}
+    assert wider == {"AlertTopicDeliveryFailures"}
+
+
+def test_composite_rules_name_alarms_of_this_template(
+    alarms: dict[str, dict[str, Any]], composites: dict[str, dict[str, Any]]
+) -> None:
+    assert _children(composites) <= set(alarms)
+    assert _children(composites) >= {"WebhooksAbsent", "StripeApiHealthCheckFailing"}
+
+
+def _metric_stats(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return [query["MetricStat"] for query in props.get("Metrics", []) if "MetricStat" in query]
+
+
+def test_thresholds_and_periods_are_parameters(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    for logical_id, resource in resources_of_type(template, ALARM_TYPE).items():
+        props = resource["Properties"]
+        periods = [props["Period"]] if "Period" in props else [s["Period"] for s in _metric_stats(props)]
+        for period in periods:
+            assert period.get("Ref") in parameters, f"{logical_id}: Period {period} is not a parameter"
+        threshold = props["Threshold"]
+        # 0 and 1 are not tunings: "any at all" and "none at all" of a count or a 0/1 health metric.
+        assert threshold in (0, 1) or threshold.get("Ref") in parameters, (
+            f"{logical_id}: Threshold {threshold}"
+        )
+    for name, spec in parameters.items():
+        assert spec.get("Description"), f"parameter {name} explains nothing"
+
+
+def test_parameter_defaults_are_the_monitoring_plans_values(template: dict[str, Any]) -> None:
+    defaults = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+    assert {name: defaults.get(name) for name in SEED_DEFAULTS} == SEED_DEFAULTS
+    for period, periods, seconds in SUSTAINED.values():
+        assert defaults[period] * defaults[periods] == seconds
+
+
+def test_sustained_alarms_need_every_period_to_breach(alarms: dict[str, dict[str, Any]]) -> None:
+    for logical_id in SUSTAINED:
+        props = alarms[logical_id]
+        assert props["DatapointsToAlarm"] == props["EvaluationPeriods"], logical_id
+
+
+# --------------------------------------------------------------- platform cover
+
+
+def test_every_function_has_an_errors_and_a_throttles_alarm(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    watched = {
+        (props["MetricName"], props["Dimensions"][0]["Value"])
+        for props in alarms.values()
+        if props.get("Namespace") == "AWS/Lambda"
+    }
+    for function in resources_of_type(template, FUNCTION_TYPE):
+        assert {("Errors", function), ("Throttles", function)} <= watched, function
+
+
+def _dimension_values(props: dict[str, Any], namespace: str) -> set[str]:
+    stats = [s["Metric"] for s in _metric_stats(props)] or [props]
+    return {d["Value"] for m in stats if m.get("Namespace") == namespace for d in m.get("Dimensions", [])}
+
+
+def test_every_table_queue_topic_and_the_api_are_watched(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    def watched(namespace: str) -> set[str]:
+        return {value for props in alarms.values() for value in _dimension_values(props, namespace)}
+
+    assert watched("AWS/DynamoDB") == set(resources_of_type(template, TABLE_TYPE))
+    assert watched("AWS/SQS") == {f"{q}.QueueName" for q in resources_of_type(template, "AWS::SQS::Queue")}
+    assert watched("AWS/SNS") == {f"{t}.TopicName" for t in TOPIC_OF_SEVERITY.values()}
+    assert watched("AWS/ApiGateway") == {"HttpApi"}
+
+
+def test_the_dead_mans_switch_counts_silence_as_breaching(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    props = alarms["HealthProbeMissing"]
+    (stat,) = _metric_stats(props)
+    assert stat["Metric"]["MetricName"] == "HealthProbeRun" and props["TreatMissingData"] == "breaching"
+    # Silence must be a datapoint of its own: CloudWatch would otherwise judge an older one.
+    assert any(q.get("Expression") == "FILL(counted, 0)" for q in props["Metrics"])
+    assert _severity(props) is Severity.CRITICAL
+    longest_interval = max(template["Parameters"]["HealthProbeIntervalMinutes"]["AllowedValues"]) * 60
+    # Two missed runs at the slowest schedule, so one late run alone never pages anybody.
+    assert min(template["Parameters"]["HealthProbeMissingSeconds"]["AllowedValues"]) >= 2 * longest_interval
+
+
+# ------------------------------------------------------------------ topics
+
+
+def test_one_encrypted_topic_per_severity_that_cloudwatch_may_publish_to(template: dict[str, Any]) -> None:
+    topics = resources_of_type(template, "AWS::SNS::Topic")
+    for topic in TOPIC_OF_SEVERITY.values():
+        # The AWS-managed SNS key cannot be used by CloudWatch alarms.
+        assert topics[topic]["Properties"]["KmsMasterKeyId"] == {"Ref": "AlarmTopicKey"}
+    key_policy = template["Resources"]["AlarmTopicKey"]["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = next(s for s in key_policy if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"})
+    assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    policy = template["Resources"]["AlarmTopicsPolicy"]["Properties"]
+    assert {t["Ref"] for t in policy["Topics"]} == set(TOPIC_OF_SEVERITY.values())
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (
+        statement["Action"] == "sns:Publish" and "aws:SourceAccount" in statement["Condition"]["StringEquals"]
+    )
+
+
+# --------------------------------------------------------------- dashboards
+
+
+def _widgets(template: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    return json.loads(resolved_properties(template, DASHBOARD_TYPE)[logical_id]["DashboardBody"])["widgets"]
+
+
+def _titles(widgets: list[dict[str, Any]]) -> str:
+    return "\n".join(w["properties"].get("title", "") for w in widgets)
+
+
+def test_the_billing_dashboard_shows_what_operators_watch(template: dict[str, Any]) -> None:
+    widgets = _widgets(template, "BillingDashboard")
+    titles = _titles(widgets)
+    for needed in (
+        "Webhooks received by type",
+        "Webhooks failed by type",
+        "Webhook success rate (KPI > 99.9 %)",
+        "Webhook processing time",
+        "Duplicates and stale events ignored",
+        "Checkout funnel and conversion (KPI > 15 %)",
+        "Upgrade latency p95 (KPI < 5 s)",
+        "Subscriptions created, renewed and canceled",
+        "Payments: success and failure rate",
+        "Active subscriptions by tier",
+        "Stripe API errors",
+        "Health checks",
+    ):
+        assert needed in titles, needed
+    by_title = {w["properties"].get("title"): w for w in widgets}
+    assert by_title["Active subscriptions by tier"]["properties"]["view"] == "pie"
+    stats = {row[-1].get("stat") for row in by_title["Webhook processing time (ms)"]["properties"]["metrics"]}
+    assert stats == {"p50", "p95", "p99"}
+    kpis = {
+        title: [a["value"] for a in w["properties"].get("annotations", {}).get("horizontal", [])]
+        for title, w in by_title.items()
+    }
+    assert kpis["Webhook success rate (KPI > 99.9 %)"] == [99.9]
+    assert kpis["Checkout funnel and conversion (KPI > 15 %)"] == [15]
+    assert kpis["Upgrade latency p95 (KPI < 5 s)"] == [5000]
+
+
+def test_the_licensing_dashboard_shows_what_operators_watch(template: dict[str, Any]) -> None:
+    widgets = _widgets(template, "LicensingDashboard")
+    titles = _titles(widgets)
+    for needed in (
+        "allowed and denied",
+        "denial rate (KPI < 5 %)",
+        "Top features by usage",
+        "80, 90 and 100 %",
+    ):
+        assert needed in titles, needed
+    assert "Quota conflicts" in titles and "Quota resets" in titles
+    limit_hits = next(w for w in widgets if "80, 90 and 100" in w["properties"].get("title", ""))
+    assert [row[5] for row in limit_hits["properties"]["metrics"]] == ["80", "90", "100"]
+
+
+def test_alarm_widgets_list_alarms_that_exist(template: dict[str, Any]) -> None:
+    alarm_ids = set(resources_of_type(template, ALARM_TYPE)) | set(
+        resources_of_type(template, COMPOSITE_ALARM_TYPE)
+    )
+    for dashboard in ("BillingDashboard", "LicensingDashboard"):
+        listed = [
+            a
+            for w in _widgets(template, dashboard)
+            if w["type"] == "alarm"
+            for a in w["properties"]["alarms"]
+        ]
+        assert listed and {a.removesuffix(".Arn") for a in listed} <= alarm_ids
+
+
+def test_every_seed_log_search_is_a_saved_query(template: dict[str, Any]) -> None:
+    queries = resolved_properties(template, QUERY_DEFINITION_TYPE)
+    messages = {re.search(r'message = "([^"]+)"', q["QueryString"])[1] for q in queries.values()}
+    assert messages == {
+        "Webhook signature verification failed",
+        "Failed to process subscription update",
+        "User upgraded to PRO",
+    }
+    for query in queries.values():
+        assert query["LogGroupNames"] == ["WebhookIntakeLogGroup"]

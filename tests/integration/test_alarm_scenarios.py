@@ -1,0 +1,460 @@
+"""Each alarm in template.yaml fires in the scenario it exists for, and stays quiet in its near miss.
+
+The scenarios drive the real functions (moto behind them, a Stripe stand-in on 127.0.0.1) at
+simulated moments; what they emit goes through devtools.alarm_evaluator, which steps the
+template's alarm definitions through time the way CloudWatch evaluates them. AWS's own metrics
+(Lambda, API Gateway, DynamoDB, SQS, SNS) are put in as CloudWatch would publish them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from billwatch.models import BillingAccount
+from devtools import stripe_events as se
+from devtools.alarm_evaluator import AlarmTimeline, MetricKey
+from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, QUERY_DEFINITION_TYPE, resolved_properties
+from tests.scenarios import ADMIN_CALLER, OUTSIDER, DynamoDBOutage, Scenario, SlowClock
+from tests.support import WEBHOOK_SECRET
+
+# Tuesday 2026-12-01 15:00 UTC: 10:00 in New York, inside the default business hours.
+T0 = calendar.timegm((2026, 12, 1, 15, 0, 0))
+MINUTE = 60
+COVERED: set[str] = set()
+
+
+def covers(*alarms: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Marks the scenario test of these alarms (each has one that fires and one that stays quiet)."""
+
+    def mark(test: Callable[..., None]) -> Callable[..., None]:
+        COVERED.update(alarms)
+        return test
+
+    return mark
+
+
+@pytest.fixture(scope="module")
+def definitions(template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    alarms = resolved_properties(template, ALARM_TYPE)
+    composites = {
+        name: p["AlarmRule"] for name, p in resolved_properties(template, COMPOSITE_ALARM_TYPE).items()
+    }
+    return alarms, composites
+
+
+@pytest.fixture
+def scenario(aws: dict, monkeypatch: pytest.MonkeyPatch) -> Scenario:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    return Scenario(monkeypatch, start=T0)
+
+
+@pytest.fixture
+def outage(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> DynamoDBOutage:
+    return DynamoDBOutage(monkeypatch, {"UpdateItem", "Scan"})
+
+
+def fired(
+    definitions: tuple[dict[str, Any], dict[str, str]], scenario: Scenario, start: float, end: float
+) -> set[str]:
+    """The alarms that reached ALARM while evaluated every minute from start to end."""
+    alarms, composites = definitions
+    timeline = AlarmTimeline(alarms, composites, scenario.store)
+    timeline.run(start, end)
+    return {name for name in (*alarms, *composites) if timeline.fired(name)}
+
+
+def every_minute(minutes: int, per_minute: int, start: float = T0) -> list[float]:
+    """Moments spread over each minute, so none falls on a period boundary."""
+    return [
+        start + m * MINUTE + 1 + n * (58 // per_minute) for m in range(minutes) for n in range(per_minute)
+    ]
+
+
+def invoice_paid(n: int) -> dict[str, Any]:
+    return se.event("invoice.paid", se.invoice(customer=f"cus_{n % 20}"))
+
+
+def webhooks(scenario: Scenario, outage: DynamoDBOutage, moments: list[float], failing: set[int]) -> None:
+    """One signed invoice.paid per moment; those whose index is in ``failing`` meet a DynamoDB outage."""
+    for n, moment in enumerate(moments):
+        scenario.at(moment)
+        if n in failing:
+            with outage.during():
+                assert scenario.webhook(invoice_paid(n)) == 503
+        else:
+            assert scenario.webhook(invoice_paid(n)) == 200
+
+
+def spread(count: int, total: int) -> set[int]:
+    """``count`` indexes evenly spread over ``range(total)``."""
+    return {n * total // count for n in range(count)}
+
+
+# ------------------------------------------------------------------ webhook failures
+
+
+@covers("HighWebhookFailureRate")
+def healthy_history(scenario: Scenario, outage: DynamoDBOutage, minutes: int, per_minute: int) -> None:
+    """Traffic before T0, so that the windows a timeline starts with are not nearly empty."""
+    webhooks(scenario, outage, every_minute(minutes, per_minute, start=T0 - minutes * MINUTE), set())
+
+
+@pytest.mark.parametrize(("failing", "fires"), [(3, True), (2, False)])  # of 50 in 10 minutes: 6 % or 4 %
+def test_high_webhook_failure_rate_is_more_than_5_percent_over_10_minutes(
+    definitions, scenario, outage, failing: int, fires: bool
+) -> None:
+    healthy_history(scenario, outage, 10, 5)
+    webhooks(scenario, outage, every_minute(10, 5), spread(failing, 50))
+    alarms = fired(definitions, scenario, T0, T0 + 10 * MINUTE)
+    assert ("HighWebhookFailureRate" in alarms) is fires
+    assert "StripeWebhookFailureRateHigh" not in alarms  # 6 % is below its 10 %
+
+
+def test_a_failure_rate_on_too_few_webhooks_raises_nothing(definitions, scenario, outage) -> None:
+    webhooks(scenario, outage, every_minute(1, 4), {0, 1})  # 50 %, but of 4 webhooks
+    assert "HighWebhookFailureRate" not in fired(definitions, scenario, T0, T0 + 10 * MINUTE)
+
+
+@covers("StripeWebhookFailureRateHigh")
+@pytest.mark.parametrize(
+    ("failing_per_period", "fires"),
+    [((3, 3, 3), True), ((3, 3, 1), False)],  # of 25 webhooks a 5-minute period: 12 % or 4 %
+)
+def test_webhook_failure_rate_high_is_more_than_10_percent_for_15_minutes(
+    definitions, scenario, outage, failing_per_period: tuple[int, ...], fires: bool
+) -> None:
+    healthy_history(scenario, outage, 10, 5)
+    failing = {p * 25 + n for p, count in enumerate(failing_per_period) for n in spread(count, 25)}
+    webhooks(scenario, outage, every_minute(15, 5), failing)
+    alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
+    assert ("StripeWebhookFailureRateHigh" in alarms) is fires
+    assert "HighWebhookFailureRate" in alarms  # > 5 % in every 10 minutes of both
+
+
+@covers("StripeWebhookProcessingDurationHigh")
+# p95 of a period's few webhooks is its slowest, so the near miss is slow for 10 minutes, not 15.
+@pytest.mark.parametrize(("slow_periods", "fires"), [(4, True), (2, False)])
+def test_processing_p95_over_1_second_for_20_minutes(
+    definitions, scenario, outage, monkeypatch, slow_periods: int, fires: bool
+) -> None:
+    clock = SlowClock(monkeypatch, delay_seconds=0.0)
+    for n, moment in enumerate(every_minute(20, 2)):
+        # A DynamoDB answering in 0.4 s: three requests a webhook make 1.2 s.
+        clock.delay_seconds = 0.4 if moment < T0 + slow_periods * 5 * MINUTE else 0.0
+        assert scenario.at(moment).webhook(invoice_paid(n)) == 200
+    alarms = fired(definitions, scenario, T0, T0 + 20 * MINUTE)
+    assert ("StripeWebhookProcessingDurationHigh" in alarms) is fires
+
+
+@covers("WebhookSignatureFailuresSpike")
+@pytest.mark.parametrize(("bad", "fires"), [(11, True), (10, False)])
+def test_signature_failures_spike_is_more_than_10_in_5_minutes(
+    definitions, scenario, bad: int, fires: bool
+) -> None:
+    for moment in every_minute(5, 3)[:bad]:
+        assert scenario.at(moment).webhook_with_bad_signature() == 400
+    assert ("WebhookSignatureFailuresSpike" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
+# ------------------------------------------------------------------ payments
+
+
+def payments(scenario: Scenario, moments: list[float], failed: set[int], history_minutes: int = 15) -> None:
+    """Payments at the moments (after a history of successful ones); those in ``failed`` fail."""
+    history = every_minute(history_minutes, 1, start=T0 - history_minutes * MINUTE)
+    for n, moment in enumerate([*history, *moments], start=-len(history)):
+        invoice = se.invoice(customer=f"cus_{n % 20}", status="open" if n in failed else "paid")
+        event_type = "invoice.payment_failed" if n in failed else "invoice.paid"
+        assert scenario.at(moment).webhook(se.event(event_type, invoice)) == 200
+
+
+@covers("PaymentFailureRateHigh")
+@pytest.mark.parametrize(("failed", "fires"), [(4, True), (2, False)])  # of 30 in 15 minutes: 13 % or 7 %
+def test_payment_failure_rate_high_is_more_than_10_percent_over_15_minutes(
+    definitions, scenario, failed: int, fires: bool
+) -> None:
+    payments(scenario, every_minute(15, 2), spread(failed, 30))
+    alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
+    assert ("PaymentFailureRateHigh" in alarms) is fires
+    assert "PaymentFailureRateCritical" not in alarms
+
+
+@covers("PaymentFailureRateCritical")
+@pytest.mark.parametrize(("failed", "fires"), [(6, True), (4, False)])  # of 20 in 10 minutes: 30 % or 20 %
+def test_payment_failure_rate_critical_is_more_than_25_percent_over_10_minutes(
+    definitions, scenario, failed: int, fires: bool
+) -> None:
+    payments(scenario, every_minute(10, 2), spread(failed, 20))
+    alarms = fired(definitions, scenario, T0, T0 + 10 * MINUTE)
+    assert ("PaymentFailureRateCritical" in alarms) is fires
+    assert "PaymentFailureRateHigh" in alarms
+
+
+@covers("SubscriptionCancellationRateHigh")
+@pytest.mark.parametrize(("canceled", "fires"), [(3, True), (2, False)])  # of 20 created: 15 % or 10 %
+def test_cancellations_over_10_percent_of_creations_in_an_hour(
+    definitions, scenario, canceled: int, fires: bool
+) -> None:
+    for n, moment in enumerate(every_minute(20, 1, start=T0)):
+        subscription = se.subscription(
+            id=f"sub_{n}", customer=f"cus_{n}", metadata={"account_id": f"acct_{n}"}
+        )
+        assert scenario.at(moment).webhook(se.event("customer.subscription.created", subscription)) == 200
+    for n, moment in enumerate(every_minute(canceled, 1, start=T0 + 30 * MINUTE)):
+        ended = se.subscription(
+            id=f"sub_{n}", customer=f"cus_{n}", status="canceled", metadata={"account_id": f"acct_{n}"}
+        )
+        assert (
+            scenario.at(moment).webhook(se.event("customer.subscription.deleted", ended, created=T0 + n))
+            == 200
+        )
+    alarms = fired(definitions, scenario, T0 + 40 * MINUTE, T0 + 60 * MINUTE)
+    assert ("SubscriptionCancellationRateHigh" in alarms) is fires
+
+
+# ------------------------------------------------------------------ licensing
+
+
+def quota_checks(scenario: Scenario, moments: list[float], denied: set[int]) -> None:
+    """Checks at the moments, after 10 minutes of allowed ones; those in ``denied`` are over quota."""
+    assert scenario.usage("acct_full", "exports", 10) == 200  # FREE allows 10 exports a month
+    history = every_minute(10, 4, start=T0 - 10 * MINUTE)
+    for n, moment in enumerate([*history, *moments], start=-len(history)):
+        scenario.at(moment)
+        if n in denied:
+            assert scenario.usage("acct_full", "exports") == 429
+        else:
+            assert scenario.usage(f"acct_{n % 7}", "api_calls") == 200
+
+
+@covers("HighQuotaDenialRate")
+@pytest.mark.parametrize(
+    ("denied_per_period", "fires"),
+    [((9, 9, 9), True), ((9, 9, 3), False)],  # of 30 checks a 5-minute period: 30 % or 10 %
+)
+def test_quota_denials_over_20_percent_for_15_minutes(
+    definitions, scenario, denied_per_period: tuple[int, ...], fires: bool
+) -> None:
+    denied = {p * 30 + n for p, count in enumerate(denied_per_period) for n in spread(count, 30)}
+    quota_checks(scenario, every_minute(15, 6), denied)
+    assert ("HighQuotaDenialRate" in fired(definitions, scenario, T0, T0 + 15 * MINUTE)) is fires
+
+
+@covers("UnauthorizedAdminAccess")
+@pytest.mark.parametrize(("caller", "status", "fires"), [(OUTSIDER, 403, True), (ADMIN_CALLER, 200, False)])
+def test_any_unauthorized_admin_call(definitions, scenario, caller: str, status: int, fires: bool) -> None:
+    assert (
+        scenario.at(T0 + 90).licensing("POST", "/admin/accounts/acct_1/usage-reset", caller=caller) == status
+    )
+    assert ("UnauthorizedAdminAccess" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
+# ------------------------------------------------------------------ quota resets
+
+
+def hourly_resets(scenario: Scenario, outage: DynamoDBOutage, hours: list[int], failing: set[int]) -> None:
+    for hour in hours:
+        BillingAccount(f"acct_due_{hour}", usage_since=1_700_000_000).save()
+        scenario.at(T0 + hour * 3600 + 30)
+        run_id = f"run-{hour}"
+        if hour in failing:
+            with outage.during(), pytest.raises(Exception, match="Rate exceeded"):
+                scenario.quota_reset_segment(run_id)
+        else:
+            assert scenario.quota_reset_segment(run_id)["finished"]
+
+
+@covers("QuotaResetFailure")
+@pytest.mark.parametrize(
+    ("failing", "runs", "fires"),
+    [
+        (set(), [-2, -1, 0, 1, 2], False),  # every hourly run finishes
+        ({1}, [-2, -1, 0, 1, 2], True),  # a run fails
+        (set(), [-2, -1], True),  # the runs stop
+    ],
+)
+def test_quota_reset_failure_is_a_failed_or_a_missing_run(
+    definitions, scenario, outage, failing: set[int], runs: list[int], fires: bool
+) -> None:
+    hourly_resets(scenario, outage, runs, failing)
+    alarms = fired(definitions, scenario, T0 + MINUTE, T0 + 3 * 3600)
+    assert ("QuotaResetFailure" in alarms) is fires
+
+
+# ------------------------------------------------------------------ health probe
+
+
+@pytest.fixture
+def probed(scenario: Scenario, stripe_api: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The scenario with the health probe able to reach the Stripe stand-in."""
+    monkeypatch.setenv("STRIPE_API_KEY", "rk_test_probe")
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    return stripe_api
+
+
+STRIPE_DOWN = (500, {"type": "api_error", "message": "An unknown error occurred"})
+RATE_LIMITED = (429, {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests"})
+
+
+def probe_runs(scenario: Scenario, moments: list[float]) -> None:
+    for moment in moments:
+        scenario.at(moment).scheduled("health_probe")
+
+
+def utc(*moment: int) -> float:
+    return calendar.timegm((*moment, 0)[:6])
+
+
+@covers("StripeWebhooksStalled")
+@pytest.mark.parametrize(
+    ("last_webhook", "probed_from", "fires"),
+    [
+        (utc(2026, 12, 1, 14, 0), utc(2026, 12, 1, 19, 50), True),  # Tue 09:00 -> 15:00 in New York
+        (utc(2026, 11, 30, 22, 0), utc(2026, 12, 1, 15, 50), False),  # Mon 17:00 -> Tue 11:00: 3 h of it
+        (utc(2026, 12, 4, 23, 0), utc(2026, 12, 5, 20, 50), False),  # Fri 18:00 -> Sat 16:00: none of it
+    ],
+)
+def test_webhooks_stalled_for_6_business_hours(
+    definitions, scenario, last_webhook: float, probed_from: float, fires: bool
+) -> None:
+    assert scenario.at(last_webhook).webhook(invoice_paid(1)) == 200
+    probe_runs(scenario, every_minute(20, 1, start=probed_from))
+    alarms = fired(definitions, scenario, probed_from + 5 * MINUTE, probed_from + 20 * MINUTE)
+    assert ("StripeWebhooksStalled" in alarms) is fires
+
+
+@covers("StripeWebhookDown")
+@pytest.mark.parametrize(
+    ("webhooks_stop", "stripe_fails", "fires"),
+    [(True, True, True), (True, False, False), (False, True, False)],
+)
+def test_webhook_down_is_silence_while_stripe_fails(
+    definitions, scenario, outage, probed, webhooks_stop: bool, stripe_fails: bool, fires: bool
+) -> None:
+    until = T0 if webhooks_stop else T0 + 15 * MINUTE
+    webhooks(
+        scenario, outage, every_minute(int((until - T0) // MINUTE) + 10, 1, start=T0 - 10 * MINUTE), set()
+    )
+    for moment in every_minute(25, 1, start=T0 - 10 * MINUTE):
+        probed.failure = STRIPE_DOWN if stripe_fails and moment >= T0 else None
+        scenario.at(moment).scheduled("health_probe")
+    alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
+    assert ("StripeWebhookDown" in alarms) is fires
+    assert ("WebhooksAbsent" in alarms) is webhooks_stop
+    assert ("StripeApiHealthCheckFailing" in alarms) is stripe_fails
+
+
+@covers("StripeAPIErrorRate")
+@pytest.mark.parametrize(("errors", "fires"), [(6, True), (5, False)])
+def test_stripe_api_errors_more_than_5_in_an_hour(
+    definitions, scenario, probed, errors: int, fires: bool
+) -> None:
+    for n, moment in enumerate(every_minute(30, 1)):
+        probed.failure = RATE_LIMITED if n % 5 == 0 and n // 5 < errors else None
+        scenario.at(moment).scheduled("health_probe")
+    assert ("StripeAPIErrorRate" in fired(definitions, scenario, T0, T0 + 30 * MINUTE)) is fires
+
+
+@covers("HealthProbeMissing")
+@pytest.mark.parametrize(("probe_stops", "fires"), [(True, True), (False, False)])
+def test_the_dead_mans_switch_fires_when_the_probe_stops(
+    definitions, scenario, probe_stops: bool, fires: bool
+) -> None:
+    minutes = 12 if probe_stops else 40
+    probe_runs(scenario, every_minute(minutes, 1, start=T0 - 10 * MINUTE))
+    alarms = fired(definitions, scenario, T0, T0 + 30 * MINUTE)
+    assert ("HealthProbeMissing" in alarms) is fires
+
+
+# ------------------------------------------------------------------ platform
+
+
+AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
+    **{
+        f"{function}Lambda{metric}": ("AWS/Lambda", metric, {"FunctionName": f"{function}Function"})
+        for function in ("WebhookIntake", "LicensingApi", "QuotaReset", "HealthProbe")
+        for metric in ("Errors", "Throttles")
+    },
+    "HttpApi5xx": ("AWS/ApiGateway", "5xx", {"ApiId": "HttpApi"}),
+    "DynamoDBThrottles": ("AWS/DynamoDB", "WriteThrottleEvents", {"TableName": "IdempotencyTable"}),
+    "WebhookDLQNotEmpty": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": "WebhookDLQ.QueueName"},
+    ),
+    "QuotaResetDLQNotEmpty": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": "QuotaResetDLQ.QueueName"},
+    ),
+    "AlertTopicDeliveryFailures": (
+        "AWS/SNS",
+        "NumberOfNotificationsFailed",
+        {"TopicName": "InfoAlarmTopic.TopicName"},
+    ),
+}
+
+
+def test_every_platform_alarm_has_a_scenario(definitions) -> None:
+    alarms, _ = definitions
+    aws_alarms = {name for name, p in alarms.items() if p.get("Namespace", "").startswith("AWS/")}
+    aws_alarms |= {
+        name
+        for name, p in alarms.items()
+        if any(
+            q["MetricStat"]["Metric"]["Namespace"].startswith("AWS/")
+            for q in p.get("Metrics", [])
+            if "MetricStat" in q
+        )
+    }
+    assert aws_alarms == set(AWS_METRIC_OF_ALARM)
+
+
+@pytest.mark.parametrize("alarm", sorted(AWS_METRIC_OF_ALARM))
+@pytest.mark.parametrize(("value", "fires"), [(5, True), (0, False)])
+def test_platform_alarms_fire_on_their_metric(
+    definitions, scenario, alarm: str, value: float, fires: bool
+) -> None:
+    namespace, metric, dimensions = AWS_METRIC_OF_ALARM[alarm]
+    key = MetricKey.of(namespace, metric, **dimensions)
+    for moment in every_minute(10, 1):  # AWS publishes these every minute, zeros included
+        scenario.store.put(key, moment, value if moment > T0 + 5 * MINUTE else 0)
+    assert (alarm in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
+# ------------------------------------------------------------------ saved log searches
+
+
+def _query_filter(query: str) -> tuple[str, str, list[str]]:
+    level, message = re.search(r'level = "([A-Z]+)" and message = "([^"]+)"', query).groups()
+    fields = re.search(r"^fields (.*)$", query, flags=re.MULTILINE)[1]
+    return level, message, [f.strip() for f in fields.split(",") if not f.strip().startswith("@")]
+
+
+def test_the_saved_log_searches_find_what_the_code_logs(template, scenario, outage) -> None:
+    assert scenario.webhook_with_bad_signature() == 400
+    upgrade = se.subscription(id="sub_up", customer="cus_up", metadata={"account_id": "acct_up"})
+    assert scenario.webhook(se.event("customer.subscription.created", upgrade)) == 200
+    with outage.during():
+        assert scenario.webhook(se.event("customer.subscription.updated", upgrade, created=T0 + 5)) == 503
+    queries = resolved_properties(template, QUERY_DEFINITION_TYPE)
+    for name, query in queries.items():
+        level, message, fields = _query_filter(query["QueryString"])
+        found = [log for log in scenario.logs if log.get("level") == level and log.get("message") == message]
+        assert found, f"{name}: nothing logs {level} {message!r}"
+        assert all(field in found[0] for field in fields), (name, sorted(found[0]))
+    upgrades = [log for log in scenario.logs if log.get("message") == "User upgraded to PRO"]
+    assert [log["account_id"] for log in upgrades] == ["acct_up"]
+
+
+def test_every_alarm_has_its_scenarios(definitions) -> None:
+    alarms, composites = definitions
+    building_blocks = {
+        child for rule in composites.values() for child in re.findall(r'ALARM\("([^"]+)"\)', rule)
+    }
+    assert COVERED | set(AWS_METRIC_OF_ALARM) == (set(alarms) | set(composites)) - building_blocks

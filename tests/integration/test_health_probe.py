@@ -1,0 +1,369 @@
+"""The health probe end to end: its handler on moto, Stripe stood in for by a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import boto3
+import pytest
+
+from billwatch.config import load_settings
+from billwatch.health import ActiveSubscriptionsGauge
+from billwatch.models import WebhookMarker
+from billwatch.plans import load_plan_catalog
+from billwatch.quota_reset import build_quota_reset
+from billwatch.webhook_marker import MARKER_KEY
+from devtools import stripe_events as se
+from tests.support import Clock, LambdaContext, WebhookClient, load_handler
+
+NEW_YORK = ZoneInfo("America/New_York")
+# Wednesday 2026-12-02 15:00 in New York: inside business hours.
+WEDNESDAY_AFTERNOON = int(dt.datetime(2026, 12, 2, 15, 0, tzinfo=NEW_YORK).timestamp())
+CHECKS = {"stripe_api", "dynamodb", "webhook_freshness", "quota_reset", "dead_letter_queues"}
+SEGMENTS = 2
+
+
+@pytest.fixture
+def probe_env(aws, monkeypatch) -> dict[str, str]:
+    monkeypatch.setenv("QUOTA_RESET_SEGMENTS", str(SEGMENTS))
+    for name in ("WEBHOOK_DLQ_URL", "QUOTA_RESET_DLQ_URL", "STRIPE_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    return aws
+
+
+@pytest.fixture
+def with_stripe(probe_env, stripe_api, monkeypatch) -> Any:
+    monkeypatch.setenv("STRIPE_API_KEY", "rk_test_health_probe_key")
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    return stripe_api
+
+
+@pytest.fixture
+def dead_letter_queues(probe_env, monkeypatch) -> dict[str, str]:
+    sqs = boto3.client("sqs")
+    urls = {
+        "webhook": sqs.create_queue(QueueName="billwatch-webhook-dlq")["QueueUrl"],
+        "quota_reset": sqs.create_queue(QueueName="billwatch-quota-reset-dlq")["QueueUrl"],
+    }
+    monkeypatch.setenv("WEBHOOK_DLQ_URL", urls["webhook"])
+    monkeypatch.setenv("QUOTA_RESET_DLQ_URL", urls["quota_reset"])
+    return urls
+
+
+def health_handler(now: int = WEDNESDAY_AFTERNOON) -> Any:
+    handler = load_handler("health_probe")
+    handler.probe.clock = Clock(now)
+    return handler
+
+
+def scheduled(handler: Any) -> dict[str, Any]:
+    event = {"source": "aws.events", "detail-type": "Scheduled Event", "time": "2026-12-02T20:00:00Z"}
+    return handler.lambda_handler(event, LambdaContext())
+
+
+def get_health(handler: Any, query: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    event = {
+        "version": "2.0",
+        "routeKey": "GET /health",
+        "rawPath": "/health",
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
+        "requestContext": {"http": {"method": "GET", "path": "/health"}},
+        "headers": {},
+    }
+    if query:
+        event["queryStringParameters"] = query
+    response = handler.lambda_handler(event, LambdaContext())
+    return response["statusCode"], json.loads(response["body"]), response["body"]
+
+
+def labelled(metrics) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(metric, labels) of every point, read from its most specific dimension set."""
+    return {
+        (m.name, tuple(sorted((k, v) for k, v in m.dimensions.items() if k != "service")))
+        for m in metrics.read()
+        if len(m.dimensions) > 1 or m.name in ("HealthProbeRun", "WebhooksStalled", "TimeSinceLastWebhook")
+    }
+
+
+def values(metrics, name: str, **labels: str) -> list[float]:
+    """Every value of a metric in the dimension set of exactly these labels, in order."""
+    wanted = {"service": "billwatch", **labels}
+    return [m.value for m in metrics.read() if m.name == name and m.dimensions == wanted]
+
+
+def run_quota_reset(run_id: str, segments: range) -> None:
+    job = build_quota_reset(load_settings(webhook_secret=False))
+    for segment in segments:
+        assert job.run_segment(run_id, segment, SEGMENTS).finished
+
+
+DUE_RUN = dt.datetime.fromtimestamp(WEDNESDAY_AFTERNOON - 1800, dt.UTC).strftime("%Y-%m-%dT%H")
+
+
+# --- the scheduled run ---------------------------------------------------------------------------
+
+
+def test_a_scheduled_run_emits_exactly_the_expected_metrics(with_stripe, dead_letter_queues, metrics) -> None:
+    run_quota_reset(DUE_RUN, range(SEGMENTS))
+    report = scheduled(health_handler())
+    assert report["status"] == "ok", report
+    per_check = {
+        (name, (("Check", check),)) for name in ("HealthCheck", "HealthCheckLatency") for check in CHECKS
+    }
+    assert labelled(metrics) == per_check | {
+        ("DeadLetterQueueDepth", (("Queue", "webhook"),)),
+        ("DeadLetterQueueDepth", (("Queue", "quota_reset"),)),
+        ("ActiveSubscriptions", (("Tier", "FREE"),)),
+        ("ActiveSubscriptions", (("Tier", "PRO"),)),
+        ("WebhooksStalled", ()),  # no webhook yet: age unknown, so no TimeSinceLastWebhook
+        ("HealthProbeRun", ()),
+    }
+    assert metrics.total("HealthProbeRun") == 1
+    assert all(metrics.total("HealthCheck", Check=check) == 1 for check in CHECKS)
+    assert metrics.total("WebhooksStalled") == 0
+    assert metrics.total("DeadLetterQueueDepth", Queue="webhook") == 0
+
+
+def test_checks_without_configuration_are_skipped_and_emit_nothing(probe_env, metrics) -> None:
+    report = scheduled(health_handler())
+    assert report["checks"]["stripe_api"] == {"status": "skipped"}
+    assert report["checks"]["dead_letter_queues"] == {"status": "skipped"}
+    emitted = {labels for name, labels in labelled(metrics) if name == "HealthCheck"}
+    assert emitted == {(("Check", check),) for check in CHECKS - {"stripe_api", "dead_letter_queues"}}
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        (429, {"type": "invalid_request_error", "message": "Too many requests"}, "rate_limit"),
+        (
+            401,
+            {"type": "invalid_request_error", "message": "Invalid API Key provided: rk_test_*****"},
+            "authentication",
+        ),
+        (403, {"type": "invalid_request_error", "message": "The key lacks permission"}, "permission"),
+        (500, {"type": "api_error", "message": "Internal error"}, "api_error"),
+    ],
+)
+def test_stripe_api_errors_are_classified_and_degrade(with_stripe, metrics, status, error, code) -> None:
+    with_stripe.failure = (status, error)
+    handler = health_handler()
+    report = scheduled(handler)
+    assert report["checks"]["stripe_api"]["status"] == "failed"
+    assert metrics.total("StripeApiError", Code=code) == 1
+    assert metrics.total("HealthCheck", Check="stripe_api") == 0
+    assert len(with_stripe.requests) == 1  # no retries in the probe
+
+    with_stripe.requests.clear()
+    answer, body, text = get_health(handler, {"deep": "1"})
+    assert answer == 200 and body["status"] == "degraded"
+    assert body["checks"]["stripe_api"] == {
+        "status": "failed",
+        "error": code,
+        "latency_ms": body["checks"]["stripe_api"]["latency_ms"],
+    }
+    assert "rk_test" not in text and error["message"] not in text
+    # A deep request emits no metrics, and a second one within 30 s is answered from the cache.
+    before = len(metrics.read())
+    assert get_health(handler, {"deep": "1"})[1] == body
+    assert len(metrics.read()) == before and len(with_stripe.requests) == 1
+
+
+def test_dynamodb_failing_is_down_and_503(probe_env, metrics) -> None:
+    handler = health_handler()
+    scheduled(handler)
+    boto3.client("dynamodb").delete_table(TableName=probe_env["BillingStateTable"])
+
+    report = scheduled(handler)  # the metrics still go out without the snapshot
+    assert report["status"] == "down"
+    assert values(metrics, "HealthCheck", Check="dynamodb") == [1, 0]
+    assert metrics.total("HealthProbeRun") == 2
+    for query in (None, {"deep": "1"}):
+        status, body, text = get_health(handler, query)
+        assert (status, body["status"]) == (503, "down")
+        assert body["checks"]["dynamodb"]["status"] == "failed"
+        assert probe_env["BillingStateTable"] not in text and "Traceback" not in text
+
+
+def test_a_dead_letter_is_degraded(probe_env, dead_letter_queues, metrics) -> None:
+    boto3.client("sqs").send_message(QueueUrl=dead_letter_queues["webhook"], MessageBody="{}")
+    handler = health_handler()
+    report = scheduled(handler)
+    assert report["status"] == "degraded"
+    assert report["checks"]["dead_letter_queues"]["messages"] == {"webhook": 1, "quota_reset": 0}
+    assert metrics.total("DeadLetterQueueDepth", Queue="webhook") == 1
+    assert metrics.total("HealthCheck", Check="dead_letter_queues") == 0
+    status, body, text = get_health(handler, {"deep": "1"})
+    assert (status, body["status"]) == (200, "degraded")
+    assert "billwatch-webhook-dlq" not in text and "sqs" not in text.lower()
+
+
+@pytest.mark.parametrize(
+    ("finished", "healthy"), [(range(SEGMENTS), True), (range(1), False), (range(0), False)]
+)
+def test_quota_reset_is_healthy_when_every_segment_of_the_due_run_finished(
+    probe_env, metrics, finished, healthy
+) -> None:
+    run_quota_reset(DUE_RUN, finished)
+    run_quota_reset("2026-12-01T10", range(SEGMENTS))  # an older run does not count
+    report = scheduled(health_handler())
+    entry = report["checks"]["quota_reset"]
+    assert entry["status"] == ("ok" if healthy else "failed")
+    assert entry["segments_finished"] == len(finished) and entry["run"] == DUE_RUN
+    assert metrics.total("HealthCheck", Check="quota_reset") == int(healthy)
+
+
+# --- webhook freshness -----------------------------------------------------------------------------
+
+
+def test_verified_webhooks_move_the_marker_and_a_long_silence_is_a_stall(
+    webhooks: WebhookClient, metrics
+) -> None:
+    sub = se.subscription(id="sub_fresh", customer="cus_fresh", metadata={"account_id": "acct_fresh"})
+    assert webhooks.post(se.event("customer.subscription.created", sub)).status == 200
+    received = WebhookMarker.get(MARKER_KEY).received_at
+    handler = health_handler(now=received + 60)
+    report = scheduled(handler)
+    assert report["checks"]["webhook_freshness"] == {
+        "status": "ok",
+        "age_seconds": 60,
+        "stalled": False,
+        "latency_ms": report["checks"]["webhook_freshness"]["latency_ms"],
+    }
+    assert metrics.total("TimeSinceLastWebhook") == 60 and metrics.total("WebhooksStalled") == 0
+
+    # A week later, on a Wednesday afternoon in New York: far more than 6 business hours of silence.
+    later = dt.datetime.fromtimestamp(received + 7 * 86400, NEW_YORK)
+    wednesday = later + dt.timedelta(days=(2 - later.weekday()) % 7)
+    handler.probe.clock = Clock(int(wednesday.replace(hour=15).timestamp()))
+    report = scheduled(handler)
+    assert report["checks"]["webhook_freshness"]["status"] == "failed"
+    assert report["checks"]["webhook_freshness"]["stalled"] is True
+    assert values(metrics, "WebhooksStalled") == [0, 1]
+    assert values(metrics, "HealthCheck", Check="webhook_freshness") == [1, 0]
+
+
+def test_the_marker_never_fails_a_webhook(webhooks: WebhookClient, monkeypatch, metrics) -> None:
+    def unavailable(*_args, **_kwargs):
+        raise RuntimeError("DynamoDB is having a bad day")
+
+    monkeypatch.setattr(WebhookMarker, "update", unavailable)
+    sub = se.subscription(id="sub_m", customer="cus_m", metadata={"account_id": "acct_m"})
+    assert webhooks.post(se.event("customer.subscription.created", sub)).status == 200
+    assert any("arrival marker" in log["message"] for log in metrics.logs() if log["level"] == "WARNING")
+
+
+def test_the_marker_adds_one_request_per_container_and_minute(webhooks: WebhookClient, aws_calls) -> None:
+    def deliver(event_type: str, created: int) -> str:
+        sub = se.subscription(id="sub_s", customer="cus_s", metadata={"account_id": "acct_steady"})
+        return webhooks.post(se.event(event_type, sub, created=created)).body["outcome"]
+
+    assert deliver("customer.subscription.created", 1_760_000_000) == "applied"
+    assert aws_calls.count("UpdateItem") == 3  # idempotency, state and the marker
+    first = WebhookMarker.get(MARKER_KEY).received_at
+    for step in range(1, 4):
+        aws_calls.clear()
+        assert deliver("customer.subscription.updated", 1_760_000_000 + step) == "applied"
+        # Steady state, as before the marker: put in-progress, apply, complete.
+        assert aws_calls == ["PutItem", "UpdateItem", "UpdateItem"]
+    assert WebhookMarker.get(MARKER_KEY).received_at == first
+
+
+# --- the active subscriptions gauge ----------------------------------------------------------------
+
+
+def active_counts() -> dict[str, float]:
+    gauge = ActiveSubscriptionsGauge(load_plan_catalog(load_settings(webhook_secret=False)))
+    return {point.labels["Tier"]: point.value for point in gauge.points()}
+
+
+def test_the_gauge_follows_a_subscription_lifecycle(webhooks: WebhookClient) -> None:
+    def deliver(event_type: str, created: int, **fields) -> None:
+        sub = se.subscription(id="sub_g", customer="cus_g", metadata={"account_id": "acct_g"}, **fields)
+        assert webhooks.post(se.event(event_type, sub, created=created)).status == 200
+
+    assert active_counts() == {"FREE": 0, "PRO": 0}
+    deliver("customer.subscription.created", 1_760_000_000, lookup_key=None)
+    assert active_counts() == {"FREE": 1, "PRO": 0}
+    deliver("customer.subscription.updated", 1_760_000_100, lookup_key="pro_monthly")
+    assert active_counts() == {"FREE": 0, "PRO": 1}
+    deliver("customer.subscription.deleted", 1_760_000_200, lookup_key="pro_monthly", status="canceled")
+    assert active_counts() == {"FREE": 0, "PRO": 0}
+
+
+def test_the_gauge_counts_a_merged_customer_once(webhooks: WebhookClient) -> None:
+    # The subscription arrives before anything names the account: it is stored under the customer.
+    sub = se.subscription(id="sub_merge", customer="cus_merge", metadata={})
+    webhooks.post(se.event("customer.subscription.created", sub, created=1_760_000_000))
+    assert active_counts()["PRO"] == 1
+    session = se.checkout_session(id="cs_merge", customer="cus_merge", client_reference_id="acct_merge")
+    webhooks.post(se.event("checkout.session.completed", session, created=1_760_000_100))
+    assert active_counts()["PRO"] == 1
+    from billwatch.models import BillingAccount
+
+    assert BillingAccount.get("acct_merge").active_tier == "PRO"
+    assert BillingAccount.get("cus_merge").active_tier is None
+
+
+# --- GET /health -------------------------------------------------------------------------------------
+
+
+def test_shallow_health_reports_the_last_snapshot_and_its_age(probe_env) -> None:
+    handler = health_handler()
+    status, body, _ = get_health(handler)
+    assert (status, body) == (
+        200,
+        {"status": "degraded", "checks": {"probe": {"status": "failed", "reason": "never_ran"}}},
+    )
+
+    scheduled(handler)
+    handler.probe.clock = Clock(WEDNESDAY_AFTERNOON + 30)
+    status, body, _ = get_health(handler)
+    assert status == 200 and body["checks"]["probe"] == {"status": "ok", "age_seconds": 30}
+    assert set(body["checks"]) == CHECKS | {"probe"}
+    assert body["checks"]["dynamodb"]["status"] == "ok"
+
+    handler.probe.clock = Clock(WEDNESDAY_AFTERNOON + 3 * 60 + 1)  # three intervals of 1 minute
+    status, body, _ = get_health(handler)
+    assert (status, body["status"]) == (200, "degraded")
+    assert body["checks"]["probe"] == {"status": "failed", "reason": "stale", "age_seconds": 181}
+
+
+@pytest.mark.parametrize("value", ["0", "true", "yes", "1,1", ""])
+def test_any_other_deep_value_is_400_naming_the_parameter(probe_env, value) -> None:
+    status, body, _ = get_health(health_handler(), {"deep": value})
+    assert status == 400 and "deep" in body["message"]
+
+
+def test_no_health_body_shows_internals(with_stripe, dead_letter_queues, probe_env) -> None:
+    with_stripe.failure = (
+        401,
+        {"type": "invalid_request_error", "message": "Invalid API Key rk_test_health"},
+    )
+    boto3.client("sqs").send_message(QueueUrl=dead_letter_queues["quota_reset"], MessageBody="{}")
+    handler = health_handler()
+    bodies = [get_health(handler)[2]]
+    scheduled(handler)
+    bodies += [get_health(handler)[2], get_health(handler, {"deep": "1"})[2]]
+    boto3.client("dynamodb").delete_table(TableName=probe_env["IdempotencyTable"])
+    handler.probe.clock = Clock(WEDNESDAY_AFTERNOON + 60)  # past the deep cache
+    bodies.append(get_health(handler, {"deep": "1"})[2])
+    internals = [
+        *probe_env.values(),
+        *dead_letter_queues.values(),
+        "rk_test",
+        "arn:",
+        "Traceback",
+        "Invalid API Key",
+    ]
+    internals += ["127.0.0.1", "Exception", "Error", "queue/", "amazonaws"]
+    for body in bodies:
+        assert [internal for internal in internals if internal in body] == [], body
+    assert json.loads(bodies[-1])["checks"]["dynamodb"] == {
+        "status": "failed",
+        "error": "unreachable",
+        "latency_ms": json.loads(bodies[-1])["checks"]["dynamodb"]["latency_ms"],
+    }

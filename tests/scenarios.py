@@ -1,0 +1,199 @@
+"""Drive the real functions through timed scenarios and keep what they emit.
+
+A Scenario invokes the handlers (on moto) as things happen at simulated moments: every EMF
+document an invocation prints is stamped with that moment and stored in an alarm_evaluator
+MetricStore, and its JSON log lines are kept. Alarm tests then evaluate the template's alarms
+over what the code really emitted, and the contract test reads the metrics and dimension sets
+off the same output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+from devtools import stripe_events as se
+from devtools.alarm_evaluator import MetricStore
+from tests.support import LambdaContext, WebhookClient, load_handler
+
+ADMIN_ROLE = "arn:aws:iam::123456789012:role/billwatch-admin"
+ADMIN_CALLER = "arn:aws:sts::123456789012:assumed-role/billwatch-admin/ops"
+OUTSIDER = "arn:aws:sts::123456789012:assumed-role/Reader/someone"
+
+
+class DynamoDBOutage:
+    """DynamoDB refusing the named operations, as botocore reports it once its own retries give up."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, operations: set[str]) -> None:
+        self.active = False
+        original = BaseClient._make_api_call
+
+        def refusing(client: BaseClient, operation: str, params: dict) -> Any:
+            if self.active and operation in operations:
+                error = {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}
+                raise ClientError({"Error": error}, operation)
+            return original(client, operation, params)
+
+        monkeypatch.setattr(BaseClient, "_make_api_call", refusing)
+
+    @contextlib.contextmanager
+    def during(self) -> Iterator[None]:
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+
+
+class SlowClock:
+    """The intake's view of time, with a delay added to every AWS call it makes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay_seconds: float) -> None:
+        import billwatch.intake
+
+        self.delay_seconds = delay_seconds
+        self.added = 0.0
+        original = BaseClient._make_api_call
+
+        def delayed(client: BaseClient, operation: str, params: dict) -> Any:
+            self.added += self.delay_seconds
+            return original(client, operation, params)
+
+        monkeypatch.setattr(BaseClient, "_make_api_call", delayed)
+        monkeypatch.setattr(billwatch.intake, "time", self)
+
+    def perf_counter(self) -> float:
+        return time.perf_counter() + self.added
+
+    def time(self) -> float:
+        return time.time()
+
+
+class Scenario:
+    """The billwatch functions, invoked at simulated moments; what they emit, stamped with them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start: float) -> None:
+        self.now = start
+        self.store = MetricStore()
+        self.documents: list[tuple[float, dict[str, Any]]] = []
+        self.logs: list[dict[str, Any]] = []
+        self._monkeypatch = monkeypatch
+        self._handlers: dict[str, Any] = {}
+        monkeypatch.setenv("ADMIN_ROLE_ARNS", ADMIN_ROLE)
+        from billwatch.observability import logger
+        from tests.support import CurrentStdout
+
+        # The Powertools handler keeps the stream it was created with; follow redirect_stdout.
+        logger.registered_handler.stream = CurrentStdout()
+
+    def at(self, moment: float) -> Scenario:
+        self.now = moment
+        return self
+
+    @contextlib.contextmanager
+    def _captured(self) -> Iterator[None]:
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                yield
+        finally:
+            self._keep(output.getvalue())
+
+    def _keep(self, output: str) -> None:
+        for line in output.splitlines():
+            if not line.startswith("{"):
+                continue
+            document = json.loads(line)
+            if "_aws" in document:
+                self.documents.append((self.now, document))
+                self.store.put_emf(document, timestamp=self.now)
+            elif "level" in document:
+                self.logs.append(document)
+
+    def handler(self, name: str) -> Any:
+        if name not in self._handlers:
+            with self._captured():
+                module = self._handlers[name] = load_handler(name)
+            self._follow_the_scenario_clock(module)
+        return self._handlers[name]
+
+    def _follow_the_scenario_clock(self, module: Any) -> None:
+        """What reads the time of day for its logic (not for metrics) reads the scenario's."""
+        clock = lambda: self.now  # noqa: E731
+        if hasattr(module, "intake"):
+            arrivals = module.intake._arrivals
+            self._monkeypatch.setattr(arrivals, "_clock", clock)
+            self._monkeypatch.setattr(arrivals, "_monotonic", clock)
+        if hasattr(module, "probe"):
+            self._monkeypatch.setattr(module.probe, "clock", clock)
+
+    # ---------------------------------------------------------------- webhooks
+
+    def webhook(self, stripe_event: dict[str, Any]) -> int:
+        with self._captured():
+            return WebhookClient(self.handler("webhook_intake")).post(stripe_event).status
+
+    def webhook_with_bad_signature(self) -> int:
+        stripe_event = se.event("invoice.paid", se.invoice(customer="cus_x"))
+        with self._captured():
+            client = WebhookClient(self.handler("webhook_intake"))
+            return client.post(stripe_event, secrets="whsec_not_the_one").status
+
+    def malformed_webhook(self) -> int:
+        with self._captured():
+            client = WebhookClient(self.handler("webhook_intake"))
+            return client.post({"id": "evt_broken", "type": "invoice.paid", "data": "oops"}).status
+
+    # --------------------------------------------------------------- licensing
+
+    def licensing(self, method: str, path: str, body: dict | None = None, caller: str = ADMIN_CALLER) -> int:
+        event = se.api_gateway_event(
+            json.dumps(body) if body is not None else b"",
+            headers={"content-type": "application/json"},
+            path=path,
+            method=method,
+        )
+        if body is None:
+            event.pop("body", None)
+        event["requestContext"]["authorizer"] = {"iam": {"userArn": caller}}
+        with self._captured():
+            return self.handler("licensing_api").lambda_handler(event, LambdaContext())["statusCode"]
+
+    def usage(self, account_id: str, feature: str, quantity: int = 1, key: str | None = None) -> int:
+        body: dict[str, Any] = {"feature": feature, "quantity": quantity}
+        if key:
+            body["idempotency_key"] = key
+        return self.licensing("POST", f"/v1/accounts/{account_id}/usage", body)
+
+    # ------------------------------------------------------------ quota reset
+
+    def quota_reset_segment(self, run_id: str, segment: int = 0, total_segments: int = 1) -> dict[str, Any]:
+        payload = {"run_id": run_id, "segment": segment, "total_segments": total_segments}
+        with self._captured():
+            return self.handler("quota_reset").lambda_handler(payload, LambdaContext())
+
+    # ------------------------------------------------------- scheduled functions
+
+    def scheduled(self, function: str) -> Any:
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.now)),
+            "region": "us-east-1",
+            "resources": [f"arn:aws:events:us-east-1:123456789012:rule/{function}"],
+            "detail": {},
+        }
+        with self._captured():
+            return self.handler(function).lambda_handler(event, LambdaContext())
