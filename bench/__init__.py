@@ -33,6 +33,9 @@ USAGE_CHECK_REQUESTS = 1  # exactly: a plain usage check that crosses no thresho
 USAGE_CHECK_KEYED_MAX_REQUESTS = 2  # the first check with an idempotency key
 USAGE_CHECK_REPLAY_MAX_REQUESTS = 1  # the same idempotency key again
 USAGE_CHECK_WARM_MAX_RATIO = 1.3  # handler time per plain check / the same UpdateItem made directly
+# 2 table reads, the webhook marker, 1 batch of reset checkpoints, 2 DLQs, 1 gauge query per tier
+# (2 shipped), the snapshot write: the probe runs every minute, so its cost is counted.
+HEALTH_PROBE_MAX_REQUESTS = 9
 
 
 def median(values: Sequence[float]) -> float:

@@ -23,12 +23,14 @@ from typing import Any
 from bench import (
     BENCH_DIR,
     COLD_START_MAX_RATIO,
+    HEALTH_PROBE_MAX_REQUESTS,
     LAYER_MAX_MB,
     REPO_ROOT,
     USAGE_CHECK_WARM_MAX_RATIO,
     WARM_MAX_RATIO,
     coldstart,
     environment,
+    health_probe_cost,
     layer_size,
     quota_reset_scale,
 )
@@ -114,18 +116,27 @@ def run_licensing(args: argparse.Namespace, layer: dict) -> dict[str, Any]:
     return _run_child("bench.licensing", options, LICENSING_STDOUT_PATH, LICENSING_RESULTS_PATH)
 
 
-def run_quota_reset() -> dict[str, Any]:
-    _progress("quota reset: sweep throughput on moto's server, projected to 1,000,000 accounts")
+def _run_json_child(module: str, what: str) -> dict[str, Any]:
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.quota_reset_scale", "--json"],
+        [sys.executable, "-m", module, "--json"],
         capture_output=True,
         text=True,
         check=False,
         cwd=Path(__file__).resolve().parent.parent,
     )
     if completed.returncode != 0:
-        raise BenchError(f"the quota reset benchmark failed:\n{completed.stderr[-2000:]}")
+        raise BenchError(f"the {what} benchmark failed:\n{completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run_quota_reset() -> dict[str, Any]:
+    _progress("quota reset: sweep throughput on moto's server, projected to 1,000,000 accounts")
+    return _run_json_child("bench.quota_reset_scale", "quota reset")
+
+
+def run_health_probe() -> dict[str, Any]:
+    _progress("health probe: requests per scheduled run and what the subscriptions gauge reads")
+    return _run_json_child("bench.health_probe_cost", "health probe")
 
 
 # ------------------------------------------------------------------------ targets
@@ -187,6 +198,26 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": projection["fits_schedule"],
         }
     )
+    probe = results["health_probe"]
+    rows.append(
+        {
+            "name": "health probe: AWS requests per scheduled run",
+            "value": probe["requests_total"],
+            "limit": HEALTH_PROBE_MAX_REQUESTS,
+            "unit": "req",
+            "pass": probe["requests_total"] <= HEALTH_PROBE_MAX_REQUESTS,
+        }
+    )
+    rows.append(
+        {
+            "name": "health probe: subscriptions gauge items read / a Scan's (reads live subscriptions only)",
+            "value": probe["read_ratio"],
+            "limit": round(probe["seeded"]["pro"] / probe["items"], 3),
+            "unit": "x",
+            "exact": True,
+            "pass": probe["gauge_reads_only_live_subscriptions"],
+        }
+    )
     return rows
 
 
@@ -237,6 +268,9 @@ def render(results: dict[str, Any]) -> str:
     _render_layer(add, results["layer"])
     _render_licensing(add, results["licensing"])
     for line in quota_reset_scale.render(results["quota_reset"]):
+        add(line)
+    add("")
+    for line in health_probe_cost.render(results["health_probe"]):
         add(line)
     add("")
     add("Targets")
@@ -545,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         dynamo = run_dynamo(args, layer)
         licensing = run_licensing(args, layer)
         quota_reset = run_quota_reset()
+        health_probe = run_health_probe()
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
@@ -570,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "layer": layer_sizes,
         "licensing": licensing,
         "quota_reset": quota_reset,
+        "health_probe": health_probe,
     }
     results["targets"] = targets(results)
     RESULTS_PATH.write_text(json.dumps(results, indent=2), encoding="utf-8")

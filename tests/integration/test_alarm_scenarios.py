@@ -314,9 +314,10 @@ def utc(*moment: int) -> float:
 @pytest.mark.parametrize(
     ("last_webhook", "probed_from", "fires"),
     [
-        (utc(2026, 12, 1, 14, 0), utc(2026, 12, 1, 19, 50), True),  # Tue 09:00 -> 15:00 in New York
-        (utc(2026, 11, 30, 22, 0), utc(2026, 12, 1, 15, 50), False),  # Mon 17:00 -> Tue 11:00: 3 h of it
-        (utc(2026, 12, 4, 23, 0), utc(2026, 12, 5, 20, 50), False),  # Fri 18:00 -> Sat 16:00: none of it
+        pytest.param(utc(2026, 12, 1, 14, 0), utc(2026, 12, 1, 19, 50), True, id="tue-09-to-15-new-york"),
+        # 18 h of silence, of which 3 h are business hours
+        pytest.param(utc(2026, 11, 30, 22, 0), utc(2026, 12, 1, 15, 50), False, id="mon-17-to-tue-11"),
+        pytest.param(utc(2026, 12, 4, 23, 0), utc(2026, 12, 5, 20, 50), False, id="fri-18-to-sat-16"),
     ],
 )
 def test_webhooks_stalled_for_6_business_hours(
