@@ -248,11 +248,14 @@ def test_a_throttled_write_gets_503_and_the_retry_applies_once(webhooks, aws, mo
     assert metrics.total("SubscriptionCreated", Tier="PRO") == 1
 
 
-def test_unavailable_secrets_get_503_not_400(aws, monkeypatch) -> None:
+def test_unavailable_secrets_get_503_not_400(aws, monkeypatch, metrics) -> None:
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
     monkeypatch.setenv("WEBHOOK_SECRET_ID", "billwatch/missing-secret")
     webhooks = WebhookClient(load_handler("webhook_intake"))
     assert webhooks.post(sub_event("customer.subscription.created")).status == 503
+    # Counted as a failed delivery, so the failure-rate alarms see an outage of the secret.
+    assert metrics.total("WebhookFailed", EventType="unknown", Reason="SecretsUnavailable") == 1
+    assert metrics.total("WebhookReceived") == 1
 
 
 # --- secrets from AWS ---------------------------------------------------------------------------

@@ -130,6 +130,10 @@ class WebhookIntake:
             secrets = self._secrets()
         except Exception as failure:
             logger.exception("Could not load the webhook signing secrets")
+            # Every delivery fails while this lasts: the failure-rate alarms must see it.
+            self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType="unknown")
+            self._metrics.add(Metric.WEBHOOK_FAILED, EventType="unknown", Reason="SecretsUnavailable")
+            self._metrics.flush()
             raise ProcessingFailed("the webhook signing secrets are unavailable") from failure
         try:
             text = body.decode("utf-8")
