@@ -51,6 +51,10 @@ class Metric(StrEnum):
     WEBHOOKS_STALLED = "WebhooksStalled"
     DEAD_LETTER_QUEUE_DEPTH = "DeadLetterQueueDepth"
     ACTIVE_SUBSCRIPTIONS = "ActiveSubscriptions"
+    ALERT_DELIVERED = "AlertDelivered"
+    ALERT_DELIVERY_FAILED = "AlertDeliveryFailed"
+    ALERT_SUPPRESSED = "AlertSuppressed"
+    ALERT_INPUT_REJECTED = "AlertInputRejected"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,14 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.WEBHOOKS_STALLED: MetricDefinition(MetricUnit.Count),
     Metric.DEAD_LETTER_QUEUE_DEPTH: MetricDefinition(MetricUnit.Count, ("Queue",)),
     Metric.ACTIVE_SUBSCRIPTIONS: MetricDefinition(MetricUnit.Count, ("Tier",)),
+    # Channel: slack, email, pagerduty, webhook or log. A failure is counted once per notification
+    # that the channel could not take after its retries (or at once, for a permanent error).
+    Metric.ALERT_DELIVERED: MetricDefinition(MetricUnit.Count, ("Channel",)),
+    Metric.ALERT_DELIVERY_FAILED: MetricDefinition(MetricUnit.Count, ("Channel",)),
+    # Reason: dedup, inhibited or silenced.
+    Metric.ALERT_SUPPRESSED: MetricDefinition(MetricUnit.Count, ("Reason",)),
+    # Records the dispatcher could not read; each is logged with its problem and dead-lettered.
+    Metric.ALERT_INPUT_REJECTED: MetricDefinition(MetricUnit.Count),
 }
 
 

@@ -1,0 +1,268 @@
+"""Alerts: what alarm state changes and business events become before they are routed and sent.
+
+An Alert is one thing that fires and later resolves, identified by a fingerprint (the alarm's
+ARN, or the business event's subject); each state change it goes through carries a version, so
+that a change delivered twice is recognised as the same change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+from billwatch.alarm_text import AlarmText, Severity, parse_alarm_description
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class NotificationKind(StrEnum):
+    FIRING = "firing"  # first notice of this state
+    REPEAT = "repeat"  # still firing after the repeat interval
+    RESOLVED = "resolved"
+    TEST = "test"
+
+
+@dataclass(frozen=True)
+class Alert:
+    fingerprint: str  # stable across the alert's state changes
+    name: str  # the alarm's name without the billwatch-<stage>- prefix, or the business event's
+    severity: Severity
+    status: AlertStatus
+    summary: str
+    reason: str
+    since: str  # ISO 8601 UTC: when the current state began
+    version: str  # identifies this state change: the same change delivered twice has one version
+    labels: Mapping[str, str] = field(default_factory=dict)  # what routes, silences and inhibitions match
+    value: float | None = None  # the metric's value that caused the state, when known
+    threshold: float | None = None
+    comparison: str | None = None
+    runbook: str | None = None
+    console_url: str | None = None
+
+    def matches_labels(self) -> dict[str, str]:
+        """The alert's labels with its name and severity, as matchers see them."""
+        return {**self.labels, "alertname": self.name, "severity": self.severity.value}
+
+
+@dataclass(frozen=True)
+class Notification:
+    alert: Alert
+    kind: NotificationKind
+    receiver: str
+
+
+class MalformedAlertInput(ValueError):
+    """A record that is not an alarm state change or business event we can read; names the problem."""
+
+
+_STAGE_PREFIX = re.compile(r"^billwatch-[a-z][a-z0-9-]*?-(?=[A-Z])")
+_REASON_VALUE = re.compile(r"\[(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
+_ALARM_STATUS = {"ALARM": AlertStatus.FIRING, "OK": AlertStatus.RESOLVED}
+
+
+def short_alarm_name(alarm_name: str) -> str:
+    return _STAGE_PREFIX.sub("", alarm_name)
+
+
+def console_url(region: str, alarm_name: str) -> str:
+    return (
+        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+        f"#alarmsV2:alarm/{quote(alarm_name, safe='')}"
+    )
+
+
+def _region_of(arn: str) -> str:
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[0] != "arn" or not parts[3]:
+        raise MalformedAlertInput(f"AlarmArn {arn!r} is not an alarm ARN")
+    return parts[3]
+
+
+def _iso(timestamp: str, where: str) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00").replace("+0000", "+00:00"))
+    except (AttributeError, ValueError):
+        raise MalformedAlertInput(f"{where} {timestamp!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text(source: Mapping[str, Any], key: str, where: str) -> str:
+    value = source.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedAlertInput(f"{where}{key} is missing or not a string")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _alarm_text(description: Any, alarm_name: str) -> AlarmText:
+    if not isinstance(description, str):
+        raise MalformedAlertInput(f"alarm {alarm_name} has no description to read its severity from")
+    try:
+        return parse_alarm_description(description)
+    except ValueError as error:
+        raise MalformedAlertInput(f"alarm {alarm_name}: {error}") from None
+
+
+def _value_from_reason(reason: str, reason_data: Any) -> float | None:
+    if isinstance(reason_data, str):
+        try:
+            reason_data = json.loads(reason_data)
+        except json.JSONDecodeError:
+            reason_data = None
+    if isinstance(reason_data, Mapping):
+        recent = reason_data.get("recentDatapoints")
+        if isinstance(recent, list) and recent:
+            return _number(recent[-1])
+    match = _REASON_VALUE.search(reason)
+    return float(match[1]) if match else None
+
+
+def _alarm_alert(
+    *,
+    alarm_name: str,
+    alarm_arn: str,
+    state: str,
+    reason: str,
+    since: str,
+    description: Any,
+    reason_data: Any,
+    threshold: Any,
+    comparison: Any,
+) -> Alert | None:
+    status = _ALARM_STATUS.get(state)
+    if status is None:
+        return None  # INSUFFICIENT_DATA is not news for anybody; the alarm's actions leave it out
+    text = _alarm_text(description, alarm_name)
+    name = short_alarm_name(alarm_name)
+    runbook_page = text.runbook.rsplit("/", 1)[-1].removesuffix(".md")
+    return Alert(
+        fingerprint=alarm_arn,
+        name=name,
+        severity=text.severity,
+        status=status,
+        summary=text.summary,
+        reason=reason,
+        since=since,
+        version=f"{since}|{status.value}",
+        labels={"source": "cloudwatch", "group": runbook_page},
+        value=_value_from_reason(reason, reason_data),
+        threshold=_number(threshold),
+        comparison=comparison if isinstance(comparison, str) else None,
+        runbook=text.runbook,
+        console_url=console_url(_region_of(alarm_arn), alarm_name),
+    )
+
+
+def from_sns_alarm(message: Mapping[str, Any]) -> Alert | None:
+    """A CloudWatch alarm notification as SNS delivers it (the Message, parsed)."""
+    alarm_name = _text(message, "AlarmName", "")
+    trigger = message.get("Trigger") if isinstance(message.get("Trigger"), Mapping) else {}
+    return _alarm_alert(
+        alarm_name=alarm_name,
+        alarm_arn=_text(message, "AlarmArn", ""),
+        state=_text(message, "NewStateValue", ""),
+        reason=_text(message, "NewStateReason", ""),
+        since=_iso(_text(message, "StateChangeTime", ""), "StateChangeTime"),
+        description=message.get("AlarmDescription"),
+        reason_data=message.get("NewStateReasonData"),
+        threshold=trigger.get("Threshold"),
+        comparison=trigger.get("ComparisonOperator"),
+    )
+
+
+def from_alarm_event(event: Mapping[str, Any]) -> Alert | None:
+    """CloudWatch's direct alarm-to-Lambda invocation (``source: aws.cloudwatch``)."""
+    data = event.get("alarmData")
+    if not isinstance(data, Mapping):
+        raise MalformedAlertInput("alarmData is missing or not an object")
+    state = data.get("state")
+    if not isinstance(state, Mapping):
+        raise MalformedAlertInput("alarmData.state is missing or not an object")
+    configuration = data.get("configuration") if isinstance(data.get("configuration"), Mapping) else {}
+    alarm_name = _text(data, "alarmName", "alarmData.")
+    return _alarm_alert(
+        alarm_name=alarm_name,
+        alarm_arn=_text(event, "alarmArn", ""),
+        state=_text(state, "value", "alarmData.state."),
+        reason=_text(state, "reason", "alarmData.state."),
+        since=_iso(_text(state, "timestamp", "alarmData.state."), "alarmData.state.timestamp"),
+        description=configuration.get("description"),
+        reason_data=state.get("reasonData"),
+        threshold=None,
+        comparison=None,
+    )
+
+
+# Usage thresholds are news for the people who look after customers, not a page for on-call.
+USAGE_SEVERITY = {80: Severity.INFO, 95: Severity.WARNING, 100: Severity.WARNING}
+
+
+def from_usage_event(event: Mapping[str, Any]) -> Alert:
+    """A usage threshold event from licensing (billwatch.usage_events)."""
+    account = _text(event, "account_id", "")
+    feature = _text(event, "feature", "")
+    threshold = event.get("threshold")
+    if threshold not in USAGE_SEVERITY:
+        raise MalformedAlertInput(f"threshold must be one of {sorted(USAGE_SEVERITY)}, got {threshold!r}")
+    period = event.get("period") if isinstance(event.get("period"), Mapping) else {}
+    since = _iso(_text(event, "occurred_at", ""), "occurred_at")
+    used, limit = _number(event.get("used")), _number(event.get("limit"))
+    return Alert(
+        fingerprint=f"usage#{account}#{feature}#{threshold}#{period.get('since', '')}",
+        name="UsageThresholdCrossed",
+        severity=USAGE_SEVERITY[threshold],
+        status=AlertStatus.FIRING,
+        summary=f"Account {account} has used {threshold}% of its {feature} quota"
+        + (f" ({used:g} of {limit:g})" if used is not None and limit is not None else ""),
+        reason=f"usage of {feature} crossed {threshold}% of the quota",
+        since=since,
+        version=f"{since}|firing",
+        labels={"source": "licensing", "group": "usage", "account_id": account, "feature": feature},
+        value=used,
+        threshold=limit * threshold / 100 if limit is not None else None,
+        comparison="GreaterThanOrEqualToThreshold",
+    )
+
+
+def from_payment_event(event: Mapping[str, Any]) -> Alert:
+    """A failed payment for an account, from the webhook intake (billwatch.billing_events)."""
+    account = _text(event, "account_id", "")
+    invoice = _text(event, "invoice_id", "")
+    since = _iso(_text(event, "occurred_at", ""), "occurred_at")
+    amount = _number(event.get("amount_due"))
+    currency = event.get("currency") if isinstance(event.get("currency"), str) else ""
+    due = f" ({amount / 100:.2f} {currency.upper()})" if amount is not None else ""
+    return Alert(
+        fingerprint=f"payment#{account}#{invoice}",
+        name="PaymentFailed",
+        severity=Severity.WARNING,
+        status=AlertStatus.FIRING,
+        summary=f"A payment of account {account} failed: invoice {invoice}{due}",
+        reason=str(event.get("reason") or "the invoice payment failed"),
+        since=since,
+        version=f"{since}|firing",
+        labels={"source": "billing", "group": "payments", "account_id": account},
+    )
