@@ -45,6 +45,7 @@ def load_handler(function_dir: str) -> Any:
         f"{function_dir}_app_{uuid.uuid4().hex}", ROOT / "functions" / function_dir / "app.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: pydantic resolves annotations through it
     spec.loader.exec_module(module)
     return module
 

@@ -131,6 +131,17 @@ def test_every_alarm_is_named_for_its_stage_and_says_severity_summary_and_runboo
         )
 
 
+# Alarms about alert delivery itself: they must reach people without the dispatcher.
+DISPATCHER_ALARMS = {
+    "AlertTopicDeliveryFailures",
+    "AlertDeliveryFailures",
+    "AlertInputRejected",
+    "AlertDLQNotEmpty",
+    "AlertDispatchLambdaErrors",
+    "AlertDispatchLambdaThrottles",
+}
+
+
 def test_every_alarm_notifies_its_severity_topic_and_says_when_it_clears(
     alarms: dict[str, dict[str, Any]], composites: dict[str, dict[str, Any]]
 ) -> None:
@@ -141,17 +152,30 @@ def test_every_alarm_notifies_its_severity_topic_and_says_when_it_clears(
             # A building block notifies nobody: its composite speaks for it.
             assert severity is Severity.INFO and "OKActions" not in props, logical_id
             continue
-        assert TOPIC_OF_SEVERITY[severity] in props["AlarmActions"], logical_id
+        topic = "DispatcherAlarmTopic" if logical_id in DISPATCHER_ALARMS else TOPIC_OF_SEVERITY[severity]
+        assert props["AlarmActions"] == [topic], logical_id
         assert props["OKActions"] == props["AlarmActions"], logical_id
-        assert set(props["AlarmActions"]) <= set(TOPIC_OF_SEVERITY.values()), logical_id
         assert "InsufficientDataActions" not in props, logical_id
 
 
-def test_only_the_delivery_failure_alarm_also_goes_to_another_topic(
-    alarms: dict[str, dict[str, Any]],
+def test_the_dispatchers_own_alarms_reach_people_straight_from_sns(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
 ) -> None:
-    wider = {name for name, props in alarms.items() if len(props.get("AlarmActions", [])) > 1}
-    assert wider == {"AlertTopicDeliveryFailures"}
+    assert set(alarms) >= DISPATCHER_ALARMS
+    assert {name: _severity(alarms[name]) for name in DISPATCHER_ALARMS} == dict.fromkeys(
+        DISPATCHER_ALARMS, Severity.CRITICAL
+    )
+    subscriptions = resources_of_type(template, "AWS::SNS::Subscription").values()
+    protocols = [
+        s["Properties"]["Protocol"]
+        for s in subscriptions
+        if s["Properties"]["TopicArn"] == {"Ref": "DispatcherAlarmTopic"}
+    ]
+    assert protocols == ["email"]
+    events = template["Resources"]["AlertDispatchFunction"]["Properties"]["Events"].values()
+    dispatched = {e["Properties"]["Topic"]["Ref"] for e in events if e["Type"] == "SNS"}
+    assert "DispatcherAlarmTopic" not in dispatched
+    assert dispatched >= set(TOPIC_OF_SEVERITY.values())
 
 
 def test_composite_rules_name_alarms_of_this_template(

@@ -12,7 +12,7 @@ from billwatch.licensing import Licensing, UsageRequestError, month_period
 from billwatch.metrics import MetricsRecorder
 from billwatch.models import BillingAccount, bind_billing_table, bind_idempotency_table
 from billwatch.plans import load_catalog_text, shipped_catalog_text
-from billwatch.usage_events import UsageEventPublisher
+from billwatch.usage_events import usage_event_publisher
 from devtools import stripe_events as se
 from tests.support import Clock
 
@@ -256,7 +256,7 @@ def test_threshold_events_go_out_once_per_threshold_and_period(aws, clock, usage
     topic, received = usage_topic
     bind_billing_table(aws["BillingStateTable"])
     licensing = Licensing(
-        CATALOG, MetricsRecorder("Billwatch", "billwatch"), clock, usage_events=UsageEventPublisher(topic)
+        CATALOG, MetricsRecorder("Billwatch", "billwatch"), clock, usage_events=usage_event_publisher(topic)
     )
     threads = [
         threading.Thread(target=lambda: [licensing.use("acct_1", "exports", 1) for _ in range(2)])

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from billwatch.metrics import Metric, MetricsRecorder
+from billwatch.observability import logger
+
 # A role's session calls as arn:aws:sts::<account>:assumed-role/<role name>/<session>.
 _ASSUMED_ROLE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
 
@@ -30,3 +33,12 @@ def is_admin(caller_arn: str | None, admin_role_arns: Iterable[str]) -> bool:
         if role in (admin, f"{prefix}:role/{name.rsplit('/', 1)[-1]}"):
             return True
     return False
+
+
+def record_refusal(metrics: MetricsRecorder, caller_arn: str | None, operation: str) -> None:
+    """A refused admin call: logged with who and what, and counted for UnauthorizedAdminAccess."""
+    logger.warning(
+        "Unauthorized admin access attempt",
+        extra={"caller_arn": caller_arn or "none", "operation": operation},
+    )
+    metrics.add(Metric.UNAUTHORIZED_ADMIN_ACCESS)

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from billwatch.alarm_text import AlarmText, Severity, parse_alarm_description
+from billwatch.usage_events import PAYMENT_FAILED_EVENT_TYPE, USAGE_EVENT_TYPE
 
 
 class AlertStatus(StrEnum):
@@ -167,7 +168,7 @@ def _alarm_alert(
         reason=reason,
         since=since,
         version=f"{since}|{status.value}",
-        labels={"source": "cloudwatch", "group": runbook_page},
+        labels={"source": "cloudwatch", "group": runbook_page, "alarm": alarm_name},
         value=_value_from_reason(reason, reason_data),
         threshold=_number(threshold),
         comparison=comparison if isinstance(comparison, str) else None,
@@ -248,7 +249,7 @@ def from_usage_event(event: Mapping[str, Any]) -> Alert:
 
 
 def from_payment_event(event: Mapping[str, Any]) -> Alert:
-    """A failed payment for an account, from the webhook intake (billwatch.billing_events)."""
+    """A failed payment for an account, from the webhook intake (billwatch.usage_events)."""
     account = _text(event, "account_id", "")
     invoice = _text(event, "invoice_id", "")
     since = _iso(_text(event, "occurred_at", ""), "occurred_at")
@@ -266,3 +267,55 @@ def from_payment_event(event: Mapping[str, Any]) -> Alert:
         version=f"{since}|firing",
         labels={"source": "billing", "group": "payments", "account_id": account},
     )
+
+
+def _from_sns_message(text: Any) -> Alert | None:
+    if not isinstance(text, str):
+        raise MalformedAlertInput("Sns.Message is missing or not a string")
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError:
+        raise MalformedAlertInput("Sns.Message is not JSON") from None
+    if not isinstance(message, Mapping):
+        raise MalformedAlertInput("Sns.Message is not a JSON object")
+    if "AlarmName" in message:
+        return from_sns_alarm(message)
+    if message.get("type") == USAGE_EVENT_TYPE:
+        return from_usage_event(message)
+    if message.get("type") == PAYMENT_FAILED_EVENT_TYPE:
+        return from_payment_event(message)
+    raise MalformedAlertInput(
+        "Sns.Message is neither an alarm notification nor a "
+        f"{USAGE_EVENT_TYPE} or {PAYMENT_FAILED_EVENT_TYPE} event"
+    )
+
+
+@dataclass(frozen=True)
+class ReadRecord:
+    """One record of an invocation: the alert it holds, None (nothing to tell), or why it is unreadable."""
+
+    raw: Any
+    alert: Alert | None = None
+    problem: str | None = None
+
+
+def read_records(event: Mapping[str, Any]) -> list[ReadRecord]:
+    """Every record of an SNS delivery, or the one alarm of a direct alarm invocation."""
+    if event.get("source") == "aws.cloudwatch":
+        records: list[Any] = [event]
+    else:
+        records = event.get("Records") if isinstance(event.get("Records"), list) else [event]
+    read = []
+    for record in records:
+        try:
+            if isinstance(record, Mapping) and record.get("source") == "aws.cloudwatch":
+                alert = from_alarm_event(record)
+            elif isinstance(record, Mapping) and isinstance(record.get("Sns"), Mapping):
+                alert = _from_sns_message(record["Sns"].get("Message"))
+            else:
+                raise MalformedAlertInput("the record is neither an SNS record nor a CloudWatch alarm event")
+        except MalformedAlertInput as problem:
+            read.append(ReadRecord(record, problem=str(problem)))
+            continue
+        read.append(ReadRecord(record, alert))
+    return read

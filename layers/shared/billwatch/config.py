@@ -6,6 +6,7 @@ which may be a secret), instead of failing some request later.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ class Settings:
     secrets_max_age_seconds: int
     admin_role_arns: tuple[str, ...]
     usage_events_topic_arn: str | None
+    billing_events_topic_arn: str | None
     quota_reset_segments: int
     quota_reset_grace_seconds: int
     business_hours: BusinessHours
@@ -150,6 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         secrets_max_age_seconds=_integer(env, "SECRETS_MAX_AGE_SECONDS", default=300, minimum=0),
         admin_role_arns=_role_arns(env, "ADMIN_ROLE_ARNS"),
         usage_events_topic_arn=_optional(env, "USAGE_EVENTS_TOPIC_ARN"),
+        billing_events_topic_arn=_optional(env, "BILLING_EVENTS_TOPIC_ARN"),
         quota_reset_segments=_integer(env, "QUOTA_RESET_SEGMENTS", default=8, minimum=1),
         quota_reset_grace_seconds=_integer(env, "QUOTA_RESET_GRACE_SECONDS", default=1800, minimum=0),
         business_hours=_business_hours(env),
@@ -176,4 +179,56 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         )
     if settings.plan_catalog_path and settings.plan_catalog_parameter:
         raise ConfigError("set at most one of PLAN_CATALOG_PATH and PLAN_CATALOG_PARAMETER")
+    return settings
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """What the alert dispatcher needs beyond the shared settings."""
+
+    alert_table: str
+    routes_path: str | None
+    routes_parameter: str | None
+    secrets_id: str | None  # Secrets Manager: one JSON object of channel secrets
+    local_secrets: Mapping[str, str]  # ALERT_SECRETS, for local runs only
+    email_sender: str | None
+    dlq_url: str | None
+    secrets_max_age_seconds: int
+
+
+_EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _local_alert_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    raw = _optional(env, "ALERT_SECRETS")
+    if raw is None:
+        return {}
+    try:
+        secrets = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ConfigError("ALERT_SECRETS must be a JSON object of secret names to values") from None
+    if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+        raise ConfigError("ALERT_SECRETS must be a JSON object of secret names to string values")
+    return secrets
+
+
+def load_alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
+    env = os.environ if env is None else env
+    sender = _optional(env, "ALERT_EMAIL_SENDER")
+    if sender is not None and not _EMAIL_ADDRESS.match(sender):
+        raise ConfigError(f"ALERT_EMAIL_SENDER must be an email address, got {sender!r}")
+    settings = AlertSettings(
+        alert_table=_required(env, "ALERT_STATE_TABLE_NAME"),
+        routes_path=_optional(env, "ALERT_ROUTES_PATH"),
+        routes_parameter=_optional(env, "ALERT_ROUTES_PARAMETER"),
+        secrets_id=_optional(env, "ALERT_SECRETS_ID"),
+        local_secrets=_local_alert_secrets(env),
+        email_sender=sender,
+        dlq_url=_optional(env, "ALERT_DLQ_URL"),
+        secrets_max_age_seconds=_integer(env, "SECRETS_MAX_AGE_SECONDS", default=300, minimum=0),
+    )
+    if settings.routes_path and settings.routes_parameter:
+        raise ConfigError("set at most one of ALERT_ROUTES_PATH and ALERT_ROUTES_PARAMETER")
+    if settings.secrets_id and settings.local_secrets:
+        raise ConfigError("set at most one of ALERT_SECRETS_ID (Secrets Manager) and ALERT_SECRETS (local)")
     return settings

@@ -6,6 +6,7 @@ header (signed path) or an already-trusted event (EventBridge path), and maps th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from billwatch.stripe_events import (
     parse_event,
     subscription_change,
 )
+from billwatch.usage_events import PAYMENT_FAILED_EVENT_TYPE, BusinessEventPublisher, payment_event_publisher
 from billwatch.webhook_marker import WebhookArrivals
 
 
@@ -79,8 +81,10 @@ class WebhookIntake:
         secrets: Callable[[], tuple[str, ...]],
         stripe_api: StripeApi | None = None,
         arrivals: WebhookArrivals | None = None,
+        payment_events: BusinessEventPublisher | None = None,
     ) -> None:
         self._settings = settings
+        self._payment_events = payment_events or payment_event_publisher(None)
         self._catalog = catalog
         self._store = store
         self._metrics = metrics
@@ -212,7 +216,33 @@ class WebhookIntake:
         elif outcome is IntakeOutcome.DUPLICATE:
             self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
         self._metrics.extend(self._business_metrics(parsed, applied))
+        if parsed.type == "invoice.payment_failed" and applied.get("account_id"):
+            self._announce_failed_payment(event, parsed, applied["account_id"])
         return IntakeResult(outcome, parsed.id, parsed.type, applied.get("account_id"))
+
+    def _announce_failed_payment(
+        self, event: Mapping[str, Any], parsed: ParsedEvent, account_id: str
+    ) -> None:
+        """Once per Stripe event (a duplicate never gets here); a failure to publish only logs."""
+        invoice = event["data"]["object"]
+        announcement = {
+            "type": PAYMENT_FAILED_EVENT_TYPE,
+            "account_id": account_id,
+            "invoice_id": invoice.get("id"),
+            "amount_due": invoice.get("amount_due"),
+            "currency": invoice.get("currency"),
+            "attempt_count": invoice.get("attempt_count"),
+            "stripe_event_id": parsed.id,
+            "occurred_at": dt.datetime.fromtimestamp(parsed.created, dt.UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+        }
+        try:
+            self._payment_events.publish(announcement)
+        except Exception:
+            logger.exception(
+                "Failed to publish a failed-payment event", extra={"business_event": announcement}
+            )
 
     def _apply(self, event: Mapping[str, Any], parsed: ParsedEvent) -> dict[str, Any]:
         """Runs once per Stripe event id; its result is what a duplicate delivery gets back."""
@@ -310,4 +340,5 @@ def build_webhook_intake(settings: Settings) -> WebhookIntake:
         )
         if settings.stripe_api_configured
         else None,
+        payment_events=payment_event_publisher(settings.billing_events_topic_arn),
     )

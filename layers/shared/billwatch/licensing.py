@@ -27,6 +27,7 @@ from pynamodb.constants import ALL_NEW, ALL_OLD
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.expressions.condition import Condition
 
+from billwatch.access import record_refusal
 from billwatch.billing_store import StoreUnavailable, conditional_update
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricsRecorder
@@ -42,7 +43,7 @@ from billwatch.models import (
 )
 from billwatch.observability import logger
 from billwatch.plans import Feature, PlanCatalog, Tier, load_plan_catalog
-from billwatch.usage_events import UsageEventPublisher
+from billwatch.usage_events import USAGE_EVENT_TYPE, BusinessEventPublisher, usage_event_publisher
 
 # Crossing one of these shares of a quota is a "limit hit" (the seeds' 80/90/100 % histogram).
 LIMIT_HIT_THRESHOLDS = (80, 90, 100)
@@ -129,23 +130,19 @@ class Licensing:
         metrics: MetricsRecorder,
         clock: Callable[[], float] = time.time,
         idempotency_ttl_seconds: int = 24 * 3600,
-        usage_events: UsageEventPublisher | None = None,
+        usage_events: BusinessEventPublisher | None = None,
     ):
         self._catalog = catalog
         self._metrics = metrics
         self._clock = clock
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
-        self._usage_events = usage_events or UsageEventPublisher(None)
+        self._usage_events = usage_events or usage_event_publisher(None)
 
     def flush_metrics(self) -> None:
         self._metrics.flush()
 
     def refuse_admin(self, caller_arn: str | None, operation: str) -> None:
-        logger.warning(
-            "Unauthorized admin access attempt",
-            extra={"caller_arn": caller_arn or "none", "operation": operation},
-        )
-        self._metrics.add(Metric.UNAUTHORIZED_ADMIN_ACCESS)
+        record_refusal(self._metrics, caller_arn, operation)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -457,7 +454,7 @@ class Licensing:
         if not accepted:
             return
         event = {
-            "type": "usage.threshold_crossed",
+            "type": USAGE_EVENT_TYPE,
             "account_id": account_id,
             "feature": decision.feature,
             "threshold": threshold,
@@ -582,5 +579,5 @@ def build_licensing(settings: Settings) -> Licensing:
         catalog=load_plan_catalog(settings),
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
-        usage_events=UsageEventPublisher(settings.usage_events_topic_arn),
+        usage_events=usage_event_publisher(settings.usage_events_topic_arn),
     )

@@ -205,3 +205,60 @@ def usage_alert(feature: str) -> NumberAttribute:
 
 # Attributes that belong to one usage period and go when a new one starts.
 PERIOD_ATTRIBUTE_PREFIXES = ("used_", "granted_", "alerted_")
+
+
+# ---------------------------------------------------------------------------- alert dispatch
+# One table (AlertStateTable), partitioned by what an item is, so that each kind is one Query.
+
+
+class _AlertTableModel(Model):
+    class Meta:
+        table_name = "alert-state"  # replaced by bind_alert_table() at start-up
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    expiration = NumberAttribute(null=True)  # the table's TTL attribute
+
+
+class AlertRecord(_AlertTableModel):
+    """An alert's current state (pk "alert", sk its fingerprint)."""
+
+    status = UnicodeAttribute()
+    since = UnicodeAttribute()
+    version = UnicodeAttribute()
+    last_seen_at = NumberAttribute()  # epoch second of the last input about it
+    alert = UnicodeAttribute()  # the Alert, as JSON, to render repeats and resolved notices from
+
+
+class NotificationRecord(_AlertTableModel):
+    """What a receiver was last told about an alert (pk "notify", sk "<fingerprint>|<receiver>")."""
+
+    sent_version = UnicodeAttribute(null=True)
+    sent_status = UnicodeAttribute(null=True)
+    sent_at = NumberAttribute(null=True)
+    lease_until = NumberAttribute(null=True)  # a dispatcher is sending it; others keep off till then
+
+
+class SilenceRecord(_AlertTableModel):
+    """A maintenance window (pk "silence", sk its id): matching alerts are recorded, not sent."""
+
+    matchers = ListAttribute(of=UnicodeAttribute)
+    starts_at = NumberAttribute()
+    ends_at = NumberAttribute()
+    comment = UnicodeAttribute()
+    created_by = UnicodeAttribute()
+
+
+class BrokenChannel(_AlertTableModel):
+    """A channel that answered a permanent error (pk "broken", sk "<receiver>|<channel index>")."""
+
+    channel = UnicodeAttribute()
+    status = NumberAttribute(null=True)
+    detail = UnicodeAttribute()
+    since = NumberAttribute()
+
+
+def bind_alert_table(table_name: str) -> None:
+    for model in (AlertRecord, NotificationRecord, SilenceRecord, BrokenChannel):
+        model.Meta.table_name = table_name
+        model._connection = None

@@ -1,0 +1,167 @@
+"""AlertDispatch: alarm notifications (SNS, or CloudWatch's direct invocation) and business events
+in; Slack, email, PagerDuty and webhook notices out. A schedule repeats and resolves; the admin
+routes (HTTP API, IAM) manage silences; ``{"billwatch": "test-alerts"}`` sends a test of each severity.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from billwatch.access import is_admin
+from billwatch.alert_dispatch import build_alert_dispatcher
+from billwatch.alert_store import SilenceError
+from billwatch.alerts import read_records
+from billwatch.config import load_alert_settings, load_settings
+from billwatch.observability import logger
+
+TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
+SILENCE_ID = r"^[0-9a-f]{32}$"
+# Notices still in flight when Lambda stops the invocation would be lost: stop retrying before.
+RESERVE_SECONDS = 5.0
+
+settings = load_settings(webhook_secret=False)
+alert_settings = load_alert_settings()
+_invocation: dict[str, Any] = {}
+dispatcher = build_alert_dispatcher(
+    settings,
+    alert_settings,
+    deadline=lambda: (
+        _invocation["context"].get_remaining_time_in_millis() / 1000 - RESERVE_SECONDS
+        if "context" in _invocation
+        else float("inf")
+    ),
+)
+app = APIGatewayHttpResolver(enable_validation=True)
+
+
+class SilenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    matchers: list[str] = Field(min_length=1, max_length=20)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime
+    comment: str = Field(min_length=1, max_length=500)
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError) -> Response:
+    problems = []
+    for detail in error.errors():
+        where = ".".join(str(part) for part in detail.get("loc", ()) if part not in ("body", "path"))
+        problems.append(f"{where or 'body'}: {detail.get('msg', 'is invalid')}")
+    return _json(400, {"error": "invalid_request", "message": "; ".join(problems)})
+
+
+@app.exception_handler(SilenceError)
+def _bad_silence(error: SilenceError) -> Response:
+    return _json(400, {"error": "invalid_request", "message": str(error)})
+
+
+@app.get("/admin/silences")
+def list_silences() -> dict[str, Any]:
+    now = dispatcher.clock()
+    return {
+        "silences": [
+            {**silence.as_dict(), "active": silence.active(now)} for silence in dispatcher.store.silences()
+        ]
+    }
+
+
+@app.post("/admin/silences")
+def create_silence(request: Annotated[SilenceRequest, Body()]):  # returns a Response: no annotation
+    now = dispatcher.clock()
+    silence = dispatcher.store.create_silence(
+        request.matchers,
+        int(request.starts_at.timestamp()) if request.starts_at else int(now),
+        int(request.ends_at.timestamp()),
+        request.comment,
+        _caller(app.current_event.raw_event) or "unknown",
+        int(now),
+    )
+    logger.info("Silence created", extra={"silence": silence.as_dict()})
+    return _json(201, silence.as_dict())
+
+
+@app.delete("/admin/silences/<silence_id>")
+def remove_silence(silence_id: Annotated[str, Path(pattern=SILENCE_ID)]):
+    if not dispatcher.store.remove_silence(silence_id):
+        return _json(404, {"error": "not_found", "message": f"no silence {silence_id}"})
+    logger.info(
+        "Silence removed", extra={"silence_id": silence_id, "by": _caller(app.current_event.raw_event)}
+    )
+    return Response(status_code=204)
+
+
+def _caller(event: dict[str, Any]) -> str | None:
+    return (((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}).get("userArn")
+
+
+def _plain(status: int, error: str, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"error": error, "message": message}),
+    }
+
+
+def _from_http(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    caller = _caller(event)
+    if not is_admin(caller, settings.admin_role_arns):
+        dispatcher.refuse_admin(
+            caller, f"{event['requestContext']['http'].get('method')} {event.get('rawPath')}"
+        )
+        return _plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
+        return _plain(415, "unsupported_media_type", "the body must be application/json")
+    return app.resolve(event, context)
+
+
+def _from_records(event: dict[str, Any]) -> dict[str, Any]:
+    """Each record on its own: an unreadable or failing one never holds back the others."""
+    counts = {"records": 0, "dispatched": 0, "rejected": 0, "failed": 0}
+    failed = []
+    for record in read_records(event):
+        counts["records"] += 1
+        if record.problem is not None:
+            counts["rejected"] += 1
+            dispatcher.reject_input(record.raw, record.problem)
+            continue
+        if record.alert is None:
+            continue
+        try:
+            dispatcher.dispatch(record.alert)
+            counts["dispatched"] += 1
+        except Exception:
+            logger.exception("Could not dispatch an alert", extra={"fingerprint": record.alert.fingerprint})
+            counts["failed"] += 1
+            failed.append(record.alert.fingerprint)
+    if failed:
+        # Lambda retries the invocation; what was already sent is not sent again (the claims hold).
+        raise RuntimeError(f"{len(failed)} alert(s) could not be dispatched; the invocation will be retried")
+    return counts
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    _invocation["context"] = context
+    try:
+        if event.get("source") == "aws.events":
+            return dispatcher.sweep()
+        if event == TEST_ALERTS_REQUEST:
+            return {"sent": dispatcher.send_test_alerts(requested_by="a test-alerts invocation")}
+        if "http" in (event.get("requestContext") or {}):
+            return _from_http(event, context)
+        return _from_records(event)
+    finally:
+        dispatcher.flush_metrics()

@@ -1,0 +1,430 @@
+"""Alert dispatch: route each alert to its receivers, once, again while it fires, and when it clears.
+
+For each alert: record its state (an older or repeated state changes nothing and tells nobody);
+hold it when a silence matches or a firing alert inhibits it; otherwise walk the route tree
+(Alertmanager's: children in order, the first match wins unless it says ``continue``) and tell
+each receiver on all its channels. A critical alert that a channel could not take goes to the
+receiver's fallback; whatever reached nobody is dead-lettered, never dropped.
+
+The scheduled sweep repeats firing alerts after their repeat interval, resolves alarm alerts
+whose alarm is OK again (a missed OK notice), and resolves business alerts that had no news for
+``stale_after_seconds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from billwatch.access import record_refusal
+from billwatch.alarm_text import Severity
+from billwatch.alert_channels import Channel, DeliveryFailed, HttpDelivery, build_channel
+from billwatch.alert_config import (
+    ChannelConfig,
+    Matcher,
+    RouteConfig,
+    RoutingConfig,
+    load_shipped_routing,
+    matches_all,
+    parse_routing_config,
+)
+from billwatch.alert_store import AlertStore
+from billwatch.alerts import Alert, AlertStatus, Notification, NotificationKind
+from billwatch.config import AlertSettings, Settings
+from billwatch.metrics import Metric, MetricsRecorder
+from billwatch.models import bind_alert_table
+from billwatch.observability import logger
+
+
+class Outcome(StrEnum):
+    NOTIFIED = "notified"
+    DEDUP = "dedup"
+    INHIBITED = "inhibited"
+    SILENCED = "silenced"
+    NOTHING_TO_SEND = "nothing_to_send"  # e.g. a resolve for a receiver that never heard it fire
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    receiver: str
+    repeat_interval_seconds: int | None
+    send_resolved: bool
+
+
+def match_routes(
+    route: RouteConfig, labels: Mapping[str, str], inherited: RouteMatch | None = None
+) -> list[RouteMatch]:
+    """The receivers of an alert: the deepest matching routes, children in order, ``continue`` honoured."""
+    here = RouteMatch(
+        receiver=route.receiver or (inherited.receiver if inherited else ""),
+        repeat_interval_seconds=route.repeat_interval_seconds
+        or (inherited.repeat_interval_seconds if inherited else None),
+        send_resolved=route.send_resolved
+        if route.send_resolved is not None
+        else (inherited.send_resolved if inherited else True),
+    )
+    matched: list[RouteMatch] = []
+    for child in route.routes:
+        if matches_all(tuple(Matcher.parse(m) for m in child.matchers), labels):
+            matched += match_routes(child, labels, here)
+            if not child.continue_matching:
+                break
+    return matched or [here]
+
+
+def _iso(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _resolved(alert: Alert, now: float, reason: str) -> Alert:
+    since = _iso(now)
+    return dataclasses.replace(
+        alert,
+        status=AlertStatus.RESOLVED,
+        reason=reason,
+        since=since,
+        version=f"{since}|resolved",
+        value=None,
+    )
+
+
+class AlertDispatcher:
+    def __init__(
+        self,
+        config: RoutingConfig,
+        store: AlertStore,
+        channel_for: Callable[[ChannelConfig], Channel],
+        metrics: MetricsRecorder,
+        dead_letter: Callable[[dict[str, Any]], None],
+        clock: Callable[[], float],
+        alarm_states: Callable[[list[str]], Mapping[str, str]] | None = None,
+    ) -> None:
+        self._config = config
+        self.store = store
+        self._channel_for = channel_for
+        self._metrics = metrics
+        self._dead_letter = dead_letter
+        self.clock = clock
+        self._alarm_states = alarm_states
+        self._inhibit_rules = [
+            (
+                tuple(Matcher.parse(m) for m in rule.source_matchers),
+                tuple(Matcher.parse(m) for m in rule.target_matchers),
+                rule.equal,
+            )
+            for rule in config.inhibit_rules
+        ]
+
+    def flush_metrics(self) -> None:
+        self._metrics.flush()
+
+    def reject_input(self, record: Any, problem: str) -> None:
+        """An unreadable record: logged with its problem, counted, and kept in the DLQ."""
+        self._metrics.add(Metric.ALERT_INPUT_REJECTED)
+        logger.error("Rejected an alert input record that cannot be read", extra={"problem": problem})
+        self._dead_letter({"reason": "unreadable", "problem": problem, "record": record})
+
+    def refuse_admin(self, caller_arn: str | None, operation: str) -> None:
+        record_refusal(self._metrics, caller_arn, operation)
+
+    # ------------------------------------------------------------------ input
+
+    def dispatch(self, alert: Alert) -> Outcome:
+        """One alert state change, as it arrived (perhaps again)."""
+        now = int(self.clock())
+        if not self.store.record(alert, now):
+            self._suppressed(alert, Outcome.DEDUP)
+            return Outcome.DEDUP
+        held = self._held(alert, now)
+        if held is not None:
+            self._suppressed(alert, held)
+            return held
+        kind = NotificationKind.FIRING if alert.status is AlertStatus.FIRING else NotificationKind.RESOLVED
+        outcomes = [self._notify(alert, match, kind, None, now) for match in self._routes(alert)]
+        return Outcome.NOTIFIED if Outcome.NOTIFIED in outcomes else outcomes[0]
+
+    def _routes(self, alert: Alert) -> list[RouteMatch]:
+        unique: dict[str, RouteMatch] = {}
+        for match in match_routes(self._config.route, alert.matches_labels()):
+            unique.setdefault(match.receiver, match)
+        return list(unique.values())
+
+    def _held(self, alert: Alert, now: float) -> Outcome | None:
+        if any(silence.silences(alert, now) for silence in self.store.silences()):
+            return Outcome.SILENCED
+        if alert.status is AlertStatus.FIRING and self._inhibited(alert):
+            return Outcome.INHIBITED
+        return None
+
+    def _inhibited(self, alert: Alert) -> bool:
+        labels = alert.matches_labels()
+        rules = [rule for rule in self._inhibit_rules if matches_all(rule[1], labels)]
+        if not rules:
+            return False
+        firing = [other for other, _ in self.store.firing() if other.fingerprint != alert.fingerprint]
+        for source_matchers, _, equal in rules:
+            for other in firing:
+                other_labels = other.matches_labels()
+                if matches_all(source_matchers, other_labels) and all(
+                    other_labels.get(label) == labels.get(label) for label in equal
+                ):
+                    return True
+        return False
+
+    def _suppressed(self, alert: Alert, outcome: Outcome) -> None:
+        self._metrics.add(Metric.ALERT_SUPPRESSED, Reason=outcome.value)
+        logger.info(
+            "Alert not sent",
+            extra={
+                "alert": alert.name,
+                "fingerprint": alert.fingerprint,
+                "status": alert.status,
+                "why": outcome,
+            },
+        )
+
+    # --------------------------------------------------------------- notices
+
+    def _notify(
+        self, alert: Alert, match: RouteMatch, kind: NotificationKind, repeat_after: int | None, now: int
+    ) -> Outcome:
+        if alert.status is AlertStatus.RESOLVED and not (
+            match.send_resolved and self.store.told_firing(alert.fingerprint, match.receiver)
+        ):
+            return Outcome.NOTHING_TO_SEND
+        if not self.store.claim(alert.fingerprint, match.receiver, alert.version, now, repeat_after):
+            self._suppressed(alert, Outcome.DEDUP)
+            return Outcome.DEDUP
+        try:
+            self._deliver(Notification(alert, kind, match.receiver))
+        except Exception:
+            self.store.release(alert.fingerprint, match.receiver)  # the input's retry may try again
+            raise
+        self.store.sent(alert.fingerprint, match.receiver, alert.version, alert.status, now)
+        return Outcome.NOTIFIED
+
+    def _deliver(self, notification: Notification) -> None:
+        """All the receiver's channels; a critical alert's failures go to its fallback, the rest to DLQ."""
+        receiver = self._config.receivers[notification.receiver]
+        failures: list[DeliveryFailed] = []
+        for index, channel_config in enumerate(receiver.channels):
+            failure = self._send(notification, channel_config, index)
+            if failure is not None:
+                failures.append(failure)
+        if not failures:
+            return
+        covered = False
+        if notification.alert.severity is Severity.CRITICAL and receiver.fallback is not None:
+            covered = self._send(notification, receiver.fallback, None) is None
+        if not covered:
+            self._dead_letter(
+                {
+                    "reason": "undelivered",
+                    "receiver": notification.receiver,
+                    "kind": notification.kind.value,
+                    "failed_channels": [failure.channel for failure in failures],
+                    "alert": dataclasses.asdict(notification.alert),
+                }
+            )
+
+    def _send(
+        self, notification: Notification, config: ChannelConfig, index: int | None
+    ) -> DeliveryFailed | None:
+        channel_name = config.type
+        try:
+            self._channel_for(config).send(notification)
+        except DeliveryFailed as failure:
+            self._metrics.add(Metric.ALERT_DELIVERY_FAILED, Channel=channel_name)
+            logger.warning(
+                "Alert delivery failed",
+                extra={
+                    "receiver": notification.receiver,
+                    "channel": channel_name,
+                    "permanent": failure.permanent,
+                    "status": failure.status,
+                    "detail": str(failure),
+                    "alert": notification.alert.name,
+                },
+            )
+            if failure.permanent and index is not None:
+                self.store.flag_broken(
+                    notification.receiver,
+                    index,
+                    channel_name,
+                    failure.status,
+                    str(failure),
+                    int(self.clock()),
+                )
+            return failure
+        self._metrics.add(Metric.ALERT_DELIVERED, Channel=channel_name)
+        return None
+
+    # ----------------------------------------------------------------- sweep
+
+    def sweep(self) -> dict[str, int]:
+        """Repeats what still fires, resolves what cleared unnoticed or went stale. Counts by outcome."""
+        now = int(self.clock())
+        firing = self.store.firing()
+        alarm_names = [alert.labels["alarm"] for alert, _ in firing if "alarm" in alert.labels]
+        states = self._alarm_states(alarm_names) if self._alarm_states and alarm_names else {}
+        counts: dict[str, int] = {}
+        for alert, last_seen in firing:
+            outcome = self._sweep_one(alert, last_seen, states, now)
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        return counts
+
+    def _sweep_one(self, alert: Alert, last_seen: int, states: Mapping[str, str], now: int) -> Outcome:
+        alarm = alert.labels.get("alarm")
+        if alarm is not None and self._alarm_states is not None:
+            state = states.get(alarm)
+            if state != "ALARM":
+                why = "the alarm is OK again" if state == "OK" else f"the alarm is {state or 'gone'}"
+                return self.dispatch(_resolved(alert, now, f"{why} (no OK notice arrived)"))
+        elif now - last_seen >= self._config.stale_after_seconds:
+            return self.dispatch(
+                _resolved(alert, now, f"resolved as stale: no news for {self._config.stale_after_seconds} s")
+            )
+        held = self._held(alert, now)
+        if held is not None:
+            return held
+        outcomes = []
+        for match in self._routes(alert):
+            repeat_after = (
+                match.repeat_interval_seconds or self._config.repeat_interval_seconds[alert.severity]
+            )
+            outcomes.append(self._notify(alert, match, NotificationKind.REPEAT, repeat_after, now))
+        return Outcome.NOTIFIED if Outcome.NOTIFIED in outcomes else outcomes[0]
+
+    # ----------------------------------------------------------- test alerts
+
+    def send_test_alerts(self, requested_by: str) -> list[dict[str, Any]]:
+        """One test alert of each severity through the configured routes: what every receiver would get."""
+        now = self.clock()
+        report = []
+        for severity in Severity:
+            since = _iso(now)
+            alert = Alert(
+                fingerprint=f"test#{severity.value}#{uuid.uuid4().hex}",
+                name="BillwatchTestAlert",
+                severity=severity,
+                status=AlertStatus.FIRING,
+                summary=f"Test alert ({severity.value}) requested by {requested_by}: no action needed",
+                reason="a test of the alert routes",
+                since=since,
+                version=f"{since}|firing",
+                labels={"source": "test", "group": "test"},
+            )
+            for match in self._routes(alert):
+                self._deliver(Notification(alert, NotificationKind.TEST, match.receiver))
+                report.append({"severity": severity.value, "receiver": match.receiver})
+        return report
+
+
+# ------------------------------------------------------------------ wiring
+
+
+class AlertSecrets:
+    """The channels' secrets: one JSON object in Secrets Manager (cached), or ALERT_SECRETS locally."""
+
+    def __init__(self, settings: AlertSettings) -> None:
+        self._settings = settings
+
+    def __call__(self, key: str) -> str:
+        if self._settings.secrets_id is None:
+            secrets: Mapping[str, Any] = self._settings.local_secrets
+        else:
+            from aws_lambda_powertools.utilities import parameters
+
+            secrets = parameters.get_secret(
+                self._settings.secrets_id, transform="json", max_age=self._settings.secrets_max_age_seconds
+            )
+        value = secrets.get(key) if isinstance(secrets, Mapping) else None
+        if not isinstance(value, str) or not value:
+            raise KeyError(key)
+        return value
+
+
+def load_routing(settings: AlertSettings) -> RoutingConfig:
+    if settings.routes_path:
+        from pathlib import Path
+
+        return parse_routing_config(
+            Path(settings.routes_path).read_text(encoding="utf-8"), "ALERT_ROUTES_PATH"
+        )
+    if settings.routes_parameter:
+        from aws_lambda_powertools.utilities import parameters
+
+        return parse_routing_config(
+            parameters.get_parameter(settings.routes_parameter), "ALERT_ROUTES_PARAMETER"
+        )
+    return load_shipped_routing()
+
+
+class SqsDeadLetters:
+    """Undeliverable notices and unreadable input, kept for a person to replay."""
+
+    def __init__(self, queue_url: str | None) -> None:
+        self._queue_url = queue_url
+        self._sqs: Any = None
+
+    def __call__(self, document: dict[str, Any]) -> None:
+        if self._queue_url is None:
+            logger.error(
+                "Alert dead-lettered, and no ALERT_DLQ_URL is set to keep it", extra={"dead_letter": document}
+            )
+            return
+        if self._sqs is None:
+            import boto3
+
+            self._sqs = boto3.client("sqs")
+        self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps(document, default=str))
+        logger.warning("Alert dead-lettered", extra={"reason": document.get("reason")})
+
+
+def cloudwatch_alarm_states(names: list[str]) -> dict[str, str]:
+    """Alarm name -> state, for the alarms that still exist."""
+    import boto3
+
+    client = boto3.client("cloudwatch")
+    states: dict[str, str] = {}
+    for start in range(0, len(names), 100):  # DescribeAlarms takes at most 100 names
+        response = client.describe_alarms(
+            AlarmNames=names[start : start + 100], AlarmTypes=["MetricAlarm", "CompositeAlarm"]
+        )
+        for alarm in response.get("MetricAlarms", []) + response.get("CompositeAlarms", []):
+            states[alarm["AlarmName"]] = alarm["StateValue"]
+    return states
+
+
+def build_alert_dispatcher(
+    settings: Settings, alert_settings: AlertSettings, deadline: Callable[[], float] | None = None
+) -> AlertDispatcher:
+    bind_alert_table(alert_settings.alert_table)
+    config = load_routing(alert_settings)
+    secrets = AlertSecrets(alert_settings)
+    http = HttpDelivery(deadline=deadline)
+    channels: dict[ChannelConfig, Channel] = {}
+
+    def channel_for(channel_config: ChannelConfig) -> Channel:
+        if channel_config not in channels:
+            channels[channel_config] = build_channel(
+                channel_config, secrets, email_sender=alert_settings.email_sender, http=http
+            )
+        return channels[channel_config]
+
+    return AlertDispatcher(
+        config=config,
+        store=AlertStore(),
+        channel_for=channel_for,
+        metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
+        dead_letter=SqsDeadLetters(alert_settings.dlq_url),
+        clock=time.time,
+        alarm_states=cloudwatch_alarm_states,
+    )

@@ -1,0 +1,238 @@
+"""The alert dispatcher's memory in DynamoDB: alert states, what each receiver was told, silences.
+
+Input arrives at least once (SNS retries, a state published twice), so every decision to notify
+is a conditional write: a receiver is told about a state version once. The claim is a lease, so
+a dispatcher that dies while sending lets the next delivery of the same input try again, and a
+failed send gives the claim back at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.exceptions import DeleteError, PutError, UpdateError
+
+from billwatch.alarm_text import Severity
+from billwatch.alert_config import Matcher, matches_all
+from billwatch.alerts import Alert, AlertStatus
+from billwatch.billing_store import CONDITION_FAILED
+from billwatch.models import AlertRecord, BrokenChannel, NotificationRecord, SilenceRecord
+
+RETENTION_SECONDS = 30 * 86400  # resolved alerts and notification records are kept this long
+LEASE_SECONDS = 120  # longer than a delivery with its retries takes
+
+
+def alert_to_json(alert: Alert) -> str:
+    return json.dumps(dataclasses.asdict(alert), sort_keys=True)
+
+
+def alert_from_json(text: str) -> Alert:
+    raw = json.loads(text)
+    return Alert(**{**raw, "severity": Severity(raw["severity"]), "status": AlertStatus(raw["status"])})
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: str
+    matchers: tuple[str, ...]
+    starts_at: int
+    ends_at: int
+    comment: str
+    created_by: str
+
+    def active(self, now: float) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def silences(self, alert: Alert, now: float) -> bool:
+        parsed = tuple(Matcher.parse(text) for text in self.matchers)
+        return self.active(now) and matches_all(parsed, alert.matches_labels())
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"matchers": list(self.matchers)}
+
+
+class SilenceError(ValueError):
+    """A silence that cannot be created as asked; the message names the field."""
+
+
+def _conditional(error: Exception) -> bool:
+    return (
+        isinstance(error, PutError | UpdateError | DeleteError)
+        and error.cause_response_code == CONDITION_FAILED
+    )
+
+
+class AlertStore:
+    # ---------------------------------------------------------------- alerts
+
+    def record(self, alert: Alert, now: int) -> bool:
+        """Stores the alert's new state; False when this state or a newer one is already stored."""
+        item = AlertRecord(
+            "alert",
+            alert.fingerprint,
+            status=alert.status.value,
+            since=alert.since,
+            version=alert.version,
+            last_seen_at=now,
+            alert=alert_to_json(alert),
+            expiration=now + RETENTION_SECONDS,
+        )
+        try:
+            item.save(
+                condition=AlertRecord.sk.does_not_exist()
+                | (AlertRecord.since < alert.since)
+                | ((AlertRecord.since == alert.since) & (AlertRecord.version != alert.version))
+            )
+            return True
+        except PutError as error:
+            if _conditional(error):
+                return False
+            raise
+
+    def touch(self, fingerprint: str, now: int) -> None:
+        """The same state was reported again: it is not stale."""
+        AlertRecord("alert", fingerprint).update(actions=[AlertRecord.last_seen_at.set(now)])
+
+    def firing(self) -> list[tuple[Alert, int]]:
+        """Every firing alert, with when it was last reported."""
+        return [
+            (alert_from_json(record.alert), int(record.last_seen_at))
+            for record in AlertRecord.query(
+                "alert", filter_condition=AlertRecord.status == AlertStatus.FIRING.value
+            )
+        ]
+
+    # --------------------------------------------------------- notifications
+
+    def claim(
+        self, fingerprint: str, receiver: str, version: str, now: int, repeat_after: int | None
+    ) -> bool:
+        """Whether this dispatcher is the one to tell ``receiver`` about ``version`` now.
+
+        A version not sent yet may be claimed; with ``repeat_after``, so may the version already
+        sent, once that many seconds have passed since it was.
+        """
+        record = NotificationRecord("notify", f"{fingerprint}|{receiver}")
+        unsent = NotificationRecord.sent_version.does_not_exist() | (
+            NotificationRecord.sent_version != version
+        )
+        if repeat_after is not None:
+            unsent = unsent | (NotificationRecord.sent_at <= now - repeat_after)
+        free = NotificationRecord.lease_until.does_not_exist() | (NotificationRecord.lease_until < now)
+        try:
+            record.update(
+                actions=[
+                    NotificationRecord.lease_until.set(now + LEASE_SECONDS),
+                    NotificationRecord.expiration.set(now + RETENTION_SECONDS),
+                ],
+                condition=(NotificationRecord.sk.does_not_exist() | unsent) & free,
+            )
+            return True
+        except UpdateError as error:
+            if _conditional(error):
+                return False
+            raise
+
+    def sent(self, fingerprint: str, receiver: str, version: str, status: AlertStatus, now: int) -> None:
+        NotificationRecord("notify", f"{fingerprint}|{receiver}").update(
+            actions=[
+                NotificationRecord.sent_version.set(version),
+                NotificationRecord.sent_status.set(status.value),
+                NotificationRecord.sent_at.set(now),
+                NotificationRecord.lease_until.remove(),
+            ]
+        )
+
+    def release(self, fingerprint: str, receiver: str) -> None:
+        NotificationRecord("notify", f"{fingerprint}|{receiver}").update(
+            actions=[NotificationRecord.lease_until.remove()]
+        )
+
+    def told_firing(self, fingerprint: str, receiver: str) -> bool:
+        """Whether the receiver's last notice about the alert said it fires (so a resolve is news)."""
+        try:
+            record = NotificationRecord.get("notify", f"{fingerprint}|{receiver}", consistent_read=True)
+        except NotificationRecord.DoesNotExist:
+            return False
+        return record.sent_status == AlertStatus.FIRING.value
+
+    # -------------------------------------------------------------- silences
+
+    def create_silence(
+        self, matchers: list[str], starts_at: int, ends_at: int, comment: str, created_by: str, now: int
+    ) -> Silence:
+        if not matchers:
+            raise SilenceError("matchers: a silence needs at least one matcher")
+        for index, text in enumerate(matchers):
+            try:
+                Matcher.parse(text)
+            except ValueError as error:
+                raise SilenceError(f"matchers.{index}: {error}") from None
+        if ends_at <= starts_at:
+            raise SilenceError("ends_at: a silence must end after it starts")
+        if ends_at <= now:
+            raise SilenceError("ends_at: the silence would already be over")
+        if not comment.strip():
+            raise SilenceError("comment: say why (a maintenance window, an incident, ...)")
+        silence = Silence(uuid.uuid4().hex, tuple(matchers), starts_at, ends_at, comment.strip(), created_by)
+        SilenceRecord(
+            "silence",
+            silence.id,
+            matchers=list(silence.matchers),
+            starts_at=starts_at,
+            ends_at=ends_at,
+            comment=silence.comment,
+            created_by=created_by,
+            expiration=ends_at + RETENTION_SECONDS,
+        ).save()
+        return silence
+
+    def silences(self) -> list[Silence]:
+        return [
+            Silence(r.sk, tuple(r.matchers), int(r.starts_at), int(r.ends_at), r.comment, r.created_by)
+            for r in SilenceRecord.query("silence")
+        ]
+
+    def remove_silence(self, silence_id: str) -> bool:
+        try:
+            SilenceRecord("silence", silence_id).delete(condition=SilenceRecord.sk.exists())
+            return True
+        except DeleteError as error:
+            if _conditional(error):
+                return False
+            raise
+
+    # ------------------------------------------------------- broken channels
+
+    def flag_broken(
+        self, receiver: str, index: int, channel: str, status: int | None, detail: str, now: int
+    ) -> None:
+        BrokenChannel(
+            "broken",
+            f"{receiver}|{index}",
+            channel=channel,
+            status=status,
+            detail=detail,
+            since=now,
+            expiration=now + RETENTION_SECONDS,
+        ).save()
+
+    def clear_broken(self, receiver: str, index: int) -> None:
+        BrokenChannel("broken", f"{receiver}|{index}").delete()
+
+    def broken(self) -> Iterator[Mapping[str, Any]]:
+        for record in BrokenChannel.query("broken"):
+            receiver, _, index = record.sk.partition("|")
+            yield {
+                "receiver": receiver,
+                "channel_index": int(index),
+                "channel": record.channel,
+                "status": record.status,
+                "detail": record.detail,
+                "since": int(record.since),
+            }

@@ -1,0 +1,410 @@
+"""The AlertDispatch handler end to end: SNS and alarm events in; Slack, PagerDuty and webhook
+receivers on 127.0.0.1, SES and SQS on moto out; dedup, repeat, resolve, inhibition, silences and
+stale alerts on a clock the tests set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto.ses.models import ses_backends
+
+from tests.alert_events import alarm_message, direct_alarm_event, sns_event, usage_event
+from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
+from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, OUTSIDER
+from tests.support import Clock, LambdaContext, load_handler
+
+T0 = 1_796_137_200  # Tuesday 2026-12-01 15:00 UTC
+SENDER = "alerts@billwatch.test"
+HOOK_SECRET = "hook-signing-secret-for-tests"
+
+
+def routes(receivers: AlertReceivers) -> dict[str, Any]:
+    hook = {"type": "webhook", "signing_secret": "hook"}
+    return {
+        "repeat_interval_seconds": {"critical": 7200, "warning": 14400, "info": 43200},
+        "stale_after_seconds": 3600,
+        "route": {
+            "receiver": "team",
+            "routes": [
+                {
+                    "matchers": ["alertname=PaymentFailureRateCritical"],
+                    "receiver": "billing",
+                    "continue": True,
+                },
+                {"matchers": ["source=~licensing|billing"], "receiver": "customers"},
+                {"matchers": ["severity=critical"], "receiver": "oncall"},
+                {"matchers": ["severity=warning"], "receiver": "team", "send_resolved": False},
+            ],
+        },
+        "receivers": {
+            "oncall": {
+                "channels": [
+                    {
+                        "type": "pagerduty",
+                        "routing_key_secret": "pd",
+                        "events_url": receivers.url("/pagerduty"),
+                    },
+                    {"type": "email", "to": ["oncall@billwatch.test"]},
+                    {"type": "slack", "webhook_url_secret": "slack"},
+                ],
+                "fallback": {**hook, "url": receivers.url("/fallback")},
+            },
+            "team": {"channels": [{"type": "slack", "webhook_url_secret": "slack"}]},
+            "billing": {"channels": [{**hook, "url": receivers.url("/billing")}]},
+            "customers": {"channels": [{"type": "slack", "webhook_url_secret": "slack_customers"}]},
+        },
+        "inhibit_rules": [
+            {
+                "source_matchers": ["severity=critical"],
+                "target_matchers": ["severity=~warning|info"],
+                "equal": ["group"],
+            }
+        ],
+    }
+
+
+@dataclass
+class Dispatch:
+    module: Any
+    clock: Clock
+    receivers: AlertReceivers
+    dlq_url: str
+
+    def __call__(self, event: dict[str, Any]) -> Any:
+        return self.module.lambda_handler(event, LambdaContext())
+
+    def at(self, moment: float) -> Dispatch:
+        self.clock.now = moment
+        return self
+
+    def sweep(self) -> dict[str, int]:
+        return self({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+
+    def paths(self) -> list[str]:
+        return [request.path for request in self.receivers.requests()]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        messages = boto3.client("sqs").receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10)
+        return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def sent_emails() -> list[Any]:
+    return ses_backends["123456789012"]["us-east-1"].sent_messages
+
+
+@pytest.fixture
+def dispatch(aws, monkeypatch, tmp_path, metrics) -> Any:
+    with alert_receivers() as receivers:
+        path = tmp_path / "routes.json"
+        path.write_text(json.dumps(routes(receivers)))
+        boto3.client("ses").verify_email_identity(EmailAddress=SENDER)
+        dlq = boto3.client("sqs").create_queue(QueueName="alert-dlq")["QueueUrl"]
+        secrets = {"pd": "R0UT1NGKEY", "slack": receivers.url("/slack"), "hook": HOOK_SECRET}
+        secrets["slack_customers"] = receivers.url("/customers")
+        for name, value in {
+            "ALERT_STATE_TABLE_NAME": aws["AlertStateTable"],
+            "ALERT_ROUTES_PATH": str(path),
+            "ALERT_SECRETS": json.dumps(secrets),
+            "ALERT_EMAIL_SENDER": SENDER,
+            "ALERT_DLQ_URL": dlq,
+            "ADMIN_ROLE_ARNS": ADMIN_ROLE,
+        }.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+        module = load_handler("alert_dispatch")
+        clock = Clock(T0)
+        module.dispatcher.clock = clock
+        yield Dispatch(module, clock, receivers, dlq)
+
+
+def alarm_in_cloudwatch(name: str, state: str) -> None:
+    """The alarm as CloudWatch holds it, which the sweep asks before repeating."""
+    client = boto3.client("cloudwatch")
+    client.put_metric_alarm(
+        AlarmName=f"billwatch-dev-{name}",
+        MetricName="WebhookFailed",
+        Namespace="Billwatch",
+        Statistic="Sum",
+        Period=600,
+        EvaluationPeriods=1,
+        Threshold=5,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    client.set_alarm_state(AlarmName=f"billwatch-dev-{name}", StateValue=state, StateReason="test")
+
+
+# ------------------------------------------------------------------ routing and messages
+
+
+def test_a_critical_alarm_pages_emails_and_posts_once_with_what_people_need(dispatch, metrics) -> None:
+    assert dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))["dispatched"] == 1
+    (page,) = dispatch.receivers.requests("/pagerduty")
+    body = page.json
+    assert body["event_action"] == "trigger" and body["routing_key"] == "R0UT1NGKEY"
+    assert body["payload"]["severity"] == "critical"
+    assert "HighWebhookFailureRate" in body["payload"]["summary"]
+    links = {link["href"] for link in body["links"]}
+    assert any("console.aws.amazon.com/cloudwatch" in href for href in links)
+    assert any(href.endswith("/webhook-failures.md") for href in links)
+    (slack,) = dispatch.receivers.requests("/slack")
+    text = json.dumps(slack.json)
+    assert "HighWebhookFailureRate" in text and "7.5" in text and "5" in text
+    (email,) = sent_emails()
+    assert email.subject.startswith("CRITICAL BILLING ALERT: HighWebhookFailureRate")
+    assert email.destinations["ToAddresses"] == ["oncall@billwatch.test"]
+    for channel in ("pagerduty", "email", "slack"):
+        assert metrics.total("AlertDelivered", Channel=channel) == 1
+    assert dispatch.paths().count("/fallback") == 0
+
+
+def test_the_same_state_delivered_twice_is_sent_once(dispatch, metrics) -> None:
+    message = alarm_message("HighWebhookFailureRate", "ALARM", T0)
+    dispatch(sns_event(message))
+    dispatch.at(T0 + 5)(sns_event(message))  # SNS retried, or the state was published twice
+    dispatch(direct_alarm_event("HighWebhookFailureRate", "ALARM", T0))  # and again, the other way
+    assert dispatch.paths().count("/pagerduty") == 1 and dispatch.paths().count("/slack") == 1
+    assert metrics.total("AlertSuppressed", Reason="dedup") == 2
+
+
+def test_continue_sends_to_several_receivers(dispatch) -> None:
+    message = alarm_message("PaymentFailureRateCritical", "ALARM", T0, runbook="payment-failures")
+    dispatch(sns_event(message))
+    assert sorted(set(dispatch.paths())) == ["/billing", "/pagerduty", "/slack"]
+    (hook,) = dispatch.receivers.requests("/billing")
+    assert hook.headers["billwatch-signature"].startswith("t=")
+    assert hook.json["alert"]["name"] == "PaymentFailureRateCritical"
+
+
+def test_a_direct_alarm_invocation_is_read_like_the_sns_one(dispatch) -> None:
+    dispatch(direct_alarm_event("StripeWebhookDown", "ALARM", T0))
+    (page,) = dispatch.receivers.requests("/pagerduty")
+    assert "StripeWebhookDown" in page.json["payload"]["summary"]
+
+
+# ------------------------------------------------------------------ repeat and resolve
+
+
+def test_a_firing_alarm_is_repeated_after_its_interval_and_resolved_when_ok(dispatch) -> None:
+    alarm_in_cloudwatch("HighWebhookFailureRate", "ALARM")
+    dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
+    dispatch.at(T0 + 3600).sweep()  # within the 2 h repeat interval of critical alerts
+    assert dispatch.paths().count("/pagerduty") == 1
+    dispatch.at(T0 + 7200 + 60).sweep()
+    first, again = dispatch.receivers.requests("/pagerduty")
+    assert again.json["event_action"] == "trigger" and again.json["dedup_key"] == first.json["dedup_key"]
+    dispatch.at(T0 + 7200 + 120).sweep()
+    assert dispatch.paths().count("/pagerduty") == 2
+
+    dispatch.at(T0 + 8000)(sns_event(alarm_message("HighWebhookFailureRate", "OK", T0 + 8000)))
+    resolve = dispatch.receivers.requests("/pagerduty")[-1].json
+    assert resolve["event_action"] == "resolve" and resolve["dedup_key"] == first.json["dedup_key"]
+    assert sent_emails()[-1].subject.startswith("RESOLVED: CRITICAL BILLING ALERT")
+    dispatch.at(T0 + 20000).sweep()
+    assert dispatch.paths().count("/pagerduty") == 3  # resolved alerts are not repeated
+
+
+def test_send_resolved_false_keeps_the_route_quiet_when_it_clears(dispatch) -> None:
+    dispatch(
+        sns_event(alarm_message("HighQuotaDenialRate", "ALARM", T0, severity="warning", runbook="licensing"))
+    )
+    dispatch.at(T0 + 600)(sns_event(alarm_message("HighQuotaDenialRate", "OK", T0 + 600, severity="warning")))
+    assert dispatch.paths() == ["/slack"]
+
+
+def test_a_missed_ok_is_noticed_by_the_sweep(dispatch) -> None:
+    dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
+    alarm_in_cloudwatch("HighWebhookFailureRate", "OK")
+    dispatch.at(T0 + 300).sweep()
+    assert dispatch.receivers.requests("/pagerduty")[-1].json["event_action"] == "resolve"
+
+
+def test_business_alerts_resolve_themselves_when_stale(dispatch) -> None:
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (notice,) = dispatch.receivers.requests("/customers")
+    assert "acct_1" in json.dumps(notice.json)
+    dispatch.at(T0 + 1800).sweep()
+    assert len(dispatch.receivers.requests("/customers")) == 1
+    dispatch.at(T0 + 3700).sweep()
+    stale = dispatch.receivers.requests("/customers")[-1]
+    assert "resolved" in json.dumps(stale.json).lower()
+    dispatch.at(T0 + 90000).sweep()
+    assert len(dispatch.receivers.requests("/customers")) == 2
+
+
+# ------------------------------------------------------------------ inhibition and silences
+
+
+def test_a_critical_alarm_holds_the_warnings_and_infos_of_its_group(dispatch, metrics) -> None:
+    alarm_in_cloudwatch("StripeWebhookDown", "ALARM")
+    alarm_in_cloudwatch("StripeWebhooksStalled", "ALARM")
+    dispatch(sns_event(alarm_message("StripeWebhookDown", "ALARM", T0)))
+    stalled = alarm_message("StripeWebhooksStalled", "ALARM", T0 + 60, severity="info")
+    dispatch.at(T0 + 60)(sns_event(stalled, topic="alarms-info"))
+    other_group = alarm_message(
+        "HighQuotaDenialRate", "ALARM", T0 + 60, severity="warning", runbook="licensing"
+    )
+    dispatch(sns_event(other_group, topic="alarms-warning"))
+    slack = [json.dumps(r.json) for r in dispatch.receivers.requests("/slack")]
+    assert any("StripeWebhookDown" in text for text in slack)
+    assert any("HighQuotaDenialRate" in text for text in slack)
+    assert not any("StripeWebhooksStalled" in text for text in slack)
+    assert metrics.total("AlertSuppressed", Reason="inhibited") == 1
+
+    dispatch.at(T0 + 600)(sns_event(alarm_message("StripeWebhookDown", "OK", T0 + 600)))
+    alarm_in_cloudwatch("StripeWebhookDown", "OK")
+    dispatch.at(T0 + 660).sweep()  # the inhibition is over: the stalled alarm is news now
+    assert any("StripeWebhooksStalled" in json.dumps(r.json) for r in dispatch.receivers.requests("/slack"))
+
+
+def admin(dispatch: Dispatch, method: str, path: str, body: Any = None, caller: str = ADMIN_CALLER) -> Any:
+    from devtools import stripe_events as se
+
+    event = se.api_gateway_event(
+        json.dumps(body) if body is not None else b"",
+        headers={"content-type": "application/json"},
+        path=path,
+        method=method,
+    )
+    if body is None:
+        event.pop("body", None)
+    event["requestContext"]["authorizer"] = {"iam": {"userArn": caller}}
+    result = dispatch(event)
+    return result["statusCode"], json.loads(result["body"]) if result.get("body") else None
+
+
+def test_a_silence_records_matching_alerts_without_sending_them(dispatch, metrics) -> None:
+    window = {
+        "matchers": ["alertname=HighQuotaDenialRate"],
+        "ends_at": "2026-12-01T16:00:00Z",
+        "comment": "pricing migration",
+    }
+    status, silence = admin(dispatch, "POST", "/admin/silences", window)
+    assert status == 201 and silence["created_by"] == ADMIN_CALLER
+    dispatch(
+        sns_event(alarm_message("HighQuotaDenialRate", "ALARM", T0, severity="warning", runbook="licensing"))
+    )
+    assert dispatch.paths() == [] and metrics.total("AlertSuppressed", Reason="silenced") == 1
+    status, listed = admin(dispatch, "GET", "/admin/silences")
+    assert [s["id"] for s in listed["silences"]] == [silence["id"]] and listed["silences"][0]["active"]
+    assert admin(dispatch, "DELETE", f"/admin/silences/{silence['id']}")[0] == 204
+    assert admin(dispatch, "DELETE", f"/admin/silences/{silence['id']}")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"matchers": ["alertname"], "ends_at": "2026-12-01T16:00:00Z", "comment": "c"}, "matchers.0"),
+        (
+            {"matchers": ["alertname=~(unclosed"], "ends_at": "2026-12-01T16:00:00Z", "comment": "c"},
+            "matchers.0",
+        ),
+        ({"matchers": ["alertname=x"], "ends_at": "2026-11-01T16:00:00Z", "comment": "c"}, "ends_at"),
+        ({"matchers": [], "ends_at": "2026-12-01T16:00:00Z", "comment": "c"}, "matchers"),
+        ({"matchers": ["alertname=x"], "ends_at": "tomorrow", "comment": "c"}, "ends_at"),
+        ({"matchers": ["alertname=x"], "ends_at": "2026-12-01T16:00:00Z"}, "comment"),
+    ],
+)
+def test_a_bad_silence_gets_400_naming_the_field(dispatch, body: dict, problem: str) -> None:
+    status, answer = admin(dispatch, "POST", "/admin/silences", body)
+    assert status == 400 and problem in answer["message"]
+    assert admin(dispatch, "GET", "/admin/silences")[1] == {"silences": []}
+
+
+def test_silences_are_for_admins_only(dispatch, metrics) -> None:
+    status, _ = admin(dispatch, "GET", "/admin/silences", caller=OUTSIDER)
+    assert status == 403 and metrics.total("UnauthorizedAdminAccess") == 1
+
+
+# ------------------------------------------------------------------ delivery failures
+
+
+def test_a_critical_alert_whose_channel_fails_goes_to_the_fallback(dispatch, metrics) -> None:
+    dispatch.receivers.respond("/pagerduty", [Answer(500)])
+    dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
+    assert dispatch.paths().count("/pagerduty") == 4  # the first try and three retries
+    (fallback,) = dispatch.receivers.requests("/fallback")
+    assert fallback.json["alert"]["name"] == "HighWebhookFailureRate"
+    assert metrics.total("AlertDeliveryFailed", Channel="pagerduty") == 1
+    assert metrics.total("AlertDelivered", Channel="webhook") == 1
+    assert dispatch.dead_letters() == []
+
+
+def test_a_permanent_error_is_not_retried_flags_the_channel_and_dead_letters(dispatch, metrics) -> None:
+    dispatch.receivers.respond("/slack", [Answer(404)])
+    dispatch(
+        sns_event(alarm_message("HighQuotaDenialRate", "ALARM", T0, severity="warning", runbook="licensing"))
+    )
+    assert dispatch.paths() == ["/slack"]
+    assert metrics.total("AlertDeliveryFailed", Channel="slack") == 1
+    (broken,) = list(dispatch.module.dispatcher.store.broken())
+    assert (broken["receiver"], broken["channel"], broken["status"]) == ("team", "slack", 404)
+    (letter,) = dispatch.dead_letters()
+    assert letter["reason"] == "undelivered" and letter["failed_channels"] == ["slack"]
+
+
+def test_a_rate_limited_channel_is_retried_after_retry_after(dispatch) -> None:
+    dispatch.receivers.respond("/slack", [Answer(429, retry_after=1), Answer(200)])
+    dispatch(
+        sns_event(alarm_message("HighQuotaDenialRate", "ALARM", T0, severity="warning", runbook="licensing"))
+    )
+    first, second = dispatch.receivers.requests("/slack")
+    assert second.at - first.at >= 0.9
+    assert dispatch.dead_letters() == []
+
+
+# ------------------------------------------------------------------ input
+
+
+def test_a_malformed_record_is_counted_and_kept_without_losing_its_neighbours(dispatch, metrics) -> None:
+    good = alarm_message("HighWebhookFailureRate", "ALARM", T0)
+    other = alarm_message("HighQuotaDenialRate", "ALARM", T0, severity="warning", runbook="licensing")
+    result = dispatch(sns_event(good, "{not json", {"AlarmName": "x"}, other))
+    assert result == {"records": 4, "dispatched": 2, "rejected": 2, "failed": 0}
+    assert dispatch.paths().count("/pagerduty") == 1 and dispatch.paths().count("/slack") == 2
+    assert metrics.total("AlertInputRejected") == 2
+    problems = sorted(letter["problem"] for letter in dispatch.dead_letters())
+    assert problems == ["AlarmArn is missing or not a string", "Sns.Message is not JSON"]
+
+
+def test_a_failed_payment_from_the_intake_reaches_the_billing_route(dispatch, monkeypatch) -> None:
+    from devtools import stripe_events as se
+    from tests.support import WEBHOOK_SECRET, WebhookClient
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="billing-events")["TopicArn"]
+    queue = sqs.create_queue(QueueName="billing-events-tap")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    monkeypatch.setenv("BILLING_EVENTS_TOPIC_ARN", topic)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    webhooks = WebhookClient(load_handler("webhook_intake"))
+    invoice = se.invoice(
+        id="in_9", customer="cus_9", status="open", subscription_metadata={"account_id": "acct_9"}
+    )
+    event = se.event("invoice.payment_failed", invoice)
+    assert webhooks.post(event).status == 200
+    assert webhooks.post(event).status == 200  # Stripe's retry: announced once
+    (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    dispatch(sns_event(message["Body"], topic="billing-events"))
+    (notice,) = dispatch.receivers.requests("/customers")
+    assert "acct_9" in json.dumps(notice.json) and "in_9" in json.dumps(notice.json)
+
+
+def test_test_alerts_go_through_every_configured_route(dispatch) -> None:
+    result = dispatch({"billwatch": "test-alerts"})
+    assert sorted((r["severity"], r["receiver"]) for r in result["sent"]) == [
+        ("critical", "oncall"),
+        ("info", "team"),
+        ("warning", "team"),
+    ]
+    assert sorted(set(dispatch.paths())) == ["/pagerduty", "/slack"]
+    assert all(email.subject.startswith("TEST: ") for email in sent_emails())
