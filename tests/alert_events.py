@@ -10,9 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
+import boto3
+import pytest
+
+from tests.alert_receivers import AlertReceivers
+from tests.scenarios import ADMIN_ROLE
+
 REGION = "us-east-1"
+SENDER = "alerts@billwatch.test"
+HOOK_SECRET = "hook-signing-secret-for-tests"
 ACCOUNT = "123456789012"
 RUNBOOKS = "https://github.com/billwatch/billwatch/blob/main/docs/runbooks"
 
@@ -143,3 +152,70 @@ def usage_event(account_id: str, threshold: int, at: float, feature: str = "api_
         "period": {"since": "2026-12-01T00:00:00Z", "resets_at": "2027-01-01T00:00:00Z"},
         "occurred_at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z"),
     }
+
+
+def routes_to(receivers: AlertReceivers) -> dict[str, Any]:
+    hook = {"type": "webhook", "signing_secret": "hook"}
+    return {
+        "repeat_interval_seconds": {"critical": 7200, "warning": 14400, "info": 43200},
+        "stale_after_seconds": 3600,
+        "route": {
+            "receiver": "team",
+            "routes": [
+                {
+                    "matchers": ["alertname=PaymentFailureRateCritical"],
+                    "receiver": "billing",
+                    "continue": True,
+                },
+                {"matchers": ["source=~licensing|billing"], "receiver": "customers"},
+                {"matchers": ["severity=critical"], "receiver": "oncall"},
+                {"matchers": ["severity=warning"], "receiver": "team", "send_resolved": False},
+            ],
+        },
+        "receivers": {
+            "oncall": {
+                "channels": [
+                    {
+                        "type": "pagerduty",
+                        "routing_key_secret": "pd",
+                        "events_url": receivers.url("/pagerduty"),
+                    },
+                    {"type": "email", "to": ["oncall@billwatch.test"]},
+                    {"type": "slack", "webhook_url_secret": "slack"},
+                ],
+                "fallback": {**hook, "url": receivers.url("/fallback")},
+            },
+            "team": {"channels": [{"type": "slack", "webhook_url_secret": "slack"}]},
+            "billing": {"channels": [{**hook, "url": receivers.url("/billing")}]},
+            "customers": {"channels": [{"type": "slack", "webhook_url_secret": "slack_customers"}]},
+        },
+        "inhibit_rules": [
+            {
+                "source_matchers": ["severity=critical"],
+                "target_matchers": ["severity=~warning|info"],
+                "equal": ["group"],
+            }
+        ],
+    }
+
+
+def dispatcher_environment(
+    monkeypatch: pytest.MonkeyPatch, tables: dict[str, str], receivers: AlertReceivers, tmp_path: Path
+) -> str:
+    """What the AlertDispatch function needs, pointed at the receivers and moto; returns the DLQ's URL."""
+    path = tmp_path / "routes.json"
+    path.write_text(json.dumps(routes_to(receivers)))
+    boto3.client("ses").verify_email_identity(EmailAddress=SENDER)
+    dlq = boto3.client("sqs").create_queue(QueueName="alert-dlq")["QueueUrl"]
+    secrets = {"pd": "R0UT1NGKEY", "slack": receivers.url("/slack"), "hook": HOOK_SECRET}
+    secrets["slack_customers"] = receivers.url("/customers")
+    for name, value in {
+        "ALERT_STATE_TABLE_NAME": tables["AlertStateTable"],
+        "ALERT_ROUTES_PATH": str(path),
+        "ALERT_SECRETS": json.dumps(secrets),
+        "ALERT_EMAIL_SENDER": SENDER,
+        "ALERT_DLQ_URL": dlq,
+        "ADMIN_ROLE_ARNS": ADMIN_ROLE,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return dlq

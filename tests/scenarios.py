@@ -135,6 +135,8 @@ class Scenario:
             self._monkeypatch.setattr(arrivals, "_monotonic", clock)
         if hasattr(module, "probe"):
             self._monkeypatch.setattr(module.probe, "clock", clock)
+        if hasattr(module, "dispatcher"):
+            self._monkeypatch.setattr(module.dispatcher, "clock", clock)
 
     # ---------------------------------------------------------------- webhooks
 
@@ -197,3 +199,10 @@ class Scenario:
         }
         with self._captured():
             return self.handler(function).lambda_handler(event, LambdaContext())
+
+    # --------------------------------------------------------------- alert dispatch
+
+    def alert_input(self, event: dict[str, Any]) -> dict[str, Any]:
+        """An SNS delivery (or alarm invocation) to the AlertDispatch function; its answer."""
+        with self._captured():
+            return self.handler("alert_dispatch").lambda_handler(event, LambdaContext())

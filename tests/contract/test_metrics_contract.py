@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import json
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,6 +26,8 @@ from billwatch.metrics import METRICS, SERVICE_DIMENSION
 from billwatch.models import BillingAccount
 from devtools import stripe_events as se
 from devtools.template import ALARM_TYPE, DASHBOARD_TYPE, parameter_values, resolved_properties
+from tests.alert_events import alarm_message, dispatcher_environment, sns_event
+from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
 from tests.scenarios import OUTSIDER, DynamoDBOutage, Scenario
 from tests.support import ROOT, WEBHOOK_SECRET, fake_aws_credentials, fake_stripe_api, moto_with_tables
 
@@ -68,7 +72,9 @@ def _emitted(documents: list[dict[str, Any]]) -> set[Emitted]:
     return found
 
 
-def exercise_every_metric_path(scenario: Scenario, monkeypatch: pytest.MonkeyPatch, stripe: Any) -> None:
+def exercise_every_metric_path(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch, stripe: Any, receivers: AlertReceivers
+) -> None:
     """Events down every path that emits a metric; what they emit lands in ``scenario``."""
     samples = sorted((ROOT / "events").glob("*.json")) + sorted((ROOT / "events" / "legacy").glob("*.json"))
     for path in samples:
@@ -108,20 +114,51 @@ def exercise_every_metric_path(scenario: Scenario, monkeypatch: pytest.MonkeyPat
         stripe.failure = failure
         scenario.scheduled("health_probe")
 
+    critical = alarm_message("StripeWebhookDown", "ALARM", scenario.now)
+    assert scenario.alert_input(sns_event(critical))["dispatched"] == 1
+    scenario.alert_input(sns_event(critical))  # a duplicate
+    stalled = alarm_message("StripeWebhooksStalled", "ALARM", scenario.now, severity="info")
+    scenario.alert_input(sns_event(stalled))  # inhibited by the critical alarm of its group
+    dispatcher = scenario.handler("alert_dispatch").dispatcher
+    dispatcher.store.create_silence(
+        ["alertname=HighQuotaDenialRate"],
+        int(scenario.now),
+        int(scenario.now) + 600,
+        "test",
+        "me",
+        int(scenario.now),
+    )
+    denials = alarm_message(
+        "HighQuotaDenialRate", "ALARM", scenario.now, severity="warning", runbook="licensing"
+    )
+    scenario.alert_input(sns_event(denials))  # silenced
+    receivers.respond("/slack", [Answer(404)])
+    errors = alarm_message(
+        "StripeAPIErrorRate", "ALARM", scenario.now, severity="warning", runbook="stripe-api"
+    )
+    scenario.alert_input(sns_event(errors))  # Slack answers 404
+    assert scenario.alert_input(sns_event("{not json"))["rejected"] == 1
+
 
 @pytest.fixture(scope="module")
 def emitted(template: dict[str, Any]) -> Iterator[set[Emitted]]:
-    with pytest.MonkeyPatch.context() as monkeypatch, fake_stripe_api() as stripe:
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        fake_stripe_api() as stripe,
+        alert_receivers() as receivers,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         fake_aws_credentials(monkeypatch)
         monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         monkeypatch.setenv("STRIPE_API_KEY", "rk_test_probe")
         monkeypatch.setenv("STRIPE_API_BASE", stripe.url)
-        with moto_with_tables(template, monkeypatch):
+        with moto_with_tables(template, monkeypatch) as tables:
             sqs = boto3.client("sqs")
             for variable, name in (("WEBHOOK_DLQ_URL", "webhook-dlq"), ("QUOTA_RESET_DLQ_URL", "reset-dlq")):
                 monkeypatch.setenv(variable, sqs.create_queue(QueueName=name)["QueueUrl"])
+            dispatcher_environment(monkeypatch, tables, receivers, Path(scratch))
             scenario = Scenario(monkeypatch, start=time.time())
-            exercise_every_metric_path(scenario, monkeypatch, stripe)
+            exercise_every_metric_path(scenario, monkeypatch, stripe, receivers)
             yield _emitted([document for _, document in scenario.documents])
 
 

@@ -19,6 +19,8 @@ from billwatch.models import BillingAccount
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import AlarmTimeline, MetricKey
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, QUERY_DEFINITION_TYPE, resolved_properties
+from tests.alert_events import alarm_message, dispatcher_environment, sns_event
+from tests.alert_receivers import Answer, alert_receivers
 from tests.scenarios import ADMIN_CALLER, OUTSIDER, DynamoDBOutage, Scenario, SlowClock
 from tests.support import WEBHOOK_SECRET
 
@@ -372,13 +374,45 @@ def test_the_dead_mans_switch_fires_when_the_probe_stops(
     assert ("HealthProbeMissing" in alarms) is fires
 
 
+# ------------------------------------------------------------------ alert delivery
+
+
+@pytest.fixture
+def dispatching(scenario: Scenario, aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    with alert_receivers() as receivers:
+        dispatcher_environment(monkeypatch, aws, receivers, tmp_path)
+        yield receivers
+
+
+@covers("AlertDeliveryFailures")
+@pytest.mark.parametrize(("slack_answers", "fires"), [(404, True), (200, False)])
+def test_alert_delivery_failures_are_any_notice_a_channel_did_not_take(
+    definitions, scenario, dispatching, slack_answers: int, fires: bool
+) -> None:
+    dispatching.respond("/slack", [Answer(slack_answers)])
+    denials = alarm_message("HighQuotaDenialRate", "ALARM", T0 + 60, severity="warning", runbook="licensing")
+    assert scenario.at(T0 + 60).alert_input(sns_event(denials))["dispatched"] == 1
+    assert ("AlertDeliveryFailures" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
+@covers("AlertInputRejected")
+@pytest.mark.parametrize(("message", "fires"), [("{not json", True), (None, False)])
+def test_alert_input_rejected_is_any_record_the_dispatcher_cannot_read(
+    definitions, scenario, dispatching, message: str | None, fires: bool
+) -> None:
+    good = alarm_message("HighQuotaDenialRate", "ALARM", T0 + 60, severity="warning", runbook="licensing")
+    records = [good, message] if message else [good]
+    assert scenario.at(T0 + 60).alert_input(sns_event(*records))["dispatched"] == 1
+    assert ("AlertInputRejected" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
 # ------------------------------------------------------------------ platform
 
 
 AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
     **{
         f"{function}Lambda{metric}": ("AWS/Lambda", metric, {"FunctionName": f"{function}Function"})
-        for function in ("WebhookIntake", "LicensingApi", "QuotaReset", "HealthProbe")
+        for function in ("WebhookIntake", "LicensingApi", "QuotaReset", "HealthProbe", "AlertDispatch")
         for metric in ("Errors", "Throttles")
     },
     "HttpApi5xx": ("AWS/ApiGateway", "5xx", {"ApiId": "HttpApi"}),
@@ -392,6 +426,11 @@ AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
         {"QueueName": "QuotaResetDLQ.QueueName"},
+    ),
+    "AlertDLQNotEmpty": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": "AlertDLQ.QueueName"},
     ),
     "AlertTopicDeliveryFailures": (
         "AWS/SNS",

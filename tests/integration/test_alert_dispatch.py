@@ -13,59 +13,19 @@ import boto3
 import pytest
 from moto.ses.models import ses_backends
 
-from tests.alert_events import alarm_message, direct_alarm_event, sns_event, usage_event
+from tests.alert_events import (
+    SENDER,
+    alarm_message,
+    direct_alarm_event,
+    dispatcher_environment,
+    sns_event,
+    usage_event,
+)
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
-from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, OUTSIDER
+from tests.scenarios import ADMIN_CALLER, OUTSIDER
 from tests.support import Clock, LambdaContext, load_handler
 
 T0 = 1_796_137_200  # Tuesday 2026-12-01 15:00 UTC
-SENDER = "alerts@billwatch.test"
-HOOK_SECRET = "hook-signing-secret-for-tests"
-
-
-def routes(receivers: AlertReceivers) -> dict[str, Any]:
-    hook = {"type": "webhook", "signing_secret": "hook"}
-    return {
-        "repeat_interval_seconds": {"critical": 7200, "warning": 14400, "info": 43200},
-        "stale_after_seconds": 3600,
-        "route": {
-            "receiver": "team",
-            "routes": [
-                {
-                    "matchers": ["alertname=PaymentFailureRateCritical"],
-                    "receiver": "billing",
-                    "continue": True,
-                },
-                {"matchers": ["source=~licensing|billing"], "receiver": "customers"},
-                {"matchers": ["severity=critical"], "receiver": "oncall"},
-                {"matchers": ["severity=warning"], "receiver": "team", "send_resolved": False},
-            ],
-        },
-        "receivers": {
-            "oncall": {
-                "channels": [
-                    {
-                        "type": "pagerduty",
-                        "routing_key_secret": "pd",
-                        "events_url": receivers.url("/pagerduty"),
-                    },
-                    {"type": "email", "to": ["oncall@billwatch.test"]},
-                    {"type": "slack", "webhook_url_secret": "slack"},
-                ],
-                "fallback": {**hook, "url": receivers.url("/fallback")},
-            },
-            "team": {"channels": [{"type": "slack", "webhook_url_secret": "slack"}]},
-            "billing": {"channels": [{**hook, "url": receivers.url("/billing")}]},
-            "customers": {"channels": [{"type": "slack", "webhook_url_secret": "slack_customers"}]},
-        },
-        "inhibit_rules": [
-            {
-                "source_matchers": ["severity=critical"],
-                "target_matchers": ["severity=~warning|info"],
-                "equal": ["group"],
-            }
-        ],
-    }
 
 
 @dataclass
@@ -100,22 +60,7 @@ def sent_emails() -> list[Any]:
 @pytest.fixture
 def dispatch(aws, monkeypatch, tmp_path, metrics) -> Any:
     with alert_receivers() as receivers:
-        path = tmp_path / "routes.json"
-        path.write_text(json.dumps(routes(receivers)))
-        boto3.client("ses").verify_email_identity(EmailAddress=SENDER)
-        dlq = boto3.client("sqs").create_queue(QueueName="alert-dlq")["QueueUrl"]
-        secrets = {"pd": "R0UT1NGKEY", "slack": receivers.url("/slack"), "hook": HOOK_SECRET}
-        secrets["slack_customers"] = receivers.url("/customers")
-        for name, value in {
-            "ALERT_STATE_TABLE_NAME": aws["AlertStateTable"],
-            "ALERT_ROUTES_PATH": str(path),
-            "ALERT_SECRETS": json.dumps(secrets),
-            "ALERT_EMAIL_SENDER": SENDER,
-            "ALERT_DLQ_URL": dlq,
-            "ADMIN_ROLE_ARNS": ADMIN_ROLE,
-        }.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+        dlq = dispatcher_environment(monkeypatch, aws, receivers, tmp_path)
         module = load_handler("alert_dispatch")
         clock = Clock(T0)
         module.dispatcher.clock = clock
@@ -156,7 +101,7 @@ def test_a_critical_alarm_pages_emails_and_posts_once_with_what_people_need(disp
     assert "HighWebhookFailureRate" in text and "7.5" in text and "5" in text
     (email,) = sent_emails()
     assert email.subject.startswith("CRITICAL BILLING ALERT: HighWebhookFailureRate")
-    assert email.destinations["ToAddresses"] == ["oncall@billwatch.test"]
+    assert email.source == SENDER and email.destinations["ToAddresses"] == ["oncall@billwatch.test"]
     for channel in ("pagerduty", "email", "slack"):
         assert metrics.total("AlertDelivered", Channel=channel) == 1
     assert dispatch.paths().count("/fallback") == 0
