@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 EVENT ?= events/customer.subscription.updated.json
 
-.PHONY: venv test lint unit run send bench clean
+.PHONY: venv test lint unit run send bench alert-test clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ send: venv
 
 bench: venv
 	$(PY) -m bench
+
+# A test alert of each severity through the routes: here on moto (log channels), or
+# `make alert-test FUNCTION=<deployed AlertDispatch function>` through the real ones.
+alert-test: venv
+	$(PY) -m devtools.alerts test $(if $(FUNCTION),--function $(FUNCTION))
 
 clean:
 	rm -rf $(VENV) .venv-sam .aws-sam .bench .pytest_cache .ruff_cache .hypothesis

@@ -149,7 +149,9 @@ class RoutingConfig(_Strict):
             raise ValueError("route.receiver: the root route needs a receiver, the one nothing else matched")
         missing = set(Severity) - set(self.repeat_interval_seconds)
         if missing:
-            raise ValueError(f"repeat_interval_seconds needs every severity, missing {sorted(missing)}")
+            raise ValueError(
+                f"repeat_interval_seconds needs every severity, missing {sorted(s.value for s in missing)}"
+            )
         if any(seconds < 60 for seconds in self.repeat_interval_seconds.values()):
             raise ValueError("repeat_interval_seconds must be at least 60 for every severity")
         for where, route in _walk(self.route, "route"):

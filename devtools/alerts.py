@@ -1,0 +1,145 @@
+"""Alert dispatch from the command line: test alerts, and silences for maintenance windows.
+
+    python -m devtools.alerts test [--function NAME]
+    python -m devtools.alerts silence add --matcher alertname=HighQuotaDenialRate --ends 2026-12-01T18:00Z \\
+        --comment "pricing migration" [--starts ...] --table NAME
+    python -m devtools.alerts silence list --table NAME
+    python -m devtools.alerts silence remove ID --table NAME
+
+``test`` sends one alert of each severity through the configured routes. With ``--function`` it
+asks the deployed AlertDispatch function to (your AWS credentials); without, it runs the
+dispatcher here, on moto, with the routes in ALERT_ROUTES_PATH (default: every receiver on the
+log channel, devtools/alert_routes.local.json), and prints what each receiver got. The silence
+commands write the deployed AlertStateTable (your credentials), as the admin API does.
+Exits 0 on success, 1 when something was refused, 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+LOCAL_ROUTES = Path(__file__).with_name("alert_routes.local.json")
+TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
+
+
+def _moment(text: str) -> int:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-12-01T18:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. a trailing Z for UTC")
+    return int(moment.timestamp())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devtools.alerts", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    test = commands.add_parser("test", help="send a test alert of each severity through the routes")
+    test.add_argument("--function", help="the deployed AlertDispatch function; omit to run locally")
+    silence = commands.add_parser("silence", help="maintenance windows")
+    actions = silence.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add")
+    add.add_argument("--matcher", action="append", required=True, help="label=value, label!=value, =~ or !~")
+    add.add_argument("--starts", type=_moment, help="ISO 8601 (default: now)")
+    add.add_argument("--ends", type=_moment, required=True, help="ISO 8601")
+    add.add_argument("--comment", required=True)
+    add.add_argument("--by", default=os.environ.get("USER", "cli"), help="who is silencing (default: $USER)")
+    for action in (add, actions.add_parser("list"), remove := actions.add_parser("remove")):
+        action.add_argument("--table", default=os.environ.get("ALERT_STATE_TABLE_NAME"), required=False)
+    remove.add_argument("id")
+    return parser
+
+
+def _deployed_test(function: str) -> dict[str, Any]:
+    import boto3
+
+    response = boto3.client("lambda").invoke(
+        FunctionName=function, Payload=json.dumps(TEST_ALERTS_REQUEST).encode()
+    )
+    payload = json.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        raise RuntimeError(f"the function failed: {payload}")
+    return payload
+
+
+def _local_test() -> dict[str, Any]:
+    from moto import mock_aws
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
+    os.environ.setdefault("ALERT_ROUTES_PATH", str(LOCAL_ROUTES))
+    with mock_aws():
+        import boto3
+
+        from billwatch.alert_dispatch import build_alert_dispatcher
+        from billwatch.config import load_alert_settings, load_settings
+        from devtools.template import create_tables, load_template
+
+        tables = create_tables(boto3.client("dynamodb"), load_template())
+        os.environ.update(
+            BILLING_TABLE_NAME=tables["BillingStateTable"],
+            IDEMPOTENCY_TABLE_NAME=tables["IdempotencyTable"],
+            ALERT_STATE_TABLE_NAME=tables["AlertStateTable"],
+        )
+        dispatcher = build_alert_dispatcher(load_settings(webhook_secret=False), load_alert_settings())
+        try:
+            return {
+                "sent": dispatcher.send_test_alerts(requested_by=os.environ.get("USER", "make alert-test"))
+            }
+        finally:
+            dispatcher.flush_metrics()
+
+
+def _store(table: str | None) -> Any:
+    if not table:
+        raise SystemExit(
+            "silence commands need --table or ALERT_STATE_TABLE_NAME (the stack's AlertStateTable)"
+        )
+    from billwatch.alert_store import AlertStore
+    from billwatch.models import bind_alert_table
+
+    bind_alert_table(table)
+    return AlertStore()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "test":
+        report = _deployed_test(args.function) if args.function else _local_test()
+        print(json.dumps(report))
+        return 0
+    store = _store(args.table)
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    if args.action == "add":
+        from billwatch.alert_store import SilenceError
+
+        try:
+            silence = store.create_silence(
+                args.matcher, args.starts or now, args.ends, args.comment, args.by, now
+            )
+        except SilenceError as error:
+            print(f"refused: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps(silence.as_dict()))
+        return 0
+    if args.action == "list":
+        print(json.dumps([s.as_dict() | {"active": s.active(now)} for s in store.silences()]))
+        return 0
+    if not store.remove_silence(args.id):
+        print(f"no silence {args.id}", file=sys.stderr)
+        return 1
+    print(f"removed {args.id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "shared"))
+    sys.exit(main())
