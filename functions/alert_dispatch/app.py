@@ -77,6 +77,12 @@ def list_silences() -> dict[str, Any]:
     }
 
 
+@app.get("/admin/alert-channels")
+def broken_channels() -> dict[str, Any]:
+    """Channels that answered a permanent error (a revoked Slack hook, a wrong routing key, ...)."""
+    return {"broken": list(dispatcher.store.broken())}
+
+
 @app.post("/admin/silences")
 def create_silence(request: Annotated[SilenceRequest, Body()]):  # returns a Response: no annotation
     now = dispatcher.clock()

@@ -134,11 +134,12 @@ def test_a_direct_alarm_invocation_is_read_like_the_sns_one(dispatch) -> None:
 # ------------------------------------------------------------------ repeat and resolve
 
 
-def test_a_firing_alarm_is_repeated_after_its_interval_and_resolved_when_ok(dispatch) -> None:
+def test_a_firing_alarm_is_repeated_after_its_interval_and_resolved_when_ok(dispatch, metrics) -> None:
     alarm_in_cloudwatch("HighWebhookFailureRate", "ALARM")
     dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
     dispatch.at(T0 + 3600).sweep()  # within the 2 h repeat interval of critical alerts
     assert dispatch.paths().count("/pagerduty") == 1
+    assert metrics.total("AlertSuppressed", Reason="dedup") == 0  # not due is not a duplicate
     dispatch.at(T0 + 7200 + 60).sweep()
     first, again = dispatch.receivers.requests("/pagerduty")
     assert again.json["event_action"] == "trigger" and again.json["dedup_key"] == first.json["dedup_key"]
@@ -290,6 +291,13 @@ def test_a_permanent_error_is_not_retried_flags_the_channel_and_dead_letters(dis
     assert (broken["receiver"], broken["channel"], broken["status"]) == ("team", "slack", 404)
     (letter,) = dispatch.dead_letters()
     assert letter["reason"] == "undelivered" and letter["failed_channels"] == ["slack"]
+    status, listed = admin(dispatch, "GET", "/admin/alert-channels")
+    assert status == 200 and [(b["receiver"], b["status"]) for b in listed["broken"]] == [("team", 404)]
+
+    dispatch.receivers.respond("/slack", [Answer(200)])  # the hook was fixed
+    other = alarm_message("StripeAPIErrorRate", "ALARM", T0 + 60, severity="warning", runbook="stripe-api")
+    dispatch.at(T0 + 60)(sns_event(other))
+    assert list(dispatch.module.dispatcher.store.broken()) == []
 
 
 def test_a_rate_limited_channel_is_retried_after_retry_after(dispatch) -> None:

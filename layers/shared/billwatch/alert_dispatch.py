@@ -113,6 +113,7 @@ class AlertDispatcher:
         self._dead_letter = dead_letter
         self.clock = clock
         self._alarm_states = alarm_states
+        self._broken: set[tuple[str, int]] | None = None  # (receiver, channel index), read once
         self._inhibit_rules = [
             (
                 tuple(Matcher.parse(m) for m in rule.source_matchers),
@@ -200,7 +201,8 @@ class AlertDispatcher:
         ):
             return Outcome.NOTHING_TO_SEND
         if not self.store.claim(alert.fingerprint, match.receiver, alert.version, now, repeat_after):
-            self._suppressed(alert, Outcome.DEDUP)
+            if repeat_after is None:  # a repeat that is not due yet is no duplicate
+                self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP
         try:
             self._deliver(Notification(alert, kind, match.receiver))
@@ -262,9 +264,18 @@ class AlertDispatcher:
                     str(failure),
                     int(self.clock()),
                 )
+                self._broken_channels().add((notification.receiver, index))
             return failure
         self._metrics.add(Metric.ALERT_DELIVERED, Channel=channel_name)
+        if index is not None and (notification.receiver, index) in self._broken_channels():
+            self.store.clear_broken(notification.receiver, index)  # it works again
+            self._broken_channels().discard((notification.receiver, index))
         return None
+
+    def _broken_channels(self) -> set[tuple[str, int]]:
+        if self._broken is None:
+            self._broken = {(entry["receiver"], entry["channel_index"]) for entry in self.store.broken()}
+        return self._broken
 
     # ----------------------------------------------------------------- sweep
 
