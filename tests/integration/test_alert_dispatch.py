@@ -361,3 +361,16 @@ def test_test_alerts_go_through_every_configured_route(dispatch) -> None:
     ]
     assert sorted(set(dispatch.paths())) == ["/pagerduty", "/slack"]
     assert all(email.subject.startswith("TEST: ") for email in sent_emails())
+
+
+def test_what_an_alert_costs_in_aws_requests(dispatch, aws_calls) -> None:
+    warning = alarm_message("HighQuotaDenialRate", "ALARM", T0, severity="warning", runbook="licensing")
+    dispatch(sns_event(warning))  # the container's first also reads which channels are flagged broken
+    aws_calls.clear()
+    other = alarm_message("StripeAPIErrorRate", "ALARM", T0, severity="warning", runbook="stripe-api")
+    dispatch(sns_event(other))
+    # the state, the silences, the firing alerts (an inhibit rule could hold a warning), claim, sent
+    assert aws_calls == ["PutItem", "Query", "Query", "UpdateItem", "UpdateItem"]
+    aws_calls.clear()
+    dispatch(sns_event(other))  # a duplicate costs the one refused write
+    assert aws_calls == ["PutItem"]
