@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from billwatch.access import is_admin
-from billwatch.alert_dispatch import build_alert_dispatcher
+from billwatch.alert_dispatch import AlertInProgress, build_alert_dispatcher
 from billwatch.alert_store import SilenceError
 from billwatch.alerts import read_records
 from billwatch.config import load_alert_settings, load_settings
@@ -148,10 +148,13 @@ def _from_records(event: dict[str, Any]) -> dict[str, Any]:
         try:
             dispatcher.dispatch(record.alert)
             counts["dispatched"] += 1
+        except AlertInProgress as busy:
+            logger.warning("Alert is being sent by another invocation", extra={"detail": str(busy)})
+            failed.append(record.alert.fingerprint)
         except Exception:
             logger.exception("Could not dispatch an alert", extra={"fingerprint": record.alert.fingerprint})
-            counts["failed"] += 1
             failed.append(record.alert.fingerprint)
+    counts["failed"] = len(failed)
     if failed:
         # Lambda retries the invocation; what was already sent is not sent again (the claims hold).
         raise RuntimeError(f"{len(failed)} alert(s) could not be dispatched; the invocation will be retried")

@@ -6,6 +6,7 @@ stale alerts on a clock the tests set.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,48 @@ def test_the_same_state_delivered_twice_is_sent_once(dispatch, metrics) -> None:
     dispatch(direct_alarm_event("HighWebhookFailureRate", "ALARM", T0))  # and again, the other way
     assert dispatch.paths().count("/pagerduty") == 1 and dispatch.paths().count("/slack") == 1
     assert metrics.total("AlertSuppressed", Reason="dedup") == 2
+
+
+def delivered_or_retried(dispatch: Dispatch, event: dict[str, Any]) -> str:
+    """What Lambda sees: the invocation succeeded, or it raised and will be retried."""
+    try:
+        dispatch(event)
+    except RuntimeError as error:
+        assert "will be retried" in str(error)
+        return "retried"
+    return "done"
+
+
+def test_copies_arriving_at_once_are_sent_once(dispatch) -> None:
+    message = alarm_message("HighWebhookFailureRate", "ALARM", T0)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(lambda _: delivered_or_retried(dispatch, sns_event(message)), range(6)))
+    assert "done" in outcomes
+    for _ in range(outcomes.count("retried")):  # Lambda's retries, after the first copy was sent
+        assert delivered_or_retried(dispatch, sns_event(message)) == "done"
+    assert dispatch.paths().count("/pagerduty") == 1 and dispatch.paths().count("/slack") == 1
+    assert len(sent_emails()) == 1
+
+
+def test_an_invocation_that_dies_while_sending_is_retried_and_the_notice_still_goes(
+    dispatch, monkeypatch
+) -> None:
+    from billwatch.alert_channels import PagerDutyChannel
+
+    original, crashes = PagerDutyChannel.send, []
+
+    def crash_once(self: Any, notification: Any) -> None:
+        if not crashes:
+            crashes.append(notification)
+            raise RuntimeError("the invocation died here")
+        original(self, notification)
+
+    monkeypatch.setattr(PagerDutyChannel, "send", crash_once)
+    event = sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0))
+    assert delivered_or_retried(dispatch, event) == "retried"
+    assert dispatch.paths() == []
+    assert delivered_or_retried(dispatch.at(T0 + 60), event) == "done"  # Lambda's retry of the same input
+    assert dispatch.paths().count("/pagerduty") == 1 and dispatch.paths().count("/slack") == 1
 
 
 def test_continue_sends_to_several_receivers(dispatch) -> None:
@@ -372,5 +415,9 @@ def test_what_an_alert_costs_in_aws_requests(dispatch, aws_calls) -> None:
     # the state, the silences, the firing alerts (an inhibit rule could hold a warning), claim, sent
     assert aws_calls == ["PutItem", "Query", "Query", "UpdateItem", "UpdateItem"]
     aws_calls.clear()
-    dispatch(sns_event(other))  # a duplicate costs the one refused write
-    assert aws_calls == ["PutItem"]
+    dispatch(sns_event(other))  # a duplicate is checked receiver by receiver: nobody gets it twice
+    assert aws_calls == ["PutItem", "GetItem", "Query", "Query", "UpdateItem", "GetItem"]
+    aws_calls.clear()
+    older = alarm_message("StripeAPIErrorRate", "OK", T0 - 600, severity="warning", runbook="stripe-api")
+    dispatch(sns_event(older))  # a late, older state tells nobody anything
+    assert aws_calls == ["PutItem", "GetItem"]

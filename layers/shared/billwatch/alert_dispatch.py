@@ -35,12 +35,16 @@ from billwatch.alert_config import (
     matches_all,
     parse_routing_config,
 )
-from billwatch.alert_store import AlertStore
+from billwatch.alert_store import AlertStore, Recorded
 from billwatch.alerts import Alert, AlertStatus, Notification, NotificationKind
 from billwatch.config import AlertSettings, Settings
 from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import bind_alert_table
 from billwatch.observability import logger
+
+
+class AlertInProgress(Exception):
+    """Another dispatcher holds the claim on this notice: the input should come back later."""
 
 
 class Outcome(StrEnum):
@@ -140,7 +144,7 @@ class AlertDispatcher:
     def dispatch(self, alert: Alert) -> Outcome:
         """One alert state change, as it arrived (perhaps again)."""
         now = int(self.clock())
-        if not self.store.record(alert, now):
+        if self.store.record(alert, now) is Recorded.OLDER:
             self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP
         held = self._held(alert, now)
@@ -201,6 +205,8 @@ class AlertDispatcher:
         ):
             return Outcome.NOTHING_TO_SEND
         if not self.store.claim(alert.fingerprint, match.receiver, alert.version, now, repeat_after):
+            if self.store.being_sent(alert.fingerprint, match.receiver, alert.version, now):
+                raise AlertInProgress(f"{alert.name} is being sent to {match.receiver}; retry later")
             if repeat_after is None:  # a repeat that is not due yet is no duplicate
                 self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP

@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
@@ -34,6 +35,12 @@ def alert_to_json(alert: Alert) -> str:
 def alert_from_json(text: str) -> Alert:
     raw = json.loads(text)
     return Alert(**{**raw, "severity": Severity(raw["severity"]), "status": AlertStatus(raw["status"])})
+
+
+class Recorded(StrEnum):
+    NEW = "new"
+    SAME = "same"  # delivered again: notify whoever was not told yet (a crash may have cut it short)
+    OLDER = "older"  # a late delivery of a state already replaced: tells nobody anything
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,8 @@ def _conditional(error: Exception) -> bool:
 class AlertStore:
     # ---------------------------------------------------------------- alerts
 
-    def record(self, alert: Alert, now: int) -> bool:
-        """Stores the alert's new state; False when this state or a newer one is already stored."""
+    def record(self, alert: Alert, now: int) -> Recorded:
+        """Stores the alert's new state, unless this state or a newer one is stored already."""
         item = AlertRecord(
             "alert",
             alert.fingerprint,
@@ -88,15 +95,12 @@ class AlertStore:
                 | (AlertRecord.since < alert.since)
                 | ((AlertRecord.since == alert.since) & (AlertRecord.version != alert.version))
             )
-            return True
+            return Recorded.NEW
         except PutError as error:
-            if _conditional(error):
-                return False
-            raise
-
-    def touch(self, fingerprint: str, now: int) -> None:
-        """The same state was reported again: it is not stale."""
-        AlertRecord("alert", fingerprint).update(actions=[AlertRecord.last_seen_at.set(now)])
+            if not _conditional(error):
+                raise
+        stored = AlertRecord.get("alert", alert.fingerprint, consistent_read=True)
+        return Recorded.SAME if stored.version == alert.version else Recorded.OLDER
 
     def firing(self) -> list[tuple[Alert, int]]:
         """Every firing alert, with when it was last reported."""
@@ -147,6 +151,11 @@ class AlertStore:
                 NotificationRecord.lease_until.remove(),
             ]
         )
+
+    def being_sent(self, fingerprint: str, receiver: str, version: str, now: int) -> bool:
+        """After a refused claim: whether another dispatcher holds the lease on an unsent version."""
+        record = NotificationRecord.get("notify", f"{fingerprint}|{receiver}", consistent_read=True)
+        return record.sent_version != version and record.lease_until is not None and record.lease_until >= now
 
     def release(self, fingerprint: str, receiver: str) -> None:
         NotificationRecord("notify", f"{fingerprint}|{receiver}").update(
