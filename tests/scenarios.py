@@ -30,6 +30,20 @@ ADMIN_CALLER = "arn:aws:sts::123456789012:assumed-role/billwatch-admin/ops"
 OUTSIDER = "arn:aws:sts::123456789012:assumed-role/Reader/someone"
 
 
+def iam_api_event(method: str, path: str, body: dict | None, caller: str) -> dict[str, Any]:
+    """An HTTP API request on an IAM route, as API Gateway hands it over once SigV4 checked out."""
+    event = se.api_gateway_event(
+        json.dumps(body) if body is not None else b"",
+        headers={"content-type": "application/json"},
+        path=path,
+        method=method,
+    )
+    if body is None:
+        event.pop("body", None)
+    event["requestContext"]["authorizer"] = {"iam": {"userArn": caller}}
+    return event
+
+
 class DynamoDBOutage:
     """DynamoDB refusing the named operations, as botocore reports it once its own retries give up."""
 
@@ -158,15 +172,7 @@ class Scenario:
     # --------------------------------------------------------------- licensing
 
     def licensing(self, method: str, path: str, body: dict | None = None, caller: str = ADMIN_CALLER) -> int:
-        event = se.api_gateway_event(
-            json.dumps(body) if body is not None else b"",
-            headers={"content-type": "application/json"},
-            path=path,
-            method=method,
-        )
-        if body is None:
-            event.pop("body", None)
-        event["requestContext"]["authorizer"] = {"iam": {"userArn": caller}}
+        event = iam_api_event(method, path, body, caller)
         with self._captured():
             return self.handler("licensing_api").lambda_handler(event, LambdaContext())["statusCode"]
 

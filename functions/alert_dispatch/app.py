@@ -5,19 +5,18 @@ routes (HTTP API, IAM) manage silences; ``{"billwatch": "test-alerts"}`` sends a
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from billwatch.access import is_admin
 from billwatch.alert_dispatch import AlertInProgress, build_alert_dispatcher
 from billwatch.alert_store import SilenceError
 from billwatch.alerts import read_records
 from billwatch.config import load_alert_settings, load_settings
+from billwatch.http_answers import caller_of, invalid_request, json_response, refusal
 from billwatch.observability import logger
 
 TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
@@ -49,22 +48,12 @@ class SilenceRequest(BaseModel):
     comment: str = Field(min_length=1, max_length=500)
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
-
-
-@app.exception_handler(RequestValidationError)
-def _invalid_request(error: RequestValidationError) -> Response:
-    problems = []
-    for detail in error.errors():
-        where = ".".join(str(part) for part in detail.get("loc", ()) if part not in ("body", "path"))
-        problems.append(f"{where or 'body'}: {detail.get('msg', 'is invalid')}")
-    return _json(400, {"error": "invalid_request", "message": "; ".join(problems)})
+app.exception_handler(RequestValidationError)(invalid_request)
 
 
 @app.exception_handler(SilenceError)
 def _bad_silence(error: SilenceError) -> Response:
-    return _json(400, {"error": "invalid_request", "message": str(error)})
+    return json_response(400, {"error": "invalid_request", "message": str(error)})
 
 
 @app.get("/admin/silences")
@@ -91,46 +80,25 @@ def create_silence(request: Annotated[SilenceRequest, Body()]):  # returns a Res
         int(request.starts_at.timestamp()) if request.starts_at else int(now),
         int(request.ends_at.timestamp()),
         request.comment,
-        _caller(app.current_event.raw_event) or "unknown",
+        caller_of(app.current_event.raw_event) or "unknown",
         int(now),
     )
     logger.info("Silence created", extra={"silence": silence.as_dict()})
-    return _json(201, silence.as_dict())
+    return json_response(201, silence.as_dict())
 
 
 @app.delete("/admin/silences/<silence_id>")
 def remove_silence(silence_id: Annotated[str, Path(pattern=SILENCE_ID)]):
     if not dispatcher.store.remove_silence(silence_id):
-        return _json(404, {"error": "not_found", "message": f"no silence {silence_id}"})
+        return json_response(404, {"error": "not_found", "message": f"no silence {silence_id}"})
     logger.info(
-        "Silence removed", extra={"silence_id": silence_id, "by": _caller(app.current_event.raw_event)}
+        "Silence removed", extra={"silence_id": silence_id, "by": caller_of(app.current_event.raw_event)}
     )
     return Response(status_code=204)
 
 
-def _caller(event: dict[str, Any]) -> str | None:
-    return (((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}).get("userArn")
-
-
-def _plain(status: int, error: str, message: str) -> dict[str, Any]:
-    return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json"},
-        "body": json.dumps({"error": error, "message": message}),
-    }
-
-
 def _from_http(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    caller = _caller(event)
-    if not is_admin(caller, settings.admin_role_arns):
-        dispatcher.refuse_admin(
-            caller, f"{event['requestContext']['http'].get('method')} {event.get('rawPath')}"
-        )
-        return _plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
-    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
-        return _plain(415, "unsupported_media_type", "the body must be application/json")
-    return app.resolve(event, context)
+    return refusal(event, settings.admin_role_arns, dispatcher.refuse_admin) or app.resolve(event, context)
 
 
 def _from_records(event: dict[str, Any]) -> dict[str, Any]:

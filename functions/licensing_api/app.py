@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from billwatch.access import is_admin
 from billwatch.billing_store import StoreUnavailable
 from billwatch.config import load_settings
+from billwatch.http_answers import invalid_request, json_response, refusal
 from billwatch.licensing import MAX_QUANTITY, UsageRequestError, build_licensing
 from billwatch.observability import logger
 
@@ -45,28 +44,18 @@ class QuotaGrant(BaseModel):
     quantity: int = Field(ge=1, le=MAX_QUANTITY)
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
-
-
-@app.exception_handler(RequestValidationError)
-def _invalid_request(error: RequestValidationError) -> Response:
-    problems = []
-    for detail in error.errors():
-        where = ".".join(str(part) for part in detail.get("loc", ()) if part not in ("body", "path"))
-        problems.append(f"{where or 'body'}: {detail.get('msg', 'is invalid')}")
-    return _json(400, {"error": "invalid_request", "message": "; ".join(problems)})
+app.exception_handler(RequestValidationError)(invalid_request)
 
 
 @app.exception_handler(UsageRequestError)
 def _bad_usage(error: UsageRequestError) -> Response:
-    return _json(400, {"error": "invalid_request", "message": str(error)})
+    return json_response(400, {"error": "invalid_request", "message": str(error)})
 
 
 @app.exception_handler(StoreUnavailable)
 def _unavailable(error: StoreUnavailable) -> Response:
     logger.exception("Licensing store unavailable")
-    return _json(503, {"error": "temporarily_unavailable", "message": "try again shortly"})
+    return json_response(503, {"error": "temporarily_unavailable", "message": "try again shortly"})
 
 
 @app.get("/v1/accounts/<account_id>/entitlements")
@@ -84,7 +73,7 @@ def record_usage(
         )
     else:
         decision = licensing.use(account_id, request.feature, request.quantity)
-    return _json(STATUS_OF_REASON[decision.reason], decision.as_dict())
+    return json_response(STATUS_OF_REASON[decision.reason], decision.as_dict())
 
 
 @app.put("/admin/accounts/<account_id>/tier-override")
@@ -106,33 +95,9 @@ def reset_usage(account_id: Annotated[str, Path(pattern=ACCOUNT_ID)]) -> dict[st
     return licensing.reset_usage(account_id)
 
 
-def _plain(status: int, error: str, message: str) -> dict[str, Any]:
-    return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json"},
-        "body": json.dumps({"error": error, "message": message}),
-    }
-
-
-def _refusal(event: dict[str, Any]) -> dict[str, Any] | None:
-    """Answers that come before routing: who is calling, and what the body is."""
-    context = event.get("requestContext") or {}
-    path = event.get("rawPath") or ""
-    if path.startswith("/admin/"):
-        caller = ((context.get("authorizer") or {}).get("iam") or {}).get("userArn")
-        if not is_admin(caller, settings.admin_role_arns):
-            licensing.refuse_admin(caller, f"{context.get('http', {}).get('method')} {path}")
-            return _plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
-    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
-        # Powertools would parse form encodings and report their fields instead.
-        return _plain(415, "unsupported_media_type", "the body must be application/json")
-    return None
-
-
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
-        return _refusal(event) or app.resolve(event, context)
+        return refusal(event, settings.admin_role_arns, licensing.refuse_admin) or app.resolve(event, context)
     finally:
         licensing.flush_metrics()

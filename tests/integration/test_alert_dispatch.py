@@ -23,7 +23,7 @@ from tests.alert_events import (
     usage_event,
 )
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
-from tests.scenarios import ADMIN_CALLER, OUTSIDER
+from tests.scenarios import ADMIN_CALLER, OUTSIDER, iam_api_event
 from tests.support import Clock, LambdaContext, load_handler
 
 T0 = 1_796_137_200  # Tuesday 2026-12-01 15:00 UTC
@@ -251,18 +251,7 @@ def test_a_critical_alarm_holds_the_warnings_and_infos_of_its_group(dispatch, me
 
 
 def admin(dispatch: Dispatch, method: str, path: str, body: Any = None, caller: str = ADMIN_CALLER) -> Any:
-    from devtools import stripe_events as se
-
-    event = se.api_gateway_event(
-        json.dumps(body) if body is not None else b"",
-        headers={"content-type": "application/json"},
-        path=path,
-        method=method,
-    )
-    if body is None:
-        event.pop("body", None)
-    event["requestContext"]["authorizer"] = {"iam": {"userArn": caller}}
-    result = dispatch(event)
+    result = dispatch(iam_api_event(method, path, body, caller))
     return result["statusCode"], json.loads(result["body"]) if result.get("body") else None
 
 

@@ -1,0 +1,59 @@
+"""What the HTTP API handlers answer before and around routing; only handlers import this.
+
+The admin check, the content type rule and the shape of a 400 are the same on every IAM route
+(licensing and alert silences), so they are written once here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from billwatch.access import is_admin
+
+
+def json_response(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def invalid_request(error: RequestValidationError) -> Response:
+    """A 400 that names every field that is wrong."""
+    problems = []
+    for detail in error.errors():
+        where = ".".join(str(part) for part in detail.get("loc", ()) if part not in ("body", "path"))
+        problems.append(f"{where or 'body'}: {detail.get('msg', 'is invalid')}")
+    return json_response(400, {"error": "invalid_request", "message": "; ".join(problems)})
+
+
+def plain(status: int, error: str, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"error": error, "message": message}),
+    }
+
+
+def caller_of(event: dict[str, Any]) -> str | None:
+    return (((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}).get("userArn")
+
+
+def refusal(
+    event: dict[str, Any], admin_role_arns: Iterable[str], refuse: Callable[[str | None, str], None]
+) -> dict[str, Any] | None:
+    """Answers that come before routing: who is calling an admin route, and what the body is."""
+    path = event.get("rawPath") or ""
+    if path.startswith("/admin/"):
+        caller = caller_of(event)
+        if not is_admin(caller, admin_role_arns):
+            method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
+            refuse(caller, f"{method} {path}")
+            return plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
+        # Powertools would parse form encodings and report their fields instead.
+        return plain(415, "unsupported_media_type", "the body must be application/json")
+    return None
