@@ -151,6 +151,8 @@ class Scenario:
             self._monkeypatch.setattr(module.probe, "clock", clock)
         if hasattr(module, "dispatcher"):
             self._monkeypatch.setattr(module.dispatcher, "clock", clock)
+        if getattr(module, "reconciler", None) is not None:
+            self._monkeypatch.setattr(module.reconciler, "clock", clock)
 
     # ---------------------------------------------------------------- webhooks
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import sys
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,36 +154,77 @@ class Clock:
 
 
 class FakeStripeApi(ThreadingHTTPServer):
-    """The Stripe API's subscription reads, on 127.0.0.1; ``failure`` makes every request fail."""
+    """The Stripe API's subscription and event reads, on 127.0.0.1, with Stripe's list pagination.
+
+    ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each.
+    """
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _StripeHandler)
         self.subscriptions: dict[str, dict] = {}
+        self.events: list[tuple[dict, bool]] = []  # (event, whether its delivery succeeded)
         self.failure: tuple[int, dict] | None = None  # (HTTP status, Stripe error object)
+        self.fail_next: list[tuple[int, dict]] = []
         self.requests: list[tuple[str, str]] = []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def add_event(self, event: dict, delivered: bool = True) -> None:
+        self.events.append((event, delivered))
+
+
+def _page(items: list[dict], query: dict[str, str], url: str) -> dict:
+    """A Stripe list: newest first, ``limit`` at a time, after ``starting_after``."""
+    ordered = sorted(items, key=lambda item: (item.get("created", 0), item["id"]), reverse=True)
+    if query.get("starting_after"):
+        ids = [item["id"] for item in ordered]
+        ordered = ordered[ids.index(query["starting_after"]) + 1 :]
+    limit = int(query.get("limit", 10))
+    return {"object": "list", "data": ordered[:limit], "has_more": len(ordered) > limit, "url": url}
+
+
+def _matches_types(event_type: str, patterns: list[str]) -> bool:
+    return not patterns or any(
+        event_type == p or (p.endswith(".*") and event_type.startswith(p[:-1])) for p in patterns
+    )
+
 
 class _StripeHandler(BaseHTTPRequestHandler):
     server: FakeStripeApi
 
-    def do_GET(self) -> None:
-        self.server.requests.append((self.path, self.headers.get("Authorization", "")))
-        path = self.path.partition("?")[0]
-        subscription_id = path.removeprefix("/v1/subscriptions").strip("/")
+    def _answer(self) -> tuple[int, dict]:
+        path, _, raw_query = self.path.partition("?")
+        query = {key: values[-1] for key, values in urllib.parse.parse_qs(raw_query).items()}
+        if self.server.fail_next:
+            status, error = self.server.fail_next.pop(0)
+            return status, {"error": error}
         if self.server.failure:
             status, error = self.server.failure
-            body = {"error": error}
-        elif not subscription_id:
-            status, body = 200, {"object": "list", "data": [], "has_more": False, "url": "/v1/subscriptions"}
-        elif subscription_id in self.server.subscriptions:
-            status, body = 200, self.server.subscriptions[subscription_id]
-        else:
-            missing = {"type": "invalid_request_error", "message": "No such subscription"}
-            status, body = 404, {"error": missing}
+            return status, {"error": error}
+        if path == "/v1/events":
+            since = int(query.get("created[gte]", 0))
+            types = [value for key, value in query.items() if key.startswith("types[")]
+            undelivered = query.get("delivery_success") == "false"
+            events = [
+                event
+                for event, delivered in self.server.events
+                if event["created"] >= since
+                and _matches_types(event["type"], types)
+                and not (undelivered and delivered)
+            ]
+            return 200, _page(events, query, "/v1/events")
+        subscription_id = path.removeprefix("/v1/subscriptions").strip("/")
+        if not subscription_id:
+            return 200, _page(list(self.server.subscriptions.values()), query, "/v1/subscriptions")
+        if subscription_id in self.server.subscriptions:
+            return 200, self.server.subscriptions[subscription_id]
+        return 404, {"error": {"type": "invalid_request_error", "message": "No such subscription"}}
+
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, self.headers.get("Authorization", "")))
+        status, body = self._answer()
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -114,6 +114,19 @@ def exercise_every_metric_path(
         stripe.failure = failure
         scenario.scheduled("health_probe")
 
+    stripe.failure = None
+    drifted = se.subscription(id="sub_demo", customer="cus_demo", status="past_due")
+    stripe.subscriptions["sub_demo"] = {**drifted, "metadata": {"account_id": "acct_demo"}}
+    missed = se.event(
+        "invoice.paid", se.invoice(id="in_missed", customer="cus_demo"), created=int(scenario.now) - 60
+    )
+    stripe.add_event(missed, delivered=False)
+    assert scenario.scheduled("reconcile")["drift"] >= 2
+    stripe.failure = (500, {"type": "api_error", "message": "Stripe is down"})
+    with pytest.raises(Exception, match="api_error"):
+        scenario.at(scenario.now + 86400).scheduled("reconcile")
+    stripe.failure = None
+
     critical = alarm_message("StripeWebhookDown", "ALARM", scenario.now)
     assert scenario.alert_input(sns_event(critical))["dispatched"] == 1
     scenario.alert_input(sns_event(critical))  # a duplicate

@@ -374,6 +374,34 @@ def test_the_dead_mans_switch_fires_when_the_probe_stops(
     assert ("HealthProbeMissing" in alarms) is fires
 
 
+# ------------------------------------------------------------------ reconciliation
+
+
+@covers("ReconcileDriftFound")
+@pytest.mark.parametrize(("stripe_status", "fires"), [("canceled", True), ("active", False)])
+def test_reconcile_drift_found_is_any_state_that_differed_from_stripe(
+    definitions, scenario, probed, stripe_status: str, fires: bool
+) -> None:
+    subscription = se.subscription(id="sub_1", customer="cus_1", metadata={"account_id": "acct_1"})
+    assert scenario.at(T0 - 3600).webhook(se.event("customer.subscription.created", subscription)) == 200
+    probed.subscriptions["sub_1"] = {**subscription, "status": stripe_status}
+    assert scenario.at(T0 + 60).scheduled("reconcile")["finished"]
+    assert ("ReconcileDriftFound" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
+@covers("ReconcileRunFailed")
+@pytest.mark.parametrize(("stripe_down", "fires"), [(True, True), (False, False)])
+def test_reconcile_run_failed_is_any_run_that_stopped_on_an_error(
+    definitions, scenario, probed, stripe_down: bool, fires: bool
+) -> None:
+    probed.failure = STRIPE_DOWN if stripe_down else None
+    try:
+        scenario.at(T0 + 60).scheduled("reconcile")
+    except Exception:
+        assert stripe_down
+    assert ("ReconcileRunFailed" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
 # ------------------------------------------------------------------ alert delivery
 
 
@@ -412,7 +440,14 @@ def test_alert_input_rejected_is_any_record_the_dispatcher_cannot_read(
 AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
     **{
         f"{function}Lambda{metric}": ("AWS/Lambda", metric, {"FunctionName": f"{function}Function"})
-        for function in ("WebhookIntake", "LicensingApi", "QuotaReset", "HealthProbe", "AlertDispatch")
+        for function in (
+            "WebhookIntake",
+            "LicensingApi",
+            "QuotaReset",
+            "HealthProbe",
+            "AlertDispatch",
+            "Reconcile",
+        )
         for metric in ("Errors", "Throttles")
     },
     "HttpApi5xx": ("AWS/ApiGateway", "5xx", {"ApiId": "HttpApi"}),
@@ -426,6 +461,11 @@ AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
         {"QueueName": "QuotaResetDLQ.QueueName"},
+    ),
+    "ReconcileDLQNotEmpty": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": "ReconcileDLQ.QueueName"},
     ),
     "AlertDLQNotEmpty": (
         "AWS/SQS",

@@ -55,6 +55,10 @@ class Metric(StrEnum):
     ALERT_DELIVERY_FAILED = "AlertDeliveryFailed"
     ALERT_SUPPRESSED = "AlertSuppressed"
     ALERT_INPUT_REJECTED = "AlertInputRejected"
+    RECONCILE_RUN = "ReconcileRun"
+    RECONCILE_DRIFT = "ReconcileDrift"
+    RECONCILE_HEALED = "ReconcileHealed"
+    RECONCILE_FAILED = "ReconcileFailed"
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,12 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.ALERT_SUPPRESSED: MetricDefinition(MetricUnit.Count, ("Reason",)),
     # Records the dispatcher could not read; each is logged with its problem and dead-lettered.
     Metric.ALERT_INPUT_REJECTED: MetricDefinition(MetricUnit.Count),
+    # One per finished reconciliation run; drift and healing per compared field (status, tier,
+    # period_end, cancel_at_period_end, customer_link, subscription, missed_event).
+    Metric.RECONCILE_RUN: MetricDefinition(MetricUnit.Count),
+    Metric.RECONCILE_DRIFT: MetricDefinition(MetricUnit.Count, ("Field",)),
+    Metric.RECONCILE_HEALED: MetricDefinition(MetricUnit.Count, ("Field",)),
+    Metric.RECONCILE_FAILED: MetricDefinition(MetricUnit.Count),
 }
 
 

@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute
@@ -29,6 +28,7 @@ from billwatch.licensing import AccountUsage, Licensing, build_licensing
 from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import BillingAccount, JobCheckpoint
 from billwatch.observability import logger
+from billwatch.self_invoke import SelfInvoker
 
 PAGE_SIZE = 200
 
@@ -122,19 +122,10 @@ class SegmentDispatcher:
     """Starts segment workers as asynchronous invocations of this same function."""
 
     def __init__(self, function_name: str) -> None:
-        self._function_name = function_name
-
-    @cached_property
-    def _lambda(self) -> Any:
-        import boto3
-
-        return boto3.client("lambda")
+        self._invoker = SelfInvoker(function_name)
 
     def start(self, run_id: str, segment: int, total_segments: int) -> None:
-        payload = {"run_id": run_id, "segment": segment, "total_segments": total_segments}
-        self._lambda.invoke(
-            FunctionName=self._function_name, InvocationType="Event", Payload=json.dumps(payload).encode()
-        )
+        self._invoker.start({"run_id": run_id, "segment": segment, "total_segments": total_segments})
 
 
 def segment_checkpoint(run_id: str, segment: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -112,6 +112,41 @@ class StripeApi:
             if self._on_error is not None:
                 self._on_error(code)
             raise StripeApiFailure(code) from error
+
+    def _listed(self, list_call: Callable[[StripeClient], Any]) -> Iterator[dict[str, Any]]:
+        """Every object of a list, through stripe's auto-pagination; each page fetch is classified."""
+        pages = iter(self._call(list_call).auto_paging_iter())
+        while True:
+            try:
+                item = self._call(lambda _client: next(pages))
+            except StopIteration:
+                return
+            yield item.to_dict()
+
+    def subscriptions(self, starting_after: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every subscription, whatever its status, oldest cursor first; resumable after an id."""
+        params: dict[str, Any] = {"status": "all", "limit": 100}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return self._listed(lambda client: client.v1.subscriptions.list(params=params))
+
+    def events(
+        self,
+        created_since: int,
+        *,
+        types: list[str] | None = None,
+        undelivered_only: bool = False,
+        starting_after: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Events created since an epoch second (Stripe keeps 30 days), newest first."""
+        params: dict[str, Any] = {"created": {"gte": created_since}, "limit": 100}
+        if types:
+            params["types"] = types
+        if undelivered_only:
+            params["delivery_success"] = False
+        if starting_after:
+            params["starting_after"] = starting_after
+        return self._listed(lambda client: client.v1.events.list(params=params))
 
     def subscription(self, subscription_id: str) -> dict[str, Any]:
         return self._call(lambda client: client.v1.subscriptions.retrieve(subscription_id).to_dict())

@@ -134,6 +134,11 @@ def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 AUTHORITATIVE_RANK = 999
 
 
+def subscription_account(sub: Mapping[str, Any]) -> AccountRef:
+    """The account a subscription belongs to: its metadata's account id, and its customer."""
+    return AccountRef(_account_id(sub.get("metadata")), _object_id(sub.get("customer")))
+
+
 def subscription_change(
     event_id: str, created: int, rank: int, sub: Mapping[str, Any], catalog: PlanCatalog
 ) -> tuple[StateChange, Tier]:
@@ -200,8 +205,9 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
         status_rank = _SUBSCRIPTION_STATUS_RANK.get(_require(obj, "status", str, "data.object."), 9)
         rank = _SUBSCRIPTION_EVENT_RANK[event_type] * 10 + status_rank
         change, plan_tier = subscription_change(event_id, created, rank, obj, catalog)
-        account = AccountRef(_account_id(obj.get("metadata")), customer_id)
-        return ParsedEvent(event_id, event_type, created, account, change, plan_tier=plan_tier)
+        return ParsedEvent(
+            event_id, event_type, created, subscription_account(obj), change, plan_tier=plan_tier
+        )
 
     if event_type.startswith("invoice."):
         # Newer API versions: parent.subscription_details; older: subscription_details.
