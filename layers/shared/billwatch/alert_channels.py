@@ -157,7 +157,7 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _slack_text(raw: str, limit: int = _SLACK_TEXT_LIMIT) -> str:
+def slack_text(raw: str, limit: int = _SLACK_TEXT_LIMIT) -> str:
     escaped = slack_escape(raw)
     if len(escaped) <= limit:
         return escaped
@@ -207,22 +207,22 @@ def slack_message(notification: Notification) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "text": truncate(headline, _SLACK_HEADER_LIMIT)}},
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": _slack_text(alert.summary)},
+            "text": {"type": "mrkdwn", "text": slack_text(alert.summary)},
             "fields": [{"type": "mrkdwn", "text": truncate(field, _SLACK_FIELD_LIMIT)} for field in fields],
         },
-        {"type": "section", "text": {"type": "mrkdwn", "text": "*Reason*\n" + _slack_text(alert.reason)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*Reason*\n" + slack_text(alert.reason)}},
     ]
     # mrkdwn links rather than buttons: a webhook's buttons need an app with interactivity, or
     # Slack marks each click as failed.
     context = [" · ".join(_slack_link(url, text) for text, url in message_links(alert))]
     if alert.labels:
-        context.append(_slack_text(labels_text(alert.labels)))
+        context.append(slack_text(labels_text(alert.labels)))
     context.append(f"receiver {slack_escape(notification.receiver)}")
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": text} for text in context if text]}
     )
     fallback = f"{headline} — {alert.summary}"
-    return {"text": _slack_text(fallback), "blocks": blocks}
+    return {"text": slack_text(fallback), "blocks": blocks}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,281 @@
+"""CloudWatchReportSource on moto: a day of billwatch metrics and alarm history, and an empty window.
+
+moto 5.2.5 computes no percentiles in GetMetricData and does not implement DescribeAlarmHistory,
+so two shims stand in for CloudWatch there: nearest-rank percentiles over the stored values, and
+the alarm history answered from the state changes moto records for each alarm (on a test clock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+from moto.cloudwatch import models as moto_cloudwatch
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from billwatch.alarm_text import Severity
+from billwatch.billing_report import (
+    NO_DATA,
+    CloudWatchReportSource,
+    FeatureUsage,
+    Incident,
+    Known,
+    Missing,
+    ReportPeriod,
+    SloStatus,
+    build_report,
+    render_console,
+    report_window,
+)
+from billwatch.metrics import Metric
+
+NAMESPACE = "Billwatch"
+REGION = "us-east-1"
+END = dt.datetime(2026, 12, 1, 8, tzinfo=dt.UTC)
+START, _ = report_window(ReportPeriod.DAILY, END)
+RUNBOOK = "https://runbooks.example/platform.md"
+
+
+class Clock:
+    """moto's notion of now (naive UTC, as moto keeps it), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> dt.datetime:
+        return self.now.replace(tzinfo=None)
+
+
+def _nearest_rank(original: Any) -> Any:
+    def statistic(self: Any, stat: str) -> Any:
+        percentile = re.fullmatch(r"p(\d+(?:\.\d+)?)", stat)
+        if not percentile:
+            return original(self, stat)
+        values = sorted(self.metric_single_values_list)
+        return values[max(0, math.ceil(float(percentile[1]) / 100 * len(values)) - 1)]
+
+    return statistic
+
+
+def _history_items(start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
+    backend = moto_cloudwatch.cloudwatch_backends[DEFAULT_ACCOUNT_ID][REGION]
+    items = []
+    for alarm in backend.alarms.values():
+        # Each history entry holds the state an update replaced, with the time that state began.
+        states = [(entry[3], entry[1], entry[4]) for entry in alarm.history if entry[0] == "StateUpdate"]
+        states.append((alarm.state_value, alarm.state_reason, alarm.state_updated_timestamp))
+        for (old, old_reason, _), (new, new_reason, moment) in itertools.pairwise(states):
+            timestamp = moment.replace(tzinfo=dt.UTC)
+            if start <= timestamp <= end:
+                data = {
+                    "version": "1.0",
+                    "oldState": {"stateValue": old, "stateReason": old_reason},
+                    "newState": {"stateValue": new, "stateReason": new_reason},
+                }
+                items.append(
+                    {
+                        "AlarmName": alarm.name,
+                        "AlarmType": "MetricAlarm",
+                        "Timestamp": timestamp,
+                        "HistoryItemType": "StateUpdate",
+                        "HistorySummary": f"Alarm updated from {old} to {new}",
+                        "HistoryData": json.dumps(data),
+                    }
+                )
+    return sorted(items, key=lambda item: item["Timestamp"], reverse=True)
+
+
+def _answer_alarm_history(client: Any) -> None:
+    asked: dict[str, Any] = {}
+
+    def remember(params: dict[str, Any], **_: Any) -> None:
+        asked.update(params)
+
+    def answer(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        items = _history_items(asked["StartDate"], asked["EndDate"])
+        return AWSResponse("https://monitoring", 200, {}, None), {"AlarmHistoryItems": items}
+
+    client.meta.events.register("before-parameter-build.cloudwatch.DescribeAlarmHistory", remember)
+    client.meta.events.register("before-call.cloudwatch.DescribeAlarmHistory", answer)
+
+
+@pytest.fixture
+def cloudwatch(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setattr(
+        moto_cloudwatch.Statistics,
+        "get_statistics_for_type",
+        _nearest_rank(moto_cloudwatch.Statistics.get_statistics_for_type),
+    )
+    with mock_aws():
+        client = boto3.client("cloudwatch", region_name=REGION)
+        _answer_alarm_history(client)
+        yield client
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(moto_cloudwatch, "utcnow", clock)
+    return clock
+
+
+def put(
+    client: Any,
+    metric: str,
+    values: list[float],
+    hours_ago: float = 2,
+    service: str = "billwatch",
+    **labels: str,
+) -> None:
+    dimensions = [
+        {"Name": "service", "Value": service},
+        *({"Name": n, "Value": v} for n, v in labels.items()),
+    ]
+    moment = END - dt.timedelta(hours=hours_ago)
+    client.put_metric_data(
+        Namespace=NAMESPACE,
+        MetricData=[
+            {"MetricName": metric, "Dimensions": dimensions, "Value": v, "Timestamp": moment} for v in values
+        ],
+    )
+
+
+def put_emitted(client: Any, metric: Metric, value: float, **labels: str) -> None:
+    """A point the way MetricsRecorder publishes it: aggregate, and with its labels."""
+    put(client, metric.value, [value])
+    if labels:
+        put(client, metric.value, [value], **labels)
+
+
+def alarm(client: Any, name: str, severity: str) -> None:
+    client.put_metric_alarm(
+        AlarmName=name,
+        AlarmDescription=f"[{severity}] Something went wrong. Runbook: {RUNBOOK}",
+        Namespace=NAMESPACE,
+        MetricName="WebhookFailed",
+        Statistic="Sum",
+        Period=300,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+
+
+def set_state(client: Any, clock: Clock, name: str, state: str, hours_ago: float) -> None:
+    clock.now = END - dt.timedelta(hours=hours_ago)
+    client.set_alarm_state(AlarmName=name, StateValue=state, StateReason=f"to {state}")
+
+
+def seed_a_day(client: Any, clock: Clock) -> None:
+    put_emitted(client, Metric.WEBHOOK_RECEIVED, 1000, EventType="invoice.paid")
+    put_emitted(client, Metric.WEBHOOK_FAILED, 2, EventType="invoice.paid")
+    put(client, Metric.WEBHOOK_FAILED.value, [2], EventType="invoice.paid", Reason="ClientError")
+    put(client, Metric.WEBHOOK_PROCESSING_TIME.value, [float(ms) for ms in range(10, 1010, 10)])
+    put(client, Metric.WEBHOOK_RECEIVED.value, [500], hours_ago=30)  # the day before
+    put(client, Metric.WEBHOOK_RECEIVED.value, [700], service="other")
+    put(client, Metric.CHECKOUT_COMPLETED.value, [1, 1, 1])
+    put(client, Metric.CHECKOUT_EXPIRED.value, [1])
+    put_emitted(client, Metric.SUBSCRIPTION_CREATED, 4, Tier="PRO")
+    put(client, Metric.UPGRADE_LATENCY.value, [1200, 800])
+    put(client, Metric.PAYMENT_SUCCEEDED.value, [18])
+    put(client, Metric.PAYMENT_FAILED.value, [2])
+    for feature, units in {"api_calls": 900, "exports": 40, "sso": 1, "a": 5, "b": 6, "c": 7}.items():
+        put_emitted(client, Metric.USAGE_COUNTED, units, Feature=feature)
+    put_emitted(client, Metric.LIMIT_HIT, 5, Threshold="80")
+    put_emitted(client, Metric.LIMIT_HIT, 2, Threshold="100")
+    put(client, Metric.RECONCILE_RUN.value, [1])
+    put_emitted(client, Metric.RECONCILE_DRIFT, 2, Field="status")
+    put_emitted(client, Metric.RECONCILE_HEALED, 1, Field="status")
+
+    clock.now = START - dt.timedelta(days=2)
+    alarm(client, "billwatch-test-HttpApi5xx", "warning")
+    alarm(client, "billwatch-test-StripeWebhookDown", "critical")
+    alarm(client, "billwatch-prod-HttpApi5xx", "warning")
+    set_state(client, clock, "billwatch-test-HttpApi5xx", "ALARM", hours_ago=6)
+    set_state(client, clock, "billwatch-test-HttpApi5xx", "OK", hours_ago=4.5)
+    set_state(client, clock, "billwatch-test-StripeWebhookDown", "ALARM", hours_ago=1.25)
+    set_state(client, clock, "billwatch-prod-HttpApi5xx", "ALARM", hours_ago=1)
+
+
+def test_a_day_of_billwatch_metrics_and_alarms(cloudwatch: Any, clock: Clock, aws_calls: list[str]) -> None:
+    seed_a_day(cloudwatch, clock)
+    aws_calls.clear()
+
+    source = CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test")
+    report = build_report(source.read(START, END, revenue={"usd": (1200.0, 1000.0)}))
+
+    assert aws_calls.count("GetMetricData") == 1
+    availability, p95, error_rate = report.slos
+    assert availability.actual == Known(pytest.approx(0.998))
+    assert p95.actual == Known(950.0)
+    assert error_rate.actual == Known(pytest.approx(0.002))
+    assert [slo.status for slo in report.slos] == [SloStatus.MISSED] * 3
+    business = report.business
+    assert business.checkouts_completed == Known(3.0)
+    assert business.checkout_conversion == Known(0.75)
+    assert (business.subscriptions_created, business.upgrades) == (Known(4.0), Known(2.0))
+    assert business.subscriptions_canceled == Missing(NO_DATA)
+    assert business.payment_failure_rate == Known(0.1)
+    assert business.accounts_at_limit == Known(2.0)
+    assert business.mrr.value[0].change == 200.0
+    assert business.top_features == Known(
+        tuple(
+            FeatureUsage(f, u) for f, u in [("api_calls", 900), ("exports", 40), ("c", 7), ("b", 6), ("a", 5)]
+        )
+    )
+    assert report.reconciliation.drift_by_field == Known({"status": 2.0})
+    assert report.reconciliation.healed_by_field == Known({"status": 1.0})
+    assert report.incidents == Known(
+        (
+            Incident(
+                "HttpApi5xx", Severity.WARNING, END - dt.timedelta(hours=6), END - dt.timedelta(hours=4.5)
+            ),
+            Incident("StripeWebhookDown", Severity.CRITICAL, END - dt.timedelta(hours=1.25), None),
+        )
+    )
+    assert "StripeWebhookDown (critical): still firing, 1h 15m so far" in render_console(report)
+
+
+def test_availability_from_the_http_api(cloudwatch: Any, clock: Clock) -> None:
+    moment = END - dt.timedelta(hours=3)
+    for name, value in (("Count", 4000.0), ("5xx", 2.0)):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/ApiGateway",
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "ApiId", "Value": "api123"}],
+                    "Value": value,
+                    "Timestamp": moment,
+                }
+            ],
+        )
+
+    source = CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test", http_api_id="api123")
+    availability = build_report(source.read(START, END)).slos[0]
+
+    assert availability.actual == Known(pytest.approx(0.9995))
+    assert availability.status is SloStatus.MET
+
+
+def test_a_window_without_any_data(cloudwatch: Any, clock: Clock) -> None:
+    report = build_report(CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test").read(START, END))
+
+    assert all(slo.actual == Missing(NO_DATA) for slo in report.slos)
+    assert report.business.top_features == Missing(NO_DATA)
+    assert report.business.mrr == Missing("no revenue figures were given")
+    assert report.reconciliation.drift_by_field == Missing(NO_DATA)
+    assert report.incidents == Known(())
+    assert report.health.score == Missing("no SLO could be judged")
+    text = render_console(report)
+    assert "Availability: no data" in text
+    assert "Incidents\n  none" in text
