@@ -33,15 +33,37 @@ Covered:
   a period where neither has one, or that divides by zero, gets no datapoint.
 * Composite alarm rules: ALARM(), OK(), INSUFFICIENT_DATA(), TRUE, FALSE, AND, OR, NOT and
   parentheses, alarm names bare or double-quoted, names or ARNs.
+* Anomaly detection alarms ("Create a CloudWatch alarm based on anomaly detection"): ``Metrics``
+  with an expression ``ANOMALY_DETECTION_BAND(id[, width])`` (width in standard deviations,
+  default 2) whose Id is the alarm's ``ThresholdMetricId``, no Threshold, and the comparison
+  operators LessThanLowerOrGreaterThanUpperThreshold, LessThanLowerThreshold and
+  GreaterThanUpperThreshold. The alarm judges the series ``id`` (a MetricStat or an
+  expression) against the band; the band's argument and the band may both have ReturnData true.
 
-Not covered (each raises ValueError when met, rather than being evaluated wrongly): anomaly
-detection bands and their comparison operators, Metrics Insights queries, trimmed/winsorized
-statistics (``tm99``, ``wm99``, ...), metric math functions other than those above (including
-FILL with REPEAT / LINEAR, SEARCH, METRICS(), and single-series aggregates such as MIN(m1),
-which the docs advise against in alarms because they depend on how much extra data the alarm
-fetches), AT_LEAST in composite rules. Not modelled at all: EvaluateLowSampleCountPercentile,
-Unit filters, ingestion delay (a datapoint counts from the moment it is put), alarm actions,
-and the exact, undocumented size of CloudWatch's evaluation range.
+The anomaly band is an approximation. CloudWatch trains a proprietary machine-learning model on
+up to two weeks of the metric's history, with hourly, daily and weekly seasonality and trend. This
+evaluator instead takes, for each period, the datapoints of the same series in the
+TRAINING_WINDOW_SECONDS (24 h) of periods just before it, and sets the band to
+``mean ± width * max(stdev, STDDEV_FLOOR_RELATIVE * |mean|, STDDEV_FLOOR_ABSOLUTE)`` (sample
+standard deviation; the floors give a flat series a band, and a series flat at 0 one unit each
+side). A period whose training window holds fewer than a quarter of its periods' datapoints (at
+least 2) has no band and counts as missing, so a young metric is INSUFFICIENT_DATA (or whatever
+TreatMissingData makes of it). Not modelled: seasonality and trend (a daily peak is an anomaly
+here unless the last 24 h were as busy), excluded training time ranges, the clamping of bands to
+a metric's possible range, retraining delays, and when a metric began: FILL inside the band's
+argument fills the whole training window too, so such a band trains on zeros from the start.
+Anomalous periods train the band of later periods, as they would CloudWatch's model unless
+excluded.
+
+Not covered (each raises ValueError when met, rather than being evaluated wrongly): Metrics
+Insights queries, trimmed/winsorized statistics (``tm99``, ``wm99``, ...), metric math
+functions other than those above (including FILL with REPEAT / LINEAR, SEARCH, METRICS(), and
+single-series aggregates such as MIN(m1), which the docs advise against in alarms because they
+depend on how much extra data the alarm fetches), ANOMALY_DETECTION_BAND anywhere but as the
+ThresholdMetricId, AT_LEAST in composite rules. Not modelled at all:
+EvaluateLowSampleCountPercentile, Unit filters, ingestion delay (a datapoint counts from the
+moment it is put), alarm actions, and the exact, undocumented size of CloudWatch's evaluation
+range.
 """
 
 from __future__ import annotations
@@ -49,6 +71,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import statistics
 from bisect import bisect_left, insort
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +89,13 @@ ALARM_STATES = (OK, ALARM, INSUFFICIENT_DATA)
 EVALUATION_RANGE_EXTRA_PERIODS = 2
 
 TREAT_MISSING_DATA = ("missing", "ignore", "breaching", "notBreaching")
+
+# The anomaly band's approximation of CloudWatch's model (see the module docstring).
+TRAINING_WINDOW_SECONDS = 24 * 3600
+MINIMUM_TRAINING_SHARE = Fraction(1, 4)
+STDDEV_FLOOR_RELATIVE = 0.05
+STDDEV_FLOOR_ABSOLUTE = 1.0
+DEFAULT_BAND_WIDTH = 2.0
 
 
 # ----------------------------------------------------------------------------------- metrics
@@ -207,7 +237,24 @@ _COMPARISONS: dict[str, tuple[Callable[[float, float], bool], str]] = {
     "LessThanOrEqualToThreshold": (operator.le, "less than or equal to"),
 }
 
+
+@dataclass(frozen=True)
+class Band:
+    lower: float
+    upper: float
+
+
+_BAND_COMPARISONS: dict[str, tuple[Callable[[float, Band], bool], str]] = {
+    "LessThanLowerOrGreaterThanUpperThreshold": (
+        lambda value, band: value < band.lower or value > band.upper,
+        "outside",
+    ),
+    "LessThanLowerThreshold": (lambda value, band: value < band.lower, "below"),
+    "GreaterThanUpperThreshold": (lambda value, band: value > band.upper, "above"),
+}
+
 Series = dict[int, float]  # period index in the evaluation range (0 = oldest) -> value
+Point = tuple[float, bool]  # a period's value, and whether it breaches
 
 
 @dataclass(frozen=True)
@@ -230,21 +277,78 @@ class _MetricStat:
 
 
 @dataclass(frozen=True)
+class _AnomalyBand:
+    """``ANOMALY_DETECTION_BAND(metric_id, width)``, approximated as the module docstring says."""
+
+    metric_id: str
+    width: float
+    period: int
+
+    @property
+    def training_periods(self) -> int:
+        return math.ceil(TRAINING_WINDOW_SECONDS / self.period)
+
+    def evaluate(
+        self, source: _MetricStat | _MetricMath, store: MetricStore, starts: Sequence[float]
+    ) -> tuple[Series, dict[int, Band]]:
+        """The source's series over ``starts`` and the band of each period that has one."""
+        training = self.training_periods
+        earlier = [starts[0] - (training - index) * self.period for index in range(training)]
+        history = source.series(store, [*earlier, *starts])
+        series: Series = {}
+        bands: dict[int, Band] = {}
+        for index in range(len(starts)):
+            position = training + index
+            if position in history:
+                series[index] = history[position]
+            band = self._band([history[i] for i in range(index, position) if i in history])
+            if band is not None:
+                bands[index] = band
+        return series, bands
+
+    def _band(self, training: list[float]) -> Band | None:
+        if len(training) < max(2, math.ceil(self.training_periods * MINIMUM_TRAINING_SHARE)):
+            return None
+        mean = statistics.fmean(training)
+        spread = max(statistics.stdev(training), STDDEV_FLOOR_RELATIVE * abs(mean), STDDEV_FLOOR_ABSOLUTE)
+        return Band(mean - self.width * spread, mean + self.width * spread)
+
+
+@dataclass(frozen=True)
 class _MetricAlarm:
     source: _MetricStat | _MetricMath
     period: int
     evaluation_periods: int
     datapoints_to_alarm: int
-    threshold: float
+    threshold: float | None  # None for an anomaly detection alarm, which has a band instead
+    band: _AnomalyBand | None
     comparison: str
     treat_missing_data: str
 
-    def breaches(self, value: float) -> bool:
-        return _COMPARISONS[self.comparison][0](value, self.threshold)
+    def points(self, store: MetricStore, starts: Sequence[float]) -> list[Point | None]:
+        """Each period's value and whether it breaches; None where it has no value (or no band)."""
+        if self.band is None:
+            compare = _COMPARISONS[self.comparison][0]
+            series = self.source.series(store, starts)
+            return [
+                (series[index], compare(series[index], self.threshold)) if index in series else None
+                for index in range(len(starts))
+            ]
+        outside = _BAND_COMPARISONS[self.comparison][0]
+        series, bands = self.band.evaluate(self.source, store, starts)
+        return [
+            (series[index], outside(series[index], bands[index]))
+            if index in series and index in bands
+            else None
+            for index in range(len(starts))
+        ]
 
     @property
     def phrase(self) -> str:
-        return f"{_COMPARISONS[self.comparison][1]} the threshold ({self.threshold})"
+        if self.band is None:
+            return f"{_COMPARISONS[self.comparison][1]} the threshold ({self.threshold})"
+        side = _BAND_COMPARISONS[self.comparison][1]
+        return f"{side} the anomaly detection band ({self.band.width} standard deviations)"
 
 
 def _listing(items: Sequence[float | str]) -> str:
@@ -280,21 +384,22 @@ def evaluate_alarm(
     alarm = _parse_alarm(properties)
     range_periods = alarm.evaluation_periods + EVALUATION_RANGE_EXTRA_PERIODS
     starts = [at - (range_periods - index) * alarm.period for index in range(range_periods)]
-    series = alarm.source.series(store, starts)
-    datapoints = [series.get(index) for index in range(range_periods)]
-    state, reason = _decide(alarm, datapoints, previous_state)
-    return Evaluation(state, datapoints, reason)
+    points = alarm.points(store, starts)
+    state, reason = _decide(alarm, points, previous_state)
+    return Evaluation(state, [None if point is None else point[0] for point in points], reason)
 
 
-def _decide(alarm: _MetricAlarm, datapoints: list[float | None], previous_state: str) -> tuple[str, str]:
+def _decide(alarm: _MetricAlarm, points: list[Point | None], previous_state: str) -> tuple[str, str]:
     needed, to_alarm = alarm.evaluation_periods, alarm.datapoints_to_alarm
-    real = [value for value in datapoints if value is not None]
-    if len(real) >= needed:
-        evaluated = real[-needed:]
-        return _threshold_state(alarm, sum(map(alarm.breaches, evaluated)), _listing(evaluated))
+    real_points = [point for point in points if point is not None]
+    if len(real_points) >= needed:
+        evaluated = real_points[-needed:]
+        breaches = sum(breach for _, breach in evaluated)
+        return _threshold_state(alarm, breaches, _listing([value for value, _ in evaluated]))
 
+    real = [value for value, _ in real_points]
     fills = needed - len(real)
-    breaching = sum(map(alarm.breaches, real))
+    breaching = sum(breach for _, breach in real_points)
     treatment = alarm.treat_missing_data
     if treatment in ("breaching", "notBreaching"):
         listing = _listing([*real, *[f"missing ({treatment})"] * fills])
@@ -312,9 +417,9 @@ def _decide(alarm: _MetricAlarm, datapoints: list[float | None], previous_state:
     if not real:
         return unresolved(
             INSUFFICIENT_DATA,
-            f"Insufficient Data: all {len(datapoints)} datapoints of the evaluation range are missing",
+            f"Insufficient Data: all {len(points)} datapoints of the evaluation range are missing",
         )
-    oldest_age = len(datapoints) - next(index for index, value in enumerate(datapoints) if value is not None)
+    oldest_age = len(points) - next(index for index, point in enumerate(points) if point is not None)
     if oldest_age >= to_alarm:
         return unresolved(
             ALARM,
@@ -339,17 +444,27 @@ def _threshold_state(alarm: _MetricAlarm, breaching: int, listing: str) -> tuple
 
 def _parse_alarm(properties: Mapping[str, Any]) -> _MetricAlarm:
     comparison = properties.get("ComparisonOperator")
-    if comparison not in _COMPARISONS:
+    if comparison not in _COMPARISONS and comparison not in _BAND_COMPARISONS:
         raise ValueError(
-            f"unsupported ComparisonOperator {comparison!r}: only {', '.join(_COMPARISONS)} are evaluated "
-            "(anomaly detection alarms are out of scope)"
+            f"unsupported ComparisonOperator {comparison!r}: only "
+            f"{', '.join([*_COMPARISONS, *_BAND_COMPARISONS])} are evaluated"
         )
+    banded = comparison in _BAND_COMPARISONS
+    if banded != ("ThresholdMetricId" in properties):
+        raise ValueError(
+            f"ComparisonOperator {comparison} {'needs' if banded else 'cannot have'} a ThresholdMetricId: "
+            "only the band operators compare with an ANOMALY_DETECTION_BAND"
+        )
+    if banded and "Threshold" in properties:
+        raise ValueError("an anomaly detection alarm has a ThresholdMetricId, not a Threshold")
     source: _MetricStat | _MetricMath
     if "Metrics" in properties:
         if "MetricName" in properties:
             raise ValueError("an alarm has either MetricName or Metrics, not both")
-        source = _MetricMath(properties["Metrics"])
+        source = _MetricMath(properties["Metrics"], properties.get("ThresholdMetricId"))
         period = source.period
+    elif banded:
+        raise ValueError("an anomaly detection alarm needs Metrics with its ANOMALY_DETECTION_BAND")
     else:
         period = _integer(properties, "Period")
         source = _metric_stat(properties, period)
@@ -371,7 +486,8 @@ def _parse_alarm(properties: Mapping[str, Any]) -> _MetricAlarm:
         period=period,
         evaluation_periods=evaluation_periods,
         datapoints_to_alarm=datapoints_to_alarm,
-        threshold=_number(properties, "Threshold"),
+        threshold=None if banded else _number(properties, "Threshold"),
+        band=source.band if isinstance(source, _MetricMath) else None,
         comparison=comparison,
         treat_missing_data=treatment,
     )
@@ -421,21 +537,29 @@ Value = float | Series
 Node = Callable[["_MathContext"], Value]
 
 _METRIC_ID = re.compile(r"[a-z][A-Za-z0-9_]*")
+_ANOMALY_DETECTION_BAND = re.compile(
+    r"\s*ANOMALY_DETECTION_BAND\(\s*(?P<id>[a-z][A-Za-z0-9_]*)\s*(?:,\s*(?P<width>\d+(?:\.\d+)?)\s*)?\)\s*"
+)
 
 
 class _MetricMath:
     """The ``Metrics`` of a metric math alarm: MetricStat queries and expressions over them."""
 
-    def __init__(self, queries: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self, queries: Sequence[Mapping[str, Any]], threshold_metric_id: str | None = None) -> None:
         self._stats: dict[str, _MetricStat] = {}
         expressions: dict[str, str] = {}
+        band_expression: str | None = None
         for query in queries:
             query_id = str(query.get("Id", ""))
             if not _METRIC_ID.fullmatch(query_id):
                 raise ValueError(f"metric math Id {query_id!r} must start with a lowercase letter")
             if query_id in self._stats or query_id in expressions:
                 raise ValueError(f"metric math Id {query_id!r} is used twice")
-            if "Expression" in query:
+            if query_id == threshold_metric_id:
+                if "Expression" not in query:
+                    raise ValueError(f"ThresholdMetricId {query_id!r} must be an ANOMALY_DETECTION_BAND")
+                band_expression = str(query["Expression"])
+            elif "Expression" in query:
                 expressions[query_id] = str(query["Expression"])
             elif "MetricStat" in query:
                 stat = query["MetricStat"]
@@ -451,6 +575,10 @@ class _MetricMath:
                 )
             else:
                 raise ValueError(f"metric math query {query_id!r} has neither Expression nor MetricStat")
+        if threshold_metric_id is not None and band_expression is None:
+            raise ValueError(
+                f"ThresholdMetricId {threshold_metric_id!r} is not the Id of a metric math query"
+            )
         periods = {stat.period for stat in self._stats.values()}
         if len(periods) != 1:
             raise ValueError(
@@ -462,7 +590,31 @@ class _MetricMath:
         self._expressions = {
             query_id: _ExpressionParser(text, known_ids).parse() for query_id, text in expressions.items()
         }
-        self._returned = self._returned_id(queries, expressions)
+        if threshold_metric_id is None:
+            self.band = None
+            self._returned = self._returned_id(queries, expressions)
+            return
+        self.band = self._anomaly_band(str(band_expression), known_ids)
+        self._returned = self.band.metric_id
+        returned = {str(query["Id"]) for query in queries if _is_true(query.get("ReturnData", True))}
+        if self._returned not in returned or returned - {self._returned, threshold_metric_id}:
+            raise ValueError(
+                f"an anomaly detection alarm returns its band and the series {self._returned!r} in it, "
+                f"nothing else; got ReturnData for {sorted(returned)}"
+            )
+
+    def _anomaly_band(self, expression: str, known_ids: Container[str]) -> _AnomalyBand:
+        match = _ANOMALY_DETECTION_BAND.fullmatch(expression)
+        if not match:
+            raise ValueError(
+                f"the ThresholdMetricId expression {expression!r} is not ANOMALY_DETECTION_BAND(id, width)"
+            )
+        if match["id"] not in known_ids:
+            raise ValueError(f"ANOMALY_DETECTION_BAND of unknown metric or expression id {match['id']!r}")
+        width = float(match["width"]) if match["width"] else DEFAULT_BAND_WIDTH
+        if width <= 0:
+            raise ValueError(f"the band width of {expression!r} must be more than 0 standard deviations")
+        return _AnomalyBand(match["id"], width, self.period)
 
     @staticmethod
     def _returned_id(queries: Sequence[Mapping[str, Any]], expressions: Mapping[str, str]) -> str:

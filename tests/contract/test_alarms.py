@@ -196,6 +196,12 @@ def test_thresholds_and_periods_are_parameters(template: dict[str, Any]) -> None
         periods = [props["Period"]] if "Period" in props else [s["Period"] for s in _metric_stats(props)]
         for period in periods:
             assert period.get("Ref") in parameters, f"{logical_id}: Period {period} is not a parameter"
+        if "ThresholdMetricId" in props:
+            # An anomaly detection alarm's threshold is the width of its band.
+            (band,) = [q for q in props["Metrics"] if q["Id"] == props["ThresholdMetricId"]]
+            width = re.fullmatch(r"ANOMALY_DETECTION_BAND\(\w+, \$\{(\w+)\}\)", band["Expression"]["Fn::Sub"])
+            assert width and width[1] in parameters, f"{logical_id}: band {band['Expression']}"
+            continue
         threshold = props["Threshold"]
         # 0 and 1 are not tunings: "any at all" and "none at all" of a count or a 0/1 health metric.
         assert threshold in (0, 1) or threshold.get("Ref") in parameters, (

@@ -80,6 +80,8 @@ def exercise_every_metric_path(
     for path in samples:
         assert scenario.webhook(json.loads(path.read_text())) == 200, path.name
     assert scenario.webhook(json.loads(samples[0].read_text())) == 200  # a duplicate
+    live = se.subscription(id="sub_live", customer="cus_live", metadata={"account_id": "acct_live"})
+    assert scenario.webhook(se.event("customer.subscription.created", live)) == 200  # MRR for the probe
     stale = se.subscription(id="sub_demo", customer="cus_demo", metadata={"account_id": "acct_demo"})
     assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1)) == 200
     assert scenario.webhook(se.event("customer.updated", se.customer(id="cus_demo"))) == 200  # unhandled
@@ -104,6 +106,10 @@ def exercise_every_metric_path(
         concurrent.setattr(Licensing, "_read_with_receipt", read_while_another_request_counts)
         assert scenario.usage("acct_busy", "api_calls", 1, key="contended") in (200, 503)
     assert scenario.licensing("POST", "/admin/accounts/acct_quota/usage-reset", caller=OUTSIDER) == 403
+    assert (
+        scenario.licensing("POST", "/admin/accounts/acct_quota/grants", {"feature": "exports", "quantity": 5})
+        == 200
+    )
 
     BillingAccount("acct_due", usage_since=1_700_000_000).save()
     assert scenario.quota_reset_segment("2026-11-02T00")["reset"] == 1

@@ -275,9 +275,16 @@ def test_the_marker_adds_one_request_per_container_and_minute(webhooks: WebhookC
 # --- the active subscriptions gauge ----------------------------------------------------------------
 
 
+def gauge_points() -> list:
+    return ActiveSubscriptionsGauge(load_plan_catalog(load_settings(webhook_secret=False))).points()
+
+
 def active_counts() -> dict[str, float]:
-    gauge = ActiveSubscriptionsGauge(load_plan_catalog(load_settings(webhook_secret=False)))
-    return {point.labels["Tier"]: point.value for point in gauge.points()}
+    return {p.labels["Tier"]: p.value for p in gauge_points() if p.metric.value == "ActiveSubscriptions"}
+
+
+def mrr() -> dict[str, float]:
+    return {p.labels["Currency"]: p.value for p in gauge_points() if p.metric.value == "MRR"}
 
 
 def test_the_gauge_follows_a_subscription_lifecycle(webhooks: WebhookClient) -> None:
@@ -290,8 +297,11 @@ def test_the_gauge_follows_a_subscription_lifecycle(webhooks: WebhookClient) -> 
     assert active_counts() == {"FREE": 1, "PRO": 0}
     deliver("customer.subscription.updated", 1_760_000_100, lookup_key="pro_monthly")
     assert active_counts() == {"FREE": 0, "PRO": 1}
+    assert mrr() == {"USD": 20.0}  # the factory's price: 2000 cents a month
+    deliver("customer.subscription.updated", 1_760_000_150, lookup_key="pro_monthly", status="trialing")
+    assert active_counts() == {"FREE": 0, "PRO": 1} and mrr() == {}  # a trial is live, but no revenue yet
     deliver("customer.subscription.deleted", 1_760_000_200, lookup_key="pro_monthly", status="canceled")
-    assert active_counts() == {"FREE": 0, "PRO": 0}
+    assert active_counts() == {"FREE": 0, "PRO": 0} and mrr() == {}
 
 
 def test_the_gauge_counts_a_merged_customer_once(webhooks: WebhookClient) -> None:

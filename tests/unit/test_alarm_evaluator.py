@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -932,3 +933,166 @@ def test_timeline_refuses_unknown_references_cycles_clashes_and_unknown_names() 
     with pytest.raises(KeyError, match="nope"):
         timeline.fired("nope")
     assert not timeline.fired("a")  # not run yet
+
+
+# ------------------------------------------------------------------------- anomaly detection bands
+
+REQUESTS = MetricKey.of(NAMESPACE, "WebhookReceived", service="billwatch")
+DAY_OF_PERIODS = 24 * 3600 // PERIOD  # the band's training window: 288 five-minute periods
+BOTH_SIDES = "LessThanLowerOrGreaterThanUpperThreshold"
+
+
+def anomaly_alarm(
+    comparison: str = BOTH_SIDES, band: str = "ANOMALY_DETECTION_BAND(m1, 2)"
+) -> dict[str, Any]:
+    """Properties of an anomaly detection alarm on REQUESTS Sum, one five-minute period, as the guide
+    shows them: the metric and its band both return data, the band is the ThresholdMetricId."""
+    metric = {
+        "Namespace": NAMESPACE,
+        "MetricName": REQUESTS.name,
+        "Dimensions": [{"Name": "service", "Value": "billwatch"}],
+    }
+    return {
+        "Metrics": [
+            {
+                "Id": "m1",
+                "MetricStat": {"Metric": metric, "Period": PERIOD, "Stat": "Sum"},
+                "ReturnData": True,
+            },
+            {"Id": "ad1", "Expression": band, "ReturnData": True},
+        ],
+        "ThresholdMetricId": "ad1",
+        "ComparisonOperator": comparison,
+        "EvaluationPeriods": 1,
+    }
+
+
+def history(values: Sequence[float], at: float = NOW) -> MetricStore:
+    """One datapoint per five-minute period, oldest first, the last in the period ending at ``at``."""
+    store = MetricStore()
+    for age, value in zip(range(len(values), 0, -1), values, strict=True):
+        store.put(REQUESTS, at - age * PERIOD + 1, value)
+    return store
+
+
+def steady(periods: int = DAY_OF_PERIODS) -> list[float]:
+    """95 and 105 in turn: mean 100, standard deviation just over 5."""
+    return [95.0 if n % 2 else 105.0 for n in range(periods)]
+
+
+def test_a_steady_noisy_series_stays_inside_its_band() -> None:
+    # Uniform noise of ±10 has a standard deviation of 20 / √12 ≈ 5.8, so it never leaves 2 of them.
+    noise = random.Random(7)
+    store = history([noise.uniform(90, 110) for _ in range(2 * DAY_OF_PERIODS)])
+    timeline = AlarmTimeline({"volume": anomaly_alarm()}, {}, store)
+    assert timeline.run(NOW - 6 * 3600, NOW, step=PERIOD) == {"volume": [(NOW - 6 * 3600, OK)]}
+
+
+@pytest.mark.parametrize(
+    ("comparison", "fires"),
+    [(BOTH_SIDES, True), ("GreaterThanUpperThreshold", True), ("LessThanLowerThreshold", False)],
+)
+def test_a_step_up_is_above_the_band(comparison: str, fires: bool) -> None:
+    evaluation = evaluate_alarm(anomaly_alarm(comparison), history([*steady(), 160.0]), NOW)
+    assert evaluation.state == (ALARM if fires else OK)
+    assert evaluation.datapoints[-1] == 160.0
+
+
+@pytest.mark.parametrize(
+    ("comparison", "fires"),
+    [(BOTH_SIDES, True), ("LessThanLowerThreshold", True), ("GreaterThanUpperThreshold", False)],
+)
+def test_a_sudden_drop_is_below_the_band(comparison: str, fires: bool) -> None:
+    evaluation = evaluate_alarm(anomaly_alarm(comparison), history([*steady(), 40.0]), NOW)
+    assert evaluation.state == (ALARM if fires else OK)
+
+
+def test_the_band_needs_a_quarter_of_its_training_window() -> None:
+    # 72 of the 288 five-minute periods of the day before: 6 hours of history.
+    young = evaluate_alarm(anomaly_alarm(), history([*steady(70), 160.0]), NOW)
+    assert young.state == INSUFFICIENT_DATA
+    assert evaluate_alarm(anomaly_alarm(), history([*steady(72), 160.0]), NOW).state == ALARM
+
+
+def test_a_datapoint_older_than_the_training_window_does_not_train_the_band() -> None:
+    store = history([1000.0, *steady(DAY_OF_PERIODS), 125.0])
+    assert evaluate_alarm(anomaly_alarm(), store, NOW).state == ALARM  # the 1000 would widen it to 125
+
+
+@pytest.mark.parametrize(
+    ("band", "fires"),
+    [
+        ("ANOMALY_DETECTION_BAND(m1, 2)", True),  # upper edge about 110
+        ("ANOMALY_DETECTION_BAND(m1)", True),  # 2 is the default
+        ("ANOMALY_DETECTION_BAND(m1, 4.5)", True),  # about 122.6
+        ("ANOMALY_DETECTION_BAND(m1, 6)", False),  # about 130
+    ],
+)
+def test_the_band_width_is_in_standard_deviations(band: str, fires: bool) -> None:
+    evaluation = evaluate_alarm(anomaly_alarm(band=band), history([*steady(), 125.0]), NOW)
+    assert evaluation.state == (ALARM if fires else OK)
+
+
+@pytest.mark.parametrize(
+    ("level", "inside", "outside"),
+    [(100.0, 110.0, 110.5), (0.0, 2.0, 2.5)],  # a floor of 5 % of the mean, and of 1 near zero
+)
+def test_a_flat_series_still_has_a_band(level: float, inside: float, outside: float) -> None:
+    flat = [level] * DAY_OF_PERIODS
+    assert evaluate_alarm(anomaly_alarm(), history([*flat, inside]), NOW).state == OK
+    assert evaluate_alarm(anomaly_alarm(), history([*flat, outside]), NOW).state == ALARM
+
+
+def test_missing_periods_and_m_out_of_n_work_as_for_thresholds() -> None:
+    two_of_three = {**anomaly_alarm(), "EvaluationPeriods": 3, "DatapointsToAlarm": 2}
+    store = history([*steady(), 160.0, 100.0, 160.0])
+    evaluation = evaluate_alarm(two_of_three, store, NOW)
+    assert evaluation.state == ALARM
+    assert "2 of the evaluated datapoints [160.0, 100.0, 160.0] were outside the anomaly detection band" in (
+        evaluation.reason
+    )
+    silent = {**anomaly_alarm(), "TreatMissingData": "notBreaching"}
+    assert evaluate_alarm(silent, history(steady()), NOW + 10 * PERIOD).state == OK
+
+
+def test_the_band_may_be_of_an_expression() -> None:
+    properties = anomaly_alarm(band="ANOMALY_DETECTION_BAND(filled, 2)")
+    properties["Metrics"] = [
+        {**properties["Metrics"][0], "ReturnData": False},
+        {"Id": "filled", "Expression": "FILL(m1, 0)"},
+        properties["Metrics"][1],
+    ]
+    # FILL gives the whole training window a value: a day of zeros, then a burst.
+    store = history([5.0])
+    assert evaluate_alarm(properties, store, NOW).state == ALARM
+    assert (
+        evaluate_alarm({**properties, "ComparisonOperator": "LessThanLowerThreshold"}, store, NOW).state == OK
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda p: p.update(Threshold=0), "not a Threshold"),
+        (
+            lambda p: p.pop("ThresholdMetricId"),
+            "LessThanLowerOrGreaterThanUpperThreshold needs a ThresholdMetricId",
+        ),
+        (lambda p: p.update(ComparisonOperator="GreaterThanThreshold", Threshold=0), "cannot have"),
+        (lambda p: p.update(ThresholdMetricId="m1"), "must be an ANOMALY_DETECTION_BAND"),
+        (lambda p: p.update(ThresholdMetricId="nope"), "not the Id of a metric math query"),
+        (lambda p: p["Metrics"][1].update(Expression="ANOMALY_DETECTION_BAND(m9, 2)"), "unknown metric"),
+        (lambda p: p["Metrics"][1].update(Expression="ANOMALY_DETECTION_BAND(m1, 0)"), "more than 0"),
+        (lambda p: p["Metrics"][1].update(Expression="m1 * 2"), "is not ANOMALY_DETECTION_BAND"),
+        (lambda p: p["Metrics"][0].update(ReturnData=False), "ReturnData"),
+        (
+            lambda p: p["Metrics"].append({"Id": "e1", "Expression": "ANOMALY_DETECTION_BAND(m1, 2) + 1"}),
+            "unsupported function 'ANOMALY_DETECTION_BAND'",
+        ),
+    ],
+)
+def test_malformed_anomaly_detection_alarms_are_refused(change: Any, problem: str) -> None:
+    properties = anomaly_alarm()
+    change(properties)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        evaluate_alarm(properties, history(steady()), NOW)

@@ -35,6 +35,7 @@ from billwatch.models import (
 from billwatch.observability import logger
 from billwatch.plans import PlanCatalog, load_plan_catalog
 from billwatch.quota_reset import run_id_of, segment_checkpoint
+from billwatch.revenue import major_units
 from billwatch.stripe_api import StripeApi, StripeApiFailure
 from billwatch.webhook_marker import WebhookArrivals
 
@@ -234,23 +235,34 @@ class DeadLetterQueueCheck:
 
 
 class ActiveSubscriptionsGauge:
-    """Live subscriptions per tier of the catalog, zeros included, counted on the sparse index."""
+    """Live subscriptions per tier (zeros included) and MRR per currency, read off the sparse index.
+
+    The index holds only live subscriptions, with what each adds to MRR: reading it costs the live
+    subscriptions' keys, never a scan of the table.
+    """
 
     def __init__(self, catalog: PlanCatalog) -> None:
         self._catalog = catalog
 
     def points(self) -> list[MetricPoint]:
+        counts: dict[str, int] = {}
+        mrr: dict[str, int] = {}
         try:
-            counts = {
-                tier.name: BillingAccount.active_subscriptions_by_tier.count(tier.name)
-                for tier in self._catalog.tiers
-            }
+            for tier in self._catalog.tiers:
+                counts[tier.name] = 0
+                for account in BillingAccount.active_subscriptions_by_tier.query(tier.name):
+                    counts[tier.name] += 1
+                    if account.mrr is not None and account.mrr_currency:
+                        mrr[account.mrr_currency] = mrr.get(account.mrr_currency, 0) + int(account.mrr)
         except Exception:
             logger.warning("Could not count the active subscriptions", exc_info=True)
             return []
-        return [
-            MetricPoint(Metric.ACTIVE_SUBSCRIPTIONS, count, {"Tier": tier}) for tier, count in counts.items()
+        points = [MetricPoint(Metric.ACTIVE_SUBSCRIPTIONS, n, {"Tier": tier}) for tier, n in counts.items()]
+        points += [
+            MetricPoint(Metric.MRR, float(major_units(amount, currency)), {"Currency": currency.upper()})
+            for currency, amount in sorted(mrr.items())
         ]
+        return points
 
 
 # ------------------------------------------------------------------------------ the probe

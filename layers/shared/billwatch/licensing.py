@@ -250,6 +250,7 @@ class Licensing:
                 actions += self._forget(usage, keep={counter.attr_name, granted.attr_name})
             unchanged = since.does_not_exist() if seen is None else since == seen
             if self._admin_update(account_id, actions, unchanged):
+                self._metrics.add(Metric.QUOTA_GRANTED, quantity, Feature=feature)
                 return self.entitlements(account_id)
         raise StoreUnavailable(f"usage of {account_id} kept changing; try the grant again")
 

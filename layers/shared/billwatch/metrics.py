@@ -43,6 +43,7 @@ class Metric(StrEnum):
     QUOTA_RESET_FAILED = "QuotaResetFailed"
     QUOTA_RESET_ACCOUNTS = "QuotaResetAccounts"
     USAGE_COUNTED = "UsageCounted"
+    QUOTA_GRANTED = "QuotaGranted"
     STRIPE_API_ERROR = "StripeApiError"
     HEALTH_CHECK = "HealthCheck"
     HEALTH_CHECK_LATENCY = "HealthCheckLatency"
@@ -55,6 +56,7 @@ class Metric(StrEnum):
     ALERT_DELIVERY_FAILED = "AlertDeliveryFailed"
     ALERT_SUPPRESSED = "AlertSuppressed"
     ALERT_INPUT_REJECTED = "AlertInputRejected"
+    MRR = "MRR"
     RECONCILE_RUN = "ReconcileRun"
     RECONCILE_DRIFT = "ReconcileDrift"
     RECONCILE_HEALED = "ReconcileHealed"
@@ -104,6 +106,8 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.QUOTA_RESET_ACCOUNTS: MetricDefinition(MetricUnit.Count),
     # Units consumed by allowed checks: what "top features by usage" ranks.
     Metric.USAGE_COUNTED: MetricDefinition(MetricUnit.Count, ("Feature",)),
+    # Extra quota an admin granted, one point per grant valued at its quantity (so p99 is a big grant).
+    Metric.QUOTA_GRANTED: MetricDefinition(MetricUnit.Count, ("Feature",)),
     # Code: rate_limit, authentication, permission, invalid_request, connection or api_error.
     Metric.STRIPE_API_ERROR: MetricDefinition(MetricUnit.Count, ("Code",)),
     # 1 healthy, 0 unhealthy, per check of the health probe.
@@ -126,6 +130,9 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.ALERT_INPUT_REJECTED: MetricDefinition(MetricUnit.Count),
     # One per finished reconciliation run; drift and healing per compared field (status, tier,
     # period_end, cancel_at_period_end, customer_link, subscription, missed_event).
+    # Monthly recurring revenue of the live subscriptions, in major units of the Currency (never summed
+    # across currencies); definitions in docs/revenue-metrics.md.
+    Metric.MRR: MetricDefinition(MetricUnit.NoUnit, ("Currency",)),
     Metric.RECONCILE_RUN: MetricDefinition(MetricUnit.Count),
     Metric.RECONCILE_DRIFT: MetricDefinition(MetricUnit.Count, ("Field",)),
     Metric.RECONCILE_HEALED: MetricDefinition(MetricUnit.Count, ("Field",)),

@@ -21,7 +21,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 
@@ -31,7 +31,7 @@ class ActiveSubscriptionsByTier(GlobalSecondaryIndex):
 
     class Meta:
         index_name = "ActiveSubscriptionsByTier"
-        projection = KeysOnlyProjection()
+        projection = IncludeProjection(["mrr", "mrr_currency"])
 
     active_tier = UnicodeAttribute(hash_key=True)
     pk = UnicodeAttribute(range_key=True)
@@ -83,6 +83,9 @@ class BillingAccount(Model):
     revision = NumberAttribute(null=True)
 
     active_subscriptions_by_tier = ActiveSubscriptionsByTier()
+    # What the live subscription adds to MRR, in minor units of mrr_currency (billwatch.revenue).
+    mrr = NumberAttribute(null=True)
+    mrr_currency = UnicodeAttribute(null=True)
 
 
 # The fields each kind of Stripe event owns. An event only ever writes its own group.
@@ -93,6 +96,8 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
         "tier",
         "plan_tier",
         "active_tier",
+        "mrr",
+        "mrr_currency",
         "price_id",
         "price_lookup_key",
         "current_period_start",

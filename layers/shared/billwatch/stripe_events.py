@@ -181,11 +181,26 @@ def subscription_change(
             "current_period_end": period("current_period_end"),
             "cancel_at_period_end": bool(_optional(sub, "cancel_at_period_end", bool, where)),
             "trial_end": _optional(sub, "trial_end", int, where),
+            **_monthly_revenue(sub, catalog),
         },
         subscription_id=subscription_id,
         subscription_live=live,
     )
     return change, plan_tier
+
+
+def _monthly_revenue(sub: Mapping[str, Any], catalog: PlanCatalog) -> dict[str, Any]:
+    """What the subscription adds to MRR (minor units), kept with it for the gauge; None if nothing."""
+    from billwatch.revenue import MalformedSubscription, subscription_revenue
+
+    try:
+        revenue = subscription_revenue(sub, catalog)
+    except (MalformedSubscription, TypeError, ValueError, ArithmeticError):
+        # MRR is a measurement, not the state: an object it cannot price still applies.
+        return {"mrr": None, "mrr_currency": None}
+    if not revenue.counted:
+        return {"mrr": None, "mrr_currency": None}
+    return {"mrr": revenue.mrr, "mrr_currency": revenue.currency}
 
 
 def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
