@@ -54,6 +54,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"statusCode": 202, "headers": {"content-type": "application/json"}, "body": body}
     if reconciler is None:
         raise ConfigError(NO_STRIPE_KEY)
+    reconciler.register_lambda_context(context)
     if event.get("source") == "aws.events":
         run_id = run_id_of(dt.datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp())
     else:

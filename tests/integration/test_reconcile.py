@@ -46,6 +46,7 @@ def reconcile(aws, stripe_api, monkeypatch, metrics) -> Any:
 
 
 def run(module: Any, run_id: str = "run-1", **options: Any) -> Any:
+    module.reconciler.register_lambda_context(LambdaContext())
     return module.reconciler.run(run_id, **options)
 
 

@@ -130,6 +130,10 @@ class Reconciler:
         )
         return RunResult(run_id, True, checked, drift, healed)
 
+    def register_lambda_context(self, context: Any) -> None:
+        """Replays share the intake's idempotency records, which should expire with the invocation."""
+        self._intake.register_lambda_context(context)
+
     # ------------------------------------------------------------------ passes
 
     def _new_run_state(self) -> dict[str, Any]:
