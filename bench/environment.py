@@ -17,6 +17,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,30 @@ def lambda_version_python(explicit: str | None) -> str | None:
     if explicit:
         raise BenchError(f"{explicit} is not a working CPython 3.13")
     return None
+
+
+@contextmanager
+def moto_on_loopback(repo_root: Path) -> Iterator[None]:
+    """moto's server on 127.0.0.1 for what runs in this process, with the shared package importable."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ.update(
+        POWERTOOLS_LOG_LEVEL="WARNING",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+    )
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    sys.path[:0] = [str(repo_root / "layers" / "shared"), str(repo_root)]
+    try:
+        yield
+    finally:
+        server.stop()
+        os.environ.pop("AWS_ENDPOINT_URL", None)

@@ -9,12 +9,13 @@ the alternative, reads. Run as ``python -m bench.health_probe_cost``.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from bench.environment import moto_on_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 # Of every 20 items: 10 free accounts that never subscribed, 4 paying (PRO), 2 ended subscriptions,
@@ -61,22 +62,7 @@ def _scan_reads(client: Any, table: str) -> int:
 
 
 def measure(items: int = 4000) -> dict[str, Any]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    os.environ.update(
-        POWERTOOLS_LOG_LEVEL="WARNING",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
-    sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
-    try:
+    with moto_on_loopback(ROOT):
         import boto3
         from botocore.client import BaseClient
 
@@ -118,9 +104,6 @@ def measure(items: int = 4000) -> dict[str, Any]:
             if operation == "Query":
                 response = client.query(**{**params, "Select": "COUNT"})
                 gauge_reads += response["ScannedCount"]
-    finally:
-        server.stop()
-        os.environ.pop("AWS_ENDPOINT_URL", None)
 
     operations = Counter(operation for operation, _ in per_run)
     return {

@@ -8,13 +8,13 @@ extrapolates from the measured cost per account. Run as ``python -m bench.quota_
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.environment import moto_on_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECTED_ACCOUNTS = 1_000_000
@@ -41,23 +41,7 @@ def _seed(client: Any, table: str, count: int, prefix: str, since: int) -> None:
 
 
 def measure(accounts: int = 2000, segments: int = 4) -> dict[str, Any]:
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    os.environ.update(
-        POWERTOOLS_LOG_LEVEL="WARNING",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
-    sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
-    try:
+    with moto_on_loopback(ROOT):
         import boto3
 
         from billwatch.licensing import Licensing
@@ -96,9 +80,6 @@ def measure(accounts: int = 2000, segments: int = 4) -> dict[str, Any]:
         for thread in threads:
             thread.join()
         parallel_seconds = time.perf_counter() - started
-    finally:
-        server.stop()
-        os.environ.pop("AWS_ENDPOINT_URL", None)
 
     per_account_ms = single_seconds / max(single.reset, 1) * 1000
     single_rate = single.reset / single_seconds
