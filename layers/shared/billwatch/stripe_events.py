@@ -191,12 +191,13 @@ def subscription_change(
 
 def _monthly_revenue(sub: Mapping[str, Any], catalog: PlanCatalog) -> dict[str, Any]:
     """What the subscription adds to MRR (minor units), kept with it for the gauge; None if nothing."""
-    from billwatch.revenue import MalformedSubscription, subscription_revenue
+    from billwatch.revenue import subscription_revenue
 
     try:
         revenue = subscription_revenue(sub, catalog)
-    except (MalformedSubscription, TypeError, ValueError, ArithmeticError):
-        # MRR is a measurement, not the state: an object it cannot price still applies.
+    except Exception:
+        # MRR is a measurement, not the state: an object it cannot price (however it is mangled)
+        # still applies, and the parse above decides whether the event can be read at all.
         return {"mrr": None, "mrr_currency": None}
     if not revenue.counted:
         return {"mrr": None, "mrr_currency": None}
