@@ -12,12 +12,13 @@ boto3 and its dependencies. The benchmark rebuilds the same three roots locally:
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,3 +278,11 @@ def moto_on_loopback(repo_root: Path) -> Iterator[None]:
     finally:
         server.stop()
         os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+def print_figures(
+    measure: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], list[str]]
+) -> None:
+    """A benchmark run as a script: its report, or its figures as JSON with --json (for make bench)."""
+    figures = measure()
+    print(json.dumps(figures) if "--json" in sys.argv else "\n".join(render(figures)))

@@ -10,12 +10,11 @@ the alternative, reads. Run as ``python -m bench.health_probe_cost``.
 from __future__ import annotations
 
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.environment import moto_on_loopback
+from bench.environment import moto_on_loopback, print_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 # Of every 20 items: 10 free accounts that never subscribed, 4 paying (PRO), 2 ended subscriptions,
@@ -134,10 +133,4 @@ def render(figures: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    figures = measure()
-    if "--json" in sys.argv:
-        import json
-
-        print(json.dumps(figures))
-    else:
-        print("\n".join(render(figures)))
+    print_figures(measure, render)

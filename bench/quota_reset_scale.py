@@ -8,13 +8,12 @@ extrapolates from the measured cost per account. Run as ``python -m bench.quota_
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.environment import moto_on_loopback
+from bench.environment import moto_on_loopback, print_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECTED_ACCOUNTS = 1_000_000
@@ -129,10 +128,4 @@ def render(figures: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    figures = measure()
-    if "--json" in sys.argv:
-        import json
-
-        print(json.dumps(figures))
-    else:
-        print("\n".join(render(figures)))
+    print_figures(measure, render)

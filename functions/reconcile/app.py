@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from billwatch.config import ConfigError, load_settings
-from billwatch.http_answers import refusal
+from billwatch.http_answers import plain, refusal
 from billwatch.observability import logger
 from billwatch.reconcile import build_reconciler, run_id_of
 from billwatch.self_invoke import SelfInvoker
@@ -45,8 +45,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if refused:
             return refused
         if reconciler is None:
-            body = json.dumps({"error": "not_configured", "message": NO_STRIPE_KEY})
-            return {"statusCode": 503, "headers": {"content-type": "application/json"}, "body": body}
+            return plain(503, "not_configured", NO_STRIPE_KEY)
         run_id = run_id_of(reconciler.clock())
         _start(context, run_id)
         logger.info("Reconciliation started on demand", extra={"run_id": run_id})

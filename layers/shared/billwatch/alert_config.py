@@ -10,6 +10,7 @@ Matchers read like Alertmanager's: ``label=value``, ``label!=value``, ``label=~r
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -36,6 +37,11 @@ class Matcher:
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
+        # Routes and silences are matched against every alert: parse each text once.
+        return _parse_matcher(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Matcher:
         match = _MATCHER.match(text)
         if match is None:
             raise ValueError(f"{text!r} is not label=value, label!=value, label=~regex or label!~regex")
@@ -55,6 +61,11 @@ class Matcher:
             return value != self.value
         found = re.fullmatch(self.value, value) is not None
         return found if self.op == "=~" else not found
+
+
+@functools.cache
+def _parse_matcher(text: str) -> Matcher:
+    return Matcher._parse(text)
 
 
 def matches_all(matchers: tuple[Matcher, ...], labels: Mapping[str, str]) -> bool:

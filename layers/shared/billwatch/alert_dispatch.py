@@ -35,7 +35,7 @@ from billwatch.alert_config import (
     matches_all,
     parse_routing_config,
 )
-from billwatch.alert_store import AlertStore, Recorded
+from billwatch.alert_store import AlertStore, Recorded, Silence
 from billwatch.alerts import Alert, AlertStatus, Notification, NotificationKind
 from billwatch.config import AlertSettings, Settings
 from billwatch.metrics import Metric, MetricsRecorder
@@ -147,7 +147,7 @@ class AlertDispatcher:
         if self.store.record(alert, now) is Recorded.OLDER:
             self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP
-        held = self._held(alert, now)
+        held = self._held(alert, now, self.store.silences(), self._firing_others)
         if held is not None:
             self._suppressed(alert, held)
             return held
@@ -161,21 +161,27 @@ class AlertDispatcher:
             unique.setdefault(match.receiver, match)
         return list(unique.values())
 
-    def _held(self, alert: Alert, now: float) -> Outcome | None:
-        if any(silence.silences(alert, now) for silence in self.store.silences()):
+    def _firing_others(self) -> list[Alert]:
+        return [alert for alert, _ in self.store.firing()]
+
+    def _held(
+        self, alert: Alert, now: float, silences: list[Silence], firing: Callable[[], list[Alert]]
+    ) -> Outcome | None:
+        """``firing`` is asked only when an inhibit rule could hold the alert."""
+        if any(silence.silences(alert, now) for silence in silences):
             return Outcome.SILENCED
-        if alert.status is AlertStatus.FIRING and self._inhibited(alert):
+        if alert.status is AlertStatus.FIRING and self._inhibited(alert, firing):
             return Outcome.INHIBITED
         return None
 
-    def _inhibited(self, alert: Alert) -> bool:
+    def _inhibited(self, alert: Alert, firing: Callable[[], list[Alert]]) -> bool:
         labels = alert.matches_labels()
         rules = [rule for rule in self._inhibit_rules if matches_all(rule[1], labels)]
         if not rules:
             return False
-        firing = [other for other, _ in self.store.firing() if other.fingerprint != alert.fingerprint]
+        others = [other for other in firing() if other.fingerprint != alert.fingerprint]
         for source_matchers, _, equal in rules:
-            for other in firing:
+            for other in others:
                 other_labels = other.matches_labels()
                 if matches_all(source_matchers, other_labels) and all(
                     other_labels.get(label) == labels.get(label) for label in equal
@@ -291,24 +297,37 @@ class AlertDispatcher:
         firing = self.store.firing()
         alarm_names = [alert.labels["alarm"] for alert, _ in firing if "alarm" in alert.labels]
         states = self._alarm_states(alarm_names) if self._alarm_states and alarm_names else {}
+        # Read once for the whole sweep; what the sweep resolves stops inhibiting at once.
+        silences = self.store.silences()
+        still_firing = [alert for alert, _ in firing]
         counts: dict[str, int] = {}
         for alert, last_seen in firing:
-            outcome = self._sweep_one(alert, last_seen, states, now)
+            outcome = self._sweep_one(alert, last_seen, states, now, silences, still_firing)
             counts[outcome.value] = counts.get(outcome.value, 0) + 1
         return counts
 
-    def _sweep_one(self, alert: Alert, last_seen: int, states: Mapping[str, str], now: int) -> Outcome:
+    def _sweep_one(
+        self,
+        alert: Alert,
+        last_seen: int,
+        states: Mapping[str, str],
+        now: int,
+        silences: list[Silence],
+        still_firing: list[Alert],
+    ) -> Outcome:
         alarm = alert.labels.get("alarm")
         if alarm is not None and self._alarm_states is not None:
             state = states.get(alarm)
             if state != "ALARM":
                 why = "the alarm is OK again" if state == "OK" else f"the alarm is {state or 'gone'}"
+                still_firing.remove(alert)
                 return self.dispatch(_resolved(alert, now, f"{why} (no OK notice arrived)"))
         elif now - last_seen >= self._config.stale_after_seconds:
+            still_firing.remove(alert)
             return self.dispatch(
                 _resolved(alert, now, f"resolved as stale: no news for {self._config.stale_after_seconds} s")
             )
-        held = self._held(alert, now)
+        held = self._held(alert, now, silences, lambda: still_firing)
         if held is not None:
             return held
         outcomes = []

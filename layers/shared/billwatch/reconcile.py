@@ -239,15 +239,11 @@ class Reconciler:
             # A dead subscription never displaces the live one the account follows.
             stored_live = stored.subscription_status in ENTITLING_STATUSES
             return ["subscription"] if live and not stored_live else []
+        # An unset attribute reads as None where Stripe says False: both mean "no".
         drifted = [
             name
             for name, attribute in COMPARED_FIELDS.items()
-            if getattr(stored, attribute) != fields[attribute]
-            and not (
-                attribute == "cancel_at_period_end"
-                and not getattr(stored, attribute)
-                and not fields[attribute]
-            )
+            if (getattr(stored, attribute) or None) != (fields[attribute] or None)
         ]
         if ref.account_id and ref.customer_id and stored.stripe_customer_id != ref.customer_id:
             drifted.append("customer_link")
