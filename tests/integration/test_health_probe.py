@@ -79,12 +79,15 @@ def get_health(handler: Any, query: dict[str, str] | None = None) -> tuple[int, 
     return response["statusCode"], json.loads(response["body"]), response["body"]
 
 
+UNLABELLED_PROBE_METRICS = ("HealthProbeRun", "WebhooksStalled", "TimeSinceLastWebhook", "PayingSubscriptions")
+
+
 def labelled(metrics) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     """(metric, labels) of every point, read from its most specific dimension set."""
     return {
         (m.name, tuple(sorted((k, v) for k, v in m.dimensions.items() if k != "service")))
         for m in metrics.read()
-        if len(m.dimensions) > 1 or m.name in ("HealthProbeRun", "WebhooksStalled", "TimeSinceLastWebhook")
+        if len(m.dimensions) > 1 or m.name in UNLABELLED_PROBE_METRICS
     }
 
 
@@ -118,6 +121,7 @@ def test_a_scheduled_run_emits_exactly_the_expected_metrics(with_stripe, dead_le
         ("DeadLetterQueueDepth", (("Queue", "quota_reset"),)),
         ("ActiveSubscriptions", (("Tier", "FREE"),)),
         ("ActiveSubscriptions", (("Tier", "PRO"),)),
+        ("PayingSubscriptions", ()),
         ("WebhooksStalled", ()),  # no webhook yet: age unknown, so no TimeSinceLastWebhook
         ("HealthProbeRun", ()),
     }
@@ -287,6 +291,10 @@ def mrr() -> dict[str, float]:
     return {p.labels["Currency"]: p.value for p in gauge_points() if p.metric.value == "MRR"}
 
 
+def paying() -> float:
+    return next(p.value for p in gauge_points() if p.metric.value == "PayingSubscriptions")
+
+
 def test_the_gauge_follows_a_subscription_lifecycle(webhooks: WebhookClient) -> None:
     def deliver(event_type: str, created: int, **fields) -> None:
         sub = se.subscription(id="sub_g", customer="cus_g", metadata={"account_id": "acct_g"}, **fields)
@@ -297,11 +305,12 @@ def test_the_gauge_follows_a_subscription_lifecycle(webhooks: WebhookClient) -> 
     assert active_counts() == {"FREE": 1, "PRO": 0}
     deliver("customer.subscription.updated", 1_760_000_100, lookup_key="pro_monthly")
     assert active_counts() == {"FREE": 0, "PRO": 1}
-    assert mrr() == {"USD": 20.0}  # the factory's price: 2000 cents a month
+    assert mrr() == {"USD": 20.0} and paying() == 1  # the factory's price: 2000 cents a month
     deliver("customer.subscription.updated", 1_760_000_150, lookup_key="pro_monthly", status="trialing")
-    assert active_counts() == {"FREE": 0, "PRO": 1} and mrr() == {}  # a trial is live, but no revenue yet
+    # A trial is live, but brings no revenue yet.
+    assert active_counts() == {"FREE": 0, "PRO": 1} and mrr() == {} and paying() == 0
     deliver("customer.subscription.deleted", 1_760_000_200, lookup_key="pro_monthly", status="canceled")
-    assert active_counts() == {"FREE": 0, "PRO": 0} and mrr() == {}
+    assert active_counts() == {"FREE": 0, "PRO": 0} and mrr() == {} and paying() == 0
 
 
 def test_the_gauge_counts_a_merged_customer_once(webhooks: WebhookClient) -> None:

@@ -176,6 +176,7 @@ def test_a_duplicate_gets_200_and_is_not_reapplied(webhooks, metrics) -> None:
     assert account("acct_1").revision == revision
     assert metrics.total("WebhookDuplicate", EventType="customer.subscription.created") == 1
     assert metrics.total("SubscriptionCreated", Tier="PRO") == 1
+    assert metrics.total("SubscriptionsNew") == 1
 
 
 def test_concurrent_duplicates_apply_once(webhooks, monkeypatch) -> None:
@@ -313,6 +314,10 @@ def test_subscription_lifecycle_state_and_metrics(webhooks, metrics) -> None:
     assert (account("acct_1").tier, account("acct_1").subscription_status) == ("FREE", "canceled")
     assert metrics.total("SubscriptionCanceled", Tier="PRO") == 1
     assert metrics.total("SubscriptionCanceled") == 1
+    # incomplete -> active starts paying, paused stops, resumed pays again, deleted stops for good.
+    assert metrics.total("SubscriptionsNew") == 1
+    assert metrics.total("SubscriptionsReactivated") == 1
+    assert metrics.total("SubscriptionsChurned") == 2
     for event_type in ("created", "updated", "trial_will_end", "paused", "resumed", "deleted"):
         assert metrics.total("WebhookReceived", EventType=f"customer.subscription.{event_type}") == 1
     assert metrics.total("WebhookReceived") == 6
@@ -424,6 +429,7 @@ def test_a_stale_event_never_overwrites_newer_state(webhooks, metrics) -> None:
     assert late.status == 200 and late.body["outcome"] == "stale"
     assert account("acct_1").subscription_status == "canceled"
     assert metrics.total("WebhookStaleIgnored", EventType="customer.subscription.updated") == 1
+    assert metrics.total("SubscriptionsNew") == metrics.total("SubscriptionsChurned") == 0
 
 
 def test_same_second_ties_are_broken_by_lifecycle_position(webhooks) -> None:

@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from billwatch.plans import load_catalog_text, shipped_catalog_text
 from billwatch.revenue import (
     MalformedSubscription,
-    RevenueSnapshot,
+    Movement,
+    Standing,
     UnpricedItem,
     major_units,
-    movements,
+    movement,
     subscription_revenue,
 )
 from devtools import stripe_events as se
@@ -341,27 +342,7 @@ def test_fractional_percent_off() -> None:
     assert mrr(subscription(amount=2000, discounts=[discount(coupon(percent_off=12.5))])) == 1750
 
 
-# ---------------------------------------------------------------------------------- aggregates
-
-
-def snapshot(*subscriptions: dict[str, Any]) -> RevenueSnapshot:
-    return RevenueSnapshot.from_subscriptions(subscriptions, CATALOG)
-
-
-def test_currencies_are_summed_apart() -> None:
-    summary = snapshot(
-        subscription(id="sub_us1", amount=2000),
-        subscription(id="sub_us2", amount=24_000, interval="year"),
-        subscription(id="sub_eu", currency="eur", amount=1500),
-        subscription(id="sub_jp", currency="jpy", amount=3000),
-        subscription(id="sub_trial", amount=9999, status="trialing"),
-    ).mrr_by_currency
-    assert {c: (s.mrr, s.subscriptions) for c, s in summary.items()} == {
-        "eur": (1500, 1),
-        "jpy": (3000, 1),
-        "usd": (4000, 2),
-    }
-    assert (summary["usd"].major, summary["jpy"].major) == (Decimal("40.00"), Decimal("3000"))
+# ---------------------------------------------------------------------------------- currencies
 
 
 def test_major_units_follow_stripes_minor_units() -> None:
@@ -371,72 +352,44 @@ def test_major_units_follow_stripes_minor_units() -> None:
     assert major_units(100, "isk") == Decimal("1.00")  # two decimals in Stripe's API
 
 
-def test_active_subscriptions_by_tier_use_the_plan_catalog() -> None:
-    taken = snapshot(
-        subscription(id="sub_key", lookup_key="pro_yearly", interval="year"),
-        subscription(id="sub_meta", lookup_key=None, price_metadata={"tier": "pro"}),
-        subscription(id="sub_unknown", lookup_key="legacy_plan"),
-        subscription(id="sub_gone", status="canceled"),
-        subscription(id="sub_trial", status="trialing"),
-    )
-    assert taken.active_by_tier == {"FREE": 1, "PRO": 2}
-    assert taken.trialing_by_tier == {"FREE": 0, "PRO": 1}
+def test_each_subscription_keeps_its_own_currency() -> None:
+    assert subscription_revenue(subscription(currency="EUR", amount=1500), CATALOG).currency == "eur"
+    assert mrr(subscription(currency="jpy", amount=3000)) == 3000
 
 
-def test_a_subscription_listed_twice_counts_once() -> None:
-    sub = subscription(id="sub_twice", amount=2000)
-    assert snapshot(sub, sub).mrr_by_currency["usd"].subscriptions == 1
+def test_the_tier_is_the_catalogs_highest_among_the_items() -> None:
+    assert subscription_revenue(subscription(lookup_key="pro_yearly", interval="year"), CATALOG).tier == "PRO"
+    assert subscription_revenue(subscription(lookup_key=None, price_metadata={"tier": "pro"}), CATALOG).tier == "PRO"
+    assert subscription_revenue(subscription(lookup_key="legacy_plan"), CATALOG).tier == "FREE"
 
 
 # ----------------------------------------------------------------------------------- movements
 
 
-def test_movements_between_two_snapshots() -> None:
-    before = snapshot(
-        subscription(id="sub_stays", amount=2000),
-        subscription(id="sub_grows", amount=2000),
-        subscription(id="sub_shrinks", amount=2000),
-        subscription(id="sub_cancels", amount=2000),
-        subscription(id="sub_vanishes", amount=1000),
-        subscription(id="sub_was_canceled", status="canceled"),
-        subscription(id="sub_was_unpaid", status="unpaid"),
-        subscription(id="sub_was_trialing", status="trialing"),
-    )
-    after = snapshot(
-        subscription(id="sub_stays", amount=2000),
-        subscription(id="sub_grows", amount=2000, quantity=3),
-        subscription(id="sub_shrinks", amount=2000, discounts=[discount(coupon(percent_off=25))]),
-        subscription(id="sub_cancels", status="canceled"),
-        subscription(id="sub_was_canceled", amount=2000),
-        subscription(id="sub_was_unpaid", amount=3000),
-        subscription(id="sub_was_trialing", amount=2000),
-        subscription(id="sub_brand_new", currency="eur", amount=900),
-    )
-    moved = movements(before, after)
-    assert moved.new == ("sub_brand_new", "sub_was_trialing")
-    assert moved.reactivated == ("sub_was_canceled", "sub_was_unpaid")
-    assert moved.churned == ("sub_cancels", "sub_vanishes")
-    assert (moved.expanded, moved.contracted) == (("sub_grows",), ("sub_shrinks",))
-    assert moved.new_mrr == {"eur": 900, "usd": 2000}
-    assert moved.reactivated_mrr == {"eur": 0, "usd": 5000}
-    assert moved.churned_mrr == {"eur": 0, "usd": 3000}
-    assert (moved.expansion_mrr["usd"], moved.contraction_mrr["usd"]) == (4000, 500)
-    assert moved.active_at_start == 5
-    assert moved.churn_rate == 2 / 5
-
-
-def test_a_paused_subscription_that_resumes_is_reactivated() -> None:
-    paused = subscription(id="sub_pause", amount=2000)
-    paused["pause_collection"] = {"behavior": "keep_as_draft", "resumes_at": None}
-    moved = movements(snapshot(paused), snapshot(subscription(id="sub_pause", amount=2000)))
-    assert (moved.reactivated, moved.new, moved.churn_rate) == (("sub_pause",), (), 0.0)
-
-
-def test_churn_rate_is_zero_when_nothing_was_active_at_the_start() -> None:
-    moved = movements(
-        snapshot(subscription(id="sub_t", status="trialing")), snapshot(subscription(id="sub_t"))
-    )
-    assert (moved.active_at_start, moved.churn_rate, moved.new) == (0, 0.0, ("sub_t",))
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (None, Standing("active", 2000), Movement.NEW),
+        (Standing(None, None), Standing("active", 0), Movement.NEW),  # a free price still counts
+        (Standing("trialing", None), Standing("active", 2000), Movement.NEW),  # a trial that converts
+        (Standing("incomplete", None), Standing("past_due", 2000), Movement.NEW),
+        (Standing("canceled", None), Standing("active", 2000), Movement.REACTIVATED),
+        (Standing("unpaid", None), Standing("active", 2000), Movement.REACTIVATED),
+        (Standing("paused", None), Standing("active", 2000), Movement.REACTIVATED),
+        (Standing("active", None), Standing("active", 2000), Movement.REACTIVATED),  # collection resumed
+        (Standing("active", 2000), Standing("canceled", None), Movement.CHURNED),
+        (Standing("past_due", 2000), Standing("unpaid", None), Movement.CHURNED),
+        (Standing("active", 2000), Standing("active", None), Movement.CHURNED),  # collection paused
+        (Standing("active", 2000), Standing("past_due", 2000), None),  # dunning keeps counting
+        (Standing("active", 2000), Standing("active", 6000), None),  # expansion is not a movement
+        (None, Standing("trialing", None), None),
+        (Standing("trialing", None), Standing("canceled", None), None),  # never paid, never churned
+    ],
+)
+def test_movements_follow_the_standing_a_change_replaced(
+    before: Standing | None, after: Standing, expected: Movement | None
+) -> None:
+    assert movement(before, after) is expected
 
 
 # ----------------------------------------------------------------------------------- properties
@@ -481,28 +434,14 @@ def test_mrr_is_never_negative_and_a_zero_quantity_item_changes_nothing(
     assert mrr(sub) == before
 
 
-@settings(max_examples=75, deadline=None)
-@given(st.lists(subscriptions(), max_size=6), st.lists(subscriptions(), max_size=6))
-def test_currencies_never_mix_and_movements_bridge_the_two_totals(
-    previous_list: list[dict[str, Any]], current_list: list[dict[str, Any]]
-) -> None:
-    previous, current = snapshot(*previous_list), snapshot(*current_list)
-    for taken in (previous, current):
-        for currency, summary in taken.mrr_by_currency.items():
-            assert summary.mrr == sum(
-                r.mrr for r in taken.subscriptions.values() if r.counted and r.currency == currency
-            )
-    moved = movements(previous, current)
-    for currency in moved.new_mrr:
-        start = previous.mrr_by_currency.get(currency)
-        end = current.mrr_by_currency.get(currency)
-        bridged = (
-            (start.mrr if start else 0)
-            + moved.new_mrr[currency]
-            + moved.reactivated_mrr[currency]
-            + moved.expansion_mrr[currency]
-            - moved.contraction_mrr[currency]
-            - moved.churned_mrr[currency]
-        )
-        assert bridged == (end.mrr if end else 0)
-    assert 0.0 <= moved.churn_rate <= 1.0
+STANDINGS = st.builds(
+    Standing, st.sampled_from([None, *STATUSES]), st.one_of(st.none(), st.integers(0, 100_000))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(STANDINGS, min_size=1, max_size=12))
+def test_movements_add_up_to_the_change_in_paying_subscriptions(history: list[Standing]) -> None:
+    moved = [movement(before, after) for before, after in zip([None, *history], history, strict=False)]
+    gained = moved.count(Movement.NEW) + moved.count(Movement.REACTIVATED)
+    assert gained - moved.count(Movement.CHURNED) == int(history[-1].counted)

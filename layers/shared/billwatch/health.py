@@ -235,7 +235,8 @@ class DeadLetterQueueCheck:
 
 
 class ActiveSubscriptionsGauge:
-    """Live subscriptions per tier (zeros included) and MRR per currency, read off the sparse index.
+    """Live subscriptions per tier (zeros included), the paying ones, and MRR per currency, read off
+    the sparse index.
 
     The index holds only live subscriptions, with what each adds to MRR: reading it costs the live
     subscriptions' keys, never a scan of the table.
@@ -247,17 +248,20 @@ class ActiveSubscriptionsGauge:
     def points(self) -> list[MetricPoint]:
         counts: dict[str, int] = {}
         mrr: dict[str, int] = {}
+        paying = 0
         try:
             for tier in self._catalog.tiers:
                 counts[tier.name] = 0
                 for account in BillingAccount.active_subscriptions_by_tier.query(tier.name):
                     counts[tier.name] += 1
                     if account.mrr is not None and account.mrr_currency:
+                        paying += 1
                         mrr[account.mrr_currency] = mrr.get(account.mrr_currency, 0) + int(account.mrr)
         except Exception:
             logger.warning("Could not count the active subscriptions", exc_info=True)
             return []
         points = [MetricPoint(Metric.ACTIVE_SUBSCRIPTIONS, n, {"Tier": tier}) for tier, n in counts.items()]
+        points.append(MetricPoint(Metric.PAYING_SUBSCRIPTIONS, paying))
         points += [
             MetricPoint(Metric.MRR, float(major_units(amount, currency)), {"Currency": currency.upper()})
             for currency, amount in sorted(mrr.items())

@@ -252,12 +252,19 @@ class WebhookIntake:
             change, result = self._apply_current_subscription(parsed, change, result)
         previous = result.previous
         default_tier = self._catalog.default_tier.name
+        moved = None
+        if result.outcome is ApplyOutcome.APPLIED and change.group == "subscription":
+            from billwatch.revenue import applied_movement  # with the MRR it judges, off the cold path
+
+            point = applied_movement(previous, change.fields)
+            moved = point.metric.value if point else None
         return {
             "outcome": result.outcome.value,
             "account_id": result.account_id,
             "tier": change.fields.get("tier"),
             "previous_tier": (previous.tier if previous else None) or default_tier,
             "previous_plan_tier": (previous.plan_tier if previous else None) or default_tier,
+            "movement": moved,
         }
 
     @staticmethod
@@ -309,6 +316,8 @@ class WebhookIntake:
             points.append(MetricPoint(Metric.SUBSCRIPTION_CANCELED, labels={"Tier": plan_tier}))
         elif parsed.type == "invoice.paid" and parsed.billing_reason == "subscription_cycle":
             points.append(MetricPoint(Metric.SUBSCRIPTION_RENEWED, labels={"Tier": plan_tier}))
+        if applied.get("movement"):
+            points.append(MetricPoint(Metric(applied["movement"])))
         if applied["outcome"] == ApplyOutcome.APPLIED.value and applied.get("tier"):
             new_tier = self._catalog.tier(applied["tier"])
             if new_tier.rank > self._catalog.tier(applied["previous_tier"]).rank:

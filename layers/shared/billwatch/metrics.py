@@ -57,6 +57,10 @@ class Metric(StrEnum):
     ALERT_SUPPRESSED = "AlertSuppressed"
     ALERT_INPUT_REJECTED = "AlertInputRejected"
     MRR = "MRR"
+    PAYING_SUBSCRIPTIONS = "PayingSubscriptions"
+    SUBSCRIPTIONS_NEW = "SubscriptionsNew"
+    SUBSCRIPTIONS_REACTIVATED = "SubscriptionsReactivated"
+    SUBSCRIPTIONS_CHURNED = "SubscriptionsChurned"
     RECONCILE_RUN = "ReconcileRun"
     RECONCILE_DRIFT = "ReconcileDrift"
     RECONCILE_HEALED = "ReconcileHealed"
@@ -128,11 +132,18 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.ALERT_SUPPRESSED: MetricDefinition(MetricUnit.Count, ("Reason",)),
     # Records the dispatcher could not read; each is logged with its problem and dead-lettered.
     Metric.ALERT_INPUT_REJECTED: MetricDefinition(MetricUnit.Count),
+    # Monthly recurring revenue of the live subscriptions, in major units of the Currency (never summed
+    # across currencies), and the subscriptions it is counted from; definitions in
+    # docs/revenue-metrics.md.
+    Metric.MRR: MetricDefinition(MetricUnit.NoUnit, ("Currency",)),
+    Metric.PAYING_SUBSCRIPTIONS: MetricDefinition(MetricUnit.Count),
+    # One per applied change that starts, restarts or ends a paying subscription (webhooks and
+    # reconciliation alike): summed, they are the change in PayingSubscriptions.
+    Metric.SUBSCRIPTIONS_NEW: MetricDefinition(MetricUnit.Count),
+    Metric.SUBSCRIPTIONS_REACTIVATED: MetricDefinition(MetricUnit.Count),
+    Metric.SUBSCRIPTIONS_CHURNED: MetricDefinition(MetricUnit.Count),
     # One per finished reconciliation run; drift and healing per compared field (status, tier,
     # period_end, cancel_at_period_end, customer_link, subscription, missed_event).
-    # Monthly recurring revenue of the live subscriptions, in major units of the Currency (never summed
-    # across currencies); definitions in docs/revenue-metrics.md.
-    Metric.MRR: MetricDefinition(MetricUnit.NoUnit, ("Currency",)),
     Metric.RECONCILE_RUN: MetricDefinition(MetricUnit.Count),
     Metric.RECONCILE_DRIFT: MetricDefinition(MetricUnit.Count, ("Field",)),
     Metric.RECONCILE_HEALED: MetricDefinition(MetricUnit.Count, ("Field",)),

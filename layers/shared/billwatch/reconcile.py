@@ -32,6 +32,7 @@ from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import BillingAccount, JobCheckpoint
 from billwatch.observability import logger
 from billwatch.plans import PlanCatalog, load_plan_catalog
+from billwatch.revenue import applied_movement
 from billwatch.stripe_api import StripeApi, StripeApiFailure, StripeErrorCode
 from billwatch.stripe_events import (
     AUTHORITATIVE_RANK,
@@ -226,6 +227,9 @@ class Reconciler:
             return 0, len(drifted)
         for field in drifted:
             self.metrics.add(Metric.RECONCILE_HEALED, Field=field)
+        moved = applied_movement(result.previous, change.fields)
+        if moved:
+            self.metrics.add(moved.metric)
         return len(drifted), len(drifted)
 
     @staticmethod

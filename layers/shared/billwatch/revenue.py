@@ -1,7 +1,7 @@
-"""Revenue metrics from Stripe subscriptions: MRR, active subscriptions by tier, movements, churn.
+"""Revenue from Stripe subscriptions: each one's MRR and tier, and the movements between standings.
 
 Pure functions over subscription objects as the Stripe API returns them, in either API-version
-shape: no I/O, no clock (pass ``as_of`` for discounts that end). What counts and why is in
+shape, and over what billwatch stores of them (``Standing``): no I/O, no clock (pass ``as_of`` for discounts that end). What counts and why is in
 docs/revenue-metrics.md; the short form:
 
 * MRR counts ``active`` and ``past_due`` subscriptions whose collection is not paused.
@@ -11,20 +11,23 @@ docs/revenue-metrics.md; the short form:
   coupons do not. Coupons that are only an id are resolved from ``coupons``, else listed in
   ``unread_discounts`` and not applied.
 * Arithmetic is exact (fractions); each subscription's MRR is rounded once, half to even, to an
-  integer in the currency's minor unit, and aggregates add those integers, so every total and
-  every movement reconciles to the unit.
+  integer in the currency's minor unit, and totals add those integers, so they reconcile to the
+  unit.
+* A movement (new, reactivated, churned) is what one applied change does to the paying
+  subscriptions, judged from the standing it replaced.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
+from billwatch.metrics import Metric, MetricPoint
 from billwatch.plans import PlanCatalog
 
 COUNTED_STATUSES = frozenset({"active", "past_due"})
@@ -95,17 +98,6 @@ class SubscriptionRevenue:
     mrr: int  # minor units of `currency`; 0 unless counted
     unpriced_items: tuple[UnpricedItem, ...] = ()
     unread_discounts: tuple[str, ...] = ()  # discounts whose coupon was not readable, not applied
-
-
-@dataclass(frozen=True)
-class MrrSummary:
-    currency: str
-    mrr: int  # minor units
-    subscriptions: int  # counted subscriptions in this currency
-
-    @property
-    def major(self) -> Decimal:
-        return major_units(self.mrr, self.currency)
 
 
 class _UnreadableDiscount(Exception):
@@ -342,124 +334,60 @@ def subscription_revenue(
     return replace(standing, mrr=mrr, unpriced_items=tuple(unpriced), unread_discounts=tuple(unread))
 
 
-@dataclass(frozen=True)
-class RevenueSnapshot:
-    """Every subscription's revenue at one moment, keyed by subscription id."""
-
-    subscriptions: Mapping[str, SubscriptionRevenue]
-    tiers: tuple[str, ...]  # the catalog's tier names, so every tier is reported, at zero too
-
-    @classmethod
-    def from_subscriptions(
-        cls,
-        subscriptions: Iterable[Mapping[str, Any]],
-        catalog: PlanCatalog,
-        *,
-        coupons: Mapping[str, Mapping[str, Any]] | None = None,
-        as_of: int | None = None,
-    ) -> RevenueSnapshot:
-        """A subscription listed twice (a page boundary that moved) is counted once, as listed last."""
-        revenues = (subscription_revenue(s, catalog, coupons=coupons, as_of=as_of) for s in subscriptions)
-        return cls({revenue.id: revenue for revenue in revenues}, tuple(tier.name for tier in catalog.tiers))
-
-    @property
-    def counted_subscriptions(self) -> list[SubscriptionRevenue]:
-        return [revenue for revenue in self.subscriptions.values() if revenue.counted]
-
-    @property
-    def mrr_by_currency(self) -> dict[str, MrrSummary]:
-        mrr: Counter[str] = Counter()
-        subscriptions: Counter[str] = Counter()
-        for revenue in self.counted_subscriptions:
-            mrr[revenue.currency] += revenue.mrr
-            subscriptions[revenue.currency] += 1
-        return {
-            currency: MrrSummary(currency, mrr[currency], subscriptions[currency]) for currency in sorted(mrr)
-        }
-
-    @property
-    def active_by_tier(self) -> dict[str, int]:
-        return self._count_by_tier(self.counted_subscriptions)
-
-    @property
-    def trialing_by_tier(self) -> dict[str, int]:
-        """With active_by_tier, what the ActiveSubscriptionsByTier index should hold (it includes trials)."""
-        return self._count_by_tier([r for r in self.subscriptions.values() if r.status == "trialing"])
-
-    def _count_by_tier(self, revenues: list[SubscriptionRevenue]) -> dict[str, int]:
-        counts = Counter(revenue.tier for revenue in revenues)
-        return {tier: counts[tier] for tier in self.tiers}
+class Movement(StrEnum):
+    NEW = "new"
+    REACTIVATED = "reactivated"
+    CHURNED = "churned"
 
 
 @dataclass(frozen=True)
-class Movements:
-    """What changed between two snapshots. Amounts are minor units per currency, all positive."""
+class Standing:
+    """What billwatch stores of a subscription's revenue: its status, and its MRR while it counts."""
 
-    new: tuple[str, ...]
-    reactivated: tuple[str, ...]
-    churned: tuple[str, ...]
-    expanded: tuple[str, ...]
-    contracted: tuple[str, ...]
-    active_at_start: int
-    new_mrr: Mapping[str, int]
-    reactivated_mrr: Mapping[str, int]
-    churned_mrr: Mapping[str, int]
-    expansion_mrr: Mapping[str, int]
-    contraction_mrr: Mapping[str, int]
+    status: str | None
+    mrr: int | None  # minor units; None when it adds nothing to MRR
 
     @property
-    def churn_rate(self) -> float:
-        """Churned / counted at the start. With none at the start none could churn, so 0.0, not an error."""
-        return len(self.churned) / self.active_at_start if self.active_at_start else 0.0
+    def counted(self) -> bool:
+        return self.mrr is not None
+
+    @property
+    def lapsed(self) -> bool:
+        # Stored state keeps no pause_collection: an active or past_due subscription that does not
+        # count has its collection paused, and counting again is a reactivation.
+        return not self.counted and self.status in LAPSED_STATUSES | COUNTED_STATUSES
 
 
-def movements(previous: RevenueSnapshot, current: RevenueSnapshot) -> Movements:
-    """New, reactivated, churned, expanded and contracted subscriptions from ``previous`` to ``current``.
+def movement(before: Standing | None, after: Standing) -> Movement | None:
+    """What one applied change does to the paying subscriptions: a start, a return, a loss, or nothing.
 
-    A subscription counted before and missing now (not listed any more) has churned.
+    ``before`` is the stored standing the change replaced (None: nothing was stored). Summed over
+    changes, new + reactivated - churned is exactly the change in the number of paying subscriptions.
     """
-    ids: dict[str, list[str]] = {
-        kind: [] for kind in ("new", "reactivated", "churned", "expanded", "contracted")
-    }
-    amounts: dict[str, Counter[str]] = {kind: Counter() for kind in ids}
-    for subscription_id in sorted(previous.subscriptions.keys() | current.subscriptions.keys()):
-        before = previous.subscriptions.get(subscription_id)
-        after = current.subscriptions.get(subscription_id)
-        was_counted = before is not None and before.counted
-        is_counted = after is not None and after.counted
-        if was_counted and is_counted:
-            change: Counter[str] = Counter()
-            change[before.currency] -= before.mrr
-            change[after.currency] += after.mrr
-            # Per currency, so that even a currency change keeps each currency's bridge exact.
-            for currency, delta in change.items():
-                if delta:
-                    kind = "expanded" if delta > 0 else "contracted"
-                    amounts[kind][currency] += abs(delta)
-                    ids[kind].append(subscription_id)
-        elif was_counted:
-            ids["churned"].append(subscription_id)
-            amounts["churned"][before.currency] += before.mrr
-        elif is_counted:
-            kind = "reactivated" if before is not None and before.lapsed else "new"
-            ids[kind].append(subscription_id)
-            amounts[kind][after.currency] += after.mrr
+    was_counted = before is not None and before.counted
+    if was_counted and not after.counted:
+        return Movement.CHURNED
+    if after.counted and not was_counted:
+        return Movement.REACTIVATED if before is not None and before.lapsed else Movement.NEW
+    return None
 
-    currencies = sorted(previous.mrr_by_currency.keys() | current.mrr_by_currency.keys())
 
-    def per_currency(kind: str) -> dict[str, int]:
-        return {currency: amounts[kind][currency] for currency in currencies}
+MOVEMENT_METRICS = {
+    Movement.NEW: Metric.SUBSCRIPTIONS_NEW,
+    Movement.REACTIVATED: Metric.SUBSCRIPTIONS_REACTIVATED,
+    Movement.CHURNED: Metric.SUBSCRIPTIONS_CHURNED,
+}
 
-    return Movements(
-        new=tuple(ids["new"]),
-        reactivated=tuple(ids["reactivated"]),
-        churned=tuple(ids["churned"]),
-        expanded=tuple(ids["expanded"]),
-        contracted=tuple(ids["contracted"]),
-        active_at_start=len(previous.counted_subscriptions),
-        new_mrr=per_currency("new"),
-        reactivated_mrr=per_currency("reactivated"),
-        churned_mrr=per_currency("churned"),
-        expansion_mrr=per_currency("expanded"),
-        contraction_mrr=per_currency("contracted"),
-    )
+
+def applied_movement(previous: Any, fields: Mapping[str, Any]) -> MetricPoint | None:
+    """The movement an applied subscription change made, as its metric point.
+
+    ``previous`` is the account as stored before the change (a ``BillingAccount``, or None), and
+    ``fields`` the subscription fields the change wrote.
+    """
+    before = None
+    if previous is not None:
+        stored_mrr = previous.mrr
+        before = Standing(previous.subscription_status, None if stored_mrr is None else int(stored_mrr))
+    moved = movement(before, Standing(fields.get("subscription_status"), fields.get("mrr")))
+    return MetricPoint(MOVEMENT_METRICS[moved]) if moved else None
