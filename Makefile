@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 EVENT ?= events/customer.subscription.updated.json
 
-.PHONY: venv test lint unit run send bench alert-test clean
+.PHONY: venv test lint unit run send bench alert-test report clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: venv
 # `make alert-test FUNCTION=<deployed AlertDispatch function>` through the real ones.
 alert-test: venv
 	$(PY) -m devtools.alerts test $(if $(FUNCTION),--function $(FUNCTION))
+
+# The billing report of the last 24 hours (PERIOD=weekly: 7 days) from what `make run` has seen.
+report: venv
+	$(PY) -m devtools.report --url http://127.0.0.1:$(PORT) $(if $(PERIOD),--period $(PERIOD))
 
 clean:
 	rm -rf $(VENV) .venv-sam .aws-sam .bench .pytest_cache .ruff_cache .hypothesis

@@ -27,7 +27,13 @@ Tests use :class:`LocalStack` directly::
         boto3.client("dynamodb", endpoint_url=stack.moto_endpoint, ...)
 
 ``stop()`` (or leaving the ``with`` block) shuts both servers down and restores ``os.environ``,
-``sys.path`` and ``sys.modules`` as they were before ``start()``.
+``sys.path``, ``sys.modules``, ``sys.stdout`` and moto as they were before ``start()``.
+
+The metrics the handlers print (CloudWatch EMF, as in Lambda) are put into moto's CloudWatch by
+:mod:`devtools.local_metrics`, and ``GET /_local/report[?period=daily|weekly]`` (what
+``make report`` prints) renders the billing report of the last day or week from them. That route
+is the local stack's own, not the template's; moto gets the percentiles and the alarm history the
+report needs from :mod:`devtools.moto_cloudwatch`.
 
 Differences from AWS worth knowing: invocations of one function are serialised (like a function
 with a single warm instance), the function timeout is reported to the handler but not enforced,
@@ -54,12 +60,13 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
 
+from devtools.local_metrics import install_emf_sink
 from devtools.signing import LOCAL_DEV_SECRET
 from devtools.template import (
     FUNCTION_TYPE,
@@ -70,6 +77,7 @@ from devtools.template import (
     function_properties,
     http_routes,
     load_template,
+    parameter_values,
     resources_of_type,
 )
 
@@ -93,6 +101,12 @@ DEFAULT_PORT = 3000
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
 STAGE = "$default"
+METRICS_NAMESPACE = "Billwatch"
+# The Stage parameter names the alarms the report reads; a template without one is "local".
+DEFAULT_STAGE = "local"
+# Routes the local stack serves itself, ahead of the template's: API Gateway has nothing like them.
+LOCAL_PREFIX = "/_local/"
+REPORT_PATH = "/_local/report"
 # CloudFormation generates real table names; locally they are "<prefix><token>-<logical id>". The
 # per-stack token keeps a restarted stack in the same process off names a previous one bound.
 TABLE_PREFIX = "billwatch-local-"
@@ -502,6 +516,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send_json(400, {"message": "Bad Request"}, request_id)
             return self._access_log(400, started, "-")
 
+        if path.startswith(LOCAL_PREFIX):
+            return self._serve_local(path, request_id, started)
         found = self.server.stack.resolve(self.command, path)
         if found is None:
             self._send_json(404, {"message": "Not Found"}, request_id)
@@ -538,6 +554,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return self._access_log(500, started, route.function)
         self._send(status, headers, raw, request_id)
         self._access_log(status, started, route.function)
+
+    def _serve_local(self, path: str, request_id: str, started: float) -> None:
+        if (self.command, path) != ("GET", REPORT_PATH):
+            self._send_json(404, {"message": "Not Found"}, request_id)
+            return self._access_log(404, started, "-")
+        query = urllib.parse.parse_qs(self.path.partition("?")[2], keep_blank_values=True)
+        period = query.pop("period", ["daily"])[-1]
+        try:
+            # Importable once start() has put the functions' layer on sys.path.
+            from billwatch.billing_report import ReportPeriod
+
+            periods = [choice.value for choice in ReportPeriod]
+            if query:
+                status, text = 400, f"unknown query parameter {min(query)!r}: only period is taken\n"
+            elif period not in periods:
+                status, text = 400, f"period must be {' or '.join(periods)}, got {period!r}\n"
+            else:
+                status, text = 200, self.server.stack.billing_report(period)
+        except Exception as exc:
+            log.exception("the billing report failed on %s %s", self.command, self.path)
+            status, text = 500, f"the billing report failed: {type(exc).__name__}: {exc} (see the log)\n"
+        self._send(status, [("content-type", "text/plain; charset=utf-8")], text.encode(), request_id)
+        self._access_log(status, started, "local report")
 
     def _send_json(self, status: int, body: dict[str, Any], request_id: str) -> None:
         self._send(status, list(_JSON.items()), json.dumps(body).encode("utf-8"), request_id)
@@ -683,6 +722,7 @@ class LocalStack:
             self._secret = LOCAL_DEV_SECRET
             self.secret_source = f"the built-in local dev secret {LOCAL_DEV_SECRET}"
 
+        self.stage = parameter_values(self.template).get("Stage", DEFAULT_STAGE)
         self.url = ""
         self.moto_endpoint = ""
         self.table_names: dict[str, str] = {}
@@ -693,6 +733,9 @@ class LocalStack:
         self._env = _EnvPatch()
         self._added_paths: list[str] = []
         self._added_modules: list[str] = []
+        self._cloudwatch: Any = None
+        # What start() patched outside this object (sys.stdout, moto), undone last-in first-out.
+        self._patches = contextlib.ExitStack()
 
     def __repr__(self) -> str:  # never shows the secret
         return f"LocalStack(url={self.url!r}, moto_endpoint={self.moto_endpoint!r})"
@@ -727,8 +770,12 @@ class LocalStack:
             self._http = _HttpServer((HOST, port), self)
             self._start_moto()
             self._create_tables()
+            self._start_cloudwatch()
             for function in dict.fromkeys(route[2] for route in self.routes):
                 self.functions[function] = self._load_function(function)
+            # After the handlers' imports: a log handler made at import keeps the sys.stdout it saw,
+            # and that must not be a wrapper that stop() takes away.
+            self._patches.callback(install_emf_sink(self._cloudwatch))
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever, name="local-stack-http", daemon=True
             )
@@ -747,6 +794,8 @@ class LocalStack:
                 self._http_thread.join(timeout=10)
             self._http.server_close()
         self._http, self._http_thread = None, None
+        self._patches.close()
+        self._cloudwatch = None
         if self._moto is not None:
             with contextlib.suppress(Exception):
                 self._moto.stop()
@@ -805,18 +854,28 @@ class LocalStack:
             }
         )
 
-    def _create_tables(self) -> None:
+    def _client(self, service: str) -> Any:
         import boto3
 
-        client = boto3.session.Session().client(
-            "dynamodb",
+        return boto3.session.Session().client(
+            service,
             endpoint_url=self.moto_endpoint,
             region_name=REGION,
             aws_access_key_id=FAKE_CREDENTIAL,
             aws_secret_access_key=FAKE_CREDENTIAL,
             aws_session_token=FAKE_CREDENTIAL,
         )
-        self.table_names = create_tables(client, self.template, prefix=self._table_prefix)
+
+    def _create_tables(self) -> None:
+        self.table_names = create_tables(self._client("dynamodb"), self.template, prefix=self._table_prefix)
+
+    def _start_cloudwatch(self) -> None:
+        """moto's CloudWatch with what the billing report needs of it: percentiles, alarm history."""
+        from devtools.moto_cloudwatch import answer_alarm_history, install_percentiles
+
+        self._patches.callback(install_percentiles())
+        self._cloudwatch = self._client("cloudwatch")
+        answer_alarm_history(self._cloudwatch, REGION)
 
     def function_env(self, logical_id: str) -> dict[str, str | None]:
         """The environment a function runs with locally (``None`` = not set).
@@ -836,7 +895,7 @@ class LocalStack:
         env.update(
             {
                 "POWERTOOLS_SERVICE_NAME": "billwatch",
-                "POWERTOOLS_METRICS_NAMESPACE": "Billwatch",
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 SECRET_ENV: self._secret,
                 ADMIN_ENV: self.admin_role_arns,
                 **dict.fromkeys(_CLEARED_ENV),
@@ -908,6 +967,24 @@ class LocalStack:
         """Invoke a function's handler as Lambda would (a fresh context, one at a time)."""
         return self.functions[function].invoke(event)
 
+    def billing_report(self, period: str) -> str:
+        """The console billing report of the ``period`` (daily or weekly) up to now, from moto."""
+        from billwatch.billing_report import (
+            CloudWatchReportSource,
+            ReportPeriod,
+            build_report,
+            render_console,
+            report_window,
+        )
+
+        report_period = ReportPeriod(period)
+        source = CloudWatchReportSource(self._cloudwatch, METRICS_NAMESPACE, stage=self.stage)
+        # moto cuts the window to whole seconds, end excluded: ending at the next second takes in
+        # what a request emitted a moment ago.
+        now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        start, end = report_window(report_period, end=now)
+        return render_console(build_report(source.read(start, end), report_period))
+
 
 # ------------------------------------------------------------------------------------ CLI
 
@@ -959,6 +1036,7 @@ billwatch local stack (Ctrl-C to stop)
   Webhook URL:    {webhook}
   Routes (from {stack.template_path.name}):
 {routes}
+  Billing report: {stack.url}{REPORT_PATH}[?period=weekly]   (or: make report{port_arg} [PERIOD=weekly])
   AWS (moto):     {stack.moto_endpoint}   region {REGION}, credentials testing/testing, in memory
   Tables:
 {tables}

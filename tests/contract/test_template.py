@@ -35,6 +35,15 @@ NARROW_WILDCARDS = {
     ("cloudwatch:DescribeAlarms",): {
         "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:billwatch-${Stage}-*"
     },
+    # GetMetricData and ListMetrics support no resource-level permissions; DescribeAlarmHistory
+    # and DescribeAlarms return composite alarms only to a grant on "*" (the billing report's
+    # incidents include the composites).
+    (
+        "cloudwatch:GetMetricData",
+        "cloudwatch:ListMetrics",
+        "cloudwatch:DescribeAlarmHistory",
+        "cloudwatch:DescribeAlarms",
+    ): {"*"},
 }
 
 # A literal Stripe credential: webhook signing secret, secret key or restricted key.

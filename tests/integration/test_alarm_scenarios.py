@@ -448,6 +448,7 @@ AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
             "HealthProbe",
             "AlertDispatch",
             "Reconcile",
+            "BillingReport",
         )
         for metric in ("Errors", "Throttles")
     },

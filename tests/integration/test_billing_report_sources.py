@@ -1,26 +1,21 @@
 """CloudWatchReportSource on moto: a day of billwatch metrics and alarm history, and an empty window.
 
 moto 5.2.5 computes no percentiles in GetMetricData and does not implement DescribeAlarmHistory,
-so two shims stand in for CloudWatch there: nearest-rank percentiles over the stored values, and
-the alarm history answered from the state changes moto records for each alarm (on a test clock).
+so the shims of devtools/moto_cloudwatch.py stand in for CloudWatch there: nearest-rank percentiles
+over the stored values, and the alarm history answered from the state changes moto records for each
+alarm (on a test clock here).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import json
-import math
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.cloudwatch import models as moto_cloudwatch
-from moto.core import DEFAULT_ACCOUNT_ID
 
 from billwatch.alarm_text import Severity
 from billwatch.billing_report import (
@@ -37,6 +32,7 @@ from billwatch.billing_report import (
     report_window,
 )
 from billwatch.metrics import Metric
+from devtools.moto_cloudwatch import answer_alarm_history, install_percentiles
 
 NAMESPACE = "Billwatch"
 REGION = "us-east-1"
@@ -55,70 +51,16 @@ class Clock:
         return self.now.replace(tzinfo=None)
 
 
-def _nearest_rank(original: Any) -> Any:
-    def statistic(self: Any, stat: str) -> Any:
-        percentile = re.fullmatch(r"p(\d+(?:\.\d+)?)", stat)
-        if not percentile:
-            return original(self, stat)
-        values = sorted(self.metric_single_values_list)
-        return values[max(0, math.ceil(float(percentile[1]) / 100 * len(values)) - 1)]
-
-    return statistic
-
-
-def _history_items(start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
-    backend = moto_cloudwatch.cloudwatch_backends[DEFAULT_ACCOUNT_ID][REGION]
-    items = []
-    for alarm in backend.alarms.values():
-        # Each history entry holds the state an update replaced, with the time that state began.
-        states = [(entry[3], entry[1], entry[4]) for entry in alarm.history if entry[0] == "StateUpdate"]
-        states.append((alarm.state_value, alarm.state_reason, alarm.state_updated_timestamp))
-        for (old, old_reason, _), (new, new_reason, moment) in itertools.pairwise(states):
-            timestamp = moment.replace(tzinfo=dt.UTC)
-            if start <= timestamp <= end:
-                data = {
-                    "version": "1.0",
-                    "oldState": {"stateValue": old, "stateReason": old_reason},
-                    "newState": {"stateValue": new, "stateReason": new_reason},
-                }
-                items.append(
-                    {
-                        "AlarmName": alarm.name,
-                        "AlarmType": "MetricAlarm",
-                        "Timestamp": timestamp,
-                        "HistoryItemType": "StateUpdate",
-                        "HistorySummary": f"Alarm updated from {old} to {new}",
-                        "HistoryData": json.dumps(data),
-                    }
-                )
-    return sorted(items, key=lambda item: item["Timestamp"], reverse=True)
-
-
-def _answer_alarm_history(client: Any) -> None:
-    asked: dict[str, Any] = {}
-
-    def remember(params: dict[str, Any], **_: Any) -> None:
-        asked.update(params)
-
-    def answer(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
-        items = _history_items(asked["StartDate"], asked["EndDate"])
-        return AWSResponse("https://monitoring", 200, {}, None), {"AlarmHistoryItems": items}
-
-    client.meta.events.register("before-parameter-build.cloudwatch.DescribeAlarmHistory", remember)
-    client.meta.events.register("before-call.cloudwatch.DescribeAlarmHistory", answer)
-
-
 @pytest.fixture
-def cloudwatch(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setattr(
-        moto_cloudwatch.Statistics,
-        "get_statistics_for_type",
-        _nearest_rank(moto_cloudwatch.Statistics.get_statistics_for_type),
-    )
-    with mock_aws():
-        client = boto3.client("cloudwatch", region_name=REGION)
-        _answer_alarm_history(client)
-        yield client
+def cloudwatch(aws_credentials: None) -> Iterator[Any]:
+    undo_percentiles = install_percentiles()
+    try:
+        with mock_aws():
+            client = boto3.client("cloudwatch", region_name=REGION)
+            answer_alarm_history(client, REGION)
+            yield client
+    finally:
+        undo_percentiles()
 
 
 @pytest.fixture
@@ -156,6 +98,22 @@ def put_emitted(client: Any, metric: Metric, value: float, **labels: str) -> Non
         put(client, metric.value, [value], **labels)
 
 
+def put_gauges(
+    client: Any,
+    paying: Any,
+    usd: Any,
+    eur: Any = None,
+    hours: range = range(24),
+) -> None:
+    """The health probe's readings: a few a minute apart in each hour of the window."""
+    for hour in hours:
+        hours_ago = 24 - hour - 0.1
+        put(client, Metric.PAYING_SUBSCRIPTIONS.value, [paying(hour)] * 3, hours_ago=hours_ago)
+        for currency, amount in (("USD", usd), ("EUR", eur)):
+            if amount is not None and amount(hour) is not None:
+                put(client, Metric.MRR.value, [amount(hour)] * 3, hours_ago=hours_ago, Currency=currency)
+
+
 def alarm(client: Any, name: str, severity: str) -> None:
     client.put_metric_alarm(
         AlarmName=name,
@@ -184,7 +142,8 @@ def seed_a_day(client: Any, clock: Clock) -> None:
     put(client, Metric.WEBHOOK_RECEIVED.value, [700], service="other")
     put(client, Metric.CHECKOUT_COMPLETED.value, [1, 1, 1])
     put(client, Metric.CHECKOUT_EXPIRED.value, [1])
-    put_emitted(client, Metric.SUBSCRIPTION_CREATED, 4, Tier="PRO")
+    put(client, Metric.SUBSCRIPTIONS_NEW.value, [3, 1])
+    put(client, Metric.SUBSCRIPTIONS_CHURNED.value, [1])
     put(client, Metric.UPGRADE_LATENCY.value, [1200, 800])
     put(client, Metric.PAYMENT_SUCCEEDED.value, [18])
     put(client, Metric.PAYMENT_FAILED.value, [2])
@@ -193,6 +152,9 @@ def seed_a_day(client: Any, clock: Clock) -> None:
     put_emitted(client, Metric.LIMIT_HIT, 5, Threshold="80")
     put_emitted(client, Metric.LIMIT_HIT, 2, Threshold="100")
     put(client, Metric.RECONCILE_RUN.value, [1])
+    put_gauges(
+        client, paying=lambda hour: 100 if hour < 12 else 103, usd=lambda hour: 1000 if hour < 12 else 1200
+    )
     put_emitted(client, Metric.RECONCILE_DRIFT, 2, Field="status")
     put_emitted(client, Metric.RECONCILE_HEALED, 1, Field="status")
 
@@ -211,9 +173,10 @@ def test_a_day_of_billwatch_metrics_and_alarms(cloudwatch: Any, clock: Clock, aw
     aws_calls.clear()
 
     source = CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test")
-    report = build_report(source.read(START, END, revenue={"usd": (1200.0, 1000.0)}))
+    report = build_report(source.read(START, END))
 
-    assert aws_calls.count("GetMetricData") == 1
+    # One for the window's sums, one for the gauges' hourly readings.
+    assert aws_calls.count("GetMetricData") == 2
     availability, p95, error_rate = report.slos
     assert availability.actual == Known(pytest.approx(0.998))
     assert p95.actual == Known(950.0)
@@ -222,11 +185,15 @@ def test_a_day_of_billwatch_metrics_and_alarms(cloudwatch: Any, clock: Clock, aw
     business = report.business
     assert business.checkouts_completed == Known(3.0)
     assert business.checkout_conversion == Known(0.75)
-    assert (business.subscriptions_created, business.upgrades) == (Known(4.0), Known(2.0))
-    assert business.subscriptions_canceled == Missing(NO_DATA)
+    assert (business.subscriptions_new, business.upgrades) == (Known(4.0), Known(2.0))
+    assert business.subscriptions_reactivated == Missing(NO_DATA)
+    assert business.subscriptions_churned == Known(1.0)
+    assert (business.paying_at_start, business.churn_rate) == (Known(100.0), Known(0.01))
     assert business.payment_failure_rate == Known(0.1)
     assert business.accounts_at_limit == Known(2.0)
-    assert business.mrr.value[0].change == 200.0
+    (usd,) = business.mrr.value
+    assert (usd.currency, usd.now, usd.change) == ("usd", Known(1200.0), Known(200.0))
+    assert usd.change_share == Known(pytest.approx(0.2))
     assert business.top_features == Known(
         tuple(
             FeatureUsage(f, u) for f, u in [("api_calls", 900), ("exports", 40), ("c", 7), ("b", 6), ("a", 5)]
@@ -272,10 +239,43 @@ def test_a_window_without_any_data(cloudwatch: Any, clock: Clock) -> None:
 
     assert all(slo.actual == Missing(NO_DATA) for slo in report.slos)
     assert report.business.top_features == Missing(NO_DATA)
-    assert report.business.mrr == Missing("no revenue figures were given")
+    assert report.business.mrr == Missing(NO_DATA)
+    assert report.business.churn_rate == Missing(NO_DATA)
     assert report.reconciliation.drift_by_field == Missing(NO_DATA)
     assert report.incidents == Known(())
     assert report.health.score == Missing("no SLO could be judged")
     text = render_console(report)
     assert "Availability: no data" in text
     assert "Incidents\n  none" in text
+
+
+def test_mrr_of_a_currency_that_started_in_the_window_grew_from_zero(cloudwatch: Any, clock: Clock) -> None:
+    put_gauges(
+        cloudwatch, paying=lambda hour: 10, usd=lambda hour: 500, eur=lambda hour: 90 if hour >= 20 else None
+    )
+
+    mrr = build_report(
+        CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test").read(START, END)
+    ).business.mrr
+
+    eur, usd = mrr.value
+    assert (eur.now, eur.change, eur.change_share) == (
+        Known(90.0),
+        Known(90.0),
+        Missing("no MRR at the start"),
+    )
+    assert (usd.change, usd.change_share) == (Known(0.0), Known(0.0))
+
+
+def test_without_a_gauge_reading_at_the_start_mrr_has_no_change(cloudwatch: Any, clock: Clock) -> None:
+    # The probe was down for the window's first six hours.
+    put_gauges(cloudwatch, paying=lambda hour: 10, usd=lambda hour: 500, hours=range(6, 24))
+
+    report = build_report(CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test").read(START, END))
+
+    (usd,) = report.business.mrr.value
+    assert usd.now == Known(500.0)
+    assert usd.change == Missing("no gauge reading in the first hour")
+    assert report.business.paying_at_start == Missing("no gauge reading in the first hour")
+    assert report.business.churn_rate == Missing("no gauge reading in the first hour")
+    assert "MRR: USD 500.00 (change: no gauge reading in the first hour)" in render_console(report)

@@ -79,7 +79,12 @@ def get_health(handler: Any, query: dict[str, str] | None = None) -> tuple[int, 
     return response["statusCode"], json.loads(response["body"]), response["body"]
 
 
-UNLABELLED_PROBE_METRICS = ("HealthProbeRun", "WebhooksStalled", "TimeSinceLastWebhook", "PayingSubscriptions")
+UNLABELLED_PROBE_METRICS = (
+    "HealthProbeRun",
+    "WebhooksStalled",
+    "TimeSinceLastWebhook",
+    "PayingSubscriptions",
+)
 
 
 def labelled(metrics) -> set[tuple[str, tuple[tuple[str, str], ...]]]:

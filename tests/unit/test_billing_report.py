@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -24,8 +25,10 @@ from billwatch.billing_report import (
     SloStatus,
     build_report,
     render_console,
+    render_document,
     render_email,
     render_slack,
+    report_id,
     report_window,
 )
 from billwatch.metrics import METRICS, SERVICE_DIMENSION
@@ -44,9 +47,11 @@ def healthy_day(**changes: object) -> ReportData:
         webhook_p95_ms=Known(320.0),
         checkouts_completed=Known(30.0),
         checkouts_expired=Known(10.0),
-        subscriptions_created=Known(12.0),
+        subscriptions_new=Known(12.0),
+        subscriptions_reactivated=Known(1.0),
         upgrades=Known(4.0),
-        subscriptions_canceled=Known(2.0),
+        subscriptions_churned=Known(2.0),
+        paying_at_start=Known(400.0),
         payments_succeeded=Known(95.0),
         payments_failed=Known(5.0),
         usage_by_feature=Known({"api_calls": 900.0, "exports": 40.0}),
@@ -55,7 +60,7 @@ def healthy_day(**changes: object) -> ReportData:
         healed_by_field=Missing(NO_DATA),
         reconcile_runs=Known(1.0),
         incidents=Known(()),
-        revenue=Known({"usd": Revenue(now=12_500.0, at_start=12_000.0)}),
+        revenue=Known({"usd": Revenue(now=Known(12_500.0), at_start=Known(12_000.0))}),
     )
     return dataclasses.replace(data, **changes)
 
@@ -67,9 +72,11 @@ def no_data_day() -> ReportData:
         "webhook_p95_ms",
         "checkouts_completed",
         "checkouts_expired",
-        "subscriptions_created",
+        "subscriptions_new",
+        "subscriptions_reactivated",
         "upgrades",
-        "subscriptions_canceled",
+        "subscriptions_churned",
+        "paying_at_start",
         "payments_succeeded",
         "payments_failed",
         "usage_by_feature",
@@ -79,7 +86,7 @@ def no_data_day() -> ReportData:
     return healthy_day(
         **dict.fromkeys(counted, Missing(NO_DATA)),
         availability=RequestCounts("HTTP API 5xx / Count", Missing(NO_DATA), Missing(NO_DATA)),
-        revenue=Missing("no revenue figures were given"),
+        revenue=Missing(NO_DATA),
     )
 
 
@@ -99,8 +106,9 @@ def test_a_healthy_day_meets_every_slo_and_scores_100() -> None:
     assert slo(report, "Webhook error rate").actual == Known(pytest.approx(0.0002))
     assert report.business.checkout_conversion == Known(0.75)
     assert report.business.payment_failure_rate == Known(0.05)
-    assert report.business.mrr.value[0].change == 500.0
+    assert report.business.mrr.value[0].change == Known(500.0)
     assert report.business.mrr.value[0].change_share == Known(pytest.approx(500 / 12_000))
+    assert report.business.churn_rate == Known(2 / 400)
     # A finished reconciliation run that counted no drift found none.
     assert report.reconciliation.drift_by_field == Known({})
     assert report.health.score == Known(100)
@@ -116,9 +124,12 @@ def test_a_day_without_data_says_no_data_and_never_zero() -> None:
     for figure in (
         business.checkouts_completed,
         business.checkout_conversion,
-        business.subscriptions_created,
+        business.subscriptions_new,
+        business.subscriptions_reactivated,
         business.upgrades,
-        business.subscriptions_canceled,
+        business.subscriptions_churned,
+        business.churn_rate,
+        business.mrr,
         business.payments_failed,
         business.payment_failure_rate,
         business.top_features,
@@ -139,6 +150,28 @@ def test_a_day_without_data_says_no_data_and_never_zero() -> None:
     assert " 0 %" not in text
     assert "0.0 %" not in text
     assert "health no SLO could be judged" in text
+
+
+def test_churn_counts_only_against_subscriptions_paying_at_the_start() -> None:
+    nobody_paying = build_report(
+        healthy_day(paying_at_start=Known(0.0), subscriptions_churned=Missing(NO_DATA))
+    )
+    assert nobody_paying.business.churn_rate == Missing("no paying subscriptions at the start")
+    # Churn is counted when it happens: none counted beside paying subscriptions is none.
+    quiet = build_report(healthy_day(subscriptions_churned=Missing(NO_DATA)))
+    assert quiet.business.churn_rate == Known(0.0)
+    lines = render_console(build_report(healthy_day())).splitlines()
+    assert "  Subscriptions: 12 new, 1 reactivated, 4 upgraded, 2 churned" in lines
+    assert "  Churn rate: 0.50 % of 400 paying at the start" in lines
+
+
+def test_mrr_without_a_reading_at_the_start_has_no_change() -> None:
+    unknown_start = Revenue(now=Known(900.0), at_start=Missing("no gauge reading in the first hour"))
+    new_currency = Revenue(now=Known(100.0), at_start=Known(0.0))
+    report = build_report(healthy_day(revenue=Known({"eur": new_currency, "usd": unknown_start})))
+    lines = render_console(report).splitlines()
+    assert "  MRR: EUR 100.00 (+100.00, no MRR at the start)" in lines
+    assert "  MRR: USD 900.00 (change: no gauge reading in the first hour)" in lines
 
 
 def test_zero_traffic_rates_are_no_traffic_not_zero_percent() -> None:
@@ -301,7 +334,33 @@ def test_the_weekly_report_names_its_days() -> None:
     start, end = report_window(ReportPeriod.WEEKLY, END)
     report = build_report(healthy_day(start=start, end=end), ReportPeriod.WEEKLY)
 
-    assert render_email(report)[0] == "Weekly billing report 2026-11-24 to 2026-12-01: health 100/100"
+    assert render_email(report).subject == "Weekly billing report 2026-11-24 to 2026-12-01: health 100/100"
+
+
+def test_dates_and_times_are_shown_in_the_readers_time_zone() -> None:
+    new_york = ZoneInfo("America/New_York")
+    # 13:00 UTC is 08:00 in New York in December; a window ending just past midnight UTC is
+    # still the evening before there.
+    morning = render_console(build_report(healthy_day(), zone=new_york))
+    assert morning.splitlines()[1] == "2026-11-30 03:00 EST to 2026-12-01 03:00 EST"
+    late = dt.datetime(2026, 12, 2, 0, 30, tzinfo=dt.UTC)
+    evening = build_report(healthy_day(start=late - dt.timedelta(days=1), end=late), zone=new_york)
+    assert render_console(evening).startswith("Billing report 2026-12-01: health")
+
+
+def test_the_webhook_document_carries_the_sections_and_the_score() -> None:
+    report = build_report(healthy_day())
+    document = render_document(report)
+    assert document["type"] == "billing_report" and document["health_score"] == 100
+    assert (document["start"], document["end"]) == ("2026-11-30T08:00:00Z", "2026-12-01T08:00:00Z")
+    assert [section["heading"] for section in document["sections"]] == [
+        "SLOs",
+        "Business",
+        "Incidents",
+        "Reconciliation",
+        "Health score",
+    ]
+    assert report_id(report) == "billing-report-daily-20261201T0800Z"
 
 
 def test_slack_message_stays_within_block_kit_limits() -> None:
@@ -333,7 +392,8 @@ def test_email_subject_and_escaped_html() -> None:
             usage_by_feature=Known({"a&b": 3.0}),
         )
     )
-    subject, text, body = render_email(report)
+    email = render_email(report)
+    subject, text, body = email.subject, email.text, email.html
 
     assert subject == "Billing report 2026-12-01: health 98/100"
     assert text.startswith(subject)

@@ -357,10 +357,14 @@ def test_each_subscription_keeps_its_own_currency() -> None:
     assert mrr(subscription(currency="jpy", amount=3000)) == 3000
 
 
-def test_the_tier_is_the_catalogs_highest_among_the_items() -> None:
-    assert subscription_revenue(subscription(lookup_key="pro_yearly", interval="year"), CATALOG).tier == "PRO"
-    assert subscription_revenue(subscription(lookup_key=None, price_metadata={"tier": "pro"}), CATALOG).tier == "PRO"
-    assert subscription_revenue(subscription(lookup_key="legacy_plan"), CATALOG).tier == "FREE"
+def tier(sub: dict[str, Any]) -> str:
+    return subscription_revenue(sub, CATALOG).tier
+
+
+def test_the_tier_follows_the_plan_catalog() -> None:
+    assert tier(subscription(lookup_key="pro_yearly", interval="year")) == "PRO"
+    assert tier(subscription(lookup_key=None, price_metadata={"tier": "pro"})) == "PRO"
+    assert tier(subscription(lookup_key="legacy_plan")) == "FREE"
 
 
 # ----------------------------------------------------------------------------------- movements

@@ -571,8 +571,12 @@ class SlackChannel:
         self._http = http
 
     def send(self, notification: Notification) -> None:
+        self.post(slack_message(notification))
+
+    def post(self, message: Mapping[str, Any]) -> None:
+        """One incoming-webhook message (text and blocks)."""
         url = _read_secret(self.name, self._secrets, self._config.webhook_url_secret)
-        self._http.post(self.name, url, _json_body(slack_message(notification)), {})
+        self._http.post(self.name, url, _json_body(message), {})
 
 
 class PagerDutyChannel:
@@ -607,11 +611,15 @@ class WebhookChannel:
         self._clock = clock
 
     def send(self, notification: Notification) -> None:
+        self.post(webhook_payload(notification), notification_id(notification))
+
+    def post(self, document: Mapping[str, Any], document_id: str) -> None:
+        """A signed JSON document; ``document_id`` lets the receiver drop a redelivery."""
         secret = _read_secret(self.name, self._secrets, self._config.signing_secret)
-        body = _json_body(webhook_payload(notification))
+        body = _json_body(document)
         headers = {
             SIGNATURE_HEADER: signature_header(secret, body, int(self._clock())),
-            NOTIFICATION_ID_HEADER: notification_id(notification),
+            NOTIFICATION_ID_HEADER: document_id,
         }
         self._http.post(self.name, self._config.url, body, headers)
 
@@ -651,9 +659,11 @@ class EmailChannel:
         self._client: Any = None
 
     def send(self, notification: Notification) -> None:
+        self.send_message(email_message(notification))
+
+    def send_message(self, message: EmailMessage) -> None:
         if not self._sender:
             raise DeliveryFailed(self.name, "no sender address is configured for alert email", permanent=True)
-        message = email_message(notification)
         request = {
             "Source": self._sender,
             "Destination": {"ToAddresses": list(self._config.to)},

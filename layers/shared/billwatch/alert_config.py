@@ -146,10 +146,17 @@ class InhibitRuleConfig(_Strict):
     _check_target = field_validator("target_matchers")(_matchers)
 
 
+class ReportsConfig(_Strict):
+    # The billing report goes to this receiver's Slack, email, webhook and log channels.
+    receiver: str
+
+
 class RoutingConfig(_Strict):
     route: RouteConfig
     receivers: dict[str, ReceiverConfig] = Field(min_length=1)
     inhibit_rules: tuple[InhibitRuleConfig, ...] = ()
+    # Without it the report goes to the root route's receiver, the one that takes everything else.
+    reports: ReportsConfig | None = None
     repeat_interval_seconds: dict[Severity, int]
     # Alerts nobody can be asked about (business events) resolve themselves after this long.
     stale_after_seconds: int = Field(ge=300)
@@ -168,7 +175,13 @@ class RoutingConfig(_Strict):
         for where, route in _walk(self.route, "route"):
             if route.receiver is not None and route.receiver not in self.receivers:
                 raise ValueError(f"{where}.receiver: no receiver named {route.receiver!r}")
+        if self.reports is not None and self.reports.receiver not in self.receivers:
+            raise ValueError(f"reports.receiver: no receiver named {self.reports.receiver!r}")
         return self
+
+    @property
+    def report_receiver(self) -> str:
+        return self.reports.receiver if self.reports else str(self.route.receiver)
 
 
 def _walk(route: RouteConfig, where: str) -> list[tuple[str, RouteConfig]]:

@@ -21,9 +21,10 @@ from enum import StrEnum
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from billwatch.alarm_text import Severity, parse_alarm_description
-from billwatch.alert_channels import format_number, slack_escape, slack_text, truncate
+from billwatch.alert_channels import EmailMessage, format_number, slack_escape, slack_text, truncate
 from billwatch.alerts import short_alarm_name
 from billwatch.metrics import SERVICE_DIMENSION, Metric
+from billwatch.observability import logger
 
 Value = TypeVar("Value")
 
@@ -87,10 +88,10 @@ class RequestCounts:
 
 @dataclass(frozen=True)
 class Revenue:
-    """MRR in major units of one currency, now and at the window's start."""
+    """MRR in major units of one currency, at the window's end and at its start."""
 
-    now: float
-    at_start: float
+    now: Figure[float]
+    at_start: Figure[float]
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,11 @@ class ReportData:
     webhook_p95_ms: Figure[float]
     checkouts_completed: Figure[float]
     checkouts_expired: Figure[float]
-    subscriptions_created: Figure[float]
+    subscriptions_new: Figure[float]
+    subscriptions_reactivated: Figure[float]
     upgrades: Figure[float]
-    subscriptions_canceled: Figure[float]
+    subscriptions_churned: Figure[float]
+    paying_at_start: Figure[float]
     payments_succeeded: Figure[float]
     payments_failed: Figure[float]
     usage_by_feature: Figure[Mapping[str, float]]
@@ -114,7 +117,7 @@ class ReportData:
     healed_by_field: Figure[Mapping[str, float]]
     reconcile_runs: Figure[float]
     incidents: Figure[Sequence[Incident]]
-    revenue: Figure[Mapping[str, Revenue]] = Missing("no revenue figures were given")
+    revenue: Figure[Mapping[str, Revenue]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,8 +177,8 @@ class FeatureUsage:
 @dataclass(frozen=True)
 class MrrChange:
     currency: str
-    now: float
-    change: float
+    now: Figure[float]
+    change: Figure[float]
     change_share: Figure[float]  # change / MRR at the start
 
 
@@ -183,9 +186,12 @@ class MrrChange:
 class Business:
     checkouts_completed: Figure[float]
     checkout_conversion: Figure[float]
-    subscriptions_created: Figure[float]
+    subscriptions_new: Figure[float]
+    subscriptions_reactivated: Figure[float]
     upgrades: Figure[float]
-    subscriptions_canceled: Figure[float]
+    subscriptions_churned: Figure[float]
+    churn_rate: Figure[float]  # churned / paying at the window's start
+    paying_at_start: Figure[float]
     mrr: Figure[tuple[MrrChange, ...]]
     payments_failed: Figure[float]
     payment_failure_rate: Figure[float]
@@ -226,11 +232,16 @@ class BillingReport:
     incidents: Figure[tuple[Incident, ...]]
     reconciliation: Reconciliation
     health: HealthScore
+    zone: dt.tzinfo = dt.UTC  # the readers' time zone: dates and times are shown in it
 
     @property
     def day(self) -> dt.date:
         # A window that ends at midnight is the report of the day before it.
-        return (self.end - dt.timedelta(microseconds=1)).date()
+        return (self.end.astimezone(self.zone) - dt.timedelta(microseconds=1)).date()
+
+    @property
+    def first_day(self) -> dt.date:
+        return self.start.astimezone(self.zone).date()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,22 +321,26 @@ def _slos(data: ReportData) -> tuple[Slo, ...]:
     )
 
 
+def _mrr_change(currency: str, revenue: Revenue) -> MrrChange:
+    now, at_start = revenue.now, revenue.at_start
+    if isinstance(now, Missing) or isinstance(at_start, Missing):
+        unknown = now if isinstance(now, Missing) else at_start
+        return MrrChange(currency, now, unknown, unknown)
+    change = now.value - at_start.value
+    share = Known(change / at_start.value) if at_start.value else Missing("no MRR at the start")
+    return MrrChange(currency, now, Known(change), share)
+
+
 def _mrr(revenue: Figure[Mapping[str, Revenue]]) -> Figure[tuple[MrrChange, ...]]:
     if isinstance(revenue, Missing):
         return revenue
-    return Known(
-        tuple(
-            MrrChange(
-                currency,
-                figures.now,
-                figures.now - figures.at_start,
-                Known((figures.now - figures.at_start) / figures.at_start)
-                if figures.at_start
-                else Missing("no MRR at the start"),
-            )
-            for currency, figures in sorted(revenue.value.items())
-        )
-    )
+    return Known(tuple(_mrr_change(currency, figures) for currency, figures in sorted(revenue.value.items())))
+
+
+def _churn_rate(churned: Figure[float], paying_at_start: Figure[float]) -> Figure[float]:
+    if isinstance(paying_at_start, Known) and paying_at_start.value <= 0:
+        return Missing("no paying subscriptions at the start")
+    return _rate(churned, paying_at_start)
 
 
 def _top_features(usage: Figure[Mapping[str, float]]) -> Figure[tuple[FeatureUsage, ...]]:
@@ -341,9 +356,12 @@ def _business(data: ReportData) -> Business:
         checkout_conversion=_rate(
             data.checkouts_completed, _total(data.checkouts_completed, data.checkouts_expired)
         ),
-        subscriptions_created=data.subscriptions_created,
+        subscriptions_new=data.subscriptions_new,
+        subscriptions_reactivated=data.subscriptions_reactivated,
         upgrades=data.upgrades,
-        subscriptions_canceled=data.subscriptions_canceled,
+        subscriptions_churned=data.subscriptions_churned,
+        churn_rate=_churn_rate(data.subscriptions_churned, data.paying_at_start),
+        paying_at_start=data.paying_at_start,
         mrr=_mrr(data.revenue),
         payments_failed=data.payments_failed,
         payment_failure_rate=_rate(
@@ -442,7 +460,9 @@ def _reconciliation(data: ReportData) -> Reconciliation:
     )
 
 
-def build_report(data: ReportData, period: ReportPeriod = ReportPeriod.DAILY) -> BillingReport:
+def build_report(
+    data: ReportData, period: ReportPeriod = ReportPeriod.DAILY, zone: dt.tzinfo = dt.UTC
+) -> BillingReport:
     slos = _slos(data)
     business = _business(data)
     incidents = _overlapping(data.incidents, data.start)
@@ -456,6 +476,7 @@ def build_report(data: ReportData, period: ReportPeriod = ReportPeriod.DAILY) ->
         incidents=incidents,
         reconciliation=reconciliation,
         health=health_score(slos, incidents, reconciliation, business),
+        zone=zone,
     )
 
 
@@ -490,10 +511,11 @@ METRIC_QUERIES = (
     MetricQuery("webhook_p95_ms", Metric.WEBHOOK_PROCESSING_TIME, "p95"),
     MetricQuery("checkouts_completed", Metric.CHECKOUT_COMPLETED, "Sum"),
     MetricQuery("checkouts_expired", Metric.CHECKOUT_EXPIRED, "Sum"),
-    MetricQuery("subscriptions_created", Metric.SUBSCRIPTION_CREATED, "Sum"),
+    MetricQuery("subscriptions_new", Metric.SUBSCRIPTIONS_NEW, "Sum"),
+    MetricQuery("subscriptions_reactivated", Metric.SUBSCRIPTIONS_REACTIVATED, "Sum"),
     # UpgradeLatency is emitted once per applied upgrade.
     MetricQuery("upgrades", Metric.UPGRADE_LATENCY, "SampleCount"),
-    MetricQuery("subscriptions_canceled", Metric.SUBSCRIPTION_CANCELED, "Sum"),
+    MetricQuery("subscriptions_churned", Metric.SUBSCRIPTIONS_CHURNED, "Sum"),
     MetricQuery("payments_succeeded", Metric.PAYMENT_SUCCEEDED, "Sum"),
     MetricQuery("payments_failed", Metric.PAYMENT_FAILED, "Sum"),
     MetricQuery("accounts_at_limit", Metric.LIMIT_HIT, "Sum", (("Threshold", "100"),)),
@@ -507,6 +529,9 @@ LABELLED_QUERIES = (
 API_GATEWAY_NAMESPACE = "AWS/ApiGateway"
 _QUERIES_PER_CALL = 500  # GetMetricData's limit
 _PERCENTILE_PREFIX = "p"  # p95, p99.9
+# The probe reads the gauges every few minutes: hourly averages, the first and last of the window.
+_GAUGE_PERIOD_SECONDS = 3600
+_GAUGE_READING_WINDOW = dt.timedelta(hours=1)
 _FIRING = "ALARM"
 
 
@@ -542,36 +567,78 @@ class CloudWatchReportSource:
         self._http_api_id = http_api_id
         self._history_lookback = history_lookback
 
-    def read(
-        self,
-        start: dt.datetime,
-        end: dt.datetime,
-        *,
-        revenue: Mapping[str, tuple[float, float]] | None = None,
-        accounts_at_limit: int | None = None,
-    ) -> ReportData:
+    def read(self, start: dt.datetime, end: dt.datetime) -> ReportData:
         labelled = {query.key: self._label_values(query) for query in LABELLED_QUERIES}
         stats = self._metric_stats(labelled)
-        figures = _read_metric_data(self._cloudwatch, stats, start, end)
+        window = int((end - start).total_seconds())
+        figures = {
+            key: _combined(stats[key]["Stat"], [value for _, value in points])
+            for key, points in _read_metric_data(self._cloudwatch, stats, start, end, window).items()
+        }
         per_label = {
             query.key: self._per_label(figures, query.key, values)
             for query, values in zip(LABELLED_QUERIES, labelled.values(), strict=True)
         }
-        metric_figures = {query.key: figures[query.key] for query in METRIC_QUERIES}
-        if accounts_at_limit is not None:
-            metric_figures["accounts_at_limit"] = Known(float(accounts_at_limit))
-        optional: dict[str, Any] = {}
-        if revenue is not None:
-            optional["revenue"] = Known({currency: Revenue(*pair) for currency, pair in revenue.items()})
+        paying_at_start, revenue = self._gauges(start, end)
         return ReportData(
             start=start,
             end=end,
             availability=self._availability(figures),
-            **metric_figures,
+            **{query.key: figures[query.key] for query in METRIC_QUERIES},
             **per_label,
-            incidents=Known(self._incidents(start, end)),
-            **optional,
+            paying_at_start=paying_at_start,
+            revenue=revenue,
+            incidents=self._readable_incidents(start, end),
         )
+
+    def _gauges(
+        self, start: dt.datetime, end: dt.datetime
+    ) -> tuple[Figure[float], Figure[Mapping[str, Revenue]]]:
+        """Paying subscriptions at the start, and MRR per currency at the start and the end.
+
+        The probe reads both gauges together, so an hour with a PayingSubscriptions reading and no
+        reading for a currency had none of its MRR; an hour without one is not known at all.
+        """
+        currencies = self._label_values(LabelledQuery("mrr", Metric.MRR, "Currency"))
+        paying_stat = self._metric_stat(self._namespace, Metric.PAYING_SUBSCRIPTIONS.value, "Average", ())
+        stats = {"paying": paying_stat}
+        for index, currency in enumerate(currencies):
+            stats[f"mrr_{index}"] = self._metric_stat(
+                self._namespace, Metric.MRR.value, "Average", (("Currency", currency),)
+            )
+        hourly = _read_metric_data(self._cloudwatch, stats, start, end, _GAUGE_PERIOD_SECONDS)
+        paying = dict(hourly["paying"])
+        if not paying:
+            return Missing(NO_DATA), Missing(NO_DATA)
+        first, last = min(paying), max(paying)
+        read_at_start = first < start + _GAUGE_READING_WINDOW
+        read_at_end = last >= end - _GAUGE_READING_WINDOW
+
+        def reading(
+            series: Mapping[dt.datetime, float], moment: dt.datetime, read: bool, where: str
+        ) -> Figure[float]:
+            if not read:
+                return Missing(f"no gauge reading in the {where} hour")
+            return Known(series.get(moment, 0.0))
+
+        revenue = {}
+        for index, currency in enumerate(currencies):
+            series = dict(hourly[f"mrr_{index}"])
+            if series:
+                revenue[currency.lower()] = Revenue(
+                    now=reading(series, last, read_at_end, "last"),
+                    at_start=reading(series, first, read_at_start, "first"),
+                )
+        return reading(paying, first, read_at_start, "first"), Known(revenue)
+
+    def _readable_incidents(self, start: dt.datetime, end: dt.datetime) -> Figure[Sequence[Incident]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return Known(self._incidents(start, end))
+        except (BotoCoreError, ClientError) as error:
+            logger.warning("Could not read the alarm history for the billing report", exc_info=True)
+            return Missing(f"the alarm history could not be read ({type(error).__name__})")
 
     def _dimensions(self, labels: Iterable[tuple[str, str]] = ()) -> list[dict[str, str]]:
         return [
@@ -720,29 +787,36 @@ class CloudWatchReportSource:
 
 
 def _read_metric_data(
-    cloudwatch: Any, stats: Mapping[str, dict[str, Any]], start: dt.datetime, end: dt.datetime
-) -> dict[str, Figure[float]]:
-    """Every stat over the window as one period, in as few GetMetricData calls as the limit allows."""
-    period = int((end - start).total_seconds())
+    cloudwatch: Any,
+    stats: Mapping[str, dict[str, Any]],
+    start: dt.datetime,
+    end: dt.datetime,
+    period: int,
+) -> dict[str, list[tuple[dt.datetime, float]]]:
+    """(period start, value) of every stat, oldest first, in as few GetMetricData calls as allowed."""
     queries = [
         {"Id": key, "MetricStat": {**stat, "Period": period}, "ReturnData": True}
         for key, stat in stats.items()
     ]
-    values: dict[str, list[float]] = {key: [] for key in stats}
+    points: dict[str, list[tuple[dt.datetime, float]]] = {key: [] for key in stats}
     for first in range(0, len(queries), _QUERIES_PER_CALL):
         request = {
             "MetricDataQueries": queries[first : first + _QUERIES_PER_CALL],
             "StartTime": start,
             "EndTime": end,
+            "ScanBy": "TimestampAscending",
         }
         while True:
             answer = cloudwatch.get_metric_data(**request)
             for result in answer["MetricDataResults"]:
-                values[result["Id"]].extend(result["Values"])
+                points[result["Id"]].extend(
+                    (_utc(moment), value)
+                    for moment, value in zip(result["Timestamps"], result["Values"], strict=True)
+                )
             if not answer.get("NextToken"):
                 break
             request["NextToken"] = answer["NextToken"]
-    return {key: _combined(stats[key]["Stat"], values[key]) for key in stats}
+    return {key: sorted(found) for key, found in points.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -766,8 +840,9 @@ def _duration(span: dt.timedelta) -> str:
     return " ".join([*parts, f"{minutes}m"])
 
 
-def _time(moment: dt.datetime) -> str:
-    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+def _time(moment: dt.datetime, zone: dt.tzinfo) -> str:
+    local = _utc(moment).astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def _slo_value(slo: Slo) -> str:
@@ -788,9 +863,12 @@ def _money(amount: float) -> str:
 
 
 def _mrr_line(change: MrrChange) -> str:
-    sign = "+" if change.change >= 0 else "-"
+    now = change.now.reason if isinstance(change.now, Missing) else _money(change.now.value)
+    if isinstance(change.change, Missing):
+        return f"{change.currency.upper()} {now} (change: {change.change.reason})"
+    sign = "+" if change.change.value >= 0 else "-"
     share = _percent(change.change_share)
-    return f"{change.currency.upper()} {_money(change.now)} ({sign}{_money(abs(change.change))}, {share})"
+    return f"{change.currency.upper()} {now} ({sign}{_money(abs(change.change.value))}, {share})"
 
 
 def _mrr_lines(mrr: Figure[tuple[MrrChange, ...]]) -> list[str]:
@@ -812,20 +890,21 @@ def _by_field_text(figure: Figure[Mapping[str, float]]) -> str:
     return f"{total} ({', '.join(f'{name} {format_number(n)}' for name, n in sorted(figure.value.items()))})"
 
 
-def _incident_line(incident: Incident, until: dt.datetime) -> str:
+def _incident_line(incident: Incident, until: dt.datetime, zone: dt.tzinfo) -> str:
     severity = incident.severity.value if incident.severity else "unknown severity"
     at_least = "≥ " if incident.started_before_history else ""
     duration = f"{at_least}{_duration(incident.duration(until))}"
-    started = _time(incident.started_at)
+    started = _time(incident.started_at, zone)
     if incident.cleared_at is None:
         return f"{incident.alarm} ({severity}): still firing, {duration} so far since {started}"
-    return f"{incident.alarm} ({severity}): {duration}, {started} to {_time(incident.cleared_at)}"
+    return f"{incident.alarm} ({severity}): {duration}, {started} to {_time(incident.cleared_at, zone)}"
 
 
 def _incident_lines(report: BillingReport) -> list[str]:
     if isinstance(report.incidents, Missing):
         return [report.incidents.reason]
-    return [_incident_line(incident, report.end) for incident in report.incidents.value] or ["none"]
+    lines = [_incident_line(incident, report.end, report.zone) for incident in report.incidents.value]
+    return lines or ["none"]
 
 
 def _score_text(health: HealthScore) -> str:
@@ -841,7 +920,7 @@ def _part_line(part: HealthPart) -> str:
 
 def _title(report: BillingReport) -> str:
     if report.period is ReportPeriod.WEEKLY:
-        return f"Weekly billing report {report.start.date()} to {report.day}"
+        return f"Weekly billing report {report.first_day} to {report.day}"
     return f"Billing report {report.day}"
 
 
@@ -852,8 +931,11 @@ def _sections(report: BillingReport) -> list[tuple[str, list[str]]]:
     business_lines = [
         f"Checkouts completed: {_count(business.checkouts_completed)}, "
         f"conversion {_percent(business.checkout_conversion)}",
-        f"Subscriptions: {_count(business.subscriptions_created)} new, {_count(business.upgrades)} upgraded, "
-        f"{_count(business.subscriptions_canceled)} churned",
+        f"Subscriptions: {_count(business.subscriptions_new)} new, "
+        f"{_count(business.subscriptions_reactivated)} reactivated, {_count(business.upgrades)} upgraded, "
+        f"{_count(business.subscriptions_churned)} churned",
+        f"Churn rate: {_percent(business.churn_rate, 2)} "
+        f"of {_count(business.paying_at_start)} paying at the start",
         *(f"MRR: {line}" for line in _mrr_lines(business.mrr)),
         f"Payments failed: {_count(business.payments_failed)} ({_percent(business.payment_failure_rate)})",
         f"Top features: {_features_text(business.top_features)}",
@@ -877,7 +959,7 @@ def _sections(report: BillingReport) -> list[tuple[str, list[str]]]:
 
 
 def _window_text(report: BillingReport) -> str:
-    return f"{_time(report.start)} to {_time(report.end)}"
+    return f"{_time(report.start, report.zone)} to {_time(report.end, report.zone)}"
 
 
 def render_console(report: BillingReport) -> str:
@@ -915,8 +997,8 @@ def render_slack(report: BillingReport) -> dict[str, Any]:
     return {"text": slack_text(headline), "blocks": blocks}
 
 
-def render_email(report: BillingReport) -> tuple[str, str, str]:
-    """(subject, plain text, HTML) of the report email."""
+def render_email(report: BillingReport) -> EmailMessage:
+    """The report email: the console text as the plain part, and escaped HTML."""
     subject = truncate(f"{_title(report)}: health {_score_text(report.health)}", 200)
     text = render_console(report)
     sections = "".join(
@@ -929,4 +1011,26 @@ def render_email(report: BillingReport) -> tuple[str, str, str]:
         f"<html><body><h2>{html.escape(subject)}</h2><p>{html.escape(_window_text(report))}</p>"
         f"{sections}<p><small>billwatch billing report</small></p></body></html>"
     )
-    return subject, text, body
+    return EmailMessage(subject, text, body)
+
+
+REPORT_SCHEMA_VERSION = "1"
+
+
+def render_document(report: BillingReport) -> dict[str, Any]:
+    """The report as JSON for webhook receivers: the same sections, with the score as a number."""
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "type": "billing_report",
+        "period": report.period.value,
+        "title": _title(report),
+        "start": _utc(report.start).isoformat().replace("+00:00", "Z"),
+        "end": _utc(report.end).isoformat().replace("+00:00", "Z"),
+        "health_score": report.health.score.value if isinstance(report.health.score, Known) else None,
+        "sections": [{"heading": heading, "lines": lines} for heading, lines in _sections(report)],
+    }
+
+
+def report_id(report: BillingReport) -> str:
+    """The same for every delivery of one report, so a receiver can drop a redelivery."""
+    return f"billing-report-{report.period.value}-{_utc(report.end):%Y%m%dT%H%MZ}"

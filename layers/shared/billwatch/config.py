@@ -96,14 +96,18 @@ def _role_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return arns
 
 
-def _business_hours(env: Mapping[str, str]) -> BusinessHours:
-    zone_name = _optional(env, "BUSINESS_TIMEZONE") or "America/New_York"
+def _zone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:
+    zone_name = _optional(env, name) or default
     try:
-        zone = ZoneInfo(zone_name)
+        return ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(
-            f"BUSINESS_TIMEZONE must be an IANA time zone like America/New_York, got {zone_name!r}"
+            f"{name} must be an IANA time zone like America/New_York, got {zone_name!r}"
         ) from None
+
+
+def _business_hours(env: Mapping[str, str]) -> BusinessHours:
+    zone = _zone(env, "BUSINESS_TIMEZONE", "America/New_York")
     spec = _optional(env, "BUSINESS_HOURS") or "Mon-Fri 09:00-18:00"
     try:
         return parse_business_hours(spec, zone)
@@ -186,7 +190,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
 class AlertSettings:
     """What the alert dispatcher needs beyond the shared settings."""
 
-    alert_table: str
+    alert_table: str | None  # the report sender keeps no alert state
     routes_path: str | None
     routes_parameter: str | None
     secrets_id: str | None  # Secrets Manager: one JSON object of channel secrets
@@ -212,13 +216,13 @@ def _local_alert_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return secrets
 
 
-def load_alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
+def load_alert_settings(env: Mapping[str, str] | None = None, *, alert_table: bool = True) -> AlertSettings:
     env = os.environ if env is None else env
     sender = _optional(env, "ALERT_EMAIL_SENDER")
     if sender is not None and not _EMAIL_ADDRESS.match(sender):
         raise ConfigError(f"ALERT_EMAIL_SENDER must be an email address, got {sender!r}")
     settings = AlertSettings(
-        alert_table=_required(env, "ALERT_STATE_TABLE_NAME"),
+        alert_table=_required(env, "ALERT_STATE_TABLE_NAME") if alert_table else None,
         routes_path=_optional(env, "ALERT_ROUTES_PATH"),
         routes_parameter=_optional(env, "ALERT_ROUTES_PARAMETER"),
         secrets_id=_optional(env, "ALERT_SECRETS_ID"),
@@ -232,3 +236,27 @@ def load_alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
     if settings.secrets_id and settings.local_secrets:
         raise ConfigError("set at most one of ALERT_SECRETS_ID (Secrets Manager) and ALERT_SECRETS (local)")
     return settings
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the billing report needs beyond the shared settings and the alert channels."""
+
+    zone: ZoneInfo  # its readers' time zone: the schedule's, and the one dates are shown in
+    stage: str  # its alarms are named billwatch-<stage>-*
+    http_api_id: str | None  # availability from the HTTP API's own 5xx and Count when known
+
+
+_STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")  # the template's Stage pattern
+
+
+def load_report_settings(env: Mapping[str, str] | None = None) -> ReportSettings:
+    env = os.environ if env is None else env
+    stage = _required(env, "STAGE")
+    if not _STAGE.match(stage):
+        raise ConfigError(f"STAGE must be lower-case letters, digits and dashes, got {stage!r}")
+    return ReportSettings(
+        zone=_zone(env, "REPORT_TIMEZONE", "UTC"),
+        stage=stage,
+        http_api_id=_optional(env, "HTTP_API_ID"),
+    )

@@ -1,8 +1,8 @@
 """Revenue from Stripe subscriptions: each one's MRR and tier, and the movements between standings.
 
 Pure functions over subscription objects as the Stripe API returns them, in either API-version
-shape, and over what billwatch stores of them (``Standing``): no I/O, no clock (pass ``as_of`` for discounts that end). What counts and why is in
-docs/revenue-metrics.md; the short form:
+shape, and over what billwatch stores of them (``Standing``): no I/O, no clock (pass ``as_of``
+for discounts that end). What counts and why is in docs/revenue-metrics.md; the short form:
 
 * MRR counts ``active`` and ``past_due`` subscriptions whose collection is not paused.
 * Each licensed item is price x quantity normalised to a month; metered items, and tiered prices

@@ -1,0 +1,161 @@
+"""The scheduled billing report: read the window from CloudWatch, build it, send it to its receiver.
+
+The receiver is the alert routes' ``reports.receiver`` (else the root route's). Its Slack channels
+get one compact message, its email channels the text and HTML report, its webhook channels a
+signed JSON document, and log channels the console text. PagerDuty pages people: a report is not
+an incident, so PagerDuty channels are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from billwatch.alert_channels import (
+    Channel,
+    DeliveryFailed,
+    EmailChannel,
+    HttpDelivery,
+    LogChannel,
+    PagerDutyChannel,
+    SlackChannel,
+    WebhookChannel,
+    build_channel,
+)
+from billwatch.alert_dispatch import AlertSecrets, load_routing
+from billwatch.billing_report import (
+    BillingReport,
+    CloudWatchReportSource,
+    Known,
+    ReportPeriod,
+    build_report,
+    render_console,
+    render_document,
+    render_email,
+    render_slack,
+    report_id,
+    report_window,
+)
+from billwatch.config import AlertSettings, ReportSettings, Settings
+from billwatch.metrics import Metric, MetricsRecorder
+from billwatch.observability import logger
+
+
+class ReportUndelivered(Exception):
+    """No channel took the report: raised so that Lambda retries the invocation."""
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    report_id: str
+    delivered: tuple[str, ...]  # channel types, in the receiver's order
+    failed: tuple[str, ...]
+    health_score: int | None
+
+
+class ReportSender:
+    def __init__(self, channels: Sequence[Channel], metrics: MetricsRecorder) -> None:
+        self._channels = [channel for channel in channels if not isinstance(channel, PagerDutyChannel)]
+        self._metrics = metrics
+
+    def send(self, report: BillingReport) -> tuple[list[str], list[str]]:
+        """(channels that took it, channels that did not), each failure logged and counted."""
+        delivered: list[str] = []
+        failed: list[str] = []
+        for channel in self._channels:
+            try:
+                self._send_to(channel, report)
+            except DeliveryFailed as failure:
+                logger.error(
+                    "Could not deliver the billing report",
+                    extra={"channel": channel.name, "detail": failure.detail, "report_id": report_id(report)},
+                )
+                self._metrics.add(Metric.ALERT_DELIVERY_FAILED, Channel=channel.name)
+                failed.append(channel.name)
+                continue
+            self._metrics.add(Metric.ALERT_DELIVERED, Channel=channel.name)
+            delivered.append(channel.name)
+        return delivered, failed
+
+    @staticmethod
+    def _send_to(channel: Channel, report: BillingReport) -> None:
+        if isinstance(channel, SlackChannel):
+            channel.post(render_slack(report))
+        elif isinstance(channel, EmailChannel):
+            channel.send_message(render_email(report))
+        elif isinstance(channel, WebhookChannel):
+            channel.post(render_document(report), report_id(report))
+        elif isinstance(channel, LogChannel):
+            logger.info(
+                "Billing report", extra={"report_id": report_id(report), "report": render_console(report)}
+            )
+        else:
+            raise TypeError(f"no report rendering for a {type(channel).__name__}")
+
+
+class BillingReportJob:
+    def __init__(
+        self,
+        source: CloudWatchReportSource,
+        sender: ReportSender,
+        metrics: MetricsRecorder,
+        zone: dt.tzinfo,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._source = source
+        self._sender = sender
+        self._metrics = metrics
+        self._zone = zone
+        self._clock = clock
+
+    def run(self, period: ReportPeriod, end: dt.datetime | None = None) -> ReportOutcome:
+        """The report of the window that ends at ``end`` (default: now), to a minute."""
+        until = (end or self._clock()).astimezone(dt.UTC).replace(second=0, microsecond=0)
+        start, until = report_window(period, until)
+        report = build_report(self._source.read(start, until), period, self._zone)
+        try:
+            delivered, failed = self._sender.send(report)
+        finally:
+            self._metrics.flush()
+        outcome = ReportOutcome(
+            report_id(report),
+            tuple(delivered),
+            tuple(failed),
+            report.health.score.value if isinstance(report.health.score, Known) else None,
+        )
+        if not delivered:
+            raise ReportUndelivered(f"no channel took the billing report {outcome.report_id}")
+        logger.info("Billing report sent", extra={"outcome": dataclasses.asdict(outcome)})
+        return outcome
+
+
+def build_billing_report_job(
+    settings: Settings,
+    alert_settings: AlertSettings,
+    report_settings: ReportSettings,
+    cloudwatch_client: Any = None,
+    deadline: Callable[[], float] | None = None,
+) -> BillingReportJob:
+    routing = load_routing(alert_settings)
+    secrets = AlertSecrets(alert_settings)
+    http = HttpDelivery(deadline=deadline)
+    channels = [
+        build_channel(channel, secrets, email_sender=alert_settings.email_sender, http=http)
+        for channel in routing.receivers[routing.report_receiver].channels
+    ]
+    if cloudwatch_client is None:
+        import boto3
+
+        cloudwatch_client = boto3.client("cloudwatch")
+    source = CloudWatchReportSource(
+        cloudwatch_client,
+        settings.metrics_namespace,
+        settings.service_name,
+        stage=report_settings.stage,
+        http_api_id=report_settings.http_api_id,
+    )
+    metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
+    return BillingReportJob(source, ReportSender(channels, metrics), metrics, report_settings.zone)
