@@ -163,6 +163,8 @@ def test_churn_counts_only_against_subscriptions_paying_at_the_start() -> None:
     lines = render_console(build_report(healthy_day())).splitlines()
     assert "  Subscriptions: 12 new, 1 reactivated, 4 upgraded, 2 churned" in lines
     assert "  Churn rate: 0.50 % of 400 paying at the start" in lines
+    unknown = render_console(build_report(healthy_day(paying_at_start=Missing(NO_DATA))))
+    assert "  Churn rate: no data" in unknown.splitlines()
 
 
 def test_mrr_without_a_reading_at_the_start_has_no_change() -> None:

@@ -883,6 +883,12 @@ def _features_text(top: Figure[tuple[FeatureUsage, ...]]) -> str:
     return ", ".join(f"{usage.feature} {format_number(usage.units)}" for usage in top.value)
 
 
+def _churn_text(business: Business) -> str:
+    if isinstance(business.paying_at_start, Missing):
+        return business.paying_at_start.reason
+    return f"{_percent(business.churn_rate, 2)} of {_count(business.paying_at_start)} paying at the start"
+
+
 def _by_field_text(figure: Figure[Mapping[str, float]]) -> str:
     if isinstance(figure, Missing):
         return figure.reason
@@ -934,8 +940,7 @@ def _sections(report: BillingReport) -> list[tuple[str, list[str]]]:
         f"Subscriptions: {_count(business.subscriptions_new)} new, "
         f"{_count(business.subscriptions_reactivated)} reactivated, {_count(business.upgrades)} upgraded, "
         f"{_count(business.subscriptions_churned)} churned",
-        f"Churn rate: {_percent(business.churn_rate, 2)} "
-        f"of {_count(business.paying_at_start)} paying at the start",
+        f"Churn rate: {_churn_text(business)}",
         *(f"MRR: {line}" for line in _mrr_lines(business.mrr)),
         f"Payments failed: {_count(business.payments_failed)} ({_percent(business.payment_failure_rate)})",
         f"Top features: {_features_text(business.top_features)}",
