@@ -1081,12 +1081,21 @@ class _RuleParser:
 # ---------------------------------------------------------------------------------- timeline
 
 
-class AlarmTimeline:
-    """Steps evaluation through time like CloudWatch does (every `step` seconds, default 60),
-    carrying each alarm's state forward, composite alarms included.
+@dataclass(frozen=True)
+class StateChange:
+    alarm: str
+    old_state: str
+    new_state: str
+    reason: str
+    at: float
 
-    At each step every metric alarm is evaluated with its current state as ``previous_state``,
-    then every composite alarm, children before parents, sees the states of that same step.
+
+class AlarmStates:
+    """Every alarm's state, moved on one CloudWatch evaluation at a time, composite alarms included.
+
+    Each :meth:`evaluate` judges every metric alarm with its current state as ``previous_state``,
+    then every composite alarm, children before parents, on the states of that same moment. Every
+    alarm starts in INSUFFICIENT_DATA.
     """
 
     def __init__(
@@ -1096,19 +1105,49 @@ class AlarmTimeline:
             raise ValueError(f"alarm names used by both a metric and a composite alarm: {sorted(clash)}")
         self._alarms = dict(alarms)
         self._store = store
-        self._names = {*alarms, *composites}
+        names = {*alarms, *composites}
         self._rules: dict[str, Rule] = {}
         children: dict[str, set[str]] = {}
         for name, alarm_rule in composites.items():
             self._rules[name], references = _parse_rule(alarm_rule)
             children[name] = set()
             for reference in references:
-                child = _alarm_named(reference, self._names)
+                child = _alarm_named(reference, names)
                 if child is None:
                     raise ValueError(f"composite alarm {name!r} refers to unknown alarm {reference!r}")
                 if child in composites:
                     children[name].add(child)
         self._composite_order = _children_first(children)
+        self.states = dict.fromkeys(sorted(names), INSUFFICIENT_DATA)
+
+    def evaluate(self, now: float) -> list[StateChange]:
+        """One evaluation round at ``now``: the alarms whose state changed, metric alarms first."""
+        changes = []
+
+        def record(name: str, state: str, reason: str) -> None:
+            if state != self.states[name]:
+                changes.append(StateChange(name, self.states[name], state, reason, now))
+                self.states[name] = state
+
+        for name, properties in self._alarms.items():
+            evaluation = evaluate_alarm(properties, self._store, now, self.states[name])
+            record(name, evaluation.state, evaluation.reason)
+        for name in self._composite_order:
+            state = ALARM if self._rules[name](self.states) else OK
+            record(name, state, f"the alarm rule evaluated to {'TRUE' if state == ALARM else 'FALSE'}")
+        return changes
+
+
+class AlarmTimeline:
+    """Steps evaluation through time like CloudWatch does (every `step` seconds, default 60),
+    carrying each alarm's state forward (see :class:`AlarmStates`)."""
+
+    def __init__(
+        self, alarms: Mapping[str, Mapping[str, Any]], composites: Mapping[str, str], store: MetricStore
+    ) -> None:
+        self._definitions = (dict(alarms), dict(composites), store)
+        self._names = {*alarms, *composites}
+        AlarmStates(*self._definitions)  # refuses bad definitions now, not at the first run
         self._transitions: dict[str, list[tuple[float, str]]] = {}
 
     def run(self, start: float, end: float, step: float = 60) -> dict[str, list[tuple[float, str]]]:
@@ -1116,21 +1155,12 @@ class AlarmTimeline:
         (not listed as a transition). Evaluates at start, start + step, ... up to end inclusive."""
         if step <= 0 or end < start:
             raise ValueError("run needs step > 0 and end >= start")
-        states = dict.fromkeys(self._names, INSUFFICIENT_DATA)
+        states = AlarmStates(*self._definitions)
         transitions: dict[str, list[tuple[float, str]]] = {name: [] for name in self._names}
-
-        def record(name: str, state: str, now: float) -> None:
-            if state != states[name]:
-                states[name] = state
-                transitions[name].append((now, state))
-
         # A small epsilon keeps end itself when (end - start) / step lands just below a whole number.
         for index in range(math.floor((end - start) / step + 1e-9) + 1):
-            now = start + index * step
-            for name, properties in self._alarms.items():
-                record(name, evaluate_alarm(properties, self._store, now, states[name]).state, now)
-            for name in self._composite_order:
-                record(name, ALARM if self._rules[name](states) else OK, now)
+            for change in states.evaluate(start + index * step):
+                transitions[change.alarm].append((change.at, change.new_state))
         self._transitions = transitions
         return {name: list(changes) for name, changes in transitions.items()}
 

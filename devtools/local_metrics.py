@@ -1,13 +1,16 @@
-"""The local stack's stand-in for CloudWatch's EMF ingestion: printed metrics land in moto.
+"""The local stack's stand-in for CloudWatch's metric ingestion: printed metrics land in moto.
 
 In Lambda, CloudWatch reads the EMF documents a function prints to stdout and stores their
-metrics. Locally the handlers print the same lines, so :func:`install_emf_sink` wraps
-``sys.stdout``: every line still goes to the real stdout, untouched, and each EMF document among
-them (a JSON object with ``_aws.CloudWatchMetrics``) also becomes PutMetricData calls on the client
-given, usually moto's CloudWatch: one datum per metric per dimension set, at the document's
-``Timestamp``, with the metric's unit.
+metrics. Locally the handlers print the same lines, so :func:`install_stdout_tap` wraps
+``sys.stdout``: every line still goes to the real stdout, untouched, and is also handed to a
+callback. :class:`LocalMetrics` is that callback for EMF: each document becomes PutMetricData calls
+on moto's CloudWatch (one datum per metric per dimension set, with the metric's unit) and points in
+the alarm evaluator's :class:`~devtools.alarm_evaluator.MetricStore`, at the document's
+``Timestamp`` as the local clock reads it. The metrics AWS itself publishes (``AWS/Lambda``,
+``AWS/ApiGateway``) are put the same way by the local stack, with :meth:`LocalMetrics.put`.
 
-    undo = install_emf_sink(cloudwatch_client)
+    metrics = LocalMetrics(cloudwatch_client, store, clock)
+    undo = install_stdout_tap(metrics.on_line)
     ...
     undo()
 
@@ -23,11 +26,14 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-__all__ = ["install_emf_sink"]
+from devtools.alarm_evaluator import MetricKey, MetricStore
+
+__all__ = ["LocalMetrics", "install_stdout_tap"]
 
 log = logging.getLogger("devtools.local_metrics")
 
@@ -35,15 +41,22 @@ log = logging.getLogger("devtools.local_metrics")
 _EMF_KEY = '"_aws"'
 
 
-def _metric_data(document: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+class Clock(Protocol):
+    def virtual(self, real_epoch: float) -> float: ...
+
+
+class _RealTime:
+    def virtual(self, real_epoch: float) -> float:
+        return real_epoch
+
+
+def _metric_data(document: Mapping[str, Any], timestamp: datetime) -> dict[str, list[dict[str, Any]]]:
     """Namespace -> PutMetricData ``MetricData`` for one EMF document.
 
     Raises KeyError, TypeError or ValueError for a document that is not EMF as CloudWatch reads it.
     """
-    directives = document["_aws"]
-    timestamp = datetime.fromtimestamp(directives["Timestamp"] / 1000, tz=UTC)
     by_namespace: dict[str, list[dict[str, Any]]] = {}
-    for directive in directives["CloudWatchMetrics"]:
+    for directive in document["_aws"]["CloudWatchMetrics"]:
         data = by_namespace.setdefault(directive["Namespace"], [])
         for metric in directive["Metrics"]:
             value = document[metric["Name"]]
@@ -61,44 +74,19 @@ def _metric_data(document: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]
     return by_namespace
 
 
-class _EmfStdout:
-    """Writes through to ``stream`` and forwards the EMF lines among what is written."""
+class LocalMetrics:
+    """Puts metrics into moto's CloudWatch and the alarm evaluator's store, on the local clock."""
 
-    def __init__(self, stream: TextIO, cloudwatch_client: Any) -> None:
-        self._stream = stream
+    def __init__(
+        self, cloudwatch_client: Any, store: MetricStore | None = None, clock: Clock | None = None
+    ) -> None:
         self._cloudwatch = cloudwatch_client
-        self._forwarding = True
-        # print() writes the text and its newline separately, so the lines of handlers printing at
-        # once on several threads would interleave in a shared buffer.
-        self._pending = threading.local()
+        self.store = store or MetricStore()
+        self._clock = clock or _RealTime()
+        # Held while the store changes: the alarm evaluation thread reads it under the same lock.
+        self.lock = threading.Lock()
 
-    def write(self, text: str) -> int:
-        written = self._stream.write(text)
-        if self._forwarding:
-            for line in self._complete_lines(text):
-                self._forward(line)
-        return written
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def stop_forwarding(self) -> None:
-        # Whatever kept a reference to this wrapper (a log handler, say) keeps a plain stdout.
-        self._forwarding = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def _complete_lines(self, text: str) -> list[str]:
-        *lines, rest = (getattr(self._pending, "text", "") + text).split("\n")
-        self._pending.text = rest
-        return lines
-
-    def _forward(self, line: str) -> None:
+    def on_line(self, line: str) -> None:
         if _EMF_KEY not in line:
             return
         try:
@@ -108,24 +96,82 @@ class _EmfStdout:
         if not isinstance(document, dict) or not isinstance(document.get("_aws"), dict):
             return
         try:
-            for namespace, data in _metric_data(document).items():
+            moment = self._clock.virtual(document["_aws"]["Timestamp"] / 1000)
+            for namespace, data in _metric_data(document, datetime.fromtimestamp(moment, UTC)).items():
                 self._cloudwatch.put_metric_data(Namespace=namespace, MetricData=data)
+            with self.lock:
+                self.store.put_emf(document, timestamp=moment)
         except Exception as exc:
             log.warning("an EMF document was not forwarded to CloudWatch: %s: %s", type(exc).__name__, exc)
 
+    def put(self, namespace: str, name: str, dimensions: Mapping[str, str], value: float, unit: str) -> None:
+        """One datapoint of a metric AWS publishes itself, at this moment."""
+        moment = self._clock.virtual(time.time())
+        datum = {
+            "MetricName": name,
+            "Dimensions": [{"Name": key, "Value": text} for key, text in dimensions.items()],
+            "Timestamp": datetime.fromtimestamp(moment, UTC),
+            "Value": float(value),
+            "Unit": unit,
+        }
+        try:
+            self._cloudwatch.put_metric_data(Namespace=namespace, MetricData=[datum])
+            with self.lock:
+                self.store.put(MetricKey.of(namespace, name, **dimensions), moment, float(value))
+        except Exception as exc:
+            log.warning("%s %s was not put into CloudWatch: %s: %s", namespace, name, type(exc).__name__, exc)
 
-def install_emf_sink(cloudwatch_client: Any) -> Callable[[], None]:
-    """Forward the EMF documents printed to ``sys.stdout`` to ``cloudwatch_client``; returns the undo.
 
-    The undo stops the forwarding and puts the previous ``sys.stdout`` back, unless something has
+class _TappedStdout:
+    """Writes through to ``stream`` and hands each complete line written to ``on_line``."""
+
+    def __init__(self, stream: TextIO, on_line: Callable[[str], None]) -> None:
+        self._stream = stream
+        self._on_line = on_line
+        self._tapping = True
+        # print() writes the text and its newline separately, so the lines of handlers printing at
+        # once on several threads would interleave in a shared buffer.
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        if self._tapping:
+            for line in self._complete_lines(text):
+                self._on_line(line)
+        return written
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def stop_tapping(self) -> None:
+        # Whatever kept a reference to this wrapper (a log handler, say) keeps a plain stdout.
+        self._tapping = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _complete_lines(self, text: str) -> list[str]:
+        *lines, rest = (getattr(self._pending, "text", "") + text).split("\n")
+        self._pending.text = rest
+        return lines
+
+
+def install_stdout_tap(on_line: Callable[[str], None]) -> Callable[[], None]:
+    """Hand every line printed to ``sys.stdout`` to ``on_line`` too; returns the undo.
+
+    The undo stops the tapping and puts the previous ``sys.stdout`` back, unless something has
     replaced the wrapper since (then that replacement stays).
     """
     original = sys.stdout
-    wrapper = _EmfStdout(original, cloudwatch_client)
+    wrapper = _TappedStdout(original, on_line)
     sys.stdout = wrapper
 
     def undo() -> None:
-        wrapper.stop_forwarding()
+        wrapper.stop_tapping()
         if sys.stdout is wrapper:
             sys.stdout = original
 

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
+import concurrent.futures
 import contextlib
 import errno
 import importlib.util
@@ -52,8 +54,10 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -66,19 +70,26 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
 
-from devtools.local_metrics import install_emf_sink
+from devtools.local_alarms import AlarmEvent, AlarmWatcher
+from devtools.local_metrics import LocalMetrics, install_stdout_tap
+from devtools.local_schedules import FiredSchedule, LocalClock, Scheduler
+from devtools.local_sns import Delivery, TopicDeliveries
 from devtools.signing import LOCAL_DEV_SECRET
 from devtools.template import (
     FUNCTION_TYPE,
     LAYER_TYPE,
     REPO_ROOT,
+    ScheduleEvent,
     create_tables,
+    deployed_resources,
     function_environment,
+    function_names,
     function_properties,
     http_routes,
     load_template,
     parameter_values,
     resources_of_type,
+    schedules,
 )
 
 __all__ = [
@@ -107,6 +118,20 @@ DEFAULT_STAGE = "local"
 # Routes the local stack serves itself, ahead of the template's: API Gateway has nothing like them.
 LOCAL_PREFIX = "/_local/"
 REPORT_PATH = "/_local/report"
+# How fast the local clock runs (schedules, alarm evaluation, metric timestamps): 60 = an hour a minute.
+SPEED_ENV = "BILLWATCH_CLOCK_SPEED"
+# A fixed moto port and table names, for `sam local` (env.json) to reach the same tables.
+MOTO_PORT_ENV = "MOTO_PORT"
+TABLE_PREFIX_ENV = "BILLWATCH_TABLE_PREFIX"
+# Alert channels beyond the console: the real Slack webhook or PagerDuty service, when given.
+SLACK_ENV = "SLACK_WEBHOOK_URL"
+PAGERDUTY_ENV = "PAGERDUTY_ROUTING_KEY"
+LOCAL_ALERT_ROUTES = REPO_ROOT / "devtools" / "alert_routes.local.json"
+QUEUE_TYPE = "AWS::SQS::Queue"
+# Lambda's Invoke API, served by the local stack itself (AWS_ENDPOINT_URL_LAMBDA points here).
+_LAMBDA_INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+# What the status page shows of the recent past.
+HISTORY_LENGTH = 500
 # CloudFormation generates real table names; locally they are "<prefix><token>-<logical id>". The
 # per-stack token keeps a restarted stack in the same process off names a previous one bound.
 TABLE_PREFIX = "billwatch-local-"
@@ -406,6 +431,42 @@ def http_api_event(
     return event
 
 
+def _event_summary(body: bytes) -> dict[str, Any]:
+    """The Stripe event id and type of a webhook body, when it has them (it may be anything)."""
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(event, dict):
+        return {}
+    return {key: event[key] for key in ("id", "type") if isinstance(event.get(key), str)}
+
+
+def _answer_summary(answer: bytes) -> dict[str, Any]:
+    """The outcome a handler answered with (applied, duplicate, stale, ...) or the problem it named."""
+    try:
+        body = json.loads(answer)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    found = {key: body[key] for key in ("outcome", "error", "message") if isinstance(body.get(key), str)}
+    return found
+
+
+def _number_from_env(name: str, kind: type, default: float) -> Any:
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise LocalStackError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0 or (kind is float and value == 0):
+        raise LocalStackError(f"{name} must be above 0, got {raw!r}")
+    return value
+
+
 def _lambda_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     """What API Gateway makes of a payload-2.0 Lambda result: (status, headers, body)."""
     if not (isinstance(result, dict) and "statusCode" in result):
@@ -518,6 +579,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
         if path.startswith(LOCAL_PREFIX):
             return self._serve_local(path, request_id, started)
+        if (invoked := _LAMBDA_INVOKE.match(path)) and self.command == "POST":
+            return self._serve_lambda_invoke(urllib.parse.unquote(invoked["name"]), body, request_id, started)
         found = self.server.stack.resolve(self.command, path)
         if found is None:
             self._send_json(404, {"message": "Not Found"}, request_id)
@@ -550,10 +613,38 @@ class _RequestHandler(BaseHTTPRequestHandler):
             status, headers, raw = _lambda_response(result)
         except Exception:
             log.exception("%s failed on %s %s", route.function, self.command, path)
-            self._send_json(500, {"message": "Internal Server Error"}, request_id)
-            return self._access_log(500, started, route.function)
+            status, headers, raw = 500, list(_JSON.items()), b'{"message": "Internal Server Error"}'
         self._send(status, headers, raw, request_id)
+        self.server.stack.record_request(route, status, (time.monotonic() - started) * 1000, body, raw)
         self._access_log(status, started, route.function)
+
+    def _serve_lambda_invoke(self, name: str, payload: bytes, request_id: str, started: float) -> None:
+        """Lambda's Invoke API, for the functions that invoke themselves (job hand-overs)."""
+        stack = self.server.stack
+        function = stack.function_named(name)
+        if function is None:
+            headers = [*_JSON.items(), ("x-amzn-ErrorType", "ResourceNotFoundException")]
+            body = json.dumps({"Type": "User", "message": f"Function not found: {name}"}).encode()
+            self._send(404, headers, body, request_id)
+            return self._access_log(404, started, "lambda invoke")
+        try:
+            event = json.loads(payload or b"{}")
+        except ValueError:
+            headers = [*_JSON.items(), ("x-amzn-ErrorType", "InvalidRequestContentException")]
+            self._send(400, headers, b'{"message": "Could not parse request body into json"}', request_id)
+            return self._access_log(400, started, "lambda invoke")
+        if (self.headers.get("X-Amz-Invocation-Type") or "RequestResponse") == "Event":
+            stack.invoke_async(function, event)
+            self._send(202, [], b"", request_id)
+            return self._access_log(202, started, function)
+        headers = list(_JSON.items())
+        try:
+            answer = json.dumps(stack.invoke(function, event)).encode()
+        except Exception as exc:
+            headers.append(("X-Amz-Function-Error", "Unhandled"))
+            answer = json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+        self._send(200, headers, answer, request_id)
+        self._access_log(200, started, function)
 
     def _serve_local(self, path: str, request_id: str, started: float) -> None:
         if (self.command, path) != ("GET", REPORT_PATH):
@@ -669,12 +760,19 @@ class LocalStack:
         env: Mapping[str, str | None] | None = None,
         table_prefix: str | None = None,
         caller_arn: str | None = None,
+        speed: float | None = None,
+        moto_port: int | None = None,
+        autorun: bool = True,
     ) -> None:
         """``webhook_secret`` defaults to ``$STRIPE_WEBHOOK_SECRET``, else the local dev secret.
         ``env`` holds extra overrides for the functions' environment (``None`` removes a variable).
         ``table_prefix`` defaults to ``billwatch-local-<random>-``.
         ``caller_arn`` (the IAM caller of IAM-authorized routes) defaults to ``$LOCAL_CALLER_ARN``,
         else :data:`DEFAULT_CALLER_ARN`.
+        ``speed`` (the local clock's, default ``$BILLWATCH_CLOCK_SPEED`` or 1) and ``moto_port``
+        (default ``$MOTO_PORT`` or an ephemeral one) as their variables say.
+        With ``autorun`` false the schedules and the alarm evaluation do not run on their own: a
+        test drives them with ``scheduler.fire_due()`` and ``alarms.evaluate()``.
         """
         path = Path(template_path)
         if not path.is_absolute() and not path.exists():
@@ -683,7 +781,9 @@ class LocalStack:
         self.template = load_template(self.template_path)
         self._extra_env = dict(env or {})
         if table_prefix is None:
-            table_prefix = f"{TABLE_PREFIX}{secrets.token_hex(3)}-"
+            table_prefix = (
+                os.environ.get(TABLE_PREFIX_ENV) or ""
+            ).strip() or f"{TABLE_PREFIX}{secrets.token_hex(3)}-"
         self._table_prefix = table_prefix
         self.routes: list[tuple[str, str, str]] = http_routes(self.template)
         self.iam_routes: set[tuple[str, str, str]] = iam_routes(self.template)
@@ -723,6 +823,27 @@ class LocalStack:
             self.secret_source = f"the built-in local dev secret {LOCAL_DEV_SECRET}"
 
         self.stage = parameter_values(self.template).get("Stage", DEFAULT_STAGE)
+        self.clock = LocalClock(_number_from_env(SPEED_ENV, float, 1.0) if speed is None else speed)
+        self._moto_port = _number_from_env(MOTO_PORT_ENV, int, 0) if moto_port is None else moto_port
+        deployed = deployed_resources(self.template)
+        self.schedules: list[ScheduleEvent] = [s for s in schedules(self.template) if s.function in deployed]
+        self.undeployed = sorted(set(resources_of_type(self.template, FUNCTION_TYPE)) - deployed)
+        self.api_id = next(iter(resources_of_type(self.template, HTTP_API_TYPE)), "HttpApi")
+        self.queue_urls: dict[str, str] = {}
+        self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_LENGTH)
+        self.fired: collections.deque[FiredSchedule] = collections.deque(maxlen=HISTORY_LENGTH)
+        self.alarm_events: collections.deque[AlarmEvent] = collections.deque(maxlen=HISTORY_LENGTH)
+        self.deliveries: collections.deque[Delivery] = collections.deque(maxlen=HISTORY_LENGTH)
+        self.alerts_sent: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_LENGTH)
+        self.metrics: LocalMetrics | None = None
+        self.topics: TopicDeliveries | None = None
+        self.alarms: AlarmWatcher | None = None
+        self.scheduler: Scheduler | None = None
+        self._routes_dir: str | None = None
+        self._alert_env: dict[str, str] = {}
+        self._autorun = autorun
+        self._async: concurrent.futures.ThreadPoolExecutor | None = None
+        self._function_names = function_names(self.template)
         self.url = ""
         self.moto_endpoint = ""
         self.table_names: dict[str, str] = {}
@@ -770,12 +891,36 @@ class LocalStack:
             self._http = _HttpServer((HOST, port), self)
             self._start_moto()
             self._create_tables()
+            self._create_queues()
             self._start_cloudwatch()
-            for function in dict.fromkeys(route[2] for route in self.routes):
+            self.topics = TopicDeliveries(
+                self.template, self._client("sns"), self._client("sqs"), self.invoke, self.deliveries.append
+            )
+            self._local_alert_channels()
+            self._async = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="local-stack-async"
+            )
+            for function in resources_of_type(self.template, FUNCTION_TYPE):
                 self.functions[function] = self._load_function(function)
             # After the handlers' imports: a log handler made at import keeps the sys.stdout it saw,
             # and that must not be a wrapper that stop() takes away.
-            self._patches.callback(install_emf_sink(self._cloudwatch))
+            assert self.metrics is not None
+            self._patches.callback(install_stdout_tap(self.metrics.on_line))
+            self._observe_alerts()
+            self.alarms = AlarmWatcher(
+                self.template,
+                self.metrics,
+                self.clock,
+                self._cloudwatch,
+                self.topics.publish,
+                self.alarm_events.append,
+            )
+            self.alarms.create_stand_ins()
+            self.scheduler = Scheduler(self.schedules, self.invoke, self.clock, self.fired.append)
+            self.topics.start()
+            if self._autorun:
+                self.alarms.start()
+                self.scheduler.start()
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever, name="local-stack-http", daemon=True
             )
@@ -788,6 +933,14 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop both servers and undo every change start() made to the process. Idempotent."""
+        # The parts that invoke functions first, while moto still answers them.
+        for part in (self.scheduler, self.alarms, self.topics):
+            if part is not None:
+                part.stop()
+        self.scheduler = self.alarms = self.topics = None
+        if self._async is not None:
+            self._async.shutdown(wait=True, cancel_futures=True)
+            self._async = None
         if self._http is not None:
             if self._http_thread is not None:
                 self._http.shutdown()
@@ -796,6 +949,10 @@ class LocalStack:
         self._http, self._http_thread = None, None
         self._patches.close()
         self._cloudwatch = None
+        self.metrics = None
+        if self._routes_dir is not None:
+            shutil.rmtree(self._routes_dir, ignore_errors=True)
+            self._routes_dir = None
         if self._moto is not None:
             with contextlib.suppress(Exception):
                 self._moto.stop()
@@ -830,7 +987,7 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        self._moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+        self._moto = ThreadedMotoServer(ip_address=HOST, port=self._moto_port, verbose=False)
         self._moto.start()
         host, moto_port = self._moto.get_host_and_port()
         self.moto_endpoint = f"http://{host}:{moto_port}"
@@ -844,6 +1001,8 @@ class LocalStack:
                 **cleared,
                 **dict.fromkeys(_CLEARED_ENV),
                 "AWS_ENDPOINT_URL": self.moto_endpoint,
+                # Lambda's Invoke API is the local stack's own: moto's would look for a container.
+                "AWS_ENDPOINT_URL_LAMBDA": f"http://{HOST}:{self._http.server_address[1]}",
                 "AWS_ACCESS_KEY_ID": FAKE_CREDENTIAL,
                 "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIAL,
                 "AWS_SESSION_TOKEN": FAKE_CREDENTIAL,
@@ -869,13 +1028,71 @@ class LocalStack:
     def _create_tables(self) -> None:
         self.table_names = create_tables(self._client("dynamodb"), self.template, prefix=self._table_prefix)
 
+    def _create_queues(self) -> None:
+        sqs = self._client("sqs")
+        for logical_id in resources_of_type(self.template, QUEUE_TYPE):
+            self.queue_urls[logical_id] = sqs.create_queue(QueueName=f"{self._table_prefix}{logical_id}")[
+                "QueueUrl"
+            ]
+
     def _start_cloudwatch(self) -> None:
-        """moto's CloudWatch with what the billing report needs of it: percentiles, alarm history."""
-        from devtools.moto_cloudwatch import answer_alarm_history, install_percentiles
+        """moto's CloudWatch on the local clock, with what the billing report needs of it too:
+        percentiles and the alarm history."""
+        from moto.cloudwatch import models as moto_cloudwatch
+
+        from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
 
         self._patches.callback(install_percentiles())
+        self._patches.callback(install_alarm_history())
+        real_utcnow = moto_cloudwatch.utcnow
+        # Alarm states change on the local clock, and moto stamps them with its own "now".
+        moto_cloudwatch.utcnow = lambda: datetime.fromtimestamp(self.clock.now(), UTC).replace(tzinfo=None)
+        self._patches.callback(setattr, moto_cloudwatch, "utcnow", real_utcnow)
         self._cloudwatch = self._client("cloudwatch")
-        answer_alarm_history(self._cloudwatch, REGION)
+        self.metrics = LocalMetrics(self._cloudwatch, clock=self.clock)
+
+    def _local_alert_channels(self) -> None:
+        """The console for every alert receiver, plus Slack and PagerDuty when their settings are given."""
+        slack = (os.environ.get(SLACK_ENV) or "").strip()
+        pagerduty = (os.environ.get(PAGERDUTY_ENV) or "").strip()
+        routes = json.loads(LOCAL_ALERT_ROUTES.read_text(encoding="utf-8"))
+        secrets_for_channels = {}
+        for name, receiver in routes["receivers"].items():
+            if slack:
+                receiver["channels"].append({"type": "slack", "webhook_url_secret": "slack_webhook_url"})
+                secrets_for_channels["slack_webhook_url"] = slack
+            if pagerduty and name == "oncall-critical":
+                receiver["channels"].append(
+                    {"type": "pagerduty", "routing_key_secret": "pagerduty_routing_key"}
+                )
+                secrets_for_channels["pagerduty_routing_key"] = pagerduty
+        self._routes_dir = tempfile.mkdtemp(prefix="billwatch-local-routes-")
+        path = Path(self._routes_dir) / "alert_routes.json"
+        path.write_text(json.dumps(routes), encoding="utf-8")
+        self._alert_env = {"ALERT_ROUTES_PATH": str(path), "ALERT_SECRETS": json.dumps(secrets_for_channels)}
+
+    def _observe_alerts(self) -> None:
+        """The console channel's notices, as the status page's "alerts sent", from the handlers' log."""
+        stack = self
+
+        class Notices(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.getMessage() == "Alert notification":
+                    alert = getattr(record, "alert", {})
+                    stack.alerts_sent.append(
+                        {
+                            "at": stack.clock.now(),
+                            "receiver": getattr(record, "receiver", None),
+                            "kind": getattr(record, "kind", None),
+                            "alert": alert,
+                        }
+                    )
+
+        handler = Notices()
+        # Powertools' Logger is the standard logger of the service's name.
+        service_logger = logging.getLogger("billwatch")
+        service_logger.addHandler(handler)
+        self._patches.callback(service_logger.removeHandler, handler)
 
     def function_env(self, logical_id: str) -> dict[str, str | None]:
         """The environment a function runs with locally (``None`` = not set).
@@ -884,7 +1101,8 @@ class LocalStack:
         names; anything unresolvable is left unset), then the local overrides (including
         ``ADMIN_ROLE_ARNS``: yours when set, else the role of the default local caller).
         """
-        env = function_environment(self.template, logical_id, resource_refs=self.table_names)
+        refs = {**self.table_names, **self.queue_urls, **(self.topics.topic_arns if self.topics else {})}
+        env = function_environment(self.template, logical_id, resource_refs=refs)
         env.update(
             {
                 variable: self.table_names[logical_table]
@@ -892,6 +1110,7 @@ class LocalStack:
                 if logical_table in self.table_names
             }
         )
+        env.update(self._alert_env)
         env.update(
             {
                 "POWERTOOLS_SERVICE_NAME": "billwatch",
@@ -963,9 +1182,60 @@ class LocalStack:
                 return route, params
         return None
 
-    def invoke(self, function: str, event: dict[str, Any]) -> Any:
-        """Invoke a function's handler as Lambda would (a fresh context, one at a time)."""
-        return self.functions[function].invoke(event)
+    def invoke(self, function: str, event: Any) -> Any:
+        """Invoke a function's handler as Lambda would (a fresh context, one at a time), and count
+        the invocation in AWS/Lambda as Lambda does."""
+        started = time.monotonic()
+        failed = True
+        try:
+            result = self.functions[function].invoke(event)
+            failed = False
+            return result
+        finally:
+            if self.metrics is not None:
+                dimensions = {"FunctionName": function}
+                self.metrics.put("AWS/Lambda", "Invocations", dimensions, 1, "Count")
+                self.metrics.put("AWS/Lambda", "Errors", dimensions, int(failed), "Count")
+                elapsed_ms = (time.monotonic() - started) * 1000
+                self.metrics.put("AWS/Lambda", "Duration", dimensions, elapsed_ms, "Milliseconds")
+
+    def function_named(self, name: str) -> str | None:
+        """The logical id of the function Lambda knows by ``name``: a name, a partial or full ARN."""
+        short = name.split(":function:", 1)[-1].split(":", 1)[0]
+        return self._function_names.get(short)
+
+    def invoke_async(self, function: str, event: Any) -> None:
+        """An asynchronous invocation (InvocationType Event): Lambda queues it and runs it later."""
+        assert self._async is not None
+
+        def run() -> None:
+            try:
+                self.invoke(function, event)
+            except Exception:
+                log.exception("the asynchronous invocation of %s failed", function)
+
+        self._async.submit(run)
+
+    def record_request(
+        self, route: Route, status: int, elapsed_ms: float, body: bytes, answer: bytes
+    ) -> None:
+        """What API Gateway counts of a request, and, for the webhooks, the event and its outcome."""
+        if self.metrics is not None:
+            dimensions = {"ApiId": self.api_id}
+            self.metrics.put("AWS/ApiGateway", "Count", dimensions, 1, "Count")
+            self.metrics.put("AWS/ApiGateway", "4xx", dimensions, int(400 <= status < 500), "Count")
+            self.metrics.put("AWS/ApiGateway", "5xx", dimensions, int(status >= 500), "Count")
+            self.metrics.put("AWS/ApiGateway", "Latency", dimensions, elapsed_ms, "Milliseconds")
+        self.requests.append(
+            {
+                "at": self.clock.now(),
+                "route": route.route_key,
+                "function": route.function,
+                "status": status,
+                **_event_summary(body),
+                **_answer_summary(answer),
+            }
+        )
 
     def billing_report(self, period: str) -> str:
         """The console billing report of the ``period`` (daily or weekly) up to now, from moto."""
@@ -981,7 +1251,7 @@ class LocalStack:
         source = CloudWatchReportSource(self._cloudwatch, METRICS_NAMESPACE, stage=self.stage)
         # moto cuts the window to whole seconds, end excluded: ending at the next second takes in
         # what a request emitted a moment ago.
-        now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        now = datetime.fromtimestamp(self.clock.now(), UTC).replace(microsecond=0) + timedelta(seconds=1)
         start, end = report_window(report_period, end=now)
         return render_console(build_report(source.read(start, end), report_period))
 

@@ -5,7 +5,7 @@ Maximum and SampleCount only) and does not implement DescribeAlarmHistory. The l
 the tests of ``CloudWatchReportSource`` use these two shims instead:
 
     undo = install_percentiles()          # pNN statistics, nearest rank, until undo()
-    answer_alarm_history(client, region)  # that client's DescribeAlarmHistory, from moto's alarms
+    undo = install_alarm_history()        # DescribeAlarmHistory from moto's alarms, until undo()
 
 Both read moto's backends in this process: with ``mock_aws`` or a ``ThreadedMotoServer`` started
 here, not with a moto server in another process.
@@ -21,14 +21,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
 from moto.cloudwatch import models as moto_cloudwatch
 from moto.core import DEFAULT_ACCOUNT_ID
 
-__all__ = ["answer_alarm_history", "install_percentiles"]
+__all__ = ["install_alarm_history", "install_percentiles"]
 
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
-_ASKED = "billwatch_alarm_history_params"
 
 
 def _nearest_rank(original: Any) -> Any:
@@ -85,21 +83,33 @@ def _history_items(region: str, start: dt.datetime, end: dt.datetime) -> list[di
     return sorted(items, key=lambda item: item["Timestamp"], reverse=True)
 
 
-def answer_alarm_history(client: Any, region: str) -> None:
-    """Answer the client's DescribeAlarmHistory calls with the state changes of moto's alarms.
+def install_alarm_history() -> Callable[[], None]:
+    """Make moto answer DescribeAlarmHistory with the state changes of its alarms; returns the undo.
 
+    It answers every client, in this process (``mock_aws``) or through a moto server started here.
     Only ``StartDate`` and ``EndDate`` are honoured; every item is a MetricAlarm StateUpdate, newest
-    first, in one page. ``region`` is the moto backend the alarms live in (the client's region).
+    first, in one page.
     """
+    from moto.cloudwatch.responses import CloudWatchResponse
+    from moto.core.responses import ActionResult
 
-    # botocore hands both events the same per-call context: concurrent calls keep their own dates.
-    def remember(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        context[_ASKED] = params
+    def describe_alarm_history(self: Any) -> ActionResult:
+        start, end = (_aware(self._get_param(name)) for name in ("StartDate", "EndDate"))
+        return ActionResult({"AlarmHistoryItems": _history_items(self.region, start, end)})
 
-    def answer(context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
-        asked = context[_ASKED]
-        items = _history_items(region, asked["StartDate"], asked["EndDate"])
-        return AWSResponse("https://monitoring", 200, {}, None), {"AlarmHistoryItems": items}
+    CloudWatchResponse.describe_alarm_history = describe_alarm_history
 
-    client.meta.events.register("before-parameter-build.cloudwatch.DescribeAlarmHistory", remember)
-    client.meta.events.register("before-call.cloudwatch.DescribeAlarmHistory", answer)
+    def undo() -> None:
+        del CloudWatchResponse.describe_alarm_history
+
+    return undo
+
+
+def _aware(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, int | float):
+        moment = dt.datetime.fromtimestamp(value, dt.UTC)
+    else:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,76 @@ def resolved_properties(
         logical_id: resolve(resource.get("Properties") or {}, values, refs)
         for logical_id, resource in resources_of_type(template, resource_type).items()
     }
+
+
+# ------------------------------------------------------------------------ schedules
+
+
+@dataclass(frozen=True)
+class ScheduleEvent:
+    """One ``Schedule`` (EventBridge rule) or ``ScheduleV2`` (EventBridge Scheduler) of a function."""
+
+    function: str  # logical id
+    name: str  # the event's key under Events
+    kind: str  # "Schedule" or "ScheduleV2"
+    expression: str
+    zone: str  # the expression's time zone (Scheduler only; rules are UTC)
+    input: str | None  # the target's Input, if the template gives one
+
+
+SCHEDULE_KINDS = ("Schedule", "ScheduleV2")
+
+
+def schedules(
+    template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None
+) -> list[ScheduleEvent]:
+    """Every enabled schedule of every function, with its expression's parameters filled in."""
+    from devtools.alarm_evaluator import resolve
+
+    values = parameter_values(template, parameters)
+    refs = {logical_id: logical_id for logical_id in template.get("Resources") or {}}
+    found = []
+    for logical_id, resource in resources_of_type(template, FUNCTION_TYPE).items():
+        for name, event in ((resource.get("Properties") or {}).get("Events") or {}).items():
+            if not isinstance(event, dict) or event.get("Type") not in SCHEDULE_KINDS:
+                continue
+            props = resolve(event.get("Properties") or {}, values, refs)
+            if props.get("Enabled") is False or props.get("State") == "DISABLED":
+                continue
+            kind = event["Type"]
+            expression = props["Schedule"] if kind == "Schedule" else props["ScheduleExpression"]
+            zone = props.get("ScheduleExpressionTimezone") or "UTC"
+            found.append(ScheduleEvent(logical_id, name, kind, expression, zone, props.get("Input")))
+    return found
+
+
+def deployed_resources(template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None) -> set[str]:
+    """The logical ids of the resources CloudFormation would create: those without a Condition, or
+    whose Condition holds for these parameters (their defaults unless overridden)."""
+    from devtools.alarm_evaluator import resolve
+
+    values = parameter_values(template, parameters)
+    conditions: dict[str, bool] = {}
+    for name, rule in (template.get("Conditions") or {}).items():
+        conditions[name] = bool(resolve(rule, values, conditions=conditions))
+    return {
+        logical_id
+        for logical_id, resource in (template.get("Resources") or {}).items()
+        if "Condition" not in resource or conditions[resource["Condition"]]
+    }
+
+
+def function_names(
+    template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The names Lambda knows each function by (its FunctionName, else its logical id) -> logical id."""
+    from devtools.alarm_evaluator import resolve
+
+    values = parameter_values(template, parameters)
+    names = {}
+    for logical_id, resource in resources_of_type(template, FUNCTION_TYPE).items():
+        names[logical_id] = logical_id
+        given = (resource.get("Properties") or {}).get("FunctionName")
+        if given is not None:
+            names[str(resolve(given, values))] = logical_id
+    return names

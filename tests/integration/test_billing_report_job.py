@@ -12,7 +12,6 @@ import hmac
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -21,7 +20,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from billwatch.alert_channels import SIGNATURE_HEADER
-from devtools.moto_cloudwatch import answer_alarm_history, install_percentiles
+from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
 from tests.support import LambdaContext, load_handler
 
@@ -73,13 +72,10 @@ def report_env(aws, receivers: AlertReceivers, monkeypatch: pytest.MonkeyPatch, 
         "REPORT_TIMEZONE": "America/New_York",
     }.items():
         monkeypatch.setenv(name, value)
-    undo = install_percentiles()
-    # Clients the handler creates at import come from the default session: answer them there.
-    boto3.setup_default_session(region_name=REGION)
-    answer_alarm_history(SimpleNamespace(meta=SimpleNamespace(events=boto3.DEFAULT_SESSION.events)), REGION)
+    undo_percentiles, undo_history = install_percentiles(), install_alarm_history()
     yield
-    undo()
-    boto3.DEFAULT_SESSION = None
+    undo_history()
+    undo_percentiles()
 
 
 def put(metric: str, values: list[float], at: dt.datetime, **labels: str) -> None:

@@ -32,7 +32,7 @@ from billwatch.billing_report import (
     report_window,
 )
 from billwatch.metrics import Metric
-from devtools.moto_cloudwatch import answer_alarm_history, install_percentiles
+from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
 
 NAMESPACE = "Billwatch"
 REGION = "us-east-1"
@@ -53,13 +53,12 @@ class Clock:
 
 @pytest.fixture
 def cloudwatch(aws_credentials: None) -> Iterator[Any]:
-    undo_percentiles = install_percentiles()
+    undo_percentiles, undo_history = install_percentiles(), install_alarm_history()
     try:
         with mock_aws():
-            client = boto3.client("cloudwatch", region_name=REGION)
-            answer_alarm_history(client, REGION)
-            yield client
+            yield boto3.client("cloudwatch", region_name=REGION)
     finally:
+        undo_history()
         undo_percentiles()
 
 

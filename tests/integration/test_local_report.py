@@ -21,7 +21,7 @@ from moto.cloudwatch import models as moto_cloudwatch
 
 from devtools import report
 from devtools import stripe_events as se
-from devtools.local_metrics import install_emf_sink
+from devtools.local_metrics import LocalMetrics, install_stdout_tap
 from devtools.local_stack import LocalStack
 from tests.integration.test_local_stack import NOW, call, post_signed, subscription_created
 
@@ -167,7 +167,7 @@ def test_the_emf_sink_puts_emf_lines_into_cloudwatch_and_passes_every_line_throu
 
     with mock_aws():
         client = boto3.client("cloudwatch", region_name=REGION)
-        undo = install_emf_sink(client)
+        undo = install_stdout_tap(LocalMetrics(client).on_line)
         try:
             sys.stdout.write(emf[:30])
             sys.stdout.write(emf[30:] + "\n" + other)
@@ -216,7 +216,7 @@ def test_an_emf_line_that_cannot_be_forwarded_is_a_warning_and_still_printed(
         }
     )
 
-    undo = install_emf_sink(unreachable)
+    undo = install_stdout_tap(LocalMetrics(unreachable).on_line)
     try:
         print(emf)
         print("after it")

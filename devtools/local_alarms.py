@@ -1,0 +1,205 @@
+"""The template's alarms, evaluated locally the way CloudWatch would, every minute of the local clock.
+
+Each ``AWS::CloudWatch::Alarm`` and ``AWS::CloudWatch::CompositeAlarm`` of the template is judged
+by :class:`~devtools.alarm_evaluator.AlarmStates` over the metrics the functions emitted (and the
+``AWS/Lambda`` and ``AWS/ApiGateway`` ones the local stack emits for them). moto's CloudWatch
+holds a stand-in alarm of the same name and description whose state follows, so that
+DescribeAlarms and the alarm history (the dispatcher's sweep, the billing report) see what the
+evaluator decided. A change of state is published, as CloudWatch's alarm notification, to the SNS
+topics the alarm's ``AlarmActions`` / ``OKActions`` / ``InsufficientDataActions`` name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from devtools.alarm_evaluator import AlarmStates, StateChange
+from devtools.local_metrics import LocalMetrics
+from devtools.local_schedules import ACCOUNT_ID, REGION, LocalClock
+from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, resolved_properties
+
+log = logging.getLogger("devtools.local_alarms")
+
+EVALUATION_INTERVAL_SECONDS = 60  # CloudWatch evaluates alarms every minute
+_ACTIONS = {"ALARM": "AlarmActions", "OK": "OKActions", "INSUFFICIENT_DATA": "InsufficientDataActions"}
+_TRIGGER_KEYS = (
+    "MetricName",
+    "Namespace",
+    "Statistic",
+    "ExtendedStatistic",
+    "Unit",
+    "Dimensions",
+    "Period",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "ComparisonOperator",
+    "Threshold",
+    "TreatMissingData",
+    "Metrics",
+    "ThresholdMetricId",
+)
+
+
+def cloudwatch_time(moment: float) -> str:
+    """CloudWatch's own time format in alarm notifications, e.g. 2026-12-01T15:00:00.000+0000."""
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+@dataclass(frozen=True)
+class AlarmDefinition:
+    logical_id: str
+    name: str  # AlarmName, e.g. billwatch-dev-HighWebhookFailureRate
+    description: str
+    properties: Mapping[str, Any]  # resolved: Refs to resources read as their logical ids
+    composite: bool
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:{self.name}"
+
+    def notification(self, change: StateChange) -> dict[str, Any]:
+        """The Message of CloudWatch's SNS notification for ``change``."""
+        message: dict[str, Any] = {
+            "AlarmName": self.name,
+            "AlarmDescription": self.description,
+            "AWSAccountId": ACCOUNT_ID,
+            "NewStateValue": change.new_state,
+            "NewStateReason": change.reason,
+            "StateChangeTime": cloudwatch_time(change.at),
+            "Region": "US East (N. Virginia)",
+            "AlarmArn": self.arn,
+            "OldStateValue": change.old_state,
+            **{key: list(self.properties.get(key) or []) for key in _ACTIONS.values()},
+        }
+        if self.composite:
+            message["AlarmRule"] = self.properties.get("AlarmRule")
+        else:
+            message["Trigger"] = {
+                key: self.properties[key] for key in _TRIGGER_KEYS if key in self.properties
+            }
+        return message
+
+
+def alarm_definitions(template: Mapping[str, Any]) -> dict[str, AlarmDefinition]:
+    """Logical id -> definition of every alarm of the template (parameters at their defaults)."""
+    definitions = {}
+    for resource_type, composite in ((ALARM_TYPE, False), (COMPOSITE_ALARM_TYPE, True)):
+        for logical_id, props in resolved_properties(template, resource_type).items():
+            name = str(props.get("AlarmName") or logical_id)
+            definitions[logical_id] = AlarmDefinition(
+                logical_id, name, str(props.get("AlarmDescription") or ""), props, composite
+            )
+    return definitions
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    alarm: str  # logical id
+    name: str
+    old_state: str
+    new_state: str
+    reason: str
+    at: float  # local clock
+    topics: tuple[str, ...]  # logical ids of the topics it was published to
+
+
+class AlarmWatcher:
+    """Evaluates every alarm each local minute in a thread of its own, between start() and stop()."""
+
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        metrics: LocalMetrics,
+        clock: LocalClock,
+        cloudwatch_client: Any,
+        publish: Callable[[str, dict[str, Any]], None],
+        on_change: Callable[[AlarmEvent], None] = lambda event: None,
+    ) -> None:
+        self.definitions = alarm_definitions(template)
+        self._metrics = metrics
+        self._clock = clock
+        self._cloudwatch = cloudwatch_client
+        self._publish = publish
+        self._on_change = on_change
+        metric_alarms = {key: d.properties for key, d in self.definitions.items() if not d.composite}
+        composites = {key: d.properties["AlarmRule"] for key, d in self.definitions.items() if d.composite}
+        self._states = AlarmStates(metric_alarms, composites, metrics.store)
+        self.evaluations = 0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def states(self) -> dict[str, str]:
+        return dict(self._states.states)
+
+    def create_stand_ins(self) -> None:
+        """moto alarms of the same names and descriptions, so that DescribeAlarms knows them."""
+        for definition in self.definitions.values():
+            self._cloudwatch.put_metric_alarm(
+                AlarmName=definition.name,
+                AlarmDescription=definition.description,
+                Namespace="BillwatchLocal",
+                MetricName=definition.logical_id,
+                Statistic="Sum",
+                Period=60,
+                EvaluationPeriods=1,
+                Threshold=0,
+                ComparisonOperator="GreaterThanThreshold",
+            )
+
+    def evaluate(self, now: float | None = None) -> list[AlarmEvent]:
+        """One evaluation round (at ``now`` on the local clock, default the clock's now)."""
+        moment = self._clock.now() if now is None else now
+        with self._lock:
+            with self._metrics.lock:
+                changes = self._states.evaluate(moment)
+            self.evaluations += 1
+            return [self._announce(change) for change in changes]
+
+    def _announce(self, change: StateChange) -> AlarmEvent:
+        definition = self.definitions[change.alarm]
+        self._cloudwatch.set_alarm_state(
+            AlarmName=definition.name, StateValue=change.new_state, StateReason=change.reason[:1023]
+        )
+        topics = tuple(str(topic) for topic in definition.properties.get(_ACTIONS[change.new_state]) or [])
+        message = definition.notification(change)
+        for topic in topics:
+            try:
+                self._publish(topic, message)
+            except Exception:
+                log.exception("could not publish %s's change to %s", definition.name, topic)
+        log.info("alarm %s: %s -> %s", definition.name, change.old_state, change.new_state)
+        event = AlarmEvent(
+            change.alarm,
+            definition.name,
+            change.old_state,
+            change.new_state,
+            change.reason,
+            change.at,
+            topics,
+        )
+        self._on_change(event)
+        return event
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="local-stack-alarms", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._thread = None
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._clock.real_seconds(EVALUATION_INTERVAL_SECONDS)):
+            try:
+                self.evaluate()
+            except Exception:
+                log.exception("the alarm evaluation failed; trying again in a minute")
