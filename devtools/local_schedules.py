@@ -120,6 +120,11 @@ class Scheduler:
     def _next(self, schedule: ScheduleEvent, after: dt.datetime) -> dt.datetime:
         return next_fire(schedule.expression, after, schedule.zone, started=self._started)
 
+    def due_at(self, schedule: ScheduleEvent) -> float | None:
+        """When ``schedule`` fires next, on the local clock."""
+        due = self._due.get(schedule)
+        return due.timestamp() if due is not None else None
+
     def next_due(self) -> tuple[dt.datetime, ScheduleEvent] | None:
         if not self._due:
             return None

@@ -70,6 +70,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
 
+from devtools import local_status
 from devtools.local_alarms import AlarmEvent, AlarmWatcher
 from devtools.local_metrics import LocalMetrics, install_stdout_tap
 from devtools.local_schedules import FiredSchedule, LocalClock, Scheduler
@@ -118,6 +119,12 @@ DEFAULT_STAGE = "local"
 # Routes the local stack serves itself, ahead of the template's: API Gateway has nothing like them.
 LOCAL_PREFIX = "/_local/"
 REPORT_PATH = "/_local/report"
+STATUS_PAGE_DIR = REPO_ROOT / "devtools" / "status_page"
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 # How fast the local clock runs (schedules, alarm evaluation, metric timestamps): 60 = an hour a minute.
 SPEED_ENV = "BILLWATCH_CLOCK_SPEED"
 # A fixed moto port and table names, for `sam local` (env.json) to reach the same tables.
@@ -614,8 +621,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("%s failed on %s %s", route.function, self.command, path)
             status, headers, raw = 500, list(_JSON.items()), b'{"message": "Internal Server Error"}'
-        self._send(status, headers, raw, request_id)
+        # Recorded before the answer goes out: whoever got the answer finds the request recorded.
         self.server.stack.record_request(route, status, (time.monotonic() - started) * 1000, body, raw)
+        self._send(status, headers, raw, request_id)
         self._access_log(status, started, route.function)
 
     def _serve_lambda_invoke(self, name: str, payload: bytes, request_id: str, started: float) -> None:
@@ -647,9 +655,36 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._access_log(200, started, function)
 
     def _serve_local(self, path: str, request_id: str, started: float) -> None:
-        if (self.command, path) != ("GET", REPORT_PATH):
+        """The local stack's own pages: the status page, its JSON, and the billing report."""
+        if self.command != "GET":
             self._send_json(404, {"message": "Not Found"}, request_id)
             return self._access_log(404, started, "-")
+        if path == REPORT_PATH:
+            return self._serve_report(request_id, started)
+        stack = self.server.stack
+        api = {
+            f"{LOCAL_PREFIX}api/status": lambda: local_status.status(stack),
+            f"{LOCAL_PREFIX}api/accounts": lambda: local_status.accounts(stack),
+            f"{LOCAL_PREFIX}api/dashboards": stack.dashboards,
+        }
+        if path in api:
+            try:
+                body = json.dumps(api[path]()).encode()
+            except Exception as exc:
+                log.exception("the status page's %s failed", path)
+                return self._send_json(500, {"message": f"{type(exc).__name__}: {exc}"}, request_id)
+            self._send(200, list(_JSON.items()), body, request_id)
+            return self._access_log(200, started, "status page")
+        name = "index.html" if path == LOCAL_PREFIX else path.removeprefix(f"{LOCAL_PREFIX}static/")
+        page = STATUS_PAGE_DIR / name
+        # Only the page's own files: nothing outside its folder, whatever the path says.
+        if name and "/" not in name and page.is_file() and page.suffix in _STATIC_TYPES:
+            self._send(200, [("content-type", _STATIC_TYPES[page.suffix])], page.read_bytes(), request_id)
+            return self._access_log(200, started, "status page")
+        self._send_json(404, {"message": "Not Found"}, request_id)
+        return self._access_log(404, started, "-")
+
+    def _serve_report(self, request_id: str, started: float) -> None:
         query = urllib.parse.parse_qs(self.path.partition("?")[2], keep_blank_values=True)
         period = query.pop("period", ["daily"])[-1]
         try:
@@ -894,7 +929,7 @@ class LocalStack:
             self._create_queues()
             self._start_cloudwatch()
             self.topics = TopicDeliveries(
-                self.template, self._client("sns"), self._client("sqs"), self.invoke, self.deliveries.append
+                self.template, self.client("sns"), self.client("sqs"), self.invoke, self.deliveries.append
             )
             self._local_alert_channels()
             self._async = concurrent.futures.ThreadPoolExecutor(
@@ -1013,7 +1048,8 @@ class LocalStack:
             }
         )
 
-    def _client(self, service: str) -> Any:
+    def client(self, service: str) -> Any:
+        """A boto3 client of the local moto server."""
         import boto3
 
         return boto3.session.Session().client(
@@ -1026,10 +1062,10 @@ class LocalStack:
         )
 
     def _create_tables(self) -> None:
-        self.table_names = create_tables(self._client("dynamodb"), self.template, prefix=self._table_prefix)
+        self.table_names = create_tables(self.client("dynamodb"), self.template, prefix=self._table_prefix)
 
     def _create_queues(self) -> None:
-        sqs = self._client("sqs")
+        sqs = self.client("sqs")
         for logical_id in resources_of_type(self.template, QUEUE_TYPE):
             self.queue_urls[logical_id] = sqs.create_queue(QueueName=f"{self._table_prefix}{logical_id}")[
                 "QueueUrl"
@@ -1048,7 +1084,7 @@ class LocalStack:
         # Alarm states change on the local clock, and moto stamps them with its own "now".
         moto_cloudwatch.utcnow = lambda: datetime.fromtimestamp(self.clock.now(), UTC).replace(tzinfo=None)
         self._patches.callback(setattr, moto_cloudwatch, "utcnow", real_utcnow)
-        self._cloudwatch = self._client("cloudwatch")
+        self._cloudwatch = self.client("cloudwatch")
         self.metrics = LocalMetrics(self._cloudwatch, clock=self.clock)
 
     def _local_alert_channels(self) -> None:
@@ -1198,6 +1234,15 @@ class LocalStack:
                 self.metrics.put("AWS/Lambda", "Errors", dimensions, int(failed), "Count")
                 elapsed_ms = (time.monotonic() - started) * 1000
                 self.metrics.put("AWS/Lambda", "Duration", dimensions, elapsed_ms, "Milliseconds")
+
+    def dashboards(self) -> list[dict[str, Any]]:
+        """The template's dashboards with every widget's series over the last hours of the local clock."""
+        from devtools.local_dashboards import DASHBOARD_HOURS, dashboard_series
+
+        assert self.metrics is not None
+        end = self.clock.now()
+        with self.metrics.lock:
+            return dashboard_series(self.template, self.metrics.store, end - DASHBOARD_HOURS * 3600, end)
 
     def function_named(self, name: str) -> str | None:
         """The logical id of the function Lambda knows by ``name``: a name, a partial or full ARN."""

@@ -75,3 +75,30 @@ def test_a_failing_function_fires_its_errors_alarm_and_the_alert_reaches_the_dis
         ("oncall-warning", "firing", "warning")
     ]
     assert any(d.topic == "WarningAlarmTopic" and d.succeeded for d in stack.deliveries)
+
+
+def test_the_status_api_shows_requests_schedules_alarms_alerts_and_accounts(stack: LocalStack) -> None:
+    from tests.integration.test_local_stack import post_signed, subscription_created
+
+    webhook = stack.url + "/webhooks/stripe"
+    event = subscription_created("acct_status", "evt_status_1")
+    assert post_signed(webhook, event, list(stack.webhook_secrets))[1]["outcome"] == "applied"
+    assert post_signed(webhook, event, list(stack.webhook_secrets))[1]["outcome"] == "duplicate"
+
+    status, _, body = call(stack.url + "/_local/api/status", method="GET")
+    assert status == 200
+    shown = json.loads(body)
+    webhooks = [r for r in shown["requests"] if r.get("id") == "evt_status_1"]
+    assert [(r["status"], r["outcome"], r["type"]) for r in webhooks] == [
+        (200, "duplicate", "customer.subscription.created"),
+        (200, "applied", "customer.subscription.created"),
+    ]
+    assert {s["function"] for s in shown["schedules"]} == {s.function for s in stack.schedules}
+    assert all(s["next"] for s in shown["schedules"])
+    assert {a["id"] for a in shown["alarms"]} == set(stack.alarms.states)
+    assert {a["severity"] for a in shown["alarms"]} <= {"critical", "warning", "info"}
+
+    status, _, body = call(stack.url + "/_local/api/accounts", method="GET")
+    (account,) = [a for a in json.loads(body) if a["account"] == "acct_status"]
+    assert (account["tier"], account["subscription_status"]) == ("PRO", "active")
+    assert {u["feature"] for u in account["usage"]} and all(u["used"] == 0 for u in account["usage"])
