@@ -162,6 +162,10 @@ class MetricStore:
     def keys(self) -> set[MetricKey]:
         return set(self._points)
 
+    def points(self, key: MetricKey) -> list[tuple[float, float]]:
+        """Every (timestamp, value) of ``key``, oldest first."""
+        return list(self._points.get(key, []))
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)

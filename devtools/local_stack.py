@@ -70,7 +70,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
 
-from devtools import local_status
+from devtools import local_persistence, local_status
 from devtools.local_alarms import AlarmEvent, AlarmWatcher
 from devtools.local_metrics import LocalMetrics, install_stdout_tap
 from devtools.local_schedules import FiredSchedule, LocalClock, Scheduler
@@ -127,6 +127,7 @@ _STATIC_TYPES = {
 }
 # How fast the local clock runs (schedules, alarm evaluation, metric timestamps): 60 = an hour a minute.
 SPEED_ENV = "BILLWATCH_CLOCK_SPEED"
+DATA_DIR_ENV = "BILLWATCH_DATA_DIR"
 # A fixed moto port and table names, for `sam local` (env.json) to reach the same tables.
 MOTO_PORT_ENV = "MOTO_PORT"
 TABLE_PREFIX_ENV = "BILLWATCH_TABLE_PREFIX"
@@ -798,6 +799,7 @@ class LocalStack:
         speed: float | None = None,
         moto_port: int | None = None,
         autorun: bool = True,
+        data_dir: str | Path | None = None,
     ) -> None:
         """``webhook_secret`` defaults to ``$STRIPE_WEBHOOK_SECRET``, else the local dev secret.
         ``env`` holds extra overrides for the functions' environment (``None`` removes a variable).
@@ -806,6 +808,8 @@ class LocalStack:
         else :data:`DEFAULT_CALLER_ARN`.
         ``speed`` (the local clock's, default ``$BILLWATCH_CLOCK_SPEED`` or 1) and ``moto_port``
         (default ``$MOTO_PORT`` or an ephemeral one) as their variables say.
+        ``data_dir`` (default ``$BILLWATCH_DATA_DIR``; none: everything lives in memory) keeps the
+        tables and the metrics across restarts: restored on start, saved on stop.
         With ``autorun`` false the schedules and the alarm evaluation do not run on their own: a
         test drives them with ``scheduler.fire_due()`` and ``alarms.evaluate()``.
         """
@@ -877,6 +881,10 @@ class LocalStack:
         self._routes_dir: str | None = None
         self._alert_env: dict[str, str] = {}
         self._autorun = autorun
+        chosen_dir = data_dir if data_dir is not None else (os.environ.get(DATA_DIR_ENV) or "").strip()
+        self.data_dir = Path(chosen_dir).expanduser().resolve() if chosen_dir else None
+        self.restored: dict[str, int] = {}
+        self._serving = False
         self._async: concurrent.futures.ThreadPoolExecutor | None = None
         self._function_names = function_names(self.template)
         self.url = ""
@@ -928,6 +936,15 @@ class LocalStack:
             self._create_tables()
             self._create_queues()
             self._start_cloudwatch()
+            if self.data_dir is not None:
+                assert self.metrics is not None
+                self.restored = local_persistence.restore(
+                    self.data_dir,
+                    self.client("dynamodb"),
+                    self.table_names,
+                    self._cloudwatch,
+                    self.metrics.store,
+                )
             self.topics = TopicDeliveries(
                 self.template, self.client("sns"), self.client("sqs"), self.invoke, self.deliveries.append
             )
@@ -964,6 +981,7 @@ class LocalStack:
             self.stop()
             raise
         self.url = f"http://{HOST}:{self._http.server_address[1]}"
+        self._serving = True
         return self
 
     def stop(self) -> None:
@@ -976,6 +994,15 @@ class LocalStack:
         if self._async is not None:
             self._async.shutdown(wait=True, cancel_futures=True)
             self._async = None
+        if self._serving and self.data_dir is not None and self.metrics is not None:
+            try:
+                saved = local_persistence.save(
+                    self.data_dir, self.client("dynamodb"), self.table_names, self.metrics.store
+                )
+                log.info("saved the local data to %s: %s", self.data_dir, saved)
+            except Exception:
+                log.exception("could not save the local data to %s", self.data_dir)
+        self._serving = False
         if self._http is not None:
             if self._http_thread is not None:
                 self._http.shutdown()
@@ -1346,15 +1373,44 @@ def banner(stack: LocalStack) -> str:
         )
     else:
         send += f"  (export the same {SECRET_ENV} in that shell first: make send signs with it)"
+    speed = stack.clock.speed
+    clock = "real time" if speed == 1 else f"{speed:g}x real time (a local hour every {3600 / speed:.0f} s)"
+    schedules = "\n".join(
+        f"    {s.function + '.' + s.name:<32} {s.expression}" + (f" ({s.zone})" if s.zone != "UTC" else "")
+        for s in stack.schedules
+    )
+    left_out = (
+        f"\n    not deployed with the template's defaults: {', '.join(stack.undeployed)}"
+        if stack.undeployed
+        else ""
+    )
+    channels = ", ".join(
+        ["the console (log)"]
+        + (["Slack"] if os.environ.get(SLACK_ENV, "").strip() else [])
+        + (["PagerDuty for critical"] if os.environ.get(PAGERDUTY_ENV, "").strip() else [])
+    )
+    alarms = len(stack.alarms.definitions) if stack.alarms else 0
+    if stack.data_dir is None:
+        data = f"in memory (set {DATA_DIR_ENV} to keep the tables and metrics across restarts)"
+    else:
+        restored = ", ".join(f"{name} {count}" for name, count in stack.restored.items()) or "nothing yet"
+        data = f"kept in {stack.data_dir} (restored: {restored})"
     return f"""
 billwatch local stack (Ctrl-C to stop)
+  Status page:    {stack.url}{LOCAL_PREFIX}
   Webhook URL:    {webhook}
   Routes (from {stack.template_path.name}):
 {routes}
   Billing report: {stack.url}{REPORT_PATH}[?period=weekly]   (or: make report{port_arg} [PERIOD=weekly])
-  AWS (moto):     {stack.moto_endpoint}   region {REGION}, credentials testing/testing, in memory
+  AWS (moto):     {stack.moto_endpoint}   region {REGION}, credentials testing/testing
+  Data:           {data}
   Tables:
 {tables}
+  Clock:          {clock}   ({SPEED_ENV} or --speed)
+  Schedules:
+{schedules}{left_out}
+  Alarms:         {alarms} from the template, evaluated every local minute; alerts go to {channels}
+                  (set {SLACK_ENV} and {PAGERDUTY_ENV} to reach the real ones)
   Signing secret: {stack.secret_source}
 
 Send a sample event, in another shell:
@@ -1386,6 +1442,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help=f"HTTP port (default $PORT or {DEFAULT_PORT})")
     parser.add_argument("--template", default="template.yaml", help="SAM template (default template.yaml)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help=f"how fast the local clock runs: 60 = an hour a minute (default ${SPEED_ENV} or 1)",
+    )
     args = parser.parse_args(argv)
     port = _port_from_env() if args.port is None else args.port
     # The access log of this server at INFO; botocore/pynamodb/werkzeug chatter only with --verbose.
@@ -1399,7 +1461,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
     try:
-        stack = LocalStack(args.template)
+        stack = LocalStack(args.template, speed=args.speed)
         stack.start(port=port)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
