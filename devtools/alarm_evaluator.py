@@ -4,7 +4,8 @@ Feed a :class:`MetricStore` with datapoints (directly, or from Embedded Metric F
 then ask what state an ``AWS::CloudWatch::Alarm`` would be in at a given time, what an
 ``AWS::CloudWatch::CompositeAlarm`` rule evaluates to, or how a set of alarms moves through
 time (:class:`AlarmTimeline`). :func:`resolve` turns template fragments with intrinsics into the
-plain properties these functions take.
+plain properties these functions take. :func:`statistic` and :func:`evaluate_math` offer the
+statistics and the metric math to other readers of the store (the local dashboards).
 
 Semantics follow the Amazon CloudWatch User Guide: "Using Amazon CloudWatch alarms" and its
 "Configuring how CloudWatch alarms treat missing data" section (with "Avoiding premature
@@ -206,7 +207,8 @@ _STATISTICS: dict[str, Statistic] = {
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
 
 
-def _statistic(name: Any) -> Statistic:
+def statistic(name: Any) -> Statistic:
+    """The function that computes statistic ``name`` (e.g. Sum, p95) from one period's values."""
     if name in _STATISTICS:
         return _STATISTICS[name]
     match = _PERCENTILE.fullmatch(str(name))
@@ -509,7 +511,7 @@ def _metric_stat(properties: Mapping[str, Any], period: int) -> _MetricStat:
     return _MetricStat(
         MetricKey(str(properties["Namespace"]), str(properties["MetricName"]), dimensions),
         period,
-        _statistic(properties.get("Statistic", properties.get("ExtendedStatistic"))),
+        statistic(properties.get("Statistic", properties.get("ExtendedStatistic"))),
     )
 
 
@@ -637,26 +639,23 @@ class _MetricMath:
         return candidates[0]
 
     def series(self, store: MetricStore, starts: Sequence[float]) -> Series:
-        context = _MathContext(self, store, starts)
-        result = context.lookup(self._returned)
+        def evaluate_query(query_id: str, context: _MathContext) -> Value:
+            if query_id in self._stats:
+                return self._stats[query_id].series(store, starts)
+            return self._expressions[query_id](context)
+
+        result = _MathContext(evaluate_query, len(starts)).lookup(self._returned)
         if not isinstance(result, dict):
             raise ValueError(f"metric math {self._returned!r} gives a single number, not a time series")
         return result
 
-    def evaluate_query(self, query_id: str, context: _MathContext) -> Value:
-        if query_id in self._stats:
-            return self._stats[query_id].series(context.store, context.starts)
-        return self._expressions[query_id](context)
-
 
 class _MathContext:
-    """One evaluation of a metric math alarm: the range's periods and each id's value, once."""
+    """One evaluation of metric math over a number of periods: each id's value, computed once."""
 
-    def __init__(self, math_alarm: _MetricMath, store: MetricStore, starts: Sequence[float]) -> None:
-        self.store = store
-        self.starts = starts
-        self.indexes = range(len(starts))
-        self._math = math_alarm
+    def __init__(self, evaluate_query: Callable[[str, _MathContext], Value], periods: int) -> None:
+        self.indexes = range(periods)
+        self._evaluate_query = evaluate_query
         self._values: dict[str, Value] = {}
         self._in_progress: set[str] = set()
 
@@ -665,9 +664,31 @@ class _MathContext:
             if query_id in self._in_progress:
                 raise ValueError(f"metric math expression {query_id!r} refers to itself")
             self._in_progress.add(query_id)
-            self._values[query_id] = self._math.evaluate_query(query_id, self)
+            self._values[query_id] = self._evaluate_query(query_id, self)
             self._in_progress.discard(query_id)
         return self._values[query_id]
+
+
+def evaluate_math(
+    expressions: Mapping[str, str], series: Mapping[str, Series], periods: int
+) -> dict[str, Value]:
+    """Each metric math expression's value (a series, or a number) over ``periods`` aligned periods.
+
+    ``expressions`` maps ids to expression texts and ``series`` the metrics they may refer to,
+    each as period index (0 .. periods - 1) -> value; expressions may refer to each other. The
+    operators and functions are those of alarms (see the module docstring); anything else, or an
+    unknown id, raises ValueError.
+    """
+    if clash := set(expressions) & set(series):
+        raise ValueError(f"metric math ids used by both a metric and an expression: {sorted(clash)}")
+    known_ids = {*expressions, *series}
+    nodes = {query_id: _ExpressionParser(text, known_ids).parse() for query_id, text in expressions.items()}
+
+    def evaluate_query(query_id: str, context: _MathContext) -> Value:
+        return series[query_id] if query_id in series else nodes[query_id](context)
+
+    context = _MathContext(evaluate_query, periods)
+    return {query_id: context.lookup(query_id) for query_id in expressions}
 
 
 _EXPRESSION_TOKEN = re.compile(

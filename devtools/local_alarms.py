@@ -20,7 +20,7 @@ from typing import Any
 
 from devtools.alarm_evaluator import AlarmStates, StateChange
 from devtools.local_metrics import LocalMetrics
-from devtools.local_schedules import ACCOUNT_ID, REGION, LocalClock
+from devtools.local_schedules import ACCOUNT_ID, REGION, LocalClock, ManualClock
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, resolved_properties
 
 log = logging.getLogger("devtools.local_alarms")
@@ -85,11 +85,14 @@ class AlarmDefinition:
         return message
 
 
-def alarm_definitions(template: Mapping[str, Any]) -> dict[str, AlarmDefinition]:
-    """Logical id -> definition of every alarm of the template (parameters at their defaults)."""
+def alarm_definitions(
+    template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None
+) -> dict[str, AlarmDefinition]:
+    """Logical id -> definition of every alarm of the template (parameters at their defaults
+    unless overridden)."""
     definitions = {}
     for resource_type, composite in ((ALARM_TYPE, False), (COMPOSITE_ALARM_TYPE, True)):
-        for logical_id, props in resolved_properties(template, resource_type).items():
+        for logical_id, props in resolved_properties(template, resource_type, parameters).items():
             name = str(props.get("AlarmName") or logical_id)
             definitions[logical_id] = AlarmDefinition(
                 logical_id, name, str(props.get("AlarmDescription") or ""), props, composite
@@ -115,12 +118,13 @@ class AlarmWatcher:
         self,
         template: Mapping[str, Any],
         metrics: LocalMetrics,
-        clock: LocalClock,
+        clock: LocalClock | ManualClock,
         cloudwatch_client: Any,
         publish: Callable[[str, dict[str, Any]], None],
         on_change: Callable[[AlarmEvent], None] = lambda event: None,
+        parameters: Mapping[str, Any] | None = None,
     ) -> None:
-        self.definitions = alarm_definitions(template)
+        self.definitions = alarm_definitions(template, parameters)
         self._metrics = metrics
         self._clock = clock
         self._cloudwatch = cloudwatch_client

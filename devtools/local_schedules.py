@@ -55,6 +55,32 @@ class LocalClock:
         return max(0.0, local_seconds / self.speed)
 
 
+class ManualClock:
+    """A local clock that moves only when told to: for replays that must not wait for real time.
+
+    Everything stamped while it stands (metrics, alarm changes) is stamped at its current moment.
+    """
+
+    speed = 0.0  # not running: it moves by advance_to()
+
+    def __init__(self, start: float) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def virtual(self, real_epoch: float) -> float:
+        return self._now
+
+    def real_seconds(self, local_seconds: float) -> float:
+        return 0.0
+
+    def advance_to(self, moment: float) -> None:
+        if moment < self._now:
+            raise ValueError("the clock only moves forward")
+        self._now = moment
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -105,7 +131,7 @@ class Scheduler:
         self,
         schedules: Sequence[ScheduleEvent],
         invoke: Callable[[str, Any], Any],
-        clock: LocalClock,
+        clock: LocalClock | ManualClock,
         on_fired: Callable[[FiredSchedule], None] = lambda fired: None,
     ) -> None:
         self.schedules = list(schedules)

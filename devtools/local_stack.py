@@ -73,7 +73,7 @@ from typing import Any, ClassVar
 from devtools import local_persistence, local_status
 from devtools.local_alarms import AlarmEvent, AlarmWatcher
 from devtools.local_metrics import LocalMetrics, install_stdout_tap
-from devtools.local_schedules import FiredSchedule, LocalClock, Scheduler
+from devtools.local_schedules import FiredSchedule, LocalClock, ManualClock, Scheduler
 from devtools.local_sns import Delivery, TopicDeliveries
 from devtools.signing import LOCAL_DEV_SECRET
 from devtools.template import (
@@ -131,6 +131,8 @@ DATA_DIR_ENV = "BILLWATCH_DATA_DIR"
 # A fixed moto port and table names, for `sam local` (env.json) to reach the same tables.
 MOTO_PORT_ENV = "MOTO_PORT"
 TABLE_PREFIX_ENV = "BILLWATCH_TABLE_PREFIX"
+# Where `sam local` finds the signing secret (env.json's WEBHOOK_SECRET_ID): moto's Secrets Manager.
+SAM_LOCAL_WEBHOOK_SECRET = "billwatch-local-webhook-secret"
 # Alert channels beyond the console: the real Slack webhook or PagerDuty service, when given.
 SLACK_ENV = "SLACK_WEBHOOK_URL"
 PAGERDUTY_ENV = "PAGERDUTY_ROUTING_KEY"
@@ -800,6 +802,8 @@ class LocalStack:
         moto_port: int | None = None,
         autorun: bool = True,
         data_dir: str | Path | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        clock: LocalClock | ManualClock | None = None,
     ) -> None:
         """``webhook_secret`` defaults to ``$STRIPE_WEBHOOK_SECRET``, else the local dev secret.
         ``env`` holds extra overrides for the functions' environment (``None`` removes a variable).
@@ -810,6 +814,8 @@ class LocalStack:
         (default ``$MOTO_PORT`` or an ephemeral one) as their variables say.
         ``data_dir`` (default ``$BILLWATCH_DATA_DIR``; none: everything lives in memory) keeps the
         tables and the metrics across restarts: restored on start, saved on stop.
+        ``parameters`` override the template's parameter defaults (schedules, alarms, environment);
+        ``clock`` replaces the running clock (a ManualClock for replays).
         With ``autorun`` false the schedules and the alarm evaluation do not run on their own: a
         test drives them with ``scheduler.fire_due()`` and ``alarms.evaluate()``.
         """
@@ -862,10 +868,13 @@ class LocalStack:
             self.secret_source = f"the built-in local dev secret {LOCAL_DEV_SECRET}"
 
         self.stage = parameter_values(self.template).get("Stage", DEFAULT_STAGE)
-        self.clock = LocalClock(_number_from_env(SPEED_ENV, float, 1.0) if speed is None else speed)
+        self.parameters = dict(parameters or {})
+        self.clock = clock or LocalClock(_number_from_env(SPEED_ENV, float, 1.0) if speed is None else speed)
         self._moto_port = _number_from_env(MOTO_PORT_ENV, int, 0) if moto_port is None else moto_port
-        deployed = deployed_resources(self.template)
-        self.schedules: list[ScheduleEvent] = [s for s in schedules(self.template) if s.function in deployed]
+        deployed = deployed_resources(self.template, self.parameters)
+        self.schedules: list[ScheduleEvent] = [
+            s for s in schedules(self.template, self.parameters) if s.function in deployed
+        ]
         self.undeployed = sorted(set(resources_of_type(self.template, FUNCTION_TYPE)) - deployed)
         self.api_id = next(iter(resources_of_type(self.template, HTTP_API_TYPE)), "HttpApi")
         self.queue_urls: dict[str, str] = {}
@@ -935,6 +944,9 @@ class LocalStack:
             self._start_moto()
             self._create_tables()
             self._create_queues()
+            self.client("secretsmanager").create_secret(
+                Name=SAM_LOCAL_WEBHOOK_SECRET, SecretString=self._secret
+            )
             self._start_cloudwatch()
             if self.data_dir is not None:
                 assert self.metrics is not None
@@ -966,6 +978,7 @@ class LocalStack:
                 self._cloudwatch,
                 self.topics.publish,
                 self.alarm_events.append,
+                self.parameters,
             )
             self.alarms.create_stand_ins()
             self.scheduler = Scheduler(self.schedules, self.invoke, self.clock, self.fired.append)
@@ -1016,6 +1029,11 @@ class LocalStack:
             shutil.rmtree(self._routes_dir, ignore_errors=True)
             self._routes_dir = None
         if self._moto is not None:
+            # moto's backends live in the process: the next stack (or test) starts from nothing.
+            from moto.moto_api import _internal as moto_api
+
+            with contextlib.suppress(Exception):
+                moto_api.moto_api_backend.reset()
             with contextlib.suppress(Exception):
                 self._moto.stop()
             server = getattr(self._moto, "_server", None)  # ThreadedMotoServer does not close it
@@ -1165,7 +1183,7 @@ class LocalStack:
         ``ADMIN_ROLE_ARNS``: yours when set, else the role of the default local caller).
         """
         refs = {**self.table_names, **self.queue_urls, **(self.topics.topic_arns if self.topics else {})}
-        env = function_environment(self.template, logical_id, resource_refs=refs)
+        env = function_environment(self.template, logical_id, parameters=self.parameters, resource_refs=refs)
         env.update(
             {
                 variable: self.table_names[logical_table]
@@ -1176,6 +1194,7 @@ class LocalStack:
         env.update(self._alert_env)
         env.update(
             {
+                "AWS_ENDPOINT_URL": self.moto_endpoint,
                 "POWERTOOLS_SERVICE_NAME": "billwatch",
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 SECRET_ENV: self._secret,

@@ -82,6 +82,12 @@ def exercise_every_metric_path(
     assert scenario.webhook(json.loads(samples[0].read_text())) == 200  # a duplicate
     live = se.subscription(id="sub_live", customer="cus_live", metadata={"account_id": "acct_live"})
     assert scenario.webhook(se.event("customer.subscription.created", live)) == 200  # MRR for the probe
+    free = se.subscription(
+        id="sub_up", customer="cus_up", metadata={"account_id": "acct_up"}, lookup_key=None
+    )
+    assert scenario.webhook(se.event("customer.subscription.created", free, created=10)) == 200
+    upgraded = se.subscription(id="sub_up", customer="cus_up", metadata={"account_id": "acct_up"})
+    assert scenario.webhook(se.event("customer.subscription.updated", upgraded, created=20)) == 200
     stale = se.subscription(id="sub_demo", customer="cus_demo", metadata={"account_id": "acct_demo"})
     assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1)) == 200
     assert scenario.webhook(se.event("customer.updated", se.customer(id="cus_demo"))) == 200  # unhandled

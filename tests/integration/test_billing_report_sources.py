@@ -143,7 +143,7 @@ def seed_a_day(client: Any, clock: Clock) -> None:
     put(client, Metric.CHECKOUT_EXPIRED.value, [1])
     put(client, Metric.SUBSCRIPTIONS_NEW.value, [3, 1])
     put(client, Metric.SUBSCRIPTIONS_CHURNED.value, [1])
-    put(client, Metric.UPGRADE_LATENCY.value, [1200, 800])
+    put(client, Metric.SUBSCRIPTIONS_UPGRADED.value, [1, 1])
     put(client, Metric.PAYMENT_SUCCEEDED.value, [18])
     put(client, Metric.PAYMENT_FAILED.value, [2])
     for feature, units in {"api_calls": 900, "exports": 40, "sso": 1, "a": 5, "b": 6, "c": 7}.items():

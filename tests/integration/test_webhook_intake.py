@@ -324,6 +324,27 @@ def test_subscription_lifecycle_state_and_metrics(webhooks, metrics) -> None:
     assert all(m.namespace == "Billwatch" for m in metrics.read())
 
 
+def test_a_higher_tier_for_a_counted_subscription_is_an_upgrade_and_a_signup_is_not(
+    webhooks, metrics
+) -> None:
+    webhooks.post(sub_event("customer.subscription.created", created=NOW - 20, lookup_key=None, amount=0))
+    webhooks.post(sub_event("customer.subscription.updated", created=NOW - 10))
+    webhooks.post(
+        sub_event(
+            "customer.subscription.created",
+            created=NOW,
+            id="sub_2",
+            customer="cus_2",
+            metadata={"account_id": "acct_2"},
+        )
+    )
+
+    # The free price counts (at 0 MRR): moving it to PRO is an upgrade; acct_2 started on PRO.
+    assert metrics.total("SubscriptionsNew") == 2
+    assert metrics.total("SubscriptionsUpgraded") == 1
+    assert len([m for m in metrics.read() if m.name == "UpgradeLatency"]) == 2
+
+
 def test_metadata_tier_maps_a_price_without_a_lookup_key(webhooks) -> None:
     webhooks.post(
         sub_event(

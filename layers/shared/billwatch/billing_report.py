@@ -513,8 +513,7 @@ METRIC_QUERIES = (
     MetricQuery("checkouts_expired", Metric.CHECKOUT_EXPIRED, "Sum"),
     MetricQuery("subscriptions_new", Metric.SUBSCRIPTIONS_NEW, "Sum"),
     MetricQuery("subscriptions_reactivated", Metric.SUBSCRIPTIONS_REACTIVATED, "Sum"),
-    # UpgradeLatency is emitted once per applied upgrade.
-    MetricQuery("upgrades", Metric.UPGRADE_LATENCY, "SampleCount"),
+    MetricQuery("upgrades", Metric.SUBSCRIPTIONS_UPGRADED, "Sum"),
     MetricQuery("subscriptions_churned", Metric.SUBSCRIPTIONS_CHURNED, "Sum"),
     MetricQuery("payments_succeeded", Metric.PAYMENT_SUCCEEDED, "Sum"),
     MetricQuery("payments_failed", Metric.PAYMENT_FAILED, "Sum"),

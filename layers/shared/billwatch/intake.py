@@ -323,6 +323,8 @@ class WebhookIntake:
             if new_tier.rank > self._catalog.tier(applied["previous_tier"]).rank:
                 latency_ms = max(0.0, time.time() * 1000 - parsed.created * 1000)
                 points.append(MetricPoint(Metric.UPGRADE_LATENCY, latency_ms))
+                if not applied.get("movement"):  # a new subscription is a start, not an upgrade
+                    points.append(MetricPoint(Metric.SUBSCRIPTIONS_UPGRADED))
                 logger.info(
                     f"User upgraded to {new_tier.name}",
                     extra={"account_id": applied["account_id"], "from_tier": applied["previous_tier"]},

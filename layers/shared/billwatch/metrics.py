@@ -61,6 +61,7 @@ class Metric(StrEnum):
     SUBSCRIPTIONS_NEW = "SubscriptionsNew"
     SUBSCRIPTIONS_REACTIVATED = "SubscriptionsReactivated"
     SUBSCRIPTIONS_CHURNED = "SubscriptionsChurned"
+    SUBSCRIPTIONS_UPGRADED = "SubscriptionsUpgraded"
     RECONCILE_RUN = "ReconcileRun"
     RECONCILE_DRIFT = "ReconcileDrift"
     RECONCILE_HEALED = "ReconcileHealed"
@@ -142,6 +143,8 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.SUBSCRIPTIONS_NEW: MetricDefinition(MetricUnit.Count),
     Metric.SUBSCRIPTIONS_REACTIVATED: MetricDefinition(MetricUnit.Count),
     Metric.SUBSCRIPTIONS_CHURNED: MetricDefinition(MetricUnit.Count),
+    # An applied change that raises the tier of a subscription that already counted (not a new one).
+    Metric.SUBSCRIPTIONS_UPGRADED: MetricDefinition(MetricUnit.Count),
     # One per finished reconciliation run; drift and healing per compared field (status, tier,
     # period_end, cancel_at_period_end, customer_link, subscription, missed_event).
     Metric.RECONCILE_RUN: MetricDefinition(MetricUnit.Count),
