@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 EVENT ?= events/customer.subscription.updated.json
 
-.PHONY: venv test lint unit run send bench alert-test report clean
+.PHONY: venv test lint unit run send bench alert-test report demo clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,19 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/cfn-lint template.yaml
 
-test: lint
+test: lint browser
 	$(PY) -m pytest
+
+# tests/integration/test_status_page.py loads the status page in Debian's headless chromium.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else \
+	    echo "the status page test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; \
+	}
 
 # The local stack and the sender share a secret: yours (from `stripe listen`) or the public dev one.
 LOCAL_SECRET = STRIPE_WEBHOOK_SECRET="$${STRIPE_WEBHOOK_SECRET:-whsec_local_dev_secret}"
@@ -45,6 +56,10 @@ alert-test: venv
 # The billing report of the last 24 hours (PERIOD=weekly: 7 days) from what `make run` has seen.
 report: venv
 	$(PY) -m devtools.report --url http://127.0.0.1:$(PORT) $(if $(PERIOD),--period $(PERIOD))
+
+# A day of Stripe traffic through every function on its own local stack, then what happened.
+demo: venv
+	$(PY) -m devtools.demo $(if $(HOURS),--hours $(HOURS))
 
 clean:
 	rm -rf $(VENV) .venv-sam .aws-sam .bench .pytest_cache .ruff_cache .hypothesis

@@ -142,12 +142,19 @@ class AlarmWatcher:
     def states(self) -> dict[str, str]:
         return dict(self._states.states)
 
-    def create_stand_ins(self) -> None:
-        """moto alarms of the same names and descriptions, so that DescribeAlarms knows them."""
+    def create_stand_ins(self, topic_arns: Mapping[str, str]) -> None:
+        """moto alarms of the same names, descriptions and actions, so that DescribeAlarms knows them."""
         for definition in self.definitions.values():
+            actions = {
+                key: [
+                    topic_arns.get(str(topic), str(topic)) for topic in definition.properties.get(key) or []
+                ]
+                for key in _ACTIONS.values()
+            }
             self._cloudwatch.put_metric_alarm(
                 AlarmName=definition.name,
                 AlarmDescription=definition.description,
+                **actions,
                 Namespace="BillwatchLocal",
                 MetricName=definition.logical_id,
                 Statistic="Sum",

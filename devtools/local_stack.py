@@ -980,7 +980,7 @@ class LocalStack:
                 self.alarm_events.append,
                 self.parameters,
             )
-            self.alarms.create_stand_ins()
+            self.alarms.create_stand_ins(self.topics.topic_arns)
             self.scheduler = Scheduler(self.schedules, self.invoke, self.clock, self.fired.append)
             self.topics.start()
             if self._autorun:

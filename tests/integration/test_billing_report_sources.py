@@ -113,9 +113,12 @@ def put_gauges(
                 put(client, Metric.MRR.value, [amount(hour)] * 3, hours_ago=hours_ago, Currency=currency)
 
 
-def alarm(client: Any, name: str, severity: str) -> None:
+def alarm(client: Any, name: str, severity: str, notifies: bool = True) -> None:
     client.put_metric_alarm(
         AlarmName=name,
+        AlarmActions=[f"arn:aws:sns:{REGION}:123456789012:billwatch-test-alarms-{severity}"]
+        if notifies
+        else [],
         AlarmDescription=f"[{severity}] Something went wrong. Runbook: {RUNBOOK}",
         Namespace=NAMESPACE,
         MetricName="WebhookFailed",
@@ -161,10 +164,12 @@ def seed_a_day(client: Any, clock: Clock) -> None:
     alarm(client, "billwatch-test-HttpApi5xx", "warning")
     alarm(client, "billwatch-test-StripeWebhookDown", "critical")
     alarm(client, "billwatch-prod-HttpApi5xx", "warning")
+    alarm(client, "billwatch-test-WebhooksAbsent", "info", notifies=False)  # a building block
     set_state(client, clock, "billwatch-test-HttpApi5xx", "ALARM", hours_ago=6)
     set_state(client, clock, "billwatch-test-HttpApi5xx", "OK", hours_ago=4.5)
     set_state(client, clock, "billwatch-test-StripeWebhookDown", "ALARM", hours_ago=1.25)
     set_state(client, clock, "billwatch-prod-HttpApi5xx", "ALARM", hours_ago=1)
+    set_state(client, clock, "billwatch-test-WebhooksAbsent", "ALARM", hours_ago=3)
 
 
 def test_a_day_of_billwatch_metrics_and_alarms(cloudwatch: Any, clock: Clock, aws_calls: list[str]) -> None:

@@ -759,8 +759,12 @@ class CloudWatchReportSource:
             except ValueError:
                 return None
 
+        # A composite's building blocks notify nobody: the composite is the incident, not each of them.
+        silent = {name for name, alarm in alarms.items() if not alarm.get("AlarmActions")}
         incidents = []
         for name, changes in transitions.items():
+            if name in silent:
+                continue
             firing_since: dt.datetime | None = None
             before_history = False
             if changes[0][1] == _FIRING:
@@ -779,7 +783,7 @@ class CloudWatchReportSource:
                 )
         # An alarm that has fired since before the history read has no transition in it.
         for name, alarm in alarms.items():
-            if name not in transitions and alarm.get("StateValue") == _FIRING:
+            if name not in transitions and name not in silent and alarm.get("StateValue") == _FIRING:
                 fired_at = _utc(alarm["StateUpdatedTimestamp"])
                 incidents.append(Incident(short_alarm_name(name), severity(name), fired_at, None))
         return tuple(incidents)

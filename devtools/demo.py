@@ -1,0 +1,350 @@
+"""`make demo`: a realistic day of Stripe traffic through the whole local stack, then a summary.
+
+    python -m devtools.demo [--hours 24] [--start-hour 0] [--step-minutes 5] [--seed 7]
+
+It starts its own local stack (moto, every function, the template's schedules and alarms) on a
+clock that moves in steps of ``--step-minutes`` (5 local minutes; the health probe runs every 5
+minutes, the template's HealthProbeIntervalMinutes at its slowest, so that a day takes about a
+minute and a half). At each step it delivers that step's webhooks signed as Stripe would, calls the
+licensing API, fires the schedules that fall due, evaluates every alarm and lets the alert
+dispatcher deliver what they publish. The day holds:
+
+* signups through checkout (some delivered twice, as Stripe retries), abandoned checkouts;
+* upgrades from the free price, renewals, failed payments that recover or end in a churn,
+  cancellations;
+* 13:00 to 13:20, a DynamoDB outage: the intake answers 503 and, as Stripe does, the deliveries
+  are sent again later, and applied then;
+* an account on the free tier that runs through its ``api_calls`` quota.
+
+The summary: the webhook deliveries by outcome, the usage checks, the alarms that fired and
+cleared, the alerts sent to each receiver, and the billing report's SLOs and KPIs.
+
+Events carry the real time as ``created`` (the intake measures upgrade latency against it); the
+local clock stamps the metrics, schedules and alarms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import random
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+from devtools import send_event
+from devtools import stripe_events as se
+from devtools.local_schedules import ManualClock
+from devtools.local_stack import LocalStack
+
+OUTAGE = (13 * 60, 13 * 60 + 20)  # minutes of the day when DynamoDB throttles every write
+STRIPE_RETRY_MINUTES = 60  # Stripe's first retries of a failed delivery come within the hour
+QUOTA_ACCOUNT = "acct_demo_quota"
+
+
+@dataclass(order=True)
+class Delivery:
+    minute: int
+    order: int
+    kind: str = field(compare=False)  # "webhook" or "usage"
+    payload: dict[str, Any] = field(compare=False)
+    attempt: int = field(default=1, compare=False)
+
+
+class StripeTraffic:
+    """The day's deliveries, minute by minute, from a seeded random generator."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)  # noqa: S311 - a repeatable day, not a secret
+        self.deliveries: list[Delivery] = []
+        self._order = 0
+
+    def _add(self, minute: int, kind: str, payload: dict[str, Any]) -> None:
+        self._order += 1
+        self.deliveries.append(Delivery(minute, self._order, kind, payload))
+
+    def _webhook(self, minute: int, event_type: str, obj: dict[str, Any], *, twice: bool = False) -> None:
+        event = {"type": event_type, "object": obj, "id": f"evt_demo_{self._order:05d}"}
+        self._add(minute, "webhook", event)
+        if twice:  # Stripe sends some events more than once
+            self._add(minute + self._random.randint(1, 30), "webhook", event)
+
+    def _minute(self, first_hour: int, last_hour: int) -> int:
+        return self._random.randint(first_hour * 60, last_hour * 60 - 1)
+
+    def build(self) -> list[Delivery]:
+        pick = self._random
+        for n in range(15):  # customers from before today, renewing through the day
+            account = f"acct_demo_renew_{n:02d}"
+            sub = _subscription(account)
+            self._webhook(0, "customer.subscription.created", sub)
+            invoice = se.invoice(id=f"in_renew_{n:02d}", customer=sub["customer"], subscription=sub["id"])
+            self._webhook(self._minute(6, 22), "invoice.paid", invoice)
+        for n in range(30):  # signups
+            account = f"acct_demo_new_{n:02d}"
+            start = self._minute(8, 20)
+            sub = _subscription(account)
+            session = se.checkout_session(
+                id=f"cs_demo_{n:02d}",
+                customer=sub["customer"],
+                client_reference_id=account,
+                subscription=sub["id"],
+            )
+            self._webhook(start, "checkout.session.completed", session)
+            self._webhook(start + 1, "customer.subscription.created", sub, twice=pick.random() < 0.2)
+        for n in range(6):  # abandoned checkouts
+            session = se.checkout_session(
+                id=f"cs_demo_gone_{n}",
+                customer=None,
+                subscription=None,
+                client_reference_id=f"acct_demo_gone_{n}",
+            )
+            self._webhook(self._minute(8, 22), "checkout.session.expired", {**session, "status": "expired"})
+        for n in range(6):  # free to PRO
+            account = f"acct_demo_up_{n}"
+            start = self._minute(7, 12)
+            self._webhook(start, "customer.subscription.created", _subscription(account, lookup_key=None))
+            self._webhook(
+                start + pick.randint(60, 300), "customer.subscription.updated", _subscription(account)
+            )
+        for n in range(4):  # failed payments: two recover, one churns, one is still being retried
+            account = f"acct_demo_renew_{n:02d}"
+            sub = _subscription(account)
+            failed_at = self._minute(10, 16)
+            failed = se.invoice(
+                id=f"in_fail_{n}", customer=sub["customer"], subscription=sub["id"], status="open"
+            )
+            self._webhook(failed_at, "invoice.payment_failed", failed)
+            if n < 2:
+                paid = se.invoice(id=f"in_fail_{n}", customer=sub["customer"], subscription=sub["id"])
+                self._webhook(failed_at + 180, "invoice.paid", paid)
+            elif n == 2:
+                self._webhook(
+                    failed_at + 60, "customer.subscription.updated", _subscription(account, status="past_due")
+                )
+                self._webhook(
+                    failed_at + 240,
+                    "customer.subscription.deleted",
+                    _subscription(account, status="canceled"),
+                )
+        for n in range(4, 7):  # cancellations
+            account = f"acct_demo_renew_{n:02d}"
+            self._webhook(
+                self._minute(9, 21),
+                "customer.subscription.deleted",
+                _subscription(account, status="canceled"),
+            )
+        for n in range(40):  # the busy quarter hour that the outage hits
+            account = f"acct_demo_renew_{n % 15:02d}"
+            sub = _subscription(account)
+            invoice = se.invoice(id=f"in_busy_{n:02d}", customer=sub["customer"], subscription=sub["id"])
+            self._webhook(OUTAGE[0] + n // 2, "invoice.paid", invoice)
+        self._webhook(8 * 60, "customer.subscription.created", _subscription(QUOTA_ACCOUNT, lookup_key=None))
+        for n in range(14):  # 100 calls every 20 minutes against a quota of 1,000
+            self._add(
+                9 * 60 + 20 * n, "usage", {"account": QUOTA_ACCOUNT, "feature": "api_calls", "quantity": 100}
+            )
+        return sorted(self.deliveries)
+
+
+def _subscription(
+    account: str, *, status: str = "active", lookup_key: str | None = "pro_monthly"
+) -> dict[str, Any]:
+    customer = account.replace("acct_", "cus_")
+    return se.subscription(
+        id=account.replace("acct_", "sub_"),
+        customer=customer,
+        status=status,
+        lookup_key=lookup_key,
+        price_id="price_pro_monthly" if lookup_key else "price_free",
+        amount=2000 if lookup_key else 0,
+        metadata={"account_id": account},
+    )
+
+
+@contextlib.contextmanager
+def dynamodb_outage(active: list[bool]) -> Iterator[None]:
+    """While ``active[0]``, every DynamoDB write is throttled (as botocore reports it once its retries
+    give up)."""
+    original = BaseClient._make_api_call
+
+    def throttled(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if active[0] and client.meta.service_model.service_name == "dynamodb" and operation in _WRITES:
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}
+            raise ClientError({"Error": error}, operation)
+        return original(client, operation, params)
+
+    BaseClient._make_api_call = throttled
+    try:
+        yield
+    finally:
+        BaseClient._make_api_call = original
+
+
+_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+
+
+class Demo:
+    def __init__(self, stack: LocalStack, clock: ManualClock, day: float) -> None:
+        self.stack = stack
+        self.clock = clock
+        self.day = day
+        self.webhooks: Counter[str] = Counter()
+        self.usage: Counter[str] = Counter()
+        self.outage = [False]
+
+    def deliver(self, delivery: Delivery, pending: list[Delivery]) -> None:
+        if delivery.kind == "usage":
+            account, request = (
+                delivery.payload["account"],
+                {k: v for k, v in delivery.payload.items() if k != "account"},
+            )
+            status, _ = _call_json(self.stack.url + f"/v1/accounts/{account}/usage", request)
+            self.usage[
+                "allowed" if status == 200 else "denied" if status in (403, 429) else f"HTTP {status}"
+            ] += 1
+            return
+        payload = dict(delivery.payload)
+        event = se.event(payload["type"], payload["object"], id=payload["id"], created=int(time.time()))
+        status, body = send_event.send(
+            json.dumps(event).encode(),
+            self.stack.url + "/webhooks/stripe",
+            list(self.stack.webhook_secrets),
+            timeout=30,
+        )
+        if status >= 500:
+            self.webhooks["failed (5xx), sent again later"] += 1
+            pending.append(
+                Delivery(
+                    delivery.minute + STRIPE_RETRY_MINUTES,
+                    delivery.order,
+                    "webhook",
+                    delivery.payload,
+                    delivery.attempt + 1,
+                )
+            )
+            return
+        outcome = json.loads(body).get("outcome") if status == 200 else f"rejected ({status})"
+        self.webhooks[str(outcome)] += 1
+
+    def run(self, deliveries: list[Delivery], first_minute: int, last_minute: int, step: int) -> None:
+        pending = [d for d in deliveries if first_minute <= d.minute < last_minute]
+        with dynamodb_outage(self.outage):
+            for minute in range(first_minute, last_minute + 1, step):
+                self.clock.advance_to(self.day + minute * 60)
+                self.outage[0] = OUTAGE[0] <= minute < OUTAGE[1]
+                due = sorted(d for d in pending if d.minute <= minute)
+                pending = [d for d in pending if d.minute > minute]
+                for delivery in due:
+                    self.deliver(delivery, pending)
+                self.stack.scheduler.fire_due(self.clock.now())
+                self.stack.alarms.evaluate()
+                self.stack.topics.drain()
+        self.outage[0] = False
+        # What Stripe still had to retry when the day ended is sent now, and counted.
+        for delivery in sorted(pending):
+            if delivery.kind == "webhook":
+                self.deliver(delivery, [])
+
+
+def _call_json(url: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(document).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def _hhmm(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%H:%M")
+
+
+def summary(demo: Demo, report: str) -> str:
+    stack = demo.stack
+    lines = [
+        f"billwatch demo: the day of {dt.datetime.fromtimestamp(demo.day, dt.UTC):%Y-%m-%d} (UTC), replayed",
+        "",
+    ]
+    lines.append(f"Webhook deliveries: {sum(demo.webhooks.values())}")
+    lines += [f"  {outcome}: {count}" for outcome, count in sorted(demo.webhooks.items())]
+    lines.append(f"Usage checks: {sum(demo.usage.values())}")
+    lines += [f"  {outcome}: {count}" for outcome, count in sorted(demo.usage.items())]
+    lines.append("Alarms that fired:")
+    fired_at: dict[str, float] = {}
+    fired = []
+    assert stack.alarms is not None
+    # Building blocks of composite alarms notify nobody: their composite speaks for them.
+    notifying = {
+        key for key, alarm in stack.alarms.definitions.items() if alarm.properties.get("AlarmActions")
+    }
+    for event in stack.alarm_events:
+        if event.alarm not in notifying:
+            continue
+        if event.new_state == "ALARM":
+            fired_at[event.alarm] = event.at
+        elif event.alarm in fired_at and event.new_state == "OK":
+            fired.append(f"  {event.alarm}: {_hhmm(fired_at[event.alarm])} to {_hhmm(event.at)} (cleared)")
+            del fired_at[event.alarm]
+    fired += [f"  {alarm}: since {_hhmm(at)} (still firing)" for alarm, at in fired_at.items()]
+    lines += fired or ["  none"]
+    lines.append("Alerts sent:")
+    sent = Counter((a["receiver"], a["kind"], (a["alert"] or {}).get("name")) for a in stack.alerts_sent)
+    lines += [
+        f"  to {receiver}: {name} ({kind}) x{count}" for (receiver, kind, name), count in sorted(sent.items())
+    ] or ["  none"]
+    sections = report.split("\n\n")
+    kpis = [section for section in sections if section.startswith(("SLOs", "Business", "Health score"))]
+    lines += ["", "KPIs against their targets (the billing report of the day):", *kpis]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.demo", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--hours", type=int, default=24, help="how much of the day to replay (default 24)")
+    parser.add_argument("--start-hour", type=int, default=0, help="the hour of the day to start at (UTC)")
+    parser.add_argument("--step-minutes", type=int, default=5, help="the clock's step (default 5)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    if not (
+        0 <= args.start_hour < 24 and 1 <= args.hours <= 24 - args.start_hour and 1 <= args.step_minutes <= 60
+    ):
+        parser.error("--start-hour 0-23, --hours 1-24 within the day, --step-minutes 1-60")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = (today - dt.timedelta(days=1)).timestamp()
+    first, last = args.start_hour * 60, (args.start_hour + args.hours) * 60
+    clock = ManualClock(day + first * 60)
+    # The probe every 5 minutes (the template allows 1 to 5): a day in about a minute and a half.
+    parameters = {"HealthProbeIntervalMinutes": "5"}
+    deliveries = StripeTraffic(args.seed).build()
+    # The handlers' log lines go to stderr: stdout is the summary.
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        LocalStack(autorun=False, clock=clock, parameters=parameters).start(port=0) as stack,
+    ):
+        demo = Demo(stack, clock, day)
+        demo.run(deliveries, first, last, args.step_minutes)
+        text = summary(demo, stack.billing_report("daily"))
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
