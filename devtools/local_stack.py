@@ -136,6 +136,7 @@ SAM_LOCAL_WEBHOOK_SECRET = "billwatch-local-webhook-secret"
 # Alert channels beyond the console: the real Slack webhook or PagerDuty service, when given.
 SLACK_ENV = "SLACK_WEBHOOK_URL"
 PAGERDUTY_ENV = "PAGERDUTY_ROUTING_KEY"
+PAGERDUTY_URL_ENV = "PAGERDUTY_EVENTS_URL"  # another Events API v2 endpoint than PagerDuty's own
 LOCAL_ALERT_ROUTES = REPO_ROOT / "devtools" / "alert_routes.local.json"
 QUEUE_TYPE = "AWS::SQS::Queue"
 # Lambda's Invoke API, served by the local stack itself (AWS_ENDPOINT_URL_LAMBDA points here).
@@ -1143,9 +1144,10 @@ class LocalStack:
                 receiver["channels"].append({"type": "slack", "webhook_url_secret": "slack_webhook_url"})
                 secrets_for_channels["slack_webhook_url"] = slack
             if pagerduty and name == "oncall-critical":
-                receiver["channels"].append(
-                    {"type": "pagerduty", "routing_key_secret": "pagerduty_routing_key"}
-                )
+                channel = {"type": "pagerduty", "routing_key_secret": "pagerduty_routing_key"}
+                if events_url := (os.environ.get(PAGERDUTY_URL_ENV) or "").strip():
+                    channel["events_url"] = events_url
+                receiver["channels"].append(channel)
                 secrets_for_channels["pagerduty_routing_key"] = pagerduty
         self._routes_dir = tempfile.mkdtemp(prefix="billwatch-local-routes-")
         path = Path(self._routes_dir) / "alert_routes.json"
