@@ -461,7 +461,9 @@ def _answer_summary(answer: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(body, dict):
         return {}
-    found = {key: body[key] for key in ("outcome", "error", "message") if isinstance(body.get(key), str)}
+    found = {
+        key: body[key] for key in ("outcome", "error", "reason", "message") if isinstance(body.get(key), str)
+    }
     return found
 
 

@@ -1,0 +1,351 @@
+"""The template's CloudWatch dashboards as the local status page draws them, from the local metrics.
+
+:func:`dashboard_series` reads every ``AWS::CloudWatch::Dashboard`` of the template and gives each
+widget with its place on the dashboard's 24-column grid (x, y, width, height) and its title:
+
+* ``text`` widgets: their markdown;
+* ``alarm`` widgets: the names of the alarms they list (the page colours them by state);
+* ``metric`` widgets: one series per line drawn, computed from the evaluator's
+  :class:`~devtools.alarm_evaluator.MetricStore` over ``[start, end)`` at the widget's period (or
+  a metric's own). Periods start at ``start``; the last is cut short at ``end``. Supported: metric
+  arrays ``[Namespace, MetricName, dimension, value, ..., {options}]`` with the ``"."`` and
+  ``"..."`` shorthands, the statistics of alarms (Sum, Average, Minimum, Maximum, SampleCount,
+  pNN), metric math expressions over the metrics' ids (as the alarm evaluator computes them), and
+  ``SEARCH('{Namespace,dimension,...} MetricName="X" dimension="value"', 'Stat'[, period])``,
+  which draws a line per metric with exactly those dimensions. ``visible: false`` series are only
+  inputs to expressions.
+
+What cannot be computed here (Metrics Insights ``SELECT`` queries, SEARCH with partial-match
+terms, functions the evaluator lacks, ...) gives the widget a ``note`` saying so instead of series:
+a wrong chart would be worse than none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from devtools.alarm_evaluator import MetricKey, MetricStore, Series, evaluate_math, statistic
+from devtools.local_alarms import alarm_definitions
+from devtools.template import DASHBOARD_TYPE, resolved_properties
+
+__all__ = ["DASHBOARD_HOURS", "dashboard_series"]
+
+DASHBOARD_HOURS = 3
+
+# CloudWatch's defaults for a metric widget that names neither.
+DEFAULT_PERIOD = 300
+DEFAULT_STAT = "Average"
+
+# Views whose setPeriodToTimeRange makes one value of the whole time range.
+_WHOLE_RANGE_VIEWS = ("bar", "pie", "singleValue")
+
+_SEARCH = re.compile(
+    r"\s*SEARCH\(\s*'(?P<query>[^']*)'\s*,\s*'(?P<stat>[^']+)'\s*(?:,\s*(?P<period>\d+)\s*)?\)\s*"
+)
+_SEARCH_SCHEMA = re.compile(r"\s*\{(?P<schema>[^{}]*)\}")
+_SEARCH_TERM = re.compile(r'\s*(?P<name>[A-Za-z0-9_.:/#-]+)\s*=\s*"(?P<value>[^"]*)"')
+
+
+class NotShownLocally(ValueError):
+    """A widget asks for something this module does not compute; the message says what."""
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One row of a metric widget's ``metrics``: a metric, an expression or a SEARCH."""
+
+    query_id: str | None
+    label: str
+    visible: bool
+    y_axis: str
+    period: int
+    key: MetricKey | None = None
+    stat: str = DEFAULT_STAT
+    expression: str | None = None
+    search: _Search | None = None
+
+
+@dataclass(frozen=True)
+class _Search:
+    namespace: str
+    dimensions: tuple[str, ...]  # in the schema's order, which is also the label's
+    metric_name: str | None
+    values: Mapping[str, str]  # dimension name -> the value it must have
+
+    def matches(self, key: MetricKey) -> bool:
+        dimensions = dict(key.dimensions)
+        return (
+            key.namespace == self.namespace
+            and set(dimensions) == set(self.dimensions)
+            and self.metric_name in (None, key.name)
+            and all(dimensions[name] == value for name, value in self.values.items())
+        )
+
+
+def dashboard_series(
+    template: Mapping[str, Any], store: MetricStore, start: float, end: float
+) -> list[dict[str, Any]]:
+    """Every dashboard of the template: its name, the time range (epoch seconds) and its widgets."""
+    alarm_names = {logical_id: d.name for logical_id, d in alarm_definitions(template).items()}
+    dashboards = []
+    for logical_id, properties in resolved_properties(template, DASHBOARD_TYPE).items():
+        body = json.loads(properties["DashboardBody"])
+        widgets = [_widget(widget, store, start, end, alarm_names) for widget in body.get("widgets") or []]
+        name = properties.get("DashboardName") or logical_id
+        dashboards.append({"name": name, "start": start, "end": end, "widgets": widgets})
+    return dashboards
+
+
+def _widget(
+    widget: Mapping[str, Any], store: MetricStore, start: float, end: float, alarm_names: Mapping[str, str]
+) -> dict[str, Any]:
+    properties = widget.get("properties") or {}
+    kind = widget.get("type")
+    shown: dict[str, Any] = {key: widget.get(key) for key in ("type", "x", "y", "width", "height")}
+    shown["title"] = properties.get("title") or ""
+    if kind == "text":
+        shown["markdown"] = properties.get("markdown") or ""
+    elif kind == "alarm":
+        shown["alarms"] = [
+            _alarm_name(reference, alarm_names) for reference in properties.get("alarms") or []
+        ]
+    elif kind == "metric":
+        shown["view"] = properties.get("view") or "timeSeries"
+        shown["stacked"] = bool(properties.get("stacked"))
+        shown["yRange"] = _y_ranges(properties.get("yAxis"))
+        shown["annotations"] = _horizontal_annotations(properties.get("annotations"))
+        try:
+            shown["series"] = _metric_series(properties, store, start, end)
+        except ValueError as unsupported:
+            shown["note"] = f"not shown locally: {unsupported}"
+    else:
+        shown["note"] = f"not shown locally: {kind} widgets are not drawn"
+    return shown
+
+
+def _alarm_name(reference: str, alarm_names: Mapping[str, str]) -> str:
+    # The template names alarms by !GetAtt Alarm.Arn, which resolves to "LogicalId.Arn".
+    logical_id = reference.removesuffix(".Arn")
+    if logical_id in alarm_names:
+        return alarm_names[logical_id]
+    return reference.rpartition(":alarm:")[2]  # an ARN's name; a bare name stays as it is
+
+
+def _y_ranges(y_axis: Any) -> dict[str, dict[str, float]]:
+    ranges: dict[str, dict[str, float]] = {}
+    for side, limits in (y_axis or {}).items():
+        if side in ("left", "right") and isinstance(limits, Mapping):
+            ranges[side] = {
+                bound: float(limits[bound]) for bound in ("min", "max") if _is_number(limits.get(bound))
+            }
+    return ranges
+
+
+def _horizontal_annotations(annotations: Any) -> list[dict[str, Any]]:
+    # Bands (a pair of values) are CloudWatch's too, but the page draws only lines.
+    return [
+        {
+            "label": str(line.get("label") or ""),
+            "value": float(line["value"]),
+            "yAxis": "right" if line.get("yAxis") == "right" else "left",
+        }
+        for line in (annotations or {}).get("horizontal") or []
+        if isinstance(line, Mapping) and _is_number(line.get("value"))
+    ]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------------------------------ series
+
+
+def _metric_series(
+    properties: Mapping[str, Any], store: MetricStore, start: float, end: float
+) -> list[dict[str, Any]]:
+    period = _period(properties.get("period", DEFAULT_PERIOD))
+    if properties.get("setPeriodToTimeRange") and properties.get("view") in _WHOLE_RANGE_VIEWS:
+        period = max(1, math.ceil(end - start))
+    queries = _queries(properties.get("metrics") or [], str(properties.get("stat") or DEFAULT_STAT), period)
+
+    computed: dict[int, list[tuple[str, list[list[float]]]]] = {}  # query index -> its lines
+    by_id: dict[str, Series] = {}
+    for index, query in enumerate(queries):
+        if query.key is not None:
+            starts = _period_starts(start, end, query.period)
+            series = _statistic_series(store, query.key, query.stat, starts, query.period, end)
+            computed[index] = [(query.label, _points(series, starts))]
+            if query.query_id:
+                by_id[query.query_id] = series
+        elif query.search is not None:
+            starts = _period_starts(start, end, query.period)
+            computed[index] = _search_lines(store, query, starts, end)
+
+    # CloudWatch names an expression without an id itself; nothing can refer to it.
+    expression_ids = {
+        index: query.query_id or f"unnamed{index}"
+        for index, query in enumerate(queries)
+        if query.expression is not None
+    }
+    if expression_ids:
+        metric_periods = {q.period for q in queries if q.key is not None}
+        if len(metric_periods) > 1:
+            raise NotShownLocally(f"metric math over metrics of different periods {sorted(metric_periods)}")
+        starts = _period_starts(start, end, metric_periods.pop() if metric_periods else period)
+        expressions = {expression_ids[index]: str(queries[index].expression) for index in expression_ids}
+        values = evaluate_math(expressions, by_id, len(starts))
+        for index, expression_id in expression_ids.items():
+            value = values[expression_id]
+            if not isinstance(value, dict):
+                raise NotShownLocally(
+                    f"expression {expressions[expression_id]!r} gives a number, not a series"
+                )
+            computed[index] = [(queries[index].label, _points(value, starts))]
+
+    return [
+        {"label": label, "points": points, "yAxis": query.y_axis}
+        for index, query in enumerate(queries)
+        if query.visible
+        for label, points in computed.get(index, [])
+    ]
+
+
+def _queries(rows: Sequence[Any], default_stat: str, default_period: int) -> list[_Query]:
+    queries = []
+    previous: list[str] = []
+    for row in rows:
+        if not isinstance(row, list) or not row:
+            raise NotShownLocally(f"metric row {row!r} is not a non-empty array")
+        *names, options = row if isinstance(row[-1], Mapping) else (*row, {})
+        common = {
+            "query_id": options.get("id"),
+            "visible": options.get("visible", True) is not False,
+            "y_axis": "right" if options.get("yAxis") == "right" else "left",
+        }
+        if "expression" in options:
+            if names:
+                raise NotShownLocally(f"metric row {row!r} has both a metric and an expression")
+            queries.append(_expression_query(str(options["expression"]), options, common, default_period))
+            continue
+        names = _expand_shorthand([str(name) for name in names], previous)
+        previous = names
+        if len(names) < 2 or len(names) % 2:
+            raise NotShownLocally(f"metric row {row!r} is not [Namespace, MetricName, name, value, ...]")
+        namespace, metric_name, *pairs = names
+        dimensions = frozenset(zip(pairs[::2], pairs[1::2], strict=True))
+        queries.append(
+            _Query(
+                **common,
+                label=str(options.get("label") or metric_name),
+                period=_period(options.get("period", default_period)),
+                key=MetricKey(namespace, metric_name, dimensions),
+                stat=str(options.get("stat") or default_stat),
+            )
+        )
+    return queries
+
+
+def _expand_shorthand(names: list[str], previous: list[str]) -> list[str]:
+    """CloudWatch's ``"."`` (the previous row's item at this place) and ``"..."`` (as many of the
+    previous row's items as the rest of this row leaves room for)."""
+    if "..." in names:
+        cut = names.index("...")
+        after = names[cut + 1 :]
+        names = [*names[:cut], *previous[cut : max(cut, len(previous) - len(after))], *after]
+    expanded = []
+    for position, name in enumerate(names):
+        if name == ".":
+            if position >= len(previous):
+                raise NotShownLocally("'.' in a metric row with nothing above it at that place")
+            name = previous[position]
+        expanded.append(name)
+    return expanded
+
+
+def _expression_query(
+    expression: str, options: Mapping[str, Any], common: dict[str, Any], default_period: int
+) -> _Query:
+    label = str(options.get("label") or "")
+    if expression.lstrip().upper().startswith("SELECT"):
+        raise NotShownLocally("Metrics Insights queries (SELECT ...) run only in CloudWatch")
+    search = _SEARCH.fullmatch(expression)
+    if search is None:
+        return _Query(**common, label=label or expression, period=default_period, expression=expression)
+    statistic(search["stat"])  # an unsupported statistic is refused now, with its name
+    return _Query(
+        **common,
+        label=label,
+        period=_period(search["period"] or default_period),
+        stat=search["stat"],
+        search=_parse_search(search["query"]),
+    )
+
+
+def _parse_search(query: str) -> _Search:
+    schema = _SEARCH_SCHEMA.match(query)
+    if schema is None:
+        raise NotShownLocally(f"SEARCH {query!r} has no {{Namespace,dimension,...}} schema")
+    namespace, *dimensions = [part.strip().strip('"') for part in schema["schema"].split(",")]
+    terms: dict[str, str] = {}
+    position = schema.end()
+    while query[position:].strip():
+        term = _SEARCH_TERM.match(query, position)
+        if term is None:
+            raise NotShownLocally(
+                f'SEARCH term {query[position:].strip()!r}: only exact Name="value" terms are matched locally'
+            )
+        terms[term["name"]] = term["value"]
+        position = term.end()
+    metric_name = terms.pop("MetricName", None)
+    return _Search(namespace, tuple(dimensions), metric_name, terms)
+
+
+def _search_lines(
+    store: MetricStore, query: _Query, starts: list[float], end: float
+) -> list[tuple[str, list[list[float]]]]:
+    assert query.search is not None
+    lines = []
+    for key in filter(query.search.matches, store.keys()):
+        series = _statistic_series(store, key, query.stat, starts, query.period, end)
+        if not series:
+            continue  # like CloudWatch, SEARCH finds only metrics with data in the time range
+        dimensions = dict(key.dimensions)
+        values = " ".join(dimensions[name] for name in query.search.dimensions)
+        lines.append((f"{query.label} {values}" if query.label else values, _points(series, starts)))
+    return sorted(lines)
+
+
+def _period(value: Any) -> int:
+    try:
+        period = float(value)
+    except (TypeError, ValueError):
+        raise NotShownLocally(f"period {value!r} is not a number of seconds") from None
+    if not period.is_integer() or period < 1:
+        raise NotShownLocally(f"period {value!r} is not a positive whole number of seconds")
+    return int(period)
+
+
+def _period_starts(start: float, end: float, period: int) -> list[float]:
+    return [start + index * period for index in range(max(0, math.ceil((end - start) / period)))]
+
+
+def _statistic_series(
+    store: MetricStore, key: MetricKey, stat: str, starts: list[float], period: int, end: float
+) -> Series:
+    compute = statistic(stat)
+    series: Series = {}
+    for index, period_start in enumerate(starts):
+        values = store.values(key, period_start, min(period_start + period, end))
+        if values:
+            series[index] = compute(values)
+    return series
+
+
+def _points(series: Series, starts: list[float]) -> list[list[float]]:
+    return [[starts[index], value] for index, value in sorted(series.items())]
