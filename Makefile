@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 EVENT ?= events/customer.subscription.updated.json
 
-.PHONY: venv test lint unit run send bench alert-test report demo clean
+.PHONY: venv test lint run send bench alert-test report demo clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,6 @@ demo: venv
 	$(PY) -m devtools.demo $(if $(HOURS),--hours $(HOURS))
 
 clean:
-	rm -rf $(VENV) .venv-sam .aws-sam .bench .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-sam .aws-sam .bench .pytest_cache .ruff_cache .hypothesis test-artifacts
 
 include make/sam.mk

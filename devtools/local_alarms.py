@@ -21,7 +21,7 @@ from typing import Any
 from devtools.alarm_evaluator import AlarmStates, StateChange
 from devtools.local_metrics import LocalMetrics
 from devtools.local_schedules import ACCOUNT_ID, REGION, LocalClock, ManualClock
-from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, resolved_properties
+from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, deployed_resources, resolved_properties
 
 log = logging.getLogger("devtools.local_alarms")
 
@@ -88,11 +88,14 @@ class AlarmDefinition:
 def alarm_definitions(
     template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None
 ) -> dict[str, AlarmDefinition]:
-    """Logical id -> definition of every alarm of the template (parameters at their defaults
-    unless overridden)."""
+    """Logical id -> definition of every alarm the template deploys with these parameters (their
+    defaults unless overridden): an alarm whose Condition is false does not exist."""
+    deployed = deployed_resources(template, parameters)
     definitions = {}
     for resource_type, composite in ((ALARM_TYPE, False), (COMPOSITE_ALARM_TYPE, True)):
         for logical_id, props in resolved_properties(template, resource_type, parameters).items():
+            if logical_id not in deployed:
+                continue
             name = str(props.get("AlarmName") or logical_id)
             definitions[logical_id] = AlarmDefinition(
                 logical_id, name, str(props.get("AlarmDescription") or ""), props, composite

@@ -37,7 +37,7 @@ report needs from :mod:`devtools.moto_cloudwatch`.
 
 Differences from AWS worth knowing: invocations of one function are serialised (like a function
 with a single warm instance), the function timeout is reported to the handler but not enforced,
-and moto's state lives in memory only (gone when the process exits).
+and moto's state lives in memory unless ``BILLWATCH_DATA_DIR`` keeps the tables and metrics.
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ def test_every_alarm_of_the_template_is_evaluated(stack: LocalStack) -> None:
     stack.alarms.evaluate()
 
     alarms = {*resources_of_type(TEMPLATE, ALARM_TYPE), *resources_of_type(TEMPLATE, COMPOSITE_ALARM_TYPE)}
-    assert set(stack.alarms.states) == alarms
+    # The Reconcile alarms share its Condition: without a Stripe key CloudFormation makes none.
+    not_deployed = {name for name in alarms if name.startswith("Reconcile")}
+    assert not_deployed and set(stack.alarms.states) == alarms - not_deployed
     assert stack.alarms.evaluations >= 1
 
 

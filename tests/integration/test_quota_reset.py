@@ -50,7 +50,7 @@ def test_every_ended_period_is_reset_once(world, metrics) -> None:
     assert sweep(job, "2026-11-02T00") == 45
     item = raw_item(licensing, "acct_07")
     assert int(item["usage_since"]["N"]) == NOV_1
-    assert not {name for name in item if name.startswith(("used_", "granted_", "alerted_"))}
+    assert not {name for name in item if name.startswith(("used_", "granted_", "announced_", "alerted_"))}
     assert usage_of(licensing, "acct_07") == (0, 0)
     assert metrics.total("QuotaResetAccounts") == 45 and metrics.total("QuotaResetSucceeded") == 3
     # The same run again (a schedule that fired twice) and a later run reset nothing.

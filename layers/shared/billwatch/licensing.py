@@ -37,7 +37,7 @@ from billwatch.models import (
     UsageReceipt,
     bind_billing_table,
     bind_idempotency_table,
-    usage_alert,
+    usage_announcements,
     usage_counter,
     usage_grant,
 )
@@ -445,12 +445,12 @@ class Licensing:
 
     def _announce(self, account_id: str, decision: UsageDecision, threshold: int) -> None:
         """Once per account, feature, threshold and period: the write that records it decides."""
-        alerted = usage_alert(decision.feature)
+        announced = usage_announcements(decision.feature)
         condition = (BillingAccount.usage_since == decision.counted_since) & (
-            alerted.does_not_exist() | (alerted < threshold)
+            announced.does_not_exist() | ~announced.contains(threshold)
         )
         accepted, _ = conditional_update(
-            account_id, [alerted.set(threshold)], condition, return_values=ALL_NEW
+            account_id, [announced.add({threshold})], condition, return_values=ALL_NEW
         )
         if not accepted:
             return

@@ -18,6 +18,7 @@ from pynamodb.attributes import (
     BooleanAttribute,
     ListAttribute,
     NumberAttribute,
+    NumberSetAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
@@ -203,13 +204,18 @@ def usage_grant(feature: str) -> NumberAttribute:
     return NumberAttribute(attr_name=f"granted_{feature}")
 
 
-def usage_alert(feature: str) -> NumberAttribute:
-    """The highest usage threshold (in %) already announced for the feature this period."""
-    return NumberAttribute(attr_name=f"alerted_{feature}")
+def usage_announcements(feature: str) -> NumberSetAttribute:
+    """The usage thresholds (in %) already announced for the feature this period.
+
+    A set, not the highest one: two checks that cross 80 % and 95 % at once record both, whichever
+    writes first.
+    """
+    return NumberSetAttribute(attr_name=f"announced_{feature}")
 
 
-# Attributes that belong to one usage period and go when a new one starts.
-PERIOD_ATTRIBUTE_PREFIXES = ("used_", "granted_", "alerted_")
+# Attributes that belong to one usage period and go when a new one starts ("alerted_" held the
+# highest announced threshold before the set replaced it).
+PERIOD_ATTRIBUTE_PREFIXES = ("used_", "granted_", "announced_", "alerted_")
 
 
 # ---------------------------------------------------------------------------- alert dispatch
