@@ -29,6 +29,7 @@ from bench import (
     USAGE_CHECK_WARM_MAX_RATIO,
     WARM_MAX_RATIO,
     coldstart,
+    cost,
     environment,
     health_probe_cost,
     layer_size,
@@ -37,6 +38,7 @@ from bench import (
 from bench.environment import BenchError
 
 RESULTS_PATH = BENCH_DIR / "results.json"
+TABLE_PATH = BENCH_DIR / "table.json"
 DYNAMO_RESULTS_PATH = BENCH_DIR / "dynamo.json"
 HANDLER_STDOUT_PATH = BENCH_DIR / "handler-stdout.log"
 LICENSING_RESULTS_PATH = BENCH_DIR / "licensing.json"
@@ -127,6 +129,174 @@ def _run_json_child(module: str, what: str) -> dict[str, Any]:
     if completed.returncode != 0:
         raise BenchError(f"the {what} benchmark failed:\n{completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run_cold_start_every_function(args: argparse.Namespace, layer: dict, runtime: dict) -> dict[str, Any]:
+    """Each function's handler import against `import boto3`, as shipped (layer with .pyc)."""
+    layer_pyc = environment.compiled_layer_copy([sys.executable])
+    rounds = max(5, args.rounds // 3)
+    host_core = _host_pydantic_core(Path(layer["python_dir"]))
+    found = {}
+    for function_dir in sorted(path for path in (REPO_ROOT / "functions").iterdir() if path.is_dir()):
+        function = environment.function_config(function_dir)
+        variant = coldstart.default_variants(
+            function, Path(layer["python_dir"]), Path(runtime["dir"]), layer_pyc, None
+        )[0]
+        if host_core is not None:
+            variant.pythonpath.insert(1, host_core)
+        _progress(f"cold start: {function.logical_id} ({rounds} interleaved rounds)")
+        measured = coldstart.run_variant(variant, function, rounds)
+        found[function.logical_id] = {
+            "ratio_median": measured["ratio_median"],
+            "handler_ms_median": measured["handler"]["median_ms"],
+            "boto3_ms_median": measured["boto3"]["median_ms"],
+            "rounds": rounds,
+        }
+    return found
+
+
+def _host_pydantic_core(layer_python: Path) -> Path | None:
+    """A folder holding only this interpreter's pydantic_core, when the layer's (built for
+    python3.13/aarch64) cannot load here; the functions that use pydantic import it from there."""
+    import shutil
+
+    from bench.licensing import host_pydantic_core
+
+    if host_pydantic_core(layer_python) is None:
+        return None
+    import pydantic_core
+
+    folder = BENCH_DIR / "host-pydantic-core"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(Path(pydantic_core.__file__).parent, folder / "pydantic_core")
+    return folder
+
+
+def run_alert_dispatch() -> dict[str, Any]:
+    _progress("alert dispatch: an alarm's SNS record to a local Slack receiver")
+    return _run_json_child("bench.alert_latency", "alert dispatch")
+
+
+def run_log_bytes() -> dict[str, Any]:
+    _progress("cost: CloudWatch Logs bytes per webhook and per usage check")
+    return _run_json_child("bench.cost", "log bytes")
+
+
+def _requests_of(scenarios: list[dict[str, Any]], prefix: str) -> int:
+    return next(scenario["requests"] for scenario in scenarios if scenario["title"].startswith(prefix))
+
+
+def cost_estimate(results: dict[str, Any]) -> dict[str, Any]:
+    """Every request of a new webhook and of a plain usage check is a write (Put/UpdateItem)."""
+    webhook = {
+        "writes": _requests_of(
+            results["dynamodb"]["scenarios"], "(a) established account: customer.subscription"
+        ),
+        "reads": 0,
+        "duration_ms": results["dynamodb"]["warm"]["handler"]["median_ms"],
+    }
+    usage = {
+        "writes": _requests_of(results["licensing"]["scenarios"], "plain check"),
+        "reads": 0,
+        "duration_ms": results["licensing"]["warm"]["handler"]["median_ms"],
+    }
+    return cost.estimate(webhook, usage, results["log_bytes"])
+
+
+def summary_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The one table: each figure beside the reference it was measured against in this run."""
+    rows = []
+    for function, cold in results["cold_start_all"].items():
+        rows.append(
+            {
+                "figure": f"cold import: {function}",
+                "value": f"{cold['ratio_median']:.2f}x",
+                "reference": f"{cold['handler_ms_median']:.0f} ms vs import boto3"
+                f" {cold['boto3_ms_median']:.0f} ms",
+            }
+        )
+    webhooks, usage = results["dynamodb"]["scenarios"], results["licensing"]["scenarios"]
+    for label, scenarios, prefix in (
+        ("DynamoDB requests: new webhook", webhooks, "(a) established account: customer.subscription"),
+        ("DynamoDB requests: duplicate webhook", webhooks, "(b) duplicate"),
+        ("DynamoDB requests: usage check", usage, "plain check"),
+        ("DynamoDB requests: usage check, new idempotency key", usage, "check with a new idempotency key"),
+        ("DynamoDB requests: usage check, replayed key", usage, "replayed idempotency key"),
+    ):
+        rows.append(
+            {
+                "figure": label,
+                "value": str(_requests_of(scenarios, prefix)),
+                "reference": "counted on the wire",
+            }
+        )
+    for label, warm in (
+        ("warm webhook", results["dynamodb"]["warm"]),
+        ("warm usage check", results["licensing"]["warm"]),
+    ):
+        rows.append(
+            {
+                "figure": f"{label}: handler / its raw DynamoDB calls",
+                "value": f"{warm['ratio_median']:.2f}x",
+                "reference": f"{warm['handler']['median_ms']:.2f} ms vs {warm['raw']['median_ms']:.2f} ms"
+                " (medians)",
+            }
+        )
+    reset = results["quota_reset"]
+    per_account_ms = reset["per_account_ms"]
+    rows.append(
+        {
+            "figure": "quota reset: throughput, one segment",
+            "value": f"{1000 / per_account_ms:,.0f} accounts/s" if per_account_ms else "n/a",
+            "reference": f"{per_account_ms:.2f} ms per account on moto",
+        }
+    )
+    projection = reset["projection"]
+    rows.append(
+        {
+            "figure": f"quota reset: {projection['accounts']:,} accounts, {projection['segments']} segments",
+            "value": f"{projection['seconds'] / 60:.1f} min",
+            "reference": "the hourly schedule: 60 min",
+        }
+    )
+    alert = results["alert_dispatch"]
+    rows.append(
+        {
+            "figure": "alert dispatch: alarm message to the local receiver",
+            "value": f"{alert['dispatcher']['median_ms']:.1f} ms",
+            "reference": f"p90 {alert['dispatcher']['p90_ms']:.1f} ms; the same POST directly"
+            f" {alert['direct_post']['median_ms']:.1f} ms",
+        }
+    )
+    rows.append(
+        {
+            "figure": "package: layer unzipped",
+            "value": f"{results['layer']['du_mb']:.1f} MB",
+            "reference": "limit 50 MB (250 MB Lambda)",
+        }
+    )
+    estimate = results["cost"]
+    for key, label in (("webhooks", "webhooks"), ("usage_checks", "usage checks")):
+        figures = estimate[key]
+        parts = ", ".join(
+            f"{name.replace('_', ' ')} ${figures[name]:.2f}"
+            for name in (
+                "lambda_requests",
+                "lambda_duration",
+                "http_api",
+                "dynamodb",
+                "cloudwatch_logs",
+                "xray",
+            )
+        )
+        rows.append(
+            {
+                "figure": f"estimated AWS cost per 1,000,000 {label}",
+                "value": f"${figures['total']:.2f}",
+                "reference": f"{parts} ({figures['assumptions']})",
+            }
+        )
+    return rows
 
 
 def run_quota_reset() -> dict[str, Any]:
@@ -272,6 +442,11 @@ def render(results: dict[str, Any]) -> str:
     add("")
     for line in health_probe_cost.render(results["health_probe"]):
         add(line)
+    add("")
+    add(f"The table (also {_rel(TABLE_PATH)}; unit prices there and in bench/cost.py)")
+    width = max(len(row["figure"]) for row in results["table"])
+    for row in results["table"]:
+        add(f"   {row['figure']:<{width}}  {row['value']:>16}  {row['reference']}")
     add("")
     add("Targets")
     for row in results["targets"]:
@@ -580,6 +755,9 @@ def main(argv: list[str] | None = None) -> int:
         licensing = run_licensing(args, layer)
         quota_reset = run_quota_reset()
         health_probe = run_health_probe()
+        cold_all = run_cold_start_every_function(args, layer, runtime)
+        alert_dispatch = run_alert_dispatch()
+        log_bytes = run_log_bytes()
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
@@ -606,9 +784,17 @@ def main(argv: list[str] | None = None) -> int:
         "licensing": licensing,
         "quota_reset": quota_reset,
         "health_probe": health_probe,
+        "cold_start_all": cold_all,
+        "alert_dispatch": alert_dispatch,
+        "log_bytes": log_bytes,
     }
+    results["cost"] = cost_estimate(results)
     results["targets"] = targets(results)
+    results["table"] = summary_table(results)
     RESULTS_PATH.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    TABLE_PATH.write_text(
+        json.dumps({"rows": results["table"], "cost": results["cost"]}, indent=2), encoding="utf-8"
+    )
     print(render(results))
     return 0 if all(row["pass"] for row in results["targets"]) else 1
 
