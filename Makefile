@@ -1,13 +1,13 @@
 # Two entry points on a fresh machine (Python 3.11 + make, no AWS account, no Docker):
 #   make run   - the service on http://127.0.0.1:$(PORT) backed by moto on loopback
-#   make test  - ruff, cfn-lint and pytest
+#   make test  - ruff, cfn-lint, the security checks and pytest
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
 EVENT ?= events/customer.subscription.updated.json
 
-.PHONY: venv test lint run send bench alert-test report demo clean
+.PHONY: venv test lint security run send bench alert-test report demo clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,29 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/cfn-lint template.yaml
 
-test: lint browser
+test: lint security browser
 	$(PY) -m pytest
+
+# checkov pins an older boto3 than the dev tooling, so it gets its own virtualenv, like aws-sam-cli.
+SECURITY_VENV := .venv-security
+# The project's own code; tests are left out (they hold throwaway secrets and asserts by design).
+BANDIT_PATHS := layers/shared/billwatch functions devtools bench
+
+$(SECURITY_VENV)/.installed: requirements/security.txt
+	$(PYTHON) -m venv $(SECURITY_VENV)
+	@# What venv itself does from Python 3.13 on: keeps git, and so ruff, out of the virtualenv.
+	echo '*' > $(SECURITY_VENV)/.gitignore
+	$(SECURITY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SECURITY_VENV)/bin/python -m pip install --quiet -r requirements/security.txt
+	touch $@
+
+# bandit fails on high severity (lower ones carry a justified `# nosec` where they are false);
+# checkov has no severities offline, so every failed check fails (justified skips sit on the
+# resources in template.yaml); the pins are audited exactly as locked, against PyPI's advisories.
+security: venv $(SECURITY_VENV)/.installed
+	$(VENV)/bin/bandit --quiet --recursive --severity-level high $(BANDIT_PATHS)
+	$(SECURITY_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation --file template.yaml
+	$(PY) -m tests.security.audit_pins requirements/constraints.txt layers/shared/requirements.txt
 
 # tests/integration/test_status_page.py loads the status page in Debian's headless chromium.
 .PHONY: browser
@@ -64,6 +85,6 @@ demo: venv
 	$(PY) -m devtools.demo $(if $(HOURS),--hours $(HOURS))
 
 clean:
-	rm -rf $(VENV) .venv-sam .aws-sam .bench .pytest_cache .ruff_cache .hypothesis test-artifacts
+	rm -rf $(VENV) .venv-sam .venv-security .aws-sam .bench .pytest_cache .ruff_cache .hypothesis test-artifacts
 
 include make/sam.mk

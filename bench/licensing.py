@@ -93,11 +93,16 @@ class Check:
     seconds: float
 
 
+BENCH_CALLER = "arn:aws:sts::123456789012:assumed-role/BillingService/bench"
+
+
 def usage_event(account: str, request: dict[str, Any]) -> dict[str, Any]:
     from devtools.stripe_events import api_gateway_event
 
     body = json.dumps(request).encode()
-    return api_gateway_event(body, headers=HEADERS, path=f"/v1/accounts/{account}/usage", method="POST")
+    event = api_gateway_event(body, headers=HEADERS, path=f"/v1/accounts/{account}/usage", method="POST")
+    event["requestContext"]["authorizer"] = {"iam": {"userArn": BENCH_CALLER}}  # as AWS_IAM passes it on
+    return event
 
 
 class Bench(FunctionBench):

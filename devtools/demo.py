@@ -65,7 +65,7 @@ class StripeTraffic:
     """The day's deliveries, minute by minute, from a seeded random generator."""
 
     def __init__(self, seed: int) -> None:
-        self._random = random.Random(seed)  # noqa: S311 - a repeatable day, not a secret
+        self._random = random.Random(seed)  # noqa: S311 # nosec B311 # a repeatable day, not a secret
         self.deliveries: list[Delivery] = []
         self._order = 0
 
@@ -286,7 +286,7 @@ def summary(demo: Demo, report: str) -> str:
     lines.append("Alarms that fired:")
     fired_at: dict[str, float] = {}
     fired = []
-    assert stack.alarms is not None
+    assert stack.alarms is not None  # nosec B101 # narrows the Optional for type checkers; not a runtime check
     # Building blocks of composite alarms notify nobody: their composite speaks for them.
     notifying = {
         key for key, alarm in stack.alarms.definitions.items() if alarm.properties.get("AlarmActions")

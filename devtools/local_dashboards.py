@@ -309,7 +309,7 @@ def _parse_search(query: str) -> _Search:
 def _search_lines(
     store: MetricStore, query: _Query, starts: list[float], end: float
 ) -> list[tuple[str, list[list[float]]]]:
-    assert query.search is not None
+    assert query.search is not None  # nosec B101 # narrows the Optional for type checkers; not a runtime check
     lines = []
     for key in filter(query.search.matches, store.keys()):
         series = _statistic_series(store, key, query.stat, starts, query.period, end)

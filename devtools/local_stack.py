@@ -132,7 +132,7 @@ DATA_DIR_ENV = "BILLWATCH_DATA_DIR"
 MOTO_PORT_ENV = "MOTO_PORT"
 TABLE_PREFIX_ENV = "BILLWATCH_TABLE_PREFIX"
 # Where `sam local` finds the signing secret (env.json's WEBHOOK_SECRET_ID): moto's Secrets Manager.
-SAM_LOCAL_WEBHOOK_SECRET = "billwatch-local-webhook-secret"
+SAM_LOCAL_WEBHOOK_SECRET = "billwatch-local-webhook-secret"  # nosec B105 # the public secret of the local moto stack, never a real one
 # Alert channels beyond the console: the real Slack webhook or PagerDuty service, when given.
 SLACK_ENV = "SLACK_WEBHOOK_URL"
 PAGERDUTY_ENV = "PAGERDUTY_ROUTING_KEY"
@@ -150,7 +150,7 @@ TABLE_PREFIX = "billwatch-local-"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 # An over-limit body up to this size is read and discarded so the client gets to see the 413.
 _DRAIN_LIMIT_BYTES = 4 * MAX_BODY_BYTES
-SECRET_ENV = "STRIPE_WEBHOOK_SECRET"
+SECRET_ENV = "STRIPE_WEBHOOK_SECRET"  # nosec B105 # the name of the environment variable, not its value
 FAKE_CREDENTIAL = "testing"
 # IAM-authorized routes: who the local "SigV4 signer" is, and who the functions treat as admins.
 CALLER_ENV = "LOCAL_CALLER_ARN"
@@ -952,7 +952,7 @@ class LocalStack:
             )
             self._start_cloudwatch()
             if self.data_dir is not None:
-                assert self.metrics is not None
+                assert self.metrics is not None  # nosec B101 # narrows the Optional for type checkers; not a runtime check
                 self.restored = local_persistence.restore(
                     self.data_dir,
                     self.client("dynamodb"),
@@ -971,7 +971,7 @@ class LocalStack:
                 self.functions[function] = self._load_function(function)
             # After the handlers' imports: a log handler made at import keeps the sys.stdout it saw,
             # and that must not be a wrapper that stop() takes away.
-            assert self.metrics is not None
+            assert self.metrics is not None  # nosec B101 # narrows the Optional for type checkers; not a runtime check
             self._patches.callback(install_stdout_tap(self.metrics.on_line))
             self._observe_alerts()
             self.alarms = AlarmWatcher(
@@ -1143,10 +1143,10 @@ class LocalStack:
         secrets_for_channels = {}
         for name, receiver in routes["receivers"].items():
             if slack:
-                receiver["channels"].append({"type": "slack", "webhook_url_secret": "slack_webhook_url"})
+                receiver["channels"].append({"type": "slack", "webhook_url_secret": "slack_webhook_url"})  # nosec B105 # the key the secret is stored under, not the secret
                 secrets_for_channels["slack_webhook_url"] = slack
             if pagerduty and name == "oncall-critical":
-                channel = {"type": "pagerduty", "routing_key_secret": "pagerduty_routing_key"}
+                channel = {"type": "pagerduty", "routing_key_secret": "pagerduty_routing_key"}  # nosec B105 # the key the secret is stored under, not the secret
                 if events_url := (os.environ.get(PAGERDUTY_URL_ENV) or "").strip():
                     channel["events_url"] = events_url
                 receiver["channels"].append(channel)
@@ -1289,7 +1289,7 @@ class LocalStack:
         """The template's dashboards with every widget's series over the last hours of the local clock."""
         from devtools.local_dashboards import DASHBOARD_HOURS, dashboard_series
 
-        assert self.metrics is not None
+        assert self.metrics is not None  # nosec B101 # narrows the Optional for type checkers; not a runtime check
         end = self.clock.now()
         with self.metrics.lock:
             return dashboard_series(self.template, self.metrics.store, end - DASHBOARD_HOURS * 3600, end)
@@ -1301,7 +1301,7 @@ class LocalStack:
 
     def invoke_async(self, function: str, event: Any) -> None:
         """An asynchronous invocation (InvocationType Event): Lambda queues it and runs it later."""
-        assert self._async is not None
+        assert self._async is not None  # nosec B101 # narrows the Optional for type checkers; not a runtime check
 
         def run() -> None:
             try:

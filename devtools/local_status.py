@@ -35,7 +35,7 @@ def iso(moment: float) -> str:
 
 
 def status(stack: LocalStack) -> dict[str, Any]:
-    assert stack.alarms is not None and stack.scheduler is not None
+    assert stack.alarms is not None and stack.scheduler is not None  # nosec B101 # narrows the Optionals for type checkers; not a runtime check
     last_runs = {}
     for fired in stack.fired:
         last_runs[(fired.schedule.function, fired.schedule.name)] = fired

@@ -26,7 +26,7 @@ from typing import Any
 from devtools.signing import stripe_signature_header
 
 DEFAULT_URL = "http://127.0.0.1:3000/webhooks/stripe"
-SECRET_ENV = "STRIPE_WEBHOOK_SECRET"
+SECRET_ENV = "STRIPE_WEBHOOK_SECRET"  # nosec B105 # the name of the environment variable, not its value
 
 
 class UsageError(Exception):

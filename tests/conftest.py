@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from devtools.template import load_template
+from tests.security.log_secrets import leaks
 from tests.support import (
     ROOT,
     WEBHOOK_SECRET,
@@ -79,3 +82,65 @@ def stripe_api() -> Iterator[FakeStripeApi]:
     """A stand-in for the Stripe API on 127.0.0.1 (point STRIPE_API_BASE at its url)."""
     with fake_stripe_api() as server:
         yield server
+
+
+# ------------------------------------------------------------- secrets in logs
+# Everything the session prints or logs is scanned as it comes, and the run fails at the end if a
+# test secret showed up: the stdout/stderr/log sections of every test report (passed tests too),
+# what tests read back through capsys/capfd (which never reaches a report section), and every
+# record that reaches the root logger.
+
+_leaks: dict[str, set[str]] = {}
+
+
+def _scan(where: str, text: str) -> None:
+    for place, secrets in leaks([(where, text)]).items():
+        _leaks.setdefault(place, set()).update(secrets)
+
+
+def _current_test() -> str:
+    return os.environ.get("PYTEST_CURRENT_TEST", "outside any test")
+
+
+class _SessionLogScanner(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.format(record)  # fills record.exc_text, so tracebacks are scanned too
+            text = " ".join(filter(None, (record.getMessage(), record.exc_text, repr(record.__dict__))))
+        except Exception:  # a record that cannot be formatted is the logging call's bug, not a leak
+            return
+        _scan(f"{_current_test()}: log record of {record.name}", text)
+
+
+_log_scanner = _SessionLogScanner(level=logging.DEBUG)
+_original_readouterr = pytest.CaptureFixture.readouterr
+
+
+def _scanning_readouterr(self: pytest.CaptureFixture[Any]) -> Any:
+    captured = _original_readouterr(self)
+    _scan(f"{_current_test()}: read via capsys/capfd", f"{captured.out}\n{captured.err}")
+    return captured
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    logging.getLogger().addHandler(_log_scanner)
+    pytest.CaptureFixture.readouterr = _scanning_readouterr  # type: ignore[method-assign]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for title, text in report.sections:
+        _scan(f"{report.nodeid}: {title}", text)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    logging.getLogger().removeHandler(_log_scanner)
+    pytest.CaptureFixture.readouterr = _original_readouterr  # type: ignore[method-assign]
+    if not _leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["test secrets appeared in the output or logs of the test session:"]
+    lines += [f"  {where}: {', '.join(sorted(secrets))}" for where, secrets in sorted(_leaks.items())]
+    for line in lines:
+        (reporter.write_line if reporter else print)(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -16,7 +19,13 @@ from billwatch.alert_dispatch import AlertInProgress, build_alert_dispatcher
 from billwatch.alert_store import SilenceError
 from billwatch.alerts import read_records
 from billwatch.config import load_alert_settings, load_settings
-from billwatch.http_answers import caller_of, invalid_request, json_response, refusal
+from billwatch.http_answers import (
+    caller_of,
+    invalid_request,
+    json_response,
+    refusal,
+    unsupported_content_type,
+)
 from billwatch.observability import logger
 
 TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
@@ -49,6 +58,7 @@ class SilenceRequest(BaseModel):
 
 
 app.exception_handler(RequestValidationError)(invalid_request)
+app.exception_handler(RequestUnsupportedContentType)(unsupported_content_type)
 
 
 @app.exception_handler(SilenceError)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from billwatch.billing_store import StoreUnavailable
 from billwatch.config import load_settings
-from billwatch.http_answers import invalid_request, json_response, refusal
+from billwatch.http_answers import invalid_request, json_response, refusal, unsupported_content_type
 from billwatch.licensing import MAX_QUANTITY, UsageRequestError, build_licensing
 from billwatch.observability import logger
 
@@ -45,6 +48,7 @@ class QuotaGrant(BaseModel):
 
 
 app.exception_handler(RequestValidationError)(invalid_request)
+app.exception_handler(RequestUnsupportedContentType)(unsupported_content_type)
 
 
 @app.exception_handler(UsageRequestError)

@@ -9,6 +9,8 @@ import pytest
 from devtools import stripe_events as se
 from tests.support import LambdaContext, load_handler
 
+CALLER = "arn:aws:sts::123456789012:assumed-role/BillingService/checkout"  # any IAM caller
+
 
 @pytest.fixture
 def licensing_api(aws, monkeypatch):
@@ -19,6 +21,7 @@ def licensing_api(aws, monkeypatch):
 def call(api, method: str, path: str, body=None, content_type: str = "application/json"):
     raw = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
     event = se.api_gateway_event(raw or b"", headers={"content-type": content_type}, path=path, method=method)
+    event["requestContext"]["authorizer"] = {"iam": {"userArn": CALLER}}  # what AWS_IAM passes on
     if body is None:
         event.pop("body", None)
     result = api.lambda_handler(event, LambdaContext())

@@ -25,7 +25,7 @@ from billwatch.config import ConfigError
 
 SHIPPED_ROUTES = Path(__file__).with_name("alert_routes.json")
 _MATCHER = re.compile(r"^(?P<label>[A-Za-z_][A-Za-z0-9_]*)(?P<op>=~|!~|!=|=)(?P<value>.*)$")
-_SECRET_KEY = r"^[A-Za-z0-9_.-]{1,64}$"
+_SECRET_KEY = r"^[A-Za-z0-9_.-]{1,64}$"  # nosec B105 # a pattern that secret key names must match
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 

@@ -6,12 +6,17 @@ The admin check, the content type rule and the shape of a 400 are the same on ev
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from billwatch.access import is_admin
 
@@ -29,6 +34,13 @@ def invalid_request(error: RequestValidationError) -> Response:
     return json_response(400, {"error": "invalid_request", "message": "; ".join(problems)})
 
 
+def unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
+    """A route that takes a body, called without one and with another content type."""
+    return json_response(
+        415, {"error": "unsupported_media_type", "message": "the body must be application/json"}
+    )
+
+
 def plain(status: int, error: str, message: str) -> dict[str, Any]:
     return {
         "statusCode": status,
@@ -44,14 +56,25 @@ def caller_of(event: dict[str, Any]) -> str | None:
 def refusal(
     event: dict[str, Any], admin_role_arns: Iterable[str], refuse: Callable[[str | None, str], None]
 ) -> dict[str, Any] | None:
-    """Answers that come before routing: who is calling an admin route, and what the body is."""
+    """Answers that come before routing: who is calling, and what the body is.
+
+    API Gateway's AWS_IAM authorizer guards these routes; the handler holds to it too, so that an
+    invocation that did not come through it (a direct invoke, a misconfigured route) changes nothing.
+    """
     path = event.get("rawPath") or ""
+    caller = caller_of(event)
     if path.startswith("/admin/"):
-        caller = caller_of(event)
         if not is_admin(caller, admin_role_arns):
             method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
             refuse(caller, f"{method} {path}")
             return plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
+    elif not caller:
+        return plain(403, "forbidden", "this route needs an IAM-signed caller")
+    if event.get("isBase64Encoded") and event.get("body"):
+        try:
+            base64.b64decode(event["body"], validate=True)
+        except (binascii.Error, ValueError):
+            return plain(400, "invalid_request", "the body is marked base64 but is not valid base64")
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
         # Powertools would parse form encodings and report their fields instead.

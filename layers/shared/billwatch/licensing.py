@@ -296,7 +296,7 @@ class Licensing:
             if outcome is not False:  # the same key was committed concurrently: its answer stands
                 return self._replay(outcome, feature, quantity)
             self._metrics.add(Metric.QUOTA_CONFLICT)
-            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 - jitter, not a secret
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 # nosec B311 # jitter, not a secret
         raise StoreUnavailable(f"usage of {account_id} kept changing; retry the request")
 
     def _read_with_receipt(self, account_id: str, receipt_id: str) -> tuple[UsageReceipt | None, Any]:
