@@ -466,6 +466,23 @@ def test_a_dead_subscription_does_not_displace_the_live_one(webhooks) -> None:
     assert (account("acct_1").subscription_id, account("acct_1").tier) == ("sub_new", "PRO")
 
 
+@pytest.mark.parametrize("cancel_first", [True, False])
+def test_a_cancel_and_the_next_subscription_in_the_same_second_end_on_the_live_one(
+    webhooks, cancel_first: bool
+) -> None:
+    webhooks.post(sub_event("customer.subscription.created", id="sub_old", created=NOW - 100))
+    cancel = sub_event("customer.subscription.deleted", id="sub_old", created=NOW, status="canceled")
+    successor = sub_event(
+        "customer.subscription.created", id="sub_next", created=NOW, lookup_key="pro_yearly"
+    )
+    for event in (cancel, successor) if cancel_first else (successor, cancel):
+        assert webhooks.post(event).status == 200
+
+    # Found by the chaos replay: the lifecycle rank alone let the cancel win when it came first.
+    state = account("acct_1")
+    assert (state.subscription_id, state.subscription_status, state.tier) == ("sub_next", "active", "PRO")
+
+
 def test_state_stored_under_the_customer_moves_to_the_account_when_linked(webhooks, aws) -> None:
     # Checkout often delivers the subscription before checkout.session.completed names the account.
     unlinked = {"customer": "cus_7", "metadata": {}, "id": "sub_7"}

@@ -149,9 +149,11 @@ class BillingStore:
             actions.append(attribute.remove() if value is None else attribute.set(value))
         if linking:
             actions.append(BillingAccount.stripe_customer_id.set(linking))
-        condition = BillingAccount.merged_into.does_not_exist() & (
-            version_attr.does_not_exist() | (version_attr < change.version)
-        )
+        newer = version_attr.does_not_exist() | (version_attr < change.version)
+        successor = self._successor_in_the_same_second(change)
+        if successor is not None:
+            newer |= successor
+        condition = BillingAccount.merged_into.does_not_exist() & newer
         guard = self._subscription_guard(change)
         if guard is not None:
             condition &= guard
@@ -159,6 +161,24 @@ class BillingStore:
         if accepted:
             return True, BillingAccount.from_raw_data(item) if item else BillingAccount(key)
         return False, BillingAccount.from_raw_data(item) if item else None
+
+    @staticmethod
+    def _successor_in_the_same_second(change: StateChange) -> Condition | None:
+        """A live subscription that follows an ended one of the same second wins, whatever its rank.
+
+        Within one subscription the lifecycle rank orders a same-second tie (created before deleted).
+        Across two, a cancel and the next subscription's start in the same second, the rank would
+        let the cancel win when it arrives first, while the other order keeps the live one (a dead
+        subscription never displaces a live one): this makes both orders end on the live one.
+        """
+        if change.group != "subscription" or not change.subscription_live:
+            return None
+        same_second = change.version.split("|", 1)[0] + "|"
+        return (
+            BillingAccount.subscription_version.startswith(same_second)
+            & (BillingAccount.subscription_id != change.subscription_id)
+            & BillingAccount.subscription_status.is_in(*ENDED_SUBSCRIPTION_STATUSES)
+        )
 
     @staticmethod
     def _subscription_guard(change: StateChange) -> Condition | None:
