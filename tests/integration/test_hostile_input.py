@@ -35,10 +35,10 @@ MAX_BODY_BYTES = 256 * 1024  # the WEBHOOK_MAX_BODY_BYTES default, which these t
 # Examples share one moto account per test (the fixtures are function-scoped), which is harmless
 # here: every example compares the state just before and just after itself.
 FUZZ_CHEAP = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 FUZZ_STATEFUL = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 # Each example signs and sends a body of 256 KiB or more; the sizes vary little past the limit.
 FUZZ_HUGE = settings(
