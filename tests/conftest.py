@@ -112,7 +112,9 @@ class _SessionLogScanner(logging.Handler):
         _scan(f"{_current_test()}: log record of {record.name}", text)
 
 
-_log_scanner = _SessionLogScanner(level=logging.DEBUG)
+# INFO and up, as the functions log in Lambda (POWERTOOLS_LOG_LEVEL=INFO): botocore's DEBUG records
+# never reach a log there, and formatting each of them would slow the suite down many times.
+_log_scanner = _SessionLogScanner(level=logging.INFO)
 _original_readouterr = pytest.CaptureFixture.readouterr
 
 
