@@ -20,7 +20,7 @@ from typing import Any
 
 from devtools.alarm_evaluator import AlarmStates, StateChange
 from devtools.local_metrics import LocalMetrics
-from devtools.local_schedules import ACCOUNT_ID, REGION, LocalClock, ManualClock
+from devtools.local_schedules import ACCOUNT_ID, REGION, BackgroundLoop, LocalClock, ManualClock
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, deployed_resources, resolved_properties
 
 log = logging.getLogger("devtools.local_alarms")
@@ -114,8 +114,10 @@ class AlarmEvent:
     topics: tuple[str, ...]  # logical ids of the topics it was published to
 
 
-class AlarmWatcher:
+class AlarmWatcher(BackgroundLoop):
     """Evaluates every alarm each local minute in a thread of its own, between start() and stop()."""
+
+    thread_name = "local-stack-alarms"
 
     def __init__(
         self,
@@ -137,8 +139,7 @@ class AlarmWatcher:
         composites = {key: d.properties["AlarmRule"] for key, d in self.definitions.items() if d.composite}
         self._states = AlarmStates(metric_alarms, composites, metrics.store)
         self.evaluations = 0
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._lock = threading.Lock()
 
     @property
@@ -200,16 +201,6 @@ class AlarmWatcher:
         )
         self._on_change(event)
         return event
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="local-stack-alarms", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self._thread = None
 
     def _run(self) -> None:
         while not self._stopping.wait(self._clock.real_seconds(EVALUATION_INTERVAL_SECONDS)):

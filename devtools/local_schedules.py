@@ -124,8 +124,33 @@ class FiredSchedule:
     error: str | None = None
 
 
-class Scheduler:
+class BackgroundLoop:
+    """One daemon thread running ``_run`` from start() until stop() sets ``_stopping``."""
+
+    thread_name = "local-stack"
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._thread = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Scheduler(BackgroundLoop):
     """Fires the schedules on ``clock``, in a thread of its own between start() and stop()."""
+
+    thread_name = "local-stack-scheduler"
 
     def __init__(
         self,
@@ -140,8 +165,7 @@ class Scheduler:
         self._on_fired = on_fired
         self._started = dt.datetime.fromtimestamp(clock.now(), dt.UTC)
         self._due = {schedule: self._next(schedule, self._started) for schedule in self.schedules}
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def _next(self, schedule: ScheduleEvent, after: dt.datetime) -> dt.datetime:
         return next_fire(schedule.expression, after, schedule.zone, started=self._started)
@@ -177,16 +201,6 @@ class Scheduler:
             outcome = FiredSchedule(schedule, moment.timestamp(), False, f"{type(exc).__name__}: {exc}")
         self._on_fired(outcome)
         return outcome
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="local-stack-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self._thread = None
 
     def _run(self) -> None:
         while not self._stopping.is_set():

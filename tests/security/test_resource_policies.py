@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from devtools.template import FUNCTION_TYPE, REPO_ROOT, load_template, resources_of_type
+from tests.contract.test_template import _as_list, _strings  # the same walk over policy values
 
 # (logical id, Sid) -> the wildcard texts that statement may hold, with why nothing narrower works.
 LISTED_WILDCARDS: dict[tuple[str, str], set[str]] = {
@@ -34,20 +35,6 @@ POLICY_DOCUMENT_KEYS = ("PolicyDocument", "KeyPolicy", "AssumeRolePolicyDocument
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     return load_template(REPO_ROOT / "template.yaml")
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, str):
-        return [node]
-    if isinstance(node, dict):
-        return [s for value in node.values() for s in _strings(value)]
-    if isinstance(node, list):
-        return [s for value in node for s in _strings(value)]
-    return []
 
 
 def _resource_policy_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
