@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 EVENT ?= events/customer.subscription.updated.json
 
-.PHONY: venv test lint security run send bench alert-test report demo clean
+.PHONY: venv test lint security run send bench chaos alert-test report demo clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,12 @@ send: venv
 
 bench: venv
 	$(PY) -m bench
+
+# The chaos replay bigger than make test's 500 customers, with its report: CUSTOMERS=, SEED=.
+CUSTOMERS ?= 2000
+chaos: venv
+	CHAOS_CUSTOMERS=$(CUSTOMERS) $(if $(SEED),CHAOS_SEED=$(SEED)) \
+	  $(PY) -m pytest -p no:cacheprovider -s tests/integration/test_chaos_replay.py
 
 # A test alert of each severity through the routes: here on moto (log channels), or
 # `make alert-test FUNCTION=<deployed AlertDispatch function>` through the real ones.

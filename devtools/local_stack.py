@@ -70,6 +70,8 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
 
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
+
 from devtools import local_persistence, local_status
 from devtools.local_alarms import AlarmEvent, AlarmWatcher
 from devtools.local_metrics import LocalMetrics, install_stdout_tap
@@ -125,6 +127,10 @@ _STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
+# Powertools' resolvers keep the request they are routing on a class attribute that every resolver
+# in the process shares (Lambda runs one invocation per process). Two functions that route with
+# them must not run at once here, or one would answer with the other's path and body.
+POWERTOOLS_ROUTING_LOCK = threading.Lock()
 # How fast the local clock runs (schedules, alarm evaluation, metric timestamps): 60 = an hour a minute.
 SPEED_ENV = "BILLWATCH_CLOCK_SPEED"
 DATA_DIR_ENV = "BILLWATCH_DATA_DIR"
@@ -328,6 +334,10 @@ class _Function:
     timeout_s: float
     # Lambda gives one invocation at a time to an instance; the handler's globals assume that.
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @staticmethod
+    def routes_with_powertools(module: ModuleType) -> bool:
+        return any(isinstance(value, ApiGatewayResolver) for value in vars(module).values())
 
     def invoke(self, event: dict[str, Any]) -> Any:
         with self.lock:
@@ -1250,13 +1260,16 @@ class LocalStack:
         handler = getattr(module, attribute, None)
         if not callable(handler):
             raise LocalStackError(f"{logical_id}: {source} has no function {attribute!r}")
-        return _Function(
+        function = _Function(
             logical_id=logical_id,
             module=module,
             handler=handler,
             memory_mb=int(props.get("MemorySize", 128)),
             timeout_s=float(props.get("Timeout", 3)),
         )
+        if function.routes_with_powertools(module):
+            function.lock = POWERTOOLS_ROUTING_LOCK
+        return function
 
     # ------------------------------------------------------------------ requests
 

@@ -7,7 +7,10 @@ failing seed can be replayed (thread scheduling still varies from run to run).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import random
 import threading
 import time
@@ -17,13 +20,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
 from devtools import stripe_events as se
 from devtools.signing import stripe_signature_header
-from tests.support import WEBHOOK_SECRET, LambdaContext
+from devtools.template import DEFAULT_TEMPLATE, load_template
+from tests.security.log_secrets import find_secrets
+from tests.support import WEBHOOK_SECRET, LambdaContext, fake_aws_credentials, load_handler, moto_with_tables
 
 # Oct 2025: every subscription period lies in the past, so usage counted now never starts a new
 # period and the usage counters can be checked exactly.
@@ -357,3 +363,67 @@ class StripeSender:
             if event is None:
                 return
             self.deliver(event)
+
+
+class ScannedOutput(io.StringIO):
+    """Where the functions' logs and EMF documents go during a replay: scanned for the tests'
+    secrets, as the session scans every other log line, then dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def write(self, text: str) -> int:
+        self.secrets |= find_secrets(text)
+        return len(text)
+
+
+@contextlib.contextmanager
+def quiet_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScannedOutput]:
+    """Thousands of invocations' logs would bury the report. Kept by pytest's log capture, the
+    failures' records would also keep their tracebacks' frames, moto's table copies among them."""
+    from billwatch.observability import logger
+
+    output = ScannedOutput()
+    with monkeypatch.context() as patch, contextlib.redirect_stdout(output):
+        patch.setattr(logger.registered_handler, "stream", output)
+        patch.setattr(logging.getLogger(logger.name), "propagate", False)
+        yield output
+
+
+def tables_snapshot(table_name: str) -> dict[str, dict[str, Any]]:
+    """The accounts' and customers' items, by key."""
+    client = boto3.client("dynamodb")
+    items: dict[str, dict[str, Any]] = {}
+    for page in client.get_paginator("scan").paginate(TableName=table_name, ConsistentRead=True):
+        for item in page["Items"]:
+            if item["pk"]["S"].startswith(("acct_", "cus_")):  # not the markers, jobs, health
+                items[item["pk"]["S"]] = item
+    return items
+
+
+def replay_in_order(events: list[StreamEvent], in_progress_ms: int) -> dict[str, Any]:
+    """The reference: each event once, in `created` order, without faults, through the same
+    handler, on fresh tables. Run in a process of its own (spawned, so only what is pickled
+    crosses), it takes the second core while the chaos takes the first."""
+    started = time.perf_counter()
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        fake_aws_credentials(monkeypatch)
+        monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        with moto_with_tables(load_template(DEFAULT_TEMPLATE), monkeypatch) as tables:
+            with quiet_functions(monkeypatch) as output:
+                log = DeliveryLog()
+                sender = StripeSender(load_handler("webhook_intake"), log, in_progress_ms)
+                for event in events:
+                    sender.deliver(event)
+            return {
+                "state": tables_snapshot(tables["BillingStateTable"]),
+                "outcomes": log.outcomes,
+                "outcome_counts": log.outcome_counts(),
+                "client_errors": log.client_errors,
+                "secrets_logged": sorted(output.secrets),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+    finally:
+        monkeypatch.undo()

@@ -6,6 +6,7 @@ Nothing here leaves loopback. One stack serves the module; a subprocess checks t
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import http.client
 import json
 import os
@@ -655,3 +656,32 @@ def test_health_answers_on_the_local_stack(stack: LocalStack) -> None:
     assert checks["dynamodb"]["status"] == "ok"
 
     assert call(stack.url + "/health?deep=yes", method="GET")[0] == 400
+
+
+def test_two_functions_routing_with_powertools_answer_their_own_requests_at_once(
+    stack: LocalStack, monkeypatch
+) -> None:
+    # Both resolvers route the request on one class attribute; a pause between setting it and
+    # reading it, as a busy machine's thread switch makes, lets the other function replace it.
+    licensing_app = stack.functions[LICENSING].module.app
+    route = licensing_app._resolve
+
+    def slow_route() -> Any:
+        time.sleep(0.005)
+        return route()
+
+    monkeypatch.setattr(licensing_app, "_resolve", slow_route)
+
+    def entitlements() -> None:
+        for n in range(30):
+            status, _, body = call(f"{stack.url}/v1/accounts/acct_routing_{n}/entitlements", method="GET")
+            assert (status, json.loads(body).get("account_id")) == (200, f"acct_routing_{n}"), body
+
+    def silences() -> None:
+        for _ in range(60):
+            status, _, body = call(stack.url + "/admin/silences", method="GET")
+            assert (status, "silences" in json.loads(body)) == (200, True), body
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(entitlements), pool.submit(silences)]:
+            future.result()
