@@ -22,8 +22,17 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/cfn-lint template.yaml
 
+# Two cores: the quota load test (2 minutes of one core) runs beside the rest of the suite, its
+# output shown when it ends; the chaos replay runs last and alone, its reference on the second core.
+LOAD_TEST := tests/integration/test_quota_under_load.py
+CHAOS_TEST := tests/integration/test_chaos_replay.py
 test: lint security browser
-	$(PY) -m pytest
+	@mkdir -p test-artifacts
+	@$(PY) -m pytest -p no:cacheprovider $(LOAD_TEST) > test-artifacts/quota-under-load.log 2>&1 & load=$$!; \
+	$(PY) -m pytest --ignore=$(LOAD_TEST) --ignore=$(CHAOS_TEST); suite=$$?; \
+	wait $$load; load_status=$$?; echo "--- $(LOAD_TEST), beside it:"; cat test-artifacts/quota-under-load.log; \
+	[ $$suite -eq 0 ] && [ $$load_status -eq 0 ]
+	$(PY) -m pytest $(CHAOS_TEST)
 
 # checkov pins an older boto3 than the dev tooling, so it gets its own virtualenv, like aws-sam-cli.
 SECURITY_VENV := .venv-security
