@@ -7,7 +7,6 @@ failing seed can be replayed (thread scheduling still varies from run to run).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -16,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,14 +377,14 @@ class ScannedOutput(io.StringIO):
         return len(text)
 
 
-@contextlib.contextmanager
+@contextmanager
 def quiet_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScannedOutput]:
     """Thousands of invocations' logs would bury the report. Kept by pytest's log capture, the
     failures' records would also keep their tracebacks' frames, moto's table copies among them."""
     from billwatch.observability import logger
 
     output = ScannedOutput()
-    with monkeypatch.context() as patch, contextlib.redirect_stdout(output):
+    with monkeypatch.context() as patch, redirect_stdout(output):
         patch.setattr(logger.registered_handler, "stream", output)
         patch.setattr(logging.getLogger(logger.name), "propagate", False)
         yield output
