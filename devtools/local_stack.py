@@ -335,9 +335,9 @@ class _Function:
     # Lambda gives one invocation at a time to an instance; the handler's globals assume that.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @staticmethod
-    def routes_with_powertools(module: ModuleType) -> bool:
-        return any(isinstance(value, ApiGatewayResolver) for value in vars(module).values())
+    @property
+    def routes_with_powertools(self) -> bool:
+        return any(isinstance(value, ApiGatewayResolver) for value in vars(self.module).values())
 
     def invoke(self, event: dict[str, Any]) -> Any:
         with self.lock:
@@ -1267,7 +1267,7 @@ class LocalStack:
             memory_mb=int(props.get("MemorySize", 128)),
             timeout_s=float(props.get("Timeout", 3)),
         )
-        if function.routes_with_powertools(module):
+        if function.routes_with_powertools:
             function.lock = POWERTOOLS_ROUTING_LOCK
         return function
 

@@ -22,11 +22,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from devtools import stripe_events as se
 from devtools.signing import stripe_signature_header
 from devtools.template import DEFAULT_TEMPLATE, load_template
+from tests.scenarios import SwitchedFault, throughput_exceeded
 from tests.security.log_secrets import find_secrets
 from tests.support import WEBHOOK_SECRET, LambdaContext, fake_aws_credentials, load_handler, moto_with_tables
 
@@ -230,7 +231,7 @@ def chaos_plan(
     return DeliveryPlan(deliveries, duplicated, overtaken)
 
 
-class DynamoDBFaults:
+class DynamoDBFaults(SwitchedFault):
     """Fails a share of DynamoDB calls the way botocore reports them once its own retries give up.
 
     Throttling and connect timeouts fail before the request reaches DynamoDB; read timeouts after
@@ -241,7 +242,6 @@ class DynamoDBFaults:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, rate: float, seed: int) -> None:
         self.rate = rate
-        self.active = False
         self.calls = 0
         self.injected: Counter[str] = Counter()
         self._rng = random.Random(seed)
@@ -258,8 +258,7 @@ class DynamoDBFaults:
                     self.injected[f"{kind}:{operation}"] += 1
             endpoint = client.meta.endpoint_url
             if kind == "throttled":
-                error = {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}
-                raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+                raise throughput_exceeded(operation)
             if kind == "connect_timeout":
                 raise ConnectTimeoutError(endpoint_url=endpoint)
             answer = original(client, operation, params)
@@ -268,14 +267,6 @@ class DynamoDBFaults:
             return answer
 
         monkeypatch.setattr(BaseClient, "_make_api_call", faulty)
-
-    @contextmanager
-    def during(self) -> Iterator[None]:
-        self.active = True
-        try:
-            yield
-        finally:
-            self.active = False
 
     def total(self) -> int:
         return sum(self.injected.values())

@@ -44,20 +44,16 @@ def iam_api_event(method: str, path: str, body: dict | None, caller: str) -> dic
     return event
 
 
-class DynamoDBOutage:
-    """DynamoDB refusing the named operations, as botocore reports it once its own retries give up."""
+def throughput_exceeded(operation: str) -> ClientError:
+    """DynamoDB's throttling, as botocore reports it once its own retries give up."""
+    error = {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}
+    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, operations: set[str]) -> None:
-        self.active = False
-        original = BaseClient._make_api_call
 
-        def refusing(client: BaseClient, operation: str, params: dict) -> Any:
-            if self.active and operation in operations:
-                error = {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}
-                raise ClientError({"Error": error}, operation)
-            return original(client, operation, params)
+class SwitchedFault:
+    """A fault installed for a whole test that acts only inside ``during()``."""
 
-        monkeypatch.setattr(BaseClient, "_make_api_call", refusing)
+    active = False
 
     @contextlib.contextmanager
     def during(self) -> Iterator[None]:
@@ -66,6 +62,20 @@ class DynamoDBOutage:
             yield
         finally:
             self.active = False
+
+
+class DynamoDBOutage(SwitchedFault):
+    """DynamoDB refusing the named operations."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, operations: set[str]) -> None:
+        original = BaseClient._make_api_call
+
+        def refusing(client: BaseClient, operation: str, params: dict) -> Any:
+            if self.active and operation in operations:
+                raise throughput_exceeded(operation)
+            return original(client, operation, params)
+
+        monkeypatch.setattr(BaseClient, "_make_api_call", refusing)
 
 
 class SlowClock:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
 from billwatch.config import load_settings
 from billwatch.intake import IntakeOutcome, PayloadTooLarge, ProcessingFailed, build_webhook_intake
 from billwatch.observability import logger
+from billwatch.request_body import BodyNotBase64, request_body
 from billwatch.signature import SignatureInvalid
 from billwatch.stripe_events import MalformedEvent
 
@@ -29,11 +28,10 @@ def _error(status: int, error: str, message: str, **details: Any) -> dict[str, A
 
 def _from_http(event: dict[str, Any]) -> dict[str, Any]:
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    raw = event.get("body") or ""
     try:
-        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode("utf-8")
-    except (binascii.Error, ValueError):
-        return _error(400, "malformed_body", "the body is marked base64-encoded but is not valid base64")
+        body = request_body(event)
+    except BodyNotBase64 as not_base64:
+        return _error(400, "malformed_body", str(not_base64))
     try:
         result = intake.receive_signed(body, headers.get("stripe-signature"))
     except PayloadTooLarge as too_large:

@@ -6,8 +6,6 @@ The admin check, the content type rule and the shape of a 400 are the same on ev
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 
 from billwatch.access import is_admin
+from billwatch.request_body import BodyNotBase64, request_body
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
@@ -70,11 +69,10 @@ def refusal(
             return plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
     elif not caller:
         return plain(403, "forbidden", "this route needs an IAM-signed caller")
-    if event.get("isBase64Encoded") and event.get("body"):
-        try:
-            base64.b64decode(event["body"], validate=True)
-        except (binascii.Error, ValueError):
-            return plain(400, "invalid_request", "the body is marked base64 but is not valid base64")
+    try:
+        request_body(event)
+    except BodyNotBase64:
+        return plain(400, "invalid_request", "the body is marked base64 but is not valid base64")
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
         # Powertools would parse form encodings and report their fields instead.
