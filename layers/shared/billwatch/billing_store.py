@@ -35,6 +35,27 @@ class StoreUnavailable(Exception):
     """DynamoDB failed in a way that a retry may fix (throttling, timeouts, 5xx)."""
 
 
+class StoreRejected(Exception):
+    """DynamoDB refused the request itself (a key too long, an item too large, a malformed
+    request): the same request fails the same way however often it is retried."""
+
+
+# Client errors that name the request, not the moment. Anything else (throttling, 5xx, an
+# error code this list does not know) is treated as temporary: a retry costs less than a loss.
+_PERMANENT_ERROR_CODES = frozenset(
+    {"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"}
+)
+
+
+def store_failure(exc: Exception) -> StoreUnavailable | StoreRejected:
+    """The failure a DynamoDB error stands for, to raise ``from`` it."""
+    code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+    code = code or getattr(exc, "cause_response_code", None)
+    if code in _PERMANENT_ERROR_CODES:
+        return StoreRejected(f"DynamoDB refused the request ({code}): {exc}")
+    return StoreUnavailable(str(exc))
+
+
 @dataclass(frozen=True)
 class AccountRef:
     account_id: str | None  # named by Stripe metadata or a checkout's client_reference_id
@@ -92,9 +113,9 @@ def conditional_update(
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
             return False, exc.response.get("Item")
-        raise StoreUnavailable(str(exc)) from exc
+        raise store_failure(exc) from exc
     except BotoCoreError as exc:
-        raise StoreUnavailable(str(exc)) from exc
+        raise store_failure(exc) from exc
 
 
 class BillingStore:
@@ -210,7 +231,7 @@ class BillingStore:
                 return
             except PutError as exc:
                 if exc.cause_response_code != CONDITION_FAILED:
-                    raise StoreUnavailable(str(exc)) from exc
+                    raise store_failure(exc) from exc
             provisional = self.get(customer_id)
             if provisional is None:
                 continue
@@ -266,7 +287,7 @@ class BillingStore:
                 for reason in exc.cancellation_reasons or []
             ):
                 return False
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_failure(exc) from exc
         logger.info(
             "Merged billing state stored under a Stripe customer into its account",
             extra={"customer_id": provisional.pk, "account_id": account_id},
