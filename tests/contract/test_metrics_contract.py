@@ -85,12 +85,14 @@ def exercise_every_metric_path(
     free = se.subscription(
         id="sub_up", customer="cus_up", metadata={"account_id": "acct_up"}, lookup_key=None
     )
-    assert scenario.webhook(se.event("customer.subscription.created", free, created=10)) == 200
+    assert scenario.webhook(se.event("customer.subscription.created", free, created=1_700_000_010)) == 200
     upgraded = se.subscription(id="sub_up", customer="cus_up", metadata={"account_id": "acct_up"})
-    assert scenario.webhook(se.event("customer.subscription.updated", upgraded, created=20)) == 200
+    assert scenario.webhook(se.event("customer.subscription.updated", upgraded, created=1_700_000_020)) == 200
     stale = se.subscription(id="sub_demo", customer="cus_demo", metadata={"account_id": "acct_demo"})
-    assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1)) == 200
+    assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1_600_000_000)) == 200
     assert scenario.webhook(se.event("customer.updated", se.customer(id="cus_demo"))) == 200  # unhandled
+    hostile = se.checkout_session(customer="cus_buyer", client_reference_id="health#last-probe")
+    assert scenario.webhook(se.event("checkout.session.completed", hostile)) == 200  # id refused
     assert scenario.webhook_with_bad_signature() == 400
     assert scenario.malformed_webhook() == 400
     outage = DynamoDBOutage(monkeypatch, {"UpdateItem", "Scan"})

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billwatch.plans import load_catalog_text, shipped_catalog_text
-from billwatch.stripe_events import HANDLED_EVENT_TYPES, MalformedEvent, event_version, parse_event
+from billwatch.stripe_events import (
+    HANDLED_EVENT_TYPES,
+    STRIPE_EPOCH,
+    MalformedEvent,
+    event_version,
+    parse_event,
+)
 from devtools import stripe_events as se
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
@@ -15,12 +21,12 @@ CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_subscription_period_is_read_from_either_api_shape(legacy: bool) -> None:
-    obj = se.subscription(current_period_start=10, current_period_end=20, legacy=legacy)
+    obj = se.subscription(current_period_start=1_760_000_010, current_period_end=1_760_000_020, legacy=legacy)
     assert ("current_period_end" in obj) is legacy
     parsed = parse_event(se.event("customer.subscription.updated", obj), CATALOG)
     assert (parsed.change.fields["current_period_start"], parsed.change.fields["current_period_end"]) == (
-        10,
-        20,
+        1_760_000_010,
+        1_760_000_020,
     )
 
 
@@ -107,3 +113,89 @@ def test_malformed_events_name_the_field(mutate, field: str) -> None:
 def test_versions_compare_as_strings_like_tuples(c1, r1, id1, c2, r2, id2) -> None:
     # DynamoDB compares the stored version as a string; it must agree with (created, rank, id).
     assert (event_version(c1, r1, id1) < event_version(c2, r2, id2)) == ((c1, r1, id1) < (c2, r2, id2))
+
+
+NOW = 1_800_000_000
+FIVE_YEARS = 5 * 366 * 86400
+
+
+def _subscription_event(**subscription: object) -> dict:
+    return se.event("customer.subscription.updated", se.subscription(**subscription), created=NOW - 60)
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (se.event("invoice.paid", se.invoice(), created=10**13), "created"),
+        (se.event("invoice.paid", se.invoice(), created=NOW + 3601), "created"),
+        (se.event("invoice.paid", se.invoice(), created=STRIPE_EPOCH - 1), "created"),
+        (se.event("invoice.paid", se.invoice(), created=-1), "created"),
+        (_subscription_event(current_period_end=10**13), "current_period_end"),
+        (_subscription_event(current_period_end=NOW + FIVE_YEARS + 1), "current_period_end"),
+        (_subscription_event(current_period_start=0), "current_period_start"),
+        (_subscription_event(trial_end=2**63), "trial_end"),
+        (
+            se.event("invoice.payment_failed", {**se.invoice(), "amount_due": 10**13}, created=NOW),
+            "amount_due",
+        ),
+        (se.event("invoice.payment_failed", {**se.invoice(), "amount_paid": -1}, created=NOW), "amount_paid"),
+        (se.event("invoice.paid", se.invoice(), created=NOW, id="evt_1#x"), "id"),
+        (se.event("invoice.paid", se.invoice(), created=NOW, id="x" * 5000), "id"),
+    ],
+)
+def test_out_of_range_times_amounts_and_ids_are_malformed_and_named(event: dict, field: str) -> None:
+    with pytest.raises(MalformedEvent, match=field):
+        parse_event(event, CATALOG, now=NOW)
+
+
+def test_plausible_edges_are_read() -> None:
+    parse_event(se.event("invoice.paid", se.invoice(), created=NOW + 3600), CATALOG, now=NOW)
+    parse_event(_subscription_event(current_period_end=NOW + FIVE_YEARS), CATALOG, now=NOW)
+
+
+HOSTILE_IDS = [
+    "health#last-probe",
+    "marker#webhook-received",
+    "job#quota-reset",
+    "a b",
+    "a\nb",
+    "x" * 129,
+    "",
+    "\u0430cct",  # a Cyrillic a
+    "cus_imposter",
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_IDS)
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (
+            lambda v: se.event(
+                "checkout.session.completed",
+                {**se.checkout_session(), "client_reference_id": v, "metadata": {}},
+            ),
+            "data.object.client_reference_id",
+        ),
+        (
+            lambda v: se.event("customer.subscription.created", se.subscription(metadata={"account_id": v})),
+            "data.object.metadata.account_id",
+        ),
+        (
+            lambda v: se.event("invoice.paid", se.invoice(subscription_metadata={"account_id": v})),
+            "subscription_details.metadata.account_id",
+        ),
+    ],
+)
+def test_hostile_account_ids_leave_the_event_unattributed(hostile: str, build, field: str) -> None:
+    parsed = parse_event(build(hostile), CATALOG)
+    assert parsed.refused_id_field is not None and parsed.refused_id_field.endswith(field)
+    assert parsed.account.account_id is None and parsed.account.customer_id is None
+
+
+@pytest.mark.parametrize("hostile", ["health#last-probe", "acct_1", "cus_", "cus_a#b", "cus_" + "a" * 200])
+def test_customer_ids_must_look_like_stripe_customers(hostile: str) -> None:
+    parsed = parse_event(
+        se.event("customer.subscription.created", se.subscription(customer=hostile)), CATALOG
+    )
+    assert parsed.refused_id_field == "data.object.customer"

@@ -7,7 +7,6 @@ header (signed path) or an already-trusted event (EventBridge path), and maps th
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from billwatch import aws_parameters
+from billwatch import aws_parameters, strict_json
 from billwatch.billing_store import ApplyOutcome, ApplyResult, BillingStore, StateChange
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
@@ -140,20 +139,18 @@ class WebhookIntake:
             self._metrics.flush()
             raise ProcessingFailed("the webhook signing secrets are unavailable") from failure
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise self._rejected(MalformedEvent("the body is not UTF-8 text"), "unknown") from None
-        try:
-            verify_signature(text, signature_header, secrets, self._settings.signature_tolerance_seconds)
+            verify_signature(body, signature_header, secrets, self._settings.signature_tolerance_seconds)
         except SignatureInvalid as invalid:
+            # Before anything about the body is read: an unsigned request counts only here, so
+            # junk from anyone can move the signature alarm but never a delivery rate or the SLO.
             logger.error("Webhook signature verification failed", extra={"reason": invalid.reason})
             self._metrics.add(Metric.WEBHOOK_SIGNATURE_INVALID)
             self._metrics.flush()
             raise
         try:
-            event = json.loads(text)
-        except json.JSONDecodeError:
-            raise self._rejected(MalformedEvent("the body is not valid JSON"), "unknown") from None
+            event = strict_json.loads(body)
+        except strict_json.JsonRefused as refused:
+            raise self._rejected(MalformedEvent(str(refused)), "unknown") from None
         return self.receive_trusted(event, started)
 
     def receive_trusted(self, event: Any, started: float | None = None) -> IntakeResult:
@@ -200,6 +197,15 @@ class WebhookIntake:
         if not parsed.handled:
             self._metrics.add(Metric.WEBHOOK_UNHANDLED, EventType=parsed.type)
             return IntakeResult(IntakeOutcome.UNHANDLED, parsed.id, parsed.type)
+        if parsed.refused_id_field:
+            # Answered 2xx: Stripe resending the same id changes nothing. The field is named, the
+            # value is not logged (it can be anything a buyer typed).
+            self._metrics.add(Metric.WEBHOOK_ID_REFUSED, Field=parsed.refused_id_field)
+            logger.warning(
+                "Left a Stripe event unattributed: an id in it cannot name an account",
+                extra={"event_id": parsed.id, "event_type": parsed.type, "field": parsed.refused_id_field},
+            )
+            return IntakeResult(IntakeOutcome.UNATTRIBUTED, parsed.id, parsed.type)
         from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
         try:

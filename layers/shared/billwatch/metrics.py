@@ -27,6 +27,7 @@ class Metric(StrEnum):
     WEBHOOK_SIGNATURE_INVALID = "WebhookSignatureInvalid"
     WEBHOOK_STALE_IGNORED = "WebhookStaleIgnored"
     WEBHOOK_UNHANDLED = "WebhookUnhandled"
+    WEBHOOK_ID_REFUSED = "WebhookIdRefused"
     UPGRADE_LATENCY = "UpgradeLatency"
     SUBSCRIPTION_CREATED = "SubscriptionCreated"
     SUBSCRIPTION_RENEWED = "SubscriptionRenewed"
@@ -94,6 +95,8 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.WEBHOOK_SIGNATURE_INVALID: MetricDefinition(MetricUnit.Count),
     Metric.WEBHOOK_STALE_IGNORED: MetricDefinition(MetricUnit.Count, ("EventType",)),
     Metric.WEBHOOK_UNHANDLED: MetricDefinition(MetricUnit.Count, ("EventType",)),
+    # A signed event whose account or customer id cannot name an account (Field: where it was).
+    Metric.WEBHOOK_ID_REFUSED: MetricDefinition(MetricUnit.Count, ("Field",)),
     Metric.UPGRADE_LATENCY: MetricDefinition(MetricUnit.Milliseconds),
     Metric.SUBSCRIPTION_CREATED: MetricDefinition(MetricUnit.Count, ("Tier",)),
     Metric.SUBSCRIPTION_RENEWED: MetricDefinition(MetricUnit.Count, ("Tier",)),

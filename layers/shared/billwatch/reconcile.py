@@ -38,6 +38,8 @@ from billwatch.stripe_events import (
     AUTHORITATIVE_RANK,
     ENTITLING_STATUSES,
     SUBSCRIPTION_EVENTS,
+    MalformedEvent,
+    RefusedId,
     subscription_account,
     subscription_change,
 )
@@ -198,14 +200,22 @@ class Reconciler:
 
     def _reconcile_subscription(self, sub: dict[str, Any], read_at: int) -> tuple[int, int]:
         """(fields healed, fields that drifted) for one subscription as Stripe holds it now."""
-        ref = subscription_account(sub)
+        try:
+            ref = subscription_account(sub, where="")
+            change, _tier = subscription_change(
+                f"reconcile-{read_at}", read_at, AUTHORITATIVE_RANK, sub, self._catalog
+            )
+        except (RefusedId, MalformedEvent) as unreadable:
+            # The webhooks refused the same object; one subscription must not fail every run.
+            logger.warning(
+                "Skipped a subscription that cannot be reconciled",
+                extra={"subscription_id": sub.get("id"), "reason": str(unreadable)},
+            )
+            return 0, 0
         key = ref.account_id or ref.customer_id
         stored = self._store.get(key) if key else None
         while stored is not None and stored.merged_into:  # the customer's redirect to its account
             stored = self._store.get(stored.merged_into)
-        change, _tier = subscription_change(
-            f"reconcile-{read_at}", read_at, AUTHORITATIVE_RANK, sub, self._catalog
-        )
         drifted = self._drifted(stored, sub, change.fields, ref)
         if not drifted:
             return 0, 0

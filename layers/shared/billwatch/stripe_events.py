@@ -6,11 +6,13 @@ pinned version, so every reader here accepts both the older and the newer placem
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from billwatch.billing_store import AccountRef, StateChange
+from billwatch.ids import is_account_id, is_customer_id, is_event_id
 from billwatch.plans import PlanCatalog, Tier
 
 SUBSCRIPTION_EVENTS = (
@@ -58,8 +60,46 @@ _SUBSCRIPTION_STATUS_RANK = {
 }
 
 
+# Plausible times: not before Stripe existed, and not far ahead of now. An event's own `created`
+# orders every later event of its account, so it may run ahead only by clock skew: one from the
+# far future would make every real event after it "stale". Period ends and trial ends lie ahead
+# by design, at most Stripe's longest billing interval (3 years) and trial (2 years).
+STRIPE_EPOCH = 1_293_840_000  # 2011-01-01T00:00:00Z
+CREATED_MAX_AHEAD_SECONDS = 3600
+SCHEDULED_MAX_AHEAD_SECONDS = 5 * 366 * 86400
+# Minor units: Stripe's largest amount is 12 digits (zero-decimal currencies such as IDR).
+MAX_AMOUNT = 999_999_999_999
+MAX_QUANTITY = 1_000_000_000
+
+
 class MalformedEvent(ValueError):
     """The payload is not a Stripe event this service can read; the message names the field."""
+
+
+class Bounds:
+    """The ranges of one reading of an event, from one reading of the clock."""
+
+    def __init__(self, now: float) -> None:
+        self.now = int(now)
+
+    def created(self, value: int, where: str) -> int:
+        return _within(value, STRIPE_EPOCH, self.now + CREATED_MAX_AHEAD_SECONDS, where)
+
+    def scheduled(self, value: int | None, where: str) -> int | None:
+        if value is None:
+            return None
+        return _within(value, STRIPE_EPOCH, self.now + SCHEDULED_MAX_AHEAD_SECONDS, where)
+
+
+def _within(value: int, lowest: int, highest: int, where: str) -> int:
+    if not lowest <= value <= highest:
+        raise MalformedEvent(f"{where} is {value}, outside the plausible range {lowest} to {highest}")
+    return value
+
+
+def _amount(mapping: Any, key: str, where: str, highest: int = MAX_AMOUNT) -> int | None:
+    value = _optional(mapping, key, int, where)
+    return None if value is None else _within(value, 0, highest, f"{where}{key}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +111,8 @@ class ParsedEvent:
     change: StateChange | None
     plan_tier: Tier | None = None
     billing_reason: str | None = None
+    # The field whose id could not be trusted to name an account: the event is left unattributed.
+    refused_id_field: str | None = None
 
     @property
     def handled(self) -> bool:
@@ -97,12 +139,28 @@ def _object_id(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _account_id(*metadata_sources: Any) -> str | None:
-    for metadata in metadata_sources:
+class RefusedId(ValueError):
+    """An id from outside that may not address an item; the message is the field that held it."""
+
+
+def _account_id(*metadata_sources: tuple[Any, str]) -> str | None:
+    """The first account id named, from ``(metadata, where)`` pairs in order of precedence."""
+    for metadata, where in metadata_sources:
         value = _dig(metadata, "account_id")
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+        if value is None:
+            continue
+        value = value.strip() if isinstance(value, str) else value
+        if not is_account_id(value):
+            raise RefusedId(f"{where}metadata.account_id")
+        return value
     return None
+
+
+def _customer_id(value: Any, where: str) -> str | None:
+    customer_id = _object_id(value)
+    if value is not None and not is_customer_id(customer_id):
+        raise RefusedId(where)
+    return customer_id
 
 
 def _require(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -134,15 +192,26 @@ def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 AUTHORITATIVE_RANK = 999
 
 
-def subscription_account(sub: Mapping[str, Any]) -> AccountRef:
-    """The account a subscription belongs to: its metadata's account id, and its customer."""
-    return AccountRef(_account_id(sub.get("metadata")), _object_id(sub.get("customer")))
+def subscription_account(sub: Mapping[str, Any], where: str = "data.object.") -> AccountRef:
+    """The account a subscription belongs to: its metadata's account id, and its customer.
+
+    Raises RefusedId when either id cannot be trusted to name an account's item.
+    """
+    return AccountRef(
+        _account_id((sub.get("metadata"), where)), _customer_id(sub.get("customer"), f"{where}customer")
+    )
 
 
 def subscription_change(
-    event_id: str, created: int, rank: int, sub: Mapping[str, Any], catalog: PlanCatalog
+    event_id: str,
+    created: int,
+    rank: int,
+    sub: Mapping[str, Any],
+    catalog: PlanCatalog,
+    bounds: Bounds | None = None,
 ) -> tuple[StateChange, Tier]:
     """The account's subscription fields, and the tier of the subscription's price."""
+    bounds = bounds or Bounds(time.time())
     where = "data.object."
     status = _require(sub, "status", str, where)
     subscription_id = _require(sub, "id", str, where)
@@ -152,6 +221,8 @@ def subscription_change(
         price_where = f"{where}items.data[{index}].price."
         price = item.get("price") if isinstance(item.get("price"), Mapping) else {}
         lookup_key = _optional(price, "lookup_key", str, price_where)
+        _amount(price, "unit_amount", price_where)
+        _amount(item, "quantity", f"{where}items.data[{index}].", MAX_QUANTITY)
         tier = catalog.tier_for_price(lookup_key, _optional(price, "metadata", dict, price_where))
         priced.append((tier, item, _optional(price, "id", str, price_where), lookup_key))
     plan_tier, item, price_id, lookup_key = max(
@@ -160,8 +231,13 @@ def subscription_change(
 
     def period(name: str) -> int | None:
         # Before API version 2025-03-31 the billing period sat on the subscription; now on each item.
-        candidates = [_optional(sub, name, int, where)]
-        candidates += [_optional(i, name, int, f"{where}items.data[{n}].") for n, i in enumerate(items)]
+        candidates = [bounds.scheduled(_optional(sub, name, int, where), f"{where}{name}")]
+        candidates += [
+            bounds.scheduled(
+                _optional(i, name, int, f"{where}items.data[{n}]."), f"{where}items.data[{n}].{name}"
+            )
+            for n, i in enumerate(items)
+        ]
         return next((value for value in candidates if value), None)
 
     live = status in ENTITLING_STATUSES
@@ -180,7 +256,7 @@ def subscription_change(
             "current_period_start": period("current_period_start"),
             "current_period_end": period("current_period_end"),
             "cancel_at_period_end": bool(_optional(sub, "cancel_at_period_end", bool, where)),
-            "trial_end": _optional(sub, "trial_end", int, where),
+            "trial_end": bounds.scheduled(_optional(sub, "trial_end", int, where), f"{where}trial_end"),
             **_monthly_revenue(sub, catalog),
         },
         subscription_id=subscription_id,
@@ -204,30 +280,65 @@ def _monthly_revenue(sub: Mapping[str, Any], catalog: PlanCatalog) -> dict[str, 
     return {"mrr": revenue.mrr, "mrr_currency": revenue.currency}
 
 
-def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
+def parse_event(event: Any, catalog: PlanCatalog, now: float | None = None) -> ParsedEvent:
+    """The event as a change of billing state.
+
+    Raises MalformedEvent for what cannot be read (a missing field, a wrong type, a time or an
+    amount out of range). An id that cannot be trusted to name an account leaves the event
+    unattributed instead (``refused_id_field``): the rest of it may be fine, but nothing applies.
+    """
     if not isinstance(event, Mapping):
         raise MalformedEvent("the body must be a JSON object")
     event_id = _require(event, "id", str, "")
+    if not is_event_id(event_id):
+        raise MalformedEvent("id must be a Stripe event id (evt_ followed by letters and digits)")
     event_type = _require(event, "type", str, "")
-    created = _require(event, "created", int, "")
+    if len(event_type) > _MAX_EVENT_TYPE_LENGTH:
+        raise MalformedEvent(f"type is longer than {_MAX_EVENT_TYPE_LENGTH} characters")
+    bounds = Bounds(time.time() if now is None else now)
+    created = bounds.created(_require(event, "created", int, ""), "created")
     obj = _dig(event, "data", "object")
     if not isinstance(obj, Mapping):
         raise MalformedEvent("data.object must be an object")
     if event_type not in HANDLED_EVENT_TYPES:
         return ParsedEvent(event_id, event_type, created, AccountRef(None, None), None)
+    try:
+        return _parse_handled(event_id, event_type, created, obj, catalog, bounds)
+    except RefusedId as refused:
+        return ParsedEvent(
+            event_id, event_type, created, AccountRef(None, None), None, refused_id_field=str(refused)
+        )
 
-    customer_id = _object_id(obj.get("customer"))
+
+_MAX_EVENT_TYPE_LENGTH = 128
+
+
+def _parse_handled(
+    event_id: str,
+    event_type: str,
+    created: int,
+    obj: Mapping[str, Any],
+    catalog: PlanCatalog,
+    bounds: Bounds,
+) -> ParsedEvent:
     if event_type in SUBSCRIPTION_EVENTS:
         status_rank = _SUBSCRIPTION_STATUS_RANK.get(_require(obj, "status", str, "data.object."), 9)
         rank = _SUBSCRIPTION_EVENT_RANK[event_type] * 10 + status_rank
-        change, plan_tier = subscription_change(event_id, created, rank, obj, catalog)
+        change, plan_tier = subscription_change(event_id, created, rank, obj, catalog, bounds)
         return ParsedEvent(
             event_id, event_type, created, subscription_account(obj), change, plan_tier=plan_tier
         )
 
+    customer_id = _customer_id(obj.get("customer"), "data.object.customer")
+
     if event_type.startswith("invoice."):
         # Newer API versions: parent.subscription_details; older: subscription_details.
-        details = _dig(obj, "parent", "subscription_details") or obj.get("subscription_details")
+        details_where = "data.object.parent.subscription_details."
+        details = _dig(obj, "parent", "subscription_details")
+        if not details:
+            details_where, details = "data.object.subscription_details.", obj.get("subscription_details")
+        for amount in ("amount_due", "amount_paid", "amount_remaining"):
+            _amount(obj, amount, "data.object.")
         paid = event_type == "invoice.paid"
         change = StateChange(
             group="payment",
@@ -239,7 +350,10 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
                 "last_payment_at": created,
             },
         )
-        account = AccountRef(_account_id(_dig(details, "metadata"), obj.get("metadata")), customer_id)
+        account = AccountRef(
+            _account_id((_dig(details, "metadata"), details_where), (obj.get("metadata"), "data.object.")),
+            customer_id,
+        )
         return ParsedEvent(
             event_id,
             event_type,
@@ -251,8 +365,7 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
 
     if event_type.startswith("checkout.session."):
         completed = event_type == "checkout.session.completed"
-        reference = obj.get("client_reference_id")
-        account_id = _account_id(obj.get("metadata")) or (reference if isinstance(reference, str) else None)
+        account_id = _account_id((obj.get("metadata"), "data.object.")) or _client_reference(obj)
         change = StateChange(
             group="checkout",
             version=event_version(created, 1 if completed else 0, event_id),
@@ -285,5 +398,17 @@ def parse_event(event: Any, catalog: PlanCatalog) -> ParsedEvent:
     change = StateChange(
         group="customer", version=event_version(created, 0, event_id), fields={"customer_deleted": True}
     )
-    account = AccountRef(_account_id(obj.get("metadata")), _object_id(obj.get("id")))
+    account = AccountRef(
+        _account_id((obj.get("metadata"), "data.object.")), _customer_id(obj.get("id"), "data.object.id")
+    )
     return ParsedEvent(event_id, event_type, created, account, change)
+
+
+def _client_reference(session: Mapping[str, Any]) -> str | None:
+    """A checkout's client_reference_id: set by whoever built the checkout link, buyers included."""
+    reference = session.get("client_reference_id")
+    if reference is None:
+        return None
+    if not is_account_id(reference):
+        raise RefusedId("data.object.client_reference_id")
+    return reference
