@@ -74,6 +74,7 @@ LOCAL_SECRET = STRIPE_WEBHOOK_SECRET="$${STRIPE_WEBHOOK_SECRET:-whsec_local_dev_
 run: venv
 	$(LOCAL_SECRET) PORT=$(PORT) $(PY) -m devtools.local_stack
 
+# Dates the event now and signs it with the secret `make run` uses; a refused signature names the variable.
 send: venv
 	$(LOCAL_SECRET) $(PY) -m devtools.send_event $(EVENT) --url http://127.0.0.1:$(PORT)/webhooks/stripe
 
@@ -95,7 +96,8 @@ alert-test: venv
 report: venv
 	$(PY) -m devtools.report --url http://127.0.0.1:$(PORT) $(if $(PERIOD),--period $(PERIOD))
 
-# A day of Stripe traffic through every function on its own local stack, then what happened.
+# A day of Stripe traffic through every function on its own local stack (HOURS=4: the same story in
+# 4 hours), then what happened; the functions' logs go to a file it names.
 demo: venv
 	$(PY) -m devtools.demo $(if $(HOURS),--hours $(HOURS))
 

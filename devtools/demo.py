@@ -1,6 +1,6 @@
 """`make demo`: a realistic day of Stripe traffic through the whole local stack, then a summary.
 
-    python -m devtools.demo [--hours 24] [--start-hour 0] [--step-minutes 5] [--seed 7]
+    python -m devtools.demo [--hours 24] [--step-minutes 5] [--seed 7] [--log-file PATH]
 
 It starts its own local stack (moto, every function, the template's schedules and alarms) on a
 clock that moves in steps of ``--step-minutes`` (5 local minutes; the health probe runs every 5
@@ -16,8 +16,14 @@ dispatcher deliver what they publish. The day holds:
   are sent again later, and applied then;
 * an account on the free tier that runs through its ``api_calls`` quota.
 
-The summary: the webhook deliveries by outcome, the usage checks, the alarms that fired and
-cleared, the alerts sent to each receiver, and the billing report's SLOs and KPIs.
+``--hours`` shorter than a day replays the same story in less time: the traffic and the quota's
+use are drawn closer together, the outage keeps its 20 minutes at 13:00 and the clock starts as
+much before it as the day would have, in proportion.
+
+The console gets the summary: the webhook deliveries by outcome, the usage checks, the alarms
+that fired and cleared, the alerts sent to each receiver, and the billing report's SLOs and KPIs.
+What the functions and the stack log (JSON lines, the outage's tracebacks) goes to a file, whose
+path is printed first (``--log-file``, else a new file in the temporary directory).
 
 Events carry the real time as ``created`` (the intake measures upgrade latency against it); the
 local clock stamps the metrics, schedules and alarms.
@@ -30,14 +36,17 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import random
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
@@ -47,7 +56,9 @@ from devtools import stripe_events as se
 from devtools.local_schedules import ManualClock
 from devtools.local_stack import LocalStack
 
-OUTAGE = (13 * 60, 13 * 60 + 20)  # minutes of the day when DynamoDB throttles every write
+DAY_MINUTES = 24 * 60
+OUTAGE_START = 13 * 60  # the minute of the day when DynamoDB starts throttling every write
+OUTAGE_MINUTES = 20
 STRIPE_RETRY_MINUTES = 60  # Stripe's first retries of a failed delivery come within the hour
 QUOTA_ACCOUNT = "acct_demo_quota"
 
@@ -62,12 +73,25 @@ class Delivery:
 
 
 class StripeTraffic:
-    """The day's deliveries, minute by minute, from a seeded random generator."""
+    """The day's deliveries, minute by minute from the replay's start, from a seeded random generator.
 
-    def __init__(self, seed: int) -> None:
+    The day's story told in ``minutes``: every time of the day, and every delay between two
+    deliveries, in proportion; the outage keeps its length, at the time of the day in proportion.
+    """
+
+    def __init__(self, seed: int, minutes: int = DAY_MINUTES) -> None:
         self._random = random.Random(seed)  # noqa: S311 # nosec B311 # a repeatable day, not a secret
+        self._scale = minutes / DAY_MINUTES
         self.deliveries: list[Delivery] = []
         self._order = 0
+        outage_start = self._at(OUTAGE_START)
+        self.outage = (outage_start, outage_start + OUTAGE_MINUTES)
+
+    def _at(self, minute_of_day: int) -> int:
+        return int(minute_of_day * self._scale)
+
+    def _after(self, minutes_of_day: int) -> int:
+        return max(1, self._at(minutes_of_day))
 
     def _add(self, minute: int, kind: str, payload: dict[str, Any]) -> None:
         self._order += 1
@@ -77,10 +101,10 @@ class StripeTraffic:
         event = {"type": event_type, "object": obj, "id": f"evt_demo_{self._order:05d}"}
         self._add(minute, "webhook", event)
         if twice:  # Stripe sends some events more than once
-            self._add(minute + self._random.randint(1, 30), "webhook", event)
+            self._add(minute + self._after(self._random.randint(1, 30)), "webhook", event)
 
     def _minute(self, first_hour: int, last_hour: int) -> int:
-        return self._random.randint(first_hour * 60, last_hour * 60 - 1)
+        return self._at(self._random.randint(first_hour * 60, last_hour * 60 - 1))
 
     def build(self) -> list[Delivery]:
         pick = self._random
@@ -115,7 +139,9 @@ class StripeTraffic:
             start = self._minute(7, 12)
             self._webhook(start, "customer.subscription.created", _subscription(account, lookup_key=None))
             self._webhook(
-                start + pick.randint(60, 300), "customer.subscription.updated", _subscription(account)
+                start + self._after(pick.randint(60, 300)),
+                "customer.subscription.updated",
+                _subscription(account),
             )
         for n in range(4):  # failed payments: two recover, one churns, one is still being retried
             account = f"acct_demo_renew_{n:02d}"
@@ -127,13 +153,15 @@ class StripeTraffic:
             self._webhook(failed_at, "invoice.payment_failed", failed)
             if n < 2:
                 paid = se.invoice(id=f"in_fail_{n}", customer=sub["customer"], subscription=sub["id"])
-                self._webhook(failed_at + 180, "invoice.paid", paid)
+                self._webhook(failed_at + self._after(180), "invoice.paid", paid)
             elif n == 2:
                 self._webhook(
-                    failed_at + 60, "customer.subscription.updated", _subscription(account, status="past_due")
+                    failed_at + self._after(60),
+                    "customer.subscription.updated",
+                    _subscription(account, status="past_due"),
                 )
                 self._webhook(
-                    failed_at + 240,
+                    failed_at + self._after(240),
                     "customer.subscription.deleted",
                     _subscription(account, status="canceled"),
                 )
@@ -148,11 +176,15 @@ class StripeTraffic:
             account = f"acct_demo_renew_{n % 15:02d}"
             sub = _subscription(account)
             invoice = se.invoice(id=f"in_busy_{n:02d}", customer=sub["customer"], subscription=sub["id"])
-            self._webhook(OUTAGE[0] + n // 2, "invoice.paid", invoice)
-        self._webhook(8 * 60, "customer.subscription.created", _subscription(QUOTA_ACCOUNT, lookup_key=None))
+            self._webhook(self.outage[0] + n // 2, "invoice.paid", invoice)
+        self._webhook(
+            self._at(8 * 60), "customer.subscription.created", _subscription(QUOTA_ACCOUNT, lookup_key=None)
+        )
         for n in range(14):  # 100 calls every 20 minutes against a quota of 1,000
             self._add(
-                9 * 60 + 20 * n, "usage", {"account": QUOTA_ACCOUNT, "feature": "api_calls", "quantity": 100}
+                self._at(9 * 60 + 20 * n),
+                "usage",
+                {"account": QUOTA_ACCOUNT, "feature": "api_calls", "quantity": 100},
             )
         return sorted(self.deliveries)
 
@@ -195,10 +227,10 @@ _WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWri
 
 
 class Demo:
-    def __init__(self, stack: LocalStack, clock: ManualClock, day: float) -> None:
+    def __init__(self, stack: LocalStack, clock: ManualClock, start: float) -> None:
         self.stack = stack
         self.clock = clock
-        self.day = day
+        self.start = start  # when, on the clock, the replay's minute 0 is
         self.webhooks: Counter[str] = Counter()
         self.usage: Counter[str] = Counter()
         self.outage = [False]
@@ -237,12 +269,12 @@ class Demo:
         outcome = json.loads(body).get("outcome") if status == 200 else f"rejected ({status})"
         self.webhooks[str(outcome)] += 1
 
-    def run(self, deliveries: list[Delivery], first_minute: int, last_minute: int, step: int) -> None:
-        pending = [d for d in deliveries if first_minute <= d.minute < last_minute]
+    def run(self, traffic: StripeTraffic, minutes: int, step: int) -> None:
+        pending = traffic.build()
         with dynamodb_outage(self.outage):
-            for minute in range(first_minute, last_minute + 1, step):
-                self.clock.advance_to(self.day + minute * 60)
-                self.outage[0] = OUTAGE[0] <= minute < OUTAGE[1]
+            for minute in range(0, minutes + 1, step):
+                self.clock.advance_to(self.start + minute * 60)
+                self.outage[0] = traffic.outage[0] <= minute < traffic.outage[1]
                 due = sorted(d for d in pending if d.minute <= minute)
                 pending = [d for d in pending if d.minute > minute]
                 for delivery in due:
@@ -275,10 +307,9 @@ def _hhmm(moment: float) -> str:
 
 def summary(demo: Demo, report: str) -> str:
     stack = demo.stack
-    lines = [
-        f"billwatch demo: the day of {dt.datetime.fromtimestamp(demo.day, dt.UTC):%Y-%m-%d} (UTC), replayed",
-        "",
-    ]
+    start = dt.datetime.fromtimestamp(demo.start, dt.UTC)
+    end = dt.datetime.fromtimestamp(demo.clock.now(), dt.UTC)
+    lines = [f"billwatch demo: {start:%Y-%m-%d %H:%M} to {end:%H:%M} (UTC), replayed", ""]
     lines.append(f"Webhook deliveries: {sum(demo.webhooks.values())}")
     lines += [f"  {outcome}: {count}" for outcome, count in sorted(demo.webhooks.items())]
     lines.append(f"Usage checks: {sum(demo.usage.values())}")
@@ -312,37 +343,69 @@ def summary(demo: Demo, report: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _new_log_file() -> Path:
+    handle, name = tempfile.mkstemp(prefix="billwatch-demo-", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def _logs_to(log: TextIO) -> Iterator[None]:
+    """Everything printed or logged while the stack runs, the functions' JSON logs included, into ``log``.
+
+    The functions bind their log stream when they are loaded: the stack must start in here.
+    """
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        root.removeHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.demo", description=(__doc__ or "").split("\n")[0]
     )
-    parser.add_argument("--hours", type=int, default=24, help="how much of the day to replay (default 24)")
-    parser.add_argument("--start-hour", type=int, default=0, help="the hour of the day to start at (UTC)")
+    parser.add_argument("--hours", type=int, default=24, help="how long the replay is (1-24, default 24)")
     parser.add_argument("--step-minutes", type=int, default=5, help="the clock's step (default 5)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--log-file", type=Path, default=None, help="where the logs go (default: a new temp file)"
+    )
     args = parser.parse_args(argv)
-    if not (
-        0 <= args.start_hour < 24 and 1 <= args.hours <= 24 - args.start_hour and 1 <= args.step_minutes <= 60
-    ):
-        parser.error("--start-hour 0-23, --hours 1-24 within the day, --step-minutes 1-60")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if not (1 <= args.hours <= 24 and 1 <= args.step_minutes <= 60):
+        parser.error("--hours 1-24, --step-minutes 1-60")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    day = (today - dt.timedelta(days=1)).timestamp()
-    first, last = args.start_hour * 60, (args.start_hour + args.hours) * 60
-    clock = ManualClock(day + first * 60)
+    minutes = args.hours * 60
+    traffic = StripeTraffic(args.seed, minutes)
+    yesterday = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
+        days=1
+    )
+    # The outage at 13:00 on the clock, whatever the length: the replay starts that much before it.
+    start = (yesterday + dt.timedelta(minutes=OUTAGE_START - traffic.outage[0])).timestamp()
+    clock = ManualClock(start)
     # The probe every 5 minutes (the template allows 1 to 5): a day in about a minute and a half.
     parameters = {"HealthProbeIntervalMinutes": "5"}
-    deliveries = StripeTraffic(args.seed).build()
-    # The handlers' log lines go to stderr: stdout is the summary.
+    log_path = args.log_file or _new_log_file()
+    print(
+        f"Replaying {args.hours} h of Stripe traffic from {_hhmm(start)} UTC on a local stack;"
+        f" the functions' logs go to {log_path}",
+        flush=True,
+    )
     with (
-        contextlib.redirect_stdout(sys.stderr),
+        log_path.open("w", encoding="utf-8") as log,
+        _logs_to(log),
         LocalStack(autorun=False, clock=clock, parameters=parameters).start(port=0) as stack,
     ):
-        demo = Demo(stack, clock, day)
-        demo.run(deliveries, first, last, args.step_minutes)
+        demo = Demo(stack, clock, start)
+        demo.run(traffic, minutes, args.step_minutes)
         text = summary(demo, stack.billing_report("daily"))
     print(text, end="")
+    print(f"\nThe functions' logs: {log_path}")
     return 0
 
 

@@ -7,7 +7,10 @@ widget with its place on the dashboard's 24-column grid (x, y, width, height) an
 * ``alarm`` widgets: the names of the alarms they list (the page colours them by state);
 * ``metric`` widgets: one series per line drawn, computed from the evaluator's
   :class:`~devtools.alarm_evaluator.MetricStore` over ``[start, end)`` at the widget's period (or
-  a metric's own). Periods start at ``start``; the last is cut short at ``end``. Supported: metric
+  a metric's own). As in CloudWatch, periods are aligned to multiples of their length since the
+  epoch (hourly ones start on the hour), the first being the one that holds ``start``, so a point's
+  time is the start of the period its data fell in; the last is cut short at ``end``. A view
+  with ``setPeriodToTimeRange`` has one period, ``[start, end)``. Supported: metric
   arrays ``[Namespace, MetricName, dimension, value, ..., {options}]`` with the ``"."`` and
   ``"..."`` shorthands, the statistics of alarms (Sum, Average, Minimum, Maximum, SampleCount,
   pNN), metric math expressions over the metrics' ids (as the alarm evaluator computes them), and
@@ -170,7 +173,10 @@ def _metric_series(
     properties: Mapping[str, Any], store: MetricStore, start: float, end: float
 ) -> list[dict[str, Any]]:
     period = _period(properties.get("period", DEFAULT_PERIOD))
-    if properties.get("setPeriodToTimeRange") and properties.get("view") in _WHOLE_RANGE_VIEWS:
+    whole_range = (
+        bool(properties.get("setPeriodToTimeRange")) and properties.get("view") in _WHOLE_RANGE_VIEWS
+    )
+    if whole_range:
         period = max(1, math.ceil(end - start))
     queries = _queries(properties.get("metrics") or [], str(properties.get("stat") or DEFAULT_STAT), period)
 
@@ -178,13 +184,13 @@ def _metric_series(
     by_id: dict[str, Series] = {}
     for index, query in enumerate(queries):
         if query.key is not None:
-            starts = _period_starts(start, end, query.period)
+            starts = _period_starts(start, end, query.period, aligned=not whole_range)
             series = _statistic_series(store, query.key, query.stat, starts, query.period, end)
             computed[index] = [(query.label, _points(series, starts))]
             if query.query_id:
                 by_id[query.query_id] = series
         elif query.search is not None:
-            starts = _period_starts(start, end, query.period)
+            starts = _period_starts(start, end, query.period, aligned=not whole_range)
             computed[index] = _search_lines(store, query, starts, end)
 
     # CloudWatch names an expression without an id itself; nothing can refer to it.
@@ -197,7 +203,8 @@ def _metric_series(
         metric_periods = {q.period for q in queries if q.key is not None}
         if len(metric_periods) > 1:
             raise NotShownLocally(f"metric math over metrics of different periods {sorted(metric_periods)}")
-        starts = _period_starts(start, end, metric_periods.pop() if metric_periods else period)
+        metric_period = metric_periods.pop() if metric_periods else period
+        starts = _period_starts(start, end, metric_period, aligned=not whole_range)
         expressions = {expression_ids[index]: str(queries[index].expression) for index in expression_ids}
         values = evaluate_math(expressions, by_id, len(starts))
         for index, expression_id in expression_ids.items():
@@ -331,8 +338,9 @@ def _period(value: Any) -> int:
     return int(period)
 
 
-def _period_starts(start: float, end: float, period: int) -> list[float]:
-    return [start + index * period for index in range(max(0, math.ceil((end - start) / period)))]
+def _period_starts(start: float, end: float, period: int, *, aligned: bool) -> list[float]:
+    first = start - start % period if aligned else start
+    return [first + index * period for index in range(max(0, math.ceil((end - first) / period)))]
 
 
 def _statistic_series(

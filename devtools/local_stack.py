@@ -26,7 +26,12 @@ Tests use :class:`LocalStack` directly::
         urllib.request.urlopen(stack.url + "/webhooks/stripe", ...)
         boto3.client("dynamodb", endpoint_url=stack.moto_endpoint, ...)
 
-``stop()`` (or leaving the ``with`` block) shuts both servers down and restores ``os.environ``,
+Lambda's Invoke API, which the functions that hand a long job over to a fresh invocation call,
+is served on a second, unannounced loopback port (``stack.internal_url``, what
+``AWS_ENDPOINT_URL_LAMBDA`` points the functions at), never on ``$PORT``: people tunnel ``$PORT``
+to receive real Stripe webhooks, and nothing reachable there may apply an event unsigned.
+
+``stop()`` (or leaving the ``with`` block) shuts the servers down and restores ``os.environ``,
 ``sys.path``, ``sys.modules``, ``sys.stdout`` and moto as they were before ``start()``.
 
 The metrics the handlers print (CloudWatch EMF, as in Lambda) are put into moto's CloudWatch by
@@ -145,7 +150,7 @@ PAGERDUTY_ENV = "PAGERDUTY_ROUTING_KEY"
 PAGERDUTY_URL_ENV = "PAGERDUTY_EVENTS_URL"  # another Events API v2 endpoint than PagerDuty's own
 LOCAL_ALERT_ROUTES = REPO_ROOT / "devtools" / "alert_routes.local.json"
 QUEUE_TYPE = "AWS::SQS::Queue"
-# Lambda's Invoke API, served by the local stack itself (AWS_ENDPOINT_URL_LAMBDA points here).
+# Lambda's Invoke API, served by the local stack itself on its internal port (AWS_ENDPOINT_URL_LAMBDA).
 _LAMBDA_INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 # What the status page shows of the recent past.
 HISTORY_LENGTH = 500
@@ -186,10 +191,18 @@ _LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost")
 # Response headers the server computes itself.
 _HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding"}
 _JSON = {"content-type": "application/json"}
+_INTERNAL_SERVER_ERROR = {"message": "Internal Server Error"}  # API Gateway's answer when a function fails
+# Connections waiting to be accepted. Python's default of 5 reset 17 of a burst of 32 webhooks
+# while the accepting thread waited for the GIL; the kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
 
 
 class LocalStackError(Exception):
     """The local stack cannot serve this template (the message says why)."""
+
+
+class FunctionExited(Exception):
+    """A handler ended its invocation with SystemExit or KeyboardInterrupt (Lambda's Runtime.ExitError)."""
 
 
 # ------------------------------------------------------------------------------------ routes
@@ -343,7 +356,13 @@ class _Function:
         with self.lock:
             context = LambdaContext(self.logical_id, self.memory_mb, self.timeout_s)
             started = time.monotonic()
-            result = self.handler(event, context)
+            try:
+                result = self.handler(event, context)
+            except (SystemExit, KeyboardInterrupt) as exited:
+                # Lambda reports the invocation failed; here it must not end the thread serving it.
+                raise FunctionExited(
+                    f"{self.logical_id} exited: {type(exited).__name__} {exited}"
+                ) from exited
             elapsed = time.monotonic() - started
         if elapsed > self.timeout_s:
             log.warning(
@@ -522,10 +541,13 @@ class _TooLarge(Exception):
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
+    """Reads requests and writes answers the way API Gateway does; subclasses say what they serve."""
+
     server: _HttpServer
     protocol_version = "HTTP/1.1"
     server_version = "billwatch-local"
     sys_version = ""
+    _answered = False  # whether the answer to the current request has begun
 
     # One method handler for every verb API Gateway routes.
     def do_GET(self) -> None:
@@ -588,7 +610,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         started = time.monotonic()
         request_id = str(uuid.uuid4())
-        path = self.path.partition("?")[0]
+        self._answered = False
+        try:
+            self._serve_request(request_id, started)
+        except Exception:
+            # A fault of the local stack itself (a function's own failure is answered where it is
+            # invoked): every request still gets an answer, and the server goes on serving.
+            log.exception("the local stack failed on %s %s", self.command, self.path)
+            self.close_connection = True  # what the failed request left unread must not be parsed
+            if not self._answered:
+                self._send_json(500, _INTERNAL_SERVER_ERROR, request_id)
+                self._access_log(500, started, "-")
+
+    def _serve_request(self, request_id: str, started: float) -> None:
         try:
             body = self._read_body()
         except _TooLarge:
@@ -599,15 +633,52 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send_json(400, {"message": "Bad Request"}, request_id)
             return self._access_log(400, started, "-")
+        self._dispatch(self.path.partition("?")[0], body, request_id, started)
 
+    def _dispatch(self, path: str, body: bytes, request_id: str, started: float) -> None:
+        raise NotImplementedError
+
+    def _not_found(self, request_id: str, started: float) -> None:
+        self._send_json(404, {"message": "Not Found"}, request_id)
+        self._access_log(404, started, "-")
+
+    def _send_json(self, status: int, body: dict[str, Any], request_id: str) -> None:
+        self._send(status, list(_JSON.items()), json.dumps(body).encode("utf-8"), request_id)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, request_id: str) -> None:
+        self._answered = True
+        self.send_response_only(status)
+        self.send_header("Date", self.date_time_string())
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("apigw-requestid", request_id)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def _access_log(self, status: int, started: float, function: str) -> None:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.info("%s %s -> %s (%s, %.0f ms)", self.command, self.path, status, function, elapsed_ms)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - " + format, self.address_string(), *args)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.warning("%s - " + format, self.address_string(), *args)
+
+
+class _PublicRequestHandler(_RequestHandler):
+    """``$PORT``: the template's routes and the local stack's own pages, nothing that skips a check."""
+
+    def _dispatch(self, path: str, body: bytes, request_id: str, started: float) -> None:
         if path.startswith(LOCAL_PREFIX):
             return self._serve_local(path, request_id, started)
-        if (invoked := _LAMBDA_INVOKE.match(path)) and self.command == "POST":
-            return self._serve_lambda_invoke(urllib.parse.unquote(invoked["name"]), body, request_id, started)
         found = self.server.stack.resolve(self.command, path)
         if found is None:
-            self._send_json(404, {"message": "Not Found"}, request_id)
-            return self._access_log(404, started, "-")
+            return self._not_found(request_id, started)
         route, path_parameters = found
         authorizer = None
         if route.iam_auth:
@@ -636,11 +707,68 @@ class _RequestHandler(BaseHTTPRequestHandler):
             status, headers, raw = _lambda_response(result)
         except Exception:
             log.exception("%s failed on %s %s", route.function, self.command, path)
-            status, headers, raw = 500, list(_JSON.items()), b'{"message": "Internal Server Error"}'
+            status, headers, raw = 500, list(_JSON.items()), json.dumps(_INTERNAL_SERVER_ERROR).encode()
         # Recorded before the answer goes out: whoever got the answer finds the request recorded.
         self.server.stack.record_request(route, status, (time.monotonic() - started) * 1000, body, raw)
         self._send(status, headers, raw, request_id)
         self._access_log(status, started, route.function)
+
+    def _serve_local(self, path: str, request_id: str, started: float) -> None:
+        """The local stack's own pages, all read-only: the status page, its JSON, and the billing report."""
+        if self.command != "GET":
+            return self._not_found(request_id, started)
+        if path == REPORT_PATH:
+            return self._serve_report(request_id, started)
+        stack = self.server.stack
+        api = {
+            f"{LOCAL_PREFIX}api/status": lambda: local_status.status(stack),
+            f"{LOCAL_PREFIX}api/accounts": lambda: local_status.accounts(stack),
+            f"{LOCAL_PREFIX}api/dashboards": stack.dashboards,
+        }
+        if path in api:
+            try:
+                body = json.dumps(api[path]()).encode()
+            except Exception as exc:
+                log.exception("the status page's %s failed", path)
+                return self._send_json(500, {"message": f"{type(exc).__name__}: {exc}"}, request_id)
+            self._send(200, list(_JSON.items()), body, request_id)
+            return self._access_log(200, started, "status page")
+        name = "index.html" if path == LOCAL_PREFIX else path.removeprefix(f"{LOCAL_PREFIX}static/")
+        page = STATUS_PAGE_DIR / name
+        # Only the page's own files: nothing outside its folder, whatever the path says.
+        if name and "/" not in name and page.is_file() and page.suffix in _STATIC_TYPES:
+            self._send(200, [("content-type", _STATIC_TYPES[page.suffix])], page.read_bytes(), request_id)
+            return self._access_log(200, started, "status page")
+        return self._not_found(request_id, started)
+
+    def _serve_report(self, request_id: str, started: float) -> None:
+        query = urllib.parse.parse_qs(self.path.partition("?")[2], keep_blank_values=True)
+        period = query.pop("period", ["daily"])[-1]
+        try:
+            # Importable once start() has put the functions' layer on sys.path.
+            from billwatch.billing_report import ReportPeriod
+
+            periods = [choice.value for choice in ReportPeriod]
+            if query:
+                status, text = 400, f"unknown query parameter {min(query)!r}: only period is taken\n"
+            elif period not in periods:
+                status, text = 400, f"period must be {' or '.join(periods)}, got {period!r}\n"
+            else:
+                status, text = 200, self.server.stack.billing_report(period)
+        except Exception as exc:
+            log.exception("the billing report failed on %s %s", self.command, self.path)
+            status, text = 500, f"the billing report failed: {type(exc).__name__}: {exc} (see the log)\n"
+        self._send(status, [("content-type", "text/plain; charset=utf-8")], text.encode(), request_id)
+        self._access_log(status, started, "local report")
+
+
+class _InternalRequestHandler(_RequestHandler):
+    """The internal port: the AWS APIs the local stack emulates for the functions themselves."""
+
+    def _dispatch(self, path: str, body: bytes, request_id: str, started: float) -> None:
+        if (invoked := _LAMBDA_INVOKE.match(path)) and self.command == "POST":
+            return self._serve_lambda_invoke(urllib.parse.unquote(invoked["name"]), body, request_id, started)
+        return self._not_found(request_id, started)
 
     def _serve_lambda_invoke(self, name: str, payload: bytes, request_id: str, started: float) -> None:
         """Lambda's Invoke API, for the functions that invoke themselves (job hand-overs)."""
@@ -670,89 +798,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(200, headers, answer, request_id)
         self._access_log(200, started, function)
 
-    def _serve_local(self, path: str, request_id: str, started: float) -> None:
-        """The local stack's own pages: the status page, its JSON, and the billing report."""
-        if self.command != "GET":
-            self._send_json(404, {"message": "Not Found"}, request_id)
-            return self._access_log(404, started, "-")
-        if path == REPORT_PATH:
-            return self._serve_report(request_id, started)
-        stack = self.server.stack
-        api = {
-            f"{LOCAL_PREFIX}api/status": lambda: local_status.status(stack),
-            f"{LOCAL_PREFIX}api/accounts": lambda: local_status.accounts(stack),
-            f"{LOCAL_PREFIX}api/dashboards": stack.dashboards,
-        }
-        if path in api:
-            try:
-                body = json.dumps(api[path]()).encode()
-            except Exception as exc:
-                log.exception("the status page's %s failed", path)
-                return self._send_json(500, {"message": f"{type(exc).__name__}: {exc}"}, request_id)
-            self._send(200, list(_JSON.items()), body, request_id)
-            return self._access_log(200, started, "status page")
-        name = "index.html" if path == LOCAL_PREFIX else path.removeprefix(f"{LOCAL_PREFIX}static/")
-        page = STATUS_PAGE_DIR / name
-        # Only the page's own files: nothing outside its folder, whatever the path says.
-        if name and "/" not in name and page.is_file() and page.suffix in _STATIC_TYPES:
-            self._send(200, [("content-type", _STATIC_TYPES[page.suffix])], page.read_bytes(), request_id)
-            return self._access_log(200, started, "status page")
-        self._send_json(404, {"message": "Not Found"}, request_id)
-        return self._access_log(404, started, "-")
-
-    def _serve_report(self, request_id: str, started: float) -> None:
-        query = urllib.parse.parse_qs(self.path.partition("?")[2], keep_blank_values=True)
-        period = query.pop("period", ["daily"])[-1]
-        try:
-            # Importable once start() has put the functions' layer on sys.path.
-            from billwatch.billing_report import ReportPeriod
-
-            periods = [choice.value for choice in ReportPeriod]
-            if query:
-                status, text = 400, f"unknown query parameter {min(query)!r}: only period is taken\n"
-            elif period not in periods:
-                status, text = 400, f"period must be {' or '.join(periods)}, got {period!r}\n"
-            else:
-                status, text = 200, self.server.stack.billing_report(period)
-        except Exception as exc:
-            log.exception("the billing report failed on %s %s", self.command, self.path)
-            status, text = 500, f"the billing report failed: {type(exc).__name__}: {exc} (see the log)\n"
-        self._send(status, [("content-type", "text/plain; charset=utf-8")], text.encode(), request_id)
-        self._access_log(status, started, "local report")
-
-    def _send_json(self, status: int, body: dict[str, Any], request_id: str) -> None:
-        self._send(status, list(_JSON.items()), json.dumps(body).encode("utf-8"), request_id)
-
-    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, request_id: str) -> None:
-        self.send_response_only(status)
-        self.send_header("Date", self.date_time_string())
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("apigw-requestid", request_id)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD" and body:
-            self.wfile.write(body)
-
-    def _access_log(self, status: int, started: float, function: str) -> None:
-        elapsed_ms = (time.monotonic() - started) * 1000
-        log.info("%s %s -> %s (%s, %.0f ms)", self.command, self.path, status, function, elapsed_ms)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - " + format, self.address_string(), *args)
-
-    def log_error(self, format: str, *args: Any) -> None:
-        log.warning("%s - " + format, self.address_string(), *args)
-
 
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], stack: LocalStack) -> None:
+    def __init__(self, address: tuple[str, int], stack: LocalStack, handler: type[_RequestHandler]) -> None:
         self.stack = stack
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -910,12 +963,14 @@ class LocalStack:
         self._async: concurrent.futures.ThreadPoolExecutor | None = None
         self._function_names = function_names(self.template)
         self.url = ""
+        self.internal_url = ""
         self.moto_endpoint = ""
         self.table_names: dict[str, str] = {}
         self.functions: dict[str, _Function] = {}
         self._moto: Any = None
         self._http: _HttpServer | None = None
-        self._http_thread: threading.Thread | None = None
+        self._internal_http: _HttpServer | None = None
+        self._server_threads: list[tuple[_HttpServer, threading.Thread]] = []
         self._env = _EnvPatch()
         self._added_paths: list[str] = []
         self._added_modules: list[str] = []
@@ -937,7 +992,7 @@ class LocalStack:
 
     @property
     def running(self) -> bool:
-        return self._http_thread is not None
+        return bool(self._server_threads)
 
     # -------------------------------------------------------------------- lifecycle
 
@@ -953,7 +1008,8 @@ class LocalStack:
             LocalStack._active = self
         try:
             # Bind first: a port in use fails fast, and early requests wait in the backlog.
-            self._http = _HttpServer((HOST, port), self)
+            self._http = _HttpServer((HOST, port), self, _PublicRequestHandler)
+            self._internal_http = _HttpServer((HOST, 0), self, _InternalRequestHandler)
             self._start_moto()
             self._create_tables()
             self._create_queues()
@@ -999,10 +1055,13 @@ class LocalStack:
             if self._autorun:
                 self.alarms.start()
                 self.scheduler.start()
-            self._http_thread = threading.Thread(
-                target=self._http.serve_forever, name="local-stack-http", daemon=True
-            )
-            self._http_thread.start()
+            for server, name in (
+                (self._http, "local-stack-http"),
+                (self._internal_http, "local-stack-internal"),
+            ):
+                thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+                thread.start()
+                self._server_threads.append((server, thread))
         except BaseException:
             self.stop()
             raise
@@ -1029,12 +1088,14 @@ class LocalStack:
             except Exception:
                 log.exception("could not save the local data to %s", self.data_dir)
         self._serving = False
-        if self._http is not None:
-            if self._http_thread is not None:
-                self._http.shutdown()
-                self._http_thread.join(timeout=10)
-            self._http.server_close()
-        self._http, self._http_thread = None, None
+        for server, thread in self._server_threads:
+            server.shutdown()
+            thread.join(timeout=10)
+        self._server_threads.clear()
+        for bound in (self._http, self._internal_http):
+            if bound is not None:
+                bound.server_close()
+        self._http = self._internal_http = None
         self._patches.close()
         self._cloudwatch = None
         self.metrics = None
@@ -1084,6 +1145,7 @@ class LocalStack:
         self._moto.start()
         host, moto_port = self._moto.get_host_and_port()
         self.moto_endpoint = f"http://{host}:{moto_port}"
+        self.internal_url = f"http://{HOST}:{self._internal_http.server_address[1]}"
         cleared = {
             name: None
             for name in os.environ
@@ -1095,7 +1157,7 @@ class LocalStack:
                 **dict.fromkeys(_CLEARED_ENV),
                 "AWS_ENDPOINT_URL": self.moto_endpoint,
                 # Lambda's Invoke API is the local stack's own: moto's would look for a container.
-                "AWS_ENDPOINT_URL_LAMBDA": f"http://{HOST}:{self._http.server_address[1]}",
+                "AWS_ENDPOINT_URL_LAMBDA": self.internal_url,
                 "AWS_ACCESS_KEY_ID": FAKE_CREDENTIAL,
                 "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIAL,
                 "AWS_SESSION_TOKEN": FAKE_CREDENTIAL,

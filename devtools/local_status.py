@@ -3,7 +3,8 @@
 ``GET /_local/api/status``   the clock, the recent requests (webhooks with their outcome), the
                              schedules (next and last run), the alarms with their states, the alarm
                              changes and the alerts sent (to which receiver)
-``GET /_local/api/accounts`` every account: tier, subscription, and usage against each quota
+``GET /_local/api/accounts`` every account: tier, subscription, MRR (``mrr`` in minor units, and
+                             ``mrr_text`` as the billing report writes it) and usage against each quota
 ``GET /_local/api/dashboards`` the template's dashboards, each widget's series over the last hours
 
 Times are ISO 8601 UTC on the local clock.
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
     from devtools.local_stack import LocalStack
 
 USAGE_PREFIX = "used_"
+
+
+def money(minor_units: int, currency: str) -> str:
+    """An amount as the billing report writes MRR: the currency's code, then major units ("USD 20.00")."""
+    from billwatch.billing_report import _money
+    from billwatch.revenue import major_units
+
+    return f"{currency.upper()} {_money(float(major_units(minor_units, currency)))}"
 
 
 def _severity(description: str) -> str | None:
@@ -145,6 +154,9 @@ def accounts(stack: LocalStack) -> list[dict[str, Any]]:
                     "customer": item.get("stripe_customer_id"),
                     "mrr": item.get("mrr"),
                     "currency": item.get("mrr_currency"),
+                    "mrr_text": money(item["mrr"], item["mrr_currency"])
+                    if isinstance(item.get("mrr"), int) and item.get("mrr_currency")
+                    else None,
                     "usage": usage,
                 }
             )

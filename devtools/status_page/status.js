@@ -180,7 +180,6 @@ function accountRow(account) {
   if (account.override) tier.append(" ", element("span", { class: "tag" }, "override"));
   const subscription = element("td", {}, account.subscription_status || "none");
   if (account.customer) subscription.append(element("div", { class: "small" }, account.customer));
-  const mrr = account.mrr === null || account.mrr === undefined ? "—" : `${account.mrr} ${account.currency || ""}`;
   return element(
     "tr",
     {
@@ -191,7 +190,7 @@ function accountRow(account) {
     cell(account.account),
     tier,
     subscription,
-    cell(mrr.trim()),
+    cell(account.mrr_text, { class: "mrr" }),
     element("td", {}, ...account.usage.map(usageBar)),
   );
 }
@@ -347,8 +346,9 @@ function metricWidget(view, widget) {
   let plot = null;
   let range = [0, 1];
   view.update = (current, dashboard) => {
-    range = [dashboard.start, dashboard.end];
     const data = aggregate ? latestValues(current.series) : alignedSeries(current.series);
+    // A point stands at the start of its period, which for the first may be before the range.
+    range = [Math.min(dashboard.start, data[0][0] ?? dashboard.start), dashboard.end];
     if (plot) {
       plot.setData(data);
       return;

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import datetime
 import http.client
 import json
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +40,7 @@ from devtools.local_stack import (
     iam_authorizer,
     iam_routes,
 )
-from devtools.signing import LOCAL_DEV_SECRET
+from devtools.signing import LOCAL_DEV_SECRET, stripe_signature_header
 from devtools.template import dynamodb_tables, http_routes
 from tests.support import ROOT
 
@@ -685,3 +687,189 @@ def test_two_functions_routing_with_powertools_answer_their_own_requests_at_once
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for future in [pool.submit(entitlements), pool.submit(silences)]:
             future.result()
+
+
+# --- bursts, faults, and what the public port serves ------------------------------------------------
+
+BURST = 64  # at least the 32 webhooks that were reset, twice over
+
+
+def test_a_burst_of_concurrent_connections_is_queued_and_every_request_answered(
+    stack: LocalStack, dynamodb, webhook_url: str, monkeypatch
+) -> None:
+    # The accepting thread held still, as the GIL holds it while handlers run: every connection of
+    # the burst must wait in the listen backlog rather than be dropped or reset.
+    accepting = threading.Event()
+    accept = stack._http.get_request
+    monkeypatch.setattr(stack._http, "get_request", lambda: (accepting.wait(30), accept())[1])
+    port = int(stack.url.rsplit(":", 1)[1])
+    events = [subscription_created(f"acct_burst_{n:03d}", f"evt_burst_{n:03d}") for n in range(BURST)]
+    requests = []
+    for event in events:
+        payload = json.dumps(event).encode()
+        header = stripe_signature_header(payload, list(stack.webhook_secrets))
+        requests.append(
+            b"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Stripe-Signature: {header}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+
+    def connect_and_send(request: bytes) -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=2)
+        connection.sendall(request)
+        return connection
+
+    with concurrent.futures.ThreadPoolExecutor(BURST) as pool:
+        connections = list(pool.map(connect_and_send, requests))
+    accepting.set()
+
+    def answer(connection: socket.socket) -> tuple[int, dict[str, Any]]:
+        with connection:
+            connection.settimeout(30)
+            response = http.client.HTTPResponse(connection)
+            response.begin()
+            return response.status, json.loads(response.read())
+
+    with concurrent.futures.ThreadPoolExecutor(BURST) as pool:
+        answers = list(pool.map(answer, connections))
+    assert [status for status, _ in answers] == [200] * BURST
+    assert {body["outcome"] for _, body in answers} == {"applied"}
+    assert billing_item(dynamodb, stack, f"acct_burst_{BURST - 1:03d}") is not None
+
+
+def test_a_handler_that_exits_is_a_500_and_the_stack_keeps_serving(
+    stack: LocalStack, webhook_url: str, monkeypatch
+) -> None:
+    monkeypatch.setattr(stack.functions[FUNCTION], "handler", Recorder(error=SystemExit(1)))
+
+    status, _, body = call(webhook_url, b"{}")
+
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+    monkeypatch.undo()
+    assert call(webhook_url, b"{}")[0] == 400  # served again: the real handler wants a signature
+
+
+def test_a_fault_of_the_stack_itself_is_a_500_with_a_message_and_the_stack_keeps_serving(
+    stack: LocalStack, webhook_url: str, monkeypatch, caplog
+) -> None:
+    def broken(*_args: Any) -> None:
+        raise OSError("the metrics store is gone")
+
+    monkeypatch.setattr(stack, "record_request", broken)
+
+    status, headers, body = call(webhook_url, b"{}")
+
+    assert (status, headers["content-type"], json.loads(body)) == (
+        500,
+        "application/json",
+        {"message": "Internal Server Error"},
+    )
+    assert any(r.exc_info and "metrics store is gone" in str(r.exc_info[1]) for r in caplog.records)
+    monkeypatch.undo()
+    assert call(webhook_url, b"{}")[0] == 400
+
+
+def eventbridge_event(stripe_event: dict[str, Any]) -> dict[str, Any]:
+    """Stripe's event as its Amazon EventBridge destination delivers it: unsigned."""
+    return {
+        "version": "0",
+        "id": "c5d541dd-f197-5ede-a913-f54d9d22121f",
+        "detail-type": stripe_event["type"],
+        "source": "aws.partner/stripe.com/ed_test_123",
+        "account": "123456789012",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": stripe_event,
+    }
+
+
+@pytest.mark.parametrize("invocation_type", ["RequestResponse", "Event"])
+def test_the_public_port_refuses_lambdas_invoke_api(
+    stack: LocalStack, dynamodb, invocation_type: str
+) -> None:
+    # What a tunnel to $PORT could otherwise do: apply an unsigned event through the intake.
+    forged = eventbridge_event(subscription_created("acct_invoke_forged", f"evt_invoke_{invocation_type}"))
+    for name in (FUNCTION, f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}"):
+        path = f"/2015-03-31/functions/{urllib.parse.quote(name, safe='')}/invocations"
+        status, _, body = call(
+            stack.url + path, json.dumps(forged).encode(), headers={"X-Amz-Invocation-Type": invocation_type}
+        )
+        assert (status, json.loads(body)) == (404, NOT_FOUND)
+    time.sleep(0.2)  # an asynchronous invocation, had one been queued, would have run by now
+    assert billing_item(dynamodb, stack, "acct_invoke_forged") is None
+
+
+def test_the_functions_invoke_lambda_on_the_internal_loopback_port(stack: LocalStack, monkeypatch) -> None:
+    assert os.environ["AWS_ENDPOINT_URL_LAMBDA"] == stack.internal_url != stack.url
+    assert stack.internal_url.startswith("http://127.0.0.1:")
+    recorder = Recorder({"handed": "over"})
+    monkeypatch.setattr(stack.functions["QuotaResetFunction"], "handler", recorder)
+    # What SelfInvoker does: boto3's Lambda client, its endpoint from the environment.
+    lambda_client = boto3.client("lambda")
+
+    answer = lambda_client.invoke(FunctionName="QuotaResetFunction", Payload=b'{"segment": 1}')
+    queued = lambda_client.invoke(
+        FunctionName="QuotaResetFunction", InvocationType="Event", Payload=b'{"segment": 2}'
+    )
+
+    assert json.loads(answer["Payload"].read()) == {"handed": "over"}
+    assert queued["StatusCode"] == 202
+    deadline = time.monotonic() + 10
+    while len(recorder.events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert recorder.events == [{"segment": 1}, {"segment": 2}]
+    # The internal port serves nothing else: no route of the template.
+    assert call(stack.internal_url + "/webhooks/stripe", b"{}")[0] == 404
+
+
+# --- what a newcomer runs first ------------------------------------------------------------------------
+
+
+def test_make_send_of_a_sample_gives_entitlements_that_reset_in_the_future(
+    stack: LocalStack, webhook_url: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", ",".join(stack.webhook_secrets))
+    sample = ROOT / "events" / "customer.subscription.created.json"
+    account = json.loads(sample.read_bytes())["data"]["object"]["metadata"]["account_id"]
+
+    assert send_event.main([str(sample), "--url", webhook_url]) == 0
+
+    status, _, body = call(f"{stack.url}/v1/accounts/{account}/entitlements", method="GET")
+    resets = {feature["resets_at"] for feature in json.loads(body)["features"].values()} - {None}
+    assert status == 200 and resets
+    now = datetime.datetime.now(datetime.UTC)
+    for resets_at in resets:
+        assert now < datetime.datetime.fromisoformat(resets_at) <= now + datetime.timedelta(days=32)
+
+
+def test_make_send_with_another_secret_than_make_run_names_the_variable_to_check(
+    stack: LocalStack, webhook_url: str, capsys
+) -> None:
+    sample = ROOT / "events" / "invoice.paid.json"
+
+    assert send_event.main([str(sample), "--url", webhook_url, "--secret", "whsec_not_the_stacks"]) == 1
+
+    captured = capsys.readouterr()
+    assert "HTTP 400" in captured.out and "invalid_signature" in captured.out
+    assert "check STRIPE_WEBHOOK_SECRET" in captured.err
+    assert "`make run` and `make send` must share the same STRIPE_WEBHOOK_SECRET" in captured.err
+
+
+# Local paths as the READMEs write them; "[?period=weekly]" is an optional query.
+_LOCAL_PATH = re.compile(r"/_local/[\w/.-]*(?:\[(\?[^\]\s]*)\])?")
+
+
+def test_every_local_path_the_readmes_name_answers(stack: LocalStack) -> None:
+    named = set()
+    for readme in (ROOT / "README.md", ROOT / "devtools" / "status_page" / "README.md"):
+        for found in _LOCAL_PATH.finditer(readme.read_text(encoding="utf-8")):
+            path = found.group(0).split("[", 1)[0]
+            named.add(path)
+            if found.group(1):
+                named.add(path + found.group(1))
+    assert {"/_local/", "/_local/api/status", "/_local/report?period=weekly"} <= named
+
+    answers = {path: call(stack.url + path, method="GET")[0] for path in sorted(named)}
+
+    assert answers == dict.fromkeys(answers, 200)

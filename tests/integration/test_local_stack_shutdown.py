@@ -27,6 +27,7 @@ def test_stop_ends_every_part_and_frees_every_port() -> None:
     stdout, utcnow = sys.stdout, moto_cloudwatch.utcnow
     stack = LocalStack(speed=600).start(port=0)  # a local minute every 0.1 s
     http_port = int(stack.url.rsplit(":", 1)[1])
+    internal_port = int(stack.internal_url.rsplit(":", 1)[1])
     moto_port = int(stack.moto_endpoint.rsplit(":", 1)[1])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (len(stack.fired) >= 3 and stack.alarms.evaluations >= 3):
@@ -36,6 +37,6 @@ def test_stop_ends_every_part_and_frees_every_port() -> None:
     stack.stop()
 
     assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("local-stack")]
-    assert bindable(http_port) and bindable(moto_port)
+    assert bindable(http_port) and bindable(internal_port) and bindable(moto_port)
     assert sys.stdout is stdout and moto_cloudwatch.utcnow is utcnow
     stack.stop()  # idempotent

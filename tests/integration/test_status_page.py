@@ -246,6 +246,20 @@ def test_the_accounts_show_tier_subscription_and_a_usage_bar_per_quota(shown: Sh
     ]
 
 
+def test_an_accounts_mrr_reads_as_the_billing_report_writes_it(shown: Shown) -> None:
+    from billwatch.billing_report import Known, Missing, MrrChange, _mrr_line
+    from billwatch.revenue import major_units
+
+    (row,) = [row for row in shown.page.by_id("accounts").rows() if row.get("data-account") == ACCOUNT]
+    (account,) = [account for account in shown.accounts if account["account"] == ACCOUNT]
+    (cell,) = row.find_all(lambda element: "mrr" in (element.get("class") or "").split())
+    amount = Known(float(major_units(account["mrr"], account["currency"])))
+    reported = _mrr_line(MrrChange(account["currency"], amount, Missing("-"), Missing("-")))
+
+    assert (account["mrr"], account["currency"]) == (2000, "usd")  # minor units, as Stripe sends them
+    assert cell.text == reported.split(" (", 1)[0] == "USD 20.00"
+
+
 def test_the_dashboards_are_laid_out_widget_by_widget_with_a_chart_per_metric_widget_with_series(
     shown: Shown,
 ) -> None:

@@ -12,7 +12,7 @@ from devtools.alarm_evaluator import MetricKey, MetricStore
 from devtools.local_dashboards import dashboard_series
 from devtools.template import DASHBOARD_TYPE, load_template, resolved_properties
 
-START = 1_700_000_000  # a multiple of 60 and 300, so the periods are easy to read
+START = 1_700_000_100  # a multiple of 60 and 300, so the periods are easy to read
 END = START + 3 * 60
 SERVICE = {"service": "billwatch"}
 

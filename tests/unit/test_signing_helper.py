@@ -116,10 +116,10 @@ def receiver():
         thread.join(5)
 
 
-def test_send_event_posts_file_bytes_signed_now(receiver, capsys):
+def test_send_event_with_keep_dates_posts_the_files_bytes_signed_now(receiver, capsys):
     url, received = receiver
     path = EVENTS / "invoice.paid.json"
-    rc = send_event.main([str(path), "--url", url, "--secret", "whsec_other,whsec_receiver"])
+    rc = send_event.main([str(path), "--url", url, "--secret", "whsec_other,whsec_receiver", "--keep-dates"])
     assert rc == 0
     (req,) = received
     assert req["status"] == 200 and req["body"] == path.read_bytes()  # created untouched, raw bytes
@@ -133,7 +133,8 @@ def test_send_event_posts_file_bytes_signed_now(receiver, capsys):
 def test_send_event_unwraps_lambda_events(receiver, monkeypatch, wrapper):
     url, received = receiver
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_receiver")
-    assert send_event.main([str(EVENTS / wrapper / "customer.subscription.updated.json"), "--url", url]) == 0
+    event_file = EVENTS / wrapper / "customer.subscription.updated.json"
+    assert send_event.main([str(event_file), "--url", url, "--keep-dates"]) == 0
     bare = json.loads((EVENTS / "customer.subscription.updated.json").read_text())
     assert json.loads(received[0]["body"]) == bare
 
