@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from billwatch.config import load_settings
@@ -13,6 +14,8 @@ from billwatch.signature import SignatureInvalid
 from billwatch.stripe_events import MalformedEvent
 
 STRIPE_PARTNER_SOURCE_PREFIX = "aws.partner/stripe.com"
+# The side-effects sweep's schedule (template.yaml: SideEffectsSweep).
+SCHEDULE_SOURCE = "aws.events"
 
 settings = load_settings()
 intake = build_webhook_intake(settings)
@@ -62,4 +65,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     intake.register_lambda_context(context)
     if str(event.get("source", "")).startswith(STRIPE_PARTNER_SOURCE_PREFIX) and "detail" in event:
         return _from_eventbridge(event)
+    if event.get("source") == SCHEDULE_SOURCE and "requestContext" not in event:
+        return asdict(intake.sweep_side_effects())
     return _from_http(event)

@@ -152,6 +152,9 @@ def test_webhook_intake_gets_exactly_the_permissions_it_needs(functions: dict[st
             "dynamodb:UpdateItem",
             "dynamodb:ConditionCheckItem",
         },
+        # The side-effects sweep: its work list, and the usage announcements it redelivers.
+        repr({"Fn::Sub": "${BillingStateTable.Arn}/index/PendingSideEffects"}): {"dynamodb:Query"},
+        repr({"Ref": "UsageEventsTopic"}): {"sns:Publish"},
         secret_ref: {"secretsmanager:GetSecretValue"},
         repr({"Ref": "StripeApiKeySecretArn"}): {"secretsmanager:GetSecretValue"},
         repr(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +20,7 @@ from pynamodb.constants import ALL_OLD
 from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 
+from billwatch import outbox
 from billwatch.models import FIELD_GROUPS, BillingAccount, version_attribute
 from billwatch.observability import logger
 
@@ -69,6 +70,8 @@ class StateChange:
     fields: Mapping[str, Any]
     subscription_id: str | None = None
     subscription_live: bool = False
+    # (event id, facts): side effects to record in the same write (billwatch.outbox).
+    side_effects: tuple[str, Mapping[str, Any]] | None = None
 
 
 class ApplyOutcome(StrEnum):
@@ -83,6 +86,8 @@ class ApplyResult:
     outcome: ApplyOutcome
     account_id: str | None = None
     previous: BillingAccount | None = None
+    # Undelivered side effects on the item, as the rejected write found it.
+    pending: Mapping[str, outbox.Entry] = field(default_factory=dict)
 
 
 def _now() -> dt.datetime:
@@ -136,7 +141,7 @@ class BillingStore:
             return ApplyResult(ApplyOutcome.UNATTRIBUTED)
         linking = ref.customer_id if ref.account_id else None
         for _ in range(_MAX_REDIRECTS):
-            accepted, current = self._conditional_update(key, change, linking)
+            accepted, current, pending = self._conditional_update(key, change, linking)
             if accepted:
                 if linking and current.stripe_customer_id != linking:
                     self._ensure_link(linking, key)
@@ -150,13 +155,14 @@ class BillingStore:
                 self._ensure_link(linking, key)
             stored = getattr(current, version_attribute(change.group), None) if current else None
             outcome = ApplyOutcome.ALREADY_APPLIED if stored == change.version else ApplyOutcome.STALE
-            return ApplyResult(outcome, key, current)
+            return ApplyResult(outcome, key, current, pending)
         raise StoreUnavailable(f"too many redirects resolving account {key}")
 
     def _conditional_update(
         self, key: str, change: StateChange, linking: str | None
-    ) -> tuple[bool, BillingAccount | None]:
-        """Whether the condition accepted the write, and the item as it was before it."""
+    ) -> tuple[bool, BillingAccount | None, dict[str, outbox.Entry]]:
+        """Whether the condition accepted the write, the item as it was before it, and the side
+        effects that item still had to deliver."""
         version_attr = getattr(BillingAccount, version_attribute(change.group))
         now = _now()
         actions = [
@@ -170,6 +176,8 @@ class BillingStore:
             actions.append(attribute.remove() if value is None else attribute.set(value))
         if linking:
             actions.append(BillingAccount.stripe_customer_id.set(linking))
+        if change.side_effects:
+            actions += outbox.write_actions(key, *change.side_effects, int(now.timestamp()))
         newer = version_attr.does_not_exist() | (version_attr < change.version)
         successor = self._successor_in_the_same_second(change)
         if successor is not None:
@@ -179,9 +187,10 @@ class BillingStore:
         if guard is not None:
             condition &= guard
         accepted, item = conditional_update(key, actions, condition, return_values=ALL_OLD)
+        pending = outbox.entries(item)
         if accepted:
-            return True, BillingAccount.from_raw_data(item) if item else BillingAccount(key)
-        return False, BillingAccount.from_raw_data(item) if item else None
+            return True, BillingAccount.from_raw_data(item) if item else BillingAccount(key), pending
+        return False, BillingAccount.from_raw_data(item) if item else None, pending
 
     @staticmethod
     def _successor_in_the_same_second(change: StateChange) -> Condition | None:

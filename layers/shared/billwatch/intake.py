@@ -6,10 +6,9 @@ header (signed path) or an already-trusted event (EventBridge path), and maps th
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -17,10 +16,12 @@ from typing import Any
 from billwatch import aws_parameters, strict_json
 from billwatch.billing_store import ApplyOutcome, ApplyResult, BillingStore, StateChange
 from billwatch.config import Settings
-from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
+from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import bind_billing_table
 from billwatch.observability import logger
+from billwatch.outbox import standing_of
 from billwatch.plans import PlanCatalog, load_plan_catalog
+from billwatch.side_effects import BusinessEffects, Receipt, SweepResult, effect_facts
 from billwatch.signature import SignatureInvalid, verify_signature
 from billwatch.stripe_api import StripeApi, StripeErrorCode
 from billwatch.stripe_events import (
@@ -31,8 +32,12 @@ from billwatch.stripe_events import (
     parse_event,
     subscription_change,
 )
-from billwatch.usage_events import PAYMENT_FAILED_EVENT_TYPE, BusinessEventPublisher, payment_event_publisher
+from billwatch.usage_events import payment_event_publisher, usage_event_publisher
 from billwatch.webhook_marker import WebhookArrivals
+
+# Fixed, not derived from the function's name: the side-effects sweep and the reconcile
+# function's replays look up the same records.
+IDEMPOTENCY_KEY_PREFIX = "stripe-event"
 
 
 class IntakeOutcome(StrEnum):
@@ -80,10 +85,12 @@ class WebhookIntake:
         secrets: Callable[[], tuple[str, ...]],
         stripe_api: StripeApi | None = None,
         arrivals: WebhookArrivals | None = None,
-        payment_events: BusinessEventPublisher | None = None,
+        effects: BusinessEffects | None = None,
     ) -> None:
         self._settings = settings
-        self._payment_events = payment_events or payment_event_publisher(None)
+        self._effects = effects or BusinessEffects(
+            catalog, metrics, payment_event_publisher(None), usage_event_publisher(None)
+        )
         self._catalog = catalog
         self._store = store
         self._metrics = metrics
@@ -110,17 +117,21 @@ class WebhookIntake:
             response_hook=lambda response, _record: {**response, "duplicate": True},
         )
         store = DynamoDBPersistenceLayer(table_name=self._idempotency_table)
+        store.configure(config, key_prefix=IDEMPOTENCY_KEY_PREFIX)
         apply_once = idempotent_function(
-            data_keyword_argument="event", persistence_store=store, config=config
+            data_keyword_argument="event",
+            persistence_store=store,
+            config=config,
+            key_prefix=IDEMPOTENCY_KEY_PREFIX,
         )
-        return config, apply_once(self._apply)
+        return config, apply_once(self._apply), store
 
     def register_lambda_context(self, context: Any) -> None:
         """Lets an in-progress record expire with the invocation if the function dies mid-way."""
         self._lambda_context = context
 
     def _apply_once(self, event: Any, parsed: ParsedEvent) -> dict[str, Any]:
-        config, apply_once = self._idempotency
+        config, apply_once, _store = self._idempotency
         if self._lambda_context is not None:
             config.register_lambda_context(self._lambda_context)
         return apply_once(event=event, parsed=parsed)
@@ -221,56 +232,34 @@ class WebhookIntake:
             self._metrics.add(Metric.WEBHOOK_STALE_IGNORED, EventType=parsed.type)
         elif outcome is IntakeOutcome.DUPLICATE:
             self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
-        self._metrics.extend(self._business_metrics(parsed, applied))
-        if parsed.type == "invoice.payment_failed" and applied.get("account_id"):
-            self._announce_failed_payment(event, parsed, applied["account_id"])
         return IntakeResult(outcome, parsed.id, parsed.type, applied.get("account_id"))
 
-    def _announce_failed_payment(
-        self, event: Mapping[str, Any], parsed: ParsedEvent, account_id: str
-    ) -> None:
-        """Once per Stripe event (a duplicate never gets here); a failure to publish only logs."""
-        invoice = event["data"]["object"]
-        announcement = {
-            "type": PAYMENT_FAILED_EVENT_TYPE,
-            "account_id": account_id,
-            "invoice_id": invoice.get("id"),
-            "amount_due": invoice.get("amount_due"),
-            "currency": invoice.get("currency"),
-            "attempt_count": invoice.get("attempt_count"),
-            "stripe_event_id": parsed.id,
-            "occurred_at": dt.datetime.fromtimestamp(parsed.created, dt.UTC)
-            .isoformat()
-            .replace("+00:00", "Z"),
-        }
-        try:
-            self._payment_events.publish(announcement)
-        except Exception:
-            logger.exception(
-                "Failed to publish a failed-payment event", extra={"business_event": announcement}
-            )
-
     def _apply(self, event: Mapping[str, Any], parsed: ParsedEvent) -> dict[str, Any]:
-        """Runs once per Stripe event id; its result is what a duplicate delivery gets back."""
+        """Runs once per Stripe event id; its result is what a duplicate delivery gets back.
+
+        The side effects are delivered in here, before Powertools records the event as done: a
+        completed record is the receipt the side-effects sweep trusts.
+        """
+        facts = effect_facts(event, parsed, time.time())
         change = parsed.change
+        if facts is not None:
+            change = replace(change, side_effects=(parsed.id, facts))
         result = self._store.apply(parsed.account, change)
         if self._stripe_api is not None and self._tied_with_stored(parsed, result):
             change, result = self._apply_current_subscription(parsed, change, result)
-        previous = result.previous
-        default_tier = self._catalog.default_tier.name
-        moved = None
-        if result.outcome is ApplyOutcome.APPLIED and change.group == "subscription":
-            from billwatch.revenue import applied_movement  # with the MRR it judges, off the cold path
-
-            point = applied_movement(previous, change.fields)
-            moved = point.metric.value if point else None
+        prior = standing_of(result.previous)
+        if result.outcome is ApplyOutcome.ALREADY_APPLIED:
+            # Committed by an invocation that may have died before delivering: the entry says.
+            entry = result.pending.get(parsed.id)
+            facts, prior = (entry.facts, entry.before) if entry else (None, prior)
+        undelivered: list[str] = []
+        if facts is not None:
+            effects = self._effects.of(facts, result.outcome, prior, result.account_id)
+            undelivered = self._effects.deliver(effects)
         return {
             "outcome": result.outcome.value,
             "account_id": result.account_id,
-            "tier": change.fields.get("tier"),
-            "previous_tier": (previous.tier if previous else None) or default_tier,
-            "previous_plan_tier": (previous.plan_tier if previous else None) or default_tier,
-            "movement": moved,
+            "undelivered": undelivered,
         }
 
     @staticmethod
@@ -300,42 +289,33 @@ class WebhookIntake:
                 exc_info=True,
             )
             return change, result
+        if result.outcome is not ApplyOutcome.APPLIED:
+            # The first write recorded nothing: this one carries the event's side effects.
+            settled_change = replace(settled_change, side_effects=change.side_effects)
         settled = self._store.apply(parsed.account, settled_change)
         outcome = ApplyOutcome.APPLIED if settled.outcome is ApplyOutcome.APPLIED else result.outcome
-        return settled_change, ApplyResult(outcome, settled.account_id or result.account_id, result.previous)
+        previous = result.previous if result.outcome is ApplyOutcome.APPLIED else settled.previous
+        return settled_change, ApplyResult(outcome, settled.account_id or result.account_id, previous)
 
-    def _business_metrics(self, parsed: ParsedEvent, applied: Mapping[str, Any]) -> list[MetricPoint]:
-        """Facts about the business, counted once per event even when it arrived too late to apply."""
-        points: list[MetricPoint] = []
-        plan_tier = parsed.plan_tier.name if parsed.plan_tier else applied["previous_plan_tier"]
-        simple = {
-            "checkout.session.completed": Metric.CHECKOUT_COMPLETED,
-            "checkout.session.expired": Metric.CHECKOUT_EXPIRED,
-            "invoice.paid": Metric.PAYMENT_SUCCEEDED,
-            "invoice.payment_failed": Metric.PAYMENT_FAILED,
-        }
-        if parsed.type in simple:
-            points.append(MetricPoint(simple[parsed.type]))
-        if parsed.type == "customer.subscription.created":
-            points.append(MetricPoint(Metric.SUBSCRIPTION_CREATED, labels={"Tier": plan_tier}))
-        elif parsed.type == "customer.subscription.deleted":
-            points.append(MetricPoint(Metric.SUBSCRIPTION_CANCELED, labels={"Tier": plan_tier}))
-        elif parsed.type == "invoice.paid" and parsed.billing_reason == "subscription_cycle":
-            points.append(MetricPoint(Metric.SUBSCRIPTION_RENEWED, labels={"Tier": plan_tier}))
-        if applied.get("movement"):
-            points.append(MetricPoint(Metric(applied["movement"])))
-        if applied["outcome"] == ApplyOutcome.APPLIED.value and applied.get("tier"):
-            new_tier = self._catalog.tier(applied["tier"])
-            if new_tier.rank > self._catalog.tier(applied["previous_tier"]).rank:
-                latency_ms = max(0.0, time.time() * 1000 - parsed.created * 1000)
-                points.append(MetricPoint(Metric.UPGRADE_LATENCY, latency_ms))
-                if not applied.get("movement"):  # a new subscription is a start, not an upgrade
-                    points.append(MetricPoint(Metric.SUBSCRIPTIONS_UPGRADED))
-                logger.info(
-                    f"User upgraded to {new_tier.name}",
-                    extra={"account_id": applied["account_id"], "from_tier": applied["previous_tier"]},
-                )
-        return points
+    def sweep_side_effects(self) -> SweepResult:
+        """Deliver what committed changes left undelivered; remove what is on record as delivered."""
+        return self._effects.sweep(self._receipt)
+
+    def _receipt(self, event_id: str) -> Receipt:
+        """What the idempotency record says of an event's side effects."""
+        from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemNotFoundError
+
+        _config, _apply_once, store = self._idempotency
+        try:
+            record = store.get_record({"id": event_id})
+        except IdempotencyItemNotFoundError:
+            return Receipt.NONE
+        if record is None or record.is_expired:
+            return Receipt.NONE
+        if record.status != "COMPLETED":
+            return Receipt.IN_FLIGHT
+        undelivered = (record.response_json_as_dict() or {}).get("undelivered")
+        return Receipt.PARTIAL if undelivered else Receipt.DELIVERED
 
 
 def build_webhook_intake(settings: Settings) -> WebhookIntake:
@@ -345,9 +325,10 @@ def build_webhook_intake(settings: Settings) -> WebhookIntake:
     def count_stripe_error(code: StripeErrorCode) -> None:
         metrics.add(Metric.STRIPE_API_ERROR, Code=code.value)
 
+    catalog = load_plan_catalog(settings)
     return WebhookIntake(
         settings=settings,
-        catalog=load_plan_catalog(settings),
+        catalog=catalog,
         store=BillingStore(),
         idempotency_table=settings.idempotency_table,
         metrics=metrics,
@@ -357,5 +338,10 @@ def build_webhook_intake(settings: Settings) -> WebhookIntake:
         )
         if settings.stripe_api_configured
         else None,
-        payment_events=payment_event_publisher(settings.billing_events_topic_arn),
+        effects=BusinessEffects(
+            catalog,
+            metrics,
+            payment_event_publisher(settings.billing_events_topic_arn),
+            usage_event_publisher(settings.usage_events_topic_arn),
+        ),
     )

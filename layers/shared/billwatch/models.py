@@ -22,7 +22,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 
@@ -35,6 +35,17 @@ class ActiveSubscriptionsByTier(GlobalSecondaryIndex):
         projection = IncludeProjection(["mrr", "mrr_currency"])
 
     active_tier = UnicodeAttribute(hash_key=True)
+    pk = UnicodeAttribute(range_key=True)
+
+
+class PendingSideEffects(GlobalSecondaryIndex):
+    """Sparse: only items with side effects still to deliver carry ``outbox_shard`` (billwatch.outbox)."""
+
+    class Meta:
+        index_name = "PendingSideEffects"
+        projection = KeysOnlyProjection()
+
+    outbox_shard = UnicodeAttribute(hash_key=True)
     pk = UnicodeAttribute(range_key=True)
 
 
@@ -87,6 +98,11 @@ class BillingAccount(Model):
     # What the live subscription adds to MRR, in minor units of mrr_currency (billwatch.revenue).
     mrr = NumberAttribute(null=True)
     mrr_currency = UnicodeAttribute(null=True)
+
+    # Side effects still to deliver (billwatch.outbox): entries are attributes named by their key.
+    outbox_shard = UnicodeAttribute(null=True)
+    outbox_count = NumberAttribute(null=True)
+    pending_side_effects = PendingSideEffects()
 
 
 # The fields each kind of Stripe event owns. An event only ever writes its own group.

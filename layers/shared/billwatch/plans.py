@@ -51,10 +51,14 @@ class PlanCatalog:
         return self.tiers[0]
 
     def tier(self, name: str) -> Tier:
-        for tier in self.tiers:
-            if tier.name == name:
-                return tier
-        raise KeyError(name)
+        tier = self.find_tier(name)
+        if tier is None:
+            raise KeyError(name)
+        return tier
+
+    def find_tier(self, name: str | None) -> Tier | None:
+        """None for a name the catalog no longer has (stored data can outlive a tier)."""
+        return next((tier for tier in self.tiers if tier.name == name), None)
 
     def tier_for_price(self, lookup_key: str | None, metadata: Mapping[str, Any] | None) -> Tier:
         """A price's lookup_key decides; else its metadata.tier; else the default tier."""

@@ -1,0 +1,231 @@
+"""What an applied Stripe event means for the business, and getting it out at least once.
+
+The facts an event's side effects are made from are read before the write and recorded with it
+(``billwatch.outbox``); the effects themselves (business metrics, the failed-payment event) are
+made from those facts and the standing the change replaced, whoever delivers them: the invocation
+that committed, Stripe's retry of it, or the scheduled sweep.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from billwatch import outbox
+from billwatch.billing_store import ApplyOutcome
+from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
+from billwatch.observability import logger
+from billwatch.plans import PlanCatalog
+from billwatch.stripe_events import ParsedEvent
+from billwatch.usage_events import PAYMENT_FAILED_EVENT_TYPE, BusinessEventPublisher
+
+# Groups whose changes have side effects; entitlements and customer deletions have none.
+_GROUPS_WITH_EFFECTS = ("subscription", "payment", "checkout")
+_COUNTED_ON_ARRIVAL = {
+    "checkout.session.completed": Metric.CHECKOUT_COMPLETED,
+    "checkout.session.expired": Metric.CHECKOUT_EXPIRED,
+    "invoice.paid": Metric.PAYMENT_SUCCEEDED,
+    "invoice.payment_failed": Metric.PAYMENT_FAILED,
+}
+# An upgrade older than this when it reached us is a replay or a backfill: its age says nothing
+# about how fast billwatch applies upgrades, so it is not a latency.
+UPGRADE_LATENCY_MAX_SECONDS = 3600
+# Longer than any invocation that could still be delivering an entry it just wrote.
+SWEEP_GRACE_SECONDS = 120
+METRICS_CHANNEL = "metrics"
+EVENTS_CHANNEL = "business_events"
+
+
+class Receipt(StrEnum):
+    NONE = "none"  # no record of delivery: deliver everything
+    IN_FLIGHT = "in_flight"  # an invocation is still at it
+    PARTIAL = "partial"  # the metrics went out, the business event did not
+    DELIVERED = "delivered"
+
+
+@dataclass
+class SweepResult:
+    delivered: int = 0
+    removed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Effects:
+    metrics: list[MetricPoint] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def effect_facts(event: Mapping[str, Any], parsed: ParsedEvent, now: float) -> dict[str, Any] | None:
+    """The facts the event's side effects are made from (small: they ride on the account's item)."""
+    if parsed.change is None or parsed.change.group not in _GROUPS_WITH_EFFECTS:
+        return None
+    fields = parsed.change.fields
+    facts: dict[str, Any] = {
+        "type": parsed.type,
+        "event_id": parsed.id,
+        "created": parsed.created,
+        "received_at": int(now),
+        "plan_tier": parsed.plan_tier.name if parsed.plan_tier else None,
+        "billing_reason": parsed.billing_reason,
+    }
+    if parsed.change.group == "subscription":
+        facts["after"] = {name: fields.get(name) for name in ("subscription_status", "tier", "mrr")}
+    if parsed.type == "invoice.payment_failed":
+        invoice = event["data"]["object"]
+        facts["invoice"] = {
+            name: invoice.get(name) for name in ("id", "amount_due", "currency", "attempt_count")
+        }
+    return facts
+
+
+def _iso(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class BusinessEffects:
+    def __init__(
+        self,
+        catalog: PlanCatalog,
+        metrics: MetricsRecorder,
+        billing_events: BusinessEventPublisher,
+        usage_events: BusinessEventPublisher,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._catalog = catalog
+        self._metrics = metrics
+        self._billing_events = billing_events
+        self._usage_events = usage_events
+        self._clock = clock
+
+    def of(
+        self,
+        facts: Mapping[str, Any],
+        outcome: ApplyOutcome,
+        prior: outbox.PriorStanding | None,
+        account_id: str | None,
+    ) -> Effects:
+        """Counted once per event even when it arrived too late to apply; judged from ``prior``."""
+        effects = Effects()
+        event_type = facts["type"]
+        default_tier = self._catalog.default_tier.name
+        prior = prior or outbox.PriorStanding()
+        plan_tier = facts.get("plan_tier") or prior.plan_tier or default_tier
+        if event_type in _COUNTED_ON_ARRIVAL:
+            effects.metrics.append(MetricPoint(_COUNTED_ON_ARRIVAL[event_type]))
+        if event_type == "customer.subscription.created":
+            effects.metrics.append(MetricPoint(Metric.SUBSCRIPTION_CREATED, labels={"Tier": plan_tier}))
+        elif event_type == "customer.subscription.deleted":
+            effects.metrics.append(MetricPoint(Metric.SUBSCRIPTION_CANCELED, labels={"Tier": plan_tier}))
+        elif event_type == "invoice.paid" and facts.get("billing_reason") == "subscription_cycle":
+            effects.metrics.append(MetricPoint(Metric.SUBSCRIPTION_RENEWED, labels={"Tier": plan_tier}))
+        after = facts.get("after")
+        if outcome is ApplyOutcome.APPLIED and after:
+            effects.metrics.extend(self._subscription_movement(facts, after, prior, account_id))
+        if event_type == "invoice.payment_failed" and account_id:
+            effects.events.append(self._failed_payment(facts, account_id))
+        return effects
+
+    def _subscription_movement(
+        self,
+        facts: Mapping[str, Any],
+        after: Mapping[str, Any],
+        prior: outbox.PriorStanding,
+        account_id: str | None,
+    ) -> list[MetricPoint]:
+        from billwatch.revenue import applied_movement  # with the MRR it judges, off the cold path
+
+        points = []
+        moved = applied_movement(prior, after)
+        if moved:
+            points.append(moved)
+        new_tier = self._catalog.find_tier(after.get("tier"))
+        old_tier = self._catalog.find_tier(prior.tier) or self._catalog.default_tier
+        if new_tier is None or new_tier.rank <= old_tier.rank:
+            return points
+        age = facts["received_at"] - facts["created"]
+        if 0 <= age <= UPGRADE_LATENCY_MAX_SECONDS:
+            points.append(MetricPoint(Metric.UPGRADE_LATENCY, age * 1000.0))
+        if not moved:  # a new subscription is a start, not an upgrade
+            points.append(MetricPoint(Metric.SUBSCRIPTIONS_UPGRADED))
+        logger.info(
+            f"User upgraded to {new_tier.name}", extra={"account_id": account_id, "from_tier": old_tier.name}
+        )
+        return points
+
+    @staticmethod
+    def _failed_payment(facts: Mapping[str, Any], account_id: str) -> dict[str, Any]:
+        invoice = facts.get("invoice") or {}
+        return {
+            "type": PAYMENT_FAILED_EVENT_TYPE,
+            "account_id": account_id,
+            "invoice_id": invoice.get("id"),
+            "amount_due": invoice.get("amount_due"),
+            "currency": invoice.get("currency"),
+            "attempt_count": invoice.get("attempt_count"),
+            "stripe_event_id": facts["event_id"],
+            "occurred_at": _iso(facts["created"]),
+        }
+
+    def deliver(
+        self, effects: Effects, channels: tuple[str, ...] = (METRICS_CHANNEL, EVENTS_CHANNEL)
+    ) -> list[str]:
+        """The channels that did not take their effects (none: all delivered)."""
+        undelivered = []
+        if METRICS_CHANNEL in channels and effects.metrics:
+            self._metrics.extend(effects.metrics)
+            self._metrics.flush()  # EMF is a log line: printed, it is delivered
+        if EVENTS_CHANNEL in channels:
+            for announcement in effects.events:
+                try:
+                    self._billing_events.publish(announcement)
+                except Exception:
+                    logger.exception(
+                        "Failed to publish a business event; the side-effects sweep will retry it",
+                        extra={"business_event": announcement},
+                    )
+                    undelivered.append(EVENTS_CHANNEL)
+        return undelivered
+
+    # ------------------------------------------------------------------ sweep
+
+    def sweep(self, receipt: Callable[[str], Receipt]) -> SweepResult:
+        result = SweepResult()
+        now = int(self._clock())
+        for pk in outbox.pending_keys():
+            for key, entry in outbox.entries(outbox.raw_item(pk)).items():
+                if now - entry.written_at < SWEEP_GRACE_SECONDS:
+                    continue
+                try:
+                    delivered = self._redeliver(pk, entry, receipt)
+                except Exception:
+                    logger.exception("Side-effects sweep could not deliver an entry", extra={"key": key})
+                    result.failed += 1
+                    continue
+                if delivered is None:
+                    continue
+                result.delivered += delivered
+                outbox.remove(pk, key)
+                result.removed += 1
+        logger.info("Side-effects sweep finished", extra={"result": result.__dict__})
+        return result
+
+    def _redeliver(self, pk: str, entry: outbox.Entry, receipt: Callable[[str], Receipt]) -> int | None:
+        """1 if the entry's effects went out now, 0 if they had already; None to leave it."""
+        if entry.facts.get("kind") == outbox.USAGE_KIND:
+            self._usage_events.publish(entry.facts["event"])
+            return 1
+        status = receipt(entry.key)
+        if status is Receipt.IN_FLIGHT:
+            return None
+        if status is Receipt.DELIVERED:
+            return 0
+        channels = (EVENTS_CHANNEL,) if status is Receipt.PARTIAL else (METRICS_CHANNEL, EVENTS_CHANNEL)
+        effects = self.of(entry.facts, ApplyOutcome.APPLIED, entry.before, pk)
+        if self.deliver(effects, channels):
+            raise RuntimeError("the business event was not published")
+        return 1
