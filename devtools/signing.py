@@ -6,9 +6,9 @@ Stripe signs ``f"{t}.{raw_body}"`` with HMAC-SHA256 using each active endpoint s
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
+
+from billwatch.signature import signed_by
 
 __all__ = ["LOCAL_DEV_SECRET", "compute_signature", "stripe_signature_header"]
 
@@ -18,8 +18,7 @@ LOCAL_DEV_SECRET = "whsec_local_dev_secret"  # nosec B105 # the documented publi
 
 def compute_signature(payload: bytes, secret: str, timestamp: int) -> str:
     """Hex HMAC-SHA256 of ``f"{timestamp}.{payload}"`` keyed with ``secret`` (the ``v1`` value)."""
-    signed = str(timestamp).encode("ascii") + b"." + payload
-    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return signed_by(payload, timestamp, secret)
 
 
 def stripe_signature_header(

@@ -313,7 +313,9 @@ class WebhookIntake:
         if record is None or record.is_expired:
             return Receipt.NONE
         if record.status != "COMPLETED":
-            return Receipt.IN_FLIGHT
+            # An invocation that died leaves its record in progress until Lambda's time is up.
+            still_running = (record.in_progress_expiry_timestamp or 0) > time.time() * 1000
+            return Receipt.IN_FLIGHT if still_running else Receipt.NONE
         undelivered = (record.response_json_as_dict() or {}).get("undelivered")
         return Receipt.PARTIAL if undelivered else Receipt.DELIVERED
 
