@@ -7,7 +7,13 @@ from dataclasses import asdict
 from typing import Any
 
 from billwatch.config import load_settings
-from billwatch.intake import IntakeOutcome, PayloadTooLarge, ProcessingFailed, build_webhook_intake
+from billwatch.intake import (
+    EventRejected,
+    IntakeOutcome,
+    PayloadTooLarge,
+    ProcessingFailed,
+    build_webhook_intake,
+)
 from billwatch.observability import logger
 from billwatch.request_body import BodyNotBase64, request_body
 from billwatch.signature import SignatureInvalid
@@ -45,6 +51,8 @@ def _from_http(event: dict[str, Any]) -> dict[str, Any]:
         )
     except MalformedEvent as malformed:
         return _error(400, "malformed_event", str(malformed))
+    except EventRejected as rejected:
+        return _error(422, "unprocessable_event", str(rejected))
     except ProcessingFailed as failed:
         return _error(503, "temporarily_unavailable", f"{failed}; Stripe will retry the delivery")
     if result.outcome is IntakeOutcome.IN_PROGRESS:

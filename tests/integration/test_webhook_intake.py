@@ -614,3 +614,32 @@ def test_wrongly_typed_subscription_fields_get_400_naming_them(
         assert table_items(aws["BillingStateTable"]) == [] and table_items(aws["IdempotencyTable"]) == []
     else:
         assert account("acct_1").tier == "FREE"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        ("ValidationException", 422, "unprocessable_event"),
+        ("ItemCollectionSizeLimitExceededException", 422, "unprocessable_event"),
+        ("ProvisionedThroughputExceededException", 503, "temporarily_unavailable"),
+        ("InternalServerError", 503, "temporarily_unavailable"),
+    ],
+)
+def test_a_permanent_store_failure_is_not_dressed_up_as_temporary(
+    webhooks, aws, monkeypatch, code: str, status: int, error: str
+) -> None:
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    original = BaseClient._make_api_call
+
+    def refusing(self: BaseClient, operation: str, params: dict) -> dict:
+        if operation == "UpdateItem" and params.get("TableName") == aws["BillingStateTable"]:
+            raise ClientError({"Error": {"Code": code, "Message": "from the test"}}, operation)
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", refusing)
+    response = webhooks.post(sub_event("customer.subscription.updated"))
+    assert (response.status, response.body["error"]) == (status, error)
+    assert code in response.body["message"] or status == 503
+    assert table_items(aws["BillingStateTable"]) == []

@@ -14,14 +14,21 @@ from functools import cached_property
 from typing import Any
 
 from billwatch import aws_parameters, strict_json
-from billwatch.billing_store import ApplyOutcome, ApplyResult, BillingStore, StateChange
+from billwatch.billing_store import ApplyOutcome, ApplyResult, BillingStore, StateChange, StoreRejected
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import bind_billing_table
 from billwatch.observability import logger
 from billwatch.outbox import standing_of
 from billwatch.plans import PlanCatalog, load_plan_catalog
-from billwatch.side_effects import BusinessEffects, Receipt, SweepResult, effect_facts
+from billwatch.side_effects import (
+    EVENTS_CHANNEL,
+    METRICS_CHANNEL,
+    BusinessEffects,
+    Receipt,
+    SweepResult,
+    effect_facts,
+)
 from billwatch.signature import SignatureInvalid, verify_signature
 from billwatch.stripe_api import StripeApi, StripeErrorCode
 from billwatch.stripe_events import (
@@ -72,6 +79,10 @@ class PayloadTooLarge(Exception):
 
 class ProcessingFailed(Exception):
     """The event was not applied; the sender should retry it."""
+
+
+class EventRejected(Exception):
+    """The event was not applied, and a retry would fail the same way (DynamoDB refused the write)."""
 
 
 class WebhookIntake:
@@ -191,6 +202,8 @@ class WebhookIntake:
                 else "Failed to process Stripe event"
             )
             logger.exception(message, extra={**log_context, "reason": reason})
+            if isinstance(failure, StoreRejected):
+                raise EventRejected(f"event {parsed.id} cannot be stored: {failure}") from failure
             raise ProcessingFailed(f"event {parsed.id} was not applied ({reason})") from failure
         finally:
             self._metrics.add(Metric.WEBHOOK_PROCESSING_TIME, (time.perf_counter() - started) * 1000)
@@ -254,8 +267,15 @@ class WebhookIntake:
             facts, prior = (entry.facts, entry.before) if entry else (None, prior)
         undelivered: list[str] = []
         if facts is not None:
-            effects = self._effects.of(facts, result.outcome, prior, result.account_id)
-            undelivered = self._effects.deliver(effects)
+            try:
+                undelivered = self._effects.deliver(
+                    self._effects.of(facts, result.outcome, prior, result.account_id)
+                )
+            except Exception:
+                # The change is committed: failing now would only have Stripe resend what is
+                # done. The entry stays, and the receipt sends the sweep after it.
+                logger.exception("Could not deliver the side effects of an applied event")
+                undelivered = [METRICS_CHANNEL, EVENTS_CHANNEL]
         return {
             "outcome": result.outcome.value,
             "account_id": result.account_id,
@@ -316,7 +336,9 @@ class WebhookIntake:
             # An invocation that died leaves its record in progress until Lambda's time is up.
             still_running = (record.in_progress_expiry_timestamp or 0) > time.time() * 1000
             return Receipt.IN_FLIGHT if still_running else Receipt.NONE
-        undelivered = (record.response_json_as_dict() or {}).get("undelivered")
+        undelivered = set((record.response_json_as_dict() or {}).get("undelivered") or ())
+        if METRICS_CHANNEL in undelivered:
+            return Receipt.NONE
         return Receipt.PARTIAL if undelivered else Receipt.DELIVERED
 
 
