@@ -7,12 +7,20 @@ before and after every example.
 
 The intake's mangled-event fuzz test (test_webhook_intake.py) already varies the content of
 signed events; this file varies what it does not: headers, signatures, encodings, sizes, and the
-licensing API's paths, bodies and callers.
+licensing API's paths, bodies and callers. A valid signature only says who sent the bytes, so
+validly signed bodies are fuzzed too, with what no Stripe event holds: nesting up to 100,000 deep,
+numbers of thousands of digits, 1e999, NaN and Infinity, encodings other than UTF-8, times and
+amounts out of range (each refused as ``malformed_event``, by name, storing nothing), and ids that
+could address the stack's own items (left ``unattributed``, counted as ``WebhookIdRefused``,
+touching no item).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
+import itertools
 import json
 import time
 import uuid
@@ -21,7 +29,7 @@ from typing import Any
 import boto3
 import hypothesis
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from billwatch.stripe_events import HANDLED_EVENT_TYPES
@@ -29,7 +37,7 @@ from billwatch.webhook_marker import MARKER_KEY
 from devtools import stripe_events as se
 from devtools.signing import stripe_signature_header
 from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, OUTSIDER
-from tests.support import WEBHOOK_SECRET, LambdaContext, load_handler
+from tests.support import WEBHOOK_SECRET, EmittedMetric, LambdaContext, load_handler, parse_emf
 
 MAX_BODY_BYTES = 256 * 1024  # the WEBHOOK_MAX_BODY_BYTES default, which these tests leave in place
 # Examples share one moto account per test (the fixtures are function-scoped), which is harmless
@@ -145,6 +153,7 @@ SIGNATURE_FORGERIES = [
     "wrong_secret",
     "other_body",
     "stale",
+    "future",
     "signed_base64_text",
 ]
 
@@ -171,6 +180,8 @@ def forged_signature(draw: st.DrawFn, body: bytes, delivered_as_base64: bool) ->
         return stripe_signature_header(body + b" ", WEBHOOK_SECRET)
     if kind == "stale":
         return stripe_signature_header(body, WEBHOOK_SECRET, timestamp=int(time.time()) - 301)
+    if kind == "future":  # the tolerance applies both ways
+        return stripe_signature_header(body, WEBHOOK_SECRET, timestamp=int(time.time()) + 301)
     # The header is over what API Gateway passed (the base64 text), not over the bytes it encodes
     # (which only differ when there are any).
     if delivered_as_base64 and body:
@@ -414,6 +425,441 @@ def test_a_validly_signed_well_formed_event_gets_200_or_a_4xx_naming_the_problem
     assert len(changed["IdempotencyTable"]) <= 1, changed  # this event's own record
     if status != 200:
         assert changed["BillingStateTable"] <= {MARKER_KEY} and not changed["IdempotencyTable"], changed
+
+
+# --- validly signed, but what no reader may take ------------------------------------------------
+# A signature only says who sent the bytes. Whatever they hold beyond what a Stripe event can be
+# (nesting no object has, numbers no field can hold, another encoding, times and amounts outside
+# what Stripe can send, ids that would address the stack's own items) is refused by name, or left
+# unattributed, and never stored.
+
+# A failure is reported as drawn: shrinking would replay signed webhooks hundreds of times.
+FUZZ_SIGNED = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+STRIPE_EPOCH = 1_293_840_000  # 2011-01-01T00:00:00Z: Stripe sent no event before
+YEAR = 366 * 86_400
+
+
+def signed_request(body: bytes, encoding: str = "text") -> dict[str, Any]:
+    """API Gateway's event for a body signed with the endpoint's secret now."""
+    return http_event(body, {"stripe-signature": stripe_signature_header(body, WEBHOOK_SECRET)}, encoding)
+
+
+def invoke_capturing(handler: Any, request: dict[str, Any]) -> tuple[int, Any, list[EmittedMetric]]:
+    """As ``invoke``, and every metric the invocation emitted."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status, answer = invoke(handler, request)
+    return status, answer, parse_emf(printed.getvalue())
+
+
+def stored_nothing(before: Snapshot, after: Snapshot) -> bool:
+    """No item changed but the arrival marker, which says only that a signed request came in."""
+    changed = changed_keys(before, after)
+    marker = after["BillingStateTable"].get(MARKER_KEY, {})
+    return (
+        changed["BillingStateTable"] <= {MARKER_KEY}
+        and set(marker) <= {"pk", "received_at"}
+        and not changed["IdempotencyTable"]
+    )
+
+
+def refused_as_malformed(status: int, answer: Any) -> bool:
+    return status == 400 and isinstance(answer, dict) and answer.get("error") == "malformed_event"
+
+
+def live_subscription_event(
+    event_type: str = "customer.subscription.updated", **fields: Any
+) -> dict[str, Any]:
+    subscription = se.subscription(
+        id="sub_hostile", customer="cus_hostile", metadata={"account_id": "acct_hostile"}, **fields
+    )
+    return se.event(event_type, subscription, id=f"evt_{uuid.uuid4().hex}", created=int(time.time()) - 60)
+
+
+# What opens and closes each kind of nesting (a mixed pair is two levels).
+NESTINGS = {"list": (b"[", b"]"), "object": (b'{"a":', b"}"), "mixed": (b'[{"a":', b"}]")}
+
+
+def nested(kind: str, depth: int) -> tuple[bytes, int]:
+    """``depth`` levels of ``kind`` around 0, as many as fit under the body limit with an event
+    around them (100,000 lists do); and the depth used."""
+    opening, closing = NESTINGS[kind]
+    levels = 2 if kind == "mixed" else 1
+    fits = (MAX_BODY_BYTES - 8 * 1024) // ((len(opening) + len(closing)) // levels)
+    depth = min(depth, fits)
+    repeats = depth // levels
+    return opening * repeats + b"0" + closing * repeats, repeats * levels
+
+
+@FUZZ_SIGNED
+@given(
+    depth=st.sampled_from([200, 1_000, 5_000, 100_000]) | st.integers(200, 100_000),
+    kind=st.sampled_from(list(NESTINGS)),
+    inside_an_event=st.booleans(),
+    encoding=st.sampled_from(["text", "base64"]),
+)
+def test_a_validly_signed_body_nested_deeper_than_any_event_gets_400_naming_the_nesting(
+    webhook_api, aws, depth, kind, inside_an_event, encoding
+) -> None:
+    deep, depth = nested(kind, depth)
+    if inside_an_event:
+        event = live_subscription_event()
+        event["data"]["object"]["metadata"]["note"] = "__DEEP__"
+        body = json.dumps(event).encode().replace(b'"__DEEP__"', deep)
+    else:
+        body = deep
+    assert depth >= 200 and len(body) <= MAX_BODY_BYTES
+    before = snapshot(aws)
+    status, answer = invoke(webhook_api, signed_request(body, encoding))
+    assert refused_as_malformed(status, answer), (status, answer)
+    assert "nest" in answer["message"].lower(), answer
+    assert stored_nothing(before, snapshot(aws)), changed_keys(before, snapshot(aws))
+
+
+HUGE_NUMBERS = (
+    st.sampled_from(["1e999", "-1e999", "1E400", "NaN", "Infinity", "-Infinity"])
+    | st.integers(5_000, 20_000).map(lambda digits: "9" * digits)
+    | st.integers(5_000, 20_000).map(lambda digits: "-1" + "0" * (digits - 1))
+    | st.integers(5_000, 20_000).map(lambda digits: "0." + "1" * digits + "e99999")
+)
+# Where the number goes (the object holding it, and its key): fields the intake reads, and
+# places it ignores.
+NUMBER_PLACES = {
+    "created": (lambda event: event, "created"),
+    "current_period_start": (
+        lambda event: event["data"]["object"]["items"]["data"][0],
+        "current_period_start",
+    ),
+    "quantity": (lambda event: event["data"]["object"]["items"]["data"][0], "quantity"),
+    "metadata.note": (lambda event: event["data"]["object"]["metadata"], "note"),
+    "pending_webhooks": (lambda event: event, "pending_webhooks"),
+    "an unknown field": (lambda event: event["data"], "unknown"),
+    "inside a list": (lambda event: event["data"]["object"]["items"]["data"][0]["price"], "tiers"),
+}
+
+
+@FUZZ_SIGNED
+@given(number=HUGE_NUMBERS, place=st.sampled_from(list(NUMBER_PLACES)))
+def test_a_validly_signed_body_with_a_number_no_field_can_hold_gets_400_malformed_event(
+    webhook_api, aws, number, place
+) -> None:
+    event = live_subscription_event()
+    holder, key = NUMBER_PLACES[place]
+    holder(event)[key] = ["__NUMBER__"] if place == "inside a list" else "__NUMBER__"
+    body = json.dumps(event).encode().replace(b'"__NUMBER__"', number.encode())
+    before = snapshot(aws)
+    status, answer = invoke(webhook_api, signed_request(body))
+    assert refused_as_malformed(status, answer), (status, answer)
+    assert stored_nothing(before, snapshot(aws)), changed_keys(before, snapshot(aws))
+
+
+def accented_event() -> dict[str, Any]:
+    event = live_subscription_event()
+    event["data"]["object"]["metadata"]["note"] = "Crème brûlée, 5 €"
+    return event
+
+
+ENCODINGS = {
+    "latin-1": lambda: json.dumps(accented_event(), ensure_ascii=False).replace("€", "EUR").encode("latin-1"),
+    "cp1252": lambda: json.dumps(accented_event(), ensure_ascii=False).encode("cp1252"),
+    "utf-16": lambda: json.dumps(accented_event()).encode("utf-16"),
+    "utf-16-le": lambda: json.dumps(accented_event()).encode("utf-16-le"),
+    "utf-16-be": lambda: json.dumps(accented_event()).encode("utf-16-be"),
+    "utf-32": lambda: json.dumps(accented_event()).encode("utf-32"),
+    "lone surrogate": lambda: json.dumps(
+        {**live_subscription_event(), "note": "\ud800 and \udfff"}, ensure_ascii=False
+    ).encode("utf-8", "surrogatepass"),
+    "utf-8 with a BOM": lambda: b"\xef\xbb\xbf" + json.dumps(accented_event()).encode(),
+    "utf-16 BOM on utf-8": lambda: b"\xff\xfe" + json.dumps(accented_event()).encode(),
+    "overlong utf-8": lambda: json.dumps(live_subscription_event()).encode().replace(b"{", b"\xc0\xbb", 1),
+}
+
+
+@pytest.mark.parametrize("delivered_as", ["text", "base64"])
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_a_validly_signed_body_that_is_not_utf8_gets_400_malformed_event(
+    webhook_api, aws, encoding, delivered_as
+) -> None:
+    body = ENCODINGS[encoding]()
+    before = snapshot(aws)
+    status, answer = invoke(webhook_api, signed_request(body, delivered_as))
+    assert status < 500, (status, answer)
+    assert refused_as_malformed(status, answer), (status, answer)
+    assert stored_nothing(before, snapshot(aws)), changed_keys(before, snapshot(aws))
+
+
+NOW = int(time.time())
+LATER = itertools.count(NOW)  # follow-ups: each later than the refused events and the one before
+OUT_OF_RANGE_TIMES = st.sampled_from(
+    [-1, -NOW, 0, 1, 1_000_000_000, STRIPE_EPOCH - 1, NOW + 6 * YEAR, NOW + 100 * YEAR, 10**13, 2**63, 2**64]
+) | (st.integers(-(2**63), STRIPE_EPOCH - 1) | st.integers(NOW + 6 * YEAR, 2**64))
+OUT_OF_RANGE_AMOUNTS = st.sampled_from([-1, -2000, 10**13, 2**63, 2**64]) | (
+    st.integers(-(2**63), -1) | st.integers(10**13, 2**64)
+)
+
+
+def subscription_with(field: str, value: int, legacy: bool) -> dict[str, Any]:
+    event = live_subscription_event(legacy=legacy)
+    subscription = event["data"]["object"]
+    if field == "trial_end":
+        subscription.update(trial_end=value, trial_start=NOW - 86_400, status="trialing")
+    elif legacy:
+        subscription[field] = value
+    else:
+        subscription["items"]["data"][0][field] = value
+    return event
+
+
+def invoice_event(**fields: Any) -> dict[str, Any]:
+    invoice = se.invoice(
+        customer="cus_hostile",
+        subscription="sub_hostile",
+        subscription_metadata={"account_id": "acct_hostile"},
+    )
+    invoice.update(fields)
+    return se.event("invoice.paid", invoice, id=f"evt_{uuid.uuid4().hex}", created=int(time.time()) - 30)
+
+
+# field -> (the event carrying the value there, the field's name in the answer, the values)
+OUT_OF_RANGE = {
+    "event created": (
+        lambda value, legacy: {**live_subscription_event(legacy=legacy), "created": value},
+        "created",
+        OUT_OF_RANGE_TIMES,
+    ),
+    "current_period_start": (
+        lambda value, legacy: subscription_with("current_period_start", value, legacy),
+        "current_period_start",
+        OUT_OF_RANGE_TIMES,
+    ),
+    "current_period_end": (
+        lambda value, legacy: subscription_with("current_period_end", value, legacy),
+        "current_period_end",
+        OUT_OF_RANGE_TIMES,
+    ),
+    "trial_end": (
+        lambda value, legacy: subscription_with("trial_end", value, legacy),
+        "trial_end",
+        OUT_OF_RANGE_TIMES,
+    ),
+    "invoice created": (
+        lambda value, legacy: invoice_event(created=value),
+        "data.object.created",
+        OUT_OF_RANGE_TIMES,
+    ),
+    "invoice amount_due": (
+        lambda value, legacy: invoice_event(amount_due=value),
+        "amount_due",
+        OUT_OF_RANGE_AMOUNTS,
+    ),
+    "invoice amount_paid": (
+        lambda value, legacy: invoice_event(amount_paid=value),
+        "amount_paid",
+        OUT_OF_RANGE_AMOUNTS,
+    ),
+}
+
+
+def refused_by_name_and_forgotten(
+    handler: Any, tables: dict[str, str], field: str, value: int, legacy: bool
+) -> None:
+    build, name, _ = OUT_OF_RANGE[field]
+    before = snapshot(tables)
+    status, answer = invoke(handler, signed_request(json.dumps(build(value, legacy)).encode()))
+    assert refused_as_malformed(status, answer), (field, value, status, answer)
+    assert name in answer["message"], answer
+    assert stored_nothing(before, snapshot(tables)), changed_keys(before, snapshot(tables))
+    # Nothing of it was kept to order later events by: the next real one of the account applies.
+    valid = invoice_event() if field.startswith("invoice") else live_subscription_event()
+    valid["created"] = next(LATER)
+    status, answer = invoke(handler, signed_request(json.dumps(valid).encode()))
+    assert (status, answer.get("outcome")) == (200, "applied"), (field, value, status, answer)
+
+
+SPEC_TIMES = {
+    "negative": -1,
+    "zero": 0,
+    "before 2011": STRIPE_EPOCH - 1,
+    "6 years ahead": NOW + 6 * YEAR,
+    "10**13": 10**13,
+    "2**63": 2**63,
+}
+SPEC_AMOUNTS = {"negative": -1, "10**13": 10**13, "2**63": 2**63}
+
+
+@pytest.mark.parametrize("field", list(OUT_OF_RANGE))
+def test_a_signed_event_with_a_time_or_amount_out_of_range_is_refused_by_name_and_stores_nothing(
+    webhook_api, aws, field
+) -> None:
+    values = SPEC_AMOUNTS if OUT_OF_RANGE[field][2] is OUT_OF_RANGE_AMOUNTS else SPEC_TIMES
+    problems = []
+    for label, value in values.items():  # one handler for all: each value is judged on its own
+        try:
+            refused_by_name_and_forgotten(webhook_api, aws, field, value, legacy=False)
+        except AssertionError as problem:
+            problems.append(f"{label}: {str(problem).splitlines()[0]}")
+    assert not problems, "\n".join(problems)
+
+
+@FUZZ_SIGNED
+@given(data=st.data(), field=st.sampled_from(list(OUT_OF_RANGE)), legacy=st.booleans())
+def test_any_time_or_amount_out_of_range_in_either_api_shape_is_refused_by_name(
+    webhook_api, aws, data, field, legacy
+) -> None:
+    refused_by_name_and_forgotten(
+        webhook_api, aws, field, data.draw(OUT_OF_RANGE[field][2], label="value"), legacy
+    )
+
+
+# Items of the stack's own, under the keys an id from outside must never reach.
+INTERNAL_ITEMS = {
+    "health#last-probe": {"status": {"S": "healthy"}, "checked_at": {"N": "1796137200"}},
+    "health#reachability": {"stripe": {"S": "reachable"}},
+    "job#quota-reset": {"cursor": {"S": '{"pk": "acct_1"}'}, "scanned": {"N": "7"}},
+    "job#quota-reset#run-1#0": {"finished": {"BOOL": True}},
+    "reconcile#last-run": {"finished_at": {"N": "1796137200"}},
+    "usage#acct_seeded#key-1": {"quantity": {"N": "1"}},
+    "cus_seeded": {"merged_into": {"S": "acct_seeded"}},
+}
+INTERNAL_KEYS = [*INTERNAL_ITEMS, MARKER_KEY]
+ID_ALPHABET = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=12)
+HOSTILE_SHAPES = st.sampled_from(
+    [
+        "acct#1",
+        "#",
+        "acct 1",
+        "acct\t1",
+        "acct\n1",
+        "acct\r\n1",
+        "acct\x00",
+        "acct\x1b[2J",
+        "acct\x7f1",
+        "a" * 10_000,
+        "",
+        "   ",
+        "\u0430cct_seeded",  # Cyrillic a
+        "acct_seeded\u200b",  # zero-width space
+        "\uff41\uff43\uff43\uff54_seeded",  # fullwidth letters
+        "acct_seed\u0435d",  # Cyrillic e
+        "acct_seeded\u202e",  # right-to-left override
+        "acct/../seeded",
+        "cus_seeded",  # a customer's provisional item, not an account
+    ]
+)
+HOSTILE_IDS = (
+    st.sampled_from(INTERNAL_KEYS)
+    | HOSTILE_SHAPES
+    | st.builds(lambda a, b: f"{a}#{b}", ID_ALPHABET, ID_ALPHABET)
+    | st.builds(lambda a, c, b: f"{a}{c}{b}", ID_ALPHABET, st.characters(categories=["Cc"]), ID_ALPHABET)
+)
+HOSTILE_CUSTOMER_IDS = (
+    st.sampled_from([key for key in INTERNAL_KEYS if "#" in key])
+    | st.sampled_from(
+        [
+            "cus_#1",
+            "cus_seeded#x",
+            "cus_ 1",
+            "cus_\x00",
+            "cus_" + "a" * 9_996,
+            "",
+            "\u0441us_seeded",
+            "cus_\uff11",
+        ]
+    )
+    | st.builds(lambda a, b: f"cus_{a}#{b}", ID_ALPHABET, ID_ALPHABET)
+)
+
+
+def hostile_subscription(account_id: str = "acct_seeded", customer: str = "cus_seeded") -> dict[str, Any]:
+    subscription = se.subscription(id="sub_seeded", customer=customer, metadata={"account_id": account_id})
+    return se.event("customer.subscription.updated", subscription, id=f"evt_{uuid.uuid4().hex}", created=NOW)
+
+
+def hostile_invoice(account_id: str = "acct_seeded", customer: str = "cus_seeded") -> dict[str, Any]:
+    invoice = se.invoice(
+        customer=customer, subscription="sub_seeded", subscription_metadata={"account_id": account_id}
+    )
+    return se.event("invoice.paid", invoice, id=f"evt_{uuid.uuid4().hex}", created=NOW)
+
+
+def hostile_checkout(
+    metadata: dict[str, str], reference: str | None, customer: str = "cus_seeded"
+) -> dict[str, Any]:
+    session = se.checkout_session(customer=customer, client_reference_id=reference, metadata=metadata)
+    return se.event("checkout.session.completed", session, id=f"evt_{uuid.uuid4().hex}", created=NOW)
+
+
+# where the id goes -> (the event with the id there, the field WebhookIdRefused must name, ids)
+HOSTILE_PLACES = {
+    "subscription metadata.account_id": (
+        lambda v: hostile_subscription(account_id=v),
+        "metadata.account_id",
+        HOSTILE_IDS,
+    ),
+    "invoice metadata.account_id": (
+        lambda v: hostile_invoice(account_id=v),
+        "metadata.account_id",
+        HOSTILE_IDS,
+    ),
+    "checkout metadata.account_id": (
+        lambda v: hostile_checkout({"account_id": v}, None),
+        "metadata.account_id",
+        HOSTILE_IDS,
+    ),
+    "checkout client_reference_id": (lambda v: hostile_checkout({}, v), "client_reference_id", HOSTILE_IDS),
+    "subscription customer": (lambda v: hostile_subscription(customer=v), "customer", HOSTILE_CUSTOMER_IDS),
+    "invoice customer": (lambda v: hostile_invoice(customer=v), "customer", HOSTILE_CUSTOMER_IDS),
+    "checkout customer": (
+        lambda v: hostile_checkout({}, "acct_seeded", customer=v),
+        "customer",
+        HOSTILE_CUSTOMER_IDS,
+    ),
+}
+
+
+@pytest.fixture
+def seeded_billing_table(webhook_api, aws, monkeypatch) -> Any:
+    """An account of a real customer, the stack's own items, and a frozen arrival marker."""
+    names = boto3.client("dynamodb")
+    for key, attributes in INTERNAL_ITEMS.items():
+        names.put_item(TableName=aws["BillingStateTable"], Item={"pk": {"S": key}, **attributes})
+    body = json.dumps(hostile_subscription() | {"created": NOW - 3600}).encode()
+    status, answer = invoke(webhook_api, signed_request(body))
+    assert (status, answer.get("outcome")) == (200, "applied"), answer
+    # The marker is written once a minute; pinned so that no example happens to be its minute.
+    monkeypatch.setattr(webhook_api.intake._arrivals, "_monotonic", lambda: 0.0)
+    return webhook_api
+
+
+@FUZZ_SIGNED
+@given(data=st.data(), place=st.sampled_from(list(HOSTILE_PLACES)))
+def test_a_validly_signed_event_with_a_hostile_id_is_left_unattributed_and_touches_no_item(
+    seeded_billing_table, aws, data, place
+) -> None:
+    build, field, ids = HOSTILE_PLACES[place]
+    hostile = data.draw(ids, label="id")
+    before = snapshot(aws)
+    status, answer, emitted = invoke_capturing(
+        seeded_billing_table, signed_request(json.dumps(build(hostile)).encode())
+    )
+    assert (status, answer.get("outcome") if isinstance(answer, dict) else answer) == (200, "unattributed"), (
+        place,
+        hostile[:80],
+        status,
+        answer,
+    )
+    refused = [m.dimensions.get("Field", "") for m in emitted if m.name == "WebhookIdRefused"]
+    assert any(name.endswith(field) for name in refused), (place, refused)
+    after = snapshot(aws)
+    assert after["BillingStateTable"] == before["BillingStateTable"], changed_keys(before, after)
+    assert {key: after["BillingStateTable"][key] for key in INTERNAL_KEYS} == {
+        key: before["BillingStateTable"][key] for key in INTERNAL_KEYS
+    }
 
 
 # --- the licensing API --------------------------------------------------------------------------
