@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pynamodb.exceptions import PynamoDBConnectionError
 
 from billwatch.alert_dispatch import AlertInProgress, build_alert_dispatcher
 from billwatch.alert_store import SilenceError
@@ -24,12 +25,15 @@ from billwatch.http_answers import (
     invalid_request,
     json_response,
     refusal,
+    store_failure_answer,
     unsupported_content_type,
 )
 from billwatch.observability import logger
 
 TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
 SILENCE_ID = r"^[0-9a-f]{32}$"
+# Far beyond any label matcher; keeps a silence well inside DynamoDB's 400 KB item.
+MAX_MATCHER_LENGTH = 1000
 # Notices still in flight when Lambda stops the invocation would be lost: stop retrying before.
 RESERVE_SECONDS = 5.0
 
@@ -51,7 +55,7 @@ app = APIGatewayHttpResolver(enable_validation=True)
 class SilenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    matchers: list[str] = Field(min_length=1, max_length=20)
+    matchers: list[Annotated[str, Field(max_length=MAX_MATCHER_LENGTH)]] = Field(min_length=1, max_length=20)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime
     comment: str = Field(min_length=1, max_length=500)
@@ -59,6 +63,7 @@ class SilenceRequest(BaseModel):
 
 app.exception_handler(RequestValidationError)(invalid_request)
 app.exception_handler(RequestUnsupportedContentType)(unsupported_content_type)
+app.exception_handler(PynamoDBConnectionError)(store_failure_answer)
 
 
 @app.exception_handler(SilenceError)

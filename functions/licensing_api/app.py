@@ -12,12 +12,20 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from billwatch.billing_store import StoreUnavailable
+from billwatch.billing_store import StoreRejected, StoreUnavailable
 from billwatch.config import load_settings
-from billwatch.http_answers import invalid_request, json_response, refusal, unsupported_content_type
+from billwatch.http_answers import (
+    invalid_request,
+    json_response,
+    refusal,
+    store_failure_answer,
+    unsupported_content_type,
+)
 from billwatch.licensing import MAX_QUANTITY, UsageRequestError, build_licensing
 from billwatch.observability import logger
 
+# ASCII and at most 128 characters, so far inside DynamoDB's 2,048-byte key (with an idempotency
+# key, in the receipt's too): an id too long is refused here, before DynamoDB is asked.
 ACCOUNT_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
 STATUS_OF_REASON = {None: 200, "quota_exceeded": 429, "feature_not_in_plan": 403}
 
@@ -49,17 +57,12 @@ class QuotaGrant(BaseModel):
 
 app.exception_handler(RequestValidationError)(invalid_request)
 app.exception_handler(RequestUnsupportedContentType)(unsupported_content_type)
+app.exception_handler([StoreRejected, StoreUnavailable])(store_failure_answer)
 
 
 @app.exception_handler(UsageRequestError)
 def _bad_usage(error: UsageRequestError) -> Response:
     return json_response(400, {"error": "invalid_request", "message": str(error)})
-
-
-@app.exception_handler(StoreUnavailable)
-def _unavailable(error: StoreUnavailable) -> Response:
-    logger.exception("Licensing store unavailable")
-    return json_response(503, {"error": "temporarily_unavailable", "message": "try again shortly"})
 
 
 @app.get("/v1/accounts/<account_id>/entitlements")

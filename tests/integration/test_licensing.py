@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from billwatch.billing_store import StoreRejected
 from billwatch.licensing import Licensing, UsageRequestError, month_period
 from billwatch.metrics import MetricsRecorder
 from billwatch.models import BillingAccount, bind_billing_table, bind_idempotency_table
@@ -338,3 +339,42 @@ def test_a_grant_lets_one_large_use_through_that_no_base_quota_could(licensing) 
     decision = licensing.use("acct_1", "exports", 25)
     assert (decision.allowed, decision.used, decision.limit) == (True, 25, 40)
     assert not licensing.use("acct_2", "exports", 25).allowed
+
+
+@pytest.mark.parametrize(
+    ("operation", "requests"),
+    [
+        (lambda licensing: licensing.use("acct_1", "api_calls", 1), ["UpdateItem"]),
+        (
+            lambda licensing: licensing.use_idempotently("acct_1", "api_calls", 1, "job-1"),
+            ["BatchGetItem", "TransactWriteItems"],
+        ),
+        (lambda licensing: licensing.grant("acct_1", "exports", 5), ["GetItem", "UpdateItem"]),
+        (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), ["UpdateItem"]),
+        (lambda licensing: licensing.reset_usage("acct_1"), ["GetItem", "UpdateItem"]),
+    ],
+    ids=["use", "keyed use", "grant", "tier override", "usage reset"],
+)
+def test_the_answer_needs_no_request_after_the_write(aws, licensing, aws_calls, operation, requests) -> None:
+    """A request after the write could fail with the write committed, and the caller's retry
+    would count or grant again: the answer is made from what the write returned."""
+    bind_idempotency_table(aws["IdempotencyTable"])
+    operation(licensing)
+    assert aws_calls == requests
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda licensing, account: licensing.use(account, "exports", 1),
+        lambda licensing, account: licensing.use_idempotently(account, "exports", 1, "job-1"),
+        lambda licensing, account: licensing.grant(account, "exports", 5),
+        lambda licensing, account: licensing.set_tier_override(account, "PRO"),
+        lambda licensing, account: licensing.reset_usage(account),
+    ],
+    ids=["use", "keyed use", "grant", "tier override", "usage reset"],
+)
+def test_a_key_dynamodb_refuses_is_rejected_not_unavailable(aws, licensing, operation) -> None:
+    bind_idempotency_table(aws["IdempotencyTable"])
+    with pytest.raises(StoreRejected, match="ValidationException"):
+        operation(licensing, "x" * 10_000)  # past DynamoDB's 2,048 bytes; the API refuses it earlier

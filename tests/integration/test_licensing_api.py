@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from devtools import stripe_events as se
 from tests.support import LambdaContext, load_handler
@@ -201,3 +204,77 @@ def test_signed_webhooks_make_an_account_pro_and_the_api_shows_pro_limits(webhoo
         licensing_api, "POST", "/v1/accounts/acct_e2e/usage", {"feature": "exports", "quantity": 500}
     )
     assert status == 200 and body["limit"] == 1000
+
+
+# --- ids and DynamoDB failures --------------------------------------------------------------------
+
+LICENSING_ROUTES = [
+    ("GET", "/v1/accounts/{}/entitlements", None),
+    ("POST", "/v1/accounts/{}/usage", {"feature": "exports"}),
+    ("POST", "/v1/accounts/{}/usage", {"feature": "exports", "idempotency_key": "job-1"}),
+    ("POST", "/v1/accounts/{}/usage", {"feature": "sso"}),
+    ("PUT", "/admin/accounts/{}/tier-override", {"tier": "PRO"}),
+    ("POST", "/admin/accounts/{}/grants", {"feature": "exports", "quantity": 5}),
+    ("POST", "/admin/accounts/{}/usage-reset", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), LICENSING_ROUTES)
+@pytest.mark.parametrize(
+    ("account_id", "status"),
+    [("x" * 129, 400), ("x" * 10_000, 400), ("é" * 10, 400), ("acct 1", 400), ("acct_1\n", 404)],
+)
+def test_an_id_the_pattern_refuses_never_reaches_dynamodb(
+    admin_api, aws_calls, method, path, body, account_id, status
+) -> None:
+    got, answer = admin_call(admin_api, method, path.format(account_id), body, ADMIN)
+    assert got == status, answer
+    assert status == 404 or "account_id" in answer["message"]  # 404: no route takes a line break
+    assert aws_calls == []
+
+
+@pytest.fixture
+def failing_dynamodb(monkeypatch) -> dict[str, Any]:
+    """Every DynamoDB request fails with ``error`` once it is set, as botocore reports it."""
+    from botocore.client import BaseClient
+
+    fault: dict[str, Any] = {}
+    original = BaseClient._make_api_call
+
+    def maybe_failing(client: BaseClient, operation: str, params: dict) -> Any:
+        if "error" in fault and client.meta.service_model.service_name == "dynamodb":
+            raise fault["error"](operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", maybe_failing)
+    return fault
+
+
+def dynamodb_error(code: str) -> Callable[[str], Exception]:
+    return lambda operation: ClientError({"Error": {"Code": code, "Message": f"{code} injected"}}, operation)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), LICENSING_ROUTES)
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        pytest.param(dynamodb_error("ValidationException"), 422, id="validation"),
+        pytest.param(dynamodb_error("ProvisionedThroughputExceededException"), 503, id="throttled"),
+        pytest.param(dynamodb_error("InternalServerError"), 503, id="5xx"),
+        pytest.param(
+            lambda operation: ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"),
+            503,
+            id="timeout",
+        ),
+    ],
+)
+def test_a_refused_request_is_a_422_and_only_what_may_pass_is_a_503(
+    admin_api, failing_dynamodb, method, path, body, error, status
+) -> None:
+    failing_dynamodb["error"] = error
+    got, answer = admin_call(admin_api, method, path.format("acct_1"), body, ADMIN)
+    assert got == status, answer
+    if status == 422:
+        assert answer["error"] == "rejected_by_store" and "ValidationException" in answer["message"]
+    else:
+        assert answer["error"] == "temporarily_unavailable"

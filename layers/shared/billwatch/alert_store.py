@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
 from billwatch.alarm_text import Severity
@@ -68,9 +69,13 @@ class SilenceError(ValueError):
 
 
 def _conditional(error: Exception) -> bool:
+    # Not pynamodb's cause_response_code: it raises AttributeError when the cause is a read
+    # timeout (whose response is None), which would turn a temporary failure into a crash.
+    cause = getattr(error, "cause", None)
     return (
         isinstance(error, PutError | UpdateError | DeleteError)
-        and error.cause_response_code == CONDITION_FAILED
+        and isinstance(cause, ClientError)
+        and cause.response.get("Error", {}).get("Code") == CONDITION_FAILED
     )
 
 

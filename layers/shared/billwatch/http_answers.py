@@ -1,7 +1,8 @@
 """What the HTTP API handlers answer before and around routing; only handlers import this.
 
-The admin check, the content type rule and the shape of a 400 are the same on every IAM route
-(licensing and alert silences), so they are written once here.
+The admin check, the content type rule, the JSON reading, the shape of a 400 and the answer to a
+DynamoDB failure are the same on every IAM route (licensing, alert silences, reconciliation), so
+they are written once here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 
+from billwatch import strict_json
 from billwatch.access import is_admin
+from billwatch.billing_store import StoreRejected, StoreUnavailable, store_failure
+from billwatch.observability import logger
 from billwatch.request_body import BodyNotBase64, request_body
 
 
@@ -40,6 +44,18 @@ def unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
     )
 
 
+def store_failure_answer(error: Exception) -> Response:
+    """A DynamoDB failure as the caller sees it: a request DynamoDB refuses (a key or item too
+    large, ...) fails the same way however often it is sent, so it gets a 422 with DynamoDB's reason
+    and never the 503 that invites a retry; only a failure a retry may fix gets the 503."""
+    failure = error if isinstance(error, StoreRejected | StoreUnavailable) else store_failure(error)
+    if isinstance(failure, StoreRejected):
+        logger.warning("DynamoDB refused a request", extra={"detail": str(failure)})
+        return json_response(422, {"error": "rejected_by_store", "message": str(failure)})
+    logger.exception("DynamoDB unavailable")
+    return json_response(503, {"error": "temporarily_unavailable", "message": "try again shortly"})
+
+
 def plain(status: int, error: str, message: str) -> dict[str, Any]:
     return {
         "statusCode": status,
@@ -55,7 +71,8 @@ def caller_of(event: dict[str, Any]) -> str | None:
 def refusal(
     event: dict[str, Any], admin_role_arns: Iterable[str], refuse: Callable[[str | None, str], None]
 ) -> dict[str, Any] | None:
-    """Answers that come before routing: who is calling, and what the body is.
+    """Answers that come before routing: who is calling, and whether the body is JSON that can be
+    read (a 400 naming the problem when it is not, whatever the route).
 
     API Gateway's AWS_IAM authorizer guards these routes; the handler holds to it too, so that an
     invocation that did not come through it (a direct invoke, a misconfigured route) changes nothing.
@@ -70,11 +87,19 @@ def refusal(
     elif not caller:
         return plain(403, "forbidden", "this route needs an IAM-signed caller")
     try:
-        request_body(event)
+        body = request_body(event)
     except BodyNotBase64:
         return plain(400, "invalid_request", "the body is marked base64 but is not valid base64")
+    if not body:
+        return None
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    if event.get("body") and not headers.get("content-type", "").startswith("application/json"):
+    if not headers.get("content-type", "").startswith("application/json"):
         # Powertools would parse form encodings and report their fields instead.
         return plain(415, "unsupported_media_type", "the body must be application/json")
+    try:
+        # Powertools' own reading crashes on deep nesting, long integers and bytes that are not
+        # UTF-8; what passes here it reads safely.
+        strict_json.loads(body)
+    except strict_json.JsonRefused as refused:
+        return plain(400, "invalid_request", str(refused))
     return None

@@ -24,11 +24,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import ALL_NEW, ALL_OLD
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import GetError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 
 from billwatch.access import record_refusal
-from billwatch.billing_store import StoreUnavailable, conditional_update
+from billwatch.billing_store import StoreUnavailable, conditional_update, store_failure
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import (
@@ -93,8 +93,18 @@ def month_period(now: float) -> Period:
     return Period(int(start.timestamp()), int((start + dt.timedelta(days=days)).timestamp()))
 
 
-def iso(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso(epoch: float) -> str | None:
+    """The moment as ISO 8601 UTC, or None for one no calendar can show.
+
+    Stored timestamps are rendered through here, and a stored value may be absurd (written by
+    hand, or by a bug): 10**13 is in the year 318857. Such a value renders as null, and is logged,
+    rather than failing every read of the account; an invented clamped date would look real.
+    """
+    try:
+        return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        logger.warning("A stored timestamp is out of range", extra={"epoch": epoch})
+        return None
 
 
 @dataclass(frozen=True)
@@ -166,12 +176,14 @@ class Licensing:
         connection = BillingAccount._get_connection()
         try:
             raw = connection.get_item(account_id, consistent_read=True).get("Item")
-        except Exception as exc:  # pynamodb wraps botocore's errors in GetError
-            raise StoreUnavailable(str(exc)) from exc
+        except GetError as exc:  # pynamodb's wrapping of botocore's errors
+            raise store_failure(exc) from exc
         return AccountUsage.from_raw(account_id, raw)
 
     def entitlements(self, account_id: str) -> dict[str, Any]:
-        usage = self.load(account_id)
+        return self._entitlements_of(account_id, self.load(account_id))
+
+    def _entitlements_of(self, account_id: str, usage: AccountUsage) -> dict[str, Any]:
         account = usage.account
         tier = self.effective_tier(account)
         now = self._clock()
@@ -206,9 +218,7 @@ class Licensing:
             "tier": tier.name,
             "subscription": {
                 "status": account.subscription_status,
-                "current_period_end": iso(int(account.current_period_end))
-                if account.current_period_end
-                else None,
+                "current_period_end": iso(account.current_period_end) if account.current_period_end else None,
                 "cancel_at_period_end": bool(account.cancel_at_period_end),
             },
             "features": features,
@@ -229,8 +239,8 @@ class Licensing:
         if tier is not None and tier not in names:
             raise UsageRequestError(f"tier must be one of {names} or null, got {tier!r}")
         action = BillingAccount.tier_override.set(tier) if tier else BillingAccount.tier_override.remove()
-        self._admin_update(account_id, [action], BillingAccount.merged_into.does_not_exist())
-        return self.entitlements(account_id)
+        _, stored = self._admin_update(account_id, [action], BillingAccount.merged_into.does_not_exist())
+        return self._entitlements_of(account_id, stored)
 
     def grant(self, account_id: str, feature: str, quantity: int) -> dict[str, Any]:
         """Extra quota for the current period: it goes when the period does."""
@@ -249,25 +259,30 @@ class Licensing:
                 actions = [counter.set(-quantity), granted.set(quantity), since.set(now)]
                 actions += self._forget(usage, keep={counter.attr_name, granted.attr_name})
             unchanged = since.does_not_exist() if seen is None else since == seen
-            if self._admin_update(account_id, actions, unchanged):
+            accepted, stored = self._admin_update(account_id, actions, unchanged)
+            if accepted:
                 self._metrics.add(Metric.QUOTA_GRANTED, quantity, Feature=feature)
-                return self.entitlements(account_id)
+                return self._entitlements_of(account_id, stored)
         raise StoreUnavailable(f"usage of {account_id} kept changing; try the grant again")
 
     def reset_usage(self, account_id: str) -> dict[str, Any]:
         """Starts the account's usage period again from now, for every feature."""
         usage = self.load(account_id)
         actions = [BillingAccount.usage_since.set(int(self._clock())), *self._forget(usage, keep=set())]
-        self._admin_update(account_id, actions, BillingAccount.merged_into.does_not_exist())
-        return self.entitlements(account_id)
+        _, stored = self._admin_update(account_id, actions, BillingAccount.merged_into.does_not_exist())
+        return self._entitlements_of(account_id, stored)
 
     @staticmethod
     def _forget(usage: AccountUsage, keep: set[str]) -> list:
         return [NumberAttribute(attr_name=name).remove() for name in usage.period_attributes() - keep]
 
-    def _admin_update(self, account_id: str, actions: list, condition: Condition) -> bool:
-        accepted, _ = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
-        return accepted
+    @staticmethod
+    def _admin_update(account_id: str, actions: list, condition: Condition) -> tuple[bool, AccountUsage]:
+        """Whether the condition accepted the write, and the account as the write left it (or as it
+        stood when refused). The answer is rendered from that item rather than read again, so
+        nothing can fail once a grant has been added: a retry would add it twice."""
+        accepted, raw = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
+        return accepted, AccountUsage.from_raw(account_id, raw)
 
     # --- counting ------------------------------------------------------------------------------
 
@@ -310,7 +325,7 @@ class Licensing:
                 }
             )
         except (ClientError, BotoCoreError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_failure(exc) from exc
         if response.get("UnprocessedKeys"):
             raise StoreUnavailable("DynamoDB did not read every key; retry the request")
         found = response.get("Responses", {})
@@ -400,7 +415,7 @@ class Licensing:
                 return receipt_reason.raw_item or False  # without the item, the next read finds it
             if account_reason is not None and account_reason.code == "ConditionalCheckFailed":
                 return False
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_failure(exc) from exc
         return True
 
     @staticmethod

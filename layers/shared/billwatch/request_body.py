@@ -15,7 +15,9 @@ class BodyNotBase64(ValueError):
 def request_body(event: dict[str, Any]) -> bytes:
     raw = event.get("body") or ""
     if not event.get("isBase64Encoded"):
-        return raw.encode("utf-8")
+        # An event's text can hold lone surrogates (a JSON "\udcff" escape); kept as the invalid
+        # UTF-8 they stand for, for the reader to refuse, rather than failing here.
+        return raw.encode("utf-8", "surrogatepass")
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
