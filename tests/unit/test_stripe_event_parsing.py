@@ -132,7 +132,7 @@ def _subscription_event(**subscription: object) -> dict:
         (se.event("invoice.paid", se.invoice(), created=-1), "created"),
         (_subscription_event(current_period_end=10**13), "current_period_end"),
         (_subscription_event(current_period_end=NOW + FIVE_YEARS + 1), "current_period_end"),
-        (_subscription_event(current_period_start=0), "current_period_start"),
+        (_subscription_event(current_period_start=0, created=NOW - 86400), "current_period_start"),
         (_subscription_event(trial_end=2**63), "trial_end"),
         (
             se.event("invoice.payment_failed", {**se.invoice(), "amount_due": 10**13}, created=NOW),

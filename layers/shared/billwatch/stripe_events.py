@@ -302,6 +302,9 @@ def parse_event(event: Any, catalog: PlanCatalog, now: float | None = None) -> P
         raise MalformedEvent("data.object must be an object")
     if event_type not in HANDLED_EVENT_TYPES:
         return ParsedEvent(event_id, event_type, created, AccountRef(None, None), None)
+    object_created = _optional(obj, "created", int, "data.object.")
+    if object_created is not None:
+        bounds.created(object_created, "data.object.created")
     try:
         return _parse_handled(event_id, event_type, created, obj, catalog, bounds)
     except RefusedId as refused:
