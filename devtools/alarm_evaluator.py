@@ -27,11 +27,13 @@ Covered:
   ``AWS/DynamoDB`` namespace always ignore missing data, as documented.
 * Metric math alarms (``Metrics``): MetricStat queries and expressions with numbers, ids,
   ``+ - * / ^``, unary minus, parentheses, ``== != < > <= >=``, ``AND && OR || NOT !``, and the
-  functions FILL(series, number), IF(condition, a[, b]), ABS, and MIN / MAX over two or more
-  series or scalars (``MIN(a, b)`` or ``MIN([a, b])``), parsed by a small recursive-descent
-  parser (no ``eval``). Series align by period. As the docs say, where one of two series has a
-  value and the other has none, the missing one counts as 0 (arithmetic, comparisons, AND/OR);
-  a period where neither has one, or that divides by zero, gets no datapoint.
+  functions FILL(series, number), IF(condition, a[, b]), ABS, DIFF(series) (each value minus
+  the one before it; the oldest of the evaluation range has none, as if nothing older were
+  fetched), and MIN / MAX over two or more series or scalars (``MIN(a, b)`` or
+  ``MIN([a, b])``), parsed by a small recursive-descent parser (no ``eval``). Series align by
+  period. As the docs say, where one of two series has a value and the other has none, the
+  missing one counts as 0 (arithmetic, comparisons, AND/OR); a period where neither has one, or
+  that divides by zero, gets no datapoint.
 * Composite alarm rules: ALARM(), OK(), INSUFFICIENT_DATA(), TRUE, FALSE, AND, OR, NOT and
   parentheses, alarm names bare or double-quoted, names or ARNs.
 * Anomaly detection alarms ("Create a CloudWatch alarm based on anomaly detection"): ``Metrics``
@@ -77,6 +79,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from typing import Any
 
 OK = "OK"
@@ -841,9 +844,11 @@ class _ExpressionParser:
             return _fill(*arguments)
         if function == "IF" and len(arguments) in (2, 3):
             return _if(*arguments)
+        if function == "DIFF" and len(arguments) == 1:
+            return _diff(arguments[0])
         if function in ("MIN", "MAX") and len(arguments) >= 2:
             return _elementwise(min if function == "MIN" else max, arguments)
-        if function in ("ABS", "FILL", "IF", "MIN", "MAX"):
+        if function in ("ABS", "FILL", "IF", "DIFF", "MIN", "MAX"):
             raise self._error(f"wrong number of arguments ({len(arguments)}) for {function}")
         raise self._error(f"unknown or unsupported function {function!r}")
 
@@ -916,6 +921,20 @@ def _fill(series_node: Node, filler_node: Node) -> Node:
         # Every period of the range gets a value, so FILL of a metric with no data at all is
         # the filler throughout; the docs warn that this pins the newest datapoint.
         return {index: series.get(index, filler) for index in context.indexes}
+
+    return evaluate
+
+
+def _diff(series_node: Node) -> Node:
+    """DIFF: "the difference between each value in the time series and the preceding value from
+    that time series", so a gap is bridged and the first value has no datapoint."""
+
+    def evaluate(context: _MathContext) -> Value:
+        series = series_node(context)
+        if not isinstance(series, dict):
+            raise ValueError("DIFF needs a time series as its argument")
+        indexes = sorted(series)
+        return {index: series[index] - series[previous] for previous, index in pairwise(indexes)}
 
     return evaluate
 

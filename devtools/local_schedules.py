@@ -3,8 +3,8 @@
 :class:`LocalClock` is real time, or real time sped up from the moment the stack starts
 (``speed=60`` runs an hour in a minute): the schedules fire, the alarms are evaluated and the
 metrics are stamped on it. The functions themselves keep reading the real clock, so at a speed
-above 1 the health probe's own age checks (the last webhook, the quota reset's hour) judge by real
-time; everything CloudWatch and EventBridge would time runs on the local clock.
+above 1 the health probe's own age checks (the last webhook, the quota reset's last start) judge
+by real time; everything CloudWatch and EventBridge would time runs on the local clock.
 
 :class:`Scheduler` fires each ``Schedule`` (an EventBridge rule: the "Scheduled Event" payload, in
 UTC) and ``ScheduleV2`` (EventBridge Scheduler: its ``Input``, with the context attributes filled

@@ -1,7 +1,8 @@
 """QuotaReset: the scheduled sweep that starts each account's new usage period.
 
-The schedule's invocation fans out one asynchronous invocation per scan segment. A segment that
-runs short of time hands the rest over to a fresh invocation, which resumes from its checkpoint.
+The schedule's invocation records that the schedule started a run (the health probe judges the
+runs by it) and fans out one asynchronous invocation per scan segment. A segment that runs short
+of time hands the rest over to a fresh invocation, which resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from billwatch.config import load_settings
 from billwatch.observability import logger
-from billwatch.quota_reset import SegmentDispatcher, build_quota_reset, run_id_of
+from billwatch.quota_reset import SegmentDispatcher, build_quota_reset, record_scheduled_start, run_id_of
 
 settings = load_settings(webhook_secret=False)
 job = build_quota_reset(settings)
@@ -23,6 +24,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     dispatcher = SegmentDispatcher(context.invoked_function_arn)
     if event.get("source") == "aws.events":
         run_id = run_id_of(event["time"])
+        record_scheduled_start(event["time"])
         for segment in range(settings.quota_reset_segments):
             dispatcher.start(run_id, segment, settings.quota_reset_segments)
         logger.info(

@@ -260,10 +260,13 @@ def test_any_unauthorized_admin_call(definitions, scenario, caller: str, status:
 # ------------------------------------------------------------------ quota resets
 
 
-def hourly_resets(scenario: Scenario, outage: DynamoDBOutage, hours: list[int], failing: set[int]) -> None:
+def hourly_resets(
+    scenario: Scenario, outage: DynamoDBOutage, hours: list[int], failing: set[int], past_minute: int = 0
+) -> None:
+    """A run each of these hours, ``past_minute`` into it: a rate schedule's phase is its creation's."""
     for hour in hours:
         BillingAccount(f"acct_due_{hour}", usage_since=1_700_000_000).save()
-        scenario.at(T0 + hour * 3600 + 30)
+        scenario.at(T0 + hour * 3600 + past_minute * MINUTE + 30)
         run_id = f"run-{hour}"
         if hour in failing:
             with outage.during(), pytest.raises(Exception, match="Rate exceeded"):
@@ -274,18 +277,23 @@ def hourly_resets(scenario: Scenario, outage: DynamoDBOutage, hours: list[int], 
 
 @covers("QuotaResetFailure")
 @pytest.mark.parametrize(
-    ("failing", "runs", "fires"),
+    ("failing", "runs", "past_minute", "fires"),
     [
-        (set(), [-2, -1, 0, 1, 2], False),  # every hourly run finishes
-        ({1}, [-2, -1, 0, 1, 2], True),  # a run fails
-        (set(), [-2, -1], True),  # the runs stop
+        pytest.param(set(), [-2, -1, 0, 1, 2, 3, 4], 0, False, id="every-run-finishes"),
+        pytest.param({1}, [-2, -1, 0, 1, 2, 3, 4], 0, True, id="a-run-fails"),
+        pytest.param(set(), [-2, -1], 0, True, id="the-runs-stop"),
+        # Stacks created at 15:47: their rate(1 hour) first runs at 16:47, nothing was missed before.
+        pytest.param(set(), [1, 2, 3, 4], 47, False, id="fresh-stack-runs-at-47"),
+        pytest.param(set(), [1, 2], 47, True, id="fresh-stack-then-the-runs-stop"),
     ],
 )
 def test_quota_reset_failure_is_a_failed_or_a_missing_run(
-    definitions, scenario, outage, failing: set[int], runs: list[int], fires: bool
+    definitions, scenario, outage, failing: set[int], runs: list[int], past_minute: int, fires: bool
 ) -> None:
-    hourly_resets(scenario, outage, runs, failing)
-    alarms = fired(definitions, scenario, T0 + MINUTE, T0 + 3 * 3600)
+    scenario.handler("quota_reset")  # binds the tables before the accounts are written
+    hourly_resets(scenario, outage, runs, failing, past_minute)
+    # Judged from 15:48, a minute after the fresh stacks were created.
+    alarms = fired(definitions, scenario, T0 + 48 * MINUTE, T0 + 5 * 3600)
     assert ("QuotaResetFailure" in alarms) is fires
 
 
@@ -365,12 +373,20 @@ def test_stripe_api_errors_more_than_5_in_an_hour(
 
 
 @covers("HealthProbeMissing")
-@pytest.mark.parametrize(("probe_stops", "fires"), [(True, True), (False, False)])
+@pytest.mark.parametrize(
+    ("first_minute", "minutes", "fires"),
+    [
+        pytest.param(-10, 12, True, id="the-probe-stops"),
+        pytest.param(-10, 40, False, id="the-probe-runs"),
+        # The alarm exists from T0 (a fresh stack) and the probe's first run comes minutes later.
+        pytest.param(3, 27, False, id="fresh-stack"),
+        pytest.param(3, 5, True, id="fresh-stack-then-the-probe-stops"),
+    ],
+)
 def test_the_dead_mans_switch_fires_when_the_probe_stops(
-    definitions, scenario, probe_stops: bool, fires: bool
+    definitions, scenario, first_minute: int, minutes: int, fires: bool
 ) -> None:
-    minutes = 12 if probe_stops else 40
-    probe_runs(scenario, every_minute(minutes, 1, start=T0 - 10 * MINUTE))
+    probe_runs(scenario, every_minute(minutes, 1, start=T0 + first_minute * MINUTE))
     alarms = fired(definitions, scenario, T0, T0 + 30 * MINUTE)
     assert ("HealthProbeMissing" in alarms) is fires
 

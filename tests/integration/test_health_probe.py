@@ -11,10 +11,10 @@ import boto3
 import pytest
 
 from billwatch.config import load_settings
-from billwatch.health import ActiveSubscriptionsGauge
+from billwatch.health import ActiveSubscriptionsGauge, QuotaResetCheck
 from billwatch.models import WebhookMarker
 from billwatch.plans import load_plan_catalog
-from billwatch.quota_reset import build_quota_reset
+from billwatch.quota_reset import SegmentDispatcher, build_quota_reset, last_scheduled_start
 from billwatch.webhook_marker import MARKER_KEY
 from devtools import stripe_events as se
 from tests.support import Clock, LambdaContext, WebhookClient, load_handler
@@ -108,14 +108,10 @@ def run_quota_reset(run_id: str, segments: range) -> None:
         assert job.run_segment(run_id, segment, SEGMENTS).finished
 
 
-DUE_RUN = dt.datetime.fromtimestamp(WEDNESDAY_AFTERNOON - 1800, dt.UTC).strftime("%Y-%m-%dT%H")
-
-
 # --- the scheduled run ---------------------------------------------------------------------------
 
 
 def test_a_scheduled_run_emits_exactly_the_expected_metrics(with_stripe, dead_letter_queues, metrics) -> None:
-    run_quota_reset(DUE_RUN, range(SEGMENTS))
     report = scheduled(health_handler())
     assert report["status"] == "ok", report
     per_check = {
@@ -210,19 +206,107 @@ def test_a_dead_letter_is_degraded(probe_env, dead_letter_queues, metrics) -> No
     assert "billwatch-webhook-dlq" not in text and "sqs" not in text.lower()
 
 
-@pytest.mark.parametrize(
-    ("finished", "healthy"), [(range(SEGMENTS), True), (range(1), False), (range(0), False)]
-)
-def test_quota_reset_is_healthy_when_every_segment_of_the_due_run_finished(
-    probe_env, metrics, finished, healthy
-) -> None:
-    run_quota_reset(DUE_RUN, finished)
-    run_quota_reset("2026-12-01T10", range(SEGMENTS))  # an older run does not count
-    report = scheduled(health_handler())
-    entry = report["checks"]["quota_reset"]
-    assert entry["status"] == ("ok" if healthy else "failed")
-    assert entry["segments_finished"] == len(finished) and entry["run"] == DUE_RUN
-    assert metrics.total("HealthCheck", Check="quota_reset") == int(healthy)
+# --- the quota reset, on the schedule's own phase -------------------------------------------------
+
+# The hourly rule was created at 14:47 UTC, with the stack: EventBridge starts its runs at :47.
+CREATED = int(dt.datetime(2026, 12, 2, 14, 47, tzinfo=dt.UTC).timestamp())
+HOUR, MINUTE = 3600, 60
+GRACE = 1800
+
+
+@pytest.fixture
+def quota_reset_check(probe_env, monkeypatch) -> QuotaResetCheck:
+    health_handler()  # binds the tables, as the probe's cold start does
+    # The segments' asynchronous invocations are run by the tests themselves.
+    monkeypatch.setattr(SegmentDispatcher, "start", lambda self, *args: None)
+    return QuotaResetCheck(SEGMENTS, GRACE)
+
+
+def scheduled_reset(moment: int, finished: range = range(SEGMENTS)) -> str:
+    """The schedule starts a run at ``moment`` (as EventBridge does); ``finished`` segments complete."""
+    event = {"source": "aws.events", "detail-type": "Scheduled Event", "time": iso(moment)}
+    run_id = load_handler("quota_reset").lambda_handler(event, LambdaContext())["run_id"]
+    run_quota_reset(run_id, finished)
+    return run_id
+
+
+def iso(moment: int) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def judged(check: QuotaResetCheck, moment: int) -> tuple[str, str]:
+    result = check.run(moment)
+    return result.status.value, result.details["state"]
+
+
+def test_a_fresh_stack_waits_for_the_first_run_an_hour_after_it_started(quota_reset_check) -> None:
+    # The probe's first run is when the stack began to be watched; nothing was due before.
+    for minute in (0, 14, 44, 60, 89):
+        assert judged(quota_reset_check, CREATED + minute * MINUTE) == ("ok", "waiting"), minute
+
+    scheduled_reset(CREATED + HOUR)
+    assert judged(quota_reset_check, CREATED + HOUR + 5 * MINUTE) == ("ok", "finished")
+
+
+def test_a_first_run_that_never_starts_fails_once_it_was_due(quota_reset_check) -> None:
+    assert judged(quota_reset_check, CREATED) == ("ok", "waiting")
+    due_and_late = CREATED + HOUR + GRACE
+    assert judged(quota_reset_check, due_and_late - 1) == ("ok", "waiting")
+    result = quota_reset_check.run(due_and_late)
+    assert result.status.value == "failed"
+    assert result.details == {
+        "state": "never_started",
+        "run": None,
+        "segments": SEGMENTS,
+        "segments_finished": 0,
+    }
+
+
+def test_runs_at_47_past_the_hour_are_healthy_every_minute(quota_reset_check) -> None:
+    assert judged(quota_reset_check, CREATED) == ("ok", "waiting")
+    for hour in range(1, 4):
+        started = CREATED + hour * HOUR
+        run_id = scheduled_reset(started, finished=range(1))
+        # Minutes in, one segment is still sweeping: running, not failing.
+        assert quota_reset_check.run(started + 10 * MINUTE).details == {
+            "state": "running",
+            "run": run_id,
+            "segments": SEGMENTS,
+            "segments_finished": 1,
+            "started_seconds_ago": 600,
+        }
+        run_quota_reset(run_id, range(1, SEGMENTS))
+        # Up to the next start, and in particular from :30 to :47, when the old check wanted
+        # the run of the new hour to be done already.
+        for minute in range(11, 60):
+            assert judged(quota_reset_check, started + minute * MINUTE) == ("ok", "finished"), (hour, minute)
+
+
+def test_a_run_that_does_not_finish_within_the_grace_period_fails(quota_reset_check) -> None:
+    started = CREATED + HOUR
+    scheduled_reset(started, finished=range(1))
+    assert judged(quota_reset_check, started + GRACE - 1) == ("ok", "running")
+    assert judged(quota_reset_check, started + GRACE) == ("failed", "unfinished")
+
+
+def test_runs_that_stop_fail_once_the_next_one_is_late(quota_reset_check, metrics) -> None:
+    last = CREATED + 2 * HOUR
+    scheduled_reset(CREATED + HOUR)
+    scheduled_reset(last)
+    assert judged(quota_reset_check, last + HOUR + GRACE - 1) == ("ok", "finished")
+    assert judged(quota_reset_check, last + HOUR + GRACE) == ("failed", "stopped")
+    # Through the probe: the status and the metric the dashboards read.
+    report = scheduled(health_handler(now=last + 2 * HOUR))
+    assert report["status"] == "degraded"
+    assert report["checks"]["quota_reset"]["state"] == "stopped"
+    assert metrics.total("HealthCheck", Check="quota_reset") == 0
+
+
+def test_a_retried_older_start_does_not_move_the_schedule_back(quota_reset_check) -> None:
+    scheduled_reset(CREATED + 2 * HOUR)
+    scheduled_reset(CREATED + HOUR)  # Lambda retrying the previous hour's start, late
+    assert last_scheduled_start().timestamp() == CREATED + 2 * HOUR
+    assert judged(quota_reset_check, CREATED + 3 * HOUR + GRACE - 1) == ("ok", "finished")
 
 
 # --- webhook freshness -----------------------------------------------------------------------------

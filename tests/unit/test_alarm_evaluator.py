@@ -477,6 +477,13 @@ def test_fill_gives_every_period_of_the_range_a_value() -> None:
     assert evaluate_math("FILL(m1, 1)").state == ALARM
 
 
+def test_diff_is_each_value_minus_the_one_before_it() -> None:
+    # The oldest value has nothing before it; a gap is bridged to the preceding value.
+    assert evaluate_math("DIFF(m1)", m1=[1, 4, None, 2, 2]).datapoints == [None, 3, None, -2, 0]
+    assert evaluate_math("DIFF(FILL(m1, 0))", m1=[1, 4, None, 2, None]).datapoints == [None, 3, -4, 2, -2]
+    assert evaluate_math("DIFF(m1)").state == INSUFFICIENT_DATA  # no data, no difference
+
+
 def test_expressions_may_use_other_expressions_and_the_only_expression_is_returned() -> None:
     store = MetricStore()
     store.put(MATH_KEYS["m1"], NOW - 1, 4)
@@ -512,6 +519,8 @@ def test_a_single_metric_can_be_returned_from_metrics() -> None:
         ("[m1, m2]", "unexpected '['"),
         ("FILL(5, 0)", "time series as its first argument"),
         ("FILL(m1, m2)", "filler"),
+        ("DIFF(3) + m1", "DIFF needs a time series"),
+        ("DIFF(m1, m2)", "wrong number of arguments (2) for DIFF"),
         ("e1 + 1", "refers to itself"),
         ("", "empty"),
     ],
@@ -898,6 +907,47 @@ def test_after_the_metric_stops_missing_re_evaluates_the_last_datapoints_and_ign
         "missing": [(START + 60, ALARM), (START + 6 * 60, INSUFFICIENT_DATA)],
         "ignore": [(START + 60, ALARM)],
     }
+
+
+def stopped_switch(**overrides: Any) -> dict[str, Any]:
+    """The template's dead-man's switch: 1 in the first silent minute after runs, 0 in a minute with one."""
+    return {
+        "Metrics": [
+            {"Id": "stopped", "Expression": "IF(runs > 0 OR DIFF(runs) < 0, runs == 0)"},
+            {"Id": "runs", "Expression": "FILL(counted, 0)", "ReturnData": False},
+            {**metric_query("m1"), "Id": "counted"},
+        ],
+        "EvaluationPeriods": 1,
+        "Threshold": 1,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "TreatMissingData": "ignore",
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        pytest.param([None] * 21, [], id="never-ran"),
+        pytest.param([None] * 4 + [1] * 17, [(START + 5 * 60, OK)], id="started-late"),
+        pytest.param([1] * 3 + [None] * 18, [(START + 60, OK), (START + 4 * 60, ALARM)], id="stopped-stays"),
+        pytest.param(
+            [1] * 3 + [None] * 4 + [1] * 14,
+            [(START + 60, OK), (START + 4 * 60, ALARM), (START + 8 * 60, OK)],
+            id="stopped-then-back",
+        ),
+    ],
+)
+def test_the_stopped_switch_tells_never_ran_from_stopped(
+    runs: list[float | None], expected: list[tuple[float, str]]
+) -> None:
+    store = MetricStore()
+    for minute, value in enumerate(runs):
+        if value is not None:
+            store.put(MATH_KEYS["m1"], START + minute * 60 + 30, value)
+    # Evaluated long after a silence left the evaluation range: ignore holds ALARM.
+    transitions = AlarmTimeline({"switch": stopped_switch()}, {}, store).run(START, START + 20 * 60)
+    assert transitions["switch"] == expected
 
 
 def test_composite_alarms_follow_their_children_within_the_same_step() -> None:

@@ -34,12 +34,14 @@ from billwatch.models import (
 )
 from billwatch.observability import logger
 from billwatch.plans import PlanCatalog, load_plan_catalog
-from billwatch.quota_reset import run_id_of, segment_checkpoint
+from billwatch.quota_reset import SCHEDULE_SECONDS, last_scheduled_start, run_id_of, segment_checkpoint
 from billwatch.revenue import major_units
 from billwatch.stripe_api import StripeApi, StripeApiFailure
 from billwatch.webhook_marker import WebhookArrivals
 
 SNAPSHOT_KEY = "health#last-probe"
+# The JobCheckpoint whose updated_at is the probe's first run: when the stack began to be watched.
+WATCHING_SINCE = "health#watching-since"
 # A key no item ever has: reading it proves the table answers, with GetItem rights only.
 REACHABILITY_KEY = "health#reachability"
 STALE_AFTER_INTERVALS = 3
@@ -178,7 +180,25 @@ class WebhookFreshnessCheck:
         return passed_if(not stalled, {"age_seconds": age, "stalled": stalled}, points)
 
 
+class QuotaResetState(StrEnum):
+    WAITING = "waiting"  # the schedule has not started a run yet, and was not due to
+    RUNNING = "running"
+    FINISHED = "finished"
+    UNFINISHED = "unfinished"  # started, but not every segment finished within the grace period
+    NEVER_STARTED = "never_started"  # the first run was due and did not start
+    STOPPED = "stopped"  # runs started before, and the next one did not start on time
+
+
 class QuotaResetCheck:
+    """The quota reset keeps to its schedule, judged by when the schedule really starts runs.
+
+    An EventBridge rate counts from when its rule was created, so the hourly run may start at any
+    minute of the hour, and the first one an hour after the rule was created. Each run must finish
+    within the grace period of its start, and the next must start within the grace period of being
+    due, one interval later. Before the first start, the first run is due one interval after the
+    probe first ran: a fresh stack is waiting, not failing.
+    """
+
     name = CheckName.QUOTA_RESET
 
     def __init__(self, segments: int, grace_seconds: int) -> None:
@@ -186,17 +206,55 @@ class QuotaResetCheck:
         self._grace_seconds = grace_seconds
 
     def run(self, now: float) -> CheckResult:
-        # The run of the hour that began at least the grace period ago should be done by now.
-        run_id = run_id_of(dt.datetime.fromtimestamp(now - self._grace_seconds, dt.UTC).isoformat())
-        keys = [JobCheckpoint.key(segment_checkpoint(run_id, segment)) for segment in range(self._segments)]
         try:
-            finished = sum(
-                1 for checkpoint in JobCheckpoint.batch_get(keys, consistent_read=True) if checkpoint.finished
-            )
+            started = last_scheduled_start()
+            if started is None:
+                return self._before_the_first_start(now, watching_since(now))
+            run_id = run_id_of(started.isoformat())
+            finished = self._finished_segments(run_id)
         except Exception:
             return _unreachable(self.name)
-        details = {"run": run_id, "segments": self._segments, "segments_finished": finished}
-        return passed_if(finished == self._segments, details)
+        started_at = started.timestamp()
+        if now >= started_at + SCHEDULE_SECONDS + self._grace_seconds:
+            state = QuotaResetState.STOPPED
+        elif finished == self._segments:
+            state = QuotaResetState.FINISHED
+        elif now < started_at + self._grace_seconds:
+            state = QuotaResetState.RUNNING
+        else:
+            state = QuotaResetState.UNFINISHED
+        details = {
+            "state": state.value,
+            "run": run_id,
+            "segments": self._segments,
+            "segments_finished": finished,
+            "started_seconds_ago": max(0, int(now - started_at)),
+        }
+        healthy = state in (QuotaResetState.RUNNING, QuotaResetState.FINISHED)
+        return passed_if(healthy, details)
+
+    def _before_the_first_start(self, now: float, watched_from: float) -> CheckResult:
+        first_due = watched_from + SCHEDULE_SECONDS
+        state = QuotaResetState.WAITING
+        if now >= first_due + self._grace_seconds:
+            state = QuotaResetState.NEVER_STARTED
+        details = {"state": state.value, "run": None, "segments": self._segments, "segments_finished": 0}
+        return passed_if(state is QuotaResetState.WAITING, details)
+
+    def _finished_segments(self, run_id: str) -> int:
+        keys = [JobCheckpoint.key(segment_checkpoint(run_id, segment)) for segment in range(self._segments)]
+        checkpoints = JobCheckpoint.batch_get(keys, consistent_read=True)
+        return sum(1 for checkpoint in checkpoints if checkpoint.finished)
+
+
+def watching_since(now: float) -> float:
+    """When the probe first ran (recorded on its first run, which is ``now`` then)."""
+    key = JobCheckpoint.key(WATCHING_SINCE)
+    try:
+        return JobCheckpoint.get(key, consistent_read=True).updated_at.timestamp()
+    except JobCheckpoint.DoesNotExist:
+        JobCheckpoint(key, updated_at=dt.datetime.fromtimestamp(now, dt.UTC)).save()
+        return now
 
 
 class DeadLetterQueueCheck:

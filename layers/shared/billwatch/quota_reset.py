@@ -9,10 +9,15 @@ rerun after a crash resets nothing twice and never drops usage recorded after a 
 
 The sweep runs as parallel scan segments. Each segment checkpoints its scan cursor after every
 page, so a run cut short by the Lambda timeout (or a crash) continues from where it stopped.
+
+Each start of the schedule is recorded too: an EventBridge rate counts from when its rule was
+created, not from the hour, so only the schedule's real starts tell the health probe when the
+next run is due.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -21,8 +26,9 @@ from typing import Any
 
 from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import NONE
+from pynamodb.exceptions import PutError
 
-from billwatch.billing_store import conditional_update
+from billwatch.billing_store import CONDITION_FAILED, conditional_update
 from billwatch.config import Settings
 from billwatch.licensing import AccountUsage, Licensing, build_licensing
 from billwatch.metrics import Metric, MetricsRecorder
@@ -31,6 +37,9 @@ from billwatch.observability import logger
 from billwatch.self_invoke import SelfInvoker
 
 PAGE_SIZE = 200
+SCHEDULE_SECONDS = 3600  # QuotaResetFunction's rate(1 hour) in template.yaml
+# The JobCheckpoint whose updated_at is when the schedule last started a run.
+SCHEDULE_CHECKPOINT = "quota-reset#schedule"
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,29 @@ def segment_checkpoint(run_id: str, segment: int) -> str:
 def run_id_of(scheduled_time: str) -> str:
     """One run per scheduled hour: a schedule that fires twice in the hour joins the same run."""
     return scheduled_time[:13]
+
+
+def record_scheduled_start(scheduled_time: str) -> None:
+    """Remembers that the schedule started the run of ``scheduled_time`` (its event's ISO time).
+
+    The record only moves forward: Lambda may retry an older start after a newer one.
+    """
+    started = dt.datetime.fromisoformat(scheduled_time)
+    record = JobCheckpoint(JobCheckpoint.key(SCHEDULE_CHECKPOINT), updated_at=started)
+    try:
+        record.save(JobCheckpoint.updated_at.does_not_exist() | (JobCheckpoint.updated_at < started))
+    except PutError as error:
+        if error.cause_response_code != CONDITION_FAILED:
+            raise
+
+
+def last_scheduled_start() -> dt.datetime | None:
+    """When the schedule last started a run; None before its first."""
+    try:
+        record = JobCheckpoint.get(JobCheckpoint.key(SCHEDULE_CHECKPOINT), consistent_read=True)
+    except JobCheckpoint.DoesNotExist:
+        return None
+    return record.updated_at
 
 
 def build_quota_reset(settings: Settings) -> QuotaReset:
