@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
 from billwatch.alarm_text import Severity
 from billwatch.alert_config import Matcher, matches_all
 from billwatch.alerts import Alert, AlertStatus
-from billwatch.billing_store import CONDITION_FAILED
+from billwatch.billing_store import CONDITION_FAILED, error_code
 from billwatch.models import AlertRecord, BrokenChannel, NotificationRecord, SilenceRecord
 
 RETENTION_SECONDS = 30 * 86400  # resolved alerts and notification records are kept this long
@@ -69,14 +68,7 @@ class SilenceError(ValueError):
 
 
 def _conditional(error: Exception) -> bool:
-    # Not pynamodb's cause_response_code: it raises AttributeError when the cause is a read
-    # timeout (whose response is None), which would turn a temporary failure into a crash.
-    cause = getattr(error, "cause", None)
-    return (
-        isinstance(error, PutError | UpdateError | DeleteError)
-        and isinstance(cause, ClientError)
-        and cause.response.get("Error", {}).get("Code") == CONDITION_FAILED
-    )
+    return isinstance(error, PutError | UpdateError | DeleteError) and error_code(error) == CONDITION_FAILED
 
 
 class AlertStore:

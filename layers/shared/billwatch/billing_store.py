@@ -48,10 +48,19 @@ _PERMANENT_ERROR_CODES = frozenset(
 )
 
 
+def error_code(exc: BaseException) -> str | None:
+    """DynamoDB's error code behind a botocore or pynamodb error; None for a timeout and the like.
+
+    Not pynamodb's ``cause_response_code``: it raises AttributeError when the cause carries no
+    response (a read timeout), which would turn a temporary failure into a crash.
+    """
+    cause = exc if isinstance(exc, ClientError) else getattr(exc, "cause", None)
+    return cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
+
+
 def store_failure(exc: Exception) -> StoreUnavailable | StoreRejected:
     """The failure a DynamoDB error stands for, to raise ``from`` it."""
-    code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-    code = code or getattr(exc, "cause_response_code", None)
+    code = error_code(exc)
     if code in _PERMANENT_ERROR_CODES:
         return StoreRejected(f"DynamoDB refused the request ({code}): {exc}")
     return StoreUnavailable(str(exc))
@@ -239,7 +248,7 @@ class BillingStore:
                 self._remember_link(customer_id, account_id)
                 return
             except PutError as exc:
-                if exc.cause_response_code != CONDITION_FAILED:
+                if error_code(exc) != CONDITION_FAILED:
                     raise store_failure(exc) from exc
             provisional = self.get(customer_id)
             if provisional is None:

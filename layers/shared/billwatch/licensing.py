@@ -27,8 +27,9 @@ from pynamodb.constants import ALL_NEW, ALL_OLD
 from pynamodb.exceptions import GetError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 
+from billwatch import outbox
 from billwatch.access import record_refusal
-from billwatch.billing_store import StoreUnavailable, conditional_update, store_failure
+from billwatch.billing_store import StoreRejected, StoreUnavailable, conditional_update, store_failure
 from billwatch.config import Settings
 from billwatch.metrics import Metric, MetricsRecorder
 from billwatch.models import (
@@ -76,6 +77,7 @@ class UsageDecision:
     resets_at: str | None = None
     crossed_thresholds: tuple[int, ...] = field(default=(), compare=False)
     counted_since: int | None = field(default=None, compare=False)  # identifies the usage period
+    announcements_due: tuple[int, ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"allowed": self.allowed, "feature": self.feature}
@@ -358,8 +360,9 @@ class Licensing:
         after = used + quantity
         since = account.usage_since if current and account.usage_since is not None else now
         crossed = self._crossed(used, after, limit)
+        due = self._unannounced(usage, feature, after, limit, current)
         return UsageDecision(
-            True, feature, None, after, limit, limit - after, iso(period.end), crossed, since
+            True, feature, None, after, limit, limit - after, iso(period.end), crossed, since, due
         )
 
     def _commit(
@@ -450,25 +453,49 @@ class Licensing:
         for threshold in decision.crossed_thresholds:
             if threshold in LIMIT_HIT_THRESHOLDS:
                 self._metrics.add(Metric.LIMIT_HIT, Threshold=str(threshold))
-            if threshold in USAGE_ALERT_THRESHOLDS:
+        for threshold in decision.announcements_due:
+            try:
                 self._announce(account_id, decision, threshold)
+            except (StoreUnavailable, StoreRejected):
+                # The use is counted and answered: failing it now would have the caller count it
+                # again. The threshold stays unannounced, so the feature's next check sends it.
+                logger.warning(
+                    "Could not record a usage announcement; the next check will",
+                    extra={"account_id": account_id, "feature": decision.feature, "threshold": threshold},
+                    exc_info=True,
+                )
 
     @staticmethod
     def _crossed(before: int, after: int, limit: int) -> tuple[int, ...]:
         thresholds = sorted({*LIMIT_HIT_THRESHOLDS, *USAGE_ALERT_THRESHOLDS})
         return tuple(t for t in thresholds if before * 100 < t * limit <= after * 100)
 
+    @staticmethod
+    def _unannounced(
+        usage: AccountUsage, feature: str, used: int, limit: int, current: bool = True
+    ) -> tuple[int, ...]:
+        """Alert thresholds the period's usage has reached that no check has announced yet.
+
+        Judged from the state, not from this check's crossing: one that a failed write or a dead
+        invocation left unannounced goes out with the feature's next check.
+        """
+        stored = usage.raw.get(usage_announcements(feature).attr_name, {}).get("NS", []) if current else []
+        announced = {int(float(number)) for number in stored}
+        return tuple(
+            t for t in sorted(USAGE_ALERT_THRESHOLDS) if t * limit <= used * 100 and t not in announced
+        )
+
     def _announce(self, account_id: str, decision: UsageDecision, threshold: int) -> None:
-        """Once per account, feature, threshold and period: the write that records it decides."""
+        """Once per account, feature, threshold and period: the write that records it decides.
+
+        The same write records the announcement as a side-effects entry (billwatch.outbox), so a
+        publish that fails, or an invocation that dies, leaves it to the scheduled sweep.
+        """
         announced = usage_announcements(decision.feature)
         condition = (BillingAccount.usage_since == decision.counted_since) & (
             announced.does_not_exist() | ~announced.contains(threshold)
         )
-        accepted, _ = conditional_update(
-            account_id, [announced.add({threshold})], condition, return_values=ALL_NEW
-        )
-        if not accepted:
-            return
+        now = int(self._clock())
         event = {
             "type": USAGE_EVENT_TYPE,
             "account_id": account_id,
@@ -478,12 +505,17 @@ class Licensing:
             "used": decision.used,
             "limit": decision.limit,
             "period": {"since": iso(decision.counted_since), "resets_at": decision.resets_at},
-            "occurred_at": iso(int(self._clock())),
+            "occurred_at": iso(now),
         }
-        try:
-            self._usage_events.publish(event)
-        except Exception:
-            logger.exception("Failed to publish a usage threshold event", extra={"usage_event": event})
+        key = outbox.usage_key(account_id, decision.feature, threshold, decision.counted_since)
+        facts = {"kind": outbox.USAGE_KIND, "event": event}
+        actions = [
+            announced.add({threshold}),
+            *outbox.write_actions(account_id, key, facts, now, with_standing=False),
+        ]
+        accepted, _ = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
+        if accepted:
+            outbox.publish_recorded(account_id, key, event, self._usage_events)
 
     def _check_boolean(self, account_id: str, feature: str) -> UsageDecision:
         """A feature without a quota is on or off: nothing to count."""
@@ -579,6 +611,7 @@ class Licensing:
             iso(period.end),
             crossed,
             usage.account.usage_since,
+            self._unannounced(usage, feature, used, limit),
         )
 
     def _update(self, account_id: str, actions: list, condition: Condition) -> tuple[bool, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pynamodb.exceptions import UpdateError
 
-from billwatch.billing_store import CONDITION_FAILED
+from billwatch.billing_store import CONDITION_FAILED, error_code
 from billwatch.models import WebhookMarker
 from billwatch.observability import logger
 
@@ -41,7 +41,7 @@ class WebhookArrivals:
                 condition=WebhookMarker.received_at.does_not_exist() | (WebhookMarker.received_at < now),
             )
         except Exception as error:
-            if isinstance(error, UpdateError) and error.cause_response_code == CONDITION_FAILED:
+            if isinstance(error, UpdateError) and error_code(error) == CONDITION_FAILED:
                 return  # another container already recorded a later arrival
             logger.warning("Could not record the webhook arrival marker", exc_info=True)
 
