@@ -2,13 +2,16 @@
 
 Stripe signs ``f"{t}.{raw_body}"`` with HMAC-SHA256 using each active endpoint secret and sends
 ``t=<unix ts>,v1=<hex>[,v1=<hex>...]`` - one ``v1`` per active secret while a secret is being rolled.
+
+Written apart from ``billwatch.signature`` on purpose: the tests sign with this and verify with
+that, so a mistake in one is not repeated in the other; and the dev tools run without the layer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
-
-from billwatch.signature import signed_by
 
 __all__ = ["LOCAL_DEV_SECRET", "compute_signature", "stripe_signature_header"]
 
@@ -18,7 +21,8 @@ LOCAL_DEV_SECRET = "whsec_local_dev_secret"  # nosec B105 # the documented publi
 
 def compute_signature(payload: bytes, secret: str, timestamp: int) -> str:
     """Hex HMAC-SHA256 of ``f"{timestamp}.{payload}"`` keyed with ``secret`` (the ``v1`` value)."""
-    return signed_by(payload, timestamp, secret)
+    signed = str(timestamp).encode("ascii") + b"." + payload
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
 
 
 def stripe_signature_header(
