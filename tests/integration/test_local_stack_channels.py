@@ -14,8 +14,13 @@ def test_slack_and_pagerduty_get_the_alerts_of_a_firing_alarm(monkeypatch: pytes
         monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "R0UT1NGKEY")
         monkeypatch.setenv("PAGERDUTY_EVENTS_URL", receivers.url("/pagerduty"))
         with LocalStack(autorun=False).start(port=0) as stack:
-            # Nothing ran yet: the probe's dead-man's switch fires (critical), as after a deploy.
-            fired = stack.alarms.evaluate(stack.clock.now() + 60)
+            # The probe ran once and then stopped: its dead-man's switch fires (critical) once a
+            # whole window passes without it. (A stack where it never ran pages nobody.)
+            started = stack.clock.now()
+            stack.invoke("HealthProbeFunction", {"source": "aws.events", "detail-type": "Scheduled Event"})
+            early = stack.alarms.evaluate(started + 60)
+            assert [event.alarm for event in early if event.new_state == "ALARM" and event.topics] == []
+            fired = stack.alarms.evaluate(started + 1260)
             stack.topics.drain()
 
         assert "HealthProbeMissing" in {event.alarm for event in fired if event.new_state == "ALARM"}
