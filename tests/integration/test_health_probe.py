@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -438,6 +439,45 @@ def test_shallow_health_reports_the_last_snapshot_and_its_age(probe_env) -> None
     status, body, _ = get_health(handler)
     assert (status, body["status"]) == (200, "degraded")
     assert body["checks"]["probe"] == {"status": "failed", "reason": "stale", "age_seconds": 181}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        # What a buyer's client_reference_id could write onto the key before ids were checked.
+        {"merged_into": {"S": "acct_1"}, "last_checkout_status": {"S": "completed"}},
+        {"probed_at": {"N": "1796600000"}, "report": {"S": "not json"}},
+        {"probed_at": {"N": "1796600000"}, "report": {"S": "[1, 2]"}},
+        {"probed_at": {"N": "1796600000"}, "report": {"S": '{"dynamodb": "ok"}'}},
+        {"report": {"S": "{}"}, "subscription_status": {"S": "active"}},
+    ],
+)
+def test_whatever_the_snapshot_item_holds_get_health_answers(probe_env, stored) -> None:
+    import boto3
+
+    boto3.client("dynamodb").put_item(
+        TableName=os.environ["BILLING_TABLE_NAME"], Item={"pk": {"S": "health#last-probe"}, **stored}
+    )
+    status, body, _ = get_health(health_handler())
+    assert (status, body["checks"]["probe"]) == (200, {"status": "failed", "reason": "unreadable"})
+
+
+def test_a_read_timeout_on_the_arrival_marker_never_fails_a_webhook(
+    webhooks: WebhookClient, monkeypatch
+) -> None:
+    from botocore.client import BaseClient
+    from botocore.exceptions import ReadTimeoutError
+
+    original = BaseClient._make_api_call
+
+    def timing_out(self: BaseClient, operation: str, params: dict) -> Any:
+        if operation == "UpdateItem" and params["Key"].get("pk", {}).get("S") == "marker#webhook-received":
+            raise ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", timing_out)
+    sub = se.subscription(id="sub_t", customer="cus_t", metadata={"account_id": "acct_t"})
+    assert webhooks.post(se.event("customer.subscription.created", sub)).status == 200
 
 
 @pytest.mark.parametrize("value", ["0", "true", "yes", "1,1", ""])

@@ -427,12 +427,18 @@ class HealthProbe:
             return HealthReport.of(
                 {CheckName.DYNAMODB.value: {"status": CheckStatus.FAILED.value, "error": UNREACHABLE}}
             )
+        checks = _stored_checks(snapshot)
+        if checks is None:
+            # Whatever the item holds (an older shape, or fields written onto it before ids from
+            # outside were kept off internal keys), /health answers; the next probe rewrites it.
+            logger.warning("The stored health snapshot cannot be read; waiting for the next probe")
+            return HealthReport.of({PROBE: {"status": CheckStatus.FAILED.value, "reason": "unreadable"}})
         age = max(0, int(self.clock()) - int(snapshot.probed_at))
         fresh = age <= STALE_AFTER_INTERVALS * self._interval_seconds
         probe = {"status": CheckStatus.OK.value, "age_seconds": age}
         if not fresh:
             probe = {"status": CheckStatus.FAILED.value, "reason": "stale", "age_seconds": age}
-        return HealthReport.of({**json.loads(snapshot.report), PROBE: probe})
+        return HealthReport.of({**checks, PROBE: probe})
 
 
 def build_health_probe(settings: Settings) -> HealthProbe:
@@ -469,3 +475,16 @@ def build_health_probe(settings: Settings) -> HealthProbe:
         MetricsRecorder(settings.metrics_namespace, settings.service_name),
         settings.health_probe_interval_seconds,
     )
+
+
+def _stored_checks(snapshot: HealthSnapshot) -> dict[str, Any] | None:
+    """The checks a stored snapshot holds, or None when it holds no readable report."""
+    if snapshot.probed_at is None or not isinstance(snapshot.report, str):
+        return None
+    try:
+        checks = json.loads(snapshot.report)
+    except ValueError:
+        return None
+    if not isinstance(checks, dict) or not all(isinstance(check, dict) for check in checks.values()):
+        return None
+    return checks
