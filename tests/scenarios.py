@@ -14,12 +14,12 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import MetricStore
@@ -42,6 +42,25 @@ def iam_api_event(method: str, path: str, body: dict | None, caller: str) -> dic
         event.pop("body", None)
     event["requestContext"]["authorizer"] = {"iam": {"userArn": caller}}
     return event
+
+
+def dynamodb_error(code: str) -> Callable[[str], Exception]:
+    """A DynamoDB error of ``code`` for an operation, as botocore raises it."""
+    return lambda operation: ClientError({"Error": {"Code": code, "Message": f"{code} injected"}}, operation)
+
+
+def read_timeout(operation: str) -> ReadTimeoutError:
+    """The answer lost on the way back: the caller cannot know whether the request was applied."""
+    return ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+
+
+# A refusal DynamoDB gives every time (422), and failures a retry may fix (503).
+STORE_FAILURES = [
+    pytest.param(dynamodb_error("ValidationException"), 422, id="validation"),
+    pytest.param(dynamodb_error("ProvisionedThroughputExceededException"), 503, id="throttled"),
+    pytest.param(dynamodb_error("InternalServerError"), 503, id="5xx"),
+    pytest.param(read_timeout, 503, id="timeout"),
+]
 
 
 def throughput_exceeded(operation: str) -> ClientError:

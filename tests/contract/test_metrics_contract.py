@@ -85,9 +85,15 @@ def exercise_every_metric_path(
     free = se.subscription(
         id="sub_up", customer="cus_up", metadata={"account_id": "acct_up"}, lookup_key=None
     )
-    assert scenario.webhook(se.event("customer.subscription.created", free, created=int(time.time()) - 20)) == 200
+    assert (
+        scenario.webhook(se.event("customer.subscription.created", free, created=int(time.time()) - 20))
+        == 200
+    )
     upgraded = se.subscription(id="sub_up", customer="cus_up", metadata={"account_id": "acct_up"})
-    assert scenario.webhook(se.event("customer.subscription.updated", upgraded, created=int(time.time()) - 10)) == 200
+    assert (
+        scenario.webhook(se.event("customer.subscription.updated", upgraded, created=int(time.time()) - 10))
+        == 200
+    )
     stale = se.subscription(id="sub_demo", customer="cus_demo", metadata={"account_id": "acct_demo"})
     assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1_600_000_000)) == 200
     assert scenario.webhook(se.event("customer.updated", se.customer(id="cus_demo"))) == 200  # unhandled

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError
 
 from devtools import stripe_events as se
+from tests.scenarios import STORE_FAILURES
 from tests.support import LambdaContext, load_handler
 
 CALLER = "arn:aws:sts::123456789012:assumed-role/BillingService/checkout"  # any IAM caller
@@ -250,23 +249,10 @@ def failing_dynamodb(monkeypatch) -> dict[str, Any]:
     return fault
 
 
-def dynamodb_error(code: str) -> Callable[[str], Exception]:
-    return lambda operation: ClientError({"Error": {"Code": code, "Message": f"{code} injected"}}, operation)
-
-
 @pytest.mark.parametrize(("method", "path", "body"), LICENSING_ROUTES)
 @pytest.mark.parametrize(
     ("error", "status"),
-    [
-        pytest.param(dynamodb_error("ValidationException"), 422, id="validation"),
-        pytest.param(dynamodb_error("ProvisionedThroughputExceededException"), 503, id="throttled"),
-        pytest.param(dynamodb_error("InternalServerError"), 503, id="5xx"),
-        pytest.param(
-            lambda operation: ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"),
-            503,
-            id="timeout",
-        ),
-    ],
+    STORE_FAILURES,
 )
 def test_a_refused_request_is_a_422_and_only_what_may_pass_is_a_503(
     admin_api, failing_dynamodb, method, path, body, error, status

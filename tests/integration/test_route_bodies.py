@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError, ReadTimeoutError
 
 from billwatch.self_invoke import SelfInvoker
 from tests.alert_events import dispatcher_environment
 from tests.alert_receivers import alert_receivers
-from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, iam_api_event
+from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, STORE_FAILURES, iam_api_event
 from tests.support import LambdaContext, load_handler
 
 DEEP = 100_000
@@ -141,10 +140,6 @@ def test_a_silence_too_big_for_dynamodb_is_refused_at_the_door(handlers, aws_cal
     assert aws_calls == []
 
 
-def dynamodb_error(code: str) -> Callable[[str], Exception]:
-    return lambda operation: ClientError({"Error": {"Code": code, "Message": f"{code} injected"}}, operation)
-
-
 SILENCES_ROUTES = [
     (
         "POST",
@@ -160,15 +155,7 @@ SILENCES_ROUTES = [
 @pytest.mark.parametrize(("method", "path", "body"), SILENCES_ROUTES)
 @pytest.mark.parametrize(
     ("error", "status"),
-    [
-        pytest.param(dynamodb_error("ValidationException"), 422, id="validation"),
-        pytest.param(dynamodb_error("ProvisionedThroughputExceededException"), 503, id="throttled"),
-        pytest.param(
-            lambda operation: ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"),
-            503,
-            id="timeout",
-        ),
-    ],
+    STORE_FAILURES,
 )
 def test_the_silences_routes_answer_a_refusal_with_422_and_an_outage_with_503(
     handlers, monkeypatch, method, path, body, error, status

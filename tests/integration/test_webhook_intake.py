@@ -137,7 +137,8 @@ def test_a_body_over_the_limit_gets_413(webhooks, aws) -> None:
         ),
         (b'{"id": "evt_1", "type": "invoice.paid", "created": 1700000000, "data": {}}', "data.object"),
         (
-            b'{"id": "evt_1", "type": "customer.subscription.updated", "created": 1700000000, "data": {"object": {}}}',
+            b'{"id": "evt_1", "type": "customer.subscription.updated", "created": 1700000000,'
+            b' "data": {"object": {}}}',
             "status",
         ),
     ],
@@ -365,7 +366,10 @@ def test_an_unknown_price_is_the_free_tier(webhooks) -> None:
 @pytest.mark.parametrize("legacy", [False, True], ids=["api-2025-09-30", "api-2024-06-20"])
 def test_both_api_version_shapes(webhooks, metrics, legacy: bool) -> None:
     event = sub_event(
-        "customer.subscription.created", legacy=legacy, current_period_start=NOW - 111, current_period_end=NOW + 222
+        "customer.subscription.created",
+        legacy=legacy,
+        current_period_start=NOW - 111,
+        current_period_end=NOW + 222,
     )
     assert event["api_version"] == (se.LEGACY_API_VERSION if legacy else se.NEW_API_VERSION)
     webhooks.post(event)
