@@ -78,6 +78,16 @@ def failing_once(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
     monkeypatch.setattr(BusinessEventPublisher, "publish", publish)
 
 
+def dies_after_the_commit(
+    webhooks: WebhookClient, event: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posts ``event`` to an invocation that a Crash kills, and lets its time run out."""
+    monkeypatch.setattr(LambdaContext, "get_remaining_time_in_millis", lambda self: 1)
+    with pytest.raises(Crash):
+        webhooks.post(event)
+    time.sleep(0.01)  # the dead invocation's time is up, and with it its in-progress record
+
+
 def test_a_publish_that_fails_after_the_commit_is_delivered_by_the_sweep(
     handler, billing_topic, metrics, monkeypatch
 ) -> None:
@@ -105,12 +115,9 @@ def test_a_crash_right_after_the_commit_is_delivered_by_stripes_retry(
     handler, billing_topic, metrics, monkeypatch
 ) -> None:
     failing_once(monkeypatch, Crash())
-    monkeypatch.setattr(LambdaContext, "get_remaining_time_in_millis", lambda self: 1)
     webhooks = WebhookClient(handler)
     event = failed_payment()
-    with pytest.raises(Crash):
-        webhooks.post(event)
-    time.sleep(0.01)  # the dead invocation's time runs out, and with it its in-progress record
+    dies_after_the_commit(webhooks, event, monkeypatch)
     response = webhooks.post(event)
     assert (response.status, response.body["outcome"]) == (200, "duplicate")
     (published,) = billing_topic()
@@ -122,11 +129,7 @@ def test_a_crash_with_no_retry_is_delivered_by_the_sweep(
     handler, billing_topic, metrics, monkeypatch
 ) -> None:
     failing_once(monkeypatch, Crash())
-    monkeypatch.setattr(LambdaContext, "get_remaining_time_in_millis", lambda self: 1)
-    webhooks = WebhookClient(handler)
-    with pytest.raises(Crash):
-        webhooks.post(failed_payment())
-    time.sleep(0.01)
+    dies_after_the_commit(WebhookClient(handler), failed_payment(), monkeypatch)
     metrics_before = metrics.total("PaymentFailed")
     assert sweep(handler) == {"delivered": 1, "removed": 1, "failed": 0}
     assert len(billing_topic()) == 1
@@ -146,13 +149,10 @@ def test_a_crash_before_the_metrics_loses_no_business_movement(handler, metrics,
         return original(self, effects, *args)
 
     monkeypatch.setattr(side_effects.BusinessEffects, "deliver", deliver)
-    monkeypatch.setattr(LambdaContext, "get_remaining_time_in_millis", lambda self: 1)
-    webhooks = WebhookClient(handler)
     live = se.subscription(id="sub_1", customer="cus_1", metadata={"account_id": "acct_1"})
-    with pytest.raises(Crash):
-        webhooks.post(se.event("customer.subscription.created", live, created=int(time.time()) - 5))
+    created = se.event("customer.subscription.created", live, created=int(time.time()) - 5)
+    dies_after_the_commit(WebhookClient(handler), created, monkeypatch)
     assert metrics.total("SubscriptionsNew") == 0
-    time.sleep(0.01)
     sweep(handler)
     assert metrics.total("SubscriptionsNew") == 1
     assert metrics.total("SubscriptionCreated", Tier="PRO") == 1
