@@ -21,12 +21,10 @@ from billwatch.http_answers import (
     store_failure_answer,
     unsupported_content_type,
 )
+from billwatch.ids import ACCOUNT_ID_PATTERN
 from billwatch.licensing import MAX_QUANTITY, UsageRequestError, build_licensing
 from billwatch.observability import logger
 
-# ASCII and at most 128 characters, so far inside DynamoDB's 2,048-byte key (with an idempotency
-# key, in the receipt's too): an id too long is refused here, before DynamoDB is asked.
-ACCOUNT_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
 STATUS_OF_REASON = {None: 200, "quota_exceeded": 429, "feature_not_in_plan": 403}
 
 settings = load_settings(webhook_secret=False)
@@ -66,13 +64,13 @@ def _bad_usage(error: UsageRequestError) -> Response:
 
 
 @app.get("/v1/accounts/<account_id>/entitlements")
-def get_entitlements(account_id: Annotated[str, Path(pattern=ACCOUNT_ID)]) -> dict[str, Any]:
+def get_entitlements(account_id: Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN)]) -> dict[str, Any]:
     return licensing.entitlements(account_id)
 
 
 @app.post("/v1/accounts/<account_id>/usage")
 def record_usage(
-    account_id: Annotated[str, Path(pattern=ACCOUNT_ID)], request: Annotated[UsageRequest, Body()]
+    account_id: Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN)], request: Annotated[UsageRequest, Body()]
 ):  # no return annotation: Powertools would validate the Response object as the body
     if request.idempotency_key:
         decision = licensing.use_idempotently(
@@ -85,20 +83,20 @@ def record_usage(
 
 @app.put("/admin/accounts/<account_id>/tier-override")
 def set_tier_override(
-    account_id: Annotated[str, Path(pattern=ACCOUNT_ID)], request: Annotated[TierOverride, Body()]
+    account_id: Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN)], request: Annotated[TierOverride, Body()]
 ) -> dict[str, Any]:
     return licensing.set_tier_override(account_id, request.tier)
 
 
 @app.post("/admin/accounts/<account_id>/grants")
 def grant_quota(
-    account_id: Annotated[str, Path(pattern=ACCOUNT_ID)], request: Annotated[QuotaGrant, Body()]
+    account_id: Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN)], request: Annotated[QuotaGrant, Body()]
 ) -> dict[str, Any]:
     return licensing.grant(account_id, request.feature, request.quantity)
 
 
 @app.post("/admin/accounts/<account_id>/usage-reset")
-def reset_usage(account_id: Annotated[str, Path(pattern=ACCOUNT_ID)]) -> dict[str, Any]:
+def reset_usage(account_id: Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN)]) -> dict[str, Any]:
     return licensing.reset_usage(account_id)
 
 

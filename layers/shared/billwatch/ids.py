@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-# The licensing API's path pattern: the ids an operator can reach an account by.
+# The licensing API's path pattern too: ASCII, no "#", at most 128 characters, so far inside
+# DynamoDB's 2,048-byte key (in a usage receipt's too): too long is refused before DynamoDB is asked.
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 # Stripe's object ids are a prefix and letters and digits; test fixtures add underscores.
 CUSTOMER_ID_PATTERN = r"^cus_[A-Za-z0-9_]{1,100}$"
