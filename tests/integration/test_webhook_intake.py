@@ -647,3 +647,43 @@ def test_a_permanent_store_failure_is_not_dressed_up_as_temporary(
     assert (response.status, response.body["error"]) == (status, error)
     assert code in response.body["message"] or status == 503
     assert table_items(aws["BillingStateTable"]) == []
+
+
+def test_a_buyers_client_reference_id_cannot_take_over_another_customers_account(webhooks, metrics) -> None:
+    """A Payment Link takes client_reference_id from its URL: anyone can name any account with it."""
+    victim = se.subscription(id="sub_victim", customer="cus_victim", metadata={"account_id": "acct_victim"})
+    assert webhooks.post(se.event("customer.subscription.created", victim, created=NOW)).status == 200
+    before = table_items_by_key()
+
+    claim = se.checkout_session(customer="cus_attacker", client_reference_id="acct_victim")
+    claim["metadata"] = {}
+    response = webhooks.post(se.event("checkout.session.completed", claim, created=NOW + 1))
+    assert (response.status, response.body["outcome"]) == (200, "unattributed")
+    assert metrics.total("WebhookIdRefused", Field="data.object.client_reference_id") == 1
+    # The attacker's own subscription, then its cancellation, stay with the attacker's customer.
+    own = se.subscription(id="sub_attacker", customer="cus_attacker")
+    webhooks.post(se.event("customer.subscription.created", own, created=NOW + 2))
+    webhooks.post(se.event("customer.subscription.deleted", {**own, "status": "canceled"}, created=NOW + 3))
+    after = table_items_by_key()
+    assert after["acct_victim"] == before["acct_victim"]
+    assert account("acct_victim").tier == "PRO" and account("acct_victim").stripe_customer_id == "cus_victim"
+    assert "merged_into" not in after["cus_attacker"]
+
+
+def test_a_claim_names_an_account_no_customer_holds_or_the_claimants_own(webhooks) -> None:
+    fresh = se.checkout_session(customer="cus_new", client_reference_id="acct_new")
+    fresh["metadata"] = {}
+    assert (
+        webhooks.post(se.event("checkout.session.completed", fresh, created=NOW)).body["outcome"] == "applied"
+    )
+    again = se.checkout_session(customer="cus_new", client_reference_id="acct_new")
+    again["metadata"] = {}
+    assert (
+        webhooks.post(se.event("checkout.session.completed", again, created=NOW + 1)).body["outcome"]
+        == "applied"
+    )
+    assert account("acct_new").stripe_customer_id == "cus_new"
+
+
+def table_items_by_key() -> dict[str, dict]:
+    return {item["pk"]["S"]: item for item in table_items(BillingAccount.Meta.table_name)}

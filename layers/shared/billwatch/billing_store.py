@@ -70,6 +70,9 @@ def store_failure(exc: Exception) -> StoreUnavailable | StoreRejected:
 class AccountRef:
     account_id: str | None  # named by Stripe metadata or a checkout's client_reference_id
     customer_id: str | None
+    # The account id is a claim anyone can make (a Payment Link takes client_reference_id from
+    # its URL): it may name an account that no other Stripe customer holds, never take one over.
+    claimed: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class ApplyOutcome(StrEnum):
     STALE = "stale"
     ALREADY_APPLIED = "already_applied"
     UNATTRIBUTED = "unattributed"
+    CLAIM_REFUSED = "claim_refused"  # a claimed account already belongs to another customer
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class BillingStore:
             return ApplyResult(ApplyOutcome.UNATTRIBUTED)
         linking = ref.customer_id if ref.account_id else None
         for _ in range(_MAX_REDIRECTS):
-            accepted, current, pending = self._conditional_update(key, change, linking)
+            accepted, current, pending = self._conditional_update(key, change, linking, ref.claimed)
             if accepted:
                 if linking and current.stripe_customer_id != linking:
                     self._ensure_link(linking, key)
@@ -159,6 +163,8 @@ class BillingStore:
                 self._remember_link(key, current.merged_into)
                 key = current.merged_into
                 continue
+            if ref.claimed and current is not None and current.stripe_customer_id not in (None, linking):
+                return ApplyResult(ApplyOutcome.CLAIM_REFUSED, None, None)
             if linking:
                 # The write may have landed before a crash that cut the link step short.
                 self._ensure_link(linking, key)
@@ -168,7 +174,7 @@ class BillingStore:
         raise StoreUnavailable(f"too many redirects resolving account {key}")
 
     def _conditional_update(
-        self, key: str, change: StateChange, linking: str | None
+        self, key: str, change: StateChange, linking: str | None, claimed: bool = False
     ) -> tuple[bool, BillingAccount | None, dict[str, outbox.Entry]]:
         """Whether the condition accepted the write, the item as it was before it, and the side
         effects that item still had to deliver."""
@@ -192,6 +198,10 @@ class BillingStore:
         if successor is not None:
             newer |= successor
         condition = BillingAccount.merged_into.does_not_exist() & newer
+        if claimed and linking:
+            condition &= BillingAccount.stripe_customer_id.does_not_exist() | (
+                BillingAccount.stripe_customer_id == linking
+            )
         guard = self._subscription_guard(change)
         if guard is not None:
             condition &= guard

@@ -61,7 +61,10 @@ _OUTCOME_OF_APPLY = {
     ApplyOutcome.STALE: IntakeOutcome.STALE,
     ApplyOutcome.ALREADY_APPLIED: IntakeOutcome.DUPLICATE,
     ApplyOutcome.UNATTRIBUTED: IntakeOutcome.UNATTRIBUTED,
+    ApplyOutcome.CLAIM_REFUSED: IntakeOutcome.UNATTRIBUTED,
 }
+# Where a claim came from that names an account another Stripe customer already holds.
+CLAIM_FIELD = "data.object.client_reference_id"
 
 
 @dataclass(frozen=True)
@@ -222,13 +225,8 @@ class WebhookIntake:
             self._metrics.add(Metric.WEBHOOK_UNHANDLED, EventType=parsed.type)
             return IntakeResult(IntakeOutcome.UNHANDLED, parsed.id, parsed.type)
         if parsed.refused_id_field:
-            # Answered 2xx: Stripe resending the same id changes nothing. The field is named, the
-            # value is not logged (it can be anything a buyer typed).
-            self._metrics.add(Metric.WEBHOOK_ID_REFUSED, Field=parsed.refused_id_field)
-            logger.warning(
-                "Left a Stripe event unattributed: an id in it cannot name an account",
-                extra={"event_id": parsed.id, "event_type": parsed.type, "field": parsed.refused_id_field},
-            )
+            # Answered 2xx: Stripe resending the same id changes nothing.
+            self._refuse_id(parsed, parsed.refused_id_field, "it cannot name an account")
             return IntakeResult(IntakeOutcome.UNATTRIBUTED, parsed.id, parsed.type)
         from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
@@ -240,12 +238,23 @@ class WebhookIntake:
         if applied.get("duplicate"):
             self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
             return IntakeResult(IntakeOutcome.DUPLICATE, parsed.id, parsed.type, applied.get("account_id"))
-        outcome = _OUTCOME_OF_APPLY[ApplyOutcome(applied["outcome"])]
+        applied_outcome = ApplyOutcome(applied["outcome"])
+        if applied_outcome is ApplyOutcome.CLAIM_REFUSED:
+            self._refuse_id(parsed, CLAIM_FIELD, "it names an account that another Stripe customer holds")
+        outcome = _OUTCOME_OF_APPLY[applied_outcome]
         if outcome is IntakeOutcome.STALE:
             self._metrics.add(Metric.WEBHOOK_STALE_IGNORED, EventType=parsed.type)
         elif outcome is IntakeOutcome.DUPLICATE:
             self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
         return IntakeResult(outcome, parsed.id, parsed.type, applied.get("account_id"))
+
+    def _refuse_id(self, parsed: ParsedEvent, field: str, why: str) -> None:
+        """The field is named, never its value: it can be anything a buyer typed."""
+        self._metrics.add(Metric.WEBHOOK_ID_REFUSED, Field=field)
+        logger.warning(
+            f"Left a Stripe event unattributed: the id in {field} was refused, {why}",
+            extra={"event_id": parsed.id, "event_type": parsed.type, "field": field},
+        )
 
     def _apply(self, event: Mapping[str, Any], parsed: ParsedEvent) -> dict[str, Any]:
         """Runs once per Stripe event id; its result is what a duplicate delivery gets back.

@@ -368,7 +368,9 @@ def _parse_handled(
 
     if event_type.startswith("checkout.session."):
         completed = event_type == "checkout.session.completed"
-        account_id = _account_id((obj.get("metadata"), "data.object.")) or _client_reference(obj)
+        account_id = _account_id((obj.get("metadata"), "data.object."))
+        claimed = account_id is None and _client_reference(obj) is not None
+        account_id = account_id or _client_reference(obj)
         change = StateChange(
             group="checkout",
             version=event_version(created, 1 if completed else 0, event_id),
@@ -377,7 +379,9 @@ def _parse_handled(
                 "last_checkout_status": "completed" if completed else "expired",
             },
         )
-        return ParsedEvent(event_id, event_type, created, AccountRef(account_id, customer_id), change)
+        return ParsedEvent(
+            event_id, event_type, created, AccountRef(account_id, customer_id, claimed), change
+        )
 
     if event_type == "entitlements.active_entitlement_summary.updated":
         entries = _dig(obj, "entitlements", "data")
