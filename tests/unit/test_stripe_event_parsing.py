@@ -141,11 +141,72 @@ def _subscription_event(**subscription: object) -> dict:
         (se.event("invoice.payment_failed", {**se.invoice(), "amount_paid": -1}, created=NOW), "amount_paid"),
         (se.event("invoice.paid", se.invoice(), created=NOW, id="evt_1#x"), "id"),
         (se.event("invoice.paid", se.invoice(), created=NOW, id="x" * 5000), "id"),
+        (se.event("x" * 129, {"id": "obj_1"}, created=NOW), "type"),
+        (se.event("Invoice.Paid\n", {"id": "obj_1"}, created=NOW), "type"),
+        (
+            se.event("invoice.payment_failed", {**se.invoice(), "currency": "usd\u0000"}, created=NOW),
+            "currency",
+        ),
+        (
+            se.event("invoice.payment_failed", {**se.invoice(), "attempt_count": -1}, created=NOW),
+            "attempt_count",
+        ),
     ],
 )
 def test_out_of_range_times_amounts_and_ids_are_malformed_and_named(event: dict, field: str) -> None:
     with pytest.raises(MalformedEvent, match=field):
         parse_event(event, CATALOG, now=NOW)
+
+
+def _priced(**price: object) -> dict:
+    subscription = se.subscription()
+    subscription["items"]["data"][0]["price"].update(price)
+    return se.event("customer.subscription.updated", subscription, created=NOW - 60)
+
+
+def _discounted(coupon: dict) -> dict:
+    return se.event(
+        "customer.subscription.updated",
+        {**se.subscription(), "discounts": [{"id": "di_1", "coupon": {"duration": "forever", **coupon}}]},
+        created=NOW - 60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (_priced(recurring={"interval": "month", "interval_count": -1}), "interval_count"),
+        (_priced(recurring={"interval": "month", "interval_count": 10**6}), "interval_count"),
+        (_priced(unit_amount_decimal="1e40"), "unit_amount_decimal"),
+        (_priced(unit_amount_decimal="-5"), "unit_amount_decimal"),
+        (_priced(unit_amount_decimal="NaN"), "unit_amount_decimal"),
+        (_discounted({"percent_off": 300}), "percent_off"),
+        (_discounted({"amount_off": -100, "currency": "usd"}), "amount_off"),
+        (
+            _subscription_event(current_period_start=NOW + 86400 * 365, created=NOW - 60),
+            "current_period_start",
+        ),
+        (
+            _subscription_event(current_period_start=NOW - 10, current_period_end=NOW - 20, created=NOW - 60),
+            "current_period_end is not after",
+        ),
+    ],
+)
+def test_prices_discounts_and_periods_out_of_range_are_malformed(event: dict, field: str) -> None:
+    with pytest.raises(MalformedEvent, match=field):
+        parse_event(event, CATALOG, now=NOW)
+
+
+def test_a_monthly_revenue_beyond_any_real_one_is_malformed() -> None:
+    subscription = se.subscription()
+    subscription["items"]["data"][0]["quantity"] = 10**9
+    subscription["items"]["data"][0]["price"].update(
+        unit_amount=999_999_999_999, unit_amount_decimal="999999999999"
+    )
+    with pytest.raises(MalformedEvent, match="monthly revenue"):
+        parse_event(
+            se.event("customer.subscription.updated", subscription, created=NOW - 60), CATALOG, now=NOW
+        )
 
 
 def test_plausible_edges_are_read() -> None:

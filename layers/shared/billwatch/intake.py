@@ -36,6 +36,7 @@ from billwatch.stripe_events import (
     SUBSCRIPTION_EVENTS,
     MalformedEvent,
     ParsedEvent,
+    is_event_type,
     parse_event,
     subscription_change,
 )
@@ -186,9 +187,7 @@ class WebhookIntake:
             parsed = parse_event(event, self._catalog)
         except MalformedEvent as malformed:
             event_type = event.get("type") if isinstance(event, Mapping) else None
-            raise self._rejected(
-                malformed, event_type if isinstance(event_type, str) else "unknown"
-            ) from None
+            raise self._rejected(malformed, event_type if is_event_type(event_type) else "unknown") from None
         self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=parsed.type)
         log_context = {"event_id": parsed.id, "event_type": parsed.type}
         try:

@@ -6,9 +6,11 @@ pinned version, so every reader here accepts both the older and the newer placem
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from billwatch.billing_store import AccountRef, StateChange
@@ -70,6 +72,21 @@ SCHEDULED_MAX_AHEAD_SECONDS = 5 * 366 * 86400
 # Minor units: Stripe's largest amount is 12 digits (zero-decimal currencies such as IDR).
 MAX_AMOUNT = 999_999_999_999
 MAX_QUANTITY = 1_000_000_000
+MAX_ATTEMPTS = 10_000
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+# Stripe bills at most every three years (1,095 days, 156 weeks, 36 months).
+MAX_INTERVAL_COUNT = 1095
+# What one subscription may add to MRR, in minor units: far beyond any real one, and far inside
+# the 38 digits a DynamoDB number holds.
+MAX_MONTHLY_REVENUE = 10**15
+
+
+# Event types become a metric dimension (EventType): their shape is bounded like an id's.
+_EVENT_TYPE = re.compile(r"^[a-z0-9_.]{1,128}$")
+
+
+def is_event_type(value: object) -> bool:
+    return isinstance(value, str) and _EVENT_TYPE.fullmatch(value) is not None
 
 
 class MalformedEvent(ValueError):
@@ -223,6 +240,11 @@ def subscription_change(
         lookup_key = _optional(price, "lookup_key", str, price_where)
         _amount(price, "unit_amount", price_where)
         _amount(item, "quantity", f"{where}items.data[{index}].", MAX_QUANTITY)
+        _decimal_amount(price, "unit_amount_decimal", price_where)
+        recurring = price.get("recurring")
+        if isinstance(recurring, Mapping) and recurring.get("interval_count") is not None:
+            count = _require(recurring, "interval_count", int, f"{price_where}recurring.")
+            _within(count, 1, MAX_INTERVAL_COUNT, f"{price_where}recurring.interval_count")
         tier = catalog.tier_for_price(lookup_key, _optional(price, "metadata", dict, price_where))
         priced.append((tier, item, _optional(price, "id", str, price_where), lookup_key))
     plan_tier, item, price_id, lookup_key = max(
@@ -240,6 +262,15 @@ def subscription_change(
         ]
         return next((value for value in candidates if value), None)
 
+    period_start, period_end = period("current_period_start"), period("current_period_end")
+    if period_start is not None:
+        # The current period has begun: one that starts later would restart the quotas on every use.
+        _within(
+            period_start, STRIPE_EPOCH, bounds.now + CREATED_MAX_AHEAD_SECONDS, f"{where}current_period_start"
+        )
+    if period_start is not None and period_end is not None and period_end <= period_start:
+        raise MalformedEvent(f"{where}current_period_end is not after current_period_start")
+    _check_discounts(sub, where)
     live = status in ENTITLING_STATUSES
     change = StateChange(
         group="subscription",
@@ -253,8 +284,8 @@ def subscription_change(
             "active_tier": plan_tier.name if live else None,
             "price_id": price_id,
             "price_lookup_key": lookup_key,
-            "current_period_start": period("current_period_start"),
-            "current_period_end": period("current_period_end"),
+            "current_period_start": period_start,
+            "current_period_end": period_end,
             "cancel_at_period_end": bool(_optional(sub, "cancel_at_period_end", bool, where)),
             "trial_end": bounds.scheduled(_optional(sub, "trial_end", int, where), f"{where}trial_end"),
             **_monthly_revenue(sub, catalog),
@@ -277,7 +308,39 @@ def _monthly_revenue(sub: Mapping[str, Any], catalog: PlanCatalog) -> dict[str, 
         return {"mrr": None, "mrr_currency": None}
     if not revenue.counted:
         return {"mrr": None, "mrr_currency": None}
+    _within(revenue.mrr, 0, MAX_MONTHLY_REVENUE, "the monthly revenue of data.object.items and discounts")
     return {"mrr": revenue.mrr, "mrr_currency": revenue.currency}
+
+
+def _decimal_amount(mapping: Mapping[str, Any], key: str, where: str) -> None:
+    """Stripe's decimal amounts are strings of minor units with up to 12 decimals."""
+    value = mapping.get(key)
+    if value is None:
+        return
+    try:
+        amount = Decimal(value) if isinstance(value, str) and len(value) <= 32 else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or not 0 <= amount <= MAX_AMOUNT:
+        raise MalformedEvent(f"{where}{key} must be a decimal string from 0 to {MAX_AMOUNT}")
+
+
+def _check_discounts(sub: Mapping[str, Any], where: str) -> None:
+    discounts = list(sub.get("discounts") or []) if isinstance(sub.get("discounts"), list) else []
+    discounts.append(sub.get("discount"))
+    for index, discount in enumerate(discounts):
+        if not isinstance(discount, Mapping):
+            continue
+        coupon = discount.get("coupon") or _dig(discount, "source", "coupon")
+        if not isinstance(coupon, Mapping):
+            continue
+        coupon_where = f"{where}discounts[{index}].coupon."
+        percent = coupon.get("percent_off")
+        if percent is not None and (
+            isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100
+        ):
+            raise MalformedEvent(f"{coupon_where}percent_off must be a number from 0 to 100")
+        _amount(coupon, "amount_off", coupon_where)
 
 
 def parse_event(event: Any, catalog: PlanCatalog, now: float | None = None) -> ParsedEvent:
@@ -293,8 +356,8 @@ def parse_event(event: Any, catalog: PlanCatalog, now: float | None = None) -> P
     if not is_event_id(event_id):
         raise MalformedEvent("id must be a Stripe event id (evt_ followed by letters and digits)")
     event_type = _require(event, "type", str, "")
-    if len(event_type) > _MAX_EVENT_TYPE_LENGTH:
-        raise MalformedEvent(f"type is longer than {_MAX_EVENT_TYPE_LENGTH} characters")
+    if not is_event_type(event_type):
+        raise MalformedEvent("type must be a Stripe event type (lowercase letters, digits, '_' and '.')")
     bounds = Bounds(time.time() if now is None else now)
     created = bounds.created(_require(event, "created", int, ""), "created")
     obj = _dig(event, "data", "object")
@@ -311,9 +374,6 @@ def parse_event(event: Any, catalog: PlanCatalog, now: float | None = None) -> P
         return ParsedEvent(
             event_id, event_type, created, AccountRef(None, None), None, refused_id_field=str(refused)
         )
-
-
-_MAX_EVENT_TYPE_LENGTH = 128
 
 
 def _parse_handled(
@@ -342,6 +402,10 @@ def _parse_handled(
             details_where, details = "data.object.subscription_details.", obj.get("subscription_details")
         for amount in ("amount_due", "amount_paid", "amount_remaining"):
             _amount(obj, amount, "data.object.")
+        _amount(obj, "attempt_count", "data.object.", MAX_ATTEMPTS)
+        currency = _optional(obj, "currency", str, "data.object.")
+        if currency is not None and not _CURRENCY.fullmatch(currency):
+            raise MalformedEvent("data.object.currency must be a three-letter ISO currency code")
         paid = event_type == "invoice.paid"
         change = StateChange(
             group="payment",
