@@ -136,6 +136,7 @@ def test_a_body_over_the_limit_gets_413(webhooks, aws) -> None:
             "created",
         ),
         (b'{"id": "evt_1", "type": "invoice.paid", "created": 1700000000, "data": {}}', "data.object"),
+        (b'{"id": "evt_1", "type": "invoice.paid", "data": {"object": {"id": "\\ud800"}}}', "lone surrogate"),
         (
             b'{"id": "evt_1", "type": "customer.subscription.updated", "created": 1700000000,'
             b' "data": {"object": {}}}',

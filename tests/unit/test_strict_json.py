@@ -99,3 +99,22 @@ JSON_VALUES = st.recursive(
 @given(JSON_VALUES)
 def test_any_document_a_service_would_send_round_trips(document) -> None:
     assert loads(json.dumps(document)) == document
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "\\ud800"}',
+        b'{"a": ["x", "\\udfff"]}',
+        b'{"\\udc00": 1}',
+        b'"\\uD83D"',
+        b'{"a": "\\ude00\\ud83d"}',
+    ],
+)
+def test_an_escaped_lone_surrogate_is_refused(body: bytes) -> None:
+    with pytest.raises(JsonRefused, match="lone surrogate"):
+        loads(body)
+
+
+def test_an_escaped_surrogate_pair_is_one_character() -> None:
+    assert loads(b'{"emoji": "\\ud83d\\ude00", "key\\ud83d\\ude00": 1}') == {"emoji": "😀", "key😀": 1}

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Stripe's deepest objects (an expanded invoice line's price tiers) sit about 10 levels down.
 MAX_DEPTH = 64
 # Far beyond any id, amount or timestamp; far below Python's 4,300-digit conversion limit.
 MAX_INTEGER_DIGITS = 64
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class JsonRefused(ValueError):
@@ -39,19 +43,34 @@ def _constant(name: str) -> Any:
     raise JsonRefused(f"{name} is not a JSON number")
 
 
-def _depth_within(document: Any, limit: int) -> bool:
+def _problem(document: Any, max_depth: int, check_strings: bool) -> str | None:
+    """What makes a parsed document unacceptable, walked without recursion; None when nothing."""
     pending = [(document, 1)]
     while pending:
         value, depth = pending.pop()
+        if isinstance(value, str):
+            if check_strings and not _encodable(value):
+                return "a string holds a lone surrogate (\\ud800 to \\udfff), which is not text"
+            continue
         if isinstance(value, dict):
-            children = value.values()
+            if check_strings and not all(_encodable(key) for key in value):
+                return "a key holds a lone surrogate (\\ud800 to \\udfff), which is not text"
+            children: Any = value.values()
         elif isinstance(value, list):
             children = value
         else:
             continue
-        if depth > limit:
-            return False
-        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        if depth > max_depth:
+            return f"the body is nested more than {max_depth} levels deep"
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list | str))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 
@@ -68,6 +87,9 @@ def loads(body: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonRefused(f"the body is nested more than {max_depth} levels deep") from None
     except json.JSONDecodeError as error:
         raise JsonRefused(f"the body is not valid JSON ({error.msg} at character {error.pos})") from None
-    if not _depth_within(document, max_depth):
-        raise JsonRefused(f"the body is nested more than {max_depth} levels deep")
+    # An escape can spell half of a surrogate pair ("\\ud800"), which no store or log can encode;
+    # bodies without such an escape (nearly all) skip the string check.
+    problem = _problem(document, max_depth, check_strings=_SURROGATE_ESCAPE.search(body) is not None)
+    if problem:
+        raise JsonRefused(problem)
     return document
