@@ -16,7 +16,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from pynamodb.exceptions import DeleteError, PutError, QueryError
 
-from billwatch.billing_store import StoreRejected, StoreUnavailable
+from billwatch.billing_store import StoreRejected, StoreUnavailable, store_failure
 from billwatch.http_answers import store_failure_answer
 from billwatch.licensing import Licensing
 from billwatch.metrics import MetricsRecorder
@@ -137,3 +137,28 @@ def test_the_http_answer_is_a_422_naming_a_refusal_and_a_503_only_for_what_may_p
         assert body["error"] == "rejected_by_store" and "ValidationException" in body["message"]
     else:
         assert body == {"error": "temporarily_unavailable", "message": "try again shortly"}
+
+
+def _cancelled(*codes: str) -> ClientError:
+    reasons = [{"Code": code, "Message": f"{code} from the stand-in"} for code in codes]
+    return ClientError(
+        {"Error": {"Code": "TransactionCanceledException"}, "CancellationReasons": reasons},
+        "TransactWriteItems",
+    )
+
+
+@pytest.mark.parametrize(
+    ("codes", "failure"),
+    [
+        (("None", "ValidationError"), StoreRejected),  # an item too large, a key too long
+        (("ItemCollectionSizeLimitExceeded",), StoreRejected),
+        (("TransactionConflict", "None"), StoreUnavailable),
+        (("ThrottlingError",), StoreUnavailable),
+    ],
+)
+def test_a_cancelled_transaction_is_judged_by_its_reasons(codes: tuple[str, ...], failure: type) -> None:
+    from pynamodb.exceptions import TransactWriteError
+
+    assert isinstance(store_failure(_cancelled(*codes)), failure)
+    wrapped = TransactWriteError("cancelled", cause=_cancelled(*codes))
+    assert isinstance(store_failure(wrapped), failure)

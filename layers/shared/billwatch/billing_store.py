@@ -58,9 +58,24 @@ def error_code(exc: BaseException) -> str | None:
     return cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
 
 
+# A cancelled transaction names why, per item: these fail the same way every time.
+_PERMANENT_CANCELLATION_REASONS = frozenset({"ValidationError", "ItemCollectionSizeLimitExceeded"})
+
+
+def _cancellation_reasons(exc: BaseException) -> set[str]:
+    reasons = getattr(exc, "cancellation_reasons", None) or []  # pynamodb's TransactWriteError
+    codes = {reason.code for reason in reasons if reason is not None}
+    cause = exc if isinstance(exc, ClientError) else getattr(exc, "cause", None)
+    if isinstance(cause, ClientError):
+        codes |= {reason.get("Code") for reason in cause.response.get("CancellationReasons") or []}
+    return codes
+
+
 def store_failure(exc: Exception) -> StoreUnavailable | StoreRejected:
     """The failure a DynamoDB error stands for, to raise ``from`` it."""
     code = error_code(exc)
+    if _cancellation_reasons(exc) & _PERMANENT_CANCELLATION_REASONS:
+        return StoreRejected(f"DynamoDB refused the transaction ({code}): {exc}")
     if code in _PERMANENT_ERROR_CODES:
         return StoreRejected(f"DynamoDB refused the request ({code}): {exc}")
     return StoreUnavailable(str(exc))
