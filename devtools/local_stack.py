@@ -473,9 +473,11 @@ def http_api_event(
 
 def _event_summary(body: bytes) -> dict[str, Any]:
     """The Stripe event id and type of a webhook body, when it has them (it may be anything)."""
+    from billwatch import strict_json  # the layer is on the path once the stack has started
+
     try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        event = strict_json.loads(body)
+    except strict_json.JsonRefused:
         return {}
     if not isinstance(event, dict):
         return {}
@@ -536,6 +538,9 @@ def _lambda_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 # --------------------------------------------------------------------------------- HTTP side
 
 
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
 class _TooLarge(Exception):
     pass
 
@@ -587,7 +592,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         chunks: list[bytes] = []
         total = 0
         while True:
-            size = int(self.rfile.readline(1024).split(b";", 1)[0].strip(), 16)
+            size_field = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            # Hex digits only: int() would also take "-1", which read() takes as "to the end".
+            if not _CHUNK_SIZE.fullmatch(size_field):
+                raise ValueError("malformed chunk size")  # -> 400
+            size = int(size_field, 16)
             if size == 0:
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass  # trailers

@@ -873,3 +873,23 @@ def test_every_local_path_the_readmes_name_answers(stack: LocalStack) -> None:
     answers = {path: call(stack.url + path, method="GET")[0] for path in sorted(named)}
 
     assert answers == dict.fromkeys(answers, 200)
+
+
+def test_a_body_nested_past_pythons_recursion_limit_gets_the_handlers_400(
+    stack: LocalStack, webhook_url: str
+) -> None:
+    status, _, body = call(webhook_url, b"[" * 100_000)
+    assert (status, json.loads(body)["error"]) == (400, "invalid_signature")
+
+
+@pytest.mark.parametrize("size_line", [b"-1", b"+10", b"0x10", b"1 0", b"\xff"])
+def test_a_chunk_size_that_is_not_hex_digits_is_a_400_at_once(stack: LocalStack, size_line: bytes) -> None:
+    # "-1" was read as "to the end of the stream", past the body limit, until the client hung up.
+    host, port = urllib.parse.urlsplit(stack.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(
+            b"POST /webhooks/stripe HTTP/1.1\r\nHost: local\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/json\r\n\r\n" + size_line + b"\r\n" + b"x" * 4096
+        )
+        status_line = connection.makefile("rb").readline()
+    assert status_line.split()[1] == b"400"
