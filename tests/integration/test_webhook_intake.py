@@ -347,6 +347,16 @@ def test_a_higher_tier_for_a_counted_subscription_is_an_upgrade_and_a_signup_is_
     assert len([m for m in metrics.read() if m.name == "UpgradeLatency"]) == 2
 
 
+def test_an_upgrade_that_reaches_us_late_is_not_a_latency(webhooks, metrics) -> None:
+    """A replayed or backfilled upgrade (a year-old sample, say) says nothing about how fast we are."""
+    webhooks.post(
+        sub_event("customer.subscription.created", created=NOW - 2 * 3600, lookup_key=None, amount=0)
+    )
+    webhooks.post(sub_event("customer.subscription.updated", created=NOW - 3601))
+    assert metrics.total("SubscriptionsUpgraded") == 1
+    assert [m for m in metrics.read() if m.name == "UpgradeLatency"] == []
+
+
 def test_metadata_tier_maps_a_price_without_a_lookup_key(webhooks) -> None:
     webhooks.post(
         sub_event(
