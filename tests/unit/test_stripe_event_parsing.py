@@ -260,3 +260,15 @@ def test_customer_ids_must_look_like_stripe_customers(hostile: str) -> None:
         se.event("customer.subscription.created", se.subscription(customer=hostile)), CATALOG
     )
     assert parsed.refused_id_field == "data.object.customer"
+
+
+def test_a_decimal_amount_is_read_as_stripe_python_gives_it_too() -> None:
+    """Reconciliation reads subscriptions through stripe-python, which turns *_decimal into Decimal."""
+    from decimal import Decimal
+
+    from billwatch.stripe_events import subscription_change
+
+    subscription = se.subscription()
+    subscription["items"]["data"][0]["price"]["unit_amount_decimal"] = Decimal("2000")
+    change, _ = subscription_change("reconcile-1", NOW, 999, subscription, CATALOG)
+    assert change.fields["mrr"] == 2000

@@ -313,12 +313,13 @@ def _monthly_revenue(sub: Mapping[str, Any], catalog: PlanCatalog) -> dict[str, 
 
 
 def _decimal_amount(mapping: Mapping[str, Any], key: str, where: str) -> None:
-    """Stripe's decimal amounts are strings of minor units with up to 12 decimals."""
+    """Stripe's decimal amounts: minor units with up to 12 decimals, as a string in a webhook and as
+    a Decimal once stripe-python has read them."""
     value = mapping.get(key)
     if value is None:
         return
     try:
-        amount = Decimal(value) if isinstance(value, str) and len(value) <= 32 else None
+        amount = Decimal(value) if isinstance(value, Decimal | str) and len(str(value)) <= 32 else None
     except InvalidOperation:
         amount = None
     if amount is None or not amount.is_finite() or not 0 <= amount <= MAX_AMOUNT:
