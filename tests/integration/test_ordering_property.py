@@ -14,7 +14,7 @@ from devtools import stripe_events as se
 
 BASE = 1_760_000_000
 # Bookkeeping, not state: when it was written, how often, and side effects still to deliver.
-VOLATILE = {"created_at", "updated_at", "revision", "outbox_shard", "outbox_count"}
+VOLATILE = {"created_at", "updated_at", "revision", "outbox_shard", "outbox_written"}
 
 
 def lifecycle(suffix: str, *, metadata_on_subscription: bool, tied: bool) -> list[dict]:

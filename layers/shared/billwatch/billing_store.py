@@ -156,6 +156,9 @@ class BillingStore:
         # customer id -> account id. Links never change once made, so a warm container can
         # skip the redirect hop for customers it has already seen.
         self._links: dict[str, str] = {}
+        # item key -> side-effects entries this container delivered there; the next write to the
+        # item removes them, so entries do not pile up between sweeps at no extra request.
+        self._delivered: dict[str, list[str]] = {}
 
     def get(self, account_id: str) -> BillingAccount | None:
         try:
@@ -206,8 +209,9 @@ class BillingStore:
             actions.append(attribute.remove() if value is None else attribute.set(value))
         if linking:
             actions.append(BillingAccount.stripe_customer_id.set(linking))
-        if change.side_effects:
-            actions += outbox.write_actions(key, *change.side_effects, int(now.timestamp()))
+        delivered = self._delivered.get(key, [])
+        entry_key, facts = change.side_effects or (None, None)
+        actions += outbox.write_actions(key, entry_key, facts, int(now.timestamp()), delivered=delivered)
         newer = version_attr.does_not_exist() | (version_attr < change.version)
         successor = self._successor_in_the_same_second(change)
         if successor is not None:
@@ -223,6 +227,7 @@ class BillingStore:
         accepted, item = conditional_update(key, actions, condition, return_values=ALL_OLD)
         pending = outbox.entries(item)
         if accepted:
+            self._delivered.pop(key, None)
             return True, BillingAccount.from_raw_data(item) if item else BillingAccount(key), pending
         return False, BillingAccount.from_raw_data(item) if item else None, pending
 
@@ -254,6 +259,12 @@ class BillingStore:
             | (BillingAccount.subscription_id == change.subscription_id)
             | BillingAccount.subscription_status.is_in(*ENDED_SUBSCRIPTION_STATUSES)
         )
+
+    def delivered(self, key: str, entry_key: str) -> None:
+        """The entry's side effects went out: the container's next write to the item removes it."""
+        if len(self._delivered) >= _LINK_CACHE_SIZE:
+            self._delivered.clear()  # the sweep removes what is forgotten here
+        self._delivered.setdefault(key, []).append(entry_key)
 
     def _remember_link(self, customer_id: str, account_id: str) -> None:
         if len(self._links) >= _LINK_CACHE_SIZE:

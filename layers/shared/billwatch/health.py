@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from billwatch.models import (
 )
 from billwatch.observability import logger
 from billwatch.plans import PlanCatalog, load_plan_catalog
-from billwatch.quota_reset import SCHEDULE_SECONDS, last_scheduled_start, run_id_of, segment_checkpoint
+from billwatch.quota_reset import SCHEDULE_CHECKPOINT, SCHEDULE_SECONDS, run_id_of, segment_checkpoint
 from billwatch.revenue import major_units
 from billwatch.stripe_api import StripeApi, StripeApiFailure
 from billwatch.webhook_marker import WebhookArrivals
@@ -207,13 +208,12 @@ class QuotaResetCheck:
 
     def run(self, now: float) -> CheckResult:
         try:
-            started = last_scheduled_start()
-            if started is None:
-                return self._before_the_first_start(now, watching_since(now))
-            run_id = run_id_of(started.isoformat())
-            finished = self._finished_segments(run_id)
+            started, watched_from, finished = self._read(now)
         except Exception:
             return _unreachable(self.name)
+        if started is None:
+            return self._before_the_first_start(now, watched_from)
+        run_id = run_id_of(started.isoformat())
         started_at = started.timestamp()
         if now >= started_at + SCHEDULE_SECONDS + self._grace_seconds:
             state = QuotaResetState.STOPPED
@@ -241,20 +241,34 @@ class QuotaResetCheck:
         details = {"state": state.value, "run": None, "segments": self._segments, "segments_finished": 0}
         return passed_if(state is QuotaResetState.WAITING, details)
 
-    def _finished_segments(self, run_id: str) -> int:
-        keys = [JobCheckpoint.key(segment_checkpoint(run_id, segment)) for segment in range(self._segments)]
-        checkpoints = JobCheckpoint.batch_get(keys, consistent_read=True)
-        return sum(1 for checkpoint in checkpoints if checkpoint.finished)
+    def _read(self, now: float) -> tuple[dt.datetime | None, float, int]:
+        """The last start, when the probe began watching, and the start's finished segments.
 
-
-def watching_since(now: float) -> float:
-    """When the probe first ran (recorded on its first run, which is ``now`` then)."""
-    key = JobCheckpoint.key(WATCHING_SINCE)
-    try:
-        return JobCheckpoint.get(key, consistent_read=True).updated_at.timestamp()
-    except JobCheckpoint.DoesNotExist:
-        JobCheckpoint(key, updated_at=dt.datetime.fromtimestamp(now, dt.UTC)).save()
-        return now
+        One BatchGetItem, run every minute: the start is not known before it is read, so the
+        segments of every run that could still be judged (started within an interval and the
+        grace period of now) are read with it.
+        """
+        hours_back = math.ceil((SCHEDULE_SECONDS + self._grace_seconds) / 3600) + 1
+        runs = [
+            run_id_of(dt.datetime.fromtimestamp(now - hours * 3600, dt.UTC).isoformat())
+            for hours in range(hours_back + 1)
+        ]
+        schedule, watching = JobCheckpoint.key(SCHEDULE_CHECKPOINT), JobCheckpoint.key(WATCHING_SINCE)
+        segments = {
+            run: [JobCheckpoint.key(segment_checkpoint(run, n)) for n in range(self._segments)]
+            for run in runs
+        }
+        keys = [schedule, watching, *(key for run_keys in segments.values() for key in run_keys)]
+        found = {item.pk: item for item in JobCheckpoint.batch_get(keys, consistent_read=True)}
+        started = found[schedule].updated_at if schedule in found else None
+        if watching in found:
+            watched_from = found[watching].updated_at.timestamp()
+        else:
+            JobCheckpoint(watching, updated_at=dt.datetime.fromtimestamp(now, dt.UTC)).save()
+            watched_from = now
+        run_keys = segments.get(run_id_of(started.isoformat()), []) if started else []
+        finished = sum(1 for key in run_keys if key in found and found[key].finished)
+        return started, watched_from, finished
 
 
 class DeadLetterQueueCheck:

@@ -279,6 +279,8 @@ class WebhookIntake:
                 undelivered = self._effects.deliver(
                     self._effects.of(facts, result.outcome, prior, result.account_id)
                 )
+                if not undelivered and result.account_id and result.outcome is not ApplyOutcome.STALE:
+                    self._store.delivered(result.account_id, parsed.id)
             except Exception:
                 # The change is committed: failing now would only have Stripe resend what is
                 # done. The entry stays, and the receipt sends the sweep after it.

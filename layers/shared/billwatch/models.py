@@ -101,7 +101,7 @@ class BillingAccount(Model):
 
     # Side effects still to deliver (billwatch.outbox): entries are attributes named by their key.
     outbox_shard = UnicodeAttribute(null=True)
-    outbox_count = NumberAttribute(null=True)
+    outbox_written = NumberAttribute(null=True)
     pending_side_effects = PendingSideEffects()
 
 

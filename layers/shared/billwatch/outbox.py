@@ -8,11 +8,13 @@ from), and TransactWriteItems returns no old values. So the same UpdateItem also
 - ``outbox_<event id>|was_<field>``: the replaced standing, copied by ``if_not_exists`` inside the
   write, since DynamoDB evaluates every operand against the item as it was;
 - ``outbox_shard``, which puts the item on the sparse ``PendingSideEffects`` index, and
-  ``outbox_count``.
+  ``outbox_written``, a count of entries ever written that tells the sweep nothing new came.
 
 The invocation that committed delivers the effects itself. If it dies first, Stripe's retry finds
 the entry in the ``ALL_OLD`` of its rejected write, and the scheduled sweep finds it on the index.
-Entries are removed by the sweep once delivery is on record, so the webhook path adds no request.
+A delivered entry is removed by the container's next write to the item, or by the sweep once
+delivery is on record: the webhook path adds no request, and an item does not grow with entries
+(every write is charged by the item's size).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,7 @@ from billwatch.observability import logger
 
 PREFIX = "outbox_"
 SHARD_ATTRIBUTE = "outbox_shard"
-COUNT_ATTRIBUTE = "outbox_count"
+WRITTEN_ATTRIBUTE = "outbox_written"
 # An entry whose facts are a usage announcement (billwatch.licensing), not a Stripe event's.
 USAGE_KIND = "usage"
 # The index's writes spread over this many partition keys, so a burst of webhooks never queues
@@ -74,12 +76,23 @@ def _was(key: str, field: str) -> str:
     return f"{PREFIX}{key}|was_{field}"
 
 
-def write_actions(pk: str, key: str, facts: Mapping[str, Any], now: int, with_standing: bool = True) -> list:
-    """The UpdateItem actions that record an entry, beside the change they belong to."""
-    actions = [
+def write_actions(
+    pk: str,
+    key: str | None,
+    facts: Mapping[str, Any] | None,
+    now: int,
+    with_standing: bool = True,
+    delivered: Sequence[str] = (),
+) -> list:
+    """The UpdateItem actions that record an entry beside the change they belong to, and forget
+    the ``delivered`` ones (this container's, delivered since its last write to the item)."""
+    actions = [UnicodeAttribute(attr_name=name).remove() for done in delivered for name in _entry_names(done)]
+    if key is None or facts is None:
+        return actions
+    actions += [
         _entry_attribute(key).set(json.dumps({"facts": facts, "at": now}, separators=(",", ":"))),
         BillingAccount.outbox_shard.set(shard_of(pk)),
-        BillingAccount.outbox_count.add(1),
+        BillingAccount.outbox_written.add(1),
     ]
     if not with_standing:
         return actions
@@ -95,17 +108,28 @@ def _entry_names(key: str) -> list[str]:
 
 
 def remove(pk: str, key: str) -> None:
-    """Forget a delivered entry; the item leaves the index with its last one (one request then)."""
+    """Forget a delivered entry (the sweep takes the item off the index once none is left)."""
     from billwatch.billing_store import conditional_update  # it records entries with its writes
 
-    entry = _entry_attribute(key)
     removals = [UnicodeAttribute(attr_name=name).remove() for name in _entry_names(key)]
-    last = [BillingAccount.outbox_shard.remove(), BillingAccount.outbox_count.remove()]
-    if conditional_update(pk, removals + last, entry.exists() & (BillingAccount.outbox_count == 1), ALL_NEW)[
-        0
-    ]:
-        return
-    conditional_update(pk, [*removals, BillingAccount.outbox_count.add(-1)], entry.exists(), ALL_NEW)
+    conditional_update(pk, removals, _entry_attribute(key).exists(), ALL_NEW)
+
+
+def leave_index(pk: str, written: int) -> None:
+    """Take an item whose entries are all gone off the index, unless one was written since."""
+    from billwatch.billing_store import conditional_update
+
+    conditional_update(
+        pk,
+        [BillingAccount.outbox_shard.remove()],
+        BillingAccount.outbox_written == written,
+        ALL_NEW,
+    )
+
+
+def entries_written(raw_item: Mapping[str, Any] | None) -> int:
+    """How many entries were ever written to the item: what tells the sweep nothing new came."""
+    return _plain((raw_item or {}).get(WRITTEN_ATTRIBUTE)) or 0
 
 
 def pending_keys() -> Iterator[str]:
@@ -137,7 +161,7 @@ def entries(raw_item: Mapping[str, Any] | None) -> dict[str, Entry]:
     """The undelivered entries of an item as DynamoDB returned it (raw attribute values)."""
     found: dict[str, Entry] = {}
     for name, value in (raw_item or {}).items():
-        if not name.startswith(PREFIX) or "|" in name or name in (SHARD_ATTRIBUTE, COUNT_ATTRIBUTE):
+        if not name.startswith(PREFIX) or "|" in name or name in (SHARD_ATTRIBUTE, WRITTEN_ATTRIBUTE):
             continue
         key = name[len(PREFIX) :]
         try:

@@ -28,7 +28,7 @@ from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import NONE
 from pynamodb.exceptions import PutError
 
-from billwatch.billing_store import CONDITION_FAILED, conditional_update
+from billwatch.billing_store import CONDITION_FAILED, conditional_update, error_code
 from billwatch.config import Settings
 from billwatch.licensing import AccountUsage, Licensing, build_licensing
 from billwatch.metrics import Metric, MetricsRecorder
@@ -157,7 +157,7 @@ def record_scheduled_start(scheduled_time: str) -> None:
     try:
         record.save(JobCheckpoint.updated_at.does_not_exist() | (JobCheckpoint.updated_at < started))
     except PutError as error:
-        if error.cause_response_code != CONDITION_FAILED:
+        if error_code(error) != CONDITION_FAILED:
             raise
 
 

@@ -197,22 +197,34 @@ class BusinessEffects:
         result = SweepResult()
         now = int(self._clock())
         for pk in outbox.pending_keys():
-            for key, entry in outbox.entries(outbox.raw_item(pk)).items():
-                if now - entry.written_at < SWEEP_GRACE_SECONDS:
-                    continue
-                try:
-                    delivered = self._redeliver(pk, entry, receipt)
-                except Exception:
-                    logger.exception("Side-effects sweep could not deliver an entry", extra={"key": key})
-                    result.failed += 1
-                    continue
-                if delivered is None:
-                    continue
-                result.delivered += delivered
-                outbox.remove(pk, key)
-                result.removed += 1
+            item = outbox.raw_item(pk)
+            left = 0
+            for entry in outbox.entries(item).values():
+                if now - entry.written_at < SWEEP_GRACE_SECONDS or not self._settle(
+                    pk, entry, receipt, result
+                ):
+                    left += 1
+            if not left:
+                outbox.leave_index(pk, outbox.entries_written(item))
         logger.info("Side-effects sweep finished", extra={"result": result.__dict__})
         return result
+
+    def _settle(
+        self, pk: str, entry: outbox.Entry, receipt: Callable[[str], Receipt], result: SweepResult
+    ) -> bool:
+        """Whether the entry is delivered and gone."""
+        try:
+            delivered = self._redeliver(pk, entry, receipt)
+        except Exception:
+            logger.exception("Side-effects sweep could not deliver an entry", extra={"key": entry.key})
+            result.failed += 1
+            return False
+        if delivered is None:
+            return False
+        result.delivered += delivered
+        outbox.remove(pk, entry.key)
+        result.removed += 1
+        return True
 
     def _redeliver(self, pk: str, entry: outbox.Entry, receipt: Callable[[str], Receipt]) -> int | None:
         """1 if the entry's effects went out now, 0 if they had already; None to leave it."""
