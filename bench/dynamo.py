@@ -282,6 +282,7 @@ class RawImplementation:
         self.table_of = table_of
         self.account = "acct_bench_raw"
         self.clock = int(time.time())
+        self._previous_entry: str | None = None  # delivered: the next write removes it
         self.steps = []
         for operation, role in sequence:
             step = getattr(self, f"_{operation}_{role}", None)
@@ -332,7 +333,23 @@ class RawImplementation:
         )
 
     def _UpdateItem_billing(self, context: dict) -> None:
+        """The state update, and in the same write what at least once needs (billwatch.outbox):
+        the event's side-effects entry with the standing it replaces, and the removal of the entry
+        the previous event left there once delivered."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime())
+        entry, previous = f"outbox_{context['id']}", self._previous_entry
+        standing = ("subscription_status", "tier", "plan_tier", "mrr")
+        names = {"#version": "subscription_version", "#entry": entry}
+        names |= {f"#was{n}": f"{entry}|was_{field}" for n, field in enumerate(standing)}
+        snapshot = ", ".join(f"#was{n} = if_not_exists({field}, :absent)" for n, field in enumerate(standing))
+        removal = ""
+        if previous:
+            names |= {
+                f"#old{n}": name
+                for n, name in enumerate([previous, *(f"{previous}|was_{f}" for f in standing)])
+            }
+            removal = ", " + ", ".join(f"#old{n}" for n in range(len(standing) + 1))
+        self._previous_entry = entry
         self.client.update_item(
             TableName=self.table_of("billing"),
             Key={"pk": {"S": self.account}},
@@ -341,12 +358,24 @@ class RawImplementation:
                 "subscription_id = :sub, subscription_status = :status, tier = :tier, plan_tier = :tier, "
                 "active_tier = :tier, "
                 "price_id = :price, price_lookup_key = :lookup, current_period_start = :start, "
-                "current_period_end = :end, cancel_at_period_end = :cancel REMOVE trial_end ADD revision :one"
+                "current_period_end = :end, cancel_at_period_end = :cancel, "
+                f"#entry = :facts, outbox_shard = :shard, {snapshot} "
+                f"REMOVE trial_end{removal} ADD revision :one, outbox_written :one"
             ),
             ConditionExpression="attribute_not_exists(merged_into) AND "
             "(attribute_not_exists(#version) OR #version <> :version)",
-            ExpressionAttributeNames={"#version": "subscription_version"},
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues={
+                ":facts": {
+                    "S": json.dumps(
+                        {
+                            "facts": {"type": "customer.subscription.updated", "event_id": context["id"]},
+                            "at": self.clock,
+                        }
+                    )
+                },
+                ":shard": {"S": "3"},
+                ":absent": {"S": ""},
                 ":version": {"S": context["version"]},
                 ":now": {"S": now},
                 ":sub": {"S": "sub_bench_raw"},
