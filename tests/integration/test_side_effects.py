@@ -205,3 +205,21 @@ def test_an_entry_younger_than_the_grace_is_left_to_its_invocation(handler, monk
     WebhookClient(handler).post(failed_payment())
     assert sweep(handler) == {"delivered": 0, "removed": 0, "failed": 0}
     assert BillingAccount.get("acct_1").outbox_written == 1
+
+
+def test_an_event_delivered_twice_is_removed_once_and_never_beside_its_own_entry(
+    handler, billing_topic, metrics, monkeypatch
+) -> None:
+    """Found by the chaos replay: a retry of a delivered event wrote its entry and removed it in
+    one expression, and a doubly delivered entry was removed twice (DynamoDB refuses both)."""
+    failing_once(monkeypatch, Crash())
+    webhooks = WebhookClient(handler)
+    event = failed_payment()
+    dies_after_the_commit(webhooks, event, monkeypatch)
+    assert webhooks.post(event).body["outcome"] == "duplicate"  # delivered by the retry
+    store = handler.intake._store
+    store.delivered("acct_1", event["id"])  # and once more, as a second retry would
+    again = failed_payment()
+    again["data"]["object"]["id"] = "in_2"
+    assert webhooks.post(again).status == 200
+    assert list(outbox.entries(outbox.raw_item("acct_1"))) == [again["id"]]

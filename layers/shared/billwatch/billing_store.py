@@ -158,7 +158,7 @@ class BillingStore:
         self._links: dict[str, str] = {}
         # item key -> side-effects entries this container delivered there; the next write to the
         # item removes them, so entries do not pile up between sweeps at no extra request.
-        self._delivered: dict[str, list[str]] = {}
+        self._delivered: dict[str, dict[str, None]] = {}  # ordered sets: an entry can be delivered twice
 
     def get(self, account_id: str) -> BillingAccount | None:
         try:
@@ -209,8 +209,9 @@ class BillingStore:
             actions.append(attribute.remove() if value is None else attribute.set(value))
         if linking:
             actions.append(BillingAccount.stripe_customer_id.set(linking))
-        delivered = self._delivered.get(key, [])
         entry_key, facts = change.side_effects or (None, None)
+        # Never the entry this write records (a retry of a delivered event writes it again).
+        delivered = [done for done in self._delivered.get(key, {}) if done != entry_key]
         actions += outbox.write_actions(key, entry_key, facts, int(now.timestamp()), delivered=delivered)
         newer = version_attr.does_not_exist() | (version_attr < change.version)
         successor = self._successor_in_the_same_second(change)
@@ -264,7 +265,7 @@ class BillingStore:
         """The entry's side effects went out: the container's next write to the item removes it."""
         if len(self._delivered) >= _LINK_CACHE_SIZE:
             self._delivered.clear()  # the sweep removes what is forgotten here
-        self._delivered.setdefault(key, []).append(entry_key)
+        self._delivered.setdefault(key, {})[entry_key] = None
 
     def _remember_link(self, customer_id: str, account_id: str) -> None:
         if len(self._links) >= _LINK_CACHE_SIZE:
