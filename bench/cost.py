@@ -94,7 +94,7 @@ def log_bytes() -> dict[str, Any]:
             POWERTOOLS_LOG_LEVEL="INFO",  # what the template deploys
         )
         intake, licensing = _load("webhook_intake"), _load("licensing_api")
-        from billwatch.observability import logger
+        from billwatch.core.observability import logger
 
         # The logger keeps the stream it was made with: point it at whatever stdout is now.
         logger.registered_handler.stream = _CurrentStdout()

@@ -333,7 +333,7 @@ class RawImplementation:
         )
 
     def _UpdateItem_billing(self, context: dict) -> None:
-        """The state update, and in the same write what at least once needs (billwatch.outbox):
+        """The state update, and in the same write what at least once needs (billwatch.core.outbox):
         the event's side-effects entry with the standing it replaces, and the removal of the entry
         the previous event left there once delivered."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime())

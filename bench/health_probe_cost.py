@@ -78,14 +78,14 @@ def measure(items: int = 4000) -> dict[str, Any]:
         )
         seeded = _seed(client, tables["BillingStateTable"], items)
 
-        from billwatch.config import load_settings
-        from billwatch.health import build_health_probe
+        from billwatch.core.config import load_settings
+        from billwatch.health.probe import build_health_probe
 
         probe = build_health_probe(load_settings(webhook_secret=False))
         probe._metrics.flush = lambda metadata=None: None  # the EMF lines would swamp the report
 
         # The steady state, which runs every minute: the very first run also records, once, when
-        # the stack began to be watched (billwatch.health.WATCHING_SINCE).
+        # the stack began to be watched (billwatch.health.probe.WATCHING_SINCE).
         probe.run_scheduled()
         requests: list[tuple[str, dict]] = []
         original = BaseClient._make_api_call

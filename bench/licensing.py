@@ -310,9 +310,10 @@ class Bench(FunctionBench):
         self, app: ModuleType, handler_check: Callable[[], Check], count: int
     ) -> tuple[dict[str, float], dict[str, Any]]:
         """A separate, untimed-for-the-ratio pass: where the handler's time goes, per stage."""
-        from billwatch.models import BillingAccount
+        from billwatch.core import dynamo
+        from billwatch.core.models import BillingAccount
 
-        connection = BillingAccount._get_connection().connection
+        connection = dynamo.low_level(BillingAccount)
         spent: dict[str, float] = {}
         captured: dict[str, Any] = {}
 

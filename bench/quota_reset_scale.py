@@ -43,11 +43,11 @@ def measure(accounts: int = 2000, segments: int = 4) -> dict[str, Any]:
     with moto_on_loopback(ROOT):
         import boto3
 
-        from billwatch.licensing import Licensing
-        from billwatch.metrics import MetricsRecorder
-        from billwatch.models import bind_billing_table
-        from billwatch.plans import load_catalog_text, shipped_catalog_text
-        from billwatch.quota_reset import QuotaReset
+        from billwatch.core.metrics import MetricsRecorder
+        from billwatch.core.models import bind_billing_table
+        from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
+        from billwatch.licensing.quota_reset import QuotaReset
+        from billwatch.licensing.service import Licensing
         from devtools.template import create_tables, load_template
 
         client = boto3.client("dynamodb")

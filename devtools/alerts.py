@@ -79,8 +79,8 @@ def _local_test() -> dict[str, Any]:
     with mock_aws():
         import boto3
 
-        from billwatch.alert_dispatch import build_alert_dispatcher
-        from billwatch.config import load_alert_settings, load_settings
+        from billwatch.alerting.dispatcher import build_alert_dispatcher
+        from billwatch.core.config import load_alert_settings, load_settings
         from devtools.template import create_tables, load_template
 
         tables = create_tables(boto3.client("dynamodb"), load_template())
@@ -103,8 +103,8 @@ def _store(table: str | None) -> Any:
         raise SystemExit(
             "silence commands need --table or ALERT_STATE_TABLE_NAME (the stack's AlertStateTable)"
         )
-    from billwatch.alert_store import AlertStore
-    from billwatch.models import bind_alert_table
+    from billwatch.alerting.store import AlertStore
+    from billwatch.core.models import bind_alert_table
 
     bind_alert_table(table)
     return AlertStore()
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     store = _store(args.table)
     now = int(dt.datetime.now(dt.UTC).timestamp())
     if args.action == "add":
-        from billwatch.alert_store import SilenceError
+        from billwatch.alerting.store import SilenceError
 
         try:
             silence = store.create_silence(

@@ -473,7 +473,7 @@ def http_api_event(
 
 def _event_summary(body: bytes) -> dict[str, Any]:
     """The Stripe event id and type of a webhook body, when it has them (it may be anything)."""
-    from billwatch import strict_json  # the layer is on the path once the stack has started
+    from billwatch.core import strict_json  # the layer is on the path once the stack has started
 
     try:
         event = strict_json.loads(body)
@@ -755,7 +755,7 @@ class _PublicRequestHandler(_RequestHandler):
         period = query.pop("period", ["daily"])[-1]
         try:
             # Importable once start() has put the functions' layer on sys.path.
-            from billwatch.billing_report import ReportPeriod
+            from billwatch.reporting.report import ReportPeriod
 
             periods = [choice.value for choice in ReportPeriod]
             if query:
@@ -1418,7 +1418,7 @@ class LocalStack:
 
     def billing_report(self, period: str) -> str:
         """The console billing report of the ``period`` (daily or weekly) up to now, from moto."""
-        from billwatch.billing_report import (
+        from billwatch.reporting.report import (
             CloudWatchReportSource,
             ReportPeriod,
             build_report,

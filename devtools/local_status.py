@@ -24,14 +24,14 @@ USAGE_PREFIX = "used_"
 
 def money(minor_units: int, currency: str) -> str:
     """An amount as the billing report writes MRR: the currency's code, then major units ("USD 20.00")."""
-    from billwatch.billing_report import _money
-    from billwatch.revenue import major_units
+    from billwatch.billing.revenue import major_units
+    from billwatch.reporting.report import _money
 
     return f"{currency.upper()} {_money(float(major_units(minor_units, currency)))}"
 
 
 def _severity(description: str) -> str | None:
-    from billwatch.alarm_text import parse_alarm_description
+    from billwatch.alerting.alarm_text import parse_alarm_description
 
     try:
         return parse_alarm_description(description).severity.value
@@ -119,7 +119,7 @@ def _plain(value: Mapping[str, Any]) -> Any:
 
 
 def accounts(stack: LocalStack) -> list[dict[str, Any]]:
-    from billwatch.plans import load_catalog_text, shipped_catalog_text
+    from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
 
     catalog = load_catalog_text(shipped_catalog_text(), "plans.json")
     dynamodb = stack.client("dynamodb")

@@ -3,7 +3,7 @@
 Stripe signs ``f"{t}.{raw_body}"`` with HMAC-SHA256 using each active endpoint secret and sends
 ``t=<unix ts>,v1=<hex>[,v1=<hex>...]`` - one ``v1`` per active secret while a secret is being rolled.
 
-Written apart from ``billwatch.signature`` on purpose: the tests sign with this and verify with
+Written apart from ``billwatch.billing.signature`` on purpose: the tests sign with this and verify with
 that, so a mistake in one is not repeated in the other; and the dev tools run without the layer.
 """
 

@@ -22,8 +22,8 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from billwatch.alarm_text import Severity
-from billwatch.alerts import Alert, AlertStatus
+from billwatch.alerting.alarm_text import Severity
+from billwatch.alerting.inputs import Alert, AlertStatus
 
 
 @dataclass(frozen=True)

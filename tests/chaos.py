@@ -372,7 +372,7 @@ class ScannedOutput(io.StringIO):
 def quiet_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScannedOutput]:
     """Thousands of invocations' logs would bury the report. Kept by pytest's log capture, the
     failures' records would also keep their tracebacks' frames, moto's table copies among them."""
-    from billwatch.observability import logger
+    from billwatch.core.observability import logger
 
     output = ScannedOutput()
     with monkeypatch.context() as patch, redirect_stdout(output):

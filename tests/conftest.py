@@ -54,7 +54,7 @@ def webhooks(webhook_handler: Any) -> WebhookClient:
 
 @pytest.fixture
 def metrics(capsys: pytest.CaptureFixture[str]) -> MetricsCapture:
-    from billwatch.observability import logger
+    from billwatch.core.observability import logger
 
     # The Powertools handler keeps the stream it was created with, which is not this test's capture.
     logger.registered_handler.stream = CurrentStdout()

@@ -101,7 +101,7 @@ class SlowClock:
     """The intake's view of time, with a delay added to every AWS call it makes."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, delay_seconds: float) -> None:
-        import billwatch.intake
+        import billwatch.billing.intake
 
         self.delay_seconds = delay_seconds
         self.added = 0.0
@@ -112,7 +112,7 @@ class SlowClock:
             return original(client, operation, params)
 
         monkeypatch.setattr(BaseClient, "_make_api_call", delayed)
-        monkeypatch.setattr(billwatch.intake, "time", self)
+        monkeypatch.setattr(billwatch.billing.intake, "time", self)
 
     def perf_counter(self) -> float:
         return time.perf_counter() + self.added
@@ -132,7 +132,7 @@ class Scenario:
         self._monkeypatch = monkeypatch
         self._handlers: dict[str, Any] = {}
         monkeypatch.setenv("ADMIN_ROLE_ARNS", ADMIN_ROLE)
-        from billwatch.observability import logger
+        from billwatch.core.observability import logger
         from tests.support import CurrentStdout
 
         # The Powertools handler keeps the stream it was created with; follow redirect_stdout.

@@ -16,11 +16,11 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pynamodb.exceptions import PynamoDBConnectionError
 
-from billwatch.alert_dispatch import AlertInProgress, build_alert_dispatcher
-from billwatch.alert_store import SilenceError
-from billwatch.alerts import read_records
-from billwatch.config import load_alert_settings, load_settings
-from billwatch.http_answers import (
+from billwatch.alerting.dispatcher import AlertInProgress, build_alert_dispatcher
+from billwatch.alerting.inputs import read_records
+from billwatch.alerting.store import SilenceError
+from billwatch.core.config import load_alert_settings, load_settings
+from billwatch.core.http_answers import (
     caller_of,
     invalid_request,
     json_response,
@@ -28,7 +28,7 @@ from billwatch.http_answers import (
     store_failure_answer,
     unsupported_content_type,
 )
-from billwatch.observability import logger
+from billwatch.core.observability import logger
 
 TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
 SILENCE_ID = r"^[0-9a-f]{32}$"

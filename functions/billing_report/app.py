@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from billwatch.billing_report import ReportPeriod
-from billwatch.config import load_alert_settings, load_report_settings, load_settings
-from billwatch.observability import logger
-from billwatch.report_job import build_billing_report_job
+from billwatch.core.config import load_alert_settings, load_report_settings, load_settings
+from billwatch.core.observability import logger
+from billwatch.reporting.job import build_billing_report_job
+from billwatch.reporting.report import ReportPeriod
 
 # Stop retrying a channel while there is still time to count and log what was delivered.
 RESERVE_SECONDS = 10.0

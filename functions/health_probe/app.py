@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from billwatch.config import load_settings
-from billwatch.health import build_health_probe
-from billwatch.observability import logger
+from billwatch.core.config import load_settings
+from billwatch.core.observability import logger
+from billwatch.health.probe import build_health_probe
 
 settings = load_settings(webhook_secret=False)
 probe = build_health_probe(settings)

@@ -12,18 +12,18 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from billwatch.billing_store import StoreRejected, StoreUnavailable
-from billwatch.config import load_settings
-from billwatch.http_answers import (
+from billwatch.core.config import load_settings
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable
+from billwatch.core.http_answers import (
     invalid_request,
     json_response,
     refusal,
     store_failure_answer,
     unsupported_content_type,
 )
-from billwatch.ids import ACCOUNT_ID_PATTERN
-from billwatch.licensing import MAX_QUANTITY, UsageRequestError, build_licensing
-from billwatch.observability import logger
+from billwatch.core.ids import ACCOUNT_ID_PATTERN
+from billwatch.core.observability import logger
+from billwatch.licensing.service import MAX_QUANTITY, UsageRequestError, build_licensing
 
 STATUS_OF_REASON = {None: 200, "quota_exceeded": 429, "feature_not_in_plan": 403}
 

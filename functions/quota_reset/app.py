@@ -10,9 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from billwatch.config import load_settings
-from billwatch.observability import logger
-from billwatch.quota_reset import SegmentDispatcher, build_quota_reset, record_scheduled_start, run_id_of
+from billwatch.core.config import load_settings
+from billwatch.core.observability import logger
+from billwatch.licensing.quota_reset import (
+    SegmentDispatcher,
+    build_quota_reset,
+    record_scheduled_start,
+    run_id_of,
+)
 
 settings = load_settings(webhook_secret=False)
 job = build_quota_reset(settings)

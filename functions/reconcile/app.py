@@ -10,11 +10,11 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from billwatch.config import ConfigError, load_settings
-from billwatch.http_answers import plain, refusal
-from billwatch.observability import logger
-from billwatch.reconcile import build_reconciler, run_id_of
-from billwatch.self_invoke import SelfInvoker
+from billwatch.billing.reconcile import build_reconciler, run_id_of
+from billwatch.core.config import ConfigError, load_settings
+from billwatch.core.http_answers import plain, refusal
+from billwatch.core.observability import logger
+from billwatch.core.self_invoke import SelfInvoker
 
 RESERVE_SECONDS = 60.0
 
@@ -30,8 +30,8 @@ def _start(context: Any, run_id: str) -> None:
 
 
 def _refuse_admin(caller: str | None, operation: str) -> None:
-    from billwatch.access import record_refusal
-    from billwatch.metrics import MetricsRecorder
+    from billwatch.core.access import record_refusal
+    from billwatch.core.metrics import MetricsRecorder
 
     metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
     record_refusal(metrics, caller, operation)

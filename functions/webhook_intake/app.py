@@ -6,18 +6,18 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from billwatch.config import load_settings
-from billwatch.intake import (
+from billwatch.billing.intake import (
     EventRejected,
     IntakeOutcome,
     PayloadTooLarge,
     ProcessingFailed,
     build_webhook_intake,
 )
-from billwatch.observability import logger
-from billwatch.request_body import BodyNotBase64, request_body
-from billwatch.signature import SignatureInvalid
-from billwatch.stripe_events import MalformedEvent
+from billwatch.billing.signature import SignatureInvalid
+from billwatch.billing.stripe_events import MalformedEvent
+from billwatch.core.config import load_settings
+from billwatch.core.observability import logger
+from billwatch.core.request_body import BodyNotBase64, request_body
 
 STRIPE_PARTNER_SOURCE_PREFIX = "aws.partner/stripe.com"
 # The side-effects sweep's schedule (template.yaml: SideEffectsSweep).

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from billwatch.alarm_text import Severity, parse_alarm_description
+from billwatch.alerting.alarm_text import Severity, parse_alarm_description
 from devtools.template import (
     ALARM_TYPE,
     COMPOSITE_ALARM_TYPE,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from billwatch.config import load_settings
-from billwatch.quota_reset import SCHEDULE_SECONDS
+from billwatch.core.config import load_settings
+from billwatch.licensing.quota_reset import SCHEDULE_SECONDS
 from devtools.schedule_expressions import rate_seconds
 from devtools.template import ALARM_TYPE, parameter_values, resolved_properties, schedules
 

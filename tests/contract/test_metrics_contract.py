@@ -21,9 +21,9 @@ from typing import Any
 import boto3
 import pytest
 
-from billwatch.licensing import Licensing
-from billwatch.metrics import METRICS, SERVICE_DIMENSION
-from billwatch.models import BillingAccount
+from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
+from billwatch.core.models import BillingAccount
+from billwatch.licensing.service import Licensing
 from devtools import stripe_events as se
 from devtools.template import ALARM_TYPE, DASHBOARD_TYPE, parameter_values, resolved_properties
 from tests.alert_events import alarm_message, dispatcher_environment, sns_event
@@ -313,7 +313,7 @@ def test_every_metric_the_template_reads_is_emitted(template: dict[str, Any], em
 
 
 def test_every_declared_dimension_set_is_really_emitted(emitted: set[Emitted]) -> None:
-    """The catalog in billwatch.metrics promises no set that no code path writes."""
+    """The catalog in billwatch.core.metrics promises no set that no code path writes."""
     missing = []
     for metric, definition in METRICS.items():
         for dimension_set in definition.dimension_sets():

@@ -19,10 +19,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from billwatch.access import is_admin
-from billwatch.alerts import read_records
-from billwatch.models import BillingAccount
-from billwatch.quota_reset import SegmentDispatcher
+from billwatch.alerting.inputs import read_records
+from billwatch.core.access import is_admin
+from billwatch.core.models import BillingAccount
+from billwatch.licensing.quota_reset import SegmentDispatcher
 from devtools.local_stack import SAM_LOCAL_WEBHOOK_SECRET
 from devtools.make_sample_events import SCHEDULER_TIME_PLACEHOLDER, function_events, route_key
 from devtools.signing import LOCAL_DEV_SECRET

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from billwatch.models import BillingAccount
+from billwatch.core.models import BillingAccount
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import AlarmTimeline, MetricKey
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, QUERY_DEFINITION_TYPE, resolved_properties

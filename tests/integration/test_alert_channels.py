@@ -17,8 +17,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from billwatch.alarm_text import Severity
-from billwatch.alert_channels import (
+from billwatch.alerting.alarm_text import Severity
+from billwatch.alerting.channels import (
     NOTIFICATION_ID_HEADER,
     SIGNATURE_HEADER,
     DeliveryFailed,
@@ -26,7 +26,7 @@ from billwatch.alert_channels import (
     build_channel,
     pagerduty_event,
 )
-from billwatch.alert_config import (
+from billwatch.alerting.config import (
     EmailChannelConfig,
     LogChannelConfig,
     PagerDutyChannelConfig,
@@ -34,7 +34,7 @@ from billwatch.alert_config import (
     WebhookChannelConfig,
     channel_name,
 )
-from billwatch.alerts import AlertStatus, Notification, NotificationKind
+from billwatch.alerting.inputs import AlertStatus, Notification, NotificationKind
 from tests.alert_receivers import AlertReceivers, Answer, alarm_alert, alert_receivers, usage_alert
 from tests.support import MetricsCapture
 

@@ -141,7 +141,7 @@ def test_copies_arriving_at_once_are_sent_once(dispatch) -> None:
 def test_an_invocation_that_dies_while_sending_is_retried_and_the_notice_still_goes(
     dispatch, monkeypatch
 ) -> None:
-    from billwatch.alert_channels import PagerDutyChannel
+    from billwatch.alerting.channels import PagerDutyChannel
 
     original, crashes = PagerDutyChannel.send, []
 

@@ -19,7 +19,7 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from billwatch.alert_channels import SIGNATURE_HEADER
+from billwatch.alerting.channels import SIGNATURE_HEADER
 from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
 from tests.support import LambdaContext, load_handler

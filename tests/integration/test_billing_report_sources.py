@@ -17,8 +17,9 @@ import pytest
 from moto import mock_aws
 from moto.cloudwatch import models as moto_cloudwatch
 
-from billwatch.alarm_text import Severity
-from billwatch.billing_report import (
+from billwatch.alerting.alarm_text import Severity
+from billwatch.core.metrics import Metric
+from billwatch.reporting.report import (
     NO_DATA,
     CloudWatchReportSource,
     FeatureUsage,
@@ -31,7 +32,6 @@ from billwatch.billing_report import (
     render_console,
     report_window,
 )
-from billwatch.metrics import Metric
 from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
 
 NAMESPACE = "Billwatch"

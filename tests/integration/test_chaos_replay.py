@@ -26,8 +26,9 @@ from typing import Any
 
 import pytest
 
-from billwatch import outbox, side_effects
-from billwatch.models import FIELD_GROUPS
+from billwatch.billing import side_effects
+from billwatch.core import outbox
+from billwatch.core.models import FIELD_GROUPS
 from devtools.local_stack import POWERTOOLS_ROUTING_LOCK
 from tests.chaos import (
     DeliveryLog,

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 import boto3
 import pytest
 
-from billwatch.config import load_settings
-from billwatch.health import ActiveSubscriptionsGauge, QuotaResetCheck
-from billwatch.models import WebhookMarker
-from billwatch.plans import load_plan_catalog
-from billwatch.quota_reset import SegmentDispatcher, build_quota_reset, last_scheduled_start
-from billwatch.webhook_marker import MARKER_KEY
+from billwatch.billing.webhook_marker import MARKER_KEY
+from billwatch.core.config import load_settings
+from billwatch.core.models import WebhookMarker
+from billwatch.health.probe import ActiveSubscriptionsGauge, QuotaResetCheck
+from billwatch.licensing.plans import load_plan_catalog
+from billwatch.licensing.quota_reset import SegmentDispatcher, build_quota_reset, last_scheduled_start
 from devtools import stripe_events as se
 from tests.support import Clock, LambdaContext, WebhookClient, load_handler
 
@@ -411,7 +411,7 @@ def test_the_gauge_counts_a_merged_customer_once(webhooks: WebhookClient) -> Non
     session = se.checkout_session(id="cs_merge", customer="cus_merge", client_reference_id="acct_merge")
     webhooks.post(se.event("checkout.session.completed", session, created=1_760_000_100))
     assert active_counts()["PRO"] == 1
-    from billwatch.models import BillingAccount
+    from billwatch.core.models import BillingAccount
 
     assert BillingAccount.get("acct_merge").active_tier == "PRO"
     assert BillingAccount.get("cus_merge").active_tier is None

@@ -32,8 +32,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from billwatch.stripe_events import HANDLED_EVENT_TYPES
-from billwatch.webhook_marker import MARKER_KEY
+from billwatch.billing.stripe_events import HANDLED_EVENT_TYPES
+from billwatch.billing.webhook_marker import MARKER_KEY
 from devtools import stripe_events as se
 from devtools.signing import stripe_signature_header
 from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, OUTSIDER

@@ -8,12 +8,12 @@ import threading
 
 import pytest
 
-from billwatch.billing_store import StoreRejected
-from billwatch.licensing import Licensing, UsageRequestError, month_period
-from billwatch.metrics import MetricsRecorder
-from billwatch.models import BillingAccount, bind_billing_table, bind_idempotency_table
-from billwatch.plans import load_catalog_text, shipped_catalog_text
-from billwatch.usage_events import usage_event_publisher
+from billwatch.core.dynamo import StoreRejected
+from billwatch.core.metrics import MetricsRecorder
+from billwatch.core.models import BillingAccount, bind_billing_table, bind_idempotency_table
+from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
+from billwatch.licensing.service import Licensing, UsageRequestError, month_period
+from billwatch.licensing.usage_events import usage_event_publisher
 from devtools import stripe_events as se
 from tests.support import Clock
 

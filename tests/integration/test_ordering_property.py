@@ -9,7 +9,7 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billwatch.models import BillingAccount
+from billwatch.core.models import BillingAccount
 from devtools import stripe_events as se
 
 BASE = 1_760_000_000

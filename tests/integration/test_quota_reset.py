@@ -6,12 +6,12 @@ import datetime as dt
 
 import pytest
 
-from billwatch import quota_reset as quota_reset_module
-from billwatch.licensing import Licensing
-from billwatch.metrics import MetricsRecorder
-from billwatch.models import BillingAccount, bind_billing_table
-from billwatch.plans import load_catalog_text, shipped_catalog_text
-from billwatch.quota_reset import QuotaReset
+from billwatch.core.metrics import MetricsRecorder
+from billwatch.core.models import BillingAccount, bind_billing_table
+from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
+from billwatch.licensing.quota_reset import QuotaReset
+from billwatch.licensing.service import Licensing
+from billwatch.licensing.service import quota_reset as quota_reset_module
 from tests.support import Clock
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")

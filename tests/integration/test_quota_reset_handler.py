@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from billwatch.models import BillingAccount
-from billwatch.quota_reset import SegmentDispatcher
+from billwatch.core.models import BillingAccount
+from billwatch.licensing.quota_reset import SegmentDispatcher
 from tests.support import LambdaContext, load_handler
 
 SCHEDULED = {
@@ -58,7 +58,7 @@ def test_the_schedule_fans_out_and_every_segment_resets(reset_function, monkeypa
 
 
 def test_a_segment_short_of_time_hands_over_to_a_new_invocation(reset_function, monkeypatch) -> None:
-    monkeypatch.setattr("billwatch.quota_reset.PAGE_SIZE", 5)
+    monkeypatch.setattr("billwatch.licensing.quota_reset.PAGE_SIZE", 5)
     handed_over = []
     monkeypatch.setattr(SegmentDispatcher, "start", lambda self, *args: handed_over.append(args))
     first = reset_function.lambda_handler({"run_id": "r1", "segment": 0, "total_segments": 1}, ShortOfTime())

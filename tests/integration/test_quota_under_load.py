@@ -11,10 +11,10 @@ from collections import Counter
 import boto3
 import pytest
 
-from billwatch.licensing import Licensing, UsageDecision
-from billwatch.metrics import MetricsRecorder
-from billwatch.models import bind_billing_table, bind_idempotency_table, usage_counter
-from billwatch.plans import load_catalog_text
+from billwatch.core.metrics import MetricsRecorder
+from billwatch.core.models import bind_billing_table, bind_idempotency_table, usage_counter
+from billwatch.licensing.plans import load_catalog_text
+from billwatch.licensing.service import Licensing, UsageDecision
 from tests.support import Clock
 
 THREADS = 16

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from billwatch.models import BillingAccount
-from billwatch.self_invoke import SelfInvoker
+from billwatch.core.models import BillingAccount
+from billwatch.core.self_invoke import SelfInvoker
 from devtools import stripe_events as se
 from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, OUTSIDER, iam_api_event
 from tests.support import WEBHOOK_SECRET, Clock, LambdaContext, WebhookClient, load_handler
@@ -133,7 +133,7 @@ def test_a_rate_limit_is_backed_off_from_and_the_listing_resumes(reconcile, stri
 
 
 def test_a_run_short_of_time_resumes_from_its_checkpoint(reconcile, stripe_api, monkeypatch) -> None:
-    monkeypatch.setattr("billwatch.reconcile.CHECKPOINT_EVERY", 5)
+    monkeypatch.setattr("billwatch.billing.reconcile.CHECKPOINT_EVERY", 5)
     for n in range(23):
         stripe_api.subscriptions[f"sub_{n}"] = sub(n)
     first = run(reconcile, time_left=lambda: 1.0, reserve=30.0)

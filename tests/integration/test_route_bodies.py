@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from botocore.client import BaseClient
 
-from billwatch.self_invoke import SelfInvoker
+from billwatch.core.self_invoke import SelfInvoker
 from tests.alert_events import dispatcher_environment
 from tests.alert_receivers import alert_receivers
 from tests.scenarios import ADMIN_CALLER, ADMIN_ROLE, STORE_FAILURES, iam_api_event

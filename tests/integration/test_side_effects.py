@@ -13,9 +13,10 @@ from typing import Any
 import boto3
 import pytest
 
-from billwatch import outbox, side_effects
-from billwatch.models import BillingAccount
-from billwatch.usage_events import BusinessEventPublisher
+from billwatch.billing import side_effects
+from billwatch.core import outbox
+from billwatch.core.models import BillingAccount
+from billwatch.licensing.usage_events import BusinessEventPublisher
 from devtools import stripe_events as se
 from tests.support import WEBHOOK_SECRET, LambdaContext, WebhookClient, load_handler
 

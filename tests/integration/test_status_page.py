@@ -247,8 +247,8 @@ def test_the_accounts_show_tier_subscription_and_a_usage_bar_per_quota(shown: Sh
 
 
 def test_an_accounts_mrr_reads_as_the_billing_report_writes_it(shown: Shown) -> None:
-    from billwatch.billing_report import Known, Missing, MrrChange, _mrr_line
-    from billwatch.revenue import major_units
+    from billwatch.billing.revenue import major_units
+    from billwatch.reporting.report import Known, Missing, MrrChange, _mrr_line
 
     (row,) = [row for row in shown.page.by_id("accounts").rows() if row.get("data-account") == ACCOUNT]
     (account,) = [account for account in shown.accounts if account["account"] == ACCOUNT]

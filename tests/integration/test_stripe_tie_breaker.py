@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from billwatch.models import BillingAccount
+from billwatch.core.models import BillingAccount
 from devtools import stripe_events as se
 from tests.support import WebhookClient, load_handler
 

@@ -36,7 +36,7 @@ from typing import Any
 import boto3
 import pytest
 
-from billwatch.billing_report import CloudWatchReportSource, build_report
+from billwatch.reporting.report import CloudWatchReportSource, build_report
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import AlarmStates, MetricKey, StateChange
 from devtools.local_alarms import AlarmDefinition, alarm_definitions
@@ -460,11 +460,11 @@ def test_unsigned_junk_among_signed_traffic_moves_no_webhook_alarm_no_slo_and_pa
     dispatching: tuple[AlertReceivers, dict[str, Any]],
     percentiles: None,
 ) -> None:
-    import billwatch.intake
+    import billwatch.billing.intake
 
     receivers, routes = dispatching
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    monkeypatch.setattr(billwatch.intake, "time", SteppedPerfCounter())
+    monkeypatch.setattr(billwatch.billing.intake, "time", SteppedPerfCounter())
     definitions = alarm_definitions(template)
     junk = list(zip(junk_moments(), JUNK_KINDS, strict=True))
     assert len(junk) >= 20

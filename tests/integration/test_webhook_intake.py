@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pynamodb.exceptions import UpdateError
 
-from billwatch.billing_store import BillingStore
-from billwatch.models import BillingAccount
-from billwatch.stripe_events import HANDLED_EVENT_TYPES
-from billwatch.webhook_marker import MARKER_KEY
+from billwatch.billing.store import BillingStore
+from billwatch.billing.stripe_events import HANDLED_EVENT_TYPES
+from billwatch.billing.webhook_marker import MARKER_KEY
+from billwatch.core.models import BillingAccount
 from devtools import stripe_events as se
 from tests.support import ROOT, WEBHOOK_SECRET, WebhookClient, load_handler
 
@@ -556,7 +556,7 @@ def test_eventbridge_delivery_uses_the_same_processing(webhooks, metrics) -> Non
 
 
 def test_eventbridge_failures_raise_so_lambda_retries_then_dead_letters(webhooks, monkeypatch) -> None:
-    from billwatch.intake import ProcessingFailed
+    from billwatch.billing.intake import ProcessingFailed
 
     def broken(*_args, **_kwargs):
         raise UpdateError("Failed to update item")

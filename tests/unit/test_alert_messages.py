@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from billwatch.alarm_text import Severity
-from billwatch.alert_channels import (
+from billwatch.alerting.alarm_text import Severity
+from billwatch.alerting.channels import (
     PAGERDUTY_SUMMARY_LIMIT,
     email_message,
     email_subject,
@@ -14,7 +14,7 @@ from billwatch.alert_channels import (
     slack_message,
     webhook_payload,
 )
-from billwatch.alerts import AlertStatus, Notification, NotificationKind
+from billwatch.alerting.inputs import AlertStatus, Notification, NotificationKind
 from tests.alert_receivers import ALARM_ARN, alarm_alert, usage_alert
 
 FIRING, REPEAT, RESOLVED, TEST = (

@@ -8,11 +8,17 @@ from typing import Any
 
 import pytest
 
-from billwatch.alarm_text import Severity
-from billwatch.alert_config import SHIPPED_ROUTES, Matcher, load_shipped_routing, parse_routing_config
-from billwatch.alert_dispatch import match_routes
-from billwatch.alerts import AlertStatus, MalformedAlertInput, from_sns_alarm, read_records, short_alarm_name
-from billwatch.config import ConfigError
+from billwatch.alerting.alarm_text import Severity
+from billwatch.alerting.config import SHIPPED_ROUTES, Matcher, load_shipped_routing, parse_routing_config
+from billwatch.alerting.dispatcher import match_routes
+from billwatch.alerting.inputs import (
+    AlertStatus,
+    MalformedAlertInput,
+    from_sns_alarm,
+    read_records,
+    short_alarm_name,
+)
+from billwatch.core.config import ConfigError
 from tests.alert_events import alarm_message, sns_event, usage_event
 
 SHIPPED: dict[str, Any] = json.loads(SHIPPED_ROUTES.read_text())

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billwatch.alarm_text import Severity
-from billwatch.billing_report import (
+from billwatch.alerting.alarm_text import Severity
+from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
+from billwatch.reporting.report import (
     LABELLED_QUERIES,
     METRIC_QUERIES,
     NO_DATA,
@@ -31,7 +32,6 @@ from billwatch.billing_report import (
     report_id,
     report_window,
 )
-from billwatch.metrics import METRICS, SERVICE_DIMENSION
 
 END = dt.datetime(2026, 12, 1, 8, tzinfo=dt.UTC)
 START, _ = report_window(ReportPeriod.DAILY, END)

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billwatch.business_hours import BusinessHoursError, parse_business_hours
-from billwatch.health import WebhookFreshnessCheck
+from billwatch.core.business_hours import BusinessHoursError, parse_business_hours
+from billwatch.health.probe import WebhookFreshnessCheck
 
 NEW_YORK = ZoneInfo("America/New_York")
 HOURS = parse_business_hours("Mon-Fri 09:00-18:00", NEW_YORK)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from billwatch.config import ConfigError, load_settings
+from billwatch.core.config import ConfigError, load_settings
 
 BASE = {"BILLING_TABLE_NAME": "billing", "IDEMPOTENCY_TABLE_NAME": "idem", "STRIPE_WEBHOOK_SECRET": "whsec_a"}
 

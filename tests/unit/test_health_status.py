@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import stripe
 
-from billwatch.health import HealthStatus, http_status, overall_status
-from billwatch.stripe_api import StripeErrorCode, stripe_error_code
+from billwatch.billing.stripe_api import StripeErrorCode, stripe_error_code
+from billwatch.health.probe import HealthStatus, http_status, overall_status
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billwatch.health import REACHABILITY_KEY, SNAPSHOT_KEY
-from billwatch.ids import is_account_id, is_customer_id
-from billwatch.models import JobCheckpoint
-from billwatch.outbox import usage_key
-from billwatch.webhook_marker import MARKER_KEY
+from billwatch.billing.webhook_marker import MARKER_KEY
+from billwatch.core.ids import is_account_id, is_customer_id
+from billwatch.core.models import JobCheckpoint
+from billwatch.core.outbox import usage_key
+from billwatch.health.probe import REACHABILITY_KEY, SNAPSHOT_KEY
 
 INTERNAL_KEYS = [
     SNAPSHOT_KEY,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from billwatch.metrics import METRICS, Metric, MetricPoint, MetricsRecorder
+from billwatch.core.metrics import METRICS, Metric, MetricPoint, MetricsRecorder
 
 
 def test_every_metric_is_defined_once_with_low_cardinality_labels() -> None:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from billwatch.plans import PlanCatalogError, load_catalog_text, parse_catalog, shipped_catalog_text
+from billwatch.licensing.plans import PlanCatalogError, load_catalog_text, parse_catalog, shipped_catalog_text
 
 SHIPPED = json.loads(shipped_catalog_text())
 

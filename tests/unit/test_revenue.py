@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billwatch.plans import load_catalog_text, shipped_catalog_text
-from billwatch.revenue import (
+from billwatch.billing.revenue import (
     MalformedSubscription,
     Movement,
     Standing,
@@ -18,6 +17,7 @@ from billwatch.revenue import (
     movement,
     subscription_revenue,
 )
+from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
 from devtools import stripe_events as se
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")

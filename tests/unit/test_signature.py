@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from billwatch.signature import SignatureInvalid, verify_signature
+from billwatch.billing.signature import SignatureInvalid, verify_signature
 from devtools.signing import stripe_signature_header
 
 PAYLOAD = b'{"id": "evt_1", "object": "event"}'

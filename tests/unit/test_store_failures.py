@@ -16,12 +16,12 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from pynamodb.exceptions import DeleteError, PutError, QueryError
 
-from billwatch.billing_store import StoreRejected, StoreUnavailable, store_failure
-from billwatch.http_answers import store_failure_answer
-from billwatch.licensing import Licensing
-from billwatch.metrics import MetricsRecorder
-from billwatch.models import bind_billing_table, bind_idempotency_table
-from billwatch.plans import load_catalog_text, shipped_catalog_text
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable, store_failure
+from billwatch.core.http_answers import store_failure_answer
+from billwatch.core.metrics import MetricsRecorder
+from billwatch.core.models import bind_billing_table, bind_idempotency_table
+from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
+from billwatch.licensing.service import Licensing
 from tests.support import Clock
 
 ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billwatch.strict_json import MAX_DEPTH, MAX_INTEGER_DIGITS, JsonRefused, loads
+from billwatch.core.strict_json import MAX_DEPTH, MAX_INTEGER_DIGITS, JsonRefused, loads
 
 
 def nested(depth: int, opening: str = "[", closing: str = "]") -> str:

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billwatch.plans import load_catalog_text, shipped_catalog_text
-from billwatch.stripe_events import (
+from billwatch.billing.stripe_events import (
     HANDLED_EVENT_TYPES,
     STRIPE_EPOCH,
     MalformedEvent,
     event_version,
     parse_event,
 )
+from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
 from devtools import stripe_events as se
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")
@@ -266,7 +266,7 @@ def test_a_decimal_amount_is_read_as_stripe_python_gives_it_too() -> None:
     """Reconciliation reads subscriptions through stripe-python, which turns *_decimal into Decimal."""
     from decimal import Decimal
 
-    from billwatch.stripe_events import subscription_change
+    from billwatch.billing.stripe_events import subscription_change
 
     subscription = se.subscription()
     subscription["items"]["data"][0]["price"]["unit_amount_decimal"] = Decimal("2000")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from billwatch.stripe_events import HANDLED_EVENT_TYPES
+from billwatch.billing.stripe_events import HANDLED_EVENT_TYPES
 from devtools import make_sample_events
 from devtools import stripe_events as se
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.observability import logger
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.observability import logger
 
 # A role's session calls as arn:aws:sts::<account>:assumed-role/<role name>/<session>.
 _ASSUMED_ROLE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")

@@ -28,8 +28,8 @@ from http.client import HTTPException
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from billwatch.alarm_text import Severity
-from billwatch.alert_config import (
+from billwatch.alerting.alarm_text import Severity
+from billwatch.alerting.config import (
     ChannelConfig,
     EmailChannelConfig,
     LogChannelConfig,
@@ -37,8 +37,8 @@ from billwatch.alert_config import (
     SlackChannelConfig,
     WebhookChannelConfig,
 )
-from billwatch.alerts import Alert, Notification, NotificationKind
-from billwatch.observability import logger
+from billwatch.alerting.inputs import Alert, Notification, NotificationKind
+from billwatch.core.observability import logger
 
 Result = TypeVar("Result")
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
-from billwatch.alarm_text import Severity
-from billwatch.alert_config import Matcher, matches_all
-from billwatch.alerts import Alert, AlertStatus
-from billwatch.billing_store import CONDITION_FAILED, error_code
-from billwatch.models import AlertRecord, BrokenChannel, NotificationRecord, SilenceRecord
+from billwatch.alerting.alarm_text import Severity
+from billwatch.alerting.config import Matcher, matches_all
+from billwatch.alerting.inputs import Alert, AlertStatus
+from billwatch.core.dynamo import CONDITION_FAILED, error_code
+from billwatch.core.models import AlertRecord, BrokenChannel, NotificationRecord, SilenceRecord
 
 RETENTION_SECONDS = 30 * 86400  # resolved alerts and notification records are kept this long
 LEASE_SECONDS = 120  # longer than a delivery with its retries takes

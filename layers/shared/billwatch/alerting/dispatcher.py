@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from billwatch.access import record_refusal
-from billwatch.alarm_text import Severity
-from billwatch.alert_channels import Channel, DeliveryFailed, HttpDelivery, build_channel
-from billwatch.alert_config import (
+from billwatch.alerting.alarm_text import Severity
+from billwatch.alerting.channels import Channel, DeliveryFailed, HttpDelivery, build_channel
+from billwatch.alerting.config import (
     ChannelConfig,
     Matcher,
     RouteConfig,
@@ -35,12 +34,13 @@ from billwatch.alert_config import (
     matches_all,
     parse_routing_config,
 )
-from billwatch.alert_store import AlertStore, Recorded, Silence
-from billwatch.alerts import Alert, AlertStatus, Notification, NotificationKind
-from billwatch.config import AlertSettings, Settings
-from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.models import bind_alert_table
-from billwatch.observability import logger
+from billwatch.alerting.inputs import Alert, AlertStatus, Notification, NotificationKind
+from billwatch.alerting.store import AlertStore, Recorded, Silence
+from billwatch.core.access import record_refusal
+from billwatch.core.config import AlertSettings, Settings
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.models import bind_alert_table
+from billwatch.core.observability import logger
 
 
 class AlertInProgress(Exception):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from billwatch.alert_channels import (
+from billwatch.alerting.channels import (
     Channel,
     DeliveryFailed,
     EmailChannel,
@@ -25,8 +25,11 @@ from billwatch.alert_channels import (
     WebhookChannel,
     build_channel,
 )
-from billwatch.alert_dispatch import AlertSecrets, load_routing
-from billwatch.billing_report import (
+from billwatch.alerting.dispatcher import AlertSecrets, load_routing
+from billwatch.core.config import AlertSettings, ReportSettings, Settings
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.observability import logger
+from billwatch.reporting.report import (
     BillingReport,
     CloudWatchReportSource,
     Known,
@@ -39,9 +42,6 @@ from billwatch.billing_report import (
     report_id,
     report_window,
 )
-from billwatch.config import AlertSettings, ReportSettings, Settings
-from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.observability import logger
 
 
 class ReportUndelivered(Exception):

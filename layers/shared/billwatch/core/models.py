@@ -25,6 +25,8 @@ from pynamodb.attributes import (
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
+from billwatch.core.dynamo import bind_table
+
 
 class ActiveSubscriptionsByTier(GlobalSecondaryIndex):
     """Sparse: only accounts with a live subscription carry ``active_tier``, so counting a tier
@@ -39,7 +41,7 @@ class ActiveSubscriptionsByTier(GlobalSecondaryIndex):
 
 
 class PendingSideEffects(GlobalSecondaryIndex):
-    """Sparse: only items with side effects still to deliver carry ``outbox_shard`` (billwatch.outbox)."""
+    """Sparse: only items with side effects still to deliver carry ``outbox_shard`` (core.outbox)."""
 
     class Meta:
         index_name = "PendingSideEffects"
@@ -95,11 +97,11 @@ class BillingAccount(Model):
     revision = NumberAttribute(null=True)
 
     active_subscriptions_by_tier = ActiveSubscriptionsByTier()
-    # What the live subscription adds to MRR, in minor units of mrr_currency (billwatch.revenue).
+    # What the live subscription adds to MRR, in minor units of mrr_currency (billwatch.billing.revenue).
     mrr = NumberAttribute(null=True)
     mrr_currency = UnicodeAttribute(null=True)
 
-    # Side effects still to deliver (billwatch.outbox): entries are attributes named by their key.
+    # Side effects still to deliver (billwatch.core.outbox): entries are attributes named by their key.
     outbox_shard = UnicodeAttribute(null=True)
     outbox_written = NumberAttribute(null=True)
     pending_side_effects = PendingSideEffects()
@@ -199,15 +201,11 @@ class UsageReceipt(Model):
 
 
 def bind_idempotency_table(table_name: str) -> None:
-    UsageReceipt.Meta.table_name = table_name
-    UsageReceipt._connection = None
+    bind_table(table_name, UsageReceipt)
 
 
 def bind_billing_table(table_name: str) -> None:
-    for model in (BillingAccount, JobCheckpoint, WebhookMarker, HealthSnapshot):
-        model.Meta.table_name = table_name
-        # A cached connection keeps the table name, endpoint and credentials it was created with.
-        model._connection = None
+    bind_table(table_name, BillingAccount, JobCheckpoint, WebhookMarker, HealthSnapshot)
 
 
 def usage_counter(feature: str) -> NumberAttribute:
@@ -286,6 +284,4 @@ class BrokenChannel(_AlertTableModel):
 
 
 def bind_alert_table(table_name: str) -> None:
-    for model in (AlertRecord, NotificationRecord, SilenceRecord, BrokenChannel):
-        model.Meta.table_name = table_name
-        model._connection = None
+    bind_table(table_name, AlertRecord, NotificationRecord, SilenceRecord, BrokenChannel)

@@ -25,16 +25,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from billwatch.billing_store import AccountRef, ApplyOutcome, BillingStore
-from billwatch.config import Settings
-from billwatch.intake import IntakeOutcome, WebhookIntake
-from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.models import BillingAccount, JobCheckpoint
-from billwatch.observability import logger
-from billwatch.plans import PlanCatalog, load_plan_catalog
-from billwatch.revenue import applied_movement
-from billwatch.stripe_api import StripeApi, StripeApiFailure, StripeErrorCode
-from billwatch.stripe_events import (
+from billwatch.billing.intake import IntakeOutcome, WebhookIntake
+from billwatch.billing.revenue import applied_movement
+from billwatch.billing.store import AccountRef, ApplyOutcome, BillingStore
+from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, StripeErrorCode
+from billwatch.billing.stripe_events import (
     AUTHORITATIVE_RANK,
     ENTITLING_STATUSES,
     SUBSCRIPTION_EVENTS,
@@ -43,6 +38,11 @@ from billwatch.stripe_events import (
     subscription_account,
     subscription_change,
 )
+from billwatch.core.config import Settings
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.models import BillingAccount, JobCheckpoint
+from billwatch.core.observability import logger
+from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
 
 # Stripe keeps events for 30 days: further back, nothing can be replayed.
 EVENT_RETENTION_SECONDS = 30 * 86400
@@ -284,8 +284,8 @@ def run_id_of(moment: float) -> str:
 
 
 def build_reconciler(settings: Settings) -> Reconciler:
-    from billwatch import aws_parameters
-    from billwatch.intake import build_webhook_intake
+    from billwatch.billing.intake import build_webhook_intake
+    from billwatch.core import parameters as aws_parameters
 
     intake = build_webhook_intake(settings)
     metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)

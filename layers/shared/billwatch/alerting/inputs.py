@@ -16,8 +16,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from billwatch.alarm_text import AlarmText, Severity, parse_alarm_description
-from billwatch.usage_events import PAYMENT_FAILED_EVENT_TYPE, USAGE_EVENT_TYPE
+from billwatch.alerting.alarm_text import AlarmText, Severity, parse_alarm_description
+from billwatch.licensing.usage_events import PAYMENT_FAILED_EVENT_TYPE, USAGE_EVENT_TYPE
 
 
 class AlertStatus(StrEnum):
@@ -222,7 +222,7 @@ USAGE_SEVERITY = {80: Severity.INFO, 95: Severity.WARNING, 100: Severity.WARNING
 
 
 def from_usage_event(event: Mapping[str, Any]) -> Alert:
-    """A usage threshold event from licensing (billwatch.usage_events)."""
+    """A usage threshold event from licensing (billwatch.licensing.usage_events)."""
     account = _text(event, "account_id", "")
     feature = _text(event, "feature", "")
     threshold = event.get("threshold")
@@ -249,7 +249,7 @@ def from_usage_event(event: Mapping[str, Any]) -> Alert:
 
 
 def from_payment_event(event: Mapping[str, Any]) -> Alert:
-    """A failed payment for an account, from the webhook intake (billwatch.usage_events)."""
+    """A failed payment for an account, from the webhook intake (billwatch.licensing.usage_events)."""
     account = _text(event, "account_id", "")
     invoice = _text(event, "invoice_id", "")
     since = _iso(_text(event, "occurred_at", ""), "occurred_at")

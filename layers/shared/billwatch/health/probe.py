@@ -21,11 +21,14 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Protocol
 
-from billwatch import aws_parameters
-from billwatch.business_hours import BusinessHours
-from billwatch.config import Settings
-from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
-from billwatch.models import (
+from billwatch.billing.revenue import major_units
+from billwatch.billing.stripe_api import StripeApi, StripeApiFailure
+from billwatch.billing.webhook_marker import WebhookArrivals
+from billwatch.core import parameters as aws_parameters
+from billwatch.core.business_hours import BusinessHours
+from billwatch.core.config import Settings
+from billwatch.core.metrics import Metric, MetricPoint, MetricsRecorder
+from billwatch.core.models import (
     BillingAccount,
     HealthSnapshot,
     JobCheckpoint,
@@ -33,12 +36,14 @@ from billwatch.models import (
     bind_billing_table,
     bind_idempotency_table,
 )
-from billwatch.observability import logger
-from billwatch.plans import PlanCatalog, load_plan_catalog
-from billwatch.quota_reset import SCHEDULE_CHECKPOINT, SCHEDULE_SECONDS, run_id_of, segment_checkpoint
-from billwatch.revenue import major_units
-from billwatch.stripe_api import StripeApi, StripeApiFailure
-from billwatch.webhook_marker import WebhookArrivals
+from billwatch.core.observability import logger
+from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
+from billwatch.licensing.quota_reset import (
+    SCHEDULE_CHECKPOINT,
+    SCHEDULE_SECONDS,
+    run_id_of,
+    segment_checkpoint,
+)
 
 SNAPSHOT_KEY = "health#last-probe"
 # The JobCheckpoint whose updated_at is the probe's first run: when the stack began to be watched.

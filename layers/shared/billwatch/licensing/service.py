@@ -27,12 +27,12 @@ from pynamodb.constants import ALL_NEW, ALL_OLD
 from pynamodb.exceptions import GetError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 
-from billwatch import outbox
-from billwatch.access import record_refusal
-from billwatch.billing_store import StoreRejected, StoreUnavailable, conditional_update, store_failure
-from billwatch.config import Settings
-from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.models import (
+from billwatch.core import dynamo, outbox
+from billwatch.core.access import record_refusal
+from billwatch.core.config import Settings
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable, conditional_update, store_failure
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.models import (
     PERIOD_ATTRIBUTE_PREFIXES,
     BillingAccount,
     UsageReceipt,
@@ -42,9 +42,9 @@ from billwatch.models import (
     usage_counter,
     usage_grant,
 )
-from billwatch.observability import logger
-from billwatch.plans import Feature, PlanCatalog, Tier, load_plan_catalog
-from billwatch.usage_events import USAGE_EVENT_TYPE, BusinessEventPublisher, usage_event_publisher
+from billwatch.core.observability import logger
+from billwatch.licensing.plans import Feature, PlanCatalog, Tier, load_plan_catalog
+from billwatch.licensing.usage_events import USAGE_EVENT_TYPE, BusinessEventPublisher, usage_event_publisher
 
 # Crossing one of these shares of a quota is a "limit hit" (the seeds' 80/90/100 % histogram).
 LIMIT_HIT_THRESHOLDS = (80, 90, 100)
@@ -175,7 +175,7 @@ class Licensing:
         return month_period(now)
 
     def load(self, account_id: str) -> AccountUsage:
-        connection = BillingAccount._get_connection()
+        connection = dynamo.table_connection(BillingAccount)
         try:
             raw = connection.get_item(account_id, consistent_read=True).get("Item")
         except GetError as exc:  # pynamodb's wrapping of botocore's errors
@@ -283,7 +283,9 @@ class Licensing:
         """Whether the condition accepted the write, and the account as the write left it (or as it
         stood when refused). The answer is rendered from that item rather than read again, so
         nothing can fail once a grant has been added: a retry would add it twice."""
-        accepted, raw = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
+        accepted, raw = conditional_update(
+            BillingAccount, account_id, actions, condition, return_values=ALL_NEW
+        )
         return accepted, AccountUsage.from_raw(account_id, raw)
 
     # --- counting ------------------------------------------------------------------------------
@@ -317,7 +319,7 @@ class Licensing:
         raise StoreUnavailable(f"usage of {account_id} kept changing; retry the request")
 
     def _read_with_receipt(self, account_id: str, receipt_id: str) -> tuple[UsageReceipt | None, Any]:
-        client = BillingAccount._get_connection().connection.client
+        client = dynamo.low_level(BillingAccount).client
         billing, receipts = BillingAccount.Meta.table_name, UsageReceipt.Meta.table_name
         try:
             response = client.batch_get_item(
@@ -399,7 +401,7 @@ class Licensing:
         )
         counted = decision.allowed and decision.limit is not None
         try:
-            with TransactWrite(connection=BillingAccount._get_connection().connection) as transaction:
+            with TransactWrite(connection=dynamo.low_level(BillingAccount)) as transaction:
                 if counted and decision.counted_since == account.usage_since:
                     actions = [counter.add(quantity)]
                     transaction.update(BillingAccount(account.pk), actions=actions, condition=unchanged)
@@ -488,7 +490,7 @@ class Licensing:
     def _announce(self, account_id: str, decision: UsageDecision, threshold: int) -> None:
         """Once per account, feature, threshold and period: the write that records it decides.
 
-        The same write records the announcement as a side-effects entry (billwatch.outbox), so a
+        The same write records the announcement as a side-effects entry (billwatch.core.outbox), so a
         publish that fails, or an invocation that dies, leaves it to the scheduled sweep.
         """
         announced = usage_announcements(decision.feature)
@@ -513,7 +515,9 @@ class Licensing:
             announced.add({threshold}),
             *outbox.write_actions(account_id, key, facts, now, with_standing=False),
         ]
-        accepted, _ = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
+        accepted, _ = conditional_update(
+            BillingAccount, account_id, actions, condition, return_values=ALL_NEW
+        )
         if accepted:
             outbox.publish_recorded(account_id, key, event, self._usage_events)
 
@@ -615,7 +619,9 @@ class Licensing:
         )
 
     def _update(self, account_id: str, actions: list, condition: Condition) -> tuple[bool, Any]:
-        accepted, item = conditional_update(account_id, actions, condition, return_values=ALL_NEW)
+        accepted, item = conditional_update(
+            BillingAccount, account_id, actions, condition, return_values=ALL_NEW
+        )
         if not accepted:
             self._metrics.add(Metric.QUOTA_CONFLICT)
         return accepted, item

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from billwatch.billing_store import AccountRef, StateChange
-from billwatch.ids import is_account_id, is_customer_id, is_event_id
-from billwatch.plans import PlanCatalog, Tier
+from billwatch.billing.store import AccountRef, StateChange
+from billwatch.core.ids import is_account_id, is_customer_id, is_event_id
+from billwatch.licensing.plans import PlanCatalog, Tier
 
 SUBSCRIPTION_EVENTS = (
     "customer.subscription.created",
@@ -298,7 +298,7 @@ def subscription_change(
 
 def _monthly_revenue(sub: Mapping[str, Any], catalog: PlanCatalog) -> dict[str, Any]:
     """What the subscription adds to MRR (minor units), kept with it for the gauge; None if nothing."""
-    from billwatch.revenue import subscription_revenue
+    from billwatch.billing.revenue import subscription_revenue
 
     try:
         revenue = subscription_revenue(sub, catalog)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billwatch.business_hours import BusinessHours, BusinessHoursError, parse_business_hours
+from billwatch.core.business_hours import BusinessHours, BusinessHoursError, parse_business_hours
 
 # Stripe retries a failed webhook delivery for up to three days in live mode; an idempotency
 # record that expired earlier would let a late retry apply the event a second time.

@@ -27,8 +27,8 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
-from billwatch.metrics import Metric, MetricPoint
-from billwatch.plans import PlanCatalog
+from billwatch.core.metrics import Metric, MetricPoint
+from billwatch.licensing.plans import PlanCatalog
 
 COUNTED_STATUSES = frozenset({"active", "past_due"})
 # A subscription that was paying and stopped: counting it again is a reactivation, not new business.
@@ -263,7 +263,7 @@ def _subscription_discounts(subscription: Mapping[str, Any]) -> list[Any]:
 
 
 def _tier_name(subscription: Mapping[str, Any], catalog: PlanCatalog) -> str:
-    """The highest tier among the items' prices, as billwatch.stripe_events decides it."""
+    """The highest tier among the items' prices, as billwatch.billing.stripe_events decides it."""
     tiers = [catalog.default_tier]
     for item in (subscription.get("items") or {}).get("data") or []:
         price = item.get("price") if isinstance(item, Mapping) else None

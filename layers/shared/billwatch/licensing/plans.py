@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from billwatch.config import Settings
+    from billwatch.core.config import Settings
 
 # Quotas count per billing period: the subscription's period for a paid tier, else the calendar
 # month (UTC). "month" is the only period today; the key keeps the catalog format open.
@@ -157,7 +157,9 @@ def load_plan_catalog(settings: Settings) -> PlanCatalog:
         with open(settings.plan_catalog_path, encoding="utf-8") as catalog_file:
             return load_catalog_text(catalog_file.read(), settings.plan_catalog_path)
     if settings.plan_catalog_parameter:
-        from billwatch import aws_parameters  # only deployments that override the catalog need it
+        from billwatch.core import (
+            parameters as aws_parameters,  # only deployments that override the catalog need it
+        )
 
         text = aws_parameters.plan_catalog_text(settings)
         return load_catalog_text(text, f"SSM parameter {settings.plan_catalog_parameter}")

@@ -6,7 +6,7 @@ environment, never need it, and a cold start saves ~5 ms.
 
 from __future__ import annotations
 
-from billwatch.config import Settings, parse_webhook_secrets
+from billwatch.core.config import Settings, parse_webhook_secrets
 
 
 def webhook_secrets(settings: Settings) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """What an applied Stripe event means for the business, and getting it out at least once.
 
 The facts an event's side effects are made from are read before the write and recorded with it
-(``billwatch.outbox``); the effects themselves (business metrics, the failed-payment event) are
+(``billwatch.core.outbox``); the effects themselves (business metrics, the failed-payment event) are
 made from those facts and the standing the change replaced, whoever delivers them: the invocation
 that committed, Stripe's retry of it, or the scheduled sweep.
 """
@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from billwatch import outbox
-from billwatch.billing_store import ApplyOutcome
-from billwatch.metrics import Metric, MetricPoint, MetricsRecorder
-from billwatch.observability import logger
-from billwatch.plans import PlanCatalog
-from billwatch.stripe_events import ParsedEvent
-from billwatch.usage_events import PAYMENT_FAILED_EVENT_TYPE, BusinessEventPublisher
+from billwatch.billing.store import ApplyOutcome
+from billwatch.billing.stripe_events import ParsedEvent
+from billwatch.core import outbox
+from billwatch.core.metrics import Metric, MetricPoint, MetricsRecorder
+from billwatch.core.observability import logger
+from billwatch.licensing.plans import PlanCatalog
+from billwatch.licensing.usage_events import PAYMENT_FAILED_EVENT_TYPE, BusinessEventPublisher
 
 # Groups whose changes have side effects; entitlements and customer deletions have none.
 _GROUPS_WITH_EFFECTS = ("subscription", "payment", "checkout")
@@ -137,7 +137,7 @@ class BusinessEffects:
         prior: outbox.PriorStanding,
         account_id: str | None,
     ) -> list[MetricPoint]:
-        from billwatch.revenue import applied_movement  # with the MRR it judges, off the cold path
+        from billwatch.billing.revenue import applied_movement  # with the MRR it judges, off the cold path
 
         points = []
         moved = applied_movement(prior, after)

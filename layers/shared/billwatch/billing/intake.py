@@ -13,15 +13,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from billwatch import aws_parameters, strict_json
-from billwatch.billing_store import ApplyOutcome, ApplyResult, BillingStore, StateChange, StoreRejected
-from billwatch.config import Settings
-from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.models import bind_billing_table
-from billwatch.observability import logger
-from billwatch.outbox import standing_of
-from billwatch.plans import PlanCatalog, load_plan_catalog
-from billwatch.side_effects import (
+from billwatch.billing.side_effects import (
     EVENTS_CHANNEL,
     METRICS_CHANNEL,
     BusinessEffects,
@@ -29,9 +21,10 @@ from billwatch.side_effects import (
     SweepResult,
     effect_facts,
 )
-from billwatch.signature import SignatureInvalid, verify_signature
-from billwatch.stripe_api import StripeApi, StripeErrorCode
-from billwatch.stripe_events import (
+from billwatch.billing.signature import SignatureInvalid, verify_signature
+from billwatch.billing.store import ApplyOutcome, ApplyResult, BillingStore, StateChange
+from billwatch.billing.stripe_api import StripeApi, StripeErrorCode
+from billwatch.billing.stripe_events import (
     AUTHORITATIVE_RANK,
     SUBSCRIPTION_EVENTS,
     MalformedEvent,
@@ -40,8 +33,17 @@ from billwatch.stripe_events import (
     parse_event,
     subscription_change,
 )
-from billwatch.usage_events import payment_event_publisher, usage_event_publisher
-from billwatch.webhook_marker import WebhookArrivals
+from billwatch.billing.webhook_marker import WebhookArrivals
+from billwatch.core import parameters as aws_parameters
+from billwatch.core import strict_json
+from billwatch.core.config import Settings
+from billwatch.core.dynamo import StoreRejected
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.models import bind_billing_table
+from billwatch.core.observability import logger
+from billwatch.core.outbox import standing_of
+from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
+from billwatch.licensing.usage_events import payment_event_publisher, usage_event_publisher
 
 # Fixed, not derived from the function's name: the side-effects sweep and the reconcile
 # function's replays look up the same records.

@@ -17,11 +17,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 
-from billwatch import strict_json
-from billwatch.access import is_admin
-from billwatch.billing_store import StoreRejected, StoreUnavailable, store_failure
-from billwatch.observability import logger
-from billwatch.request_body import BodyNotBase64, request_body
+from billwatch.core import strict_json
+from billwatch.core.access import is_admin
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable, store_failure
+from billwatch.core.observability import logger
+from billwatch.core.request_body import BodyNotBase64, request_body
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from pynamodb.exceptions import UpdateError
 
-from billwatch.billing_store import CONDITION_FAILED, error_code
-from billwatch.models import WebhookMarker
-from billwatch.observability import logger
+from billwatch.core.dynamo import CONDITION_FAILED, error_code
+from billwatch.core.models import WebhookMarker
+from billwatch.core.observability import logger
 
 MARKER_KEY = "marker#webhook-received"
 WRITE_INTERVAL_SECONDS = 60.0

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from billwatch.alarm_text import Severity, parse_alarm_description
-from billwatch.alert_channels import EmailMessage, format_number, slack_escape, slack_text, truncate
-from billwatch.alerts import short_alarm_name
-from billwatch.metrics import SERVICE_DIMENSION, Metric
-from billwatch.observability import logger
+from billwatch.alerting.alarm_text import Severity, parse_alarm_description
+from billwatch.alerting.channels import EmailMessage, format_number, slack_escape, slack_text, truncate
+from billwatch.alerting.inputs import short_alarm_name
+from billwatch.core.metrics import SERVICE_DIMENSION, Metric
+from billwatch.core.observability import logger
 
 Value = TypeVar("Value")
 

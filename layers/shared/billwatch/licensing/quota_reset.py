@@ -28,13 +28,14 @@ from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import NONE
 from pynamodb.exceptions import PutError
 
-from billwatch.billing_store import CONDITION_FAILED, conditional_update, error_code
-from billwatch.config import Settings
-from billwatch.licensing import AccountUsage, Licensing, build_licensing
-from billwatch.metrics import Metric, MetricsRecorder
-from billwatch.models import BillingAccount, JobCheckpoint
-from billwatch.observability import logger
-from billwatch.self_invoke import SelfInvoker
+from billwatch.core import dynamo
+from billwatch.core.config import Settings
+from billwatch.core.dynamo import CONDITION_FAILED, conditional_update, error_code
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.models import BillingAccount, JobCheckpoint
+from billwatch.core.observability import logger
+from billwatch.core.self_invoke import SelfInvoker
+from billwatch.licensing.service import AccountUsage, Licensing, build_licensing
 
 PAGE_SIZE = 200
 SCHEDULE_SECONDS = 3600  # QuotaResetFunction's rate(1 hour) in template.yaml
@@ -76,7 +77,7 @@ class QuotaReset:
             return SegmentResult(run_id, segment, True, checkpoint.scanned or 0, checkpoint.reset or 0, None)
         cursor = json.loads(checkpoint.cursor) if checkpoint.cursor else None
         scanned, reset = checkpoint.scanned or 0, checkpoint.reset or 0
-        connection = BillingAccount._get_connection()
+        connection = dynamo.table_connection(BillingAccount)
         try:
             while True:
                 page = connection.scan(
@@ -122,7 +123,11 @@ class QuotaReset:
         actions = [BillingAccount.usage_since.set(period.start)]
         actions += [NumberAttribute(attr_name=name).remove() for name in usage.period_attributes()]
         accepted, _ = conditional_update(
-            account.pk, actions, BillingAccount.usage_since == account.usage_since, return_values=NONE
+            BillingAccount,
+            account.pk,
+            actions,
+            BillingAccount.usage_since == account.usage_since,
+            return_values=NONE,
         )
         return accepted
 

@@ -6,7 +6,7 @@ import json
 from functools import cached_property
 from typing import Any
 
-from billwatch.observability import logger
+from billwatch.core.observability import logger
 
 USAGE_EVENT_TYPE = "usage.threshold_crossed"
 PAYMENT_FAILED_EVENT_TYPE = "billing.payment_failed"

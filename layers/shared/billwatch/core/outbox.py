@@ -29,13 +29,15 @@ from typing import Any
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.constants import ALL_NEW
 
-from billwatch.models import BillingAccount
-from billwatch.observability import logger
+from billwatch.core import dynamo
+from billwatch.core.dynamo import conditional_update
+from billwatch.core.models import BillingAccount
+from billwatch.core.observability import logger
 
 PREFIX = "outbox_"
 SHARD_ATTRIBUTE = "outbox_shard"
 WRITTEN_ATTRIBUTE = "outbox_written"
-# An entry whose facts are a usage announcement (billwatch.licensing), not a Stripe event's.
+# An entry whose facts are a usage announcement (billwatch.licensing.service), not a Stripe event's.
 USAGE_KIND = "usage"
 # The index's writes spread over this many partition keys, so a burst of webhooks never queues
 # behind one hot GSI partition.
@@ -109,17 +111,14 @@ def _entry_names(key: str) -> list[str]:
 
 def remove(pk: str, key: str) -> None:
     """Forget a delivered entry (the sweep takes the item off the index once none is left)."""
-    from billwatch.billing_store import conditional_update  # it records entries with its writes
-
     removals = [UnicodeAttribute(attr_name=name).remove() for name in _entry_names(key)]
-    conditional_update(pk, removals, _entry_attribute(key).exists(), ALL_NEW)
+    conditional_update(BillingAccount, pk, removals, _entry_attribute(key).exists(), ALL_NEW)
 
 
 def leave_index(pk: str, written: int) -> None:
     """Take an item whose entries are all gone off the index, unless one was written since."""
-    from billwatch.billing_store import conditional_update
-
     conditional_update(
+        BillingAccount,
         pk,
         [BillingAccount.outbox_shard.remove()],
         BillingAccount.outbox_written == written,
@@ -141,7 +140,7 @@ def pending_keys() -> Iterator[str]:
 
 def raw_item(pk: str) -> dict[str, Any] | None:
     """The item as DynamoDB holds it: entries are attributes the model does not declare."""
-    connection = BillingAccount._get_connection().connection
+    connection = dynamo.low_level(BillingAccount)
     return connection.get_item(BillingAccount.Meta.table_name, pk, consistent_read=True).get("Item")
 
 

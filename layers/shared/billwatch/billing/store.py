@@ -15,70 +15,26 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.constants import ALL_OLD
 from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 
-from billwatch import outbox
-from billwatch.models import FIELD_GROUPS, BillingAccount, version_attribute
-from billwatch.observability import logger
+from billwatch.core import dynamo, outbox
+from billwatch.core.dynamo import (
+    CONDITION_FAILED,
+    StoreUnavailable,
+    conditional_update,
+    error_code,
+    store_failure,
+)
+from billwatch.core.models import FIELD_GROUPS, BillingAccount, version_attribute
+from billwatch.core.observability import logger
 
-CONDITION_FAILED = "ConditionalCheckFailedException"
 # Subscription statuses that leave the account free to follow another subscription.
 ENDED_SUBSCRIPTION_STATUSES = ("canceled", "incomplete_expired")
 _MAX_REDIRECTS = 3
 _MAX_MERGE_ATTEMPTS = 5
 _LINK_CACHE_SIZE = 10_000
-
-
-class StoreUnavailable(Exception):
-    """DynamoDB failed in a way that a retry may fix (throttling, timeouts, 5xx)."""
-
-
-class StoreRejected(Exception):
-    """DynamoDB refused the request itself (a key too long, an item too large, a malformed
-    request): the same request fails the same way however often it is retried."""
-
-
-# Client errors that name the request, not the moment. Anything else (throttling, 5xx, an
-# error code this list does not know) is treated as temporary: a retry costs less than a loss.
-_PERMANENT_ERROR_CODES = frozenset(
-    {"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"}
-)
-
-
-def error_code(exc: BaseException) -> str | None:
-    """DynamoDB's error code behind a botocore or pynamodb error; None for a timeout and the like.
-
-    Not pynamodb's ``cause_response_code``: it raises AttributeError when the cause carries no
-    response (a read timeout), which would turn a temporary failure into a crash.
-    """
-    cause = exc if isinstance(exc, ClientError) else getattr(exc, "cause", None)
-    return cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
-
-
-# A cancelled transaction names why, per item: these fail the same way every time.
-_PERMANENT_CANCELLATION_REASONS = frozenset({"ValidationError", "ItemCollectionSizeLimitExceeded"})
-
-
-def _cancellation_reasons(exc: BaseException) -> set[str]:
-    reasons = getattr(exc, "cancellation_reasons", None) or []  # pynamodb's TransactWriteError
-    codes = {reason.code for reason in reasons if reason is not None}
-    cause = exc if isinstance(exc, ClientError) else getattr(exc, "cause", None)
-    if isinstance(cause, ClientError):
-        codes |= {reason.get("Code") for reason in cause.response.get("CancellationReasons") or []}
-    return codes
-
-
-def store_failure(exc: Exception) -> StoreUnavailable | StoreRejected:
-    """The failure a DynamoDB error stands for, to raise ``from`` it."""
-    code = error_code(exc)
-    if _cancellation_reasons(exc) & _PERMANENT_CANCELLATION_REASONS:
-        return StoreRejected(f"DynamoDB refused the transaction ({code}): {exc}")
-    if code in _PERMANENT_ERROR_CODES:
-        return StoreRejected(f"DynamoDB refused the request ({code}): {exc}")
-    return StoreUnavailable(str(exc))
 
 
 @dataclass(frozen=True)
@@ -97,7 +53,7 @@ class StateChange:
     fields: Mapping[str, Any]
     subscription_id: str | None = None
     subscription_live: bool = False
-    # (event id, facts): side effects to record in the same write (billwatch.outbox).
+    # (event id, facts): side effects to record in the same write (billwatch.core.outbox).
     side_effects: tuple[str, Mapping[str, Any]] | None = None
 
 
@@ -120,35 +76,6 @@ class ApplyResult:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def conditional_update(
-    key: str, actions: list, condition: Condition, return_values: str
-) -> tuple[bool, dict[str, Any] | None]:
-    """One conditional UpdateItem on an account's item.
-
-    Returns whether the condition accepted it, and the raw item: as ``return_values`` asks on
-    success, as it stood on failure. pynamodb builds the expressions and botocore sends them,
-    because pynamodb's update_item cannot ask for the item on a failed condition, which saves a
-    read on that path.
-    """
-    connection = BillingAccount._get_connection().connection
-    request = connection.get_operation_kwargs(
-        BillingAccount.Meta.table_name,
-        key,
-        actions=actions,
-        condition=condition,
-        return_values=return_values,
-        return_values_on_condition_failure=ALL_OLD,
-    )
-    try:
-        return True, connection.client.update_item(**request).get("Attributes")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == CONDITION_FAILED:
-            return False, exc.response.get("Item")
-        raise store_failure(exc) from exc
-    except BotoCoreError as exc:
-        raise store_failure(exc) from exc
 
 
 class BillingStore:
@@ -225,7 +152,7 @@ class BillingStore:
         guard = self._subscription_guard(change)
         if guard is not None:
             condition &= guard
-        accepted, item = conditional_update(key, actions, condition, return_values=ALL_OLD)
+        accepted, item = conditional_update(BillingAccount, key, actions, condition, return_values=ALL_OLD)
         pending = outbox.entries(item)
         if accepted:
             self._delivered.pop(key, None)
@@ -333,7 +260,7 @@ class BillingStore:
         from pynamodb.transactions import TransactWrite  # once per account link; kept off cold start
 
         try:
-            with TransactWrite(connection=BillingAccount._get_connection().connection) as transaction:
+            with TransactWrite(connection=dynamo.low_level(BillingAccount)) as transaction:
                 transaction.update(BillingAccount(account_id), actions=actions, condition=unchanged_account)
                 transaction.save(redirect, condition=BillingAccount.revision == (provisional.revision or 0))
         except TransactWriteError as exc:
