@@ -13,6 +13,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from devtools.percentiles import nearest_rank
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / ".bench"
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -46,15 +48,6 @@ def mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (``fraction`` in 0..1)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
-
-
 def summary_ms(seconds: Sequence[float]) -> dict[str, float | int]:
     """Median / mean / min / p90 / max of durations given in seconds, in milliseconds."""
     ms = [value * 1000 for value in seconds]
@@ -63,6 +56,6 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float | int]:
         "median_ms": round(median(ms), 3),
         "mean_ms": round(mean(ms), 3),
         "min_ms": round(min(ms), 3) if ms else math.nan,
-        "p90_ms": round(percentile(ms, 0.9), 3),
+        "p90_ms": round(nearest_rank(ms, 90), 3) if ms else math.nan,
         "max_ms": round(max(ms), 3) if ms else math.nan,
     }

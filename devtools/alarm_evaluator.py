@@ -3,9 +3,10 @@
 Feed a :class:`MetricStore` with datapoints (directly, or from Embedded Metric Format log lines),
 then ask what state an ``AWS::CloudWatch::Alarm`` would be in at a given time, what an
 ``AWS::CloudWatch::CompositeAlarm`` rule evaluates to, or how a set of alarms moves through
-time (:class:`AlarmTimeline`). :func:`resolve` turns template fragments with intrinsics into the
-plain properties these functions take. :func:`statistic` and :func:`evaluate_math` offer the
-statistics and the metric math to other readers of the store (the local dashboards).
+time (:class:`AlarmTimeline`). :func:`devtools.template.resolve` turns template fragments with
+intrinsics into the plain properties these functions take. :func:`statistic` and
+:func:`evaluate_math` offer the statistics and the metric math to other readers of the store (the
+local dashboards).
 
 Semantics follow the Amazon CloudWatch User Guide: "Using Amazon CloudWatch alarms" and its
 "Configuring how CloudWatch alarms treat missing data" section (with "Avoiding premature
@@ -82,6 +83,9 @@ from fractions import Fraction
 from itertools import pairwise
 from typing import Any
 
+from devtools.emf import emf_metrics, emf_timestamp
+from devtools.percentiles import nearest_rank, percentile_statistic
+
 OK = "OK"
 ALARM = "ALARM"
 INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
@@ -130,31 +134,11 @@ class MetricStore:
 
         ``timestamp`` (epoch seconds) overrides ``_aws.Timestamp`` (epoch milliseconds).
         """
-        metadata = document.get("_aws")
-        if not isinstance(metadata, Mapping):
-            raise ValueError("not an EMF document: it has no _aws object")
-        if timestamp is None:
-            if not _is_number(metadata.get("Timestamp")):
-                raise ValueError("EMF document has no numeric _aws.Timestamp and no timestamp was given")
-            timestamp = metadata["Timestamp"] / 1000
-        directives = metadata.get("CloudWatchMetrics")
-        if not isinstance(directives, list):
-            raise ValueError("EMF document has no _aws.CloudWatchMetrics array")
-        for directive in directives:
-            namespace = directive.get("Namespace")
-            dimension_sets = directive.get("Dimensions")
-            if (
-                not isinstance(namespace, str)
-                or not dimension_sets
-                or not isinstance(directive.get("Metrics"), list)
-            ):
-                raise ValueError(f"EMF directive {directive!r} needs a Namespace, dimension sets and Metrics")
-            for metric in directive["Metrics"]:
-                values = _emf_metric_values(document, metric["Name"])
-                for dimension_set in dimension_sets:
-                    key = MetricKey(namespace, metric["Name"], _emf_dimensions(document, dimension_set))
-                    for value in values:
-                        self.put(key, timestamp, value)
+        moment = emf_timestamp(document) if timestamp is None else timestamp
+        for metric in emf_metrics(document):
+            key = MetricKey(metric.namespace, metric.name, frozenset(metric.dimensions))
+            for value in metric.values:
+                self.put(key, moment, value)
 
     def values(self, key: MetricKey, start: float, end: float) -> list[float]:
         """Raw values of ``key`` with ``start <= timestamp < end``, oldest first."""
@@ -171,30 +155,6 @@ class MetricStore:
         return list(self._points.get(key, []))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _emf_metric_values(document: Mapping[str, Any], name: str) -> list[float]:
-    if name not in document:
-        raise ValueError(f"EMF document declares metric {name!r} but has no {name!r} member")
-    value = document[name]
-    values = value if isinstance(value, list) else [value]
-    if not all(_is_number(item) for item in values):
-        raise ValueError(f"EMF metric {name!r} must be a number or an array of numbers, got {value!r}")
-    return [float(item) for item in values]
-
-
-def _emf_dimensions(document: Mapping[str, Any], dimension_set: Sequence[str]) -> frozenset[tuple[str, str]]:
-    dimensions = set()
-    for dimension in dimension_set:
-        value = document.get(dimension)
-        if not isinstance(value, str):
-            raise ValueError(f"EMF dimension {dimension!r} must be a string member of the document")
-        dimensions.add((dimension, value))
-    return frozenset(dimensions)
-
-
 # -------------------------------------------------------------------------------- statistics
 
 Statistic = Callable[[list[float]], float]
@@ -207,26 +167,16 @@ _STATISTICS: dict[str, Statistic] = {
     "Maximum": max,
 }
 
-_PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
-
 
 def statistic(name: Any) -> Statistic:
     """The function that computes statistic ``name`` (e.g. Sum, p95) from one period's values."""
     if name in _STATISTICS:
         return _STATISTICS[name]
-    match = _PERCENTILE.fullmatch(str(name))
-    # A Fraction keeps p99.9 exact: in floats 99.9 / 100 * 1000 is 999.0000000000001, rank 1000.
-    if match and (percent := Fraction(match.group(1))) <= 100:
-        return lambda values: _nearest_rank(values, percent)
+    if (percent := percentile_statistic(name)) is not None:
+        return lambda values: nearest_rank(values, percent)
     raise ValueError(
         f"unsupported statistic {name!r}: use SampleCount, Average, Sum, Minimum, Maximum or p0..p100"
     )
-
-
-def _nearest_rank(values: list[float], percent: Fraction) -> float:
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percent * len(ordered) / 100))
-    return ordered[rank - 1]
 
 
 # ---------------------------------------------------------------------------- metric alarms
@@ -1235,161 +1185,3 @@ def _children_first(children: Mapping[str, set[str]]) -> list[str]:
     for name in children:
         visit(name)
     return order
-
-
-# --------------------------------------------------------------------- template intrinsics
-
-PSEUDO_PARAMETERS = {
-    "AWS::Region": "us-east-1",
-    "AWS::AccountId": "123456789012",
-    "AWS::Partition": "aws",
-    "AWS::StackName": "billwatch",
-    "AWS::URLSuffix": "amazonaws.com",
-}
-
-_NO_VALUE = object()
-_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
-
-
-def resolve(
-    node: Any,
-    parameters: Mapping[str, str],
-    refs: Mapping[str, str] | None = None,
-    conditions: Mapping[str, bool] | None = None,
-) -> Any:
-    """CloudFormation intrinsics in a parsed template fragment (long form, as cfn-lint loads it).
-
-    Ref, Fn::Sub, Fn::Join, Fn::GetAtt, Fn::If (only the chosen branch is resolved, so it may
-    refer to a resource that the condition leaves out), ``Ref: AWS::NoValue`` (drops the key or
-    list item; None at the top), and the condition functions Fn::Equals, Fn::Not, Fn::And,
-    Fn::Or with ``{"Condition": name}`` operands, so a template's Conditions can be computed.
-
-    A Ref that is neither a pseudo parameter nor in ``parameters`` is a resource: ``refs[name]``.
-    Without ``refs`` every such Ref resolves to the name itself; with ``refs``, a name missing
-    from it raises KeyError (refs then lists the resources, so a typo does not pass silently).
-    Fn::GetAtt [A, B] gives ``refs.get("A.B", "A.B")`` and likewise raises KeyError when ``refs``
-    is given and knows neither "A.B" nor A. An unknown condition raises KeyError; an
-    unsupported intrinsic (Fn::Select, ...) raises ValueError.
-    """
-    resolved = _Resolver(parameters, refs, conditions).resolve(node)
-    return None if resolved is _NO_VALUE else resolved
-
-
-class _Resolver:
-    def __init__(
-        self,
-        parameters: Mapping[str, str],
-        refs: Mapping[str, str] | None,
-        conditions: Mapping[str, bool] | None,
-    ) -> None:
-        self._parameters = parameters
-        self._refs = refs
-        self._conditions = conditions
-        self._intrinsics: dict[str, Callable[[Any], Any]] = {
-            "Ref": self._ref,
-            "Fn::Sub": self._sub,
-            "Fn::Join": self._join,
-            "Fn::GetAtt": self._get_att,
-            "Fn::If": self._if,
-            "Fn::Equals": self._equals,
-            "Fn::Not": lambda operands: not self._truth(_single(operands, "Fn::Not")),
-            "Fn::And": lambda operands: all([self._truth(operand) for operand in operands]),
-            "Fn::Or": lambda operands: any([self._truth(operand) for operand in operands]),
-        }
-
-    def resolve(self, node: Any) -> Any:
-        if isinstance(node, Mapping):
-            if len(node) == 1:
-                ((key, argument),) = node.items()
-                if key in self._intrinsics:
-                    return self._intrinsics[key](argument)
-                if str(key).startswith("Fn::"):
-                    raise ValueError(f"unsupported intrinsic function {key}")
-            resolved = {key: self.resolve(value) for key, value in node.items()}
-            return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
-        if isinstance(node, list):
-            return [value for value in map(self.resolve, node) if value is not _NO_VALUE]
-        return node
-
-    def _ref(self, name: Any) -> Any:
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        if name in PSEUDO_PARAMETERS:
-            return PSEUDO_PARAMETERS[name]
-        if name in self._parameters:
-            return self._parameters[name]
-        if str(name).startswith("AWS::"):
-            raise KeyError(f"unknown pseudo parameter {name}")
-        if self._refs is None:
-            return name
-        if name in self._refs:
-            return self._refs[name]
-        raise KeyError(f"Ref to {name}, which is neither a parameter nor a resource in refs")
-
-    def _get_att(self, argument: Any) -> Any:
-        resource, attribute = argument.split(".", 1) if isinstance(argument, str) else argument
-        key = f"{resource}.{attribute}"
-        if self._refs is None:
-            return key
-        if key in self._refs:
-            return self._refs[key]
-        if resource in self._refs:
-            return key
-        raise KeyError(f"Fn::GetAtt {key}: {resource} is not a resource in refs")
-
-    def _sub(self, argument: Any) -> str:
-        if isinstance(argument, str):
-            text, variables = argument, {}
-        else:
-            text, raw_variables = argument
-            variables = {name: self.resolve(value) for name, value in raw_variables.items()}
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                value = variables[name]
-            elif "." in name:
-                value = self._get_att(name)
-            else:
-                value = self._ref(name)
-            if value is _NO_VALUE or isinstance(value, Mapping | list):
-                raise ValueError(f"Fn::Sub variable {name} does not resolve to a string")
-            return str(value)
-
-        return _SUB_VARIABLE.sub(substitute, text)
-
-    def _join(self, argument: Any) -> str:
-        separator, items = argument
-        values = self.resolve(items)
-        if not isinstance(values, list):
-            raise ValueError(f"Fn::Join needs a list of values, got {values!r}")
-        return str(separator).join(str(value) for value in values)
-
-    def _if(self, argument: Any) -> Any:
-        condition, when_true, when_false = argument
-        return self.resolve(when_true if self._condition(condition) else when_false)
-
-    def _equals(self, argument: Any) -> bool:
-        left, right = argument
-        return self.resolve(left) == self.resolve(right)
-
-    def _condition(self, name: str) -> bool:
-        if self._conditions is None or name not in self._conditions:
-            raise KeyError(f"unknown condition {name}")
-        return bool(self._conditions[name])
-
-    def _truth(self, operand: Any) -> bool:
-        if isinstance(operand, Mapping) and set(operand) == {"Condition"}:
-            return self._condition(operand["Condition"])
-        value = self.resolve(operand)
-        if not isinstance(value, bool):
-            raise ValueError(f"condition function operand {operand!r} is not a condition")
-        return value
-
-
-def _single(operands: Any, function: str) -> Any:
-    if not isinstance(operands, list) or len(operands) != 1:
-        raise ValueError(f"{function} takes a list of exactly one condition")
-    return operands[0]

@@ -22,7 +22,6 @@ failure.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -32,13 +31,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from devtools.alarm_evaluator import MetricKey, MetricStore
+from devtools.emf import emf_document, emf_metrics, emf_timestamp
 
 __all__ = ["LocalMetrics", "install_stdout_tap"]
 
 log = logging.getLogger("devtools.local_metrics")
-
-# Most lines are logs: this spares them a json.loads.
-_EMF_KEY = '"_aws"'
 
 
 class Clock(Protocol):
@@ -51,26 +48,18 @@ class _RealTime:
 
 
 def _metric_data(document: Mapping[str, Any], timestamp: datetime) -> dict[str, list[dict[str, Any]]]:
-    """Namespace -> PutMetricData ``MetricData`` for one EMF document.
-
-    Raises KeyError, TypeError or ValueError for a document that is not EMF as CloudWatch reads it.
-    """
+    """Namespace -> PutMetricData ``MetricData`` for one EMF document (ValueError: not EMF)."""
     by_namespace: dict[str, list[dict[str, Any]]] = {}
-    for directive in document["_aws"]["CloudWatchMetrics"]:
-        data = by_namespace.setdefault(directive["Namespace"], [])
-        for metric in directive["Metrics"]:
-            value = document[metric["Name"]]
-            values = [float(v) for v in value] if isinstance(value, list) else [float(value)]
-            for dimension_set in directive["Dimensions"]:
-                datum = {
-                    "MetricName": metric["Name"],
-                    "Dimensions": [{"Name": name, "Value": document[name]} for name in dimension_set],
-                    "Timestamp": timestamp,
-                    "Values": values,
-                }
-                if "Unit" in metric:
-                    datum["Unit"] = metric["Unit"]
-                data.append(datum)
+    for metric in emf_metrics(document):
+        datum: dict[str, Any] = {
+            "MetricName": metric.name,
+            "Dimensions": [{"Name": name, "Value": value} for name, value in metric.dimensions],
+            "Timestamp": timestamp,
+            "Values": list(metric.values),
+        }
+        if metric.unit is not None:
+            datum["Unit"] = metric.unit
+        by_namespace.setdefault(metric.namespace, []).append(datum)
     return by_namespace
 
 
@@ -87,16 +76,11 @@ class LocalMetrics:
         self.lock = threading.Lock()
 
     def on_line(self, line: str) -> None:
-        if _EMF_KEY not in line:
+        document = emf_document(line)
+        if document is None:
             return
         try:
-            document = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(document, dict) or not isinstance(document.get("_aws"), dict):
-            return
-        try:
-            moment = self._clock.virtual(document["_aws"]["Timestamp"] / 1000)
+            moment = self._clock.virtual(emf_timestamp(document))
             for namespace, data in _metric_data(document, datetime.fromtimestamp(moment, UTC)).items():
                 self._cloudwatch.put_metric_data(Namespace=namespace, MetricData=data)
             with self.lock:

@@ -1203,16 +1203,11 @@ class LocalStack:
     def _start_cloudwatch(self) -> None:
         """moto's CloudWatch on the local clock, with what the billing report needs of it too:
         percentiles and the alarm history."""
-        from moto.cloudwatch import models as moto_cloudwatch
-
-        from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
+        from devtools.moto_patches import install_alarm_clock, install_alarm_history, install_percentiles
 
         self._patches.callback(install_percentiles())
         self._patches.callback(install_alarm_history())
-        real_utcnow = moto_cloudwatch.utcnow
-        # Alarm states change on the local clock, and moto stamps them with its own "now".
-        moto_cloudwatch.utcnow = lambda: datetime.fromtimestamp(self.clock.now(), UTC).replace(tzinfo=None)
-        self._patches.callback(setattr, moto_cloudwatch, "utcnow", real_utcnow)
+        self._patches.callback(install_alarm_clock(self.clock.now))
         self._cloudwatch = self.client("cloudwatch")
         self.metrics = LocalMetrics(self._cloudwatch, clock=self.clock)
 

@@ -4,6 +4,9 @@ The template is parsed with cfn-lint's CloudFormation-aware YAML loader, so shor
 intrinsics come out in their long form (``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt A.B`` ->
 ``{"Fn::GetAtt": ["A", "B"]}``) and everything is returned as plain dicts, lists and scalars.
 
+:func:`resolve` works out the intrinsics (Ref, Fn::Sub, Fn::If, the condition functions, ...) of a
+template fragment; the readers below use it for schedules, alarms, conditions and function names.
+
 Everything here is generic over the template (every ``AWS::DynamoDB::Table``, every
 ``AWS::Serverless::Function``), so new tables, functions and routes are picked up without
 touching this module.
@@ -12,7 +15,8 @@ touching this module.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,164 @@ def resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[s
 
 def _is_true(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+# ---------------------------------------------------------------------------- intrinsics
+
+PSEUDO_PARAMETERS = {
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::StackName": "billwatch",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+_NO_VALUE = object()
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def resolve(
+    node: Any,
+    parameters: Mapping[str, str],
+    refs: Mapping[str, str] | None = None,
+    conditions: Mapping[str, bool] | None = None,
+) -> Any:
+    """CloudFormation intrinsics in a parsed template fragment (long form, as cfn-lint loads it).
+
+    Ref, Fn::Sub, Fn::Join, Fn::GetAtt, Fn::If (only the chosen branch is resolved, so it may
+    refer to a resource that the condition leaves out), ``Ref: AWS::NoValue`` (drops the key or
+    list item; None at the top), and the condition functions Fn::Equals, Fn::Not, Fn::And,
+    Fn::Or with ``{"Condition": name}`` operands, so a template's Conditions can be computed.
+
+    A Ref that is neither a pseudo parameter nor in ``parameters`` is a resource: ``refs[name]``.
+    Without ``refs`` every such Ref resolves to the name itself; with ``refs``, a name missing
+    from it raises KeyError (refs then lists the resources, so a typo does not pass silently).
+    Fn::GetAtt [A, B] gives ``refs.get("A.B", "A.B")`` and likewise raises KeyError when ``refs``
+    is given and knows neither "A.B" nor A. An unknown condition raises KeyError; an
+    unsupported intrinsic (Fn::Select, ...) raises ValueError.
+    """
+    resolved = _Resolver(parameters, refs, conditions).resolve(node)
+    return None if resolved is _NO_VALUE else resolved
+
+
+class _Resolver:
+    def __init__(
+        self,
+        parameters: Mapping[str, str],
+        refs: Mapping[str, str] | None,
+        conditions: Mapping[str, bool] | None,
+    ) -> None:
+        self._parameters = parameters
+        self._refs = refs
+        self._conditions = conditions
+        self._intrinsics: dict[str, Callable[[Any], Any]] = {
+            "Ref": self._ref,
+            "Fn::Sub": self._sub,
+            "Fn::Join": self._join,
+            "Fn::GetAtt": self._get_att,
+            "Fn::If": self._if,
+            "Fn::Equals": self._equals,
+            "Fn::Not": lambda operands: not self._truth(_single(operands, "Fn::Not")),
+            "Fn::And": lambda operands: all([self._truth(operand) for operand in operands]),
+            "Fn::Or": lambda operands: any([self._truth(operand) for operand in operands]),
+        }
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, Mapping):
+            if len(node) == 1:
+                ((key, argument),) = node.items()
+                if key in self._intrinsics:
+                    return self._intrinsics[key](argument)
+                if str(key).startswith("Fn::"):
+                    raise ValueError(f"unsupported intrinsic function {key}")
+            resolved = {key: self.resolve(value) for key, value in node.items()}
+            return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
+        if isinstance(node, list):
+            return [value for value in map(self.resolve, node) if value is not _NO_VALUE]
+        return node
+
+    def _ref(self, name: Any) -> Any:
+        if name == "AWS::NoValue":
+            return _NO_VALUE
+        if name in PSEUDO_PARAMETERS:
+            return PSEUDO_PARAMETERS[name]
+        if name in self._parameters:
+            return self._parameters[name]
+        if str(name).startswith("AWS::"):
+            raise KeyError(f"unknown pseudo parameter {name}")
+        if self._refs is None:
+            return name
+        if name in self._refs:
+            return self._refs[name]
+        raise KeyError(f"Ref to {name}, which is neither a parameter nor a resource in refs")
+
+    def _get_att(self, argument: Any) -> Any:
+        resource, attribute = argument.split(".", 1) if isinstance(argument, str) else argument
+        key = f"{resource}.{attribute}"
+        if self._refs is None:
+            return key
+        if key in self._refs:
+            return self._refs[key]
+        if resource in self._refs:
+            return key
+        raise KeyError(f"Fn::GetAtt {key}: {resource} is not a resource in refs")
+
+    def _sub(self, argument: Any) -> str:
+        if isinstance(argument, str):
+            text, variables = argument, {}
+        else:
+            text, raw_variables = argument
+            variables = {name: self.resolve(value) for name, value in raw_variables.items()}
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                value = variables[name]
+            elif "." in name:
+                value = self._get_att(name)
+            else:
+                value = self._ref(name)
+            if value is _NO_VALUE or isinstance(value, Mapping | list):
+                raise ValueError(f"Fn::Sub variable {name} does not resolve to a string")
+            return str(value)
+
+        return _SUB_VARIABLE.sub(substitute, text)
+
+    def _join(self, argument: Any) -> str:
+        separator, items = argument
+        values = self.resolve(items)
+        if not isinstance(values, list):
+            raise ValueError(f"Fn::Join needs a list of values, got {values!r}")
+        return str(separator).join(str(value) for value in values)
+
+    def _if(self, argument: Any) -> Any:
+        condition, when_true, when_false = argument
+        return self.resolve(when_true if self._condition(condition) else when_false)
+
+    def _equals(self, argument: Any) -> bool:
+        left, right = argument
+        return self.resolve(left) == self.resolve(right)
+
+    def _condition(self, name: str) -> bool:
+        if self._conditions is None or name not in self._conditions:
+            raise KeyError(f"unknown condition {name}")
+        return bool(self._conditions[name])
+
+    def _truth(self, operand: Any) -> bool:
+        if isinstance(operand, Mapping) and set(operand) == {"Condition"}:
+            return self._condition(operand["Condition"])
+        value = self.resolve(operand)
+        if not isinstance(value, bool):
+            raise ValueError(f"condition function operand {operand!r} is not a condition")
+        return value
+
+
+def _single(operands: Any, function: str) -> Any:
+    if not isinstance(operands, list) or len(operands) != 1:
+        raise ValueError(f"{function} takes a list of exactly one condition")
+    return operands[0]
 
 
 # ------------------------------------------------------------------------- DynamoDB
@@ -280,8 +442,6 @@ def resolved_properties(
     such as ``FunctionName: !Ref WebhookIntakeFunction`` reads ``WebhookIntakeFunction``;
     ``!GetAtt A.B`` reads ``A.B``.
     """
-    from devtools.alarm_evaluator import resolve
-
     values = parameter_values(template, parameters)
     refs = {logical_id: logical_id for logical_id in template.get("Resources") or {}}
     return {
@@ -312,8 +472,6 @@ def schedules(
     template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None
 ) -> list[ScheduleEvent]:
     """Every enabled schedule of every function, with its expression's parameters filled in."""
-    from devtools.alarm_evaluator import resolve
-
     values = parameter_values(template, parameters)
     refs = {logical_id: logical_id for logical_id in template.get("Resources") or {}}
     found = []
@@ -334,8 +492,6 @@ def schedules(
 def deployed_resources(template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None) -> set[str]:
     """The logical ids of the resources CloudFormation would create: those without a Condition, or
     whose Condition holds for these parameters (their defaults unless overridden)."""
-    from devtools.alarm_evaluator import resolve
-
     values = parameter_values(template, parameters)
     conditions: dict[str, bool] = {}
     for name, rule in (template.get("Conditions") or {}).items():
@@ -351,8 +507,6 @@ def function_names(
     template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
     """The names Lambda knows each function by (its FunctionName, else its logical id) -> logical id."""
-    from devtools.alarm_evaluator import resolve
-
     values = parameter_values(template, parameters)
     names = {}
     for logical_id, resource in resources_of_type(template, FUNCTION_TYPE).items():

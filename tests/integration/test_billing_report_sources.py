@@ -19,20 +19,20 @@ from moto.cloudwatch import models as moto_cloudwatch
 
 from billwatch.alerting.alarm_text import Severity
 from billwatch.core.metrics import Metric
-from billwatch.reporting.report import (
+from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
+from billwatch.reporting.model import (
     NO_DATA,
-    CloudWatchReportSource,
     FeatureUsage,
     Incident,
     Known,
     Missing,
     ReportPeriod,
     SloStatus,
-    build_report,
-    render_console,
     report_window,
 )
-from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
+from billwatch.reporting.renderers import render_console
+from billwatch.reporting.scoring import build_report
+from devtools.moto_patches import install_alarm_history, install_percentiles
 
 NAMESPACE = "Billwatch"
 REGION = "us-east-1"

@@ -36,11 +36,12 @@ from typing import Any
 import boto3
 import pytest
 
-from billwatch.reporting.report import CloudWatchReportSource, build_report
+from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
+from billwatch.reporting.scoring import build_report
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import AlarmStates, MetricKey, StateChange
 from devtools.local_alarms import AlarmDefinition, alarm_definitions
-from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
+from devtools.moto_patches import install_alarm_history, install_percentiles
 from devtools.signing import stripe_signature_header
 from tests.alert_events import dispatcher_environment, sns_event
 from tests.alert_receivers import AlertReceivers, alert_receivers

@@ -21,8 +21,8 @@ from devtools.alarm_evaluator import (
     MetricStore,
     evaluate_alarm,
     evaluate_composite,
-    resolve,
 )
+from devtools.template import resolve
 
 NAMESPACE = "Billwatch"
 FAILED = MetricKey.of(NAMESPACE, "WebhookFailed", service="billwatch")

@@ -1,14 +1,19 @@
-"""What moto's CloudWatch lacks for the billing report, filled in from moto's own in-process state.
+"""Every change the local tools make to moto, in one place, for the one moto version they were written for.
 
 moto 5.2.5 computes no percentiles in GetMetricData (its statistics know Sum, Average, Minimum,
-Maximum and SampleCount only) and does not implement DescribeAlarmHistory. The local stack and
-the tests of ``CloudWatchReportSource`` use these two shims instead:
+Maximum and SampleCount only), does not implement DescribeAlarmHistory, and stamps alarm state
+changes with the wall clock. The local emulator and the tests of ``CloudWatchReportSource`` fill
+those in:
 
     undo = install_percentiles()          # pNN statistics, nearest rank, until undo()
     undo = install_alarm_history()        # DescribeAlarmHistory from moto's alarms, until undo()
+    undo = install_alarm_clock(now)       # alarm state changes stamped at now() (epoch seconds)
 
-Both read moto's backends in this process: with ``mock_aws`` or a ``ThreadedMotoServer`` started
-here, not with a moto server in another process.
+Each reaches into moto's internals, so each refuses (MotoVersionError) to patch another moto
+version than :data:`WRITTEN_FOR`: moving the pin in requirements/constraints.txt means checking
+these patches against the new moto first. All of them read or change moto's backends in this
+process: with ``mock_aws`` or a ``ThreadedMotoServer`` started here, not a moto server elsewhere.
+The patches are process-wide, so undo in the reverse order of installing.
 """
 
 from __future__ import annotations
@@ -16,41 +21,67 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import math
-import re
 from collections.abc import Callable
 from typing import Any
 
+import moto
 from moto.cloudwatch import models as moto_cloudwatch
 from moto.core import DEFAULT_ACCOUNT_ID
 
-__all__ = ["install_alarm_history", "install_percentiles"]
+from devtools.percentiles import nearest_rank, percentile_statistic
 
-_PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
+__all__ = [
+    "WRITTEN_FOR",
+    "MotoVersionError",
+    "install_alarm_clock",
+    "install_alarm_history",
+    "install_percentiles",
+]
+
+# The moto version these patches were written against and checked with (requirements/constraints.txt).
+WRITTEN_FOR = "5.2.5"
 
 
-def _nearest_rank(original: Any) -> Any:
-    def statistic(self: Any, stat: str) -> Any:
-        percentile = _PERCENTILE.fullmatch(stat)
-        if not percentile:
-            return original(self, stat)
-        values = sorted(self.metric_single_values_list)
-        return values[max(0, math.ceil(float(percentile[1]) / 100 * len(values)) - 1)]
+class MotoVersionError(RuntimeError):
+    """The installed moto is not the version the patches were written for."""
 
-    return statistic
+
+def _check_moto_version() -> None:
+    if moto.__version__ != WRITTEN_FOR:
+        raise MotoVersionError(
+            f"devtools.moto_patches was written for moto {WRITTEN_FOR}, not the installed moto "
+            f"{moto.__version__}: check each patch against moto {moto.__version__} and update WRITTEN_FOR, "
+            f"or install moto {WRITTEN_FOR} (the pin in requirements/constraints.txt)"
+        )
 
 
 def install_percentiles() -> Callable[[], None]:
-    """Make moto's GetMetricData answer ``pNN`` statistics (nearest rank); returns the undo.
-
-    The patch is process-wide (moto's ``Statistics`` class), so undo in the reverse order of
-    installing when two are installed at once.
-    """
+    """Make moto's GetMetricData answer ``pNN`` statistics (nearest rank); returns the undo."""
+    _check_moto_version()
     original = moto_cloudwatch.Statistics.get_statistics_for_type
-    moto_cloudwatch.Statistics.get_statistics_for_type = _nearest_rank(original)
+
+    def statistic(self: Any, stat: str) -> Any:
+        percent = percentile_statistic(stat)
+        if percent is None:
+            return original(self, stat)
+        return nearest_rank(self.metric_single_values_list, percent)
+
+    moto_cloudwatch.Statistics.get_statistics_for_type = statistic
 
     def undo() -> None:
         moto_cloudwatch.Statistics.get_statistics_for_type = original
+
+    return undo
+
+
+def install_alarm_clock(now: Callable[[], float]) -> Callable[[], None]:
+    """Stamp moto's alarm state changes at ``now()`` (epoch seconds, a local clock); returns the undo."""
+    _check_moto_version()
+    original = moto_cloudwatch.utcnow
+    moto_cloudwatch.utcnow = lambda: dt.datetime.fromtimestamp(now(), dt.UTC).replace(tzinfo=None)
+
+    def undo() -> None:
+        moto_cloudwatch.utcnow = original
 
     return undo
 
@@ -92,6 +123,8 @@ def install_alarm_history() -> Callable[[], None]:
     """
     from moto.cloudwatch.responses import CloudWatchResponse
     from moto.core.responses import ActionResult
+
+    _check_moto_version()
 
     def describe_alarm_history(self: Any) -> ActionResult:
         start, end = (_aware(self._get_param(name)) for name in ("StartDate", "EndDate"))
