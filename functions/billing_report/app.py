@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from billwatch.core.config import load_alert_settings, load_report_settings, load_settings
 from billwatch.core.observability import logger
 from billwatch.reporting.job import build_billing_report_job
-from billwatch.reporting.report import ReportPeriod
+from billwatch.reporting.model import ReportPeriod
 
 # Stop retrying a channel while there is still time to count and log what was delivered.
 RESERVE_SECONDS = 10.0

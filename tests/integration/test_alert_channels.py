@@ -8,6 +8,7 @@ import hmac
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -18,14 +19,12 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from billwatch.alerting.alarm_text import Severity
-from billwatch.alerting.channels import (
-    NOTIFICATION_ID_HEADER,
-    SIGNATURE_HEADER,
-    DeliveryFailed,
-    HttpDelivery,
-    build_channel,
-    pagerduty_event,
-)
+from billwatch.alerting.channels.base import Channel, DeliveryFailed
+from billwatch.alerting.channels.factory import build_channel
+from billwatch.alerting.channels.notification import NotificationContent
+from billwatch.alerting.channels.pagerduty import pagerduty_event
+from billwatch.alerting.channels.retry import RetryStage
+from billwatch.alerting.channels.webhook import NOTIFICATION_ID_HEADER, SIGNATURE_HEADER
 from billwatch.alerting.config import (
     EmailChannelConfig,
     LogChannelConfig,
@@ -43,7 +42,7 @@ SLACK = SlackChannelConfig(type="slack", webhook_url_secret="slack_webhook_url")
 ROUTING_KEY = "pd-routing-key-secret-0123456789"
 SIGNING_SECRET = "whsec_alerts_signing_secret"
 SENDER = "alerts@billwatch.example.com"
-NO_SECRETS: Callable[[str], str] = {}.__getitem__
+NO_SECRETS: Callable[[str], str] = dict[str, str]().__getitem__
 FIRING = Notification(alarm_alert(), NotificationKind.FIRING, "oncall-critical")
 RESOLVED = Notification(
     alarm_alert(status=AlertStatus.RESOLVED, since="2025-03-01T10:20:00.000Z"),
@@ -65,6 +64,17 @@ class RecordingSleep:
     def time_left(self) -> float:
         assert self.budget is not None
         return self.budget - sum(self.delays)
+
+
+@dataclass(frozen=True)
+class Sending:
+    """A channel behind the retry stage, as the dispatcher sends on it."""
+
+    channel: Channel[Any]
+    retry: RetryStage
+
+    def send(self, notification: Notification) -> None:
+        self.retry.deliver(self.channel, NotificationContent(notification))
 
 
 @pytest.fixture
@@ -89,8 +99,8 @@ def secrets_from(receivers: AlertReceivers) -> Callable[[str], str]:
 def slack_send(
     receivers: AlertReceivers, sleep: RecordingSleep, notification: Notification = FIRING, **retries: Any
 ) -> None:
-    http = HttpDelivery(sleep=sleep, **retries)
-    build_channel(SLACK, secrets_from(receivers), email_sender=None, http=http).send(notification)
+    channel = build_channel(SLACK, secrets_from(receivers), email_sender=None)
+    Sending(channel, RetryStage(sleep=sleep, **retries)).send(notification)
 
 
 def failure_of(send: Callable[[], None]) -> DeliveryFailed:
@@ -139,8 +149,8 @@ def test_server_errors_are_retried_with_growing_backoff(
 
 
 def test_backoff_stops_growing_at_max_delay() -> None:
-    http = HttpDelivery(base_delay=0.5, max_delay=2.0)
-    assert all(1.0 <= http.backoff(failed) <= 2.0 for failed in (3, 4, 10))
+    retry = RetryStage(base_delay=0.5, max_delay=2.0)
+    assert all(1.0 <= retry.backoff(failed) <= 2.0 for failed in (3, 4, 10))
 
 
 @pytest.mark.parametrize(("status", "body"), [(404, "no_service"), (400, "invalid_payload"), (403, "x")])
@@ -197,8 +207,11 @@ def test_a_refused_connection_is_retried() -> None:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     sleep = RecordingSleep()
-    http = HttpDelivery(sleep=sleep, attempts=2)
-    failure = failure_of(lambda: http.post("webhook", f"http://127.0.0.1:{port}/hook", b"{}", {}))
+    config = WebhookChannelConfig(
+        type="webhook", url=f"http://127.0.0.1:{port}/hook", signing_secret="webhook_signing_secret"
+    )
+    channel = build_channel(config, {"webhook_signing_secret": SIGNING_SECRET}.__getitem__, email_sender=None)
+    failure = failure_of(lambda: Sending(channel, RetryStage(sleep=sleep, attempts=2)).send(FIRING))
     assert failure.permanent is False
     assert "connection failed (ConnectionRefusedError)" in str(failure)
     assert len(sleep.delays) == 1
@@ -241,11 +254,12 @@ def test_no_request_is_started_without_time_left(receivers: AlertReceivers, slee
 # --- PagerDuty
 
 
-def pagerduty(receivers: AlertReceivers, sleep: RecordingSleep) -> Any:
+def pagerduty(receivers: AlertReceivers, sleep: RecordingSleep) -> Sending:
     config = PagerDutyChannelConfig(
         type="pagerduty", routing_key_secret="pagerduty_routing_key", events_url=receivers.url("/v2/enqueue")
     )
-    return build_channel(config, secrets_from(receivers), email_sender=None, http=HttpDelivery(sleep=sleep))
+    channel = build_channel(config, secrets_from(receivers), email_sender=None)
+    return Sending(channel, RetryStage(sleep=sleep))
 
 
 def test_pagerduty_triggers_then_resolves_the_same_incident(
@@ -257,7 +271,7 @@ def test_pagerduty_triggers_then_resolves_the_same_incident(
     channel.send(Notification(alarm_alert(), NotificationKind.REPEAT, "oncall-critical"))
     channel.send(RESOLVED)
     trigger, repeat, resolve = (request.json for request in receivers.requests("/v2/enqueue"))
-    assert trigger == pagerduty_event(FIRING, ROUTING_KEY)
+    assert trigger == {"routing_key": ROUTING_KEY, **pagerduty_event(FIRING)}
     assert trigger["payload"] == {
         "summary": "HighWebhookFailureRate: More than 5% of Stripe webhooks failed over the last 600 s.",
         "source": "billwatch",
@@ -324,11 +338,12 @@ def verify_billwatch_signature(secret: str, header: str, body: bytes, now: float
     return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
 
 
-def webhook(receivers: AlertReceivers, sleep: RecordingSleep) -> Any:
+def webhook(receivers: AlertReceivers, sleep: RecordingSleep) -> Sending:
     config = WebhookChannelConfig(
         type="webhook", url=receivers.url("/hooks/billwatch"), signing_secret="webhook_signing_secret"
     )
-    return build_channel(config, secrets_from(receivers), email_sender=None, http=HttpDelivery(sleep=sleep))
+    channel = build_channel(config, secrets_from(receivers), email_sender=None)
+    return Sending(channel, RetryStage(sleep=sleep))
 
 
 def test_a_webhook_is_signed_so_the_receiver_can_verify_it(
@@ -376,7 +391,7 @@ EMAIL = EmailChannelConfig(type="email", to=("admin@example.com", "billing-oncal
 
 
 def test_email_goes_out_through_ses_with_the_plan_subjects(ses: Any, sleep: RecordingSleep) -> None:
-    channel = build_channel(EMAIL, NO_SECRETS, email_sender=SENDER, http=HttpDelivery(sleep=sleep))
+    channel = Sending(build_channel(EMAIL, NO_SECRETS, email_sender=SENDER), RetryStage(sleep=sleep))
     channel.send(FIRING)
     channel.send(RESOLVED)
     channel.send(Notification(usage_alert(), NotificationKind.FIRING, "billing-team"))
@@ -395,13 +410,14 @@ def test_email_goes_out_through_ses_with_the_plan_subjects(ses: Any, sleep: Reco
 
 def test_email_needs_a_sender(sleep: RecordingSleep) -> None:
     channel = build_channel(EMAIL, NO_SECRETS, email_sender=None, ses_client_factory=pytest.fail)
-    failure = failure_of(lambda: channel.send(FIRING))
+    failure = failure_of(lambda: Sending(channel, RetryStage(sleep=sleep)).send(FIRING))
     assert (failure.channel, failure.permanent) == ("email", True)
+    assert sleep.delays == []
 
 
 def test_an_unverified_sender_is_rejected_permanently(ses: Any, sleep: RecordingSleep) -> None:
-    channel = build_channel(EMAIL, NO_SECRETS, email_sender="nobody@elsewhere.example", http=HttpDelivery())
-    failure = failure_of(lambda: channel.send(FIRING))
+    channel = build_channel(EMAIL, NO_SECRETS, email_sender="nobody@elsewhere.example")
+    failure = failure_of(lambda: Sending(channel, RetryStage(sleep=sleep)).send(FIRING))
     assert (failure.permanent, failure.status) == (True, 400)
     assert "SES MessageRejected" in str(failure)
     assert ses.sent_messages == []
@@ -423,11 +439,8 @@ class ThrottledOnce:
 
 def test_ses_throttling_is_retried_with_the_same_policy(sleep: RecordingSleep) -> None:
     client = ThrottledOnce()
-    http = HttpDelivery(sleep=sleep)
-    channel = build_channel(
-        EMAIL, NO_SECRETS, email_sender=SENDER, http=http, ses_client_factory=lambda: client
-    )
-    channel.send(FIRING)
+    channel = build_channel(EMAIL, NO_SECRETS, email_sender=SENDER, ses_client_factory=lambda: client)
+    Sending(channel, RetryStage(sleep=sleep)).send(FIRING)
     assert len(client.calls) == 2
     assert len(sleep.delays) == 1
     body = client.calls[0]["Message"]["Body"]
@@ -438,18 +451,24 @@ def test_ses_throttling_is_retried_with_the_same_policy(sleep: RecordingSleep) -
 # --- secrets
 
 
-def test_a_missing_secret_fails_permanently_naming_the_key(receivers: AlertReceivers) -> None:
-    failure = failure_of(lambda: build_channel(SLACK, NO_SECRETS, email_sender=None).send(FIRING))
+def test_a_missing_secret_fails_permanently_naming_the_key(
+    receivers: AlertReceivers, sleep: RecordingSleep
+) -> None:
+    channel = build_channel(SLACK, NO_SECRETS, email_sender=None)
+    failure = failure_of(lambda: Sending(channel, RetryStage(sleep=sleep)).send(FIRING))
     assert (failure.channel, failure.permanent) == ("slack", True)
     assert "'slack_webhook_url' is missing" in str(failure)
     assert receivers.requests() == []
 
 
-def test_a_secrets_store_failure_is_transient_and_quotes_nothing(receivers: AlertReceivers) -> None:
+def test_a_secrets_store_failure_is_transient_and_quotes_nothing(
+    receivers: AlertReceivers, sleep: RecordingSleep
+) -> None:
     def unreadable(key: str) -> str:
         raise RuntimeError(f"could not decrypt {ROUTING_KEY}")
 
-    failure = failure_of(lambda: build_channel(SLACK, unreadable, email_sender=None).send(FIRING))
+    channel = build_channel(SLACK, unreadable, email_sender=None)
+    failure = failure_of(lambda: Sending(channel, RetryStage(sleep=sleep)).send(FIRING))
     assert failure.permanent is False
     assert ROUTING_KEY not in str(failure)
     assert "'slack_webhook_url' could not be read (RuntimeError)" in str(failure)
@@ -479,7 +498,8 @@ def test_secrets_never_reach_logs_or_errors(
 
 
 def test_the_log_channel_logs_the_notification(metrics: MetricsCapture) -> None:
-    build_channel(LogChannelConfig(type="log"), NO_SECRETS, email_sender=None).send(FIRING)
+    channel = build_channel(LogChannelConfig(type="log"), NO_SECRETS, email_sender=None)
+    Sending(channel, RetryStage()).send(FIRING)
     (line,) = metrics.logs()
     assert line["message"] == "Alert notification"
     assert (line["kind"], line["receiver"]) == ("firing", "oncall-critical")

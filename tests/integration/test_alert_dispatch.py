@@ -141,15 +141,15 @@ def test_copies_arriving_at_once_are_sent_once(dispatch) -> None:
 def test_an_invocation_that_dies_while_sending_is_retried_and_the_notice_still_goes(
     dispatch, monkeypatch
 ) -> None:
-    from billwatch.alerting.channels import PagerDutyChannel
+    from billwatch.alerting.channels.pagerduty import PagerDutyChannel
 
     original, crashes = PagerDutyChannel.send, []
 
-    def crash_once(self: Any, notification: Any) -> None:
+    def crash_once(self: Any, message: Any, timeout: float) -> Any:
         if not crashes:
-            crashes.append(notification)
+            crashes.append(message)
             raise RuntimeError("the invocation died here")
-        original(self, notification)
+        return original(self, message, timeout)
 
     monkeypatch.setattr(PagerDutyChannel, "send", crash_once)
     event = sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0))

@@ -19,8 +19,8 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from billwatch.alerting.channels import SIGNATURE_HEADER
-from devtools.moto_cloudwatch import install_alarm_history, install_percentiles
+from billwatch.alerting.channels.webhook import SIGNATURE_HEADER
+from devtools.moto_patches import install_alarm_history, install_percentiles
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
 from tests.support import LambdaContext, load_handler
 

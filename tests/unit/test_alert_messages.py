@@ -3,17 +3,15 @@ from __future__ import annotations
 import pytest
 
 from billwatch.alerting.alarm_text import Severity
-from billwatch.alerting.channels import (
+from billwatch.alerting.channels.email import email_message, email_subject
+from billwatch.alerting.channels.facts import evaluation_text
+from billwatch.alerting.channels.pagerduty import (
     PAGERDUTY_SUMMARY_LIMIT,
-    email_message,
-    email_subject,
-    evaluation_text,
-    notification_id,
     pagerduty_dedup_key,
     pagerduty_event,
-    slack_message,
-    webhook_payload,
 )
+from billwatch.alerting.channels.slack import slack_message
+from billwatch.alerting.channels.webhook import notification_id, webhook_payload
 from billwatch.alerting.inputs import AlertStatus, Notification, NotificationKind
 from tests.alert_receivers import ALARM_ARN, alarm_alert, usage_alert
 
@@ -231,10 +229,10 @@ def test_only_web_links_become_links() -> None:
 
 
 def test_a_pagerduty_trigger_carries_the_whole_alert_and_its_links() -> None:
-    # The payload's fields are pinned one by one where PagerDuty receives them: the integration tests.
-    event = pagerduty_event(notify(), "routing-key-1")
+    # The payload's fields and the routing key are pinned where PagerDuty receives them: the
+    # integration tests.
+    event = pagerduty_event(notify())
     assert {key: value for key, value in event.items() if key != "payload"} == {
-        "routing_key": "routing-key-1",
         "event_action": "trigger",
         "dedup_key": pagerduty_dedup_key(notify()),
         "client": "billwatch",
@@ -257,8 +255,7 @@ def test_a_pagerduty_trigger_carries_the_whole_alert_and_its_links() -> None:
 
 
 def test_a_pagerduty_resolve_names_only_the_incident() -> None:
-    assert pagerduty_event(resolved(), "routing-key-1") == {
-        "routing_key": "routing-key-1",
+    assert pagerduty_event(resolved()) == {
         "event_action": "resolve",
         "dedup_key": pagerduty_dedup_key(notify()),
     }
@@ -280,18 +277,18 @@ def test_one_alert_is_one_incident_and_a_test_is_another() -> None:
     [(Severity.CRITICAL, "critical"), (Severity.WARNING, "warning"), (Severity.INFO, "info")],
 )
 def test_pagerduty_severities(severity: Severity, expected: str) -> None:
-    assert pagerduty_event(notify(severity=severity), "k")["payload"]["severity"] == expected
+    assert pagerduty_event(notify(severity=severity))["payload"]["severity"] == expected
 
 
 def test_a_long_pagerduty_summary_is_cut_to_1024_characters() -> None:
-    summary = pagerduty_event(notify(summary="x" * 2000), "k")["payload"]["summary"]
+    summary = pagerduty_event(notify(summary="x" * 2000))["payload"]["summary"]
     assert len(summary) == PAGERDUTY_SUMMARY_LIMIT
     assert summary == "HighWebhookFailureRate: " + "x" * (1024 - 25) + "…"
 
 
 def test_a_pagerduty_test_says_so_and_a_business_alert_has_no_links() -> None:
-    assert pagerduty_event(notify(TEST), "k")["payload"]["summary"].startswith("TEST: HighWebhookFailureRate")
-    event = pagerduty_event(Notification(usage_alert(), FIRING, "billing-team"), "k")
+    assert pagerduty_event(notify(TEST))["payload"]["summary"].startswith("TEST: HighWebhookFailureRate")
+    event = pagerduty_event(Notification(usage_alert(), FIRING, "billing-team"))
     assert event["links"] == []
     assert "client_url" not in event
     assert event["payload"]["custom_details"]["labels"]["account_id"] == "acct_42"

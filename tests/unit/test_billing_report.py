@@ -10,9 +10,8 @@ import pytest
 
 from billwatch.alerting.alarm_text import Severity
 from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
-from billwatch.reporting.report import (
-    LABELLED_QUERIES,
-    METRIC_QUERIES,
+from billwatch.reporting.cloudwatch_source import LABELLED_QUERIES, METRIC_QUERIES
+from billwatch.reporting.model import (
     NO_DATA,
     NO_TRAFFIC,
     FeatureUsage,
@@ -24,14 +23,16 @@ from billwatch.reporting.report import (
     RequestCounts,
     Revenue,
     SloStatus,
-    build_report,
+    report_window,
+)
+from billwatch.reporting.renderers import (
     render_console,
     render_document,
     render_email,
     render_slack,
     report_id,
-    report_window,
 )
+from billwatch.reporting.scoring import build_report
 
 END = dt.datetime(2026, 12, 1, 8, tzinfo=dt.UTC)
 START, _ = report_window(ReportPeriod.DAILY, END)

@@ -24,7 +24,10 @@ from enum import StrEnum
 from typing import Any
 
 from billwatch.alerting.alarm_text import Severity
-from billwatch.alerting.channels import Channel, DeliveryFailed, HttpDelivery, build_channel
+from billwatch.alerting.channels.base import Channel, DeliveryFailed
+from billwatch.alerting.channels.factory import build_channel
+from billwatch.alerting.channels.notification import NotificationContent
+from billwatch.alerting.channels.retry import RetryStage
 from billwatch.alerting.config import (
     ChannelConfig,
     Matcher,
@@ -104,7 +107,8 @@ class AlertDispatcher:
         self,
         config: RoutingConfig,
         store: AlertStore,
-        channel_for: Callable[[ChannelConfig], Channel],
+        channel_for: Callable[[ChannelConfig], Channel[Any]],
+        retry: RetryStage,
         metrics: MetricsRecorder,
         dead_letter: Callable[[dict[str, Any]], None],
         clock: Callable[[], float],
@@ -113,6 +117,7 @@ class AlertDispatcher:
         self._config = config
         self.store = store
         self._channel_for = channel_for
+        self._retry = retry
         self._metrics = metrics
         self._dead_letter = dead_letter
         self.clock = clock
@@ -253,7 +258,7 @@ class AlertDispatcher:
     ) -> DeliveryFailed | None:
         channel_name = config.type
         try:
-            self._channel_for(config).send(notification)
+            self._retry.deliver(self._channel_for(config), NotificationContent(notification))
         except DeliveryFailed as failure:
             self._metrics.add(Metric.ALERT_DELIVERY_FAILED, Channel=channel_name)
             logger.warning(
@@ -442,16 +447,17 @@ def cloudwatch_alarm_states(names: list[str]) -> dict[str, str]:
 def build_alert_dispatcher(
     settings: Settings, alert_settings: AlertSettings, deadline: Callable[[], float] | None = None
 ) -> AlertDispatcher:
+    if alert_settings.alert_table is None:
+        raise ValueError("the alert dispatcher keeps its state in ALERT_STATE_TABLE_NAME, which is not set")
     bind_alert_table(alert_settings.alert_table)
     config = load_routing(alert_settings)
     secrets = AlertSecrets(alert_settings)
-    http = HttpDelivery(deadline=deadline)
-    channels: dict[ChannelConfig, Channel] = {}
+    channels: dict[ChannelConfig, Channel[Any]] = {}
 
-    def channel_for(channel_config: ChannelConfig) -> Channel:
+    def channel_for(channel_config: ChannelConfig) -> Channel[Any]:
         if channel_config not in channels:
             channels[channel_config] = build_channel(
-                channel_config, secrets, email_sender=alert_settings.email_sender, http=http
+                channel_config, secrets, email_sender=alert_settings.email_sender
             )
         return channels[channel_config]
 
@@ -459,6 +465,7 @@ def build_alert_dispatcher(
         config=config,
         store=AlertStore(),
         channel_for=channel_for,
+        retry=RetryStage(deadline=deadline),
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
         dead_letter=SqsDeadLetters(alert_settings.dlq_url),
         clock=time.time,

@@ -10,11 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
+
+from aws_lambda_powertools.utilities.data_classes import CloudWatchAlarmEvent
+from aws_lambda_powertools.utilities.data_classes.common import DictWrapper
+from aws_lambda_powertools.utilities.data_classes.sns_event import SNSEventRecord
 
 from billwatch.alerting.alarm_text import AlarmText, Severity, parse_alarm_description
 from billwatch.licensing.usage_events import PAYMENT_FAILED_EVENT_TYPE, USAGE_EVENT_TYPE
@@ -68,6 +72,7 @@ class MalformedAlertInput(ValueError):
 _STAGE_PREFIX = re.compile(r"^billwatch-[a-z][a-z0-9-]*?-(?=[A-Z])")
 _REASON_VALUE = re.compile(r"\[(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 _ALARM_STATUS = {"ALARM": AlertStatus.FIRING, "OK": AlertStatus.RESOLVED}
+Wrapper = TypeVar("Wrapper", bound=DictWrapper)
 
 
 def short_alarm_name(alarm_name: str) -> str:
@@ -103,6 +108,10 @@ def _text(source: Mapping[str, Any], key: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise MalformedAlertInput(f"{where}{key} is missing or not a string")
     return value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _number(value: Any) -> float | None:
@@ -180,7 +189,7 @@ def _alarm_alert(
 def from_sns_alarm(message: Mapping[str, Any]) -> Alert | None:
     """A CloudWatch alarm notification as SNS delivers it (the Message, parsed)."""
     alarm_name = _text(message, "AlarmName", "")
-    trigger = message.get("Trigger") if isinstance(message.get("Trigger"), Mapping) else {}
+    trigger = _mapping(message.get("Trigger"))
     return _alarm_alert(
         alarm_name=alarm_name,
         alarm_arn=_text(message, "AlarmArn", ""),
@@ -194,24 +203,51 @@ def from_sns_alarm(message: Mapping[str, Any]) -> Alert | None:
     )
 
 
+def _object(read: Callable[[], Wrapper], where: str) -> Wrapper:
+    try:
+        wrapper = read()
+    except KeyError:
+        raise MalformedAlertInput(f"{where} is missing or not an object") from None
+    if not isinstance(wrapper.raw_event, Mapping):
+        raise MalformedAlertInput(f"{where} is missing or not an object")
+    return wrapper
+
+
+def _read_text(read: Callable[[], Any], where: str) -> str:
+    try:
+        value = read()
+    except KeyError:
+        value = None
+    if not isinstance(value, str) or not value:
+        raise MalformedAlertInput(f"{where} is missing or not a string")
+    return value
+
+
+def _optional(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except (KeyError, AttributeError, TypeError):
+        return None
+
+
 def from_alarm_event(event: Mapping[str, Any]) -> Alert | None:
     """CloudWatch's direct alarm-to-Lambda invocation (``source: aws.cloudwatch``)."""
-    data = event.get("alarmData")
-    if not isinstance(data, Mapping):
-        raise MalformedAlertInput("alarmData is missing or not an object")
-    state = data.get("state")
-    if not isinstance(state, Mapping):
-        raise MalformedAlertInput("alarmData.state is missing or not an object")
-    configuration = data.get("configuration") if isinstance(data.get("configuration"), Mapping) else {}
-    alarm_name = _text(data, "alarmName", "alarmData.")
+    alarm = CloudWatchAlarmEvent(dict(event))
+    data = _object(lambda: alarm.alarm_data, "alarmData")
+    state = _object(lambda: data.state, "alarmData.state")
+    alarm_name = _read_text(lambda: data.alarm_name, "alarmData.alarmName")
+    alarm_arn = _read_text(lambda: alarm.alarm_arn, "alarmArn")
+    state_value = _read_text(lambda: state.value, "alarmData.state.value")
+    reason = _read_text(lambda: state.reason, "alarmData.state.reason")
+    changed_at = _read_text(lambda: state.timestamp, "alarmData.state.timestamp")
     return _alarm_alert(
         alarm_name=alarm_name,
-        alarm_arn=_text(event, "alarmArn", ""),
-        state=_text(state, "value", "alarmData.state."),
-        reason=_text(state, "reason", "alarmData.state."),
-        since=_iso(_text(state, "timestamp", "alarmData.state."), "alarmData.state.timestamp"),
-        description=configuration.get("description"),
-        reason_data=state.get("reasonData"),
+        alarm_arn=alarm_arn,
+        state=state_value,
+        reason=reason,
+        since=_iso(changed_at, "alarmData.state.timestamp"),
+        description=_optional(lambda: data.configuration.description),
+        reason_data=_optional(lambda: state.reason_data),
         threshold=None,
         comparison=None,
     )
@@ -228,7 +264,7 @@ def from_usage_event(event: Mapping[str, Any]) -> Alert:
     threshold = event.get("threshold")
     if threshold not in USAGE_SEVERITY:
         raise MalformedAlertInput(f"threshold must be one of {sorted(USAGE_SEVERITY)}, got {threshold!r}")
-    period = event.get("period") if isinstance(event.get("period"), Mapping) else {}
+    period = _mapping(event.get("period"))
     since = _iso(_text(event, "occurred_at", ""), "occurred_at")
     used, limit = _number(event.get("used")), _number(event.get("limit"))
     return Alert(
@@ -254,8 +290,9 @@ def from_payment_event(event: Mapping[str, Any]) -> Alert:
     invoice = _text(event, "invoice_id", "")
     since = _iso(_text(event, "occurred_at", ""), "occurred_at")
     amount = _number(event.get("amount_due"))
-    currency = event.get("currency") if isinstance(event.get("currency"), str) else ""
-    due = f" ({amount / 100:.2f} {currency.upper()})" if amount is not None else ""
+    currency = event.get("currency")
+    code = currency.upper() if isinstance(currency, str) else ""
+    due = f" ({amount / 100:.2f} {code})" if amount is not None else ""
     return Alert(
         fingerprint=f"payment#{account}#{invoice}",
         name="PaymentFailed",
@@ -269,7 +306,8 @@ def from_payment_event(event: Mapping[str, Any]) -> Alert:
     )
 
 
-def _from_sns_message(text: Any) -> Alert | None:
+def _from_sns_record(record: SNSEventRecord) -> Alert | None:
+    text = _optional(lambda: record.sns.message)
     if not isinstance(text, str):
         raise MalformedAlertInput("Sns.Message is missing or not a string")
     try:
@@ -304,14 +342,15 @@ def read_records(event: Mapping[str, Any]) -> list[ReadRecord]:
     if event.get("source") == "aws.cloudwatch":
         records: list[Any] = [event]
     else:
-        records = event.get("Records") if isinstance(event.get("Records"), list) else [event]
+        delivered = event.get("Records")
+        records = delivered if isinstance(delivered, list) else [event]
     read = []
     for record in records:
         try:
             if isinstance(record, Mapping) and record.get("source") == "aws.cloudwatch":
                 alert = from_alarm_event(record)
             elif isinstance(record, Mapping) and isinstance(record.get("Sns"), Mapping):
-                alert = _from_sns_message(record["Sns"].get("Message"))
+                alert = _from_sns_record(SNSEventRecord(dict(record)))
             else:
                 raise MalformedAlertInput("the record is neither an SNS record nor a CloudWatch alarm event")
         except MalformedAlertInput as problem:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
@@ -200,7 +200,14 @@ class AlertStore:
 
     def silences(self) -> list[Silence]:
         return [
-            Silence(r.sk, tuple(r.matchers), int(r.starts_at), int(r.ends_at), r.comment, r.created_by)
+            Silence(
+                r.sk,
+                tuple(cast(list[str], r.matchers)),
+                int(r.starts_at),
+                int(r.ends_at),
+                r.comment,
+                r.created_by,
+            )
             for r in SilenceRecord.query("silence")
         ]
 

@@ -14,34 +14,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from billwatch.alerting.channels import (
-    Channel,
-    DeliveryFailed,
-    EmailChannel,
-    HttpDelivery,
-    LogChannel,
-    PagerDutyChannel,
-    SlackChannel,
-    WebhookChannel,
-    build_channel,
-)
+from billwatch.alerting.channels.base import Channel, DeliveryFailed
+from billwatch.alerting.channels.factory import build_channel
+from billwatch.alerting.channels.retry import RetryStage
 from billwatch.alerting.dispatcher import AlertSecrets, load_routing
 from billwatch.core.config import AlertSettings, ReportSettings, Settings
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.observability import logger
-from billwatch.reporting.report import (
-    BillingReport,
-    CloudWatchReportSource,
-    Known,
-    ReportPeriod,
-    build_report,
-    render_console,
-    render_document,
-    render_email,
-    render_slack,
-    report_id,
-    report_window,
-)
+from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
+from billwatch.reporting.model import BillingReport, Known, ReportPeriod, report_window
+from billwatch.reporting.renderers import ReportContent, report_id
+from billwatch.reporting.scoring import build_report
 
 
 class ReportUndelivered(Exception):
@@ -57,17 +40,21 @@ class ReportOutcome:
 
 
 class ReportSender:
-    def __init__(self, channels: Sequence[Channel], metrics: MetricsRecorder) -> None:
-        self._channels = [channel for channel in channels if not isinstance(channel, PagerDutyChannel)]
+    def __init__(self, channels: Sequence[Channel[Any]], retry: RetryStage, metrics: MetricsRecorder) -> None:
+        self._channels = channels
+        self._retry = retry
         self._metrics = metrics
 
     def send(self, report: BillingReport) -> tuple[list[str], list[str]]:
-        """(channels that took it, channels that did not), each failure logged and counted."""
+        """(channels that took it, channels that did not), each failure logged and counted; the
+        channels that do not carry reports are in neither."""
         delivered: list[str] = []
         failed: list[str] = []
+        content = ReportContent(report)
         for channel in self._channels:
             try:
-                self._send_to(channel, report)
+                if not self._retry.deliver(channel, content):
+                    continue
             except DeliveryFailed as failure:
                 logger.error(
                     "Could not deliver the billing report",
@@ -79,21 +66,6 @@ class ReportSender:
             self._metrics.add(Metric.ALERT_DELIVERED, Channel=channel.name)
             delivered.append(channel.name)
         return delivered, failed
-
-    @staticmethod
-    def _send_to(channel: Channel, report: BillingReport) -> None:
-        if isinstance(channel, SlackChannel):
-            channel.post(render_slack(report))
-        elif isinstance(channel, EmailChannel):
-            channel.send_message(render_email(report))
-        elif isinstance(channel, WebhookChannel):
-            channel.post(render_document(report), report_id(report))
-        elif isinstance(channel, LogChannel):
-            logger.info(
-                "Billing report", extra={"report_id": report_id(report), "report": render_console(report)}
-            )
-        else:
-            raise TypeError(f"no report rendering for a {type(channel).__name__}")
 
 
 class BillingReportJob:
@@ -141,9 +113,8 @@ def build_billing_report_job(
 ) -> BillingReportJob:
     routing = load_routing(alert_settings)
     secrets = AlertSecrets(alert_settings)
-    http = HttpDelivery(deadline=deadline)
     channels = [
-        build_channel(channel, secrets, email_sender=alert_settings.email_sender, http=http)
+        build_channel(channel, secrets, email_sender=alert_settings.email_sender)
         for channel in routing.receivers[routing.report_receiver].channels
     ]
     if cloudwatch_client is None:
@@ -158,4 +129,6 @@ def build_billing_report_job(
         http_api_id=report_settings.http_api_id,
     )
     metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
-    return BillingReportJob(source, ReportSender(channels, metrics), metrics, report_settings.zone)
+    return BillingReportJob(
+        source, ReportSender(channels, RetryStage(deadline=deadline), metrics), metrics, report_settings.zone
+    )

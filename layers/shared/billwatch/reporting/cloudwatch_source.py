@@ -1,0 +1,362 @@
+"""Reads one window's ``ReportData`` from CloudWatch: metrics with GetMetricData, incidents from the
+alarm history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from billwatch.alerting.alarm_text import Severity, parse_alarm_description
+from billwatch.alerting.inputs import short_alarm_name
+from billwatch.core.metrics import SERVICE_DIMENSION, Metric
+from billwatch.core.observability import logger
+from billwatch.reporting.model import (
+    NO_DATA,
+    Figure,
+    Incident,
+    Known,
+    Missing,
+    ReportData,
+    RequestCounts,
+    Revenue,
+    as_utc,
+)
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    """One figure of the report: a billwatch metric, a statistic and the labels beyond ``service``."""
+
+    key: str  # the ReportData field, and the GetMetricData query id
+    metric: Metric
+    stat: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    """A figure per value of one label (the values billwatch emitted, found with ListMetrics)."""
+
+    key: str
+    metric: Metric
+    label: str
+
+
+# The exact dimension sets metrics.py publishes: [service] for the aggregates, [service, label]
+# for the per-label sums. tests/unit/test_billing_report.py checks each against METRICS.
+METRIC_QUERIES = (
+    MetricQuery("webhooks_received", Metric.WEBHOOK_RECEIVED, "Sum"),
+    MetricQuery("webhooks_failed", Metric.WEBHOOK_FAILED, "Sum"),
+    MetricQuery("webhook_p95_ms", Metric.WEBHOOK_PROCESSING_TIME, "p95"),
+    MetricQuery("checkouts_completed", Metric.CHECKOUT_COMPLETED, "Sum"),
+    MetricQuery("checkouts_expired", Metric.CHECKOUT_EXPIRED, "Sum"),
+    MetricQuery("subscriptions_new", Metric.SUBSCRIPTIONS_NEW, "Sum"),
+    MetricQuery("subscriptions_reactivated", Metric.SUBSCRIPTIONS_REACTIVATED, "Sum"),
+    MetricQuery("upgrades", Metric.SUBSCRIPTIONS_UPGRADED, "Sum"),
+    MetricQuery("subscriptions_churned", Metric.SUBSCRIPTIONS_CHURNED, "Sum"),
+    MetricQuery("payments_succeeded", Metric.PAYMENT_SUCCEEDED, "Sum"),
+    MetricQuery("payments_failed", Metric.PAYMENT_FAILED, "Sum"),
+    MetricQuery("accounts_at_limit", Metric.LIMIT_HIT, "Sum", (("Threshold", "100"),)),
+    MetricQuery("reconcile_runs", Metric.RECONCILE_RUN, "Sum"),
+)
+LABELLED_QUERIES = (
+    LabelledQuery("usage_by_feature", Metric.USAGE_COUNTED, "Feature"),
+    LabelledQuery("drift_by_field", Metric.RECONCILE_DRIFT, "Field"),
+    LabelledQuery("healed_by_field", Metric.RECONCILE_HEALED, "Field"),
+)
+API_GATEWAY_NAMESPACE = "AWS/ApiGateway"
+_QUERIES_PER_CALL = 500  # GetMetricData's limit
+_PERCENTILE_PREFIX = "p"  # p95, p99.9
+# The probe reads the gauges every few minutes: hourly averages, the first and last of the window.
+_GAUGE_PERIOD_SECONDS = 3600
+_GAUGE_READING_WINDOW = dt.timedelta(hours=1)
+_FIRING = "ALARM"
+
+
+def _combined(stat: str, values: Sequence[float]) -> Figure[float]:
+    """One figure from the datapoints of a window read as one period (one datapoint, as a rule)."""
+    if not values:
+        return Missing(NO_DATA)
+    # Percentiles of parts do not add up; the highest is the cautious reading.
+    return Known(max(values) if stat.startswith(_PERCENTILE_PREFIX) else sum(values))
+
+
+class CloudWatchReportSource:
+    """Reads one window's ReportData: metrics with GetMetricData, incidents from the alarm history."""
+
+    def __init__(
+        self,
+        cloudwatch_client: Any,
+        namespace: str,
+        service: str = "billwatch",
+        *,
+        stage: str,
+        http_api_id: str | None = None,
+        history_lookback: dt.timedelta = dt.timedelta(days=7),
+    ) -> None:
+        self._cloudwatch = cloudwatch_client
+        self._namespace = namespace
+        self._service = service
+        self._alarm_prefix = f"billwatch-{stage}-"
+        self._http_api_id = http_api_id
+        self._history_lookback = history_lookback
+
+    def read(self, start: dt.datetime, end: dt.datetime) -> ReportData:
+        labelled = {query.key: self._label_values(query) for query in LABELLED_QUERIES}
+        stats = self._metric_stats(labelled)
+        window = int((end - start).total_seconds())
+        figures = {
+            key: _combined(stats[key]["Stat"], [value for _, value in points])
+            for key, points in _read_metric_data(self._cloudwatch, stats, start, end, window).items()
+        }
+        # Each ReportData field has its own figure type: the keyword splats are checked by the tests.
+        measured: dict[str, Any] = {query.key: figures[query.key] for query in METRIC_QUERIES}
+        per_label: dict[str, Any] = {
+            query.key: self._per_label(figures, query.key, values)
+            for query, values in zip(LABELLED_QUERIES, labelled.values(), strict=True)
+        }
+        paying_at_start, revenue = self._gauges(start, end)
+        return ReportData(
+            start=start,
+            end=end,
+            availability=self._availability(figures),
+            **measured,
+            **per_label,
+            paying_at_start=paying_at_start,
+            revenue=revenue,
+            incidents=self._readable_incidents(start, end),
+        )
+
+    def _gauges(
+        self, start: dt.datetime, end: dt.datetime
+    ) -> tuple[Figure[float], Figure[Mapping[str, Revenue]]]:
+        """Paying subscriptions at the start, and MRR per currency at the start and the end.
+
+        The probe reads both gauges together, so an hour with a PayingSubscriptions reading and no
+        reading for a currency had none of its MRR; an hour without one is not known at all.
+        """
+        currencies = self._label_values(LabelledQuery("mrr", Metric.MRR, "Currency"))
+        paying_stat = self._metric_stat(self._namespace, Metric.PAYING_SUBSCRIPTIONS.value, "Average", ())
+        stats = {"paying": paying_stat}
+        for index, currency in enumerate(currencies):
+            stats[f"mrr_{index}"] = self._metric_stat(
+                self._namespace, Metric.MRR.value, "Average", (("Currency", currency),)
+            )
+        hourly = _read_metric_data(self._cloudwatch, stats, start, end, _GAUGE_PERIOD_SECONDS)
+        paying = dict(hourly["paying"])
+        if not paying:
+            return Missing(NO_DATA), Missing(NO_DATA)
+        first, last = min(paying), max(paying)
+        read_at_start = first < start + _GAUGE_READING_WINDOW
+        read_at_end = last >= end - _GAUGE_READING_WINDOW
+
+        def reading(
+            series: Mapping[dt.datetime, float], moment: dt.datetime, read: bool, where: str
+        ) -> Figure[float]:
+            if not read:
+                return Missing(f"no gauge reading in the {where} hour")
+            return Known(series.get(moment, 0.0))
+
+        revenue = {}
+        for index, currency in enumerate(currencies):
+            series = dict(hourly[f"mrr_{index}"])
+            if series:
+                revenue[currency.lower()] = Revenue(
+                    now=reading(series, last, read_at_end, "last"),
+                    at_start=reading(series, first, read_at_start, "first"),
+                )
+        return reading(paying, first, read_at_start, "first"), Known(revenue)
+
+    def _readable_incidents(self, start: dt.datetime, end: dt.datetime) -> Figure[Sequence[Incident]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return Known(self._incidents(start, end))
+        except (BotoCoreError, ClientError) as error:
+            logger.warning("Could not read the alarm history for the billing report", exc_info=True)
+            return Missing(f"the alarm history could not be read ({type(error).__name__})")
+
+    def _dimensions(self, labels: Iterable[tuple[str, str]] = ()) -> list[dict[str, str]]:
+        return [
+            {"Name": name, "Value": value} for name, value in ((SERVICE_DIMENSION, self._service), *labels)
+        ]
+
+    def _label_values(self, query: LabelledQuery) -> list[str]:
+        wanted = {SERVICE_DIMENSION, query.label}
+        values = set()
+        pages = self._cloudwatch.get_paginator("list_metrics").paginate(
+            Namespace=self._namespace, MetricName=query.metric.value, Dimensions=self._dimensions()
+        )
+        for page in pages:
+            for metric in page["Metrics"]:
+                dimensions = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+                if set(dimensions) == wanted and dimensions[SERVICE_DIMENSION] == self._service:
+                    values.add(dimensions[query.label])
+        return sorted(values)
+
+    def _metric_stats(self, labelled: Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:
+        stats = {
+            query.key: self._metric_stat(self._namespace, query.metric.value, query.stat, query.labels)
+            for query in METRIC_QUERIES
+        }
+        for query in LABELLED_QUERIES:
+            for index, value in enumerate(labelled[query.key]):
+                stats[f"{query.key}_{index}"] = self._metric_stat(
+                    self._namespace, query.metric.value, "Sum", ((query.label, value),)
+                )
+        if self._http_api_id:
+            for key, metric_name in (("api_requests", "Count"), ("api_5xx", "5xx")):
+                stats[key] = {
+                    "Metric": {
+                        "Namespace": API_GATEWAY_NAMESPACE,
+                        "MetricName": metric_name,
+                        "Dimensions": [{"Name": "ApiId", "Value": self._http_api_id}],
+                    },
+                    "Stat": "Sum",
+                }
+        return stats
+
+    def _metric_stat(
+        self, namespace: str, metric_name: str, stat: str, labels: Iterable[tuple[str, str]]
+    ) -> dict[str, Any]:
+        return {
+            "Metric": {
+                "Namespace": namespace,
+                "MetricName": metric_name,
+                "Dimensions": self._dimensions(labels),
+            },
+            "Stat": stat,
+        }
+
+    @staticmethod
+    def _per_label(
+        figures: Mapping[str, Figure[float]], key: str, values: Sequence[str]
+    ) -> Figure[Mapping[str, float]]:
+        counted = {
+            value: figure.value
+            for index, value in enumerate(values)
+            if isinstance(figure := figures[f"{key}_{index}"], Known)
+        }
+        return Known(counted) if counted else Missing(NO_DATA)
+
+    def _availability(self, figures: Mapping[str, Figure[float]]) -> RequestCounts:
+        if self._http_api_id:
+            return RequestCounts("HTTP API 5xx / Count", figures["api_requests"], figures["api_5xx"])
+        # Without the API's id, every failed delivery counts as a 5xx: the cautious reading.
+        return RequestCounts(
+            f"{Metric.WEBHOOK_FAILED} / {Metric.WEBHOOK_RECEIVED}",
+            figures["webhooks_received"],
+            figures["webhooks_failed"],
+        )
+
+    def _alarms(self) -> dict[str, dict[str, Any]]:
+        alarms: dict[str, dict[str, Any]] = {}
+        pages = self._cloudwatch.get_paginator("describe_alarms").paginate(
+            AlarmNamePrefix=self._alarm_prefix, AlarmTypes=["MetricAlarm", "CompositeAlarm"]
+        )
+        for page in pages:
+            for alarm in [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]:
+                alarms[alarm["AlarmName"]] = alarm
+        return alarms
+
+    def _transitions(
+        self, since: dt.datetime, end: dt.datetime
+    ) -> dict[str, list[tuple[dt.datetime, str, str]]]:
+        """(time, old state, new state) of each of this stage's alarms, oldest first."""
+        transitions: dict[str, list[tuple[dt.datetime, str, str]]] = {}
+        pages = self._cloudwatch.get_paginator("describe_alarm_history").paginate(
+            AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+            HistoryItemType="StateUpdate",
+            StartDate=since,
+            EndDate=end,
+        )
+        for page in pages:
+            for item in page["AlarmHistoryItems"]:
+                if not item["AlarmName"].startswith(self._alarm_prefix):
+                    continue
+                history = json.loads(item["HistoryData"])
+                transitions.setdefault(item["AlarmName"], []).append(
+                    (
+                        as_utc(item["Timestamp"]),
+                        history["oldState"]["stateValue"],
+                        history["newState"]["stateValue"],
+                    )
+                )
+        return {name: sorted(items) for name, items in transitions.items()}
+
+    def _incidents(self, start: dt.datetime, end: dt.datetime) -> tuple[Incident, ...]:
+        since = start - self._history_lookback
+        alarms = self._alarms()
+        transitions = self._transitions(since, end)
+
+        def severity(name: str) -> Severity | None:
+            description = alarms.get(name, {}).get("AlarmDescription")
+            try:
+                return parse_alarm_description(description).severity if description else None
+            except ValueError:
+                return None
+
+        # A composite's building blocks notify nobody: the composite is the incident, not each of them.
+        silent = {name for name, alarm in alarms.items() if not alarm.get("AlarmActions")}
+        incidents = []
+        for name, changes in transitions.items():
+            if name in silent:
+                continue
+            firing_since: dt.datetime | None = None
+            before_history = False
+            if changes[0][1] == _FIRING:
+                firing_since, before_history = since, True
+            for moment, _, new_state in changes:
+                if new_state == _FIRING and firing_since is None:
+                    firing_since, before_history = moment, False
+                elif new_state != _FIRING and firing_since is not None:
+                    incidents.append(
+                        Incident(short_alarm_name(name), severity(name), firing_since, moment, before_history)
+                    )
+                    firing_since = None
+            if firing_since is not None:
+                incidents.append(
+                    Incident(short_alarm_name(name), severity(name), firing_since, None, before_history)
+                )
+        # An alarm that has fired since before the history read has no transition in it.
+        for name, alarm in alarms.items():
+            if name not in transitions and name not in silent and alarm.get("StateValue") == _FIRING:
+                fired_at = as_utc(alarm["StateUpdatedTimestamp"])
+                incidents.append(Incident(short_alarm_name(name), severity(name), fired_at, None))
+        return tuple(incidents)
+
+
+def _read_metric_data(
+    cloudwatch: Any,
+    stats: Mapping[str, dict[str, Any]],
+    start: dt.datetime,
+    end: dt.datetime,
+    period: int,
+) -> dict[str, list[tuple[dt.datetime, float]]]:
+    """(period start, value) of every stat, oldest first, in as few GetMetricData calls as allowed."""
+    queries = [
+        {"Id": key, "MetricStat": {**stat, "Period": period}, "ReturnData": True}
+        for key, stat in stats.items()
+    ]
+    points: dict[str, list[tuple[dt.datetime, float]]] = {key: [] for key in stats}
+    for first in range(0, len(queries), _QUERIES_PER_CALL):
+        request = {
+            "MetricDataQueries": queries[first : first + _QUERIES_PER_CALL],
+            "StartTime": start,
+            "EndTime": end,
+            "ScanBy": "TimestampAscending",
+        }
+        while True:
+            answer = cloudwatch.get_metric_data(**request)
+            for result in answer["MetricDataResults"]:
+                points[result["Id"]].extend(
+                    (as_utc(moment), value)
+                    for moment, value in zip(result["Timestamps"], result["Values"], strict=True)
+                )
+            if not answer.get("NextToken"):
+                break
+            request["NextToken"] = answer["NextToken"]
+    return {key: sorted(found) for key, found in points.items()}

@@ -1,0 +1,239 @@
+"""The billing report's data: what was measured in the window (``ReportData``) and what the report
+says (``BillingReport``). See docs/billing-report.md.
+
+A figure that was not measured is never shown as a zero: every figure is ``Known(value)`` or
+``Missing(reason)``. A CloudWatch metric with no datapoints in the window is ``Missing("no data")``,
+a rate whose denominator is 0 is ``Missing("no traffic")``, and the health score lists the parts
+it could not judge instead of scoring them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeAlias, TypeVar
+
+from billwatch.alerting.alarm_text import Severity
+
+Value = TypeVar("Value")
+
+NO_DATA = "no data"
+NO_TRAFFIC = "no traffic"
+
+
+@dataclass(frozen=True)
+class Known(Generic[Value]):
+    value: Value
+
+
+@dataclass(frozen=True)
+class Missing:
+    reason: str
+
+
+Figure: TypeAlias = Known[Value] | Missing
+
+
+class ReportPeriod(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+    @property
+    def length(self) -> dt.timedelta:
+        return dt.timedelta(days=1) if self is ReportPeriod.DAILY else dt.timedelta(days=7)
+
+
+def report_window(period: ReportPeriod, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    return end - period.length, end
+
+
+# --------------------------------------------------------------------------------------------------
+# What was measured
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One stretch of an alarm in ALARM that overlaps the window."""
+
+    alarm: str  # without the billwatch-<stage>- prefix
+    severity: Severity | None  # None: the alarm no longer exists to say
+    started_at: dt.datetime
+    cleared_at: dt.datetime | None  # None: still firing at the window's end
+    # The history read began with the alarm already firing: it started at started_at or earlier.
+    started_before_history: bool = False
+
+    def duration(self, until: dt.datetime) -> dt.timedelta:
+        return (self.cleared_at or until) - self.started_at
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    """What availability is measured on: requests and the server errors among them."""
+
+    basis: str  # e.g. "HTTP API 5xx / Count"
+    requests: Figure[float]
+    server_errors: Figure[float]
+
+
+@dataclass(frozen=True)
+class Revenue:
+    """MRR in major units of one currency, at the window's end and at its start."""
+
+    now: Figure[float]
+    at_start: Figure[float]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    start: dt.datetime
+    end: dt.datetime
+    availability: RequestCounts
+    webhooks_received: Figure[float]
+    webhooks_failed: Figure[float]
+    webhook_p95_ms: Figure[float]
+    checkouts_completed: Figure[float]
+    checkouts_expired: Figure[float]
+    subscriptions_new: Figure[float]
+    subscriptions_reactivated: Figure[float]
+    upgrades: Figure[float]
+    subscriptions_churned: Figure[float]
+    paying_at_start: Figure[float]
+    payments_succeeded: Figure[float]
+    payments_failed: Figure[float]
+    usage_by_feature: Figure[Mapping[str, float]]
+    accounts_at_limit: Figure[float]
+    drift_by_field: Figure[Mapping[str, float]]
+    healed_by_field: Figure[Mapping[str, float]]
+    reconcile_runs: Figure[float]
+    incidents: Figure[Sequence[Incident]]
+    revenue: Figure[Mapping[str, Revenue]]
+
+
+# --------------------------------------------------------------------------------------------------
+# What the report says
+
+
+class SloStatus(StrEnum):
+    MET = "met"
+    MISSED = "missed"
+    NOT_JUDGED = "not judged"
+
+
+class Comparison(StrEnum):
+    AT_LEAST = "≥"
+    AT_MOST = "≤"
+
+
+@dataclass(frozen=True)
+class Slo:
+    name: str
+    actual: Figure[float]
+    target: float
+    comparison: Comparison
+    unit: str  # "%" (actual and target are fractions) or "ms"
+    basis: str
+
+    @property
+    def status(self) -> SloStatus:
+        if isinstance(self.actual, Missing):
+            return SloStatus.NOT_JUDGED
+        if self.comparison is Comparison.AT_LEAST:
+            return SloStatus.MET if self.actual.value >= self.target else SloStatus.MISSED
+        return SloStatus.MET if self.actual.value <= self.target else SloStatus.MISSED
+
+    @property
+    def miss(self) -> Figure[float]:
+        """How far it missed, 0..1: 1 is a miss by the target's own margin or more.
+
+        The margin is the error budget (1 - target) for availability and the target itself for the
+        others, so 99.8 % against 99.9 % and 1,000 ms against 500 ms both count as a full miss.
+        """
+        if isinstance(self.actual, Missing):
+            return self.actual
+        if self.comparison is Comparison.AT_LEAST:
+            shortfall, margin = self.target - self.actual.value, 1 - self.target
+        else:
+            shortfall, margin = self.actual.value - self.target, self.target
+        return Known(min(1.0, max(0.0, shortfall / margin)))
+
+
+@dataclass(frozen=True)
+class FeatureUsage:
+    feature: str
+    units: float
+
+
+@dataclass(frozen=True)
+class MrrChange:
+    currency: str
+    now: Figure[float]
+    change: Figure[float]
+    change_share: Figure[float]  # change / MRR at the start
+
+
+@dataclass(frozen=True)
+class Business:
+    checkouts_completed: Figure[float]
+    checkout_conversion: Figure[float]
+    subscriptions_new: Figure[float]
+    subscriptions_reactivated: Figure[float]
+    upgrades: Figure[float]
+    subscriptions_churned: Figure[float]
+    churn_rate: Figure[float]  # churned / paying at the window's start
+    paying_at_start: Figure[float]
+    mrr: Figure[tuple[MrrChange, ...]]
+    payments_failed: Figure[float]
+    payment_failure_rate: Figure[float]
+    top_features: Figure[tuple[FeatureUsage, ...]]
+    accounts_at_limit: Figure[float]
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    drift_by_field: Figure[Mapping[str, float]]
+    healed_by_field: Figure[Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class HealthPart:
+    name: str
+    penalty: Figure[float]  # points taken off 100, or why this part was not judged
+    detail: str
+
+
+@dataclass(frozen=True)
+class HealthScore:
+    score: Figure[int]
+    parts: tuple[HealthPart, ...]
+
+    @property
+    def not_judged(self) -> tuple[HealthPart, ...]:
+        return tuple(part for part in self.parts if isinstance(part.penalty, Missing))
+
+
+@dataclass(frozen=True)
+class BillingReport:
+    period: ReportPeriod
+    start: dt.datetime
+    end: dt.datetime
+    slos: tuple[Slo, ...]
+    business: Business
+    incidents: Figure[tuple[Incident, ...]]
+    reconciliation: Reconciliation
+    health: HealthScore
+    zone: dt.tzinfo = dt.UTC  # the readers' time zone: dates and times are shown in it
+
+    @property
+    def day(self) -> dt.date:
+        # A window that ends at midnight is the report of the day before it.
+        return (self.end.astimezone(self.zone) - dt.timedelta(microseconds=1)).date()
+
+    @property
+    def first_day(self) -> dt.date:
+        return self.start.astimezone(self.zone).date()
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
