@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from billwatch.billing.side_effects import (
     EVENTS_CHANNEL,
@@ -23,7 +23,7 @@ from billwatch.billing.side_effects import (
 )
 from billwatch.billing.signature import SignatureInvalid, verify_signature
 from billwatch.billing.store import ApplyOutcome, ApplyResult, BillingStore, StateChange
-from billwatch.billing.stripe_api import StripeApi, StripeErrorCode
+from billwatch.billing.stripe_api import StripeApi, StripeErrorCode, configured_api_key
 from billwatch.billing.stripe_events import (
     AUTHORITATIVE_RANK,
     SUBSCRIPTION_EVENTS,
@@ -37,13 +37,17 @@ from billwatch.billing.webhook_marker import WebhookArrivals
 from billwatch.core import parameters as aws_parameters
 from billwatch.core import strict_json
 from billwatch.core.config import Settings
-from billwatch.core.dynamo import StoreRejected
+from billwatch.core.dynamo import StoreRejected, dynamodb_client
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import bind_billing_table
 from billwatch.core.observability import logger
 from billwatch.core.outbox import standing_of
 from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
 from billwatch.licensing.usage_events import payment_event_publisher, usage_event_publisher
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Fixed, not derived from the function's name: the side-effects sweep and the reconcile
 # function's replays look up the same records.
@@ -91,6 +95,12 @@ class EventRejected(Exception):
     """The event was not applied, and a retry would fail the same way (DynamoDB refused the write)."""
 
 
+class _Idempotency(NamedTuple):
+    config: IdempotencyConfig
+    apply_once: Callable[..., dict[str, Any]]  # WebhookIntake._apply, once per event id
+    store: DynamoDBPersistenceLayer
+
+
 class WebhookIntake:
     def __init__(
         self,
@@ -115,10 +125,10 @@ class WebhookIntake:
         self._stripe_api = stripe_api
         self._arrivals = arrivals or WebhookArrivals()
         self._idempotency_table = idempotency_table
-        self._lambda_context: Any = None
+        self._lambda_context: LambdaContext | None = None
 
     @cached_property
-    def _idempotency(self) -> Any:
+    def _idempotency(self) -> _Idempotency:
         # Powertools idempotency and the boto3 client behind it are built on first use (~65 ms):
         # the import, unhandled events and rejected requests need not pay for them.
         from aws_lambda_powertools.utilities.idempotency import (
@@ -133,7 +143,7 @@ class WebhookIntake:
             expires_after_seconds=self._settings.idempotency_ttl_seconds,
             response_hook=lambda response, _record: {**response, "duplicate": True},
         )
-        store = DynamoDBPersistenceLayer(table_name=self._idempotency_table)
+        store = DynamoDBPersistenceLayer(table_name=self._idempotency_table, boto3_client=dynamodb_client())
         store.configure(config, key_prefix=IDEMPOTENCY_KEY_PREFIX)
         apply_once = idempotent_function(
             data_keyword_argument="event",
@@ -141,17 +151,17 @@ class WebhookIntake:
             config=config,
             key_prefix=IDEMPOTENCY_KEY_PREFIX,
         )
-        return config, apply_once(self._apply), store
+        return _Idempotency(config, apply_once(self._apply), store)
 
-    def register_lambda_context(self, context: Any) -> None:
+    def register_lambda_context(self, context: LambdaContext) -> None:
         """Lets an in-progress record expire with the invocation if the function dies mid-way."""
         self._lambda_context = context
 
     def _apply_once(self, event: Any, parsed: ParsedEvent) -> dict[str, Any]:
-        config, apply_once, _store = self._idempotency
+        idempotency = self._idempotency
         if self._lambda_context is not None:
-            config.register_lambda_context(self._lambda_context)
-        return apply_once(event=event, parsed=parsed)
+            idempotency.config.register_lambda_context(self._lambda_context)
+        return idempotency.apply_once(event=event, parsed=parsed)
 
     def receive_signed(self, body: bytes, signature_header: str | None) -> IntakeResult:
         started = time.perf_counter()
@@ -191,7 +201,7 @@ class WebhookIntake:
             event_type = event.get("type") if isinstance(event, Mapping) else None
             raise self._rejected(malformed, event_type if is_event_type(event_type) else "unknown") from None
         self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=parsed.type)
-        log_context = {"event_id": parsed.id, "event_type": parsed.type}
+        log_context: dict[str, str | None] = {"event_id": parsed.id, "event_type": parsed.type}
         try:
             result = self._dispatch(event, parsed)
             log_context["account_id"] = result.account_id
@@ -263,13 +273,16 @@ class WebhookIntake:
         The side effects are delivered in here, before Powertools records the event as done: a
         completed record is the receipt the side-effects sweep trusts.
         """
-        facts = effect_facts(event, parsed, time.time())
+        # _dispatch applies only handled events whose ids were trusted, and every one carries a change.
+        assert parsed.change is not None
+        facts: Mapping[str, Any] | None = effect_facts(event, parsed, time.time())
         change = parsed.change
         if facts is not None:
             change = replace(change, side_effects=(parsed.id, facts))
         result = self._store.apply(parsed.account, change)
-        if self._stripe_api is not None and self._tied_with_stored(parsed, result):
-            change, result = self._apply_current_subscription(parsed, change, result)
+        tied = self._tied_subscription(change, parsed.created, result)
+        if self._stripe_api is not None and tied is not None:
+            change, result = self._apply_current_subscription(self._stripe_api, tied, parsed, change, result)
         prior = standing_of(result.previous)
         if result.outcome is ApplyOutcome.ALREADY_APPLIED:
             # Committed by an invocation that may have died before delivering: the entry says.
@@ -295,21 +308,26 @@ class WebhookIntake:
         }
 
     @staticmethod
-    def _tied_with_stored(parsed: ParsedEvent, result: ApplyResult) -> bool:
-        """Stored subscription state from the same second as this event: the order is a guess."""
-        if parsed.change.group != "subscription" or result.previous is None:
-            return False
+    def _tied_subscription(change: StateChange, created: int, result: ApplyResult) -> str | None:
+        """The subscription whose stored state is from the same second as this event, where the
+        order is a guess; None when there is none."""
+        if change.group != "subscription" or change.subscription_id is None or result.previous is None:
+            return None
         stored = result.previous.subscription_version
-        return (
-            bool(stored) and stored != parsed.change.version and stored.startswith(f"{parsed.created:012d}|")
-        )
+        tied = bool(stored) and stored != change.version and stored.startswith(f"{created:012d}|")
+        return change.subscription_id if tied else None
 
     def _apply_current_subscription(
-        self, parsed: ParsedEvent, change: StateChange, result: ApplyResult
+        self,
+        stripe_api: StripeApi,
+        subscription_id: str,
+        parsed: ParsedEvent,
+        change: StateChange,
+        result: ApplyResult,
     ) -> tuple[StateChange, ApplyResult]:
         """Break a same-second tie with the subscription as Stripe holds it now."""
         try:
-            current = self._stripe_api.subscription(change.subscription_id)
+            current = stripe_api.subscription(subscription_id)
             settled_change, _ = subscription_change(
                 parsed.id, parsed.created, AUTHORITATIVE_RANK, current, self._catalog
             )
@@ -317,7 +335,7 @@ class WebhookIntake:
             logger.warning(
                 "Could not fetch the subscription from Stripe to order same-second events; "
                 "kept the lifecycle order",
-                extra={"event_id": parsed.id, "subscription_id": change.subscription_id},
+                extra={"event_id": parsed.id, "subscription_id": subscription_id},
                 exc_info=True,
             )
             return change, result
@@ -337,9 +355,8 @@ class WebhookIntake:
         """What the idempotency record says of an event's side effects."""
         from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemNotFoundError
 
-        _config, _apply_once, store = self._idempotency
         try:
-            record = store.get_record({"id": event_id})
+            record = self._idempotency.store.get_record({"id": event_id})
         except IdempotencyItemNotFoundError:
             return Receipt.NONE
         if record is None or record.is_expired:
@@ -369,9 +386,7 @@ def build_webhook_intake(settings: Settings) -> WebhookIntake:
         idempotency_table=settings.idempotency_table,
         metrics=metrics,
         secrets=lambda: aws_parameters.webhook_secrets(settings),
-        stripe_api=StripeApi(
-            lambda: aws_parameters.stripe_api_key(settings), settings.stripe_api_base, count_stripe_error
-        )
+        stripe_api=StripeApi(configured_api_key(settings), settings.stripe_api_base, count_stripe_error)
         if settings.stripe_api_configured
         else None,
         effects=BusinessEffects(

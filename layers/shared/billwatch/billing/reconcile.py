@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from billwatch.billing.intake import IntakeOutcome, WebhookIntake
 from billwatch.billing.revenue import applied_movement
 from billwatch.billing.store import AccountRef, ApplyOutcome, BillingStore
-from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, StripeErrorCode
+from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, StripeErrorCode, configured_api_key
 from billwatch.billing.stripe_events import (
     AUTHORITATIVE_RANK,
     ENTITLING_STATUSES,
@@ -43,6 +44,9 @@ from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import BillingAccount, JobCheckpoint
 from billwatch.core.observability import logger
 from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Stripe keeps events for 30 days: further back, nothing can be replayed.
 EVENT_RETENTION_SECONDS = 30 * 86400
@@ -100,7 +104,8 @@ class Reconciler:
     ) -> RunResult:
         checkpoint = JobCheckpoint.load(f"reconcile#{run_id}")
         state = json.loads(checkpoint.cursor) if checkpoint.cursor else self._new_run_state()
-        checked, drift = checkpoint.scanned or 0, checkpoint.reset or 0
+        # Numbers come back from DynamoDB as whatever JSON makes of them; the counts are whole.
+        checked, drift = int(checkpoint.scanned or 0), int(checkpoint.reset or 0)
         healed = state.get("healed", 0)
         try:
             while state["stage"] != Stage.DONE:
@@ -133,7 +138,7 @@ class Reconciler:
         )
         return RunResult(run_id, True, checked, drift, healed)
 
-    def register_lambda_context(self, context: Any) -> None:
+    def register_lambda_context(self, context: LambdaContext) -> None:
         """Replays share the intake's idempotency records, which should expire with the invocation."""
         self._intake.register_lambda_context(context)
 
@@ -152,7 +157,7 @@ class Reconciler:
         """(object id, what handling it heals and finds) for the stage, from its cursor on."""
         if state["stage"] == Stage.SUBSCRIPTIONS and state["since"] is None:
             for sub in self._stripe.subscriptions(starting_after=state["after"]):
-                yield sub["id"], lambda sub=sub: self._reconcile_subscription(sub, state["started_at"])
+                yield sub["id"], partial(self._reconcile_subscription, sub, state["started_at"])
         elif state["stage"] == Stage.SUBSCRIPTIONS:
             seen: set[str] = set()
             changes = self._stripe.events(
@@ -164,16 +169,11 @@ class Reconciler:
                     yield event["id"], lambda: (0, 0)
                     continue
                 seen.add(subscription_id)
-                yield (
-                    event["id"],
-                    lambda subscription_id=subscription_id: self._reconcile_subscription(
-                        self._stripe.subscription(subscription_id), state["started_at"]
-                    ),
-                )
+                yield event["id"], partial(self._reconcile_current, subscription_id, state["started_at"])
         else:
             since = state["started_at"] - EVENT_RETENTION_SECONDS
             for event in self._stripe.events(since, undelivered_only=True, starting_after=state["after"]):
-                yield event["id"], lambda event=event: self._replay(event)
+                yield event["id"], partial(self._replay, event)
 
     def _with_backoff(
         self, items: Iterator[tuple[str, Callable[[], tuple[int, int]]]], state: dict[str, Any]
@@ -197,6 +197,9 @@ class Reconciler:
                 items = self._items(state)
 
     # ---------------------------------------------------------------- compare
+
+    def _reconcile_current(self, subscription_id: str, read_at: int) -> tuple[int, int]:
+        return self._reconcile_subscription(self._stripe.subscription(subscription_id), read_at)
 
     def _reconcile_subscription(self, sub: dict[str, Any], read_at: int) -> tuple[int, int]:
         """(fields healed, fields that drifted) for one subscription as Stripe holds it now."""
@@ -244,7 +247,7 @@ class Reconciler:
 
     @staticmethod
     def _drifted(
-        stored: BillingAccount | None, sub: dict[str, Any], fields: dict[str, Any], ref: AccountRef
+        stored: BillingAccount | None, sub: dict[str, Any], fields: Mapping[str, Any], ref: AccountRef
     ) -> list[str]:
         live = sub["status"] in ENTITLING_STATUSES
         if stored is None or stored.subscription_id is None:
@@ -285,7 +288,6 @@ def run_id_of(moment: float) -> str:
 
 def build_reconciler(settings: Settings) -> Reconciler:
     from billwatch.billing.intake import build_webhook_intake
-    from billwatch.core import parameters as aws_parameters
 
     intake = build_webhook_intake(settings)
     metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
@@ -294,7 +296,7 @@ def build_reconciler(settings: Settings) -> Reconciler:
         metrics.add(Metric.STRIPE_API_ERROR, Code=code.value)
 
     stripe = StripeApi(
-        lambda: aws_parameters.stripe_api_key(settings),
+        configured_api_key(settings),
         settings.stripe_api_base,
         count_stripe_error,
         max_network_retries=0,  # the reconciler backs off from 429s itself, and resumes at its cursor

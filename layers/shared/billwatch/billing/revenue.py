@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from billwatch.core.metrics import Metric, MetricPoint
 from billwatch.licensing.plans import PlanCatalog
@@ -158,7 +158,9 @@ def _tiered_amount(price: Mapping[str, Any], quantity: int) -> Fraction:
     if price.get("tiers_mode") == "volume":
         # Stripe's last tier is unbounded (up_to null), so some tier always holds the quantity.
         tier = next(t for t in tiers if t.get("up_to") is None or quantity <= t["up_to"])
-        return (_exact(tier, "unit_amount") or 0) * quantity + (_exact(tier, "flat_amount") or 0)
+        return (_exact(tier, "unit_amount") or Fraction(0)) * quantity + (
+            _exact(tier, "flat_amount") or Fraction(0)
+        )
     total, priced_up_to = Fraction(0), 0
     for tier in tiers:
         upper = quantity if tier.get("up_to") is None else min(quantity, tier["up_to"])
@@ -180,7 +182,9 @@ def _priced_item(item: Mapping[str, Any]) -> _PricedItem:
         raise _Unpriced("not_recurring")
     if recurring.get("usage_type") == "metered":
         raise _Unpriced("metered")
-    per_month = PER_MONTH.get(recurring.get("interval"))
+    interval = recurring.get("interval")
+    # Checked: an interval that is not text (a list, say) cannot even be looked up.
+    per_month = PER_MONTH.get(interval) if isinstance(interval, str) else None
     if per_month is None:
         raise _Unpriced("unknown_interval")
     invoices_per_month = per_month / (recurring.get("interval_count") or 1)
@@ -379,11 +383,22 @@ MOVEMENT_METRICS = {
 }
 
 
-def applied_movement(previous: Any, fields: Mapping[str, Any]) -> MetricPoint | None:
+class StoredStanding(Protocol):
+    """What was stored of a subscription before a change: the account item, or the standing an
+    outbox entry copied from it."""
+
+    @property
+    def subscription_status(self) -> str | None: ...
+
+    @property
+    def mrr(self) -> float | None: ...
+
+
+def applied_movement(previous: StoredStanding | None, fields: Mapping[str, Any]) -> MetricPoint | None:
     """The movement an applied subscription change made, as its metric point.
 
-    ``previous`` is the account as stored before the change (a ``BillingAccount``, or None), and
-    ``fields`` the subscription fields the change wrote.
+    ``previous`` is what was stored before the change (None: nothing), and ``fields`` the
+    subscription fields the change wrote.
     """
     before = None
     if previous is not None:

@@ -18,6 +18,7 @@ from typing import Any
 from pynamodb.constants import ALL_OLD
 from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from billwatch.core import dynamo, outbox
 from billwatch.core.dynamo import (
@@ -101,7 +102,7 @@ class BillingStore:
         for _ in range(_MAX_REDIRECTS):
             accepted, current, pending = self._conditional_update(key, change, linking, ref.claimed)
             if accepted:
-                if linking and current.stripe_customer_id != linking:
+                if linking and (current is None or current.stripe_customer_id != linking):
                     self._ensure_link(linking, key)
                 return ApplyResult(ApplyOutcome.APPLIED, key, current)
             if current is not None and current.merged_into:
@@ -125,7 +126,7 @@ class BillingStore:
         effects that item still had to deliver."""
         version_attr = getattr(BillingAccount, version_attribute(change.group))
         now = _now()
-        actions = [
+        actions: list[Action] = [
             version_attr.set(change.version),
             BillingAccount.updated_at.set(now),
             BillingAccount.created_at.set(BillingAccount.created_at | now),
@@ -236,7 +237,7 @@ class BillingStore:
         """Move what the provisional item knows into the account, newest group wins; False on a race."""
         account = self.get(account_id)
         first_seen = [when for when in (provisional.created_at, account and account.created_at) if when]
-        actions = [
+        actions: list[Action] = [
             BillingAccount.stripe_customer_id.set(provisional.pk),
             BillingAccount.updated_at.set(_now()),
             BillingAccount.created_at.set(min(first_seen, default=_now())),

@@ -13,10 +13,15 @@ from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from billwatch.core import parameters as aws_parameters
+from billwatch.core.config import ConfigError, Settings
+
 if TYPE_CHECKING:
-    from stripe import StripeClient
+    from stripe import ListObject, StripeClient, StripeObject
+    from stripe.params import EventListParams, SubscriptionListParams
 
 Result = TypeVar("Result")
+Listed = TypeVar("Listed", bound="StripeObject")
 
 
 class StripeErrorCode(StrEnum):
@@ -50,6 +55,19 @@ def stripe_error_code(error: Exception) -> StripeErrorCode:
         if isinstance(error, error_class):
             return code
     return StripeErrorCode.API_ERROR
+
+
+def configured_api_key(settings: Settings) -> Callable[[], str]:
+    """The settings' Stripe API key, read on each call: Powertools caches it, and a rotated key is
+    picked up when the cache expires."""
+
+    def api_key() -> str:
+        key = aws_parameters.stripe_api_key(settings)
+        if key is None:  # callers build a StripeApi only when settings.stripe_api_configured
+            raise ConfigError("set STRIPE_API_KEY_SECRET_ID (or STRIPE_API_KEY locally) to read Stripe")
+        return key
+
+    return api_key
 
 
 class _UrllibWithTimeout:
@@ -86,7 +104,6 @@ class StripeApi:
             # Imported here: the client costs ~10 ms of cold start and only same-second ties need it.
             from stripe import StripeClient, UrllibClient
 
-            addresses = {"api": self._api_base} if self._api_base else None
             http_client = (
                 UrllibClient(_lib=_UrllibWithTimeout(self._timeout_seconds))
                 if self._timeout_seconds
@@ -94,7 +111,7 @@ class StripeApi:
             )
             self._client = StripeClient(
                 key,
-                base_addresses=addresses,
+                base_addresses={"api": self._api_base} if self._api_base else None,
                 max_network_retries=self._max_network_retries,
                 http_client=http_client,
             )
@@ -113,7 +130,7 @@ class StripeApi:
                 self._on_error(code)
             raise StripeApiFailure(code) from error
 
-    def _listed(self, list_call: Callable[[StripeClient], Any]) -> Iterator[dict[str, Any]]:
+    def _listed(self, list_call: Callable[[StripeClient], ListObject[Listed]]) -> Iterator[dict[str, Any]]:
         """Every object of a list, through stripe's auto-pagination; each page fetch is classified."""
         pages = iter(self._call(list_call).auto_paging_iter())
         while True:
@@ -125,7 +142,7 @@ class StripeApi:
 
     def subscriptions(self, starting_after: str | None = None) -> Iterator[dict[str, Any]]:
         """Every subscription, whatever its status, oldest cursor first; resumable after an id."""
-        params: dict[str, Any] = {"status": "all", "limit": 100}
+        params: SubscriptionListParams = {"status": "all", "limit": 100}
         if starting_after:
             params["starting_after"] = starting_after
         return self._listed(lambda client: client.v1.subscriptions.list(params=params))
@@ -139,7 +156,7 @@ class StripeApi:
         starting_after: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Events created since an epoch second (Stripe keeps 30 days), newest first."""
-        params: dict[str, Any] = {"created": {"gte": created_since}, "limit": 100}
+        params: EventListParams = {"created": {"gte": created_since}, "limit": 100}
         if types:
             params["types"] = types
         if undelivered_only:

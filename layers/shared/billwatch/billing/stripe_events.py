@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeGuard
 
 from billwatch.billing.store import AccountRef, StateChange
 from billwatch.core.ids import is_account_id, is_customer_id, is_event_id
@@ -85,7 +85,7 @@ MAX_MONTHLY_REVENUE = 10**15
 _EVENT_TYPE = re.compile(r"^[a-z0-9_.]{1,128}$")
 
 
-def is_event_type(value: object) -> bool:
+def is_event_type(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _EVENT_TYPE.fullmatch(value) is not None
 
 
@@ -236,7 +236,9 @@ def subscription_change(
     priced = []
     for index, item in enumerate(items):
         price_where = f"{where}items.data[{index}].price."
-        price = item.get("price") if isinstance(item.get("price"), Mapping) else {}
+        price = item.get("price")
+        if not isinstance(price, Mapping):
+            price = {}
         lookup_key = _optional(price, "lookup_key", str, price_where)
         _amount(price, "unit_amount", price_where)
         _amount(item, "quantity", f"{where}items.data[{index}].", MAX_QUANTITY)

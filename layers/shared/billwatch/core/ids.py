@@ -11,6 +11,7 @@ look like: so an id that passes here can only ever address an account's own item
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 # The licensing API's path pattern too: ASCII, no "#", at most 128 characters, so far inside
 # DynamoDB's 2,048-byte key (in a usage receipt's too): too long is refused before DynamoDB is asked.
@@ -25,7 +26,7 @@ _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 
 
-def is_account_id(value: object) -> bool:
+def is_account_id(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and _ACCOUNT_ID.fullmatch(value) is not None
@@ -33,9 +34,9 @@ def is_account_id(value: object) -> bool:
     )
 
 
-def is_customer_id(value: object) -> bool:
+def is_customer_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _CUSTOMER_ID.fullmatch(value) is not None
 
 
-def is_event_id(value: object) -> bool:
+def is_event_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _EVENT_ID.fullmatch(value) is not None

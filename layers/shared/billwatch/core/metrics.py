@@ -202,8 +202,8 @@ class MetricsRecorder:
                 emf.add_dimensions(**{SERVICE_DIMENSION: self._service}, **{n: values[n] for n in rollup})
             if labels:
                 emf.add_dimensions(**{SERVICE_DIMENSION: self._service}, **values)
-            for key, value in (metadata or {}).items():
-                emf.add_metadata(key, value)
+            for name, value in (metadata or {}).items():
+                emf.add_metadata(name, value)
             for point in points:
                 emf.add_metric(name=point.metric.value, unit=METRICS[point.metric].unit, value=point.value)
             emf.flush_metrics()

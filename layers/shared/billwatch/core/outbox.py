@@ -28,6 +28,7 @@ from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.constants import ALL_NEW
+from pynamodb.expressions.update import Action
 
 from billwatch.core import dynamo
 from billwatch.core.dynamo import conditional_update
@@ -85,10 +86,12 @@ def write_actions(
     now: int,
     with_standing: bool = True,
     delivered: Sequence[str] = (),
-) -> list:
+) -> list[Action]:
     """The UpdateItem actions that record an entry beside the change they belong to, and forget
     the ``delivered`` ones (this container's, delivered since its last write to the item)."""
-    actions = [UnicodeAttribute(attr_name=name).remove() for done in delivered for name in _entry_names(done)]
+    actions: list[Action] = [
+        UnicodeAttribute(attr_name=name).remove() for done in delivered for name in _entry_names(done)
+    ]
     if key is None or facts is None:
         return actions
     actions += [
@@ -159,7 +162,8 @@ def _plain(raw: Mapping[str, Any] | None) -> Any:
 def entries(raw_item: Mapping[str, Any] | None) -> dict[str, Entry]:
     """The undelivered entries of an item as DynamoDB returned it (raw attribute values)."""
     found: dict[str, Entry] = {}
-    for name, value in (raw_item or {}).items():
+    item = raw_item or {}
+    for name, value in item.items():
         if not name.startswith(PREFIX) or "|" in name or name in (SHARD_ATTRIBUTE, WRITTEN_ATTRIBUTE):
             continue
         key = name[len(PREFIX) :]
@@ -169,8 +173,8 @@ def entries(raw_item: Mapping[str, Any] | None) -> dict[str, Entry]:
         except (KeyError, TypeError, ValueError):
             continue  # not an entry this code wrote; never let it stop the others
         before = PriorStanding(
-            **{field: _plain(raw_item.get(_was(key, field))) for field in STANDING_FIELDS},
-            mrr=_plain(raw_item.get(_was(key, "mrr"))),
+            **{field: _plain(item.get(_was(key, field))) for field in STANDING_FIELDS},
+            mrr=_plain(item.get(_was(key, "mrr"))),
         )
         found[key] = Entry(key, facts, written_at, before)
     return found

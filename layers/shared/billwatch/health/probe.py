@@ -22,9 +22,8 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from billwatch.billing.revenue import major_units
-from billwatch.billing.stripe_api import StripeApi, StripeApiFailure
+from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, configured_api_key
 from billwatch.billing.webhook_marker import WebhookArrivals
-from billwatch.core import parameters as aws_parameters
 from billwatch.core.business_hours import BusinessHours
 from billwatch.core.config import Settings
 from billwatch.core.metrics import Metric, MetricPoint, MetricsRecorder
@@ -465,7 +464,7 @@ def build_health_probe(settings: Settings) -> HealthProbe:
     bind_idempotency_table(settings.idempotency_table)
     stripe_api = (
         StripeApi(
-            lambda: aws_parameters.stripe_api_key(settings),
+            configured_api_key(settings),
             settings.stripe_api_base,
             max_network_retries=0,  # a retried probe answers late, and a late probe is worthless
             timeout_seconds=STRIPE_TIMEOUT_SECONDS,
