@@ -11,13 +11,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import median, summary_ms
-from bench.environment import WORK_DIR, BenchError, FunctionConfig, lambda_child_env
+from bench import FUNCTION_DIR, LICENSING_FUNCTION_DIR, TEMPLATE_PATH, median, summary_ms
+from bench.environment import (
+    LAMBDA_ENV,
+    WORK_DIR,
+    BenchError,
+    FunctionConfig,
+    function_config,
+    lambda_child_env,
+)
 
 _MARK = "BENCH_RESULT "
 
@@ -214,7 +223,7 @@ def import_profile(variant: Variant, function: FunctionConfig, runs: int = 3) ->
     def ms(values: list[int]) -> float:
         return round(median(values) / 1000, 2)
 
-    modules = [
+    modules: list[dict[str, Any]] = [
         {
             "module": name,
             "imported_by": importer[name],
@@ -231,11 +240,10 @@ def import_profile(variant: Variant, function: FunctionConfig, runs: int = 3) ->
         package = packages[_top_package(entry["module"])]
         package["self_ms"] = round(package["self_ms"] + entry["self_ms"], 2)
         package["modules"] += 1
-    by_package = sorted(
-        ({"package": name, **values} for name, values in packages.items()),
-        key=lambda item: item["self_ms"],
-        reverse=True,
-    )
+    by_package = [
+        {"package": name, **values}
+        for name, values in sorted(packages.items(), key=lambda item: item[1]["self_ms"], reverse=True)
+    ]
     body = next((entry for entry in modules if entry["module"] == handler_module), None)
 
     clients: list[list[tuple[str, float]]] = []
@@ -297,3 +305,181 @@ def _version(python: str) -> str:
         check=False,
     )
     return f"CPython {out.stdout.strip() or '?'}"
+
+
+# ------------------------------------------------------------------------ first event
+
+# What the first invocation of a new container costs, import included: the handler's first answer
+# against the least any DynamoDB handler pays (import boto3, one client, one request).
+_FIRST_EVENT = """
+import json, sys, time
+_event = json.loads(sys.stdin.read())
+class _Context:
+    function_name = {function!r}
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + {function!r}
+    aws_request_id = "bench-first-event"
+    def get_remaining_time_in_millis(self):
+        return 15000
+_t0 = time.perf_counter()
+import {module}
+_t1 = time.perf_counter()
+_answer = {module}.{handler}(_event, _Context())
+_t2 = time.perf_counter()
+print({mark!r} + json.dumps({{"seconds": _t2 - _t0, "import_seconds": _t1 - _t0, "answer": _answer}}))
+"""
+
+_FLOOR = """
+import json, sys, time
+sys.stdin.read()
+_t0 = time.perf_counter()
+import boto3
+_t1 = time.perf_counter()
+boto3.client("dynamodb").update_item(
+    TableName={table!r},
+    Key={{"pk": {{"S": "bench#first-event-floor"}}}},
+    UpdateExpression="ADD floor_requests :one",
+    ExpressionAttributeValues={{":one": {{"N": "1"}}}},
+)
+_t2 = time.perf_counter()
+print({mark!r} + json.dumps({{"seconds": _t2 - _t0, "import_seconds": _t1 - _t0}}))
+"""
+
+
+@dataclass
+class FirstEvent:
+    """One function's first event: how to build it, and whether the handler's answer is the one expected."""
+
+    key: str
+    label: str
+    function_dir: Path
+    event: Callable[[], dict[str, Any]]
+    answered: Callable[[dict[str, Any]], bool]
+
+
+def _first_event_child(
+    code: str, function: FunctionConfig, pythonpath: list[Path], endpoint: str, event: dict[str, Any]
+) -> dict[str, Any]:
+    env = lambda_child_env(function, pythonpath)
+    env["AWS_ENDPOINT_URL"] = endpoint
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        cwd=function.code_dir,
+        env=env,
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    payload = next((line for line in result.stdout.splitlines() if line.startswith(_MARK)), None)
+    if result.returncode != 0 or payload is None:
+        raise BenchError(
+            f"first-event child failed ({function.logical_id}, exit {result.returncode}):\n"
+            f"{result.stdout[-3000:]}{result.stderr[-5000:]}"
+        )
+    return json.loads(payload[len(_MARK) :])
+
+
+def _webhook_first_event() -> FirstEvent:
+    from bench.dynamo import EventFactory
+
+    events = EventFactory()
+    customer, subscription = f"cus_first{uuid.uuid4().hex[:12]}", f"sub_first{uuid.uuid4().hex[:12]}"
+
+    def event() -> dict[str, Any]:  # signed when the child starts; the first one also links the account
+        update = events.subscription(
+            "customer.subscription.updated", "acct_first_event", customer, subscription
+        )
+        return events.http(update)
+
+    def answered(answer: dict[str, Any]) -> bool:
+        body = json.loads(answer.get("body") or "{}")
+        return answer.get("statusCode") == 200 and body.get("outcome") == "applied"
+
+    return FirstEvent("webhook", "webhook intake: a signed subscription event", FUNCTION_DIR, event, answered)
+
+
+def _usage_first_event() -> FirstEvent:
+    from bench.licensing import FEATURE, usage_event
+
+    def event() -> dict[str, Any]:
+        return usage_event(f"acct_first{uuid.uuid4().hex[:12]}", {"feature": FEATURE, "quantity": 1})
+
+    def answered(answer: dict[str, Any]) -> bool:
+        body = json.loads(answer.get("body") or "{}")
+        return answer.get("statusCode") == 200 and body.get("allowed") is True
+
+    return FirstEvent("licensing", "licensing API: a usage check", LICENSING_FUNCTION_DIR, event, answered)
+
+
+def run_first_event(pythonpath: list[Path], rounds: int) -> dict[str, Any]:
+    """Each function's first event in a fresh process against the floor, interleaved, on moto."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from devtools.template import create_tables, load_template
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=endpoint,
+            region_name=LAMBDA_ENV["AWS_REGION"],
+            aws_access_key_id=LAMBDA_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LAMBDA_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+        tables = create_tables(client, load_template(TEMPLATE_PATH), prefix="bench-")
+        return {
+            scenario.key: _first_event_rounds(scenario, tables, pythonpath, endpoint, rounds)
+            for scenario in (_webhook_first_event(), _usage_first_event())
+        }
+    finally:
+        server.stop()
+
+
+def _first_event_rounds(
+    scenario: FirstEvent, tables: dict[str, str], pythonpath: list[Path], endpoint: str, rounds: int
+) -> dict[str, Any]:
+    function = function_config(scenario.function_dir, tables)
+    roots = [function.code_dir, *pythonpath]
+    handler_code = _FIRST_EVENT.format(
+        function=function.logical_id,
+        module=function.handler_module,
+        handler=function.handler_name,
+        mark=_MARK,
+    )
+    floor_code = _FLOOR.format(table=function.environment["BILLING_TABLE_NAME"], mark=_MARK)
+    sides: dict[str, list[dict[str, Any]]] = {"handler": [], "floor": []}
+
+    def run(side: str) -> dict[str, Any]:
+        if side == "floor":
+            return _first_event_child(floor_code, function, roots, endpoint, {})
+        measured = _first_event_child(handler_code, function, roots, endpoint, scenario.event())
+        if not scenario.answered(measured["answer"]):
+            raise BenchError(f"{scenario.label}: unexpected answer {measured['answer']}")
+        return measured
+
+    run("floor"), run("handler")  # discarded: the first children warm the page cache and moto
+    for index in range(rounds):
+        for side in ("floor", "handler") if index % 2 == 0 else ("handler", "floor"):
+            sides[side].append(run(side))
+    first = {side: [m["seconds"] for m in runs] for side, runs in sides.items()}
+    imports = {side: [m["import_seconds"] for m in runs] for side, runs in sides.items()}
+    return {
+        "label": scenario.label,
+        "function": function.logical_id,
+        "rounds": rounds,
+        "floor": summary_ms(first["floor"]),
+        "handler": summary_ms(first["handler"]),
+        "ratio_median": round(median(first["handler"]) / median(first["floor"]), 3),
+        "import_boto3": summary_ms(imports["floor"]),
+        "handler_import": summary_ms(imports["handler"]),
+        "import_ratio_median": round(median(imports["handler"]) / median(imports["floor"]), 3),
+    }

@@ -1,9 +1,14 @@
 """DynamoDB as billwatch uses it beneath pynamodb's models.
 
 Every call into pynamodb's private API lives here, so that a pynamodb upgrade is checked in one
-place: the connection a model caches, and the low-level connection that builds expressions for
-the requests pynamodb's public API cannot make (an update that returns the item on a failed
-condition, a BatchGetItem across two tables, a transaction).
+place: the connection a model caches, the client beneath it, and the low-level connection that
+builds expressions for the requests pynamodb's public API cannot make (an update that returns the
+item on a failed condition, a BatchGetItem across two tables, a transaction).
+
+One DynamoDB client serves the whole process: every model's connection and Powertools'
+idempotency layer (``dynamodb_client``). pynamodb would otherwise open a botocore session and a
+client per model, each reading DynamoDB's service model again: three of them on a webhook's first
+event, which is most of what a cold start pays after the imports.
 
 It also reads DynamoDB's errors the one way billwatch answers them: temporary (a retry may fix
 it) or permanent (the same request fails the same way).
@@ -11,8 +16,10 @@ it) or permanent (the same request fails the same way).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.connection import Connection
 from pynamodb.connection.table import TableConnection
@@ -70,6 +77,36 @@ def store_failure(exc: Exception) -> StoreUnavailable | StoreRejected:
     return StoreUnavailable(str(exc))
 
 
+_client_lock = threading.Lock()
+_client: BaseClient | None = None
+
+
+def dynamodb_client() -> BaseClient:
+    """The process's DynamoDB client, made on first use with the configuration pynamodb gives its own
+    (retries, timeouts, no parameter validation), from the process's botocore session
+    (``billwatch.core.aws``)."""
+    global _client
+    with _client_lock:  # botocore does not make clients thread-safely; using one is safe
+        if _client is None:
+            from billwatch.core.aws import botocore_session
+
+            connection = Connection()
+            connection._local.session = botocore_session()
+            _client = connection.client
+        return _client
+
+
+class SharedClientModel(Model):
+    """A model whose connection sends through ``dynamodb_client()`` instead of a client of its own."""
+
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        table = super()._get_connection()
+        if table.connection._client is None:
+            table.connection._client = dynamodb_client()
+        return table
+
+
 def table_connection(model: type[Model]) -> TableConnection:
     """The model's cached connection to its table (the one pynamodb's own calls use)."""
     return model._get_connection()
@@ -81,10 +118,15 @@ def low_level(model: type[Model]) -> Connection:
 
 
 def bind_table(table_name: str, *models: type[Model]) -> None:
-    """Point the models at a table, dropping the connections they cached for the old one.
+    """Point the models at a table, dropping the connections they cached for the old one and the
+    shared client, which the next request makes anew.
 
-    A cached connection keeps the table name, endpoint and credentials it was created with.
+    A client keeps the endpoint and credentials it was made with; binding at start-up is where a
+    function (or a test, against a new moto) says which ones it means.
     """
+    global _client
+    with _client_lock:
+        _client = None
     for model in models:
         model.Meta.table_name = table_name
         model._connection = None

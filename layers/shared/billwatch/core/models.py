@@ -23,9 +23,8 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
 )
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
-from pynamodb.models import Model
 
-from billwatch.core.dynamo import bind_table
+from billwatch.core.dynamo import SharedClientModel, bind_table
 
 
 class ActiveSubscriptionsByTier(GlobalSecondaryIndex):
@@ -51,7 +50,7 @@ class PendingSideEffects(GlobalSecondaryIndex):
     pk = UnicodeAttribute(range_key=True)
 
 
-class BillingAccount(Model):
+class BillingAccount(SharedClientModel):
     class Meta:
         table_name = "billing-state"  # replaced by bind_billing_table() at start-up
 
@@ -135,7 +134,7 @@ def version_attribute(group: str) -> str:
     return f"{group}_version"
 
 
-class JobCheckpoint(Model):
+class JobCheckpoint(SharedClientModel):
     """Where a scheduled job's scan segment got to, so that a rerun continues instead of restarting."""
 
     class Meta:
@@ -166,7 +165,7 @@ class JobCheckpoint(Model):
         self.save()
 
 
-class WebhookMarker(Model):
+class WebhookMarker(SharedClientModel):
     """When the intake last received a verified webhook: what the health probe's freshness reads."""
 
     class Meta:
@@ -176,7 +175,7 @@ class WebhookMarker(Model):
     received_at = NumberAttribute()  # epoch second; only ever moves forward
 
 
-class HealthSnapshot(Model):
+class HealthSnapshot(SharedClientModel):
     """The last scheduled health probe's report, which the shallow GET /health answers from."""
 
     class Meta:
@@ -187,7 +186,7 @@ class HealthSnapshot(Model):
     report = UnicodeAttribute()  # the report, as JSON
 
 
-class UsageReceipt(Model):
+class UsageReceipt(SharedClientModel):
     """The answer to a usage check made with an idempotency key, kept for its replays."""
 
     class Meta:
@@ -236,7 +235,7 @@ PERIOD_ATTRIBUTE_PREFIXES = ("used_", "granted_", "announced_", "alerted_")
 # One table (AlertStateTable), partitioned by what an item is, so that each kind is one Query.
 
 
-class _AlertTableModel(Model):
+class _AlertTableModel(SharedClientModel):
     class Meta:
         table_name = "alert-state"  # replaced by bind_alert_table() at start-up
 
