@@ -127,7 +127,8 @@ def log_bytes() -> dict[str, Any]:
 
 
 def _usage_event(account: str) -> dict[str, Any]:
-    from devtools.local_stack import DEFAULT_CALLER_ARN, http_api_event, iam_authorizer
+    from devtools.emulator.http_front import http_api_event, iam_authorizer
+    from devtools.emulator.settings import DEFAULT_CALLER_ARN
 
     return http_api_event(
         method="POST",

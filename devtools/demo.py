@@ -53,8 +53,8 @@ from botocore.exceptions import ClientError
 
 from devtools import send_event
 from devtools import stripe_events as se
+from devtools.emulator import LocalEmulator
 from devtools.local_schedules import ManualClock
-from devtools.local_stack import LocalStack
 
 DAY_MINUTES = 24 * 60
 OUTAGE_START = 13 * 60  # the minute of the day when DynamoDB starts throttling every write
@@ -227,7 +227,7 @@ _WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWri
 
 
 class Demo:
-    def __init__(self, stack: LocalStack, clock: ManualClock, start: float) -> None:
+    def __init__(self, stack: LocalEmulator, clock: ManualClock, start: float) -> None:
         self.stack = stack
         self.clock = clock
         self.start = start  # when, on the clock, the replay's minute 0 is
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         log_path.open("w", encoding="utf-8") as log,
         _logs_to(log),
-        LocalStack(autorun=False, clock=clock, parameters=parameters).start(port=0) as stack,
+        LocalEmulator(autorun=False, clock=clock, parameters=parameters).start(port=0) as stack,
     ):
         demo = Demo(stack, clock, start)
         demo.run(traffic, minutes, args.step_minutes)

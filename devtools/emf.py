@@ -56,7 +56,7 @@ def emf_documents(output: str) -> Iterator[dict[str, Any]]:
 def emf_timestamp(document: Mapping[str, Any]) -> float:
     """The document's ``_aws.Timestamp`` (epoch milliseconds) in epoch seconds."""
     timestamp = _metadata(document).get("Timestamp")
-    if not _is_number(timestamp):
+    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
         raise ValueError("EMF document has no numeric _aws.Timestamp")
     return float(timestamp) / 1000
 

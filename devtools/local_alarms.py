@@ -125,7 +125,7 @@ class AlarmWatcher(BackgroundLoop):
         metrics: LocalMetrics,
         clock: LocalClock | ManualClock,
         cloudwatch_client: Any,
-        publish: Callable[[str, dict[str, Any]], None],
+        publish: Callable[[str, dict[str, Any]], object],
         on_change: Callable[[AlarmEvent], None] = lambda event: None,
         parameters: Mapping[str, Any] | None = None,
     ) -> None:

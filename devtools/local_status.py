@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from devtools.local_stack import LocalStack
+    from devtools.emulator import LocalEmulator as LocalStack
 
 USAGE_PREFIX = "used_"
 
@@ -25,9 +25,9 @@ USAGE_PREFIX = "used_"
 def money(minor_units: int, currency: str) -> str:
     """An amount as the billing report writes MRR: the currency's code, then major units ("USD 20.00")."""
     from billwatch.billing.revenue import major_units
-    from billwatch.reporting.report import _money
+    from billwatch.reporting.renderers import format_money
 
-    return f"{currency.upper()} {_money(float(major_units(minor_units, currency)))}"
+    return f"{currency.upper()} {format_money(float(major_units(minor_units, currency)))}"
 
 
 def _severity(description: str) -> str | None:

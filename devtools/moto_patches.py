@@ -66,10 +66,10 @@ def install_percentiles() -> Callable[[], None]:
             return original(self, stat)
         return nearest_rank(self.metric_single_values_list, percent)
 
-    moto_cloudwatch.Statistics.get_statistics_for_type = statistic
+    moto_cloudwatch.Statistics.get_statistics_for_type = statistic  # type: ignore[method-assign]
 
     def undo() -> None:
-        moto_cloudwatch.Statistics.get_statistics_for_type = original
+        moto_cloudwatch.Statistics.get_statistics_for_type = original  # type: ignore[method-assign]
 
     return undo
 
@@ -130,10 +130,10 @@ def install_alarm_history() -> Callable[[], None]:
         start, end = (_aware(self._get_param(name)) for name in ("StartDate", "EndDate"))
         return ActionResult({"AlarmHistoryItems": _history_items(self.region, start, end)})
 
-    CloudWatchResponse.describe_alarm_history = describe_alarm_history
+    CloudWatchResponse.describe_alarm_history = describe_alarm_history  # type: ignore[attr-defined]
 
     def undo() -> None:
-        del CloudWatchResponse.describe_alarm_history
+        del CloudWatchResponse.describe_alarm_history  # type: ignore[attr-defined]
 
     return undo
 

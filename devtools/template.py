@@ -329,6 +329,42 @@ def http_routes(template: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return routes
 
 
+HTTP_API_TYPE = "AWS::Serverless::HttpApi"
+_IAM_AUTHORIZER = "AWS_IAM"
+
+
+def _default_authorizer(template: Mapping[str, Any], api_id: Any) -> Any:
+    """The ``Auth.DefaultAuthorizer`` of the HttpApi an event belongs to (Globals.HttpApi merged)."""
+    auth = dict(((template.get("Globals") or {}).get("HttpApi") or {}).get("Auth") or {})
+    ref = api_id.get("Ref") if isinstance(api_id, dict) else None
+    api = (resources_of_type(template, HTTP_API_TYPE).get(ref) or {}) if isinstance(ref, str) else {}
+    auth.update((api.get("Properties") or {}).get("Auth") or {})
+    return auth.get("DefaultAuthorizer")
+
+
+def iam_routes(template: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """The :func:`http_routes` entries that API Gateway authorizes with IAM.
+
+    That is the event's ``Auth.Authorizer``, else its API's ``DefaultAuthorizer``, is ``AWS_IAM``
+    (``Authorizer: NONE`` opts a route out of a default).
+    """
+    found: set[tuple[str, str, str]] = set()
+    for logical_id, resource in resources_of_type(template, FUNCTION_TYPE).items():
+        for event in ((resource.get("Properties") or {}).get("Events") or {}).values():
+            if not isinstance(event, dict) or event.get("Type") != "HttpApi":
+                continue
+            props = event.get("Properties") or {}
+            auth = props.get("Auth") or {}
+            if "Authorizer" in auth:
+                authorizer = auth["Authorizer"]
+            else:
+                authorizer = _default_authorizer(template, props.get("ApiId"))
+            if authorizer == _IAM_AUTHORIZER:
+                method = str(props.get("Method", "ANY")).upper()
+                found.add((method, str(props.get("Path", "$default")), logical_id))
+    return found
+
+
 def _ignored_globals(resource: Mapping[str, Any]) -> set[str] | None:
     """None = ignore all Globals, otherwise the set of ignored property names."""
     ignore = resource.get("IgnoreGlobals")

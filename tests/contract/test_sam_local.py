@@ -23,7 +23,7 @@ from billwatch.alerting.inputs import read_records
 from billwatch.core.access import is_admin
 from billwatch.core.models import BillingAccount
 from billwatch.licensing.quota_reset import SegmentDispatcher
-from devtools.local_stack import SAM_LOCAL_WEBHOOK_SECRET
+from devtools.emulator.settings import SAM_LOCAL_WEBHOOK_SECRET
 from devtools.make_sample_events import SCHEDULER_TIME_PLACEHOLDER, function_events, route_key
 from devtools.signing import LOCAL_DEV_SECRET
 from devtools.template import (
@@ -146,9 +146,9 @@ def test_nothing_else_is_read_from_secrets_manager_or_ssm(function: str) -> None
 def test_the_local_stack_keeps_its_signing_secret_where_env_json_looks() -> None:
     import boto3
 
-    from devtools.local_stack import LocalStack
+    from devtools.emulator import LocalEmulator
 
-    with LocalStack(autorun=False).start(port=0) as stack:
+    with LocalEmulator(autorun=False).start(port=0) as stack:
         secrets = boto3.client(
             "secretsmanager",
             endpoint_url=stack.moto_endpoint,

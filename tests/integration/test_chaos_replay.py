@@ -29,7 +29,7 @@ import pytest
 from billwatch.billing import side_effects
 from billwatch.core import outbox
 from billwatch.core.models import FIELD_GROUPS
-from devtools.local_stack import POWERTOOLS_ROUTING_LOCK
+from devtools.emulator.functions import POWERTOOLS_ROUTING_LOCK
 from tests.chaos import (
     DeliveryLog,
     DeliveryPlan,

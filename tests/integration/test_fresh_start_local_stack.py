@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools.emulator import LocalEmulator
 from devtools.local_alarms import AlarmEvent
 from devtools.local_schedules import ManualClock
-from devtools.local_stack import LocalStack
 from tests.alert_receivers import AlertReceivers, alert_receivers
 
 # The stack starts at 15:47 UTC, so the quota reset's rate(1 hour) fires at 16:47, 17:47, ...
@@ -31,13 +31,13 @@ def receivers(monkeypatch: pytest.MonkeyPatch) -> Iterator[AlertReceivers]:
         yield recording
 
 
-def fresh_stack() -> LocalStack:
+def fresh_stack() -> LocalEmulator:
     """Started inside the test, not in a fixture: pytest puts its own stdout back between the two,
     and the stack reads the functions' metrics off stdout."""
-    return LocalStack(autorun=False, clock=ManualClock(START)).start(port=0)
+    return LocalEmulator(autorun=False, clock=ManualClock(START)).start(port=0)
 
 
-def run_minutes(stack: LocalStack, first: int, last: int) -> list[AlarmEvent]:
+def run_minutes(stack: LocalEmulator, first: int, last: int) -> list[AlarmEvent]:
     """Each local minute as `make run` lives it: what fell due runs, then the alarms are judged."""
     assert isinstance(stack.clock, ManualClock)
     changes = []

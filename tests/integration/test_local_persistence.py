@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devtools.alarm_evaluator import MetricKey
-from devtools.local_stack import LocalStack
+from devtools.emulator import LocalEmulator
 from tests.integration.test_local_stack import call, post_signed, subscription_created
 
 
@@ -17,14 +17,14 @@ def test_the_tables_and_metrics_survive_a_restart(tmp_path: Path, monkeypatch: p
     event = subscription_created("acct_kept", "evt_kept_1")
     new_subscriptions = MetricKey.of("Billwatch", "SubscriptionsNew", service="billwatch")
 
-    with LocalStack(autorun=False, data_dir=tmp_path).start(port=0) as first:
+    with LocalEmulator(autorun=False, data_dir=tmp_path).start(port=0) as first:
         status, body = post_signed(first.url + "/webhooks/stripe", event, list(first.webhook_secrets))
         assert (status, body["outcome"]) == (200, "applied")
         assert first.metrics.store.points(new_subscriptions)
         kept_points = first.metrics.store.points(new_subscriptions)
 
     assert json.loads((tmp_path / "tables" / "BillingStateTable.json").read_text())
-    with LocalStack(autorun=False, data_dir=tmp_path).start(port=0) as second:
+    with LocalEmulator(autorun=False, data_dir=tmp_path).start(port=0) as second:
         assert second.restored["BillingStateTable"] >= 1 and second.restored["datapoints"] >= 1
         _, _, body = call(second.url + "/_local/api/accounts", method="GET")
         assert [a["tier"] for a in json.loads(body) if a["account"] == "acct_kept"] == ["PRO"]
@@ -36,5 +36,5 @@ def test_the_tables_and_metrics_survive_a_restart(tmp_path: Path, monkeypatch: p
 
 def test_without_a_data_dir_nothing_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BILLWATCH_DATA_DIR", raising=False)
-    with LocalStack(autorun=False).start(port=0) as stack:
+    with LocalEmulator(autorun=False).start(port=0) as stack:
         assert stack.data_dir is None and stack.restored == {}

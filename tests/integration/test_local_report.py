@@ -21,8 +21,8 @@ from moto.cloudwatch import models as moto_cloudwatch
 
 from devtools import report
 from devtools import stripe_events as se
+from devtools.emulator import LocalEmulator as LocalStack
 from devtools.local_metrics import LocalMetrics, install_stdout_tap
-from devtools.local_stack import LocalStack
 from tests.integration.test_local_stack import NOW, call, post_signed, subscription_created
 
 REGION = "us-east-1"

@@ -30,18 +30,12 @@ import pytest
 
 from devtools import send_event
 from devtools import stripe_events as se
-from devtools.local_stack import (
-    MAX_BODY_BYTES,
-    LocalStack,
-    LocalStackError,
-    Route,
-    banner,
-    http_api_event,
-    iam_authorizer,
-    iam_routes,
-)
+from devtools.emulator import EmulatorError, LocalEmulator
+from devtools.emulator.banner import banner
+from devtools.emulator.http_front import Route, http_api_event, iam_authorizer
+from devtools.emulator.settings import MAX_BODY_BYTES
 from devtools.signing import LOCAL_DEV_SECRET, stripe_signature_header
-from devtools.template import dynamodb_tables, http_routes
+from devtools.template import dynamodb_tables, http_routes, iam_routes
 from tests.support import ROOT
 
 NOW = int(time.time())
@@ -58,24 +52,24 @@ def environment() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
+def stack() -> Iterator[LocalEmulator]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)  # -> the built-in local dev secret
         patch.delenv("LOCAL_CALLER_ARN", raising=False)  # -> the default (admin) caller
         patch.delenv("ADMIN_ROLE_ARNS", raising=False)  # -> the local admin role
         environ, path, modules = environment(), list(sys.path), set(sys.modules)
         # The schedules and alarms stay still: these tests ask for what they run.
-        with LocalStack(autorun=False).start(port=0) as running:
+        with LocalEmulator(autorun=False).start(port=0) as running:
             assert os.environ["AWS_ENDPOINT_URL"] == running.moto_endpoint
             yield running
         # Other tests in this process use mock_aws: nothing may keep pointing them at a dead server.
         assert environment() == environ
         assert sys.path == path
-        assert not {name for name in set(sys.modules) - modules if name.startswith("_local_stack_")}
+        assert not {name for name in set(sys.modules) - modules if name.startswith("_emulated_")}
 
 
 @pytest.fixture(scope="module")
-def dynamodb(stack: LocalStack) -> Any:
+def dynamodb(stack: LocalEmulator) -> Any:
     return boto3.client(
         "dynamodb",
         endpoint_url=stack.moto_endpoint,
@@ -86,7 +80,7 @@ def dynamodb(stack: LocalStack) -> Any:
 
 
 @pytest.fixture(scope="module")
-def webhook_url(stack: LocalStack) -> str:
+def webhook_url(stack: LocalEmulator) -> str:
     (path,) = [path for method, path, function in stack.routes if function == FUNCTION and method == "POST"]
     return stack.url + path
 
@@ -113,7 +107,7 @@ def subscription_created(account: str, event_id: str) -> dict[str, Any]:
     return se.event("customer.subscription.created", sub, id=event_id, created=NOW)
 
 
-def billing_item(dynamodb: Any, stack: LocalStack, pk: str) -> dict[str, Any] | None:
+def billing_item(dynamodb: Any, stack: LocalEmulator, pk: str) -> dict[str, Any] | None:
     table = stack.table_names["BillingStateTable"]
     return dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item")
 
@@ -125,7 +119,7 @@ def item_count(dynamodb: Any, table: str) -> int:
 # --- the stack follows the template --------------------------------------------------------------
 
 
-def test_serves_exactly_the_template_routes_and_tables(stack: LocalStack, dynamodb, template) -> None:
+def test_serves_exactly_the_template_routes_and_tables(stack: LocalEmulator, dynamodb, template) -> None:
     assert stack.routes == http_routes(template)
     assert set(stack.table_names) == set(dynamodb_tables(template))
     assert set(stack.table_names.values()) <= set(dynamodb.list_tables()["TableNames"])
@@ -135,7 +129,7 @@ def test_serves_exactly_the_template_routes_and_tables(stack: LocalStack, dynamo
         assert (status, json.loads(body or b"null")) != (404, NOT_FOUND), f"{method} {path} is not served"
 
 
-def test_uses_the_built_in_local_dev_secret(stack: LocalStack) -> None:
+def test_uses_the_built_in_local_dev_secret(stack: LocalEmulator) -> None:
     assert stack.webhook_secrets == (LOCAL_DEV_SECRET,)
     assert stack.secret_source == f"the built-in local dev secret {LOCAL_DEV_SECRET}"
 
@@ -153,22 +147,22 @@ def test_the_secret_source(monkeypatch, value: str | None, source: str) -> None:
         monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
     else:
         monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", value)
-    local = LocalStack()  # not started
+    local = LocalEmulator()  # not started
     assert local.secret_source == source
     assert local.webhook_secrets == (value or LOCAL_DEV_SECRET,)
     assert "whsec_from_stripe_listen" not in repr(local)
 
 
-def test_only_one_stack_per_process(stack: LocalStack) -> None:
-    with pytest.raises(LocalStackError, match="already running"):
-        LocalStack().start(port=0)
+def test_only_one_stack_per_process(stack: LocalEmulator) -> None:
+    with pytest.raises(EmulatorError, match="already running"):
+        LocalEmulator().start(port=0)
     assert stack.running
 
 
 # --- the webhook, through the real handler ----------------------------------------------------------
 
 
-def test_signed_subscription_created_is_applied(stack: LocalStack, dynamodb, webhook_url: str) -> None:
+def test_signed_subscription_created_is_applied(stack: LocalEmulator, dynamodb, webhook_url: str) -> None:
     event = subscription_created("acct_local_1", "evt_local_created")
     assert post_signed(webhook_url, event, list(stack.webhook_secrets)) == (
         200,
@@ -184,7 +178,7 @@ def test_signed_subscription_created_is_applied(stack: LocalStack, dynamodb, web
     assert (status, body["outcome"]) == (200, "duplicate")
 
 
-def test_bad_signature_is_400_and_writes_nothing(stack: LocalStack, dynamodb, webhook_url: str) -> None:
+def test_bad_signature_is_400_and_writes_nothing(stack: LocalEmulator, dynamodb, webhook_url: str) -> None:
     tables = stack.table_names.values()
     before = {table: item_count(dynamodb, table) for table in tables}
 
@@ -202,13 +196,13 @@ def test_bad_signature_is_400_and_writes_nothing(stack: LocalStack, dynamodb, we
     ("method", "path"),
     [("GET", "/nope"), ("POST", "/nope"), ("GET", "/webhooks/stripe"), ("POST", "/webhooks/stripe/extra")],
 )
-def test_unknown_routes_are_404_like_api_gateway(stack: LocalStack, method: str, path: str) -> None:
+def test_unknown_routes_are_404_like_api_gateway(stack: LocalEmulator, method: str, path: str) -> None:
     status, headers, body = call(stack.url + path, b"{}" if method == "POST" else None, method)
     assert (status, headers["content-type"], json.loads(body)) == (404, "application/json", NOT_FOUND)
 
 
 def test_send_event_cli_works_against_the_stack(
-    stack: LocalStack, dynamodb, webhook_url: str, monkeypatch, capsys
+    stack: LocalEmulator, dynamodb, webhook_url: str, monkeypatch, capsys
 ) -> None:
     # What `make send` runs, with the secret taken from the environment as the Makefile passes it.
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", ",".join(stack.webhook_secrets))
@@ -243,7 +237,7 @@ class Recorder:
 
 
 def test_the_handler_gets_an_http_api_v2_event_and_its_response_is_mapped(
-    stack: LocalStack, monkeypatch
+    stack: LocalEmulator, monkeypatch
 ) -> None:
     recorder = Recorder({"statusCode": 202, "headers": {"x-handler": "yes"}, "body": "accepted"})
     monkeypatch.setattr(stack.functions[FUNCTION], "handler", recorder)
@@ -293,7 +287,7 @@ def test_the_handler_gets_an_http_api_v2_event_and_its_response_is_mapped(
     assert 0 < lambda_context.get_remaining_time_in_millis() <= 15_000
 
 
-def test_binary_bodies_travel_base64_both_ways(stack: LocalStack, webhook_url: str, monkeypatch) -> None:
+def test_binary_bodies_travel_base64_both_ways(stack: LocalEmulator, webhook_url: str, monkeypatch) -> None:
     payload = bytes(range(256))
     recorder = Recorder(
         {"statusCode": 200, "body": base64.b64encode(payload[::-1]).decode(), "isBase64Encoded": True}
@@ -309,19 +303,19 @@ def test_binary_bodies_travel_base64_both_ways(stack: LocalStack, webhook_url: s
 
 
 def test_a_handler_crash_is_a_500_with_a_logged_traceback(
-    stack: LocalStack, webhook_url: str, monkeypatch, caplog
+    stack: LocalEmulator, webhook_url: str, monkeypatch, caplog
 ) -> None:
     monkeypatch.setattr(stack.functions[FUNCTION], "handler", Recorder(error=RuntimeError("boom")))
 
     status, _, body = call(webhook_url, b"{}")
 
     assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
-    (record,) = [r for r in caplog.records if r.name == "devtools.local_stack" and r.exc_info]
+    (record,) = [r for r in caplog.records if r.name == "devtools.emulator.http_front" and r.exc_info]
     assert isinstance(record.exc_info[1], RuntimeError)
 
 
 def test_a_body_over_10_mb_is_413_and_never_reaches_the_handler(
-    stack: LocalStack, webhook_url: str, monkeypatch
+    stack: LocalEmulator, webhook_url: str, monkeypatch
 ) -> None:
     recorder = Recorder({"statusCode": 200, "body": ""})
     monkeypatch.setattr(stack.functions[FUNCTION], "handler", recorder)
@@ -397,7 +391,7 @@ def iam_events_of(template: dict[str, Any]) -> set[tuple[str, str, str]]:
     return found
 
 
-def test_the_iam_routes_are_the_templates(stack: LocalStack, template) -> None:
+def test_the_iam_routes_are_the_templates(stack: LocalEmulator, template) -> None:
     expected = iam_events_of(template)
     assert ("GET", "/v1/accounts/{account_id}/entitlements", LICENSING) in expected
     assert stack.iam_routes == expected
@@ -445,7 +439,7 @@ def test_iam_routes_follow_a_default_authorizer_and_authorizer_none() -> None:
     }
 
 
-def test_an_iam_route_gets_the_default_local_caller(stack: LocalStack, monkeypatch) -> None:
+def test_an_iam_route_gets_the_default_local_caller(stack: LocalEmulator, monkeypatch) -> None:
     recorder = Recorder({"statusCode": 200, "body": "{}"})
     monkeypatch.setattr(stack.functions[LICENSING], "handler", recorder)
 
@@ -469,7 +463,7 @@ def test_an_iam_route_gets_the_default_local_caller(stack: LocalStack, monkeypat
     assert stack.caller_arn == DEFAULT_CALLER
 
 
-def test_the_caller_header_overrides_the_caller_for_one_request(stack: LocalStack, monkeypatch) -> None:
+def test_the_caller_header_overrides_the_caller_for_one_request(stack: LocalEmulator, monkeypatch) -> None:
     recorder = Recorder({"statusCode": 200, "body": "{}"})
     monkeypatch.setattr(stack.functions[LICENSING], "handler", recorder)
     url = stack.url + "/v1/accounts/acct_iam/entitlements"
@@ -483,7 +477,7 @@ def test_the_caller_header_overrides_the_caller_for_one_request(stack: LocalStac
     assert default["requestContext"]["authorizer"]["iam"]["userArn"] == DEFAULT_CALLER
 
 
-def test_a_caller_header_that_is_no_arn_is_400(stack: LocalStack, monkeypatch) -> None:
+def test_a_caller_header_that_is_no_arn_is_400(stack: LocalEmulator, monkeypatch) -> None:
     recorder = Recorder({"statusCode": 200, "body": "{}"})
     monkeypatch.setattr(stack.functions[LICENSING], "handler", recorder)
 
@@ -499,7 +493,7 @@ def test_a_caller_header_that_is_no_arn_is_400(stack: LocalStack, monkeypatch) -
 
 
 def test_the_webhook_route_gets_no_authorizer_even_with_the_caller_header(
-    stack: LocalStack, webhook_url: str, monkeypatch
+    stack: LocalEmulator, webhook_url: str, monkeypatch
 ) -> None:
     recorder = Recorder({"statusCode": 200, "body": ""})
     monkeypatch.setattr(stack.functions[FUNCTION], "handler", recorder)
@@ -511,21 +505,21 @@ def test_the_webhook_route_gets_no_authorizer_even_with_the_caller_header(
     assert "x-billwatch-caller-arn" not in event["headers"]
 
 
-def test_entitlements_of_an_unknown_account_through_the_stack(stack: LocalStack) -> None:
+def test_entitlements_of_an_unknown_account_through_the_stack(stack: LocalEmulator) -> None:
     status, headers, body = call(stack.url + "/v1/accounts/acct_local/entitlements", method="GET")
     assert (status, headers["content-type"]) == (200, "application/json")
     entitlements = json.loads(body)
     assert (entitlements["account_id"], entitlements["tier"]) == ("acct_local", "FREE")
 
 
-def test_the_functions_get_the_local_admin_role_by_default(stack: LocalStack) -> None:
+def test_the_functions_get_the_local_admin_role_by_default(stack: LocalEmulator) -> None:
     assert {FUNCTION, LICENSING} <= set(stack.functions)
     for function in stack.functions:
         assert stack.function_env(function)["ADMIN_ROLE_ARNS"] == DEFAULT_ADMINS
     assert stack.admin_role_arns == DEFAULT_ADMINS
 
 
-def test_the_default_caller_is_an_admin_and_the_header_makes_another_caller(stack: LocalStack) -> None:
+def test_the_default_caller_is_an_admin_and_the_header_makes_another_caller(stack: LocalEmulator) -> None:
     url = stack.url + "/admin/accounts/acct_local_admin/usage-reset"
     assert call(url, b"")[0] == 200
     status, _, body = call(url, b"", headers={"x-billwatch-caller-arn": OTHER_CALLER})
@@ -537,20 +531,20 @@ def test_admin_role_arns_and_the_caller_from_the_environment_win(monkeypatch) ->
     monkeypatch.setenv("ADMIN_ROLE_ARNS", admins)
     monkeypatch.setenv("LOCAL_CALLER_ARN", OTHER_CALLER)
 
-    local = LocalStack()  # not started
+    local = LocalEmulator()  # not started
 
     for function in (FUNCTION, LICENSING):
         assert local.function_env(function)["ADMIN_ROLE_ARNS"] == admins
     assert (local.admin_role_arns, local.admin_source) == (admins, "ADMIN_ROLE_ARNS from your environment")
     assert (local.caller_arn, local.caller_source) == (OTHER_CALLER, "LOCAL_CALLER_ARN from your environment")
-    assert LocalStack(caller_arn=DEFAULT_CALLER).caller_arn == DEFAULT_CALLER
+    assert LocalEmulator(caller_arn=DEFAULT_CALLER).caller_arn == DEFAULT_CALLER
 
 
 @pytest.mark.parametrize("value", ["", "   "])
 def test_blank_variables_mean_the_defaults(monkeypatch, value: str) -> None:
     monkeypatch.setenv("ADMIN_ROLE_ARNS", value)
     monkeypatch.setenv("LOCAL_CALLER_ARN", value)
-    local = LocalStack()
+    local = LocalEmulator()
     assert (local.caller_arn, local.function_env(LICENSING)["ADMIN_ROLE_ARNS"]) == (
         DEFAULT_CALLER,
         DEFAULT_ADMINS,
@@ -559,11 +553,11 @@ def test_blank_variables_mean_the_defaults(monkeypatch, value: str) -> None:
 
 def test_a_local_caller_arn_that_is_no_arn_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("LOCAL_CALLER_ARN", "alice")
-    with pytest.raises(LocalStackError, match="LOCAL_CALLER_ARN must be an IAM or STS ARN"):
-        LocalStack()
+    with pytest.raises(EmulatorError, match="LOCAL_CALLER_ARN must be an IAM or STS ARN"):
+        LocalEmulator()
 
 
-def test_the_banner_explains_the_local_caller(stack: LocalStack) -> None:
+def test_the_banner_explains_the_local_caller(stack: LocalEmulator) -> None:
     text = banner(stack)
     assert DEFAULT_CALLER in text
     assert DEFAULT_ADMINS in text
@@ -588,7 +582,7 @@ def test_make_run_entry_point_serves_and_stops_on_sigterm() -> None:
     env.pop("AWS_ENDPOINT_URL", None)
     env.pop("ADMIN_ROLE_ARNS", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.local_stack"],
+        [sys.executable, "-m", "devtools.emulator"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -639,12 +633,12 @@ def test_make_run_entry_point_serves_and_stops_on_sigterm() -> None:
     assert "STRIPE_WEBHOOK_SECRET from your environment" in text
     assert user_secret not in text
     assert "stripe listen --forward-to localhost:" in text
-    assert "stopping the local stack" in text
+    assert "stopping the local emulator" in text
     assert f"Caller:         {OTHER_CALLER}   (LOCAL_CALLER_ARN from your environment)" in text
     assert "arn:aws:iam::123456789012:role/billwatch-local-admin" in text
 
 
-def test_health_answers_on_the_local_stack(stack: LocalStack) -> None:
+def test_health_answers_on_the_local_stack(stack: LocalEmulator) -> None:
     # No Stripe key locally: that check is skipped, the rest run against moto.
     status, headers, body = call(stack.url + "/health", method="GET")
     assert (status, headers["content-type"]) == (200, "application/json")
@@ -661,7 +655,7 @@ def test_health_answers_on_the_local_stack(stack: LocalStack) -> None:
 
 
 def test_two_functions_routing_with_powertools_answer_their_own_requests_at_once(
-    stack: LocalStack, monkeypatch
+    stack: LocalEmulator, monkeypatch
 ) -> None:
     # Both resolvers route the request on one class attribute; a pause between setting it and
     # reading it, as a busy machine's thread switch makes, lets the other function replace it.
@@ -695,7 +689,7 @@ BURST = 64  # at least the 32 webhooks that were reset, twice over
 
 
 def test_a_burst_of_concurrent_connections_is_queued_and_every_request_answered(
-    stack: LocalStack, dynamodb, webhook_url: str, monkeypatch
+    stack: LocalEmulator, dynamodb, webhook_url: str, monkeypatch
 ) -> None:
     # The accepting thread held still, as the GIL holds it while handlers run: every connection of
     # the burst must wait in the listen backlog rather than be dropped or reset.
@@ -738,7 +732,7 @@ def test_a_burst_of_concurrent_connections_is_queued_and_every_request_answered(
 
 
 def test_a_handler_that_exits_is_a_500_and_the_stack_keeps_serving(
-    stack: LocalStack, webhook_url: str, monkeypatch
+    stack: LocalEmulator, webhook_url: str, monkeypatch
 ) -> None:
     monkeypatch.setattr(stack.functions[FUNCTION], "handler", Recorder(error=SystemExit(1)))
 
@@ -750,7 +744,7 @@ def test_a_handler_that_exits_is_a_500_and_the_stack_keeps_serving(
 
 
 def test_a_fault_of_the_stack_itself_is_a_500_with_a_message_and_the_stack_keeps_serving(
-    stack: LocalStack, webhook_url: str, monkeypatch, caplog
+    stack: LocalEmulator, webhook_url: str, monkeypatch, caplog
 ) -> None:
     def broken(*_args: Any) -> None:
         raise OSError("the metrics store is gone")
@@ -786,7 +780,7 @@ def eventbridge_event(stripe_event: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("invocation_type", ["RequestResponse", "Event"])
 def test_the_public_port_refuses_lambdas_invoke_api(
-    stack: LocalStack, dynamodb, invocation_type: str
+    stack: LocalEmulator, dynamodb, invocation_type: str
 ) -> None:
     # What a tunnel to $PORT could otherwise do: apply an unsigned event through the intake.
     forged = eventbridge_event(subscription_created("acct_invoke_forged", f"evt_invoke_{invocation_type}"))
@@ -800,7 +794,7 @@ def test_the_public_port_refuses_lambdas_invoke_api(
     assert billing_item(dynamodb, stack, "acct_invoke_forged") is None
 
 
-def test_the_functions_invoke_lambda_on_the_internal_loopback_port(stack: LocalStack, monkeypatch) -> None:
+def test_the_functions_invoke_lambda_on_the_internal_loopback_port(stack: LocalEmulator, monkeypatch) -> None:
     assert os.environ["AWS_ENDPOINT_URL_LAMBDA"] == stack.internal_url != stack.url
     assert stack.internal_url.startswith("http://127.0.0.1:")
     recorder = Recorder({"handed": "over"})
@@ -827,7 +821,7 @@ def test_the_functions_invoke_lambda_on_the_internal_loopback_port(stack: LocalS
 
 
 def test_make_send_of_a_sample_gives_entitlements_that_reset_in_the_future(
-    stack: LocalStack, webhook_url: str, monkeypatch
+    stack: LocalEmulator, webhook_url: str, monkeypatch
 ) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", ",".join(stack.webhook_secrets))
     sample = ROOT / "events" / "customer.subscription.created.json"
@@ -844,7 +838,7 @@ def test_make_send_of_a_sample_gives_entitlements_that_reset_in_the_future(
 
 
 def test_make_send_with_another_secret_than_make_run_names_the_variable_to_check(
-    stack: LocalStack, webhook_url: str, capsys
+    stack: LocalEmulator, webhook_url: str, capsys
 ) -> None:
     sample = ROOT / "events" / "invoice.paid.json"
 
@@ -860,7 +854,7 @@ def test_make_send_with_another_secret_than_make_run_names_the_variable_to_check
 _LOCAL_PATH = re.compile(r"/_local/[\w/.-]*(?:\[(\?[^\]\s]*)\])?")
 
 
-def test_every_local_path_the_readmes_name_answers(stack: LocalStack) -> None:
+def test_every_local_path_the_readmes_name_answers(stack: LocalEmulator) -> None:
     named = set()
     for readme in (ROOT / "README.md", ROOT / "devtools" / "status_page" / "README.md"):
         for found in _LOCAL_PATH.finditer(readme.read_text(encoding="utf-8")):
@@ -876,14 +870,14 @@ def test_every_local_path_the_readmes_name_answers(stack: LocalStack) -> None:
 
 
 def test_a_body_nested_past_pythons_recursion_limit_gets_the_handlers_400(
-    stack: LocalStack, webhook_url: str
+    stack: LocalEmulator, webhook_url: str
 ) -> None:
     status, _, body = call(webhook_url, b"[" * 100_000)
     assert (status, json.loads(body)["error"]) == (400, "invalid_signature")
 
 
 @pytest.mark.parametrize("size_line", [b"-1", b"+10", b"0x10", b"1 0", b"\xff"])
-def test_a_chunk_size_that_is_not_hex_digits_is_a_400_at_once(stack: LocalStack, size_line: bytes) -> None:
+def test_a_chunk_size_that_is_not_hex_digits_is_a_400_at_once(stack: LocalEmulator, size_line: bytes) -> None:
     # "-1" was read as "to the end of the stream", past the body limit, until the client hung up.
     host, port = urllib.parse.urlsplit(stack.url).netloc.split(":")
     with socket.create_connection((host, int(port)), timeout=5) as connection:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.local_stack import LocalStack
+from devtools.emulator import LocalEmulator
 from tests.alert_receivers import alert_receivers
 
 
@@ -13,7 +13,7 @@ def test_slack_and_pagerduty_get_the_alerts_of_a_firing_alarm(monkeypatch: pytes
         monkeypatch.setenv("SLACK_WEBHOOK_URL", receivers.url("/slack"))
         monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "R0UT1NGKEY")
         monkeypatch.setenv("PAGERDUTY_EVENTS_URL", receivers.url("/pagerduty"))
-        with LocalStack(autorun=False).start(port=0) as stack:
+        with LocalEmulator(autorun=False).start(port=0) as stack:
             # The probe ran once and then stopped: its dead-man's switch fires (critical) once a
             # whole window passes without it. (A stack where it never ran pages nobody.)
             started = stack.clock.now()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devtools.local_stack import LocalStack
+from devtools.emulator import LocalEmulator
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, load_template, resources_of_type, schedules
 from tests.integration.test_local_stack import call
 
@@ -19,15 +19,15 @@ TEMPLATE = load_template("template.yaml")
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
+def stack() -> Iterator[LocalEmulator]:
     with pytest.MonkeyPatch.context() as patch:
         for name in ("STRIPE_WEBHOOK_SECRET", "SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"):
             patch.delenv(name, raising=False)
-        with LocalStack(autorun=False).start(port=0) as running:
+        with LocalEmulator(autorun=False).start(port=0) as running:
             yield running
 
 
-def test_every_schedule_of_a_deployed_function_fires_with_its_triggers_event(stack: LocalStack) -> None:
+def test_every_schedule_of_a_deployed_function_fires_with_its_triggers_event(stack: LocalEmulator) -> None:
     expected = {(s.function, s.name) for s in schedules(TEMPLATE) if s.function not in stack.undeployed}
     assert {(s.function, s.name) for s in stack.schedules} == expected
     # Reconcile needs a Stripe key (its Condition): without one CloudFormation leaves it out.
@@ -42,7 +42,7 @@ def test_every_schedule_of_a_deployed_function_fires_with_its_triggers_event(sta
     assert json.loads(body)["checks"]["probe"]["status"] == "ok"  # the scheduled probe ran
 
 
-def test_the_scheduler_fires_what_falls_due_in_order_on_the_local_clock(stack: LocalStack) -> None:
+def test_the_scheduler_fires_what_falls_due_in_order_on_the_local_clock(stack: LocalEmulator) -> None:
     start = stack.clock.now()
     fired = stack.scheduler.fire_due(start + 3 * 60)
 
@@ -51,7 +51,7 @@ def test_the_scheduler_fires_what_falls_due_in_order_on_the_local_clock(stack: L
     assert all(f.succeeded for f in fired)
 
 
-def test_every_alarm_of_the_template_is_evaluated(stack: LocalStack) -> None:
+def test_every_alarm_of_the_template_is_evaluated(stack: LocalEmulator) -> None:
     stack.alarms.evaluate()
 
     alarms = {*resources_of_type(TEMPLATE, ALARM_TYPE), *resources_of_type(TEMPLATE, COMPOSITE_ALARM_TYPE)}
@@ -62,7 +62,7 @@ def test_every_alarm_of_the_template_is_evaluated(stack: LocalStack) -> None:
 
 
 def test_a_failing_function_fires_its_errors_alarm_and_the_alert_reaches_the_dispatcher(
-    stack: LocalStack,
+    stack: LocalEmulator,
 ) -> None:
     with pytest.raises(ValueError, match="not a billing report request"):
         stack.invoke("BillingReportFunction", {"period": "monthly"})
@@ -79,7 +79,7 @@ def test_a_failing_function_fires_its_errors_alarm_and_the_alert_reaches_the_dis
     assert any(d.topic == "WarningAlarmTopic" and d.succeeded for d in stack.deliveries)
 
 
-def test_the_status_api_shows_requests_schedules_alarms_alerts_and_accounts(stack: LocalStack) -> None:
+def test_the_status_api_shows_requests_schedules_alarms_alerts_and_accounts(stack: LocalEmulator) -> None:
     from tests.integration.test_local_stack import post_signed, subscription_created
 
     webhook = stack.url + "/webhooks/stripe"

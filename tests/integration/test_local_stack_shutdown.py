@@ -9,7 +9,7 @@ import time
 
 from moto.cloudwatch import models as moto_cloudwatch
 
-from devtools.local_stack import LocalStack
+from devtools.emulator import LocalEmulator
 
 
 def bindable(port: int) -> bool:
@@ -25,7 +25,7 @@ def bindable(port: int) -> bool:
 
 def test_stop_ends_every_part_and_frees_every_port() -> None:
     stdout, utcnow = sys.stdout, moto_cloudwatch.utcnow
-    stack = LocalStack(speed=600).start(port=0)  # a local minute every 0.1 s
+    stack = LocalEmulator(speed=600).start(port=0)  # a local minute every 0.1 s
     http_port = int(stack.url.rsplit(":", 1)[1])
     internal_port = int(stack.internal_url.rsplit(":", 1)[1])
     moto_port = int(stack.moto_endpoint.rsplit(":", 1)[1])

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from devtools.local_stack import LocalStack
+from devtools.emulator import LocalEmulator
 from tests.integration.test_local_stack import call, post_signed, subscription_created
 from tests.support import ROOT
 
@@ -145,7 +145,7 @@ class Shown:
     page: Element
     dashboards: list[dict[str, Any]]
     accounts: list[dict[str, Any]]
-    stack: LocalStack
+    stack: LocalEmulator
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def shown() -> Iterator[Shown]:
     with pytest.MonkeyPatch.context() as patch:
         for name in ("STRIPE_WEBHOOK_SECRET", "SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"):
             patch.delenv(name, raising=False)
-        with LocalStack(autorun=False).start(port=0) as stack:
+        with LocalEmulator(autorun=False).start(port=0) as stack:
             webhook = stack.url + "/webhooks/stripe"
             secrets = list(stack.webhook_secrets)
             event = subscription_created(ACCOUNT, APPLIED_EVENT)
@@ -248,13 +248,14 @@ def test_the_accounts_show_tier_subscription_and_a_usage_bar_per_quota(shown: Sh
 
 def test_an_accounts_mrr_reads_as_the_billing_report_writes_it(shown: Shown) -> None:
     from billwatch.billing.revenue import major_units
-    from billwatch.reporting.report import Known, Missing, MrrChange, _mrr_line
+    from billwatch.reporting.model import Known, Missing, MrrChange
+    from billwatch.reporting.renderers import mrr_line
 
     (row,) = [row for row in shown.page.by_id("accounts").rows() if row.get("data-account") == ACCOUNT]
     (account,) = [account for account in shown.accounts if account["account"] == ACCOUNT]
     (cell,) = row.find_all(lambda element: "mrr" in (element.get("class") or "").split())
     amount = Known(float(major_units(account["mrr"], account["currency"])))
-    reported = _mrr_line(MrrChange(account["currency"], amount, Missing("-"), Missing("-")))
+    reported = mrr_line(MrrChange(account["currency"], amount, Missing("-"), Missing("-")))
 
     assert (account["mrr"], account["currency"]) == (2000, "usd")  # minor units, as Stripe sends them
     assert cell.text == reported.split(" (", 1)[0] == "USD 20.00"

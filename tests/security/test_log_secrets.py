@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from devtools.local_stack import SAM_LOCAL_WEBHOOK_SECRET
+from devtools.emulator.settings import SAM_LOCAL_WEBHOOK_SECRET
 from devtools.signing import LOCAL_DEV_SECRET
 from tests.alert_events import HOOK_SECRET
 from tests.security.log_secrets import OPAQUE_TEST_SECRETS, PUBLISHED_DEV_SECRETS, find_secrets, leaks
