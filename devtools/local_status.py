@@ -1,4 +1,4 @@
-"""What the local stack's status page shows, as JSON: its recent past, the alarms and the accounts.
+"""What the local emulator's status page shows, as JSON: its recent past, the alarms and the accounts.
 
 ``GET /_local/api/status``   the clock, the recent requests (webhooks with their outcome), the
                              schedules (next and last run), the alarms with their states, the alarm
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from devtools.emulator import LocalEmulator as LocalStack
+    from devtools.emulator import LocalEmulator
 
 USAGE_PREFIX = "used_"
 
@@ -43,15 +43,15 @@ def iso(moment: float) -> str:
     return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def status(stack: LocalStack) -> dict[str, Any]:
-    assert stack.alarms is not None and stack.scheduler is not None  # nosec B101 # narrows the Optionals for type checkers; not a runtime check
+def status(emulator: LocalEmulator) -> dict[str, Any]:
+    assert emulator.alarms is not None and emulator.scheduler is not None  # nosec B101 # narrows the Optionals for type checkers; not a runtime check
     last_runs = {}
-    for fired in stack.fired:
+    for fired in emulator.fired:
         last_runs[(fired.schedule.function, fired.schedule.name)] = fired
     schedules = []
-    for schedule in stack.schedules:
+    for schedule in emulator.schedules:
         last = last_runs.get((schedule.function, schedule.name))
-        due = stack.scheduler.due_at(schedule)
+        due = emulator.scheduler.due_at(schedule)
         schedules.append(
             {
                 "function": schedule.function,
@@ -64,7 +64,7 @@ def status(stack: LocalStack) -> dict[str, Any]:
                 else {"at": iso(last.at), "succeeded": last.succeeded, "error": last.error},
             }
         )
-    states = stack.alarms.states
+    states = emulator.alarms.states
     alarms = [
         {
             "id": logical_id,
@@ -73,11 +73,11 @@ def status(stack: LocalStack) -> dict[str, Any]:
             "state": states[logical_id],
             "composite": definition.composite,
         }
-        for logical_id, definition in sorted(stack.alarms.definitions.items())
+        for logical_id, definition in sorted(emulator.alarms.definitions.items())
     ]
     return {
-        "clock": {"now": iso(stack.clock.now()), "speed": stack.clock.speed},
-        "requests": [{**request, "at": iso(request["at"])} for request in reversed(stack.requests)],
+        "clock": {"now": iso(emulator.clock.now()), "speed": emulator.clock.speed},
+        "requests": [{**request, "at": iso(request["at"])} for request in reversed(emulator.requests)],
         "schedules": schedules,
         "alarms": alarms,
         "alarm_changes": [
@@ -89,7 +89,7 @@ def status(stack: LocalStack) -> dict[str, Any]:
                 "reason": event.reason,
                 "topics": list(event.topics),
             }
-            for event in reversed(stack.alarm_events)
+            for event in reversed(emulator.alarm_events)
         ],
         "alerts": [
             {
@@ -100,7 +100,7 @@ def status(stack: LocalStack) -> dict[str, Any]:
                 "severity": (sent["alert"] or {}).get("severity"),
                 "summary": (sent["alert"] or {}).get("summary"),
             }
-            for sent in reversed(stack.alerts_sent)
+            for sent in reversed(emulator.alerts_sent)
         ],
     }
 
@@ -118,13 +118,13 @@ def _plain(value: Mapping[str, Any]) -> Any:
     return raw
 
 
-def accounts(stack: LocalStack) -> list[dict[str, Any]]:
+def accounts(emulator: LocalEmulator) -> list[dict[str, Any]]:
     from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
 
     catalog = load_catalog_text(shipped_catalog_text(), "plans.json")
-    dynamodb = stack.client("dynamodb")
+    dynamodb = emulator.client("dynamodb")
     found = []
-    pages = dynamodb.get_paginator("scan").paginate(TableName=stack.table_names["BillingStateTable"])
+    pages = dynamodb.get_paginator("scan").paginate(TableName=emulator.table_names["BillingStateTable"])
     for page in pages:
         for raw in page["Items"]:
             item = {name: _plain(value) for name, value in raw.items()}

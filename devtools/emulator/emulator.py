@@ -549,13 +549,10 @@ class LocalEmulator:
 
     def billing_report(self, period: str) -> str:
         """The console billing report of the ``period`` (daily or weekly) up to now, from moto."""
-        from billwatch.reporting.report import (
-            CloudWatchReportSource,
-            ReportPeriod,
-            build_report,
-            render_console,
-            report_window,
-        )
+        from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
+        from billwatch.reporting.model import ReportPeriod, report_window
+        from billwatch.reporting.renderers import render_console
+        from billwatch.reporting.scoring import build_report
 
         report_period = ReportPeriod(period)
         source = CloudWatchReportSource(self._cloudwatch, METRICS_NAMESPACE, stage=self.stage)

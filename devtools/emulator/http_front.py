@@ -399,7 +399,7 @@ class PublicFront(_Front):
         period = query.pop("period", ["daily"])[-1]
         try:
             # Importable once start() has put the functions' layer on sys.path.
-            from billwatch.reporting.report import ReportPeriod
+            from billwatch.reporting.model import ReportPeriod
 
             periods = [choice.value for choice in ReportPeriod]
             if query:
