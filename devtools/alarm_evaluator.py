@@ -287,10 +287,12 @@ class _MetricAlarm:
     def points(self, store: MetricStore, starts: Sequence[float]) -> list[Point | None]:
         """Each period's value and whether it breaches; None where it has no value (or no band)."""
         if self.band is None:
+            threshold = self.threshold
+            assert threshold is not None  # nosec B101 # an alarm without a band has a Threshold (_metric_alarm)
             compare = _COMPARISONS[self.comparison][0]
             series = self.source.series(store, starts)
             return [
-                (series[index], compare(series[index], self.threshold)) if index in series else None
+                (series[index], compare(series[index], threshold)) if index in series else None
                 for index in range(len(starts))
             ]
         outside = _BAND_COMPARISONS[self.comparison][0]
@@ -732,8 +734,7 @@ class _ExpressionParser:
     def _comparison(self) -> Node:
         node = self._additive()
         while symbol := self._accept(*_COMPARISON_OPERATORS):
-            compare = _COMPARISON_OPERATORS[symbol]
-            node = _binary(node, self._additive(), lambda a, b, compare=compare: float(compare(a, b)))
+            node = _binary(node, self._additive(), _as_number(_COMPARISON_OPERATORS[symbol]))
         return node
 
     def _additive(self) -> Node:
@@ -834,10 +835,12 @@ def _combine(left: Value, right: Value, function: Callable[[float, float], float
     if isinstance(left, dict) and isinstance(right, dict):
         # "Missing values in a time series are treated as 0" where the other series has a value
         # (basic arithmetic, and the comparison operator example in the docs).
-        pairs = {index: (left.get(index, 0.0), right.get(index, 0.0)) for index in sorted(left | right)}
-    elif isinstance(left, dict):
+        pairs: dict[int, tuple[float, float]] = {
+            index: (left.get(index, 0.0), right.get(index, 0.0)) for index in sorted(left | right)
+        }
+    elif isinstance(left, dict) and not isinstance(right, dict):
         pairs = {index: (value, right) for index, value in left.items()}
-    else:
+    elif isinstance(right, dict) and not isinstance(left, dict):
         pairs = {index: (left, value) for index, value in right.items()}
     combined: Series = {}
     for index, (a, b) in pairs.items():
@@ -845,6 +848,11 @@ def _combine(left: Value, right: Value, function: Callable[[float, float], float
         if result is not None:
             combined[index] = result
     return combined
+
+
+def _as_number(compare: Callable[[float, float], bool]) -> Callable[[float, float], float]:
+    """A comparison as metric math answers it: 1.0 where it holds, 0.0 where it does not."""
+    return lambda a, b: float(compare(a, b))
 
 
 def _binary(left: Node, right: Node, function: Callable[[float, float], float | None]) -> Node:

@@ -279,9 +279,7 @@ class Demo:
                 pending = [d for d in pending if d.minute > minute]
                 for delivery in due:
                     self.deliver(delivery, pending)
-                self.stack.scheduler.fire_due(self.clock.now())
-                self.stack.alarms.evaluate()
-                self.stack.topics.drain()
+                self.stack.step()
         self.outage[0] = False
         # What Stripe still had to retry when the day ended is sent now, and counted.
         for delivery in sorted(pending):

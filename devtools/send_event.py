@@ -26,7 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from devtools.signing import stripe_signature_header
 
@@ -62,7 +62,7 @@ def extract_stripe_payload(raw: bytes) -> bytes:
     raise UsageError("not a Stripe event (object != 'event') nor an API Gateway / EventBridge wrapper")
 
 
-def _is_timestamp(name: str, value: Any) -> bool:
+def _is_timestamp(value: Any, name: str) -> TypeGuard[int]:
     is_integer = isinstance(value, int) and not isinstance(value, bool)
     return is_integer and (name in _TIMESTAMP_NAMES or name.endswith(_TIMESTAMP_SUFFIXES))
 
@@ -70,7 +70,7 @@ def _is_timestamp(name: str, value: Any) -> bool:
 def _shifted(node: Any, seconds: int) -> Any:
     if isinstance(node, dict):
         return {
-            name: value + seconds if _is_timestamp(name, value) else _shifted(value, seconds)
+            name: value + seconds if _is_timestamp(value, name) else _shifted(value, seconds)
             for name, value in node.items()
         }
     if isinstance(node, list):
@@ -88,7 +88,7 @@ def dated(payload: bytes, now: int) -> bytes:
     except ValueError:
         return payload
     created = event.get("created") if isinstance(event, dict) else None
-    if not _is_timestamp("created", created):
+    if not _is_timestamp(created, "created"):
         return payload
     return (json.dumps(_shifted(event, now - created), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 

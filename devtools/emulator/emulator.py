@@ -147,7 +147,7 @@ class LocalEmulator:
         ``parameters`` override the template's parameter defaults (schedules, alarms, environment);
         ``clock`` replaces the running clock (a ManualClock for replays).
         With ``autorun`` false the schedules and the alarm evaluation do not run on their own: a
-        test drives them with ``scheduler.fire_due()`` and ``alarms.evaluate()``.
+        test or a replay drives them with :meth:`step`.
         """
         path = Path(template_path)
         if not path.is_absolute() and not path.exists():
@@ -297,6 +297,18 @@ class LocalEmulator:
         self.url = f"http://{HOST}:{self._http.server_address[1]}"
         self._serving = True
         return self
+
+    def step(self) -> list[AlarmEvent]:
+        """One local minute as `make run` lives it, at the clock's now: what fell due runs, the
+        alarms are judged, and the notifications they published are delivered. Returns the alarms'
+        changes."""
+        if self.scheduler is None or self.alarms is None or self.topics is None:
+            raise EmulatorError("the emulator is not running: start() it first")
+        now = self.clock.now()
+        self.scheduler.fire_due(now)
+        changes = self.alarms.evaluate(now)
+        self.topics.drain()
+        return changes
 
     def stop(self) -> None:
         """Stop both servers and undo every change start() made to the process. Idempotent."""

@@ -43,9 +43,7 @@ def run_minutes(stack: LocalEmulator, first: int, last: int) -> list[AlarmEvent]
     changes = []
     for minute in range(first, last + 1):
         stack.clock.advance_to(START + minute * MINUTE)
-        stack.scheduler.fire_due(stack.clock.now())
-        changes += stack.alarms.evaluate()
-        stack.topics.drain()
+        changes += stack.step()
     return changes
 
 

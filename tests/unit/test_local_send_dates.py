@@ -19,7 +19,7 @@ def timestamps(node: Any, path: str = "") -> dict[str, int]:
     found: dict[str, int] = {}
     if isinstance(node, dict):
         for name, value in node.items():
-            if send_event._is_timestamp(name, value):
+            if send_event._is_timestamp(value, name):
                 found[f"{path}.{name}"] = value
             else:
                 found.update(timestamps(value, f"{path}.{name}"))
@@ -67,7 +67,7 @@ def _without_timestamps(node: Any) -> Any:
         return {
             name: _without_timestamps(value)
             for name, value in node.items()
-            if not send_event._is_timestamp(name, value)
+            if not send_event._is_timestamp(value, name)
         }
     if isinstance(node, list):
         return [_without_timestamps(item) for item in node]
