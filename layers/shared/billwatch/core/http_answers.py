@@ -8,14 +8,8 @@ they are written once here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from typing import Any
-
-from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from billwatch.core import strict_json
 from billwatch.core.access import is_admin
@@ -23,18 +17,33 @@ from billwatch.core.dynamo import StoreRejected, StoreUnavailable, store_failure
 from billwatch.core.observability import logger
 from billwatch.core.request_body import BodyNotBase64, request_body
 
+if TYPE_CHECKING:  # Powertools' event handler is imported by the routes that answer through it
+    from aws_lambda_powertools.event_handler import Response
+    from aws_lambda_powertools.event_handler.openapi.exceptions import (
+        RequestUnsupportedContentType,
+        RequestValidationError,
+    )
+
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
+    from aws_lambda_powertools.event_handler import Response, content_types
+
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 def invalid_request(error: RequestValidationError) -> Response:
     """A 400 that names every field that is wrong."""
-    problems = []
-    for detail in error.errors():
-        where = ".".join(str(part) for part in detail.get("loc", ()) if part not in ("body", "path"))
-        problems.append(f"{where or 'body'}: {detail.get('msg', 'is invalid')}")
-    return json_response(400, {"error": "invalid_request", "message": "; ".join(problems)})
+    problems = [(detail.get("loc", ()), detail.get("msg", "is invalid")) for detail in error.errors()]
+    return json_response(400, {"error": "invalid_request", "message": problems_message(problems)})
+
+
+def problems_message(problems: Iterable[tuple[Sequence[Any], str]]) -> str:
+    """Each problem as "<field>: <what is wrong>", the field named by its place in a pydantic location."""
+    named = []
+    for location, problem in problems:
+        where = ".".join(str(part) for part in location if part not in ("body", "path"))
+        named.append(f"{where or 'body'}: {problem}")
+    return "; ".join(named)
 
 
 def unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
@@ -48,12 +57,17 @@ def store_failure_answer(error: Exception) -> Response:
     """A DynamoDB failure as the caller sees it: a request DynamoDB refuses (a key or item too
     large, ...) fails the same way however often it is sent, so it gets a 422 with DynamoDB's reason
     and never the 503 that invites a retry; only a failure a retry may fix gets the 503."""
+    return json_response(*store_failure_status(error))
+
+
+def store_failure_status(error: Exception) -> tuple[int, dict[str, Any]]:
+    """``store_failure_answer``'s status and body, logged."""
     failure = error if isinstance(error, StoreRejected | StoreUnavailable) else store_failure(error)
     if isinstance(failure, StoreRejected):
         logger.warning("DynamoDB refused a request", extra={"detail": str(failure)})
-        return json_response(422, {"error": "rejected_by_store", "message": str(failure)})
+        return 422, {"error": "rejected_by_store", "message": str(failure)}
     logger.exception("DynamoDB unavailable")
-    return json_response(503, {"error": "temporarily_unavailable", "message": "try again shortly"})
+    return 503, {"error": "temporarily_unavailable", "message": "try again shortly"}
 
 
 def plain(status: int, error: str, message: str) -> dict[str, Any]:
