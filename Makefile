@@ -1,13 +1,19 @@
 # Two entry points on a fresh machine (Python 3.11 + make, no AWS account, no Docker):
 #   make run   - the service on http://127.0.0.1:$(PORT) backed by moto on loopback
-#   make test  - ruff, cfn-lint, the security checks and pytest
+#   make test  - everything: ruff, cfn-lint, the import contracts, the security checks, the whole suite
+# and the inner loop while you work (under a minute once the virtualenv exists):
+#   make check - ruff, the import contracts, mypy, and the unit and contract tests but the slow ones
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
 EVENT ?= events/customer.subscription.updated.json
+# One pytest worker per core. Each file runs on one worker (module fixtures such as a local stack
+# start once, a file's own paths are its own), in collection order: conftest puts the slow first.
+WORKERS ?= auto
+XDIST = -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv test lint security run send bench chaos alert-test report demo clean
+.PHONY: venv test check lint imports types suite security run send bench chaos alert-test report demo clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,17 +28,32 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/cfn-lint template.yaml
 
-# Two cores: the quota load test (2 minutes of one core) runs beside the rest of the suite, its
-# output shown when it ends; the chaos replay runs last and alone, its reference on the second core.
-LOAD_TEST := tests/integration/test_quota_under_load.py
-CHAOS_TEST := tests/integration/test_chaos_replay.py
-test: lint security browser
+# The contracts between the package's domains ([tool.importlinter] in pyproject.toml).
+imports: venv
+	PYTHONPATH=layers/shared $(VENV)/bin/lint-imports
+
+# What it checks is [tool.mypy] in pyproject.toml; its cache (.mypy_cache) keeps a rerun to seconds.
+types: venv
+	$(VENV)/bin/mypy
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@$(MAKE) --no-print-directory imports types
+	$(PY) -m pytest $(XDIST) -m "not slow" tests/unit tests/contract
+
+suite: venv browser
+	$(PY) -m pytest $(XDIST)
+
+# On a fresh clone the two virtualenvs (and chromium, if missing) install side by side; then the
+# security checks run beside lint and the suite, their output shown when they end.
+test:
+	@$(MAKE) --no-print-directory -j3 --output-sync=target venv $(SECURITY_VENV)/.installed browser
 	@mkdir -p test-artifacts
-	@$(PY) -m pytest -p no:cacheprovider $(LOAD_TEST) > test-artifacts/quota-under-load.log 2>&1 & load=$$!; \
-	$(PY) -m pytest --ignore=$(LOAD_TEST) --ignore=$(CHAOS_TEST); suite=$$?; \
-	wait $$load; load_status=$$?; echo "--- $(LOAD_TEST), beside it:"; cat test-artifacts/quota-under-load.log; \
-	[ $$suite -eq 0 ] && [ $$load_status -eq 0 ]
-	$(PY) -m pytest $(CHAOS_TEST)
+	@$(MAKE) --no-print-directory security > test-artifacts/security.log 2>&1 & security=$$!; \
+	$(MAKE) --no-print-directory lint imports suite; status=$$?; \
+	wait $$security; security_status=$$?; echo "--- make security, beside the suite:"; \
+	cat test-artifacts/security.log; [ $$status -eq 0 ] && [ $$security_status -eq 0 ]
 
 # checkov pins an older boto3 than the dev tooling, so it gets its own virtualenv, like aws-sam-cli.
 SECURITY_VENV := .venv-security
@@ -72,7 +93,7 @@ browser:
 LOCAL_SECRET = STRIPE_WEBHOOK_SECRET="$${STRIPE_WEBHOOK_SECRET:-whsec_local_dev_secret}"
 
 run: venv
-	$(LOCAL_SECRET) PORT=$(PORT) $(PY) -m devtools.local_stack
+	$(LOCAL_SECRET) PORT=$(PORT) $(PY) -m devtools.emulator
 
 # Dates the event now and signs it with the secret `make run` uses; a refused signature names the variable.
 send: venv
@@ -81,7 +102,7 @@ send: venv
 bench: venv
 	$(PY) -m bench
 
-# The chaos replay bigger than make test's 500 customers, with its report: CUSTOMERS=, SEED=.
+# The chaos replay bigger than make test's 150 customers, with its report: CUSTOMERS=, SEED=.
 CUSTOMERS ?= 2000
 chaos: venv
 	CHAOS_CUSTOMERS=$(CUSTOMERS) $(if $(SEED),CHAOS_SEED=$(SEED)) \
@@ -102,6 +123,7 @@ demo: venv
 	$(PY) -m devtools.demo $(if $(HOURS),--hours $(HOURS))
 
 clean:
-	rm -rf $(VENV) .venv-sam .venv-security .aws-sam .bench .pytest_cache .ruff_cache .hypothesis test-artifacts
+	rm -rf $(VENV) .venv-sam .venv-security .aws-sam .bench .pytest_cache .ruff_cache .mypy_cache .hypothesis \
+	  test-artifacts
 
 include make/sam.mk

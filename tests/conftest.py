@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from devtools.template import load_template
 from tests.security.log_secrets import leaks
@@ -23,6 +24,23 @@ from tests.support import (
     load_handler,
     moto_with_tables,
 )
+
+# Under pytest-xdist the workers share the cores with each other (and the chaos replay's reference
+# process): a wall-clock deadline per example would measure the machine's load, not the code.
+settings.register_profile("billwatch", deadline=None)
+settings.load_profile("billwatch")
+
+# Slow tests in files whose owners mark nothing themselves: the status page drives a real browser.
+SLOW_FILES = ("tests/integration/test_status_page.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SLOW_FILES):
+            item.add_marker(pytest.mark.slow)
+    # The slowest first (a stable sort keeps each file's order): `make test` runs with
+    # --dist loadfile --no-loadscope-reorder, so they start at once on the workers, not last.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

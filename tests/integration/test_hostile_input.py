@@ -5,10 +5,10 @@ stored unless the request was validly signed (webhooks) or authorized (licensing
 only the items the request names may change. The state is compared by scanning both tables
 before and after every example.
 
-The intake's mangled-event fuzz test (test_webhook_intake.py) already varies the content of
-signed events; this file varies what it does not: headers, signatures, encodings, sizes, and the
-licensing API's paths, bodies and callers. A valid signature only says who sent the bytes, so
-validly signed bodies are fuzzed too, with what no Stripe event holds: nesting up to 100,000 deep,
+Varied: headers, signatures, encodings, sizes, the content of signed events (well-formed, or
+with any one field replaced by any JSON value), and the licensing API's paths, bodies and callers.
+A valid signature only says who sent the bytes, so validly signed bodies are fuzzed too, with what
+no Stripe event holds: nesting up to 100,000 deep,
 numbers of thousands of digits, 1e999, NaN and Infinity, encodings other than UTF-8, times and
 amounts out of range (each refused as ``malformed_event``, by name, storing nothing), and ids that
 could address the stack's own items (left ``unattributed``, counted as ``WebhookIdRefused``,
@@ -24,6 +24,7 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -284,7 +285,7 @@ def test_a_validly_signed_body_over_the_limit_gets_413_and_changes_nothing(
     event = http_event(body, {header_name: stripe_signature_header(body, WEBHOOK_SECRET)}, encoding)
     before = snapshot(aws)
     status, answer = invoke(webhook_api, event)
-    assert status == 413 and names_the_problem(answer), answer
+    assert status == 413 and names_the_problem(answer) and "limit" in answer["message"], answer
     assert nothing_changed(before, snapshot(aws))
 
 
@@ -360,6 +361,14 @@ def stripe_objects(draw: st.DrawFn, event_type: str) -> dict[str, Any]:
     return {"id": draw(STRIPE_IDS), "object": draw(FREE_TEXT), "metadata": draw(METADATA)}
 
 
+def field_paths(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The path of every value inside an object, nested objects' own values included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*prefix, key)
+            yield from field_paths(value, (*prefix, key))
+
+
 def accounts_linked_to(names: set[str], before: Snapshot) -> set[str]:
     """Accounts that earlier examples linked to a customer the event names, either way round."""
     linked = set()
@@ -391,8 +400,9 @@ def string_leaves(node: Any) -> set[str]:
     header_name=HEADER_NAMES,
     content_type=CONTENT_TYPES,
     also_signed_with_an_old_secret=st.booleans(),
+    mangled=st.booleans(),
 )
-def test_a_validly_signed_well_formed_event_gets_200_or_a_4xx_naming_the_problem(
+def test_a_validly_signed_event_well_formed_or_mangled_gets_200_or_a_4xx_naming_the_problem(
     webhook_api,
     aws,
     data,
@@ -402,6 +412,7 @@ def test_a_validly_signed_well_formed_event_gets_200_or_a_4xx_naming_the_problem
     header_name,
     content_type,
     also_signed_with_an_old_secret,
+    mangled,
 ) -> None:
     stripe_event = se.event(
         event_type,
@@ -409,6 +420,12 @@ def test_a_validly_signed_well_formed_event_gets_200_or_a_4xx_naming_the_problem
         id=f"evt_{uuid.uuid4().hex}",
         created=created,
     )
+    if mangled:  # any one field, at any depth, holds any JSON value: a type no reader expects
+        path = data.draw(st.sampled_from(list(field_paths(stripe_event))), label="mangled field")
+        holder = stripe_event
+        for key in path[:-1]:
+            holder = holder[key]
+        holder[path[-1]] = data.draw(JSON_VALUES, label="its value")
     body = json.dumps(stripe_event).encode()
     # During a secret roll Stripe sends one v1 per active secret; the one we hold must be enough.
     secrets = ["whsec_retired", WEBHOOK_SECRET] if also_signed_with_an_old_secret else WEBHOOK_SECRET

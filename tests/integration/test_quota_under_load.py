@@ -43,6 +43,7 @@ def stored_counter(table: str) -> int:
     return int(item[usage_counter(FEATURE).attr_name]["N"])
 
 
+@pytest.mark.slow  # ~2 minutes of one core
 def test_sixteen_threads_of_a_thousand_checks_get_exactly_the_quota(licensing, aws, metrics) -> None:
     decisions: list[UsageDecision] = []
     failures: list[BaseException] = []

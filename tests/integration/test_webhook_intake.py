@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from pynamodb.exceptions import UpdateError
 
 from billwatch.billing.store import BillingStore
-from billwatch.billing.stripe_events import HANDLED_EVENT_TYPES
 from billwatch.billing.webhook_marker import MARKER_KEY
 from billwatch.core.models import BillingAccount
 from devtools import stripe_events as se
-from tests.support import ROOT, WEBHOOK_SECRET, WebhookClient, load_handler
+from tests.support import WEBHOOK_SECRET, WebhookClient, load_handler
 
 NOW = int(time.time())
 
@@ -113,15 +109,6 @@ def test_base64_encoded_bodies_are_verified_on_the_decoded_raw_bytes(webhooks) -
     response = webhooks.post(sub_event("customer.subscription.created", event_id="evt_b64"), base64=True)
     assert response.status == 200
     assert account("acct_1").subscription_status == "active"
-
-
-def test_a_body_over_the_limit_gets_413(webhooks, aws) -> None:
-    event = sub_event("customer.subscription.created")
-    event["data"]["object"]["metadata"]["padding"] = "x" * 300_000
-    response = webhooks.post(event)
-    assert response.status == 413
-    assert "limit" in response.body["message"]
-    assert table_items(aws["BillingStateTable"]) == []
 
 
 @pytest.mark.parametrize(
@@ -566,45 +553,7 @@ def test_eventbridge_failures_raise_so_lambda_retries_then_dead_letters(webhooks
         webhooks.eventbridge(sub_event("customer.subscription.created"))
 
 
-# --- bad input never gets a 5xx ------------------------------------------------------------------
-
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=8,
-)
-EVENT_TYPES = [*sorted(HANDLED_EVENT_TYPES), "charge.refunded"]
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data(), event_type=st.sampled_from(EVENT_TYPES), replacement=JSON_VALUES)
-def test_any_mangled_signed_event_gets_a_4xx_or_200_never_a_5xx(
-    webhooks, data, event_type, replacement
-) -> None:
-    event = (
-        json.loads((ROOT / "events" / f"{event_type}.json").read_text())
-        if event_type in HANDLED_EVENT_TYPES
-        else (se.event(event_type, {"id": "ch_1", "object": "charge"}))
-    )
-    event["id"] = f"evt_{uuid.uuid4().hex}"
-    path = data.draw(st.sampled_from(list(_paths(event))[1:]), label="path")
-    target = event
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = replacement
-    response = webhooks.post(event)
-    assert response.status in (200, 400), response.body
-    if response.status == 400:
-        assert response.body["error"] == "malformed_event" and response.body["message"]
+# --- bad input never gets a 5xx (signed events mangled at random: tests/integration/test_hostile_input.py)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""devtools.signing produces headers that the official stripe library accepts."""
+"""devtools.signing produces headers that the official stripe library accepts.
+
+What stripe's own verification refuses (another secret, another body, a stale timestamp) is the
+intake's to test, against its own verifier: tests/unit/test_signature.py.
+"""
 
 import json
 import socket
@@ -47,25 +51,6 @@ def test_str_and_bytes_payload_sign_identically(payload):
     assert stripe_signature_header(payload, SECRETS, ts) == stripe_signature_header(
         payload.decode("utf-8"), SECRETS, ts
     )
-
-
-def test_wrong_secret_fails(payload):
-    header = stripe_signature_header(payload, SECRETS)
-    with pytest.raises(stripe.SignatureVerificationError):
-        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), header, "whsec_wrong", tolerance=300)
-
-
-def test_tampered_payload_fails(payload):
-    header = stripe_signature_header(payload, SECRETS)
-    tampered = payload.decode("utf-8").replace('"paid"', '"void"', 1)
-    with pytest.raises(stripe.SignatureVerificationError):
-        stripe.WebhookSignature.verify_header(tampered, header, SECRETS[0], tolerance=300)
-
-
-def test_stale_timestamp_fails(payload):
-    header = stripe_signature_header(payload, SECRETS, timestamp=int(time.time()) - 301)
-    with pytest.raises(stripe.SignatureVerificationError, match="tolerance"):
-        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), header, SECRETS[0], tolerance=300)
 
 
 def test_requires_a_secret(payload):
