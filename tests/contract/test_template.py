@@ -16,11 +16,14 @@ from devtools.template import (
     REPO_ROOT,
     TABLE_TYPE,
     create_tables,
+    deployed_resources,
     dynamodb_tables,
     function_environment,
     function_properties,
     http_routes,
     load_template,
+    parameter_values,
+    resolve,
     resources_of_type,
     ttl_attribute,
 )
@@ -199,11 +202,42 @@ def test_webhook_secret_is_created_without_a_value(template: dict[str, Any]) -> 
     assert secret["Condition"] == "CreateWebhookSecret"
     assert "SecretString" not in secret.get("Properties", {})
     assert "GenerateSecretString" not in secret.get("Properties", {})
-    assert template["Conditions"]["CreateWebhookSecret"] == {
-        "Fn::Equals": [{"Ref": "ExistingWebhookSecretArn"}, ""]
-    }
-    for parameter in ("ExistingWebhookSecretArn", "StripeApiKeySecretArn", "PlanCatalogParameterName"):
-        assert template["Parameters"][parameter]["Default"] == ""
+
+
+def conditions_held(template: dict[str, Any], parameters: dict[str, str] | None = None) -> dict[str, bool]:
+    """Each condition of the template as CloudFormation decides it for these parameters."""
+    values = parameter_values(template, parameters)
+    held: dict[str, bool] = {}
+    for name, rule in template["Conditions"].items():
+        held[name] = bool(resolve(rule, values, conditions=held))
+    return held
+
+
+OPTIONAL_PARAMETERS = {
+    "ExistingWebhookSecretArn": (
+        "CreateWebhookSecret",
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:stripe-webhook-AbCdEf",
+    ),
+    "StripeApiKeySecretArn": (
+        "HasStripeApiKeySecret",
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:stripe-api-key-AbCdEf",
+    ),
+    "PlanCatalogParameterName": ("HasPlanCatalogParameter", "/billwatch/plan-catalog"),
+}
+
+
+def test_a_stack_deployed_without_parameters_makes_its_secret_and_grants_nothing_optional(
+    template: dict[str, Any],
+) -> None:
+    by_default = conditions_held(template)
+    assert "WebhookSecret" in deployed_resources(template)
+    assert by_default["CreateWebhookSecret"]
+    assert not by_default["HasStripeApiKeySecret"] and not by_default["HasPlanCatalogParameter"]
+    for parameter, (condition, value) in OPTIONAL_PARAMETERS.items():
+        given = conditions_held(template, {parameter: value})
+        assert given[condition] is not by_default[condition], parameter
+    existing = {"ExistingWebhookSecretArn": OPTIONAL_PARAMETERS["ExistingWebhookSecretArn"][1]}
+    assert "WebhookSecret" not in deployed_resources(template, existing)
 
 
 # ------------------------------------------------------------------------ storage
