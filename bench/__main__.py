@@ -1,4 +1,4 @@
-"""``make bench``: cold start, DynamoDB requests, warm time, layer size and usage checks, with PASS/FAIL.
+"""``make bench``: cold start and first event, DynamoDB requests, warm time, size, usage checks; PASS/FAIL.
 
     python -m bench [--rounds 15] [--events 200] [--checks 200] [--batch 20] [--lambda-python PATH|none]
 
@@ -63,9 +63,10 @@ def _verdict(passed: bool | None) -> str:
 # ------------------------------------------------------------------------ steps
 
 
-def run_cold_start(args: argparse.Namespace, layer: dict, runtime: dict, function: Any) -> dict[str, Any]:
+def run_cold_start(
+    args: argparse.Namespace, layer: dict, runtime: dict, function: Any, layer_pyc: Path
+) -> dict[str, Any]:
     py313 = args.py313
-    layer_pyc = environment.compiled_layer_copy([sys.executable])
     variants = coldstart.default_variants(
         function, Path(layer["python_dir"]), Path(runtime["dir"]), layer_pyc, py313
     )
@@ -76,6 +77,11 @@ def run_cold_start(args: argparse.Namespace, layer: dict, runtime: dict, functio
     _progress("cold start: -X importtime profile of the handler import")
     profile = coldstart.import_profile(variants[0], function)
     return {"variants": results, "import_profile": profile}
+
+
+def run_first_event(args: argparse.Namespace, runtime: dict, layer_pyc: Path) -> dict[str, Any]:
+    _progress(f"first event: webhook intake and usage check in fresh processes ({args.rounds} rounds, moto)")
+    return coldstart.run_first_event([layer_pyc, Path(runtime["dir"])], args.rounds)
 
 
 def _run_child(module: str, options: list[str], stdout_path: Path, results_path: Path) -> dict[str, Any]:
@@ -131,9 +137,10 @@ def _run_json_child(module: str, what: str) -> dict[str, Any]:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def run_cold_start_every_function(args: argparse.Namespace, layer: dict, runtime: dict) -> dict[str, Any]:
+def run_cold_start_every_function(
+    args: argparse.Namespace, layer: dict, runtime: dict, layer_pyc: Path
+) -> dict[str, Any]:
     """Each function's handler import against `import boto3`, as shipped (layer with .pyc)."""
-    layer_pyc = environment.compiled_layer_copy([sys.executable])
     rounds = max(5, args.rounds // 3)
     host_core = _host_pydantic_core(Path(layer["python_dir"]))
     found = {}
@@ -213,6 +220,15 @@ def summary_table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": f"{cold['ratio_median']:.2f}x",
                 "reference": f"{cold['handler_ms_median']:.0f} ms vs import boto3"
                 f" {cold['boto3_ms_median']:.0f} ms",
+            }
+        )
+    for first in results["first_event"].values():
+        rows.append(
+            {
+                "figure": f"first event in a fresh process: {first['label']}",
+                "value": f"{first['ratio_median']:.2f}x",
+                "reference": f"{first['handler']['median_ms']:.0f} ms vs {first['floor']['median_ms']:.0f} ms"
+                " (import boto3, one client, one UpdateItem)",
             }
         )
     webhooks, usage = results["dynamodb"]["scenarios"], results["licensing"]["scenarios"]
@@ -324,6 +340,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": primary["ratio_median"] <= COLD_START_MAX_RATIO,
         }
     )
+    for first in results["first_event"].values():
+        rows.append(
+            {
+                "name": f"first event in a fresh process, {first['label']} / import boto3 + one client +"
+                " one UpdateItem (median)",
+                "value": first["ratio_median"],
+                "limit": coldstart.FIRST_EVENT_MAX_RATIO,
+                "unit": "x",
+                "pass": first["ratio_median"] <= coldstart.FIRST_EVENT_MAX_RATIO,
+            }
+        )
     rows += _scenario_targets("DynamoDB requests", results["dynamodb"]["scenarios"])
     warm = results["dynamodb"]["warm"]
     rows.append(
@@ -433,6 +460,8 @@ def render(results: dict[str, Any]) -> str:
     add("")
     _render_environment(add, results["environment"])
     _render_cold_start(add, results["cold_start"])
+    for line in coldstart.render_first_event(results["first_event"]):
+        add(line)
     _render_requests(add, results["dynamodb"]["scenarios"])
     _render_warm(add, results["dynamodb"]["warm"])
     _render_layer(add, results["layer"])
@@ -635,7 +664,7 @@ def _render_layer(add: Callable[[str], None], layer: dict[str, Any]) -> None:
 USAGE_STAGES = (
     ("handler_outside_resolve", "lambda_handler around the resolver (Logger context, caller/body checks)"),
     ("emf_flush", "EMF metrics flush (one JSON line to stdout)"),
-    ("resolver_outside_use", "Powertools resolver outside Licensing.use (routing, pydantic, response)"),
+    ("resolver_outside_use", "the router outside Licensing.use (routing, validation, the JSON response)"),
     ("licensing_outside_request", "Licensing.use outside the request (condition, decision, metric)"),
     ("pynamodb_request_building", "pynamodb building the UpdateItem's expressions"),
     ("dynamodb_api_call", "the UpdateItem API call (botocore + round trip)"),
@@ -750,12 +779,14 @@ def main(argv: list[str] | None = None) -> int:
         _progress("preparing the emulated runtime (boto3 + deps) in .bench/runtime")
         runtime = environment.build_runtime([sys.executable, *([args.py313] if args.py313 else [])])
         function = environment.function_config()
-        cold = run_cold_start(args, layer, runtime, function)
+        layer_pyc = environment.compiled_layer_copy([sys.executable])
+        cold = run_cold_start(args, layer, runtime, function, layer_pyc)
+        first_event = run_first_event(args, runtime, layer_pyc)
         dynamo = run_dynamo(args, layer)
         licensing = run_licensing(args, layer)
         quota_reset = run_quota_reset()
         health_probe = run_health_probe()
-        cold_all = run_cold_start_every_function(args, layer, runtime)
+        cold_all = run_cold_start_every_function(args, layer, runtime, layer_pyc)
         alert_dispatch = run_alert_dispatch()
         log_bytes = run_log_bytes()
     except BenchError as error:
@@ -779,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
             "lambda_version_python": args.py313,
         },
         "cold_start": cold,
+        "first_event": first_event,
         "dynamodb": dynamo,
         "layer": layer_sizes,
         "licensing": licensing,

@@ -29,6 +29,8 @@ from bench.environment import (
 )
 
 _MARK = "BENCH_RESULT "
+# The first event in a fresh process / import boto3 + one client + one UpdateItem, same run.
+FIRST_EVENT_MAX_RATIO = 1.3
 
 _TIMED_IMPORT = """
 import time
@@ -483,3 +485,47 @@ def _first_event_rounds(
         "handler_import": summary_ms(imports["handler"]),
         "import_ratio_median": round(median(imports["handler"]) / median(imports["floor"]), 3),
     }
+
+
+def render_first_event(first_event: dict[str, Any]) -> list[str]:
+    lines = [
+        "1b. First event: a fresh process imports the handler and answers one event (moto on loopback)",
+        "    vs a fresh process that imports boto3, makes one DynamoDB client and sends one UpdateItem",
+        f"    {'function':<44} {'floor':>9} {'handler':>10} {'ratio':>6}   import: boto3 / handler",
+    ]
+    for first in first_event.values():
+        verdict = "PASS" if first["ratio_median"] <= FIRST_EVENT_MAX_RATIO else "FAIL"
+        floor_ms, handler_ms = first["floor"]["median_ms"], first["handler"]["median_ms"]
+        lines.append(
+            f"    {first['label']:<44} {floor_ms:>6.1f} ms {handler_ms:>7.1f} ms"
+            f" {first['ratio_median']:>5.2f}x   {first['import_boto3']['median_ms']:.1f} /"
+            f" {first['handler_import']['median_ms']:.1f} ms ({first['import_ratio_median']:.2f}x)"
+            f"  {verdict} (target <= {FIRST_EVENT_MAX_RATIO}x)"
+        )
+    rounds = next(iter(first_event.values()))["rounds"]
+    return [*lines, f"    ({rounds} interleaved rounds each; medians)", ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.coldstart``: only the first-event figures, on the layer and runtime as
+    ``make bench`` builds them (about a minute instead of three)."""
+    import argparse
+
+    from bench.environment import build_layer, build_runtime, compiled_layer_copy
+
+    parser = argparse.ArgumentParser(prog="python -m bench.coldstart", description=main.__doc__)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per function (default 15)")
+    args = parser.parse_args(argv)
+    try:
+        build_layer()
+        runtime = build_runtime([sys.executable])
+        figures = run_first_event([compiled_layer_copy([sys.executable]), Path(runtime["dir"])], args.rounds)
+    except BenchError as error:
+        print(f"bench.coldstart: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(render_first_event(figures)))
+    return 0 if all(first["ratio_median"] <= FIRST_EVENT_MAX_RATIO for first in figures.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
