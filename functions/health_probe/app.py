@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billwatch.core.config import load_settings
 from billwatch.core.observability import logger
 from billwatch.health.probe import build_health_probe
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 settings = load_settings(webhook_secret=False)
 probe = build_health_probe(settings)
@@ -28,7 +31,7 @@ def _from_http(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("source") == "aws.events":
         return probe.run_scheduled().as_body()
     return _from_http(event)

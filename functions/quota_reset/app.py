@@ -8,7 +8,7 @@ of time hands the rest over to a fresh invocation, which resumes from its checkp
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billwatch.core.config import load_settings
 from billwatch.core.observability import logger
@@ -19,13 +19,16 @@ from billwatch.licensing.quota_reset import (
     run_id_of,
 )
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 settings = load_settings(webhook_secret=False)
 job = build_quota_reset(settings)
 RESERVE_SECONDS = 60.0
 
 
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     dispatcher = SegmentDispatcher(context.invoked_function_arn)
     if event.get("source") == "aws.events":
         run_id = run_id_of(event["time"])

@@ -8,13 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billwatch.billing.reconcile import build_reconciler, run_id_of
 from billwatch.core.config import ConfigError, load_settings
 from billwatch.core.http_answers import plain, refusal
 from billwatch.core.observability import logger
 from billwatch.core.self_invoke import SelfInvoker
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 RESERVE_SECONDS = 60.0
 
@@ -25,7 +28,7 @@ settings = load_settings(webhook_secret=False)
 reconciler = build_reconciler(settings) if settings.stripe_api_configured else None
 
 
-def _start(context: Any, run_id: str) -> None:
+def _start(context: LambdaContext, run_id: str) -> None:
     SelfInvoker(context.invoked_function_arn).start({"run_id": run_id})
 
 
@@ -39,7 +42,7 @@ def _refuse_admin(caller: str | None, operation: str) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "http" in (event.get("requestContext") or {}):
         refused = refusal(event, settings.admin_role_arns, _refuse_admin)
         if refused:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 from billwatch.billing.store import AccountRef, StateChange
 from billwatch.core.ids import is_account_id, is_customer_id, is_event_id
@@ -114,7 +114,7 @@ def _within(value: int, lowest: int, highest: int, where: str) -> int:
     return value
 
 
-def _amount(mapping: Any, key: str, where: str, highest: int = MAX_AMOUNT) -> int | None:
+def _amount(mapping: object, key: str, where: str, highest: int = MAX_AMOUNT) -> int | None:
     value = _optional(mapping, key, int, where)
     return None if value is None else _within(value, 0, highest, f"{where}{key}")
 
@@ -141,7 +141,7 @@ def event_version(created: int, rank: int, event_id: str) -> str:
     return f"{created:012d}|{rank:03d}|{event_id}"
 
 
-def _dig(source: Any, *path: str) -> Any:
+def _dig(source: object, *path: str) -> object:
     for key in path:
         if not isinstance(source, Mapping):
             return None
@@ -149,7 +149,7 @@ def _dig(source: Any, *path: str) -> Any:
     return source
 
 
-def _object_id(value: Any) -> str | None:
+def _object_id(value: object) -> str | None:
     """Stripe fields that reference another object hold its id, or the object when expanded."""
     if isinstance(value, Mapping):
         value = value.get("id")
@@ -160,7 +160,7 @@ class RefusedId(ValueError):
     """An id from outside that may not address an item; the message is the field that held it."""
 
 
-def _account_id(*metadata_sources: tuple[Any, str]) -> str | None:
+def _account_id(*metadata_sources: tuple[object, str]) -> str | None:
     """The first account id named, from ``(metadata, where)`` pairs in order of precedence."""
     for metadata, where in metadata_sources:
         value = _dig(metadata, "account_id")
@@ -173,21 +173,24 @@ def _account_id(*metadata_sources: tuple[Any, str]) -> str | None:
     return None
 
 
-def _customer_id(value: Any, where: str) -> str | None:
+def _customer_id(value: object, where: str) -> str | None:
     customer_id = _object_id(value)
     if value is not None and not is_customer_id(customer_id):
         raise RefusedId(where)
     return customer_id
 
 
-def _require(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+JsonValue = TypeVar("JsonValue", str, int, bool, dict[str, Any])
+
+
+def _require(mapping: Mapping[str, Any], key: str, kind: type[JsonValue], where: str) -> JsonValue:
     value = mapping.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
         raise MalformedEvent(f"{where}{key} must be a {'non-empty string' if kind is str else kind.__name__}")
     return value
 
 
-def _optional(mapping: Any, key: str, kind: type, where: str) -> Any:
+def _optional(mapping: object, key: str, kind: type[JsonValue], where: str) -> JsonValue | None:
     """A field that may be absent or null, but has the right type when present."""
     value = mapping.get(key) if isinstance(mapping, Mapping) else None
     if value is None:

@@ -171,6 +171,11 @@ class MetricPoint:
             )
 
 
+# What points must share to go out in one EMF document: their labels (sorted name, value pairs),
+# and their metric's rollups.
+_EmfDocument = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, ...], ...]]
+
+
 class MetricsRecorder:
     """Collects points during one invocation and writes them as CloudWatch EMF on flush.
 
@@ -190,7 +195,7 @@ class MetricsRecorder:
         self._points.extend(points)
 
     def flush(self, metadata: Mapping[str, Any] | None = None) -> None:
-        groups: dict[tuple[Any, ...], list[MetricPoint]] = {}
+        groups: dict[_EmfDocument, list[MetricPoint]] = {}
         for point in self._points:
             key = (tuple(sorted(point.labels.items())), METRICS[point.metric].rollups)
             groups.setdefault(key, []).append(point)

@@ -24,7 +24,7 @@ import json
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.constants import ALL_NEW
@@ -131,7 +131,7 @@ def leave_index(pk: str, written: int) -> None:
 
 def entries_written(raw_item: Mapping[str, Any] | None) -> int:
     """How many entries were ever written to the item: what tells the sweep nothing new came."""
-    return _plain((raw_item or {}).get(WRITTEN_ATTRIBUTE)) or 0
+    return _number((raw_item or {}).get(WRITTEN_ATTRIBUTE)) or 0
 
 
 def pending_keys() -> Iterator[str]:
@@ -147,16 +147,17 @@ def raw_item(pk: str) -> dict[str, Any] | None:
     return connection.get_item(BillingAccount.Meta.table_name, pk, consistent_read=True).get("Item")
 
 
-def _plain(raw: Mapping[str, Any] | None) -> Any:
-    """A value of a raw DynamoDB item (``{"S": ...}`` / ``{"N": ...}``), or None."""
-    if not raw:
+def _text(raw: Mapping[str, Any] | None) -> str | None:
+    """A string of a raw DynamoDB item (``{"S": ...}``); None when absent or empty."""
+    return (raw or {}).get("S") or None
+
+
+def _number(raw: Mapping[str, Any] | None) -> int | None:
+    """A number of a raw DynamoDB item (``{"N": ...}``); None when absent or marked absent."""
+    if not raw or "N" not in raw:
         return None
-    if "S" in raw:
-        return raw["S"] or None
-    if "N" in raw:
-        number = int(float(raw["N"]))
-        return None if number == _ABSENT_MRR else number
-    return None
+    number = int(float(raw["N"]))
+    return None if number == _ABSENT_MRR else number
 
 
 def entries(raw_item: Mapping[str, Any] | None) -> dict[str, Entry]:
@@ -173,8 +174,8 @@ def entries(raw_item: Mapping[str, Any] | None) -> dict[str, Entry]:
         except (KeyError, TypeError, ValueError):
             continue  # not an entry this code wrote; never let it stop the others
         before = PriorStanding(
-            **{field: _plain(item.get(_was(key, field))) for field in STANDING_FIELDS},
-            mrr=_plain(item.get(_was(key, "mrr"))),
+            **{field: _text(item.get(_was(key, field))) for field in STANDING_FIELDS},
+            mrr=_number(item.get(_was(key, "mrr"))),
         )
         found[key] = Entry(key, facts, written_at, before)
     return found
@@ -197,7 +198,11 @@ def usage_key(account_id: str, feature: str, threshold: int, since: int) -> str:
     return f"{USAGE_KIND}_{digest[:24]}"
 
 
-def publish_recorded(pk: str, key: str, event: Mapping[str, Any], publisher: Any) -> None:
+class Publisher(Protocol):
+    def publish(self, event: dict[str, Any]) -> None: ...
+
+
+def publish_recorded(pk: str, key: str, event: Mapping[str, Any], publisher: Publisher) -> None:
     """Publish a business event recorded as an entry, and remove the entry once it is out."""
     try:
         publisher.publish(dict(event))

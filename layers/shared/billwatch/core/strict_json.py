@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NoReturn
 
 # Stripe's deepest objects (an expanded invoice line's price tiers) sit about 10 levels down.
 MAX_DEPTH = 64
@@ -39,13 +40,13 @@ def _float(text: str) -> float:
     return value
 
 
-def _constant(name: str) -> Any:
+def _constant(name: str) -> NoReturn:
     raise JsonRefused(f"{name} is not a JSON number")
 
 
-def _problem(document: Any, max_depth: int, check_strings: bool) -> str | None:
+def _problem(document: object, max_depth: int, check_strings: bool) -> str | None:
     """What makes a parsed document unacceptable, walked without recursion; None when nothing."""
-    pending = [(document, 1)]
+    pending: list[tuple[object, int]] = [(document, 1)]
     while pending:
         value, depth = pending.pop()
         if isinstance(value, str):
@@ -55,7 +56,7 @@ def _problem(document: Any, max_depth: int, check_strings: bool) -> str | None:
         if isinstance(value, dict):
             if check_strings and not all(_encodable(key) for key in value):
                 return "a key holds a lone surrogate (\\ud800 to \\udfff), which is not text"
-            children: Any = value.values()
+            children: Iterable[object] = value.values()
         elif isinstance(value, list):
             children = value
         else:
