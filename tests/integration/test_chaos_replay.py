@@ -5,8 +5,13 @@ exactly the state that one clean, in-order delivery of the same events produces.
 The reference is honest rather than hand-computed: the same handler replays the stream in
 `created` order, once, without faults, on fresh tables, in a process of its own beside the chaos.
 
-Size: CHAOS_CUSTOMERS (default 500 customers, about 5,400 events, ~3.5 minutes on two cores;
-`make chaos CUSTOMERS=2000` for a bigger run) and CHAOS_SEED (default 9).
+Size: CHAOS_CUSTOMERS (default 150 customers, about 1,600 events, ~2 CPU-minutes; `make chaos
+CUSTOMERS=2000` for a bigger run) and CHAOS_SEED (default 9). Each customer's lifecycle and its chaos
+(duplicates, reordering, faults, four customers at a time under eight senders) are drawn the same
+way at any size, so a smaller run is fewer samples of the same situations, not easier ones: 150
+customers (seed 9) still bring every event type, some 150 faults of each kind spread over every
+DynamoDB operation the functions make, over 200 same-second ties and 300 duplicates (the test
+checks that each kind of chaos came up).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from tests.chaos import (
 from tests.scenarios import iam_api_event
 from tests.support import WEBHOOK_SECRET, LambdaContext, load_handler
 
-CUSTOMERS = int(os.environ.get("CHAOS_CUSTOMERS", "500"))
+CUSTOMERS = int(os.environ.get("CHAOS_CUSTOMERS", "150"))
 SEED = int(os.environ.get("CHAOS_SEED", "9"))
 SENDERS = 8
 USAGE_CLIENTS = 2
@@ -193,6 +198,7 @@ def deliver_with_chaos(
     return log, usage_log, output
 
 
+@pytest.mark.slow
 def test_chaotic_delivery_ends_in_the_state_of_one_clean_in_order_delivery(
     aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,6 +307,9 @@ def test_chaotic_delivery_ends_in_the_state_of_one_clean_in_order_delivery(
     }
     print("\nchaos replay report:\n" + json.dumps(report, indent=2))
 
+    # The run was chaotic in every way it is meant to be, whatever its size.
+    assert set(faults.by_kind()) == set(DynamoDBFaults.KINDS), report["faults_by_kind"]
+    assert plan.duplicated and plan.overtaken and report["same_second_ties"], report
     assert not log.client_errors, f"4xx for valid signed events: {log.client_errors[:5]}"
     assert not never_answered, f"{len(never_answered)} events never got a 2xx: {never_answered[:5]}"
     assert not not_final, f"events without a final outcome: {list(not_final.items())[:5]}"
