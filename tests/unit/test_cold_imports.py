@@ -1,8 +1,9 @@
 """What importing the webhook handler may cost: no pydantic, no stripe, no Powertools event handler,
 no AWS client. Each is built or imported on the first event that needs it (most never do), so a
-cold start's import stays near `import boto3` alone (bench/README.md, 1. Cold start).
+cold start's import stays near `import boto3` alone (bench/README.md, 1. Cold start). And what the
+first event may cost: one DynamoDB client, whatever pynamodb and Powertools need (1b. First event).
 
-The import runs in a fresh interpreter: in this one, other tests have long imported everything.
+Each runs in a fresh interpreter: in this one, other tests have long imported everything.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.support import ROOT
 
@@ -36,7 +39,7 @@ print(json.dumps({"modules": sorted(sys.modules), "clients": clients}))
 """
 
 
-def _import_in_a_fresh_interpreter() -> dict:
+def _child_environment() -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "POWERTOOLS_"))}
     env.update(
         PYTHONPATH=os.pathsep.join([str(ROOT / "layers" / "shared"), str(ROOT)]),
@@ -47,11 +50,16 @@ def _import_in_a_fresh_interpreter() -> dict:
         BILLING_TABLE_NAME="billing-state",
         IDEMPOTENCY_TABLE_NAME="idempotency",
         STRIPE_WEBHOOK_SECRET="whsec_cold_imports",
+        POWERTOOLS_LOG_LEVEL="WARNING",
     )
+    return env
+
+
+def _run(code: str, *args: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(WEBHOOK_APP)],
-        cwd=WEBHOOK_APP.parent,
-        env=env,
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=_child_environment(),
         capture_output=True,
         text=True,
         check=False,
@@ -62,7 +70,7 @@ def _import_in_a_fresh_interpreter() -> dict:
 
 
 def test_importing_the_webhook_handler_loads_no_heavy_package_and_makes_no_client() -> None:
-    imported = _import_in_a_fresh_interpreter()
+    imported = _run(_CHILD, str(WEBHOOK_APP))
     modules = set(imported["modules"])
     loaded = [
         name for name in MUST_NOT_LOAD if name in modules or any(m.startswith(f"{name}.") for m in modules)
@@ -70,3 +78,54 @@ def test_importing_the_webhook_handler_loads_no_heavy_package_and_makes_no_clien
     assert loaded == [], f"the webhook handler's import loads {loaded}"
     assert imported["clients"] == [], f"the webhook handler's import makes AWS clients: {imported['clients']}"
     assert "billwatch.billing.intake" in modules  # the handler really was imported
+
+
+_FIRST_EVENT = """
+import json, os, sys
+import botocore.session
+from moto import mock_aws
+
+from devtools import stripe_events
+from devtools.signing import stripe_signature_header
+from devtools.template import create_tables, load_template
+from tests.support import LambdaContext, load_handler
+
+function = sys.argv[1]
+clients = []
+create_client = botocore.session.Session.create_client
+
+def counting_create_client(self, service_name, *args, **kwargs):
+    clients.append(service_name)
+    return create_client(self, service_name, *args, **kwargs)
+
+with mock_aws():
+    import boto3
+
+    names = create_tables(boto3.client("dynamodb"), load_template("template.yaml"))
+    os.environ["BILLING_TABLE_NAME"] = names["BillingStateTable"]
+    os.environ["IDEMPOTENCY_TABLE_NAME"] = names["IdempotencyTable"]
+    botocore.session.Session.create_client = counting_create_client
+    handler = load_handler(function)
+    if function == "webhook_intake":
+        sub = stripe_events.subscription(customer="cus_cold", metadata={"account_id": "acct_cold"})
+        body = json.dumps(stripe_events.event("customer.subscription.created", sub)).encode()
+        headers = {"stripe-signature": stripe_signature_header(body, os.environ["STRIPE_WEBHOOK_SECRET"])}
+    else:
+        body = json.dumps({"feature": "api_calls"}).encode()
+        headers = {"content-type": "application/json"}
+    event = stripe_events.api_gateway_event(body, headers=headers, path=sys.argv[2], method="POST")
+    caller = "arn:aws:sts::123456789012:assumed-role/Reader/cold"
+    event["requestContext"]["authorizer"] = {"iam": {"userArn": caller}}
+    answer = handler.lambda_handler(event, LambdaContext())
+print(json.dumps({"status": answer["statusCode"], "clients": clients}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "path"),
+    [("webhook_intake", "/webhooks/stripe"), ("licensing_api", "/v1/accounts/acct_cold/usage")],
+)
+def test_the_first_event_makes_one_dynamodb_client(function: str, path: str) -> None:
+    first = _run(_FIRST_EVENT, function, path)
+    assert first["status"] == 200
+    assert first["clients"] == ["dynamodb"], f"the first event made {first['clients']}"
