@@ -273,10 +273,10 @@ class WebhookIntake:
         The side effects are delivered in here, before Powertools records the event as done: a
         completed record is the receipt the side-effects sweep trusts.
         """
-        # _dispatch applies only handled events whose ids were trusted, and every one carries a change.
-        assert parsed.change is not None
-        facts: Mapping[str, Any] | None = effect_facts(event, parsed, time.time())
         change = parsed.change
+        # _dispatch applies only handled events whose ids were trusted, and every one carries a change.
+        assert change is not None
+        facts: Mapping[str, Any] | None = effect_facts(event, parsed, time.time())
         if facts is not None:
             change = replace(change, side_effects=(parsed.id, facts))
         result = self._store.apply(parsed.account, change)
