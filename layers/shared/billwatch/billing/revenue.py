@@ -117,7 +117,7 @@ class _PricedItem:
     product: str | None
 
 
-def _object_id(value: Any) -> str | None:
+def _object_id(value: object) -> str | None:
     """Stripe references another object by its id, or by the object itself when expanded."""
     if isinstance(value, Mapping):
         value = value.get("id")
@@ -207,7 +207,7 @@ class _Coupon:
 
 
 def _coupon(
-    discount: Any, currency: str, coupons: Mapping[str, Mapping[str, Any]], as_of: int | None
+    discount: object, currency: str, coupons: Mapping[str, Mapping[str, Any]], as_of: int | None
 ) -> _Coupon | None:
     """The coupon of a discount that reduces MRR now, or None if it does not."""
     if not isinstance(discount, Mapping):
@@ -257,7 +257,7 @@ def _apply(coupon: _Coupon, items: list[_PricedItem]) -> None:
         item.monthly -= reduction * item.monthly / total
 
 
-def _subscription_discounts(subscription: Mapping[str, Any]) -> list[Any]:
+def _subscription_discounts(subscription: Mapping[str, Any]) -> list[object]:
     discounts = list(subscription.get("discounts") or [])
     legacy = subscription.get("discount")
     if isinstance(legacy, Mapping):
@@ -313,7 +313,7 @@ def subscription_revenue(
     unpriced: list[UnpricedItem] = []
     unread: list[str] = []
 
-    def apply_discounts(discounts: Iterable[Any], items: list[_PricedItem]) -> None:
+    def apply_discounts(discounts: Iterable[object], items: list[_PricedItem]) -> None:
         for discount in discounts:
             try:
                 coupon = _coupon(discount, currency, coupons or {}, as_of)
