@@ -13,7 +13,7 @@ EVENT ?= events/customer.subscription.updated.json
 WORKERS ?= auto
 XDIST = -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv test check lint imports types suite security run send bench chaos alert-test report demo clean
+.PHONY: venv test check style lint imports types quick suite security run send bench chaos alert-test report demo clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,11 @@ $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirem
 
 venv: $(VENV)/.installed
 
-lint: venv
+style: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+lint: style
 	$(VENV)/bin/cfn-lint template.yaml
 
 # The contracts between the package's domains ([tool.importlinter] in pyproject.toml).
@@ -36,11 +38,12 @@ imports: venv
 types: venv
 	$(VENV)/bin/mypy
 
-check: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	@$(MAKE) --no-print-directory imports types
+quick: venv
 	$(PY) -m pytest $(XDIST) -m "not slow" tests/unit tests/contract
+
+# Every part runs even when one fails, so one run shows everything there is to fix.
+check: venv
+	@$(MAKE) --no-print-directory --keep-going style imports types quick
 
 suite: venv browser
 	$(PY) -m pytest $(XDIST)
