@@ -30,13 +30,15 @@ from tests.support import (
 settings.register_profile("billwatch", deadline=None)
 settings.load_profile("billwatch")
 
-# Slow tests in files whose owners mark nothing themselves: the status page drives a real browser.
+# Slow tests in files whose owners mark nothing themselves: the status page drives a real browser,
+# and the demo's four hours take over a minute of CPU in a process of their own.
 SLOW_FILES = ("tests/integration/test_status_page.py",)
+SLOW_FIXTURES = {"four_hours"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid.startswith(SLOW_FILES):
+        if item.nodeid.startswith(SLOW_FILES) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     # The slowest first (a stable sort keeps each file's order): `make test` runs with
     # --dist loadfile --no-loadscope-reorder, so they start at once on the workers, not last.
