@@ -158,6 +158,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     logging.getLogger().removeHandler(_log_scanner)
     pytest.CaptureFixture.readouterr = _original_readouterr  # type: ignore[method-assign]
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # a pytest-xdist worker's exit status is not the run's: hand them over
+        worker_output["test_secret_leaks"] = {where: sorted(secrets) for where, secrets in _leaks.items()}
+        return
     if not _leaks:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -166,3 +170,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for line in lines:
         (reporter.write_line if reporter else print)(line)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """What a pytest-xdist worker found in the logs and captures only it saw (the controller sees the
+    report sections itself)."""
+    for where, secrets in getattr(node, "workeroutput", {}).get("test_secret_leaks", {}).items():
+        _leaks.setdefault(where, set()).update(secrets)
