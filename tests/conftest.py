@@ -30,15 +30,20 @@ from tests.support import (
 settings.register_profile("billwatch", deadline=None)
 settings.load_profile("billwatch")
 
-# Slow tests in files whose owners mark nothing themselves: the status page drives a real browser,
-# and the demo's four hours take over a minute of CPU in a process of their own.
-SLOW_FILES = ("tests/integration/test_status_page.py",)
+# Slow tests in files whose owners mark nothing themselves (a file, or one test): the status page
+# drives a real browser; a fresh start's first hours on a local stack take 10 to 40 s of CPU; the
+# demo's four hours (the fixture) over a minute of CPU in a process of their own.
+SLOW_TESTS = (
+    "tests/integration/test_status_page.py",
+    "tests/integration/test_fresh_start_local_stack.py::test_nobody_is_told_anything_in_the_first_two_hours",
+    "tests/integration/test_fresh_start_local_stack.py::test_a_probe_that_ran_and_then_stopped_is_paged",
+)
 SLOW_FIXTURES = {"four_hours"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid.startswith(SLOW_FILES) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if item.nodeid.startswith(SLOW_TESTS) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     # The slowest first (a stable sort keeps each file's order): `make test` runs with
     # --dist loadfile --no-loadscope-reorder, so they start at once on the workers, not last.
