@@ -36,6 +36,7 @@ from typing import Any
 import boto3
 import pytest
 
+from billwatch.alerting.config import SHIPPED_ROUTES
 from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
 from billwatch.reporting.scoring import build_report
 from devtools import stripe_events as se
@@ -46,7 +47,7 @@ from devtools.signing import stripe_signature_header
 from tests.alert_events import dispatcher_environment, sns_event
 from tests.alert_receivers import AlertReceivers, alert_receivers
 from tests.scenarios import Scenario
-from tests.support import ROOT, WEBHOOK_SECRET, LambdaContext, parse_emf
+from tests.support import WEBHOOK_SECRET, LambdaContext, parse_emf
 
 TOLERANCE_SECONDS = 300  # the WEBHOOK_TOLERANCE_SECONDS default
 MAX_BODY_BYTES = 256 * 1024  # the WEBHOOK_MAX_BODY_BYTES default
@@ -382,7 +383,7 @@ def deliver(
 
 def routes_of_the_shipped_tree(receivers: AlertReceivers) -> dict[str, Any]:
     """The shipped alert routes, every receiver's channels (and fallback) a webhook of its own name."""
-    routes = json.loads((ROOT / "layers/shared/billwatch/alert_routes.json").read_text())
+    routes = json.loads(SHIPPED_ROUTES.read_text())
     for name, receiver in routes["receivers"].items():
         hook = {"type": "webhook", "url": receivers.url(f"/{name}"), "signing_secret": "hook"}
         receiver["channels"] = [hook]
