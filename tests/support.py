@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore import loaders
 from moto import mock_aws
 from moto.core.responses import BaseResponse
 from moto.dynamodb.models import DynamoDBBackend, DynamoType, Table
@@ -28,6 +29,24 @@ from devtools.template import create_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_test_primary"
+
+
+def _share_botocore_models() -> None:
+    """Every mock_aws start drops boto3's default session, and each new session's loader parses
+    botocore's service models and endpoint rules again: megabytes of JSON, a quarter of a typical
+    moto-backed test's CPU. The files are the same for every session in a process, so the loaders
+    share what they parsed, as one loader already shares it between its own clients."""
+    shared: dict[Any, Any] = {}
+    original_init = loaders.Loader.__init__
+
+    def init_sharing(loader: loaders.Loader, *args: Any, **kwargs: Any) -> None:
+        original_init(loader, *args, **kwargs)
+        loader._cache = shared
+
+    loaders.Loader.__init__ = init_sharing  # type: ignore[method-assign]
+
+
+_share_botocore_models()
 
 
 class LambdaContext:
