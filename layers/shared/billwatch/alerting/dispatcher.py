@@ -378,14 +378,13 @@ class AlertSecrets:
         self._settings = settings
 
     def __call__(self, key: str) -> str:
-        if self._settings.secrets_id is None:
-            secrets: Mapping[str, Any] = self._settings.local_secrets
+        secrets_id = self._settings.secrets_id
+        if secrets_id is None:
+            secrets: object = self._settings.local_secrets
         else:
-            from aws_lambda_powertools.utilities import parameters
+            from billwatch.core import parameters
 
-            secrets = parameters.get_secret(
-                self._settings.secrets_id, transform="json", max_age=self._settings.secrets_max_age_seconds
-            )
+            secrets = parameters.secret_json(secrets_id, self._settings.secrets_max_age_seconds)
         value = secrets.get(key) if isinstance(secrets, Mapping) else None
         if not isinstance(value, str) or not value:
             raise KeyError(key)
@@ -400,11 +399,10 @@ def load_routing(settings: AlertSettings) -> RoutingConfig:
             Path(settings.routes_path).read_text(encoding="utf-8"), "ALERT_ROUTES_PATH"
         )
     if settings.routes_parameter:
-        from aws_lambda_powertools.utilities import parameters
+        from billwatch.core import parameters
 
-        return parse_routing_config(
-            parameters.get_parameter(settings.routes_parameter), "ALERT_ROUTES_PARAMETER"
-        )
+        routes = parameters.parameter_text(settings.routes_parameter)
+        return parse_routing_config(routes, "ALERT_ROUTES_PARAMETER")
     return load_shipped_routing()
 
 
@@ -422,18 +420,18 @@ class SqsDeadLetters:
             )
             return
         if self._sqs is None:
-            import boto3
+            from billwatch.core import aws
 
-            self._sqs = boto3.client("sqs")
+            self._sqs = aws.client("sqs")
         self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps(document, default=str))
         logger.warning("Alert dead-lettered", extra={"reason": document.get("reason")})
 
 
 def cloudwatch_alarm_states(names: list[str]) -> dict[str, str]:
     """Alarm name -> state, for the alarms that still exist."""
-    import boto3
+    from billwatch.core import aws
 
-    client = boto3.client("cloudwatch")
+    client = aws.client("cloudwatch")
     states: dict[str, str] = {}
     for start in range(0, len(names), 100):  # DescribeAlarms takes at most 100 names
         response = client.describe_alarms(

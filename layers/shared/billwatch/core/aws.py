@@ -8,12 +8,13 @@ to themselves (pynamodb per model, Powertools per utility) each open a session o
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import botocore.session
 
 if TYPE_CHECKING:
     import boto3
+    from botocore.config import Config
 
 
 @cache
@@ -27,3 +28,8 @@ def boto3_session() -> boto3.Session:
     import boto3
 
     return boto3.Session(botocore_session=botocore_session())
+
+
+def client(service_name: str, config: Config | None = None) -> Any:
+    """A boto3 client on the process's session (boto3 has no types here, hence Any)."""
+    return boto3_session().client(service_name, config=config)

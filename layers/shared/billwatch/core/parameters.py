@@ -52,8 +52,17 @@ def stripe_api_key(settings: Settings) -> str | None:
     return _text(_secrets().get(settings.stripe_api_key_secret_id, max_age=settings.secrets_max_age_seconds))
 
 
+def secret_json(secret_id: str, max_age: int) -> object:
+    """A secret that holds JSON, decoded (what it holds is the caller's to check)."""
+    return _secrets().get(secret_id, transform="json", max_age=max_age)
+
+
+def parameter_text(name: str) -> str:
+    return _text(_ssm().get(name))
+
+
 def plan_catalog_text(settings: Settings) -> str:
-    return _text(_ssm().get(_named(settings.plan_catalog_parameter)))
+    return parameter_text(_named(settings.plan_catalog_parameter))
 
 
 def _named(name: str | None) -> str:

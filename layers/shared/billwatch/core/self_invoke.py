@@ -13,9 +13,9 @@ class SelfInvoker:
 
     @cached_property
     def _lambda(self) -> Any:
-        import boto3
+        from billwatch.core import aws
 
-        return boto3.client("lambda")
+        return aws.client("lambda")
 
     def start(self, payload: dict[str, Any]) -> None:
         self._lambda.invoke(

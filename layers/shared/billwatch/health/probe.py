@@ -283,11 +283,12 @@ class DeadLetterQueueCheck:
 
     @cached_property
     def _sqs(self) -> Any:
-        import boto3
         from botocore.config import Config
 
+        from billwatch.core import aws
+
         # A probe that waits out the SDK's default retries and timeouts would miss its own schedule.
-        return boto3.client(
+        return aws.client(
             "sqs", config=Config(connect_timeout=3, read_timeout=3, retries={"max_attempts": 2})
         )
 

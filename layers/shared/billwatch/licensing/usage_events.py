@@ -19,9 +19,11 @@ class BusinessEventPublisher:
 
     @cached_property
     def _sns(self) -> Any:
-        import boto3  # created on the first crossing, which most checks never reach
+        from billwatch.core import (
+            aws,  # the client is made on the first crossing, which most checks never reach
+        )
 
-        return boto3.client("sns")
+        return aws.client("sns")
 
     def publish(self, event: dict[str, Any]) -> None:
         """Logged either way, so that an event the topic did not take is still on record."""

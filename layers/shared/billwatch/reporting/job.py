@@ -118,9 +118,9 @@ def build_billing_report_job(
         for channel in routing.receivers[routing.report_receiver].channels
     ]
     if cloudwatch_client is None:
-        import boto3
+        from billwatch.core import aws
 
-        cloudwatch_client = boto3.client("cloudwatch")
+        cloudwatch_client = aws.client("cloudwatch")
     source = CloudWatchReportSource(
         cloudwatch_client,
         settings.metrics_namespace,

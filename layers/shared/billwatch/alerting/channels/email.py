@@ -68,8 +68,9 @@ def email_message(notification: Notification) -> EmailMessage:
 
 
 def default_ses_client() -> Any:
-    import boto3
     from botocore.config import Config
+
+    from billwatch.core import aws
 
     # One attempt per call: the retry stage does the retrying, inside the invocation's deadline.
     config = Config(
@@ -77,7 +78,7 @@ def default_ses_client() -> Any:
         connect_timeout=ATTEMPT_TIMEOUT_SECONDS,
         read_timeout=ATTEMPT_TIMEOUT_SECONDS,
     )
-    return boto3.client("ses", config=config)
+    return aws.client("ses", config=config)
 
 
 class EmailChannel(Channel[EmailMessage]):
