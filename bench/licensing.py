@@ -407,7 +407,8 @@ class RawUsageCheck:
         self.calls = 0
         today = dt.datetime.now(dt.UTC)
         self.month_start = int(dt.datetime(today.year, today.month, 1, tzinfo=dt.UTC).timestamp())
-        catalog = Path(sys.modules["billwatch"].__file__).parent / "plans.json"  # as the handler loads it
+        # The catalog the handler loaded: the plans module reads the plans.json beside it.
+        catalog = Path(sys.modules["billwatch.licensing.plans"].__file__).parent / "plans.json"
         tiers = json.loads(catalog.read_text(encoding="utf-8"))["tiers"]
         used = f"used_{FEATURE}"  # no name in these expressions is a DynamoDB reserved word
         self.update = f"SET usage_since = if_not_exists(usage_since, :now) ADD {used} :quantity"
