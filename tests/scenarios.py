@@ -98,7 +98,9 @@ class DynamoDBOutage(SwitchedFault):
 
 
 class SlowClock:
-    """The intake's view of time, with a delay added to every AWS call it makes."""
+    """The intake's view of time: each AWS call it makes takes ``delay_seconds``, and nothing else
+    takes any time, so that a loaded machine's own slowness cannot move a duration across a
+    threshold."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, delay_seconds: float) -> None:
         import billwatch.billing.intake
@@ -115,7 +117,7 @@ class SlowClock:
         monkeypatch.setattr(billwatch.billing.intake, "time", self)
 
     def perf_counter(self) -> float:
-        return time.perf_counter() + self.added
+        return self.added
 
     def time(self) -> float:
         return time.time()
