@@ -1,18 +1,23 @@
 from __future__ import annotations
 
-import pytest
+import datetime as dt
+from zoneinfo import ZoneInfo
 
-from billwatch.core.config import ConfigError, load_settings
+import pytest
+import stripe
+
+from billwatch.core.config import STRIPE_RETRY_WINDOW_SECONDS, ConfigError, load_settings
 
 BASE = {"BILLING_TABLE_NAME": "billing", "IDEMPOTENCY_TABLE_NAME": "idem", "STRIPE_WEBHOOK_SECRET": "whsec_a"}
 
 
-def test_defaults() -> None:
+def test_without_overrides_the_settings_keep_stripes_promises() -> None:
     settings = load_settings(BASE)
     assert settings.local_webhook_secrets == ("whsec_a",)
-    assert settings.idempotency_ttl_seconds == 4 * 24 * 3600
-    assert settings.signature_tolerance_seconds == 300
-    assert settings.metrics_namespace == "Billwatch"
+    # A delivery Stripe retries at the end of its retry window is still recognised as a duplicate.
+    assert settings.idempotency_ttl_seconds >= STRIPE_RETRY_WINDOW_SECONDS
+    # The tolerance Stripe's own libraries verify with, so a replay older than theirs is refused too.
+    assert settings.signature_tolerance_seconds == stripe.Webhook.DEFAULT_TOLERANCE
     assert not settings.stripe_api_configured
 
 
@@ -59,11 +64,16 @@ def test_errors_never_echo_a_secret() -> None:
     assert "supersecretvalue" not in str(error.value)
 
 
-def test_health_probe_defaults() -> None:
-    settings = load_settings(BASE)
-    assert settings.webhook_stall_seconds == 6 * 3600
-    assert settings.quota_reset_grace_seconds == 1800
-    assert settings.health_probe_interval_seconds == 60
-    assert settings.business_hours.zone.key == "America/New_York"
-    assert settings.business_hours.days == frozenset(range(5))
-    assert settings.webhook_dlq_url is None and settings.quota_reset_dlq_url is None
+def test_by_default_business_hours_are_weekdays_nine_to_six_in_new_york() -> None:
+    hours = load_settings(BASE).business_hours
+    new_york = ZoneInfo("America/New_York")
+    monday_ten = dt.datetime(2026, 12, 7, 10, 0, tzinfo=new_york).timestamp()
+    monday_eight = dt.datetime(2026, 12, 7, 8, 0, tzinfo=new_york).timestamp()
+    saturday_ten = dt.datetime(2026, 12, 12, 10, 0, tzinfo=new_york).timestamp()
+    assert hours.contains(monday_ten)
+    assert not hours.contains(monday_eight)
+    assert not hours.contains(saturday_ten)
+    # Friday 16:00 to Monday 10:00: two business hours on Friday and one on Monday.
+    friday_four = dt.datetime(2026, 12, 11, 16, 0, tzinfo=new_york).timestamp()
+    next_monday_ten = dt.datetime(2026, 12, 14, 10, 0, tzinfo=new_york).timestamp()
+    assert hours.seconds_between(friday_four, next_monday_ten) == 3 * 3600
