@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from billwatch.core import strict_json
+from billwatch.core import startup, strict_json
 from billwatch.core.config import load_settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable
 from billwatch.core.http_answers import problems_message, refusal, store_failure_status
@@ -164,3 +164,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return refusal(event, settings.admin_role_arns, licensing.refuse_admin) or app.resolve(event)
     finally:
         licensing.flush_metrics()
+
+
+startup.handler_imported()

@@ -15,6 +15,7 @@ from billwatch.billing.intake import (
 )
 from billwatch.billing.signature import SignatureInvalid
 from billwatch.billing.stripe_events import MalformedEvent
+from billwatch.core import startup
 from billwatch.core.config import load_settings
 from billwatch.core.observability import logger
 from billwatch.core.request_body import BodyNotBase64, request_body
@@ -76,3 +77,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("source") == SCHEDULE_SOURCE and "requestContext" not in event:
         return asdict(intake.sweep_side_effects())
     return _from_http(event)
+
+
+startup.handler_imported()

@@ -55,11 +55,11 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _run(code: str, *args: str) -> dict:
+def _run(code: str, *args: str, **env: str) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=ROOT,
-        env=_child_environment(),
+        env=_child_environment() | env,
         capture_output=True,
         text=True,
         check=False,
@@ -129,3 +129,20 @@ def test_the_first_event_makes_one_dynamodb_client(function: str, path: str) -> 
     first = _run(_FIRST_EVENT, function, path)
     assert first["status"] == 200
     assert first["clients"] == ["dynamodb"], f"the first event made {first['clients']}"
+
+
+_FROZEN = """
+import gc, json, sys
+from tests.support import load_handler
+
+load_handler(sys.argv[1])
+print(json.dumps({"frozen": gc.get_freeze_count()}))
+"""
+
+
+@pytest.mark.parametrize("function", ["webhook_intake", "licensing_api"])
+def test_a_lambda_process_keeps_what_the_import_built_out_of_garbage_collection(function: str) -> None:
+    # Without it, the first event's client set off a full collection over all of it (1b. First event).
+    assert _run(_FROZEN, function, LAMBDA_TASK_ROOT=str(ROOT / "functions" / function))["frozen"] > 0
+    # A test process imports handlers again and again: what is frozen is never collected.
+    assert _run(_FROZEN, function)["frozen"] == 0
