@@ -326,9 +326,11 @@ class _Context:
 _t0 = time.perf_counter()
 import {module}
 _t1 = time.perf_counter()
+{wire}
 _answer = {module}.{handler}(_event, _Context())
 _t2 = time.perf_counter()
-print({mark!r} + json.dumps({{"seconds": _t2 - _t0, "import_seconds": _t1 - _t0, "answer": _answer}}))
+print({mark!r} + json.dumps({{"seconds": _t2 - _t0, "import_seconds": _t1 - _t0, "answer": _answer,
+    "requests": _wire}}))
 """
 
 _FLOOR = """
@@ -337,6 +339,7 @@ sys.stdin.read()
 _t0 = time.perf_counter()
 import boto3
 _t1 = time.perf_counter()
+{wire}
 boto3.client("dynamodb").update_item(
     TableName={table!r},
     Key={{"pk": {{"S": "bench#first-event-floor"}}}},
@@ -344,7 +347,23 @@ boto3.client("dynamodb").update_item(
     ExpressionAttributeValues={{":one": {{"N": "1"}}}},
 )
 _t2 = time.perf_counter()
-print({mark!r} + json.dumps({{"seconds": _t2 - _t0, "import_seconds": _t1 - _t0}}))
+print({mark!r} + json.dumps({{"seconds": _t2 - _t0, "import_seconds": _t1 - _t0, "requests": _wire}}))
+"""
+
+
+# Each request's time on the wire (botocore's Endpoint._send: from sending to the response read),
+# installed once the import is done. Set-up, serialising and parsing stay outside it.
+_WIRE = """
+import botocore.endpoint
+_wire = []
+_send = botocore.endpoint.Endpoint._send
+def _timed_send(self, request):
+    started = time.perf_counter()
+    try:
+        return _send(self, request)
+    finally:
+        _wire.append(time.perf_counter() - started)
+botocore.endpoint.Endpoint._send = _timed_send
 """
 
 
@@ -456,8 +475,9 @@ def _first_event_rounds(
         module=function.handler_module,
         handler=function.handler_name,
         mark=_MARK,
+        wire=_WIRE,
     )
-    floor_code = _FLOOR.format(table=function.environment["BILLING_TABLE_NAME"], mark=_MARK)
+    floor_code = _FLOOR.format(table=function.environment["BILLING_TABLE_NAME"], mark=_MARK, wire=_WIRE)
     sides: dict[str, list[dict[str, Any]]] = {"handler": [], "floor": []}
 
     def run(side: str) -> dict[str, Any]:
@@ -474,6 +494,14 @@ def _first_event_rounds(
             sides[side].append(run(side))
     first = {side: [m["seconds"] for m in runs] for side, runs in sides.items()}
     imports = {side: [m["import_seconds"] for m in runs] for side, runs in sides.items()}
+    wire = {side: [sum(m["requests"]) for m in runs] for side, runs in sides.items()}
+    requests = {side: sorted({len(m["requests"]) for m in runs}) for side, runs in sides.items()}
+    # The handler as if each request beyond the floor's took no time on the wire: what is left of
+    # the ratio once the requests the design needs are set aside.
+    without_extra_wire = [
+        seconds - max(0.0, extra - median(wire["floor"]))
+        for seconds, extra in zip(first["handler"], wire["handler"], strict=True)
+    ]
     return {
         "label": scenario.label,
         "function": function.logical_id,
@@ -484,6 +512,9 @@ def _first_event_rounds(
         "import_boto3": summary_ms(imports["floor"]),
         "handler_import": summary_ms(imports["handler"]),
         "import_ratio_median": round(median(imports["handler"]) / median(imports["floor"]), 3),
+        "requests": requests,
+        "wire": {side: summary_ms(values) for side, values in wire.items()},
+        "ratio_without_extra_wire": round(median(without_extra_wire) / median(first["floor"]), 3),
     }
 
 
@@ -501,6 +532,13 @@ def render_first_event(first_event: dict[str, Any]) -> list[str]:
             f" {first['ratio_median']:>5.2f}x   {first['import_boto3']['median_ms']:.1f} /"
             f" {first['handler_import']['median_ms']:.1f} ms ({first['import_ratio_median']:.2f}x)"
             f"  {verdict} (target <= {FIRST_EVENT_MAX_RATIO}x)"
+        )
+        requests = "/".join(str(count) for count in first["requests"]["handler"])
+        lines.append(
+            f"    {'':<44} requests: floor {'/'.join(str(c) for c in first['requests']['floor'])}"
+            f" ({first['wire']['floor']['median_ms']:.1f} ms on the wire), handler {requests}"
+            f" ({first['wire']['handler']['median_ms']:.1f} ms); without the extra wire time"
+            f" {first['ratio_without_extra_wire']:.2f}x"
         )
     rounds = next(iter(first_event.values()))["rounds"]
     return [*lines, f"    ({rounds} interleaved rounds each; medians)", ""]
