@@ -194,7 +194,10 @@ class WebhookIntake:
     def receive_trusted(self, event: Any, started: float | None = None) -> IntakeResult:
         """An event whose origin is already established: signed, or delivered by a trusted bus."""
         started = time.perf_counter() if started is None else started
-        self._arrivals.record()
+        with self._arrivals.recording():
+            return self._receive(event, started)
+
+    def _receive(self, event: Any, started: float) -> IntakeResult:
         try:
             parsed = parse_event(event, self._catalog)
         except MalformedEvent as malformed:

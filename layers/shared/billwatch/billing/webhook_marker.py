@@ -2,17 +2,21 @@
 
 One item for the whole service, moved forward by a conditional UpdateItem. The intake writes it
 at most once per minute per container, so it adds no request to the steady-state path, and a
-failure only logs: the marker must never cost a webhook its answer.
+failure only logs: the marker must never cost a webhook its answer. Nor its time: the answer
+does not depend on it, so it is written beside the event's own work, and waited for before the
+answer leaves.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from pynamodb.exceptions import UpdateError
 
-from billwatch.core.dynamo import CONDITION_FAILED, error_code
+from billwatch.core.dynamo import CONDITION_FAILED, error_code, table_connection
 from billwatch.core.models import WebhookMarker
 from billwatch.core.observability import logger
 
@@ -28,12 +32,41 @@ class WebhookArrivals:
         self._monotonic = monotonic
         self._last_write: float | None = None
 
-    def record(self) -> None:
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Records the arrival, when it is due, while the block handles the event.
+
+        The write runs in a thread joined when the block exits, so that nothing outlives the
+        invocation (Lambda freezes the process between events).
+        """
+        writer = self._writer() if self._due() else None
+        if writer is not None:
+            writer.start()
+        try:
+            yield
+        finally:
+            if writer is not None:
+                writer.join()
+
+    def _due(self) -> bool:
         started = self._monotonic()
         if self._last_write is not None and started - self._last_write < WRITE_INTERVAL_SECONDS:
-            return
+            return False
         # Throttled before the write, so a DynamoDB in trouble is not asked again on every event.
         self._last_write = started
+        return True
+
+    def _writer(self) -> threading.Thread | None:
+        try:
+            # The client is made before the thread: making it is interpreter work, which would
+            # only take turns with the event's; the request's wait is what the event's work fills.
+            table_connection(WebhookMarker)
+        except Exception:
+            logger.warning("Could not record the webhook arrival marker", exc_info=True)
+            return None
+        return threading.Thread(target=self._write, name="webhook-arrival-marker")
+
+    def _write(self) -> None:
         now = int(self._clock())
         try:
             WebhookMarker(MARKER_KEY).update(
