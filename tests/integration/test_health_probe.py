@@ -13,10 +13,10 @@ import pytest
 
 from billwatch.billing.webhook_marker import MARKER_KEY
 from billwatch.core.config import load_settings
-from billwatch.core.models import WebhookMarker
+from billwatch.core.models import JobCheckpoint, WebhookMarker
 from billwatch.health.probe import ActiveSubscriptionsGauge, QuotaResetCheck
 from billwatch.licensing.plans import load_plan_catalog
-from billwatch.licensing.quota_reset import SegmentDispatcher, build_quota_reset, last_scheduled_start
+from billwatch.licensing.quota_reset import SCHEDULE_CHECKPOINT, SegmentDispatcher, build_quota_reset
 from devtools import stripe_events as se
 from tests.support import Clock, LambdaContext, WebhookClient, load_handler
 
@@ -306,7 +306,8 @@ def test_runs_that_stop_fail_once_the_next_one_is_late(quota_reset_check, metric
 def test_a_retried_older_start_does_not_move_the_schedule_back(quota_reset_check) -> None:
     scheduled_reset(CREATED + 2 * HOUR)
     scheduled_reset(CREATED + HOUR)  # Lambda retrying the previous hour's start, late
-    assert last_scheduled_start().timestamp() == CREATED + 2 * HOUR
+    schedule = JobCheckpoint.get(JobCheckpoint.key(SCHEDULE_CHECKPOINT), consistent_read=True)
+    assert schedule.updated_at.timestamp() == CREATED + 2 * HOUR
     assert judged(quota_reset_check, CREATED + 3 * HOUR + GRACE - 1) == ("ok", "finished")
 
 

@@ -12,7 +12,8 @@ from billwatch.core.dynamo import StoreRejected
 from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.models import BillingAccount, bind_billing_table, bind_idempotency_table
 from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
-from billwatch.licensing.service import Licensing, UsageRequestError, month_period
+from billwatch.licensing.quota_policy import month_period
+from billwatch.licensing.service import Licensing, UsageRequestError
 from billwatch.licensing.usage_events import usage_event_publisher
 from devtools import stripe_events as se
 from tests.support import Clock

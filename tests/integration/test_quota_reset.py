@@ -8,10 +8,10 @@ import pytest
 
 from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.models import BillingAccount, bind_billing_table
+from billwatch.licensing import quota_reset as quota_reset_module
 from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
 from billwatch.licensing.quota_reset import QuotaReset
 from billwatch.licensing.service import Licensing
-from billwatch.licensing.service import quota_reset as quota_reset_module
 from tests.support import Clock
 
 CATALOG = load_catalog_text(shipped_catalog_text(), "plans.json")

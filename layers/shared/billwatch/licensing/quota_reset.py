@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import NONE
 from pynamodb.exceptions import PutError
 
@@ -35,11 +34,13 @@ from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import BillingAccount, JobCheckpoint
 from billwatch.core.observability import logger
 from billwatch.core.self_invoke import SelfInvoker
-from billwatch.licensing.service import AccountUsage, Licensing, build_licensing
+from billwatch.licensing.quota_policy import AccountUsage
+from billwatch.licensing.service import Licensing, build_licensing
 
 PAGE_SIZE = 200
 SCHEDULE_SECONDS = 3600  # QuotaResetFunction's rate(1 hour) in template.yaml
-# The JobCheckpoint whose updated_at is when the schedule last started a run.
+# The JobCheckpoint whose updated_at is when the schedule last started a run. The health probe
+# reads it in the same BatchGetItem as the segments' checkpoints (billwatch.health.probe).
 SCHEDULE_CHECKPOINT = "quota-reset#schedule"
 
 
@@ -59,7 +60,7 @@ class QuotaReset:
     def __init__(
         self, licensing: Licensing, metrics: MetricsRecorder, clock: Callable[[], float] = time.time
     ):
-        self._licensing = licensing
+        self._policy = licensing.policy
         self._metrics = metrics
         self._clock = clock
 
@@ -73,10 +74,11 @@ class QuotaReset:
     ) -> SegmentResult:
         """Sweeps one scan segment, resuming from its checkpoint; stops early when time runs short."""
         checkpoint = JobCheckpoint.load(segment_checkpoint(run_id, segment))
+        # pynamodb types every number as float
+        scanned, reset = int(checkpoint.scanned or 0), int(checkpoint.reset or 0)
         if checkpoint.finished:
-            return SegmentResult(run_id, segment, True, checkpoint.scanned or 0, checkpoint.reset or 0, None)
+            return SegmentResult(run_id, segment, True, scanned, reset, None)
         cursor = json.loads(checkpoint.cursor) if checkpoint.cursor else None
-        scanned, reset = checkpoint.scanned or 0, checkpoint.reset or 0
         connection = dynamo.table_connection(BillingAccount)
         try:
             while True:
@@ -115,18 +117,15 @@ class QuotaReset:
 
     def _reset_if_ended(self, raw: dict[str, Any]) -> bool:
         usage = AccountUsage.from_raw(raw["pk"]["S"], raw)
-        account = usage.account
         now = self._clock()
-        period = self._licensing.period(self._licensing.effective_tier(account), account, now)
-        if account.usage_since is None or account.usage_since >= period.start:
+        if self._policy.new_period(usage.account, now) is None:
             return False
-        actions = [BillingAccount.usage_since.set(period.start)]
-        actions += [NumberAttribute(attr_name=name).remove() for name in usage.period_attributes()]
+        actions = self._policy.restart_actions(usage, now)
         accepted, _ = conditional_update(
             BillingAccount,
-            account.pk,
+            usage.account.pk,
             actions,
-            BillingAccount.usage_since == account.usage_since,
+            self._policy.period_as_read(usage.account),
             return_values=NONE,
         )
         return accepted
@@ -164,15 +163,6 @@ def record_scheduled_start(scheduled_time: str) -> None:
     except PutError as error:
         if error_code(error) != CONDITION_FAILED:
             raise
-
-
-def last_scheduled_start() -> dt.datetime | None:
-    """When the schedule last started a run; None before its first."""
-    try:
-        record = JobCheckpoint.get(JobCheckpoint.key(SCHEDULE_CHECKPOINT), consistent_read=True)
-    except JobCheckpoint.DoesNotExist:
-        return None
-    return record.updated_at
 
 
 def build_quota_reset(settings: Settings) -> QuotaReset:
