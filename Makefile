@@ -1,6 +1,6 @@
 # Two entry points on a fresh machine (Python 3.11 + make, no AWS account, no Docker):
 #   make run   - the service on http://127.0.0.1:$(PORT) backed by moto on loopback
-#   make test  - everything: ruff, cfn-lint, the import contracts, the security checks, the whole suite
+#   make test  - everything: ruff, cfn-lint, the import contracts, mypy, the security checks, the whole suite
 # and the inner loop while you work (under a minute once the virtualenv exists):
 #   make check - ruff, the import contracts, mypy, and the unit and contract tests but the slow ones
 PYTHON ?= python3
@@ -49,14 +49,14 @@ suite: venv browser
 	$(PY) -m pytest $(XDIST)
 
 # On a fresh clone the two virtualenvs (and chromium, if missing) install side by side; then the
-# security checks run beside lint and the suite, their output shown when they end.
+# type check and the security checks run beside lint and the suite, their output shown when they end.
 test:
 	@$(MAKE) --no-print-directory -j3 --output-sync=target venv $(SECURITY_VENV)/.installed browser
 	@mkdir -p test-artifacts
-	@$(MAKE) --no-print-directory security > test-artifacts/security.log 2>&1 & security=$$!; \
+	@$(MAKE) --no-print-directory types security > test-artifacts/beside.log 2>&1 & beside=$$!; \
 	$(MAKE) --no-print-directory lint imports suite; status=$$?; \
-	wait $$security; security_status=$$?; echo "--- make security, beside the suite:"; \
-	cat test-artifacts/security.log; [ $$status -eq 0 ] && [ $$security_status -eq 0 ]
+	wait $$beside; beside_status=$$?; echo "--- make types security, beside the suite:"; \
+	cat test-artifacts/beside.log; [ $$status -eq 0 ] && [ $$beside_status -eq 0 ]
 
 # checkov pins an older boto3 than the dev tooling, so it gets its own virtualenv, like aws-sam-cli.
 SECURITY_VENV := .venv-security
