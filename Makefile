@@ -126,7 +126,7 @@ demo: venv
 	$(PY) -m devtools.demo $(if $(HOURS),--hours $(HOURS))
 
 clean:
-	rm -rf $(VENV) .venv-sam .venv-security .aws-sam .bench .pytest_cache .ruff_cache .mypy_cache .hypothesis \
+	rm -rf $(VENV) .venv-sam .venv-security .aws-sam .bench .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis \
 	  test-artifacts
 
 include make/sam.mk

@@ -1,7 +1,7 @@
 """CloudWatchReportSource on moto: a day of billwatch metrics and alarm history, and an empty window.
 
 moto 5.2.5 computes no percentiles in GetMetricData and does not implement DescribeAlarmHistory,
-so the shims of devtools/moto_cloudwatch.py stand in for CloudWatch there: nearest-rank percentiles
+so the shims of devtools/moto_patches.py stand in for CloudWatch there: nearest-rank percentiles
 over the stored values, and the alarm history answered from the state changes moto records for each
 alarm (on a test clock here).
 """

@@ -21,7 +21,7 @@ from moto.cloudwatch import models as moto_cloudwatch
 
 from devtools import report
 from devtools import stripe_events as se
-from devtools.emulator import LocalEmulator as LocalStack
+from devtools.emulator import LocalEmulator
 from devtools.local_metrics import LocalMetrics, install_stdout_tap
 from tests.integration.test_local_stack import NOW, call, post_signed, subscription_created
 
@@ -36,7 +36,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def report_of(stack: LocalStack, query: str = "") -> tuple[int, str, str]:
+def report_of(stack: LocalEmulator, query: str = "") -> tuple[int, str, str]:
     status, headers, body = call(f"{stack.url}/_local/report{query}", method="GET")
     return status, headers["content-type"], body.decode("utf-8")
 
@@ -47,7 +47,7 @@ def report_of(stack: LocalStack, query: str = "") -> tuple[int, str, str]:
 def test_the_report_counts_what_the_webhooks_did(capsys: pytest.CaptureFixture[str]) -> None:
     stdout, statistic = sys.stdout, moto_cloudwatch.Statistics.get_statistics_for_type
 
-    with LocalStack().start(port=0) as stack:
+    with LocalEmulator().start(port=0) as stack:
         webhook, secrets = stack.url + "/webhooks/stripe", list(stack.webhook_secrets)
         failed = se.invoice(id="in_report", customer="cus_acct_report", status="open")
         for event in (
@@ -73,7 +73,7 @@ def test_the_report_counts_what_the_webhooks_did(capsys: pytest.CaptureFixture[s
 
 def test_the_report_route_takes_daily_or_weekly_only(capsys: pytest.CaptureFixture[str]) -> None:
     stdout, statistic = sys.stdout, moto_cloudwatch.Statistics.get_statistics_for_type
-    stack = LocalStack().start(port=0)
+    stack = LocalEmulator().start(port=0)
     try:
         assert sys.stdout is not stdout
         assert moto_cloudwatch.Statistics.get_statistics_for_type is not statistic
