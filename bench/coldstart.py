@@ -79,12 +79,15 @@ class Variant:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _child(variant: Variant, function: FunctionConfig, code: str, *flags: str) -> tuple[str, str]:
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
+def _run_child(
+    argv: list[str], function: FunctionConfig, env: dict[str, str], what: str, stdin: str | None = None
+) -> tuple[str, str]:
+    """A child process's ``_MARK`` line (without the mark) and its stderr; ``what`` names it on failure."""
     result = subprocess.run(
-        [variant.python, "-S", *flags, "-c", code],
+        argv,
         cwd=function.code_dir,  # Lambda's working directory is the function code (/var/task)
-        env=lambda_child_env(function, variant.pythonpath),
+        env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         check=False,
@@ -93,10 +96,16 @@ def _child(variant: Variant, function: FunctionConfig, code: str, *flags: str) -
     payload = next((line for line in result.stdout.splitlines() if line.startswith(_MARK)), None)
     if result.returncode != 0 or payload is None:
         raise BenchError(
-            f"cold-start child failed ({variant.label}, exit {result.returncode}):\n"
-            f"{result.stdout[-3000:]}{result.stderr[-5000:]}"
+            f"{what} failed (exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-5000:]}"
         )
     return payload[len(_MARK) :], result.stderr
+
+
+def _child(variant: Variant, function: FunctionConfig, code: str, *flags: str) -> tuple[str, str]:
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    argv = [variant.python, "-S", *flags, "-c", code]
+    env = lambda_child_env(function, variant.pythonpath)
+    return _run_child(argv, function, env, f"cold-start child ({variant.label})")
 
 
 def _timed(variant: Variant, function: FunctionConfig, module: str) -> dict:
@@ -383,23 +392,10 @@ def _first_event_child(
 ) -> dict[str, Any]:
     env = lambda_child_env(function, pythonpath)
     env["AWS_ENDPOINT_URL"] = endpoint
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", code],
-        cwd=function.code_dir,
-        env=env,
-        input=json.dumps(event),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    payload = next((line for line in result.stdout.splitlines() if line.startswith(_MARK)), None)
-    if result.returncode != 0 or payload is None:
-        raise BenchError(
-            f"first-event child failed ({function.logical_id}, exit {result.returncode}):\n"
-            f"{result.stdout[-3000:]}{result.stderr[-5000:]}"
-        )
-    return json.loads(payload[len(_MARK) :])
+    argv = [sys.executable, "-S", "-c", code]
+    what = f"first-event child ({function.logical_id})"
+    payload, _ = _run_child(argv, function, env, what, stdin=json.dumps(event))
+    return json.loads(payload)
 
 
 def _webhook_first_event() -> FirstEvent:
