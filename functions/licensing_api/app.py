@@ -12,13 +12,18 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from billwatch.core import startup, strict_json
+from billwatch.core import startup
 from billwatch.core.config import load_settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable
-from billwatch.core.http_answers import problems_message, refusal, store_failure_status
+from billwatch.core.http_answers import (
+    NO_BODY,
+    caller_refusal,
+    problems_message,
+    read_json_body,
+    store_failure_status,
+)
 from billwatch.core.ids import ACCOUNT_ID_PATTERN
 from billwatch.core.observability import logger
-from billwatch.core.request_body import request_body
 from billwatch.core.request_fields import MISSING, Field, Integer, Problem, Text, read_fields
 from billwatch.licensing.service import MAX_QUANTITY, UsageRequestError, build_licensing
 
@@ -88,15 +93,13 @@ def _answer(status: int, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _body(event: dict[str, Any]) -> Any:
-    """The body as the route reads it; ``refusal`` has already turned away any it cannot read."""
-    raw = request_body(event)
-    if raw:
-        body = strict_json.loads(raw)
-        if body is None:
+def _body(event: dict[str, Any], parsed: Any) -> Any:
+    """The body as the route reads it, from what ``read_json_body`` read."""
+    if parsed is not NO_BODY:
+        if parsed is None:
             return MISSING
         # Powertools read a list's first item as the object: kept, so no answer changes.
-        return body[0] if isinstance(body, list) and body else body
+        return parsed[0] if isinstance(parsed, list) and parsed else parsed
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     content_type = headers.get("content-type", "").strip()
     if content_type.startswith("application/x-www-form-urlencoded"):
@@ -117,6 +120,9 @@ class Router:
         self._routes = routes
 
     def resolve(self, event: dict[str, Any]) -> dict[str, Any]:
+        refused, body = read_json_body(event)
+        if refused is not None:
+            return refused
         context = event.get("requestContext") or {}
         method = str((context.get("http") or {}).get("method", "")).upper()
         path = event.get("rawPath") or ""
@@ -126,12 +132,12 @@ class Router:
         for route_method, pattern, answer, fields in self._routes:
             match = pattern.match(path) if method == route_method else None
             if match is not None:
-                return self._call(event, match["account_id"], answer, fields)
+                return self._call(event, body, match["account_id"], answer, fields)
         return _answer(404, {"statusCode": 404, "message": "Not found"})
 
     @staticmethod
     def _call(
-        event: dict[str, Any], account_id: str, answer: Route, fields: Mapping[str, Field] | None
+        event: dict[str, Any], body: Any, account_id: str, answer: Route, fields: Mapping[str, Field] | None
     ) -> dict[str, Any]:
         problems: list[Problem] = []
         if problem := ACCOUNT_ID.problem(account_id):
@@ -139,7 +145,7 @@ class Router:
         request: dict[str, Any] = {}
         if fields is not None:
             try:
-                request, wrong = read_fields(fields, _body(event))
+                request, wrong = read_fields(fields, _body(event, body))
             except _UnsupportedContentType:
                 return _answer(
                     415, {"error": "unsupported_media_type", "message": "the body must be application/json"}
@@ -161,7 +167,7 @@ app = Router(ROUTES)
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
-        return refusal(event, settings.admin_role_arns, licensing.refuse_admin) or app.resolve(event)
+        return caller_refusal(event, settings.admin_role_arns, licensing.refuse_admin) or app.resolve(event)
     finally:
         licensing.flush_metrics()
 

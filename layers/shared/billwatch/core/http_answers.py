@@ -86,7 +86,14 @@ def refusal(
     event: dict[str, Any], admin_role_arns: Iterable[str], refuse: Callable[[str | None, str], None]
 ) -> dict[str, Any] | None:
     """Answers that come before routing: who is calling, and whether the body is JSON that can be
-    read (a 400 naming the problem when it is not, whatever the route).
+    read (a 400 naming the problem when it is not, whatever the route)."""
+    return caller_refusal(event, admin_role_arns, refuse) or read_json_body(event)[0]
+
+
+def caller_refusal(
+    event: dict[str, Any], admin_role_arns: Iterable[str], refuse: Callable[[str | None, str], None]
+) -> dict[str, Any] | None:
+    """A 403 for a caller the route does not admit.
 
     API Gateway's AWS_IAM authorizer guards these routes; the handler holds to it too, so that an
     invocation that did not come through it (a direct invoke, a misconfigured route) changes nothing.
@@ -100,20 +107,27 @@ def refusal(
             return plain(403, "forbidden", "admin routes need a caller in one of the admin roles")
     elif not caller:
         return plain(403, "forbidden", "this route needs an IAM-signed caller")
+    return None
+
+
+NO_BODY = object()  # a request without a body (JSON's null is a body: None)
+
+
+def read_json_body(event: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+    """The body's JSON, read once (``NO_BODY`` when there is none); or the answer that refuses it."""
     try:
         body = request_body(event)
     except BodyNotBase64:
-        return plain(400, "invalid_request", "the body is marked base64 but is not valid base64")
+        return plain(400, "invalid_request", "the body is marked base64 but is not valid base64"), NO_BODY
     if not body:
-        return None
+        return None, NO_BODY
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     if not headers.get("content-type", "").startswith("application/json"):
         # Powertools would parse form encodings and report their fields instead.
-        return plain(415, "unsupported_media_type", "the body must be application/json")
+        return plain(415, "unsupported_media_type", "the body must be application/json"), NO_BODY
     try:
         # Powertools' own reading crashes on deep nesting, long integers and bytes that are not
         # UTF-8; what passes here it reads safely.
-        strict_json.loads(body)
+        return None, strict_json.loads(body)
     except strict_json.JsonRefused as refused:
-        return plain(400, "invalid_request", str(refused))
-    return None
+        return plain(400, "invalid_request", str(refused)), NO_BODY
