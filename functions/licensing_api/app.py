@@ -22,7 +22,7 @@ from billwatch.core.http_answers import (
     read_json_body,
     store_failure_status,
 )
-from billwatch.core.ids import ACCOUNT_ID_PATTERN
+from billwatch.core.ids import ACCOUNT_ID_PATTERN, is_account_id
 from billwatch.core.observability import logger
 from billwatch.core.request_fields import MISSING, Field, Integer, Problem, Text, read_fields
 from billwatch.licensing.service import MAX_QUANTITY, UsageRequestError, build_licensing
@@ -33,6 +33,8 @@ settings = load_settings(webhook_secret=False)
 licensing = build_licensing(settings)
 
 ACCOUNT_ID = Text(pattern=ACCOUNT_ID_PATTERN)
+# Until Stripe names a customer's account, its item is keyed by the customer id: not the caller's to use.
+NOT_A_CUSTOMER_ID = "a Stripe customer id (cus_...) names no account; use the account id"
 USAGE_REQUEST: dict[str, Field] = {
     "feature": Text(min_length=1, max_length=64),
     "quantity": Integer(1, MAX_QUANTITY, default=1),
@@ -142,6 +144,10 @@ class Router:
         problems: list[Problem] = []
         if problem := ACCOUNT_ID.problem(account_id):
             problems.append((("path", "account_id"), problem))
+        elif not is_account_id(account_id):  # the pattern admits it: only the prefix is left to refuse
+            problems.append(
+                (("path", "account_id"), "a Stripe customer id names no account; use the account id")
+            )
         request: dict[str, Any] = {}
         if fields is not None:
             try:

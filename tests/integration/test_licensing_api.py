@@ -221,7 +221,15 @@ LICENSING_ROUTES = [
 @pytest.mark.parametrize(("method", "path", "body"), LICENSING_ROUTES)
 @pytest.mark.parametrize(
     ("account_id", "status"),
-    [("x" * 129, 400), ("x" * 10_000, 400), ("é" * 10, 400), ("acct 1", 400), ("acct_1\n", 404)],
+    [
+        ("x" * 129, 400),
+        ("x" * 10_000, 400),
+        ("é" * 10, 400),
+        ("acct 1", 400),
+        ("acct_1\n", 404),
+        # A provisional item is keyed by its Stripe customer id until the account is known.
+        ("cus_NffrFeUfNV2Hib", 400),
+    ],
 )
 def test_an_id_the_pattern_refuses_never_reaches_dynamodb(
     admin_api, aws_calls, method, path, body, account_id, status
