@@ -340,7 +340,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": primary["ratio_median"] <= COLD_START_MAX_RATIO,
         }
     )
-    for first in results["first_event"].values():
+    for first in (first for first in results["first_event"].values() if first["gated"]):
         rows.append(
             {
                 "name": f"first event in a fresh process, {first['label']} / import boto3 + one client +"
