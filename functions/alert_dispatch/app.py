@@ -1,6 +1,7 @@
 """AlertDispatch: alarm notifications (SNS, or CloudWatch's direct invocation) and business events
 in; Slack, email, PagerDuty and webhook notices out. A schedule repeats and resolves; the admin
-routes (HTTP API, IAM) manage silences; ``{"billwatch": "test-alerts"}`` sends a test of each severity.
+routes (HTTP API, IAM) list, acknowledge and resolve alerts and manage silences;
+``{"billwatch": "test-alerts"}`` sends a test of each severity.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pynamodb.exceptions import PynamoDBConnectionError
 
-from billwatch.alerting.dispatcher import AlertInProgress, build_alert_dispatcher
+from billwatch.alerting.dispatcher import (
+    AlertActionRefused,
+    AlertInProgress,
+    AlertNotFound,
+    build_alert_dispatcher,
+    handling_reason,
+)
 from billwatch.alerting.inputs import read_records
-from billwatch.alerting.store import SilenceError
+from billwatch.alerting.store import MalformedAlertId, SilenceError
 from billwatch.core.config import load_alert_settings, load_settings
 from billwatch.core.http_answers import (
     caller_of,
@@ -32,6 +39,8 @@ from billwatch.core.observability import logger
 
 TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
 SILENCE_ID = r"^[0-9a-f]{32}$"
+# An alert id is its fingerprint in base64url: DynamoDB's 1,024-byte sort key takes at most 1,366.
+ALERT_ID = r"^[A-Za-z0-9_-]{1,1366}$"
 # Far beyond any label matcher; keeps a silence well inside DynamoDB's 400 KB item.
 MAX_MATCHER_LENGTH = 1000
 # Notices still in flight when Lambda stops the invocation would be lost: stop retrying before.
@@ -61,6 +70,14 @@ class SilenceRequest(BaseModel):
     comment: str = Field(min_length=1, max_length=500)
 
 
+class HandlingRequest(BaseModel):
+    """Why an admin acknowledges or resolves an alert: kept on the alert and in the audit log."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: Annotated[str, AfterValidator(handling_reason)]
+
+
 app.exception_handler(RequestValidationError)(invalid_request)
 app.exception_handler(RequestUnsupportedContentType)(unsupported_content_type)
 app.exception_handler(PynamoDBConnectionError)(store_failure_answer)
@@ -69,6 +86,44 @@ app.exception_handler(PynamoDBConnectionError)(store_failure_answer)
 @app.exception_handler(SilenceError)
 def _bad_silence(error: SilenceError) -> Response:
     return json_response(400, {"error": "invalid_request", "message": str(error)})
+
+
+@app.exception_handler(MalformedAlertId)
+def _bad_alert_id(error: MalformedAlertId) -> Response:
+    return json_response(400, {"error": "invalid_request", "message": f"alert_id: {error}"})
+
+
+@app.exception_handler(AlertNotFound)
+def _unknown_alert(error: AlertNotFound) -> Response:
+    return json_response(404, {"error": "not_found", "message": str(error)})
+
+
+@app.exception_handler(AlertActionRefused)
+def _alert_action_refused(error: AlertActionRefused) -> Response:
+    return json_response(409, {"error": error.code, "message": str(error)})
+
+
+@app.get("/admin/alerts")
+def list_alerts() -> dict[str, Any]:
+    return {"alerts": dispatcher.active_alerts()}
+
+
+@app.post("/admin/alerts/<alert_id>/ack")
+def acknowledge_alert(
+    alert_id: Annotated[str, Path(pattern=ALERT_ID)], request: Annotated[HandlingRequest, Body()]
+) -> dict[str, Any]:
+    return dispatcher.acknowledge(alert_id, _caller(), request.reason)
+
+
+@app.post("/admin/alerts/<alert_id>/resolve")
+def resolve_alert(
+    alert_id: Annotated[str, Path(pattern=ALERT_ID)], request: Annotated[HandlingRequest, Body()]
+) -> dict[str, Any]:
+    return dispatcher.resolve_by_hand(alert_id, _caller(), request.reason)
+
+
+def _caller() -> str:
+    return caller_of(app.current_event.raw_event) or "unknown"
 
 
 @app.get("/admin/silences")
@@ -95,7 +150,7 @@ def create_silence(request: Annotated[SilenceRequest, Body()]):  # returns a Res
         int(request.starts_at.timestamp()) if request.starts_at else int(now),
         int(request.ends_at.timestamp()),
         request.comment,
-        caller_of(app.current_event.raw_event) or "unknown",
+        _caller(),
         int(now),
     )
     logger.info("Silence created", extra={"silence": silence.as_dict()})

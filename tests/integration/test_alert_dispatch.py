@@ -19,6 +19,7 @@ from tests.alert_events import (
     alarm_message,
     direct_alarm_event,
     dispatcher_environment,
+    routes_to,
     sns_event,
     usage_event,
 )
@@ -296,6 +297,193 @@ def test_a_bad_silence_gets_400_naming_the_field(dispatch, body: dict, problem: 
 def test_silences_are_for_admins_only(dispatch, metrics) -> None:
     status, _ = admin(dispatch, "GET", "/admin/silences", caller=OUTSIDER)
     assert status == 403 and metrics.total("UnauthorizedAdminAccess") == 1
+
+
+# ------------------------------------------------------------------ alerts by hand
+
+
+def alert_ids(dispatch: Dispatch) -> dict[str, str]:
+    """Name -> id of what fires, as GET /admin/alerts lists it."""
+    status, listed = admin(dispatch, "GET", "/admin/alerts")
+    assert status == 200
+    return {alert["name"]: alert["id"] for alert in listed["alerts"]}
+
+
+def test_the_alert_list_shows_what_fires_its_severity_since_who_was_told_and_the_runbook(dispatch) -> None:
+    dispatch(sns_event(alarm_message("StripeAPIErrorRate", "ALARM", T0 - 600, runbook="stripe-api")))
+    dispatch(sns_event(alarm_message("StripeAPIErrorRate", "OK", T0 - 300, runbook="stripe-api")))
+    dispatch(sns_event(usage_event("acct_1", 95, T0 - 60), topic="usage-events"))
+    dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
+    status, listed = admin(dispatch, "GET", "/admin/alerts")
+    assert status == 200
+    critical, usage = listed["alerts"]  # the resolved StripeAPIErrorRate is not listed; critical first
+    assert (critical["name"], critical["severity"], critical["status"]) == (
+        "HighWebhookFailureRate",
+        "critical",
+        "firing",
+    )
+    assert critical["since"] == "2026-12-01T15:00:00.000Z"
+    assert critical["runbook"].endswith("/webhook-failures.md") and "cloudwatch" in critical["console_url"]
+    assert critical["notified"] == [
+        {
+            "receiver": "oncall",
+            "channels": ["pagerduty", "email", "slack"],
+            "told": "firing",
+            "about_this_state": True,
+            "at": "2026-12-01T15:00:00.000Z",
+        }
+    ]
+    assert critical["resolvable_by_hand"] is False and critical["acknowledged"] is None
+    assert (usage["name"], usage["severity"], usage["since"]) == (
+        "UsageThresholdCrossed",
+        "warning",
+        "2026-12-01T14:59:00.000Z",
+    )
+    assert [told["receiver"] for told in usage["notified"]] == ["customers"]
+    assert usage["resolvable_by_hand"] is True and usage["runbook"] is None
+
+
+def test_an_acknowledged_alert_is_not_repeated_until_it_changes(dispatch, metrics) -> None:
+    alarm_in_cloudwatch("HighWebhookFailureRate", "ALARM")
+    dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
+    (alert_id,) = alert_ids(dispatch).values()
+    status, acked = admin(
+        dispatch.at(T0 + 60), "POST", f"/admin/alerts/{alert_id}/ack", {"reason": " INC-42 "}
+    )
+    assert status == 200
+    assert acked["acknowledged"] == {"by": ADMIN_CALLER, "at": "2026-12-01T15:01:00.000Z", "reason": "INC-42"}
+    (audit,) = [log for log in metrics.logs() if log["message"] == "Alert acknowledged"]
+    assert (audit["caller_arn"], audit["operation"], audit["alert_id"], audit["reason"]) == (
+        ADMIN_CALLER,
+        "acknowledge",
+        alert_id,
+        "INC-42",
+    )
+    assert dispatch.at(T0 + 7200 + 60).sweep() == {"acknowledged": 1}  # the repeat was due
+    assert dispatch.paths().count("/pagerduty") == 1
+    assert admin(dispatch, "GET", "/admin/alerts")[1]["alerts"][0]["acknowledged"]["reason"] == "INC-42"
+
+    dispatch.at(T0 + 8000)(sns_event(alarm_message("HighWebhookFailureRate", "OK", T0 + 8000)))
+    dispatch.at(T0 + 9000)(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0 + 9000)))
+    assert dispatch.paths().count("/pagerduty") == 3  # the resolve, and the new firing: both news
+    (again,) = admin(dispatch, "GET", "/admin/alerts")[1]["alerts"]
+    assert again["id"] == alert_id and again["acknowledged"] is None
+    dispatch.at(T0 + 9000 + 7200 + 60).sweep()
+    assert dispatch.paths().count("/pagerduty") == 4  # the new state repeats again
+
+
+def test_a_business_alert_resolved_by_hand_tells_who_heard_it_fire_and_keeps_who_and_why(
+    dispatch, metrics
+) -> None:
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (alert_id,) = alert_ids(dispatch).values()
+    reason = {"reason": "the customer upgraded by phone"}
+    status, resolved = admin(dispatch.at(T0 + 120), "POST", f"/admin/alerts/{alert_id}/resolve", reason)
+    assert status == 200 and resolved["status"] == "resolved"
+    assert resolved["resolved_by_hand"] == {
+        "by": ADMIN_CALLER,
+        "at": "2026-12-01T15:02:00.000Z",
+        "reason": "the customer upgraded by phone",
+    }
+    _, notice = dispatch.receivers.requests("/customers")
+    assert "Resolved" in json.dumps(notice.json) and "upgraded by phone" in json.dumps(notice.json)
+    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+    stored = dispatch.module.dispatcher.store.alert(resolved["fingerprint"])
+    assert stored.resolved_by_hand.by == ADMIN_CALLER and stored.alert.status == "resolved"
+    (audit,) = [log for log in metrics.logs() if log["message"] == "Alert resolved by hand"]
+    assert (audit["caller_arn"], audit["operation"], audit["alert_id"]) == (ADMIN_CALLER, "resolve", alert_id)
+
+    status, answer = admin(dispatch, "POST", f"/admin/alerts/{alert_id}/resolve", reason)
+    assert status == 409 and answer["error"] == "not_firing"
+    dispatch.at(T0 + 90000).sweep()
+    assert len(dispatch.receivers.requests("/customers")) == 2
+
+
+def test_a_business_alert_resolved_by_hand_stays_quiet_where_the_route_sends_no_resolves(
+    dispatch, monkeypatch, tmp_path
+) -> None:
+    routes = routes_to(dispatch.receivers)
+    routes["route"]["routes"][1]["send_resolved"] = False  # the business events' route
+    (tmp_path / "quiet.json").write_text(json.dumps(routes))
+    monkeypatch.setenv("ALERT_ROUTES_PATH", str(tmp_path / "quiet.json"))
+    dispatch.module = load_handler("alert_dispatch")
+    dispatch.module.dispatcher.clock = dispatch.clock
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (alert_id,) = alert_ids(dispatch).values()
+    assert admin(dispatch, "POST", f"/admin/alerts/{alert_id}/resolve", {"reason": "paid"})[0] == 200
+    assert len(dispatch.receivers.requests("/customers")) == 1
+    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+
+
+def test_an_alarm_alert_is_not_resolved_by_hand(dispatch) -> None:
+    dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
+    (alert_id,) = alert_ids(dispatch).values()
+    status, answer = admin(dispatch, "POST", f"/admin/alerts/{alert_id}/resolve", {"reason": "fixed"})
+    assert status == 409 and answer["error"] == "state_owned_by_cloudwatch"
+    assert "CloudWatch owns its state" in answer["message"] and "acknowledge" in answer["message"]
+    assert list(alert_ids(dispatch)) == ["HighWebhookFailureRate"]
+    assert dispatch.paths().count("/pagerduty") == 1
+
+
+def _unknown_id() -> str:
+    from billwatch.alerting.store import alert_id
+
+    return alert_id("usage#acct_nobody#api_calls#95#")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "named"),
+    [
+        pytest.param("{unknown}/ack", {"reason": "r"}, 404, "no alert", id="unknown id"),
+        pytest.param("{unknown}/resolve", {"reason": "r"}, 404, "no alert", id="unknown id, resolve"),
+        pytest.param("not*an*id/ack", {"reason": "r"}, 400, "alert_id", id="not base64url"),
+        pytest.param("A/ack", {"reason": "r"}, 400, "not an alert id", id="not base64"),
+        pytest.param("QR/ack", {"reason": "r"}, 400, "not an alert id", id="another spelling"),
+        pytest.param("_w/resolve", {"reason": "r"}, 400, "not an alert id", id="not UTF-8"),
+        pytest.param("{id}/ack", {}, 400, "reason", id="no reason"),
+        pytest.param("{id}/resolve", {"reason": "  "}, 400, "reason", id="empty reason"),
+        pytest.param("{id}/resolve", {"reason": "x" * 501}, 400, "reason", id="reason too long"),
+        pytest.param("{id}/ack", {"reason": 42}, 400, "reason", id="reason not text"),
+        pytest.param("{id}/ack", {"reason": "r", "until": "never"}, 400, "until", id="unknown field"),
+        pytest.param("{id}/resolve", None, 400, "body", id="no body"),
+    ],
+)
+def test_a_bad_alert_request_gets_a_4xx_naming_the_problem_and_changes_nothing(
+    dispatch, path: str, body: Any, status: int, named: str
+) -> None:
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (alert_id,) = alert_ids(dispatch).values()
+    before = admin(dispatch, "GET", "/admin/alerts")[1]
+    answered, answer = admin(
+        dispatch, "POST", "/admin/alerts/" + path.format(id=alert_id, unknown=_unknown_id()), body
+    )
+    assert answered == status and named in answer["message"], answer
+    assert admin(dispatch, "GET", "/admin/alerts")[1] == before
+    assert len(dispatch.receivers.requests("/customers")) == 1
+
+
+def test_an_alert_request_that_is_not_json_gets_a_415(dispatch) -> None:
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (alert_id,) = alert_ids(dispatch).values()
+    event = iam_api_event("POST", f"/admin/alerts/{alert_id}/resolve", None, ADMIN_CALLER)
+    event.update(body="reason=paid", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert dispatch(event)["statusCode"] == 415
+    assert list(alert_ids(dispatch)) == ["UsageThresholdCrossed"]
+
+
+def test_alerts_are_for_admins_only(dispatch, metrics) -> None:
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (alert_id,) = alert_ids(dispatch).values()
+    for method, path in [
+        ("GET", "/admin/alerts"),
+        ("POST", f"/admin/alerts/{alert_id}/ack"),
+        ("POST", f"/admin/alerts/{alert_id}/resolve"),
+    ]:
+        body = {"reason": "r"} if method == "POST" else None
+        assert admin(dispatch, method, path, body, caller=OUTSIDER)[0] == 403
+    assert metrics.total("UnauthorizedAdminAccess") == 3
+    (alert,) = admin(dispatch, "GET", "/admin/alerts")[1]["alerts"]
+    assert alert["acknowledged"] is None and len(dispatch.receivers.requests("/customers")) == 1
 
 
 # ------------------------------------------------------------------ delivery failures

@@ -46,6 +46,7 @@ PATHOLOGICAL_BODIES = [
 ]
 
 SILENCE = "0123456789abcdef0123456789abcdef"
+ALERT = "dXNhZ2UjYWNjdF8xI2FwaV9jYWxscyM5NSM"  # a usage alert's fingerprint in base64url
 ROUTES = [
     ("licensing_api", "POST", "/v1/accounts/acct_1/usage"),
     ("licensing_api", "GET", "/v1/accounts/acct_1/entitlements"),
@@ -56,6 +57,9 @@ ROUTES = [
     ("alert_dispatch", "GET", "/admin/silences"),
     ("alert_dispatch", "DELETE", f"/admin/silences/{SILENCE}"),
     ("alert_dispatch", "GET", "/admin/alert-channels"),
+    ("alert_dispatch", "GET", "/admin/alerts"),
+    ("alert_dispatch", "POST", f"/admin/alerts/{ALERT}/ack"),
+    ("alert_dispatch", "POST", f"/admin/alerts/{ALERT}/resolve"),
     ("reconcile", "POST", "/admin/reconcile"),
 ]
 
@@ -149,6 +153,9 @@ SILENCES_ROUTES = [
     ("GET", "/admin/silences", None),
     ("DELETE", f"/admin/silences/{SILENCE}", None),
     ("GET", "/admin/alert-channels", None),
+    ("GET", "/admin/alerts", None),
+    ("POST", f"/admin/alerts/{ALERT}/ack", {"reason": "r"}),
+    ("POST", f"/admin/alerts/{ALERT}/resolve", {"reason": "r"}),
 ]
 
 

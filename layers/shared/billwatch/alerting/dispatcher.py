@@ -8,7 +8,10 @@ receiver's fallback; whatever reached nobody is dead-lettered, never dropped.
 
 The scheduled sweep repeats firing alerts after their repeat interval, resolves alarm alerts
 whose alarm is OK again (a missed OK notice), and resolves business alerts that had no news for
-``stale_after_seconds``.
+``stale_after_seconds``; an alert an admin acknowledged is not repeated until it changes.
+
+Admins list what fires, acknowledge an alert, and resolve a business alert by hand (an alarm's
+alert resolves when CloudWatch says the alarm is OK: nobody else owns its state).
 """
 
 from __future__ import annotations
@@ -28,17 +31,27 @@ from billwatch.alerting.channels.base import Channel, DeliveryFailed
 from billwatch.alerting.channels.factory import build_channel
 from billwatch.alerting.channels.notification import NotificationContent
 from billwatch.alerting.channels.retry import RetryStage
+from billwatch.alerting.channels.webhook import alert_document
 from billwatch.alerting.config import (
     ChannelConfig,
     Matcher,
     RouteConfig,
     RoutingConfig,
+    channel_name,
     load_shipped_routing,
     matches_all,
     parse_routing_config,
 )
 from billwatch.alerting.inputs import Alert, AlertStatus, Notification, NotificationKind
-from billwatch.alerting.store import AlertStore, Recorded, Silence
+from billwatch.alerting.store import (
+    AdminAction,
+    AlertStore,
+    Recorded,
+    Silence,
+    StoredAlert,
+    alert_id,
+    fingerprint_of,
+)
 from billwatch.core.access import record_refusal
 from billwatch.core.config import AlertSettings, Settings
 from billwatch.core.metrics import Metric, MetricsRecorder
@@ -50,11 +63,37 @@ class AlertInProgress(Exception):
     """Another dispatcher holds the claim on this notice: the input should come back later."""
 
 
+MAX_REASON_LENGTH = 500
+
+
+def handling_reason(text: str) -> str:
+    """Why an admin acknowledges or resolves an alert, as it is kept: said, and short enough to read."""
+    reason = text.strip()
+    if not reason:
+        raise ValueError("say why (an incident, a customer contacted, ...)")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ValueError(f"at most {MAX_REASON_LENGTH} characters, got {len(reason)}")
+    return reason
+
+
+class AlertNotFound(LookupError):
+    """No alert has this id (it never fired, or its record expired)."""
+
+
+class AlertActionRefused(Exception):
+    """What an admin asked cannot be done to this alert as it is; ``code`` says why, for callers."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Outcome(StrEnum):
     NOTIFIED = "notified"
     DEDUP = "dedup"
     INHIBITED = "inhibited"
     SILENCED = "silenced"
+    ACKNOWLEDGED = "acknowledged"  # a repeat an admin's acknowledgement holds
     NOTHING_TO_SEND = "nothing_to_send"  # e.g. a resolve for a receiver that never heard it fire
 
 
@@ -100,6 +139,10 @@ def _resolved(alert: Alert, now: float, reason: str) -> Alert:
         version=f"{since}|resolved",
         value=None,
     )
+
+
+def _action_view(action: AdminAction | None) -> dict[str, str] | None:
+    return None if action is None else {"by": action.by, "at": _iso(action.at), "reason": action.reason}
 
 
 class AlertDispatcher:
@@ -152,6 +195,10 @@ class AlertDispatcher:
         if self.store.record(alert, now) is Recorded.OLDER:
             self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP
+        return self._announce(alert, now)
+
+    def _announce(self, alert: Alert, now: int) -> Outcome:
+        """Tells the alert's receivers about its recorded state, unless a silence or inhibition holds it."""
         held = self._held(alert, now, self.store.silences(), self._firing_others)
         if held is not None:
             self._suppressed(alert, held)
@@ -167,7 +214,7 @@ class AlertDispatcher:
         return list(unique.values())
 
     def _firing_others(self) -> list[Alert]:
-        return [alert for alert, _ in self.store.firing()]
+        return [stored.alert for stored in self.store.firing()]
 
     def _held(
         self, alert: Alert, now: float, silences: list[Silence], firing: Callable[[], list[Alert]]
@@ -300,26 +347,26 @@ class AlertDispatcher:
         """Repeats what still fires, resolves what cleared unnoticed or went stale. Counts by outcome."""
         now = int(self.clock())
         firing = self.store.firing()
-        alarm_names = [alert.labels["alarm"] for alert, _ in firing if "alarm" in alert.labels]
+        alarm_names = [stored.alert.labels["alarm"] for stored in firing if stored.alert.from_alarm]
         states = self._alarm_states(alarm_names) if self._alarm_states and alarm_names else {}
         # Read once for the whole sweep; what the sweep resolves stops inhibiting at once.
         silences = self.store.silences()
-        still_firing = [alert for alert, _ in firing]
+        still_firing = [stored.alert for stored in firing]
         counts: dict[str, int] = {}
-        for alert, last_seen in firing:
-            outcome = self._sweep_one(alert, last_seen, states, now, silences, still_firing)
+        for stored in firing:
+            outcome = self._sweep_one(stored, states, now, silences, still_firing)
             counts[outcome.value] = counts.get(outcome.value, 0) + 1
         return counts
 
     def _sweep_one(
         self,
-        alert: Alert,
-        last_seen: int,
+        stored: StoredAlert,
         states: Mapping[str, str],
         now: int,
         silences: list[Silence],
         still_firing: list[Alert],
     ) -> Outcome:
+        alert, last_seen = stored.alert, stored.last_seen_at
         alarm = alert.labels.get("alarm")
         if alarm is not None and self._alarm_states is not None:
             state = states.get(alarm)
@@ -335,6 +382,8 @@ class AlertDispatcher:
         held = self._held(alert, now, silences, lambda: still_firing)
         if held is not None:
             return held
+        if stored.acknowledged is not None:
+            return Outcome.ACKNOWLEDGED
         outcomes = []
         for match in self._routes(alert):
             repeat_after = (
@@ -342,6 +391,98 @@ class AlertDispatcher:
             )
             outcomes.append(self._notify(alert, match, NotificationKind.REPEAT, repeat_after, now))
         return Outcome.NOTIFIED if Outcome.NOTIFIED in outcomes else outcomes[0]
+
+    # ---------------------------------------------------------- by an admin
+
+    def active_alerts(self) -> list[dict[str, Any]]:
+        """What fires now, the most severe first, then the oldest: who was told, and the runbook."""
+        severity_rank = {severity: rank for rank, severity in enumerate(Severity)}
+        firing = sorted(
+            self.store.firing(), key=lambda stored: (severity_rank[stored.alert.severity], stored.alert.since)
+        )
+        return [self._alert_view(stored) for stored in firing]
+
+    def acknowledge(self, id_: str, by: str, reason: str) -> dict[str, Any]:
+        """Holds the alert's repeats until it changes (resolves, fires again, another severity)."""
+        stored = self._firing_alert(id_, "acknowledge")
+        action = AdminAction(by, int(self.clock()), handling_reason(reason))
+        if not self.store.acknowledge(stored.alert.fingerprint, stored.alert.version, action):
+            raise self._changed(id_)
+        self._audit("Alert acknowledged", "acknowledge", id_, stored.alert, action)
+        return self._alert_view(dataclasses.replace(stored, acknowledged=action))
+
+    def resolve_by_hand(self, id_: str, by: str, reason: str) -> dict[str, Any]:
+        """Resolves a business alert and tells whoever heard it fire, as a resolve that arrived would."""
+        stored = self._firing_alert(id_, "resolve")
+        if stored.alert.from_alarm:
+            raise AlertActionRefused(
+                "state_owned_by_cloudwatch",
+                f"alert {id_} is the CloudWatch alarm {stored.alert.labels['alarm']}: CloudWatch owns its "
+                "state and it resolves when the alarm is OK again; acknowledge it to stop the repeats",
+            )
+        now = int(self.clock())
+        action = AdminAction(by, now, handling_reason(reason))
+        resolved = _resolved(stored.alert, now, f"resolved by hand by {by}: {action.reason}")
+        if not self.store.resolve_by_hand(resolved, stored.alert.version, action):
+            raise self._changed(id_)
+        self._audit("Alert resolved by hand", "resolve", id_, stored.alert, action)
+        self._announce(resolved, now)
+        return self._alert_view(StoredAlert(resolved, now, None, action))
+
+    def _firing_alert(self, id_: str, operation: str) -> StoredAlert:
+        stored = self.store.alert(fingerprint_of(id_))
+        if stored is None:
+            raise AlertNotFound(f"no alert {id_}")
+        if stored.alert.status is not AlertStatus.FIRING:
+            raise AlertActionRefused(
+                "not_firing", f"alert {id_} is {stored.alert.status.value}: there is nothing to {operation}"
+            )
+        return stored
+
+    @staticmethod
+    def _changed(id_: str) -> AlertActionRefused:
+        return AlertActionRefused(
+            "alert_changed", f"alert {id_} changed meanwhile; list the alerts again and decide anew"
+        )
+
+    @staticmethod
+    def _audit(message: str, operation: str, id_: str, alert: Alert, action: AdminAction) -> None:
+        logger.info(
+            message,
+            extra={
+                "caller_arn": action.by,
+                "operation": operation,
+                "alert_id": id_,
+                "alert": alert.name,
+                "fingerprint": alert.fingerprint,
+                "version": alert.version,
+                "reason": action.reason,
+            },
+        )
+
+    def _alert_view(self, stored: StoredAlert) -> dict[str, Any]:
+        alert = stored.alert
+        receivers = self._config.receivers
+        return {
+            "id": alert_id(alert.fingerprint),
+            **alert_document(alert),
+            "resolvable_by_hand": not alert.from_alarm,
+            "last_seen_at": _iso(stored.last_seen_at),
+            "notified": [
+                {
+                    "receiver": told.receiver,
+                    "channels": [channel_name(channel) for channel in receivers[told.receiver].channels]
+                    if told.receiver in receivers
+                    else [],
+                    "told": told.status.value,
+                    "about_this_state": told.version == alert.version,
+                    "at": _iso(told.at),
+                }
+                for told in self.store.notified(alert.fingerprint)
+            ],
+            "acknowledged": _action_view(stored.acknowledged),
+            "resolved_by_hand": _action_view(stored.resolved_by_hand),
+        }
 
     # ----------------------------------------------------------- test alerts
 

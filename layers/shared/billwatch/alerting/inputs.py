@@ -53,6 +53,11 @@ class Alert:
     runbook: str | None = None
     console_url: str | None = None
 
+    @property
+    def from_alarm(self) -> bool:
+        """A CloudWatch alarm's: CloudWatch owns its state (a business event's state is ours)."""
+        return "alarm" in self.labels
+
     def matches_labels(self) -> dict[str, str]:
         """The alert's labels with its name and severity, as matchers see them."""
         return {**self.labels, "alertname": self.name, "severity": self.severity.value}

@@ -1,4 +1,5 @@
-"""The alert dispatcher's memory in DynamoDB: alert states, what each receiver was told, silences.
+"""The alert dispatcher's memory in DynamoDB: alert states, what each receiver was told, silences,
+and what admins did by hand (acknowledged an alert, resolved a business alert).
 
 Input arrives at least once (SNS retries, a state published twice), so every decision to notify
 is a conditional write: a receiver is told about a state version once. The claim is a lease, so
@@ -8,8 +9,11 @@ failed send gives the claim back at once.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,10 +41,79 @@ def alert_from_json(text: str) -> Alert:
     return Alert(**{**raw, "severity": Severity(raw["severity"]), "status": AlertStatus(raw["status"])})
 
 
+_ALERT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class MalformedAlertId(ValueError):
+    """An alert id that no fingerprint encodes to."""
+
+
+def alert_id(fingerprint: str) -> str:
+    """The alert's id in the admin API: its fingerprint (an ARN, ``usage#...``) made safe for a path,
+    and reversible, so that finding the alert is one GetItem."""
+    return base64.urlsafe_b64encode(fingerprint.encode()).decode().rstrip("=")
+
+
+def fingerprint_of(alert_id_: str) -> str:
+    padded = alert_id_ + "=" * (-len(alert_id_) % 4)
+    try:
+        if not _ALERT_ID.match(alert_id_):
+            raise ValueError
+        fingerprint = base64.urlsafe_b64decode(padded).decode()
+    except (ValueError, binascii.Error):
+        raise MalformedAlertId(
+            f"{alert_id_!r} is not an alert id (ids come from GET /admin/alerts)"
+        ) from None
+    if alert_id(fingerprint) != alert_id_:  # another spelling of the same bytes is not an id we gave out
+        raise MalformedAlertId(f"{alert_id_!r} is not an alert id (ids come from GET /admin/alerts)")
+    return fingerprint
+
+
 class Recorded(StrEnum):
     NEW = "new"
     SAME = "same"  # delivered again: notify whoever was not told yet (a crash may have cut it short)
     OLDER = "older"  # a late delivery of a state already replaced: tells nobody anything
+
+
+@dataclass(frozen=True)
+class AdminAction:
+    """What an admin did to an alert by hand: who (caller ARN), when (epoch second), why."""
+
+    by: str
+    at: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    alert: Alert
+    last_seen_at: int  # epoch second of the last input about it
+    acknowledged: AdminAction | None  # of this state; a later state is news again
+    resolved_by_hand: AdminAction | None
+
+
+@dataclass(frozen=True)
+class Notified:
+    """What a receiver was last told about an alert: which state (version, status), when."""
+
+    receiver: str
+    version: str
+    status: AlertStatus
+    at: int
+
+
+def _stored(record: AlertRecord) -> StoredAlert:
+    acknowledged = None
+    if record.acked_version == record.version and record.acked_by is not None:
+        acknowledged = AdminAction(record.acked_by, int(record.acked_at or 0), record.acked_reason or "")
+    resolved_by_hand = None
+    if record.resolved_by is not None:
+        resolved_by_hand = AdminAction(
+            record.resolved_by, int(record.resolved_at or 0), record.resolved_reason or ""
+        )
+    return StoredAlert(
+        alert_from_json(record.alert), int(record.last_seen_at), acknowledged, resolved_by_hand
+    )
 
 
 @dataclass(frozen=True)
@@ -74,9 +147,10 @@ def _conditional(error: Exception) -> bool:
 class AlertStore:
     # ---------------------------------------------------------------- alerts
 
-    def record(self, alert: Alert, now: int) -> Recorded:
-        """Stores the alert's new state, unless this state or a newer one is stored already."""
-        item = AlertRecord(
+    @staticmethod
+    def _state(alert: Alert, now: int) -> AlertRecord:
+        """The item of a new state: whatever was done by hand to the state before goes with it."""
+        return AlertRecord(
             "alert",
             alert.fingerprint,
             status=alert.status.value,
@@ -86,6 +160,10 @@ class AlertStore:
             alert=alert_to_json(alert),
             expiration=now + RETENTION_SECONDS,
         )
+
+    def record(self, alert: Alert, now: int) -> Recorded:
+        """Stores the alert's new state, unless this state or a newer one is stored already."""
+        item = self._state(alert, now)
         try:
             item.save(
                 condition=AlertRecord.sk.does_not_exist()
@@ -99,14 +177,53 @@ class AlertStore:
         stored = AlertRecord.get("alert", alert.fingerprint, consistent_read=True)
         return Recorded.SAME if stored.version == alert.version else Recorded.OLDER
 
-    def firing(self) -> list[tuple[Alert, int]]:
-        """Every firing alert, with when it was last reported."""
+    def firing(self) -> list[StoredAlert]:
         return [
-            (alert_from_json(record.alert), int(record.last_seen_at))
+            _stored(record)
             for record in AlertRecord.query(
                 "alert", filter_condition=AlertRecord.status == AlertStatus.FIRING.value
             )
         ]
+
+    def alert(self, fingerprint: str) -> StoredAlert | None:
+        try:
+            return _stored(AlertRecord.get("alert", fingerprint, consistent_read=True))
+        except AlertRecord.DoesNotExist:
+            return None
+
+    def acknowledge(self, fingerprint: str, version: str, action: AdminAction) -> bool:
+        """Holds the repeats of ``version``; False when the alert is no longer firing in that version."""
+        try:
+            AlertRecord("alert", fingerprint).update(
+                actions=[
+                    AlertRecord.acked_version.set(version),
+                    AlertRecord.acked_by.set(action.by),
+                    AlertRecord.acked_at.set(action.at),
+                    AlertRecord.acked_reason.set(action.reason),
+                ],
+                condition=self._still_firing(version),
+            )
+            return True
+        except UpdateError as error:
+            if _conditional(error):
+                return False
+            raise
+
+    def resolve_by_hand(self, resolved: Alert, replaces: str, action: AdminAction) -> bool:
+        """Stores the resolved state in place of the firing ``replaces``; False when that changed."""
+        item = self._state(resolved, action.at)
+        item.resolved_by, item.resolved_at, item.resolved_reason = action.by, action.at, action.reason
+        try:
+            item.save(condition=self._still_firing(replaces))
+            return True
+        except PutError as error:
+            if _conditional(error):
+                return False
+            raise
+
+    @staticmethod
+    def _still_firing(version: str) -> Any:
+        return (AlertRecord.version == version) & (AlertRecord.status == AlertStatus.FIRING.value)
 
     # --------------------------------------------------------- notifications
 
@@ -158,6 +275,23 @@ class AlertStore:
         NotificationRecord("notify", f"{fingerprint}|{receiver}").update(
             actions=[NotificationRecord.lease_until.remove()]
         )
+
+    def notified(self, fingerprint: str) -> list[Notified]:
+        """Every receiver told about the alert, with what it was last told."""
+        return [
+            Notified(
+                record.sk.removeprefix(f"{fingerprint}|"),
+                record.sent_version,
+                AlertStatus(record.sent_status),
+                int(record.sent_at),
+            )
+            for record in NotificationRecord.query(
+                "notify", NotificationRecord.sk.startswith(f"{fingerprint}|")
+            )
+            if record.sent_version is not None
+            and record.sent_status is not None
+            and record.sent_at is not None
+        ]
 
     def told_firing(self, fingerprint: str, receiver: str) -> bool:
         """Whether the receiver's last notice about the alert said it fires (so a resolve is news)."""

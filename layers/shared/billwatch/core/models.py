@@ -252,6 +252,15 @@ class AlertRecord(_AlertTableModel):
     version = UnicodeAttribute()
     last_seen_at = NumberAttribute()  # epoch second of the last input about it
     alert = UnicodeAttribute()  # the Alert, as JSON, to render repeats and resolved notices from
+    # An admin's acknowledgement holds repeats of the version it names, and of no later one.
+    acked_version = UnicodeAttribute(null=True)
+    acked_by = UnicodeAttribute(null=True)
+    acked_at = NumberAttribute(null=True)
+    acked_reason = UnicodeAttribute(null=True)
+    # On a state an admin resolved by hand (alerting.store.AlertStore.resolve_by_hand).
+    resolved_by = UnicodeAttribute(null=True)
+    resolved_at = NumberAttribute(null=True)
+    resolved_reason = UnicodeAttribute(null=True)
 
 
 class NotificationRecord(_AlertTableModel):

@@ -12,7 +12,7 @@ from billwatch.alerting.channels.base import Answer, Channel, Content, WebhookDo
 from billwatch.alerting.channels.facts import evaluation_text
 from billwatch.alerting.channels.http import json_body, post_json
 from billwatch.alerting.config import WebhookChannelConfig
-from billwatch.alerting.inputs import Notification
+from billwatch.alerting.inputs import Alert, Notification
 
 WEBHOOK_SCHEMA_VERSION = "1"
 SIGNATURE_HEADER = "Billwatch-Signature"
@@ -28,29 +28,33 @@ def notification_id(notification: Notification) -> str:
 
 def webhook_payload(notification: Notification) -> dict[str, Any]:
     """Schema version 1, described in docs/alert-webhooks.md."""
-    alert = notification.alert
     return {
         "version": WEBHOOK_SCHEMA_VERSION,
         "id": notification_id(notification),
         "kind": notification.kind.value,
         "receiver": notification.receiver,
-        "alert": {
-            "fingerprint": alert.fingerprint,
-            "name": alert.name,
-            "severity": alert.severity.value,
-            "status": alert.status.value,
-            "summary": alert.summary,
-            "reason": alert.reason,
-            "since": alert.since,
-            "version": alert.version,
-            "labels": dict(alert.labels),
-            "value": alert.value,
-            "threshold": alert.threshold,
-            "comparison": alert.comparison,
-            "evaluation": evaluation_text(alert),
-            "runbook": alert.runbook,
-            "console_url": alert.console_url,
-        },
+        "alert": alert_document(notification.alert),
+    }
+
+
+def alert_document(alert: Alert) -> dict[str, Any]:
+    """An alert as every notice shows it, and as GET /admin/alerts lists it."""
+    return {
+        "fingerprint": alert.fingerprint,
+        "name": alert.name,
+        "severity": alert.severity.value,
+        "status": alert.status.value,
+        "summary": alert.summary,
+        "reason": alert.reason,
+        "since": alert.since,
+        "version": alert.version,
+        "labels": dict(alert.labels),
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "comparison": alert.comparison,
+        "evaluation": evaluation_text(alert),
+        "runbook": alert.runbook,
+        "console_url": alert.console_url,
     }
 
 
