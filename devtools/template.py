@@ -480,10 +480,19 @@ def resolved_properties(
     """
     values = parameter_values(template, parameters)
     refs = {logical_id: logical_id for logical_id in template.get("Resources") or {}}
+    conditions = _conditions(template, values)
     return {
-        logical_id: resolve(resource.get("Properties") or {}, values, refs)
+        logical_id: resolve(resource.get("Properties") or {}, values, refs, conditions)
         for logical_id, resource in resources_of_type(template, resource_type).items()
     }
+
+
+def _conditions(template: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, bool]:
+    """Each of the template's Conditions, for these parameter values (in order: one may use another)."""
+    conditions: dict[str, bool] = {}
+    for name, rule in (template.get("Conditions") or {}).items():
+        conditions[name] = bool(resolve(rule, values, conditions=conditions))
+    return conditions
 
 
 # ------------------------------------------------------------------------ schedules
@@ -528,10 +537,7 @@ def schedules(
 def deployed_resources(template: Mapping[str, Any], parameters: Mapping[str, Any] | None = None) -> set[str]:
     """The logical ids of the resources CloudFormation would create: those without a Condition, or
     whose Condition holds for these parameters (their defaults unless overridden)."""
-    values = parameter_values(template, parameters)
-    conditions: dict[str, bool] = {}
-    for name, rule in (template.get("Conditions") or {}).items():
-        conditions[name] = bool(resolve(rule, values, conditions=conditions))
+    conditions = _conditions(template, parameter_values(template, parameters))
     return {
         logical_id
         for logical_id, resource in (template.get("Resources") or {}).items()

@@ -175,7 +175,8 @@ class Clock:
 
 
 class FakeStripeApi(ThreadingHTTPServer):
-    """The Stripe API's subscription and event reads, on 127.0.0.1, with Stripe's list pagination.
+    """The Stripe API's subscription, event and webhook endpoint reads, on 127.0.0.1, with Stripe's
+    list pagination. It starts with one enabled webhook endpoint.
 
     ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each.
     """
@@ -184,6 +185,7 @@ class FakeStripeApi(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _StripeHandler)
         self.subscriptions: dict[str, dict] = {}
         self.events: list[tuple[dict, bool]] = []  # (event, whether its delivery succeeded)
+        self.webhook_endpoints: list[dict] = [webhook_endpoint(STRIPE_ENDPOINT_URL)]
         self.failure: tuple[int, dict] | None = None  # (HTTP status, Stripe error object)
         self.fail_next: list[tuple[int, dict]] = []
         self.requests: list[tuple[str, str]] = []
@@ -194,6 +196,21 @@ class FakeStripeApi(ThreadingHTTPServer):
 
     def add_event(self, event: dict, delivered: bool = True) -> None:
         self.events.append((event, delivered))
+
+
+STRIPE_ENDPOINT_URL = "https://billing.example.com/webhooks/stripe"
+
+
+def webhook_endpoint(url: str, status: str = "enabled") -> dict:
+    """A webhook endpoint object as Stripe lists it (the fields the probe reads, and its id)."""
+    return {
+        "id": f"we_{uuid.uuid5(uuid.NAMESPACE_URL, url).hex[:24]}",
+        "object": "webhook_endpoint",
+        "url": url,
+        "status": status,
+        "created": 1_700_000_000,
+        "enabled_events": ["*"],
+    }
 
 
 def _page(items: list[dict], query: dict[str, str], url: str) -> dict:
@@ -236,6 +253,8 @@ class _StripeHandler(BaseHTTPRequestHandler):
                 and not (undelivered and delivered)
             ]
             return 200, _page(events, query, "/v1/events")
+        if path == "/v1/webhook_endpoints":
+            return 200, _page(self.server.webhook_endpoints, query, "/v1/webhook_endpoints")
         subscription_id = path.removeprefix("/v1/subscriptions").strip("/")
         if not subscription_id:
             return 200, _page(list(self.server.subscriptions.values()), query, "/v1/subscriptions")

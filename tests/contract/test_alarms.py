@@ -182,7 +182,7 @@ def test_composite_rules_name_alarms_of_this_template(
     alarms: dict[str, dict[str, Any]], composites: dict[str, dict[str, Any]]
 ) -> None:
     assert _children(composites) <= set(alarms)
-    assert _children(composites) >= {"WebhooksAbsent", "StripeApiHealthCheckFailing"}
+    assert _children(composites) >= {"WebhooksAbsent", "StripeWebhookDeliveryFailing"}
 
 
 def _metric_stats(props: dict[str, Any]) -> list[dict[str, Any]]:

@@ -342,8 +342,11 @@ def _set_dimension(props: dict[str, Any], value: str) -> None:
 
 def _replace_in_body(old: str, new: str) -> Any:
     def change(props: dict[str, Any]) -> None:
-        assert old in props["DashboardBody"]["Fn::Sub"]
-        props["DashboardBody"]["Fn::Sub"] = props["DashboardBody"]["Fn::Sub"].replace(old, new)
+        sub = props["DashboardBody"]["Fn::Sub"]
+        body = sub[0] if isinstance(sub, list) else sub  # Fn::Sub [body, variables] or Fn::Sub body
+        assert old in body
+        changed = body.replace(old, new)
+        props["DashboardBody"]["Fn::Sub"] = [changed, sub[1]] if isinstance(sub, list) else changed
 
     return change
 

@@ -23,7 +23,7 @@ from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, QUERY_DEFINITION
 from tests.alert_events import alarm_message, dispatcher_environment, sns_event
 from tests.alert_receivers import Answer, alert_receivers
 from tests.scenarios import ADMIN_CALLER, OUTSIDER, DynamoDBOutage, Scenario, SlowClock
-from tests.support import WEBHOOK_SECRET
+from tests.support import STRIPE_ENDPOINT_URL, WEBHOOK_SECRET, webhook_endpoint
 
 # Tuesday 2026-12-01 15:00 UTC: 10:00 in New York, inside the default business hours.
 T0 = calendar.timegm((2026, 12, 1, 15, 0, 0))
@@ -342,23 +342,82 @@ def test_webhooks_stalled_for_6_business_hours(
 
 @covers("StripeWebhookDown")
 @pytest.mark.parametrize(
-    ("webhooks_stop", "stripe_fails", "fires"),
+    ("webhooks_stop", "stripe_failed_deliveries", "fires"),
     [(True, True, True), (True, False, False), (False, True, False)],
 )
-def test_webhook_down_is_silence_while_stripe_fails(
-    definitions, scenario, outage, probed, webhooks_stop: bool, stripe_fails: bool, fires: bool
+def test_webhook_down_is_silence_while_stripe_reports_failed_deliveries(
+    definitions, scenario, outage, probed, webhooks_stop: bool, stripe_failed_deliveries: bool, fires: bool
 ) -> None:
+    """Seed 000: rate(received[5m]) == 0 AND Stripe's dashboard shows failures."""
     until = T0 if webhooks_stop else T0 + 15 * MINUTE
     webhooks(
         scenario, outage, every_minute(int((until - T0) // MINUTE) + 10, 1, start=T0 - 10 * MINUTE), set()
     )
-    for moment in every_minute(25, 1, start=T0 - 10 * MINUTE):
-        probed.failure = STRIPE_DOWN if stripe_fails and moment >= T0 else None
+    for n, moment in enumerate(every_minute(25, 1, start=T0 - 10 * MINUTE)):
+        if stripe_failed_deliveries and moment >= T0 and n % 3 == 0:
+            probed.add_event(invoice_paid(1000 + n) | {"created": int(moment)}, delivered=False)
         scenario.at(moment).scheduled("health_probe")
     alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
     assert ("StripeWebhookDown" in alarms) is fires
     assert ("WebhooksAbsent" in alarms) is webhooks_stop
-    assert ("StripeApiHealthCheckFailing" in alarms) is stripe_fails
+    assert ("StripeWebhookDeliveryFailing" in alarms) is stripe_failed_deliveries
+
+
+@covers("StripeApiHealthCheckFailing")
+@pytest.mark.parametrize(("failing_minutes", "fires"), [(12, True), (4, False)])
+def test_losing_the_stripe_api_for_a_whole_probe_period_is_critical(
+    definitions, scenario, probed, failing_minutes: int, fires: bool
+) -> None:
+    """Thorbis: losing Stripe connectivity is critical; one failed run in a period is not a loss."""
+    for n, moment in enumerate(every_minute(20, 1)):
+        probed.failure = STRIPE_DOWN if 5 <= n < 5 + failing_minutes else None
+        scenario.at(moment).scheduled("health_probe")
+    assert ("StripeApiHealthCheckFailing" in fired(definitions, scenario, T0, T0 + 20 * MINUTE)) is fires
+
+
+OLD_URL = "https://old.example.com/webhooks/stripe"
+
+
+@covers("StripeWebhookEndpointDisabled", "StripeWebhookEndpointMissing")
+@pytest.mark.parametrize(
+    ("endpoints", "alarm"),
+    [
+        pytest.param([(STRIPE_ENDPOINT_URL, "enabled")], None, id="enabled"),
+        pytest.param([(STRIPE_ENDPOINT_URL, "disabled")], "StripeWebhookEndpointDisabled", id="disabled"),
+        pytest.param([(OLD_URL, "enabled")], "StripeWebhookEndpointMissing", id="moved"),
+        pytest.param([], "StripeWebhookEndpointMissing", id="never-registered"),
+    ],
+)
+def test_stripes_webhook_endpoint_must_be_enabled_at_this_stacks_url(
+    definitions, scenario, probed, monkeypatch, endpoints: list[tuple[str, str]], alarm: str | None
+) -> None:
+    monkeypatch.setenv("WEBHOOK_ENDPOINT_URL", STRIPE_ENDPOINT_URL)
+    probed.webhook_endpoints = [webhook_endpoint(url, status) for url, status in endpoints]
+    probe_runs(scenario, every_minute(15, 1))
+    alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
+    endpoint_alarms = {"StripeWebhookEndpointDisabled", "StripeWebhookEndpointMissing"}
+    assert alarms & endpoint_alarms == ({alarm} if alarm else set())
+
+
+@covers("StripeWebhooksQuiet")
+@pytest.mark.parametrize(
+    ("last_webhook", "probed_from", "fires"),
+    [
+        # Tuesday 10:00 to 10:50 in New York: 50 business minutes.
+        pytest.param(utc(2026, 12, 1, 15, 0), utc(2026, 12, 1, 15, 30), True, id="tue-50-quiet-minutes"),
+        pytest.param(utc(2026, 12, 1, 15, 0), utc(2026, 12, 1, 15, 0), False, id="tue-20-quiet-minutes"),
+        # Friday 17:50 to Saturday: the quiet spell is outside business hours.
+        pytest.param(utc(2026, 12, 4, 22, 50), utc(2026, 12, 5, 15, 0), False, id="saturday"),
+    ],
+)
+def test_webhooks_quiet_for_30_business_minutes_warns(
+    definitions, scenario, last_webhook: float, probed_from: float, fires: bool
+) -> None:
+    assert scenario.at(last_webhook).webhook(invoice_paid(1)) == 200
+    probe_runs(scenario, every_minute(20, 1, start=probed_from))
+    alarms = fired(definitions, scenario, probed_from + 5 * MINUTE, probed_from + 20 * MINUTE)
+    assert ("StripeWebhooksQuiet" in alarms) is fires
+    assert "StripeWebhooksStalled" not in alarms
 
 
 @covers("StripeAPIErrorRate")

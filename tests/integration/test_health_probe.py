@@ -18,12 +18,20 @@ from billwatch.health.probe import ActiveSubscriptionsGauge, QuotaResetCheck
 from billwatch.licensing.plans import load_plan_catalog
 from billwatch.licensing.quota_reset import SCHEDULE_CHECKPOINT, SegmentDispatcher, build_quota_reset
 from devtools import stripe_events as se
-from tests.support import Clock, LambdaContext, WebhookClient, load_handler
+from tests.support import Clock, LambdaContext, WebhookClient, load_handler, webhook_endpoint
 
 NEW_YORK = ZoneInfo("America/New_York")
 # Wednesday 2026-12-02 15:00 in New York: inside business hours.
 WEDNESDAY_AFTERNOON = int(dt.datetime(2026, 12, 2, 15, 0, tzinfo=NEW_YORK).timestamp())
-CHECKS = {"stripe_api", "dynamodb", "webhook_freshness", "quota_reset", "dead_letter_queues"}
+CHECKS = {
+    "stripe_api",
+    "stripe_webhook_endpoint",
+    "dynamodb",
+    "webhook_freshness",
+    "quota_reset",
+    "dead_letter_queues",
+}
+STRIPE_CHECKS = {"stripe_api", "stripe_webhook_endpoint"}
 SEGMENTS = 2
 
 
@@ -83,6 +91,10 @@ def get_health(handler: Any, query: dict[str, str] | None = None) -> tuple[int, 
 UNLABELLED_PROBE_METRICS = (
     "HealthProbeRun",
     "WebhooksStalled",
+    "WebhooksQuiet",
+    "StripeWebhookEndpointDisabled",
+    "StripeWebhookEndpointMissing",
+    "StripeWebhookDeliveryFailures",
     "TimeSinceLastWebhook",
     "PayingSubscriptions",
 )
@@ -125,20 +137,78 @@ def test_a_scheduled_run_emits_exactly_the_expected_metrics(with_stripe, dead_le
         ("ActiveSubscriptions", (("Tier", "PRO"),)),
         ("PayingSubscriptions", ()),
         ("WebhooksStalled", ()),  # no webhook yet: age unknown, so no TimeSinceLastWebhook
+        ("WebhooksQuiet", ()),
+        ("StripeWebhookEndpointDisabled", ()),
+        ("StripeWebhookEndpointMissing", ()),
+        ("StripeWebhookDeliveryFailures", ()),
         ("HealthProbeRun", ()),
     }
     assert metrics.total("HealthProbeRun") == 1
     assert all(metrics.total("HealthCheck", Check=check) == 1 for check in CHECKS)
-    assert metrics.total("WebhooksStalled") == 0
+    assert metrics.total("WebhooksStalled") == 0 and metrics.total("WebhooksQuiet") == 0
+    assert metrics.total("StripeWebhookEndpointDisabled") == 0
+    assert metrics.total("StripeWebhookDeliveryFailures") == 0
     assert metrics.total("DeadLetterQueueDepth", Queue="webhook") == 0
 
 
 def test_checks_without_configuration_are_skipped_and_emit_nothing(probe_env, metrics) -> None:
-    report = scheduled(health_handler())
-    assert report["checks"]["stripe_api"] == {"status": "skipped"}
+    handler = health_handler()
+    report = scheduled(handler)
+    for check in STRIPE_CHECKS:
+        assert report["checks"][check]["status"] == "skipped"
+        assert report["checks"][check]["reason"] == "no_stripe_key"
     assert report["checks"]["dead_letter_queues"] == {"status": "skipped"}
     emitted = {labels for name, labels in labelled(metrics) if name == "HealthCheck"}
-    assert emitted == {(("Check", check),) for check in CHECKS - {"stripe_api", "dead_letter_queues"}}
+    assert emitted == {(("Check", check),) for check in CHECKS - STRIPE_CHECKS - {"dead_letter_queues"}}
+    assert not {
+        "StripeWebhookEndpointDisabled",
+        "StripeWebhookEndpointMissing",
+        "StripeWebhookDeliveryFailures",
+    } & {name for name, _ in labelled(metrics)}
+    # /health says plainly what goes unseen without a key.
+    unseen = get_health(handler)[1]["checks"]["stripe_webhook_endpoint"]["cannot_see"]
+    assert any("StripeWebhookDown cannot fire" in blind_spot for blind_spot in unseen)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "state"),
+    [
+        ([("https://billing.example.com/webhooks/stripe", "disabled")], "disabled"),
+        ([("https://old.example.com/webhooks/stripe", "enabled")], "elsewhere"),
+        ([], "missing"),
+        (
+            [
+                ("https://old.example.com/webhooks/stripe", "disabled"),
+                ("https://billing.example.com/webhooks/stripe", "enabled"),
+            ],
+            "enabled",
+        ),
+    ],
+)
+def test_the_webhook_endpoint_must_be_enabled_with_this_stacks_url(
+    with_stripe, metrics, monkeypatch, endpoints: list[tuple[str, str]], state: str
+) -> None:
+    monkeypatch.setenv("WEBHOOK_ENDPOINT_URL", "https://billing.example.com/webhooks/stripe")
+    with_stripe.webhook_endpoints = [webhook_endpoint(url, status) for url, status in endpoints]
+    report = scheduled(health_handler())
+    check = report["checks"]["stripe_webhook_endpoint"]
+    assert (check["endpoint"], check["url_checked"]) == (state, True)
+    assert check["status"] == ("ok" if state == "enabled" else "failed")
+    assert metrics.total("StripeWebhookEndpointDisabled") == int(state == "disabled")
+    assert metrics.total("StripeWebhookEndpointMissing") == int(state in ("elsewhere", "missing"))
+    assert report["status"] == ("ok" if state == "enabled" else "degraded")
+
+
+def test_events_stripe_failed_to_deliver_are_counted_within_the_lookback(with_stripe, metrics) -> None:
+    now = WEDNESDAY_AFTERNOON
+    for n, (age, delivered) in enumerate([(60, False), (1800, False), (7200, False), (120, True)]):
+        event = se.event("invoice.paid", se.invoice(customer=f"cus_{n}"), created=now - age)
+        with_stripe.add_event(event, delivered=delivered)
+    report = scheduled(health_handler(now))
+    check = report["checks"]["stripe_webhook_endpoint"]
+    assert (check["status"], check["undelivered_events"], check["lookback_seconds"]) == ("failed", 2, 3600)
+    assert metrics.total("StripeWebhookDeliveryFailures") == 2
+    assert any("/v1/events?" in path and "delivery_success=false" in path for path, _ in with_stripe.requests)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +231,7 @@ def test_stripe_api_errors_are_classified_and_degrade(with_stripe, metrics, stat
     assert report["checks"]["stripe_api"]["status"] == "failed"
     assert metrics.total("StripeApiError", Code=code) == 1
     assert metrics.total("HealthCheck", Check="stripe_api") == 0
-    assert len(with_stripe.requests) == 1  # no retries in the probe
+    assert len(with_stripe.requests) == len(STRIPE_CHECKS)  # one each, no retries in the probe
 
     with_stripe.requests.clear()
     answer, body, text = get_health(handler, {"deep": "1"})
@@ -175,7 +245,7 @@ def test_stripe_api_errors_are_classified_and_degrade(with_stripe, metrics, stat
     # A deep request emits no metrics, and a second one within 30 s is answered from the cache.
     before = len(metrics.read())
     assert get_health(handler, {"deep": "1"})[1] == body
-    assert len(metrics.read()) == before and len(with_stripe.requests) == 1
+    assert len(metrics.read()) == before and len(with_stripe.requests) == len(STRIPE_CHECKS)
 
 
 def test_dynamodb_failing_is_down_and_503(probe_env, metrics) -> None:
@@ -325,6 +395,7 @@ def test_verified_webhooks_move_the_marker_and_a_long_silence_is_a_stall(
     assert report["checks"]["webhook_freshness"] == {
         "status": "ok",
         "age_seconds": 60,
+        "quiet": False,
         "stalled": False,
         "latency_ms": report["checks"]["webhook_freshness"]["latency_ms"],
     }

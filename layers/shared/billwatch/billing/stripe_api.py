@@ -165,6 +165,10 @@ class StripeApi:
             params["starting_after"] = starting_after
         return self._listed(lambda client: client.v1.events.list(params=params))
 
+    def webhook_endpoints(self) -> Iterator[dict[str, Any]]:
+        """Every webhook endpoint of the account (needs the key's Webhook Endpoints read permission)."""
+        return self._listed(lambda client: client.v1.webhook_endpoints.list(params={"limit": 100}))
+
     def subscription(self, subscription_id: str) -> dict[str, Any]:
         return self._call(lambda client: client.v1.subscriptions.retrieve(subscription_id).to_dict())
 

@@ -49,6 +49,9 @@ class Settings:
     quota_reset_grace_seconds: int
     business_hours: BusinessHours
     webhook_stall_seconds: int
+    webhook_quiet_seconds: int
+    webhook_endpoint_url: str | None
+    delivery_failure_lookback_seconds: int
     health_probe_interval_seconds: int
     webhook_dlq_url: str | None
     quota_reset_dlq_url: str | None
@@ -94,6 +97,14 @@ def _role_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
                 f"{name} must list IAM role ARNs (arn:aws:iam::<account>:role/<name>), got {arn!r}"
             )
     return arns
+
+
+def _webhook_endpoint_url(env: Mapping[str, str], name: str) -> str | None:
+    """The URL Stripe should deliver to, as its webhook endpoint lists it."""
+    url = _optional(env, name)
+    if url is not None and not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ConfigError(f"{name} must be the https URL of the webhook route, got {url!r}")
+    return url
 
 
 def _zone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:
@@ -161,6 +172,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         quota_reset_grace_seconds=_integer(env, "QUOTA_RESET_GRACE_SECONDS", default=1800, minimum=0),
         business_hours=_business_hours(env),
         webhook_stall_seconds=_integer(env, "WEBHOOK_STALL_SECONDS", default=6 * 3600, minimum=60),
+        webhook_quiet_seconds=_integer(env, "WEBHOOK_QUIET_SECONDS", default=1800, minimum=60),
+        webhook_endpoint_url=_webhook_endpoint_url(env, "WEBHOOK_ENDPOINT_URL"),
+        delivery_failure_lookback_seconds=_integer(
+            env, "DELIVERY_FAILURE_LOOKBACK_SECONDS", default=3600, minimum=300
+        ),
         health_probe_interval_seconds=60
         * _integer(env, "HEALTH_PROBE_INTERVAL_MINUTES", default=1, minimum=1),
         webhook_dlq_url=_optional(env, "WEBHOOK_DLQ_URL"),
@@ -183,6 +199,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         )
     if settings.plan_catalog_path and settings.plan_catalog_parameter:
         raise ConfigError("set at most one of PLAN_CATALOG_PATH and PLAN_CATALOG_PARAMETER")
+    if settings.webhook_quiet_seconds >= settings.webhook_stall_seconds:
+        raise ConfigError(
+            f"WEBHOOK_QUIET_SECONDS must be shorter than WEBHOOK_STALL_SECONDS "
+            f"({settings.webhook_stall_seconds}): it is the early warning, the stall the late one; "
+            f"got {settings.webhook_quiet_seconds}"
+        )
     return settings
 
 

@@ -51,6 +51,10 @@ class Metric(StrEnum):
     HEALTH_PROBE_RUN = "HealthProbeRun"
     TIME_SINCE_LAST_WEBHOOK = "TimeSinceLastWebhook"
     WEBHOOKS_STALLED = "WebhooksStalled"
+    WEBHOOKS_QUIET = "WebhooksQuiet"
+    WEBHOOK_ENDPOINT_DISABLED = "StripeWebhookEndpointDisabled"
+    WEBHOOK_ENDPOINT_MISSING = "StripeWebhookEndpointMissing"
+    WEBHOOK_DELIVERY_FAILURES = "StripeWebhookDeliveryFailures"
     DEAD_LETTER_QUEUE_DEPTH = "DeadLetterQueueDepth"
     ACTIVE_SUBSCRIPTIONS = "ActiveSubscriptions"
     ALERT_DELIVERED = "AlertDelivered"
@@ -126,6 +130,10 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.TIME_SINCE_LAST_WEBHOOK: MetricDefinition(MetricUnit.Seconds),
     # 1 when no webhook arrived for the stall window inside business hours, else 0.
     Metric.WEBHOOKS_STALLED: MetricDefinition(MetricUnit.Count),
+    Metric.WEBHOOKS_QUIET: MetricDefinition(MetricUnit.Count),
+    Metric.WEBHOOK_ENDPOINT_DISABLED: MetricDefinition(MetricUnit.Count),
+    Metric.WEBHOOK_ENDPOINT_MISSING: MetricDefinition(MetricUnit.Count),
+    Metric.WEBHOOK_DELIVERY_FAILURES: MetricDefinition(MetricUnit.Count),
     Metric.DEAD_LETTER_QUEUE_DEPTH: MetricDefinition(MetricUnit.Count, ("Queue",)),
     Metric.ACTIVE_SUBSCRIPTIONS: MetricDefinition(MetricUnit.Count, ("Tier",)),
     # Channel: slack, email, pagerduty, webhook or log. A failure is counted once per notification

@@ -69,6 +69,7 @@ class HealthStatus(StrEnum):
 
 class CheckName(StrEnum):
     STRIPE_API = "stripe_api"
+    STRIPE_WEBHOOK_ENDPOINT = "stripe_webhook_endpoint"
     DYNAMODB = "dynamodb"
     WEBHOOK_FRESHNESS = "webhook_freshness"
     QUOTA_RESET = "quota_reset"
@@ -87,6 +88,18 @@ class CheckResult:
 
 
 SKIPPED = CheckResult(CheckStatus.SKIPPED)
+# Said in /health and on the dashboard: without a key, these go unseen and their alarms cannot fire.
+WITHOUT_STRIPE_KEY = CheckResult(
+    CheckStatus.SKIPPED,
+    {
+        "reason": "no_stripe_key",
+        "cannot_see": [
+            "whether the Stripe API answers",
+            "whether Stripe's webhook endpoint is enabled and points here",
+            "events Stripe failed to deliver (StripeWebhookDown cannot fire)",
+        ],
+    },
+)
 
 
 def passed_if(healthy: bool, details: Mapping[str, Any], points: Sequence[MetricPoint] = ()) -> CheckResult:
@@ -128,7 +141,7 @@ class StripeApiCheck:
 
     def run(self, now: float) -> CheckResult:
         if self._api is None:
-            return SKIPPED
+            return WITHOUT_STRIPE_KEY
         try:
             self._api.check_access()
         except StripeApiFailure as failure:
@@ -155,34 +168,110 @@ class DynamoDbCheck:
 
 
 class WebhookFreshnessCheck:
-    """Stalled: no webhook for the stall window of business time, and customers are at work now."""
+    """Quiet, then stalled: no webhook for the quiet (early) or the stall (late) window of business
+    time, while customers are at work now. Failed only once stalled: quiet is a warning."""
 
     name = CheckName.WEBHOOK_FRESHNESS
 
-    def __init__(self, arrivals: WebhookArrivals, hours: BusinessHours, stall_seconds: int) -> None:
+    def __init__(
+        self, arrivals: WebhookArrivals, hours: BusinessHours, stall_seconds: int, quiet_seconds: int
+    ) -> None:
         self._arrivals = arrivals
         self._hours = hours
         self._stall_seconds = stall_seconds
+        self._quiet_seconds = quiet_seconds
+
+    def _silent_for(self, window_seconds: int, last_received: float, now: float) -> bool:
+        silence = self._hours.seconds_between(last_received, now)
+        return silence >= window_seconds and self._hours.contains(now)
 
     def stalled(self, last_received: float, now: float) -> bool:
-        silence = self._hours.seconds_between(last_received, now)
-        return silence >= self._stall_seconds and self._hours.contains(now)
+        return self._silent_for(self._stall_seconds, last_received, now)
 
     def run(self, now: float) -> CheckResult:
         try:
             last = self._arrivals.last_received()
         except Exception:
             return _unreachable(self.name)
-        if last is None:  # nothing received since the marker was introduced: unknown, not stalled
-            not_stalled = MetricPoint(Metric.WEBHOOKS_STALLED, 0)
-            return CheckResult(CheckStatus.OK, {"age_seconds": None, "stalled": False}, (not_stalled,))
+        if last is None:  # nothing received since the marker was introduced: unknown, not silent
+            silent = (MetricPoint(Metric.WEBHOOKS_STALLED, 0), MetricPoint(Metric.WEBHOOKS_QUIET, 0))
+            return CheckResult(
+                CheckStatus.OK, {"age_seconds": None, "quiet": False, "stalled": False}, silent
+            )
         age = max(0, int(now) - last)
         stalled = self.stalled(last, now)
+        quiet = self._silent_for(self._quiet_seconds, last, now)
         points = [
             MetricPoint(Metric.TIME_SINCE_LAST_WEBHOOK, age),
+            MetricPoint(Metric.WEBHOOKS_QUIET, int(quiet)),
             MetricPoint(Metric.WEBHOOKS_STALLED, int(stalled)),
         ]
-        return passed_if(not stalled, {"age_seconds": age, "stalled": stalled}, points)
+        return passed_if(not stalled, {"age_seconds": age, "quiet": quiet, "stalled": stalled}, points)
+
+
+class EndpointState(StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"  # Stripe disables an endpoint that keeps failing, or someone did
+    ELSEWHERE = "elsewhere"  # endpoints exist, none with this stack's URL: Stripe delivers elsewhere
+    MISSING = "missing"
+
+
+# One page of Stripe's list: enough to tell "some" from "many", and one request per run.
+DELIVERY_FAILURES_COUNTED = 100
+
+
+class StripeWebhookEndpointCheck:
+    """What Stripe says of its deliveries: whether the endpoint with this stack's URL is enabled, and
+    how many recent events it failed to deliver (``delivery_success=false``).
+
+    Without a configured URL (a local run), any endpoint of the account is taken as this stack's.
+    """
+
+    name = CheckName.STRIPE_WEBHOOK_ENDPOINT
+
+    def __init__(self, api: StripeApi | None, endpoint_url: str | None, lookback_seconds: int) -> None:
+        self._api = api
+        self._endpoint_url = endpoint_url
+        self._lookback_seconds = lookback_seconds
+
+    def _state(self, endpoints: Sequence[Mapping[str, Any]]) -> EndpointState:
+        ours = [e for e in endpoints if self._endpoint_url is None or e.get("url") == self._endpoint_url]
+        if any(endpoint.get("status") == "enabled" for endpoint in ours):
+            return EndpointState.ENABLED
+        if ours:
+            return EndpointState.DISABLED
+        return EndpointState.ELSEWHERE if endpoints else EndpointState.MISSING
+
+    def run(self, now: float) -> CheckResult:
+        if self._api is None:
+            return WITHOUT_STRIPE_KEY
+        try:
+            state = self._state(list(self._api.webhook_endpoints()))
+            undelivered = self._api.events(int(now) - self._lookback_seconds, undelivered_only=True)
+            failures = sum(1 for _ in zip(range(DELIVERY_FAILURES_COUNTED), undelivered, strict=False))
+        except StripeApiFailure as failure:
+            logger.warning("Stripe webhook endpoint check failed", extra={"code": failure.code.value})
+            return CheckResult(CheckStatus.FAILED, {"error": failure.code.value})
+        except Exception:
+            return _unreachable(self.name)
+        if state is not EndpointState.ENABLED:
+            logger.error("Stripe is not delivering webhooks to this stack", extra={"endpoint": state.value})
+        points = [
+            MetricPoint(Metric.WEBHOOK_ENDPOINT_DISABLED, int(state is EndpointState.DISABLED)),
+            # Until someone registers the stack's URL (a new stack): a warning, never a page.
+            MetricPoint(
+                Metric.WEBHOOK_ENDPOINT_MISSING,
+                int(state in (EndpointState.ELSEWHERE, EndpointState.MISSING)),
+            ),
+            MetricPoint(Metric.WEBHOOK_DELIVERY_FAILURES, failures),
+        ]
+        details = {
+            "endpoint": state.value,
+            "url_checked": self._endpoint_url is not None,
+            "undelivered_events": failures,
+            "lookback_seconds": self._lookback_seconds,
+        }
+        return passed_if(state is EndpointState.ENABLED and failures == 0, details, points)
 
 
 class QuotaResetState(StrEnum):
@@ -483,8 +572,16 @@ def build_health_probe(settings: Settings) -> HealthProbe:
     }
     checks: list[Check] = [
         StripeApiCheck(stripe_api),
+        StripeWebhookEndpointCheck(
+            stripe_api, settings.webhook_endpoint_url, settings.delivery_failure_lookback_seconds
+        ),
         DynamoDbCheck(),
-        WebhookFreshnessCheck(WebhookArrivals(), settings.business_hours, settings.webhook_stall_seconds),
+        WebhookFreshnessCheck(
+            WebhookArrivals(),
+            settings.business_hours,
+            settings.webhook_stall_seconds,
+            settings.webhook_quiet_seconds,
+        ),
         QuotaResetCheck(settings.quota_reset_segments, settings.quota_reset_grace_seconds),
         DeadLetterQueueCheck(dead_letter_queues),
     ]
