@@ -1,16 +1,25 @@
-"""Alert dispatch from the command line: test alerts, and silences for maintenance windows.
+"""Alert dispatch from the command line: test alerts, silences for maintenance windows, and the
+alerts that fire (list, acknowledge, resolve by hand).
 
     python -m devtools.alerts test [--function NAME]
     python -m devtools.alerts silence add --matcher alertname=HighQuotaDenialRate --ends 2026-12-01T18:00Z \\
         --comment "pricing migration" [--starts ...] --table NAME
     python -m devtools.alerts silence list --table NAME
     python -m devtools.alerts silence remove ID --table NAME
+    python -m devtools.alerts alerts list [--function NAME]
+    python -m devtools.alerts alerts ack ID --reason "INC-42, on it" [--function NAME] [--by ARN]
+    python -m devtools.alerts alerts resolve ID --reason "customer paid by wire" [--function NAME] [--by ARN]
 
 ``test`` sends one alert of each severity through the configured routes. With ``--function`` it
 asks the deployed AlertDispatch function to (your AWS credentials); without, it runs the
 dispatcher here, on moto, with the routes in ALERT_ROUTES_PATH (default: every receiver on the
 log channel, devtools/alert_routes.local.json), and prints what each receiver got. The silence
-commands write the deployed AlertStateTable (your credentials), as the admin API does.
+commands write the deployed AlertStateTable (your credentials), as the admin API does. So do the
+alerts commands, which also read the routes (who was told on which channels) and, to resolve, send
+the resolved notices: ``--function`` takes the table, routes, channel secrets and DLQ from the
+deployed AlertDispatch function's environment; without it they come from this shell's
+(ALERT_STATE_TABLE_NAME, ALERT_ROUTES_PARAMETER or ALERT_ROUTES_PATH, ALERT_SECRETS_ID, ...). They
+are recorded as done by ``--by`` (default: the ARN your credentials act as).
 Exits 0 on success, 1 when something was refused, 2 on usage errors.
 """
 
@@ -54,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     for action in (add, actions.add_parser("list"), remove := actions.add_parser("remove")):
         action.add_argument("--table", default=os.environ.get("ALERT_STATE_TABLE_NAME"), required=False)
     remove.add_argument("id")
+    alert = commands.add_parser("alerts", help="what fires: list, acknowledge, resolve by hand")
+    alert_actions = alert.add_subparsers(dest="action", required=True)
+    handlings = [alert_actions.add_parser("ack"), alert_actions.add_parser("resolve")]
+    for action in (alert_actions.add_parser("list"), *handlings):
+        action.add_argument("--function", help="the deployed AlertDispatch function to take settings from")
+    for action in handlings:
+        action.add_argument("id", help="the alert's id, from alerts list")
+        action.add_argument("--reason", required=True, help="why; kept on the alert and in the log")
+        action.add_argument("--by", help="who is acting (default: the ARN of your credentials)")
     return parser
 
 
@@ -110,12 +128,55 @@ def _store(table: str | None) -> Any:
     return AlertStore()
 
 
+def _dispatcher(function: str | None) -> Any:
+    """The dispatcher the admin API answers with, built from the function's environment."""
+    import boto3
+
+    from billwatch.alerting.dispatcher import build_alert_dispatcher
+    from billwatch.core.config import load_alert_settings, load_settings
+
+    env: dict[str, str] = dict(os.environ)
+    if function:
+        configuration = boto3.client("lambda").get_function_configuration(FunctionName=function)
+        env.update(configuration.get("Environment", {}).get("Variables", {}))
+    return build_alert_dispatcher(load_settings(env, webhook_secret=False), load_alert_settings(env))
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from billwatch.alerting.dispatcher import AlertActionRefused, AlertNotFound, handling_reason
+    from billwatch.alerting.store import MalformedAlertId
+
+    if args.action != "list":
+        try:
+            handling_reason(args.reason)
+        except ValueError as error:
+            print(f"--reason: {error}", file=sys.stderr)
+            return 2
+    # Delivery metrics are not flushed: printed here, they would never reach CloudWatch.
+    dispatcher = _dispatcher(args.function)
+    if args.action == "list":
+        print(json.dumps(dispatcher.active_alerts()))
+        return 0
+    import boto3
+
+    by = args.by or boto3.client("sts").get_caller_identity()["Arn"]
+    handle = dispatcher.acknowledge if args.action == "ack" else dispatcher.resolve_by_hand
+    try:
+        print(json.dumps(handle(args.id, by, args.reason)))
+    except (AlertNotFound, AlertActionRefused, MalformedAlertId) as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "test":
         report = _deployed_test(args.function) if args.function else _local_test()
         print(json.dumps(report))
         return 0
+    if args.command == "alerts":
+        return _alerts(args)
     store = _store(args.table)
     now = int(dt.datetime.now(dt.UTC).timestamp())
     if args.action == "add":
