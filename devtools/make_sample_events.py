@@ -199,6 +199,8 @@ PATH_PARAMETER = re.compile(r"\{([^}/]+)\}")
 PATH_PARAMETER_VALUES = {
     "account_id": ACCOUNT_ID,
     "silence_id": uuid.uuid5(uuid.NAMESPACE_URL, "silence").hex,
+    # billwatch.alerting.store.alert_id of acct_demo's 95 % api_calls alert in the demo period
+    "alert_id": "dXNhZ2UjYWNjdF9kZW1vI2FwaV9jYWxscyM5NSMyMDI1LTEwLTAxVDAwOjAwOjAwWg",
 }
 ROUTE_BODIES: dict[str, dict[str, Any]] = {
     "POST /v1/accounts/{account_id}/usage": {"feature": "api_calls", "quantity": 1},
@@ -210,6 +212,8 @@ ROUTE_BODIES: dict[str, dict[str, Any]] = {
         "ends_at": "2030-01-01T00:00:00Z",
         "comment": "sam local sample: a maintenance window",
     },
+    "POST /admin/alerts/{alert_id}/ack": {"reason": "sam local sample: looking into it"},
+    "POST /admin/alerts/{alert_id}/resolve": {"reason": "sam local sample: the customer upgraded"},
 }
 # The alarm whose notification the SNS sample carries: a single-metric one, so its Trigger names the
 # metric itself (no metric math).
