@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from billwatch.core.severities import DEFAULT_SEVERITIES, usage_alert
 from tests.alert_receivers import AlertReceivers
 from tests.scenarios import ADMIN_ROLE
 
@@ -24,6 +25,9 @@ SENDER = "alerts@billwatch.test"
 HOOK_SECRET = "hook-signing-secret-for-tests"
 ACCOUNT = "123456789012"
 RUNBOOKS = "https://github.com/billwatch/billwatch/blob/main/docs/runbooks"
+DASHBOARDS = f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}#dashboards/dashboard"
+BILLING_DASHBOARD = f"{DASHBOARDS}/billwatch-dev-billing"
+LICENSING_DASHBOARD = f"{DASHBOARDS}/billwatch-dev-licensing"
 
 
 def cloudwatch_time(moment: float) -> str:
@@ -146,7 +150,7 @@ def usage_event(account_id: str, threshold: int, at: float, feature: str = "api_
         "account_id": account_id,
         "feature": feature,
         "threshold": threshold,
-        "severity": {80: "warning", 95: "critical", 100: "limit_reached"}[threshold],
+        "severity": DEFAULT_SEVERITIES[usage_alert(threshold)].value,
         "used": threshold * 10,
         "limit": 1000,
         "period": {"since": "2026-12-01T00:00:00Z", "resets_at": "2027-01-01T00:00:00Z"},
@@ -216,6 +220,9 @@ def dispatcher_environment(
         "ALERT_EMAIL_SENDER": SENDER,
         "ALERT_DLQ_URL": dlq,
         "ADMIN_ROLE_ARNS": ADMIN_ROLE,
+        "BILLING_DASHBOARD_NAME": "billwatch-dev-billing",
+        "LICENSING_DASHBOARD_NAME": "billwatch-dev-licensing",
+        "RUNBOOK_BASE_URL": RUNBOOKS,
     }.items():
         monkeypatch.setenv(name, value)
     return dlq

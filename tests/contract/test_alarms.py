@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from billwatch.alerting.alarm_text import Severity, parse_alarm_description
+from billwatch.alerting.alarm_text import parse_alarm_description
+from billwatch.core.severities import Severity
 from devtools.template import (
     ALARM_TYPE,
     COMPOSITE_ALARM_TYPE,
@@ -298,6 +299,18 @@ def _widgets(template: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
 
 def _titles(widgets: list[dict[str, Any]]) -> str:
     return "\n".join(w["properties"].get("title", "") for w in widgets)
+
+
+@pytest.mark.parametrize("dashboard", ["BillingDashboard", "LicensingDashboard"])
+def test_no_widget_hides_another(template: dict[str, Any], dashboard: str) -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for widget in _widgets(template, dashboard):
+        name = widget["properties"].get("title") or widget["type"]
+        for x in range(widget["x"], widget["x"] + widget["width"]):
+            for y in range(widget["y"], widget["y"] + widget["height"]):
+                assert (x, y) not in cells, f"{dashboard}: {name!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = name
+        assert widget["x"] + widget["width"] <= 24, f"{dashboard}: {name!r} is wider than the grid"
 
 
 def test_the_billing_dashboard_shows_what_operators_watch(template: dict[str, Any]) -> None:

@@ -118,9 +118,37 @@ def test_high_webhook_failure_rate_is_more_than_5_percent_over_10_minutes(
     assert "StripeWebhookFailureRateHigh" not in alarms  # 6 % is below its 10 %
 
 
-def test_a_failure_rate_on_too_few_webhooks_raises_nothing(definitions, scenario, outage) -> None:
-    webhooks(scenario, outage, every_minute(1, 4), {0, 1})  # 50 %, but of 4 webhooks
-    assert "HighWebhookFailureRate" not in fired(definitions, scenario, T0, T0 + 10 * MINUTE)
+@pytest.mark.parametrize(
+    ("total", "failing", "fires"),
+    [
+        pytest.param(4, {0, 1}, False, id="2-of-4-is-noise"),
+        pytest.param(1, {0}, False, id="a-one-off"),
+        pytest.param(2, {0, 1}, False, id="2-of-2-below-all-failed-minimum"),
+        pytest.param(9, set(range(9)), True, id="9-of-9-a-quiet-stack-down"),
+        pytest.param(3, {0, 1, 2}, True, id="3-of-3-all-there-is"),
+        pytest.param(8, {0, 2, 4, 6, 7}, True, id="5-failures-many-in-absolute-terms"),
+    ],
+)
+def test_low_traffic_hides_no_failure_and_a_one_off_pages_nobody(
+    definitions, scenario, outage, total: int, failing: set[int], fires: bool
+) -> None:
+    """Below the minimum volume, failures still count when they are many or all there is (17.5)."""
+    webhooks(scenario, outage, every_minute(1, total), failing)
+    alarms = fired(definitions, scenario, T0, T0 + 10 * MINUTE)
+    assert ("HighWebhookFailureRate" in alarms) is fires
+
+
+@pytest.mark.parametrize(
+    ("total", "failed", "fires"),
+    [(1, {0}, False), (3, {0, 1, 2}, True), (4, {0, 1, 2}, False)],
+    ids=["a-one-off", "3-of-3-all-there-is", "3-of-4-below-the-volume"],
+)
+def test_a_quiet_hour_of_payments_that_all_fail_pages(
+    definitions, scenario, total: int, failed: set[int], fires: bool
+) -> None:
+    payments(scenario, every_minute(1, total), failed, history_minutes=0)
+    alarms = fired(definitions, scenario, T0, T0 + 10 * MINUTE)
+    assert ("PaymentFailureRateCritical" in alarms) is fires
 
 
 @covers("StripeWebhookFailureRateHigh")
@@ -418,6 +446,31 @@ def test_webhooks_quiet_for_30_business_minutes_warns(
     alarms = fired(definitions, scenario, probed_from + 5 * MINUTE, probed_from + 20 * MINUTE)
     assert ("StripeWebhooksQuiet" in alarms) is fires
     assert "StripeWebhooksStalled" not in alarms
+
+
+@covers("BillingDatabaseDown")
+@pytest.mark.parametrize(
+    ("refused", "fires"),
+    [
+        pytest.param({"GetItem"}, True, id="the-probe-cannot-read-the-tables"),
+        # Writes refused alone (a throttled burst) are the failure-rate alarms', not a database down.
+        pytest.param({"UpdateItem"}, False, id="writes-refused"),
+        pytest.param(set(), False, id="healthy"),
+    ],
+)
+def test_the_database_down_for_a_minute_pages(
+    definitions, scenario, monkeypatch, refused: set[str], fires: bool
+) -> None:
+    """ScholarLink: BillingDatabaseDown, 1 minute, high."""
+    outage = DynamoDBOutage(monkeypatch, refused)
+    for n, moment in enumerate(every_minute(15, 1)):
+        if n == 7:
+            with outage.during():
+                scenario.at(moment).scheduled("health_probe")
+        else:
+            scenario.at(moment).scheduled("health_probe")
+    alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
+    assert ("BillingDatabaseDown" in alarms) is fires
 
 
 @covers("StripeAPIErrorRate")

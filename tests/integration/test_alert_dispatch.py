@@ -15,6 +15,9 @@ import pytest
 from moto.ses.models import ses_backends
 
 from tests.alert_events import (
+    BILLING_DASHBOARD,
+    LICENSING_DASHBOARD,
+    RUNBOOKS,
     SENDER,
     alarm_message,
     direct_alarm_event,
@@ -169,6 +172,56 @@ def test_continue_sends_to_several_receivers(dispatch) -> None:
     assert hook.json["alert"]["name"] == "PaymentFailureRateCritical"
 
 
+def test_every_channel_links_the_dashboard_and_the_runbook(dispatch) -> None:
+    dispatch(sns_event(alarm_message("PaymentFailureRateCritical", "ALARM", T0, runbook="payment-failures")))
+    runbook = f"{RUNBOOKS}/payment-failures.md"
+    (page,) = dispatch.receivers.requests("/pagerduty")
+    assert {"href": BILLING_DASHBOARD, "text": "Dashboard"} in page.json["links"]
+    assert {"href": runbook, "text": "Runbook"} in page.json["links"]
+    (slack,) = dispatch.receivers.requests("/slack")
+    links = slack.json["blocks"][-1]["elements"][0]["text"]
+    assert f"<{BILLING_DASHBOARD}|Dashboard>" in links and f"<{runbook}|Runbook>" in links
+    (email,) = sent_emails()
+    assert f'<a href="{BILLING_DASHBOARD}">Dashboard</a>' in email.body
+    assert f'<a href="{runbook}">Runbook</a>' in email.body
+    (hook,) = dispatch.receivers.requests("/billing")
+    assert (hook.json["alert"]["dashboard_url"], hook.json["alert"]["runbook"]) == (
+        BILLING_DASHBOARD,
+        runbook,
+    )
+
+
+def test_a_business_alert_links_its_dashboard_and_runbook_too(dispatch) -> None:
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (slack,) = dispatch.receivers.requests("/customers")
+    links = slack.json["blocks"][-1]["elements"][0]["text"]
+    assert f"<{LICENSING_DASHBOARD}|Dashboard>" in links
+    assert f"<{RUNBOOKS}/licensing.md|Runbook>" in links
+
+
+def test_with_the_shipped_routes_an_info_alert_reaches_the_info_email_list_every_12_hours(
+    aws, monkeypatch, tmp_path
+) -> None:
+    with alert_receivers() as receivers:
+        dispatcher_environment(monkeypatch, aws, receivers, tmp_path)
+        monkeypatch.delenv("ALERT_ROUTES_PATH")
+        monkeypatch.setenv("ALERT_SECRETS", json.dumps({"slack_webhook_url": receivers.url("/slack")}))
+        dispatch = Dispatch(load_handler("alert_dispatch"), Clock(T0), receivers, "")
+        dispatch.module.dispatcher.clock = dispatch.clock
+        alarm_in_cloudwatch("StripeWebhooksStalled", "ALARM")
+        stalled = alarm_message("StripeWebhooksStalled", "ALARM", T0, severity="info")
+        dispatch(sns_event(stalled, topic="alarms-info"))
+        dispatch.at(T0 + 43200 - 60).sweep()
+        assert dispatch.paths() == ["/slack"] and len(sent_emails()) == 1
+        dispatch.at(T0 + 43200 + 60).sweep()
+    assert dispatch.paths() == ["/slack", "/slack"]
+    first, repeat = sent_emails()
+    assert first.destinations["ToAddresses"] == repeat.destinations["ToAddresses"] == ["alerts@example.com"]
+    assert first.subject == "Billing Info: StripeWebhooksStalled"
+    assert repeat.subject == "Billing Info: StripeWebhooksStalled (still firing)"
+    assert f'<a href="{BILLING_DASHBOARD}">Dashboard</a>' in first.body
+
+
 def test_a_direct_alarm_invocation_is_read_like_the_sns_one(dispatch) -> None:
     dispatch(direct_alarm_event("StripeWebhookDown", "ALARM", T0))
     (page,) = dispatch.receivers.requests("/pagerduty")
@@ -309,10 +362,10 @@ def alert_ids(dispatch: Dispatch) -> dict[str, str]:
     return {alert["name"]: alert["id"] for alert in listed["alerts"]}
 
 
-def test_the_alert_list_shows_what_fires_its_severity_since_who_was_told_and_the_runbook(dispatch) -> None:
+def test_the_alert_list_shows_what_fires_its_severity_since_who_was_told_and_its_links(dispatch) -> None:
     dispatch(sns_event(alarm_message("StripeAPIErrorRate", "ALARM", T0 - 600, runbook="stripe-api")))
     dispatch(sns_event(alarm_message("StripeAPIErrorRate", "OK", T0 - 300, runbook="stripe-api")))
-    dispatch(sns_event(usage_event("acct_1", 95, T0 - 60), topic="usage-events"))
+    dispatch(sns_event(usage_event("acct_1", 80, T0 - 60), topic="usage-events"))
     dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
     status, listed = admin(dispatch, "GET", "/admin/alerts")
     assert status == 200
@@ -324,6 +377,7 @@ def test_the_alert_list_shows_what_fires_its_severity_since_who_was_told_and_the
     )
     assert critical["since"] == "2026-12-01T15:00:00.000Z"
     assert critical["runbook"].endswith("/webhook-failures.md") and "cloudwatch" in critical["console_url"]
+    assert critical["dashboard_url"] == BILLING_DASHBOARD
     assert critical["notified"] == [
         {
             "receiver": "oncall",
@@ -340,7 +394,8 @@ def test_the_alert_list_shows_what_fires_its_severity_since_who_was_told_and_the
         "2026-12-01T14:59:00.000Z",
     )
     assert [told["receiver"] for told in usage["notified"]] == ["customers"]
-    assert usage["resolvable_by_hand"] is True and usage["runbook"] is None
+    assert usage["resolvable_by_hand"] is True
+    assert (usage["runbook"], usage["dashboard_url"]) == (f"{RUNBOOKS}/licensing.md", LICENSING_DASHBOARD)
 
 
 def test_an_acknowledged_alert_is_not_repeated_until_it_changes(dispatch, metrics) -> None:
@@ -544,7 +599,13 @@ def test_a_malformed_record_is_counted_and_kept_without_losing_its_neighbours(di
     assert problems == ["AlarmArn is missing or not a string", "Sns.Message is not JSON"]
 
 
-def test_a_failed_payment_from_the_intake_reaches_the_billing_route(dispatch, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("configured", "severity"), [("", "critical"), ("payment_failed=warning", "warning")]
+)
+def test_a_failed_payment_from_the_intake_reaches_the_billing_route(
+    dispatch, monkeypatch, configured: str, severity: str
+) -> None:
+    """One severity, from one setting, for the SNS event and for the alert it raises."""
     from devtools import stripe_events as se
     from tests.support import WEBHOOK_SECRET, WebhookClient
 
@@ -559,6 +620,7 @@ def test_a_failed_payment_from_the_intake_reaches_the_billing_route(dispatch, mo
     )
     monkeypatch.setenv("BILLING_EVENTS_TOPIC_ARN", topic)
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("ALERT_SEVERITIES", configured)
     webhooks = WebhookClient(load_handler("webhook_intake"))
     invoice = se.invoice(
         id="in_9", customer="cus_9", status="open", subscription_metadata={"account_id": "acct_9"}
@@ -567,8 +629,10 @@ def test_a_failed_payment_from_the_intake_reaches_the_billing_route(dispatch, mo
     assert webhooks.post(event).status == 200
     assert webhooks.post(event).status == 200  # Stripe's retry: announced once
     (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert json.loads(message["Body"])["severity"] == severity
     dispatch(sns_event(message["Body"], topic="billing-events"))
     (notice,) = dispatch.receivers.requests("/customers")
+    assert f"{severity.upper()}: PaymentFailed" in notice.json["text"]
     assert "acct_9" in json.dumps(notice.json) and "in_9" in json.dumps(notice.json)
 
 

@@ -9,14 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    WARNING = "warning"
-    INFO = "info"
-
+from billwatch.core.severities import Severity
 
 _DESCRIPTION = re.compile(
     r"^\[(?P<severity>[a-z]+)\] (?P<summary>\S.*?) Runbook: (?P<runbook>https://\S+)$", re.DOTALL

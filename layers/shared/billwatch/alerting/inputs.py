@@ -20,7 +20,14 @@ from aws_lambda_powertools.utilities.data_classes import CloudWatchAlarmEvent
 from aws_lambda_powertools.utilities.data_classes.common import DictWrapper
 from aws_lambda_powertools.utilities.data_classes.sns_event import SNSEventRecord
 
-from billwatch.alerting.alarm_text import AlarmText, Severity, parse_alarm_description
+from billwatch.alerting.alarm_text import AlarmText, parse_alarm_description
+from billwatch.core.severities import (
+    DEFAULT_SEVERITIES,
+    USAGE_THRESHOLDS,
+    BusinessAlert,
+    Severity,
+    usage_alert,
+)
 from billwatch.licensing.usage_events import PAYMENT_FAILED_EVENT_TYPE, USAGE_EVENT_TYPE
 
 
@@ -52,6 +59,7 @@ class Alert:
     comparison: str | None = None
     runbook: str | None = None
     console_url: str | None = None
+    dashboard_url: str | None = None  # set as it is sent (links.py), from the configuration
 
     @property
     def from_alarm(self) -> bool:
@@ -258,24 +266,31 @@ def from_alarm_event(event: Mapping[str, Any]) -> Alert | None:
     )
 
 
-# Usage thresholds are news for the people who look after customers, not a page for on-call.
-USAGE_SEVERITY = {80: Severity.INFO, 95: Severity.WARNING, 100: Severity.WARNING}
+def _severity(
+    event: Mapping[str, Any], alert: BusinessAlert, severities: Mapping[BusinessAlert, Severity]
+) -> Severity:
+    """The severity the producer stamped on the event from the same configuration
+    (billwatch.core.severities), or, on an event without one, the configured one."""
+    stamped = event.get("severity")
+    return Severity(stamped) if stamped in set(Severity) else severities[alert]
 
 
-def from_usage_event(event: Mapping[str, Any]) -> Alert:
+def from_usage_event(
+    event: Mapping[str, Any], severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES
+) -> Alert:
     """A usage threshold event from licensing (billwatch.licensing.usage_events)."""
     account = _text(event, "account_id", "")
     feature = _text(event, "feature", "")
     threshold = event.get("threshold")
-    if threshold not in USAGE_SEVERITY:
-        raise MalformedAlertInput(f"threshold must be one of {sorted(USAGE_SEVERITY)}, got {threshold!r}")
+    if threshold not in USAGE_THRESHOLDS:
+        raise MalformedAlertInput(f"threshold must be one of {list(USAGE_THRESHOLDS)}, got {threshold!r}")
     period = _mapping(event.get("period"))
     since = _iso(_text(event, "occurred_at", ""), "occurred_at")
     used, limit = _number(event.get("used")), _number(event.get("limit"))
     return Alert(
         fingerprint=f"usage#{account}#{feature}#{threshold}#{period.get('since', '')}",
         name="UsageThresholdCrossed",
-        severity=USAGE_SEVERITY[threshold],
+        severity=_severity(event, usage_alert(threshold), severities),
         status=AlertStatus.FIRING,
         summary=f"Account {account} has used {threshold}% of its {feature} quota"
         + (f" ({used:g} of {limit:g})" if used is not None and limit is not None else ""),
@@ -289,7 +304,9 @@ def from_usage_event(event: Mapping[str, Any]) -> Alert:
     )
 
 
-def from_payment_event(event: Mapping[str, Any]) -> Alert:
+def from_payment_event(
+    event: Mapping[str, Any], severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES
+) -> Alert:
     """A failed payment for an account, from the webhook intake (billwatch.licensing.usage_events)."""
     account = _text(event, "account_id", "")
     invoice = _text(event, "invoice_id", "")
@@ -301,7 +318,7 @@ def from_payment_event(event: Mapping[str, Any]) -> Alert:
     return Alert(
         fingerprint=f"payment#{account}#{invoice}",
         name="PaymentFailed",
-        severity=Severity.WARNING,
+        severity=_severity(event, BusinessAlert.PAYMENT_FAILED, severities),
         status=AlertStatus.FIRING,
         summary=f"A payment of account {account} failed: invoice {invoice}{due}",
         reason=str(event.get("reason") or "the invoice payment failed"),
@@ -311,7 +328,7 @@ def from_payment_event(event: Mapping[str, Any]) -> Alert:
     )
 
 
-def _from_sns_record(record: SNSEventRecord) -> Alert | None:
+def _from_sns_record(record: SNSEventRecord, severities: Mapping[BusinessAlert, Severity]) -> Alert | None:
     text = _optional(lambda: record.sns.message)
     if not isinstance(text, str):
         raise MalformedAlertInput("Sns.Message is missing or not a string")
@@ -324,9 +341,9 @@ def _from_sns_record(record: SNSEventRecord) -> Alert | None:
     if "AlarmName" in message:
         return from_sns_alarm(message)
     if message.get("type") == USAGE_EVENT_TYPE:
-        return from_usage_event(message)
+        return from_usage_event(message, severities)
     if message.get("type") == PAYMENT_FAILED_EVENT_TYPE:
-        return from_payment_event(message)
+        return from_payment_event(message, severities)
     raise MalformedAlertInput(
         "Sns.Message is neither an alarm notification nor a "
         f"{USAGE_EVENT_TYPE} or {PAYMENT_FAILED_EVENT_TYPE} event"
@@ -342,8 +359,11 @@ class ReadRecord:
     problem: str | None = None
 
 
-def read_records(event: Mapping[str, Any]) -> list[ReadRecord]:
-    """Every record of an SNS delivery, or the one alarm of a direct alarm invocation."""
+def read_records(
+    event: Mapping[str, Any], severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES
+) -> list[ReadRecord]:
+    """Every record of an SNS delivery, or the one alarm of a direct alarm invocation; business
+    events get the configured severities."""
     if event.get("source") == "aws.cloudwatch":
         records: list[Any] = [event]
     else:
@@ -355,7 +375,7 @@ def read_records(event: Mapping[str, Any]) -> list[ReadRecord]:
             if isinstance(record, Mapping) and record.get("source") == "aws.cloudwatch":
                 alert = from_alarm_event(record)
             elif isinstance(record, Mapping) and isinstance(record.get("Sns"), Mapping):
-                alert = _from_sns_record(SNSEventRecord(dict(record)))
+                alert = _from_sns_record(SNSEventRecord(dict(record)), severities)
             else:
                 raise MalformedAlertInput("the record is neither an SNS record nor a CloudWatch alarm event")
         except MalformedAlertInput as problem:

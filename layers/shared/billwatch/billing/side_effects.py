@@ -20,6 +20,7 @@ from billwatch.billing.stripe_events import ParsedEvent
 from billwatch.core import outbox
 from billwatch.core.metrics import Metric, MetricPoint, MetricsRecorder
 from billwatch.core.observability import logger
+from billwatch.core.severities import DEFAULT_SEVERITIES, BusinessAlert, Severity
 from billwatch.licensing.plans import PlanCatalog
 from billwatch.licensing.usage_events import PAYMENT_FAILED_EVENT_TYPE, BusinessEventPublisher
 
@@ -95,12 +96,14 @@ class BusinessEffects:
         billing_events: BusinessEventPublisher,
         usage_events: BusinessEventPublisher,
         clock: Callable[[], float] = time.time,
+        severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES,
     ) -> None:
         self._catalog = catalog
         self._metrics = metrics
         self._billing_events = billing_events
         self._usage_events = usage_events
         self._clock = clock
+        self._severities = severities
 
     def of(
         self,
@@ -157,11 +160,11 @@ class BusinessEffects:
         )
         return points
 
-    @staticmethod
-    def _failed_payment(facts: Mapping[str, Any], account_id: str) -> dict[str, Any]:
+    def _failed_payment(self, facts: Mapping[str, Any], account_id: str) -> dict[str, Any]:
         invoice = facts.get("invoice") or {}
         return {
             "type": PAYMENT_FAILED_EVENT_TYPE,
+            "severity": self._severities[BusinessAlert.PAYMENT_FAILED].value,
             "account_id": account_id,
             "invoice_id": invoice.get("id"),
             "amount_due": invoice.get("amount_due"),

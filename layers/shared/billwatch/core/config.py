@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billwatch.core.business_hours import BusinessHours, BusinessHoursError, parse_business_hours
+from billwatch.core.severities import BusinessAlert, SeveritiesError, Severity, parse_severities
 
 # Stripe retries a failed webhook delivery for up to three days in live mode; an idempotency
 # record that expired earlier would let a late retry apply the event a second time.
@@ -55,6 +56,7 @@ class Settings:
     health_probe_interval_seconds: int
     webhook_dlq_url: str | None
     quota_reset_dlq_url: str | None
+    business_severities: Mapping[BusinessAlert, Severity]
 
     @property
     def stripe_api_configured(self) -> bool:
@@ -97,6 +99,13 @@ def _role_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
                 f"{name} must list IAM role ARNs (arn:aws:iam::<account>:role/<name>), got {arn!r}"
             )
     return arns
+
+
+def _severities(env: Mapping[str, str], name: str) -> Mapping[BusinessAlert, Severity]:
+    try:
+        return parse_severities(_optional(env, name), name)
+    except SeveritiesError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _webhook_endpoint_url(env: Mapping[str, str], name: str) -> str | None:
@@ -181,6 +190,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         * _integer(env, "HEALTH_PROBE_INTERVAL_MINUTES", default=1, minimum=1),
         webhook_dlq_url=_optional(env, "WEBHOOK_DLQ_URL"),
         quota_reset_dlq_url=_optional(env, "QUOTA_RESET_DLQ_URL"),
+        business_severities=_severities(env, "ALERT_SEVERITIES"),
     )
     sources = [
         name
@@ -209,6 +219,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
 
 
 @dataclass(frozen=True)
+class Dashboards:
+    """The stack's CloudWatch dashboards, which every notice links to."""
+
+    region: str
+    billing: str
+    licensing: str
+
+
+@dataclass(frozen=True)
 class AlertSettings:
     """What the alert dispatcher needs beyond the shared settings."""
 
@@ -220,6 +239,8 @@ class AlertSettings:
     email_sender: str | None
     dlq_url: str | None
     secrets_max_age_seconds: int
+    dashboards: Dashboards | None  # None: notices link no dashboard (a local run without them)
+    runbook_base_url: str | None  # where business alerts' runbook pages are, as the alarms' are
 
 
 _EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -238,6 +259,41 @@ def _local_alert_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return secrets
 
 
+# CloudWatch's own rules: dashboard names, and the region names of the console's URLs.
+_DASHBOARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+def _dashboard_name(env: Mapping[str, str], name: str) -> str | None:
+    value = _optional(env, name)
+    if value is not None and not _DASHBOARD_NAME.match(value):
+        raise ConfigError(
+            f"{name} must be a CloudWatch dashboard name (letters, digits, - and _), got {value!r}"
+        )
+    return value
+
+
+def _dashboards(env: Mapping[str, str]) -> Dashboards | None:
+    billing = _dashboard_name(env, "BILLING_DASHBOARD_NAME")
+    licensing = _dashboard_name(env, "LICENSING_DASHBOARD_NAME")
+    if billing is None and licensing is None:
+        return None
+    if billing is None or licensing is None:
+        missing = "BILLING_DASHBOARD_NAME" if billing is None else "LICENSING_DASHBOARD_NAME"
+        raise ConfigError(f"{missing} is required with the other dashboard: each notice links one of the two")
+    region = _optional(env, "AWS_REGION") or _optional(env, "AWS_DEFAULT_REGION")
+    if region is None or not _REGION.match(region):
+        raise ConfigError(f"AWS_REGION must name the dashboards' region, like us-east-1, got {region!r}")
+    return Dashboards(region, billing, licensing)
+
+
+def _runbook_base_url(env: Mapping[str, str], name: str) -> str | None:
+    url = _optional(env, name)
+    if url is not None and not re.fullmatch(r"https://[^\s/]+\S*", url):
+        raise ConfigError(f"{name} must be the https URL the runbooks are published under, got {url!r}")
+    return url.rstrip("/") if url else None
+
+
 def load_alert_settings(env: Mapping[str, str] | None = None, *, alert_table: bool = True) -> AlertSettings:
     env = os.environ if env is None else env
     sender = _optional(env, "ALERT_EMAIL_SENDER")
@@ -252,6 +308,8 @@ def load_alert_settings(env: Mapping[str, str] | None = None, *, alert_table: bo
         email_sender=sender,
         dlq_url=_optional(env, "ALERT_DLQ_URL"),
         secrets_max_age_seconds=_integer(env, "SECRETS_MAX_AGE_SECONDS", default=300, minimum=0),
+        dashboards=_dashboards(env),
+        runbook_base_url=_runbook_base_url(env, "RUNBOOK_BASE_URL"),
     )
     if settings.routes_path and settings.routes_parameter:
         raise ConfigError("set at most one of ALERT_ROUTES_PATH and ALERT_ROUTES_PARAMETER")

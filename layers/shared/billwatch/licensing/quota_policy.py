@@ -57,12 +57,11 @@ from billwatch.core.models import (
     usage_counter,
     usage_grant,
 )
+from billwatch.core.severities import USAGE_THRESHOLDS
 from billwatch.licensing.plans import PlanCatalog, Tier
 
 # Crossing one of these shares of a quota is a "limit hit" (the seeds' 80/90/100 % histogram).
 LIMIT_HIT_THRESHOLDS = (80, 90, 100)
-# Crossing one of these raises a business event for alert dispatch.
-USAGE_ALERT_THRESHOLDS = {80: "warning", 95: "critical", 100: "limit_reached"}
 MAX_QUANTITY = 1_000_000
 
 
@@ -432,7 +431,7 @@ class QuotaPolicy:
 
 def crossed(before: int, after: int, limit: int) -> tuple[int, ...]:
     """The thresholds (in % of the limit) that usage passes going from ``before`` to ``after``."""
-    thresholds = sorted({*LIMIT_HIT_THRESHOLDS, *USAGE_ALERT_THRESHOLDS})
+    thresholds = sorted({*LIMIT_HIT_THRESHOLDS, *USAGE_THRESHOLDS})
     return tuple(t for t in thresholds if before * 100 < t * limit <= after * 100)
 
 
@@ -445,4 +444,4 @@ def unannounced(
     invocation left unannounced goes out with the feature's next check.
     """
     announced = usage.announced(feature) if current else set()
-    return tuple(t for t in sorted(USAGE_ALERT_THRESHOLDS) if t * limit <= used * 100 and t not in announced)
+    return tuple(t for t in sorted(USAGE_THRESHOLDS) if t * limit <= used * 100 and t not in announced)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,11 +42,11 @@ from billwatch.core.models import (
     usage_grant,
 )
 from billwatch.core.observability import logger
+from billwatch.core.severities import DEFAULT_SEVERITIES, BusinessAlert, Severity, usage_alert
 from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
 from billwatch.licensing.quota_policy import (
     LIMIT_HIT_THRESHOLDS,
     MAX_QUANTITY,
-    USAGE_ALERT_THRESHOLDS,
     AccountUsage,
     Outcome,
     QuotaPolicy,
@@ -88,6 +88,7 @@ class Licensing:
         clock: Callable[[], float] = time.time,
         idempotency_ttl_seconds: int = 24 * 3600,
         usage_events: BusinessEventPublisher | None = None,
+        severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES,
     ):
         self._catalog = catalog
         self.policy = QuotaPolicy(catalog)
@@ -95,6 +96,7 @@ class Licensing:
         self._clock = clock
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
         self._usage_events = usage_events or usage_event_publisher(None)
+        self._severities = severities
 
     def flush_metrics(self) -> None:
         self._metrics.flush()
@@ -394,7 +396,7 @@ class Licensing:
             "account_id": account_id,
             "feature": decision.feature,
             "threshold": threshold,
-            "severity": USAGE_ALERT_THRESHOLDS[threshold],
+            "severity": self._severities[usage_alert(threshold)].value,
             "used": decision.used,
             "limit": decision.limit,
             "period": {"since": iso(since), "resets_at": decision.resets_at},
@@ -429,4 +431,5 @@ def build_licensing(settings: Settings) -> Licensing:
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         usage_events=usage_event_publisher(settings.usage_events_topic_arn),
+        severities=settings.business_severities,
     )
