@@ -18,7 +18,6 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.channels.base import Channel, DeliveryFailed
 from billwatch.alerting.channels.factory import build_channel
 from billwatch.alerting.channels.notification import NotificationContent
@@ -34,6 +33,7 @@ from billwatch.alerting.config import (
     channel_name,
 )
 from billwatch.alerting.inputs import AlertStatus, Notification, NotificationKind
+from billwatch.core.severities import Severity
 from tests.alert_receivers import AlertReceivers, Answer, alarm_alert, alert_receivers, usage_alert
 from tests.support import MetricsCapture
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from billwatch.alerting.alarm_text import Severity, parse_alarm_description
+from billwatch.alerting.alarm_text import parse_alarm_description
+from billwatch.core.severities import Severity
 
 
 def test_a_description_gives_severity_summary_and_runbook() -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.config import SHIPPED_ROUTES, Matcher, load_shipped_routing, parse_routing_config
 from billwatch.alerting.dispatcher import match_routes
 from billwatch.alerting.inputs import (
@@ -19,6 +18,7 @@ from billwatch.alerting.inputs import (
     short_alarm_name,
 )
 from billwatch.core.config import ConfigError
+from billwatch.core.severities import Severity
 from tests.alert_events import alarm_message, sns_event, usage_event
 
 SHIPPED: dict[str, Any] = json.loads(SHIPPED_ROUTES.read_text())
@@ -40,7 +40,9 @@ def test_the_shipped_routes_follow_the_monitoring_plans() -> None:
     channels = {name: [c.type for c in r.channels] for name, r in config.receivers.items()}
     assert channels["oncall-critical"] == ["pagerduty", "email", "slack"]
     assert channels["oncall-warning"] == ["slack", "email"]
-    assert channels["team-info"] == ["slack"]
+    assert channels["team-info"] == ["slack", "email"]
+    (info_email,) = [c for c in config.receivers["team-info"].channels if c.type == "email"]
+    assert info_email.to == ("alerts@example.com",)
     assert config.receivers["oncall-critical"].fallback is not None
     assert receivers_for({"severity": "critical", "source": "cloudwatch"}) == ["oncall-critical"]
     assert receivers_for({"severity": "warning", "source": "cloudwatch"}) == ["oncall-warning"]
