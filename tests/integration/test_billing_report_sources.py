@@ -17,11 +17,12 @@ import pytest
 from moto import mock_aws
 from moto.cloudwatch import models as moto_cloudwatch
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.core.metrics import Metric
-from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
+from billwatch.core.severities import Severity
+from billwatch.reporting.cloudwatch_source import NO_API_ID, CloudWatchReportSource
 from billwatch.reporting.model import (
     NO_DATA,
+    ActionItem,
     FeatureUsage,
     Incident,
     Known,
@@ -181,11 +182,13 @@ def test_a_day_of_billwatch_metrics_and_alarms(cloudwatch: Any, clock: Clock, aw
 
     # One for the window's sums, one for the gauges' hourly readings.
     assert aws_calls.count("GetMetricData") == 2
-    availability, p95, error_rate = report.slos
+    availability, api_p95, api_error_rate, p95, error_rate = report.slos
     assert availability.actual == Known(pytest.approx(0.998))
     assert p95.actual == Known(950.0)
     assert error_rate.actual == Known(pytest.approx(0.002))
-    assert [slo.status for slo in report.slos] == [SloStatus.MISSED] * 3
+    assert [slo.status for slo in (availability, p95, error_rate)] == [SloStatus.MISSED] * 3
+    # Without the HTTP API's id, its own SLOs are not judged (and availability falls back on webhooks).
+    assert (api_p95.status, api_error_rate.status) == (SloStatus.NOT_JUDGED, SloStatus.NOT_JUDGED)
     business = report.business
     assert business.checkouts_completed == Known(3.0)
     assert business.checkout_conversion == Known(0.75)
@@ -208,28 +211,43 @@ def test_a_day_of_billwatch_metrics_and_alarms(cloudwatch: Any, clock: Clock, aw
     assert report.incidents == Known(
         (
             Incident(
-                "HttpApi5xx", Severity.WARNING, END - dt.timedelta(hours=6), END - dt.timedelta(hours=4.5)
+                "HttpApi5xx",
+                Severity.WARNING,
+                END - dt.timedelta(hours=6),
+                END - dt.timedelta(hours=4.5),
+                runbook=RUNBOOK,
             ),
-            Incident("StripeWebhookDown", Severity.CRITICAL, END - dt.timedelta(hours=1.25), None),
+            Incident(
+                "StripeWebhookDown",
+                Severity.CRITICAL,
+                END - dt.timedelta(hours=1.25),
+                None,
+                runbook=RUNBOOK,
+            ),
         )
     )
+    assert "  2 in the window: 1 critical, 1 warning, 0 info; 1 still firing" in render_console(report)
+    assert business.payments_succeeded == Known(18.0)
     assert "StripeWebhookDown (critical): still firing, 1h 15m so far" in render_console(report)
 
 
+def put_api(client: Any, name: str, values: list[float], hours_ago: float, api_id: str = "api123") -> None:
+    client.put_metric_data(
+        Namespace="AWS/ApiGateway",
+        MetricData=[
+            {
+                "MetricName": name,
+                "Dimensions": [{"Name": "ApiId", "Value": api_id}],
+                "Values": values,
+                "Timestamp": END - dt.timedelta(hours=hours_ago),
+            }
+        ],
+    )
+
+
 def test_availability_from_the_http_api(cloudwatch: Any, clock: Clock) -> None:
-    moment = END - dt.timedelta(hours=3)
-    for name, value in (("Count", 4000.0), ("5xx", 2.0)):
-        cloudwatch.put_metric_data(
-            Namespace="AWS/ApiGateway",
-            MetricData=[
-                {
-                    "MetricName": name,
-                    "Dimensions": [{"Name": "ApiId", "Value": "api123"}],
-                    "Value": value,
-                    "Timestamp": moment,
-                }
-            ],
-        )
+    put_api(cloudwatch, "Count", [4000.0], hours_ago=3)
+    put_api(cloudwatch, "5xx", [2.0], hours_ago=3)
 
     source = CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test", http_api_id="api123")
     availability = build_report(source.read(START, END)).slos[0]
@@ -238,10 +256,34 @@ def test_availability_from_the_http_api(cloudwatch: Any, clock: Clock) -> None:
     assert availability.status is SloStatus.MET
 
 
+def test_the_api_slos_and_peaks_from_the_http_api(cloudwatch: Any, clock: Clock) -> None:
+    # Two busy minutes hours apart, 3 client and 2 server errors, and a slow spell.
+    put_api(cloudwatch, "Count", [1200.0], hours_ago=3)
+    put_api(cloudwatch, "Count", [600.0, 300.0], hours_ago=2)
+    put_api(cloudwatch, "4xx", [3.0], hours_ago=3)
+    put_api(cloudwatch, "5xx", [2.0], hours_ago=2)
+    put_api(cloudwatch, "Latency", [float(ms) for ms in range(10, 410, 10)], hours_ago=3)
+    put_api(cloudwatch, "Latency", [900.0] * 20, hours_ago=5)
+    put_api(cloudwatch, "Count", [99_999.0], hours_ago=2, api_id="another-api")
+
+    source = CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test", http_api_id="api123")
+    report = build_report(source.read(START, END))
+
+    slos = {slo.name: slo for slo in report.slos}
+    assert slos["API error rate"].actual == Known(pytest.approx(5 / 2100))
+    assert slos["API error rate"].status is SloStatus.MISSED
+    assert slos["API p95 latency"].actual == Known(900.0)
+    assert slos["API p95 latency"].status is SloStatus.MISSED
+    assert report.performance.peak_requests_per_second == Known(pytest.approx(1200 / 60))
+    assert report.performance.peak_latency_p95_ms == Known(900.0)
+    assert ActionItem("API error rate missed its SLO", "runbooks/platform.md") in report.action_items
+
+
 def test_a_window_without_any_data(cloudwatch: Any, clock: Clock) -> None:
     report = build_report(CloudWatchReportSource(cloudwatch, NAMESPACE, stage="test").read(START, END))
 
-    assert all(slo.actual == Missing(NO_DATA) for slo in report.slos)
+    assert all(slo.actual == Missing(NO_DATA) for slo in report.slos if not slo.name.startswith("API"))
+    assert all(slo.actual == Missing(NO_API_ID) for slo in report.slos if slo.name.startswith("API"))
     assert report.business.top_features == Missing(NO_DATA)
     assert report.business.mrr == Missing(NO_DATA)
     assert report.business.churn_rate == Missing(NO_DATA)

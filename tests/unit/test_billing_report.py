@@ -8,12 +8,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
+from billwatch.core.severities import Severity
 from billwatch.reporting.cloudwatch_source import LABELLED_QUERIES, METRIC_QUERIES
 from billwatch.reporting.model import (
     NO_DATA,
     NO_TRAFFIC,
+    ActionItem,
+    ApiTraffic,
     FeatureUsage,
     Incident,
     Known,
@@ -43,6 +45,14 @@ def healthy_day(**changes: object) -> ReportData:
         start=START,
         end=END,
         availability=RequestCounts("HTTP API 5xx / Count", Known(10_000.0), Known(2.0)),
+        api=ApiTraffic(
+            requests=Known(10_000.0),
+            client_errors=Known(5.0),
+            server_errors=Known(2.0),
+            latency_p95_ms=Known(210.0),
+            busiest_minute_requests=Known(300.0),
+            peak_latency_p95_ms=Known(480.0),
+        ),
         webhooks_received=Known(5_000.0),
         webhooks_failed=Known(1.0),
         webhook_p95_ms=Known(320.0),
@@ -60,6 +70,7 @@ def healthy_day(**changes: object) -> ReportData:
         drift_by_field=Missing(NO_DATA),
         healed_by_field=Missing(NO_DATA),
         reconcile_runs=Known(1.0),
+        quota_resets_failed=Missing(NO_DATA),
         incidents=Known(()),
         revenue=Known({"usd": Revenue(now=Known(12_500.0), at_start=Known(12_000.0))}),
     )
@@ -87,6 +98,7 @@ def no_data_day() -> ReportData:
     return healthy_day(
         **dict.fromkeys(counted, Missing(NO_DATA)),
         availability=RequestCounts("HTTP API 5xx / Count", Missing(NO_DATA), Missing(NO_DATA)),
+        api=ApiTraffic(*[Missing(NO_DATA)] * 6),
         revenue=Missing(NO_DATA),
     )
 
@@ -102,7 +114,7 @@ def part(report, name):
 def test_a_healthy_day_meets_every_slo_and_scores_100() -> None:
     report = build_report(healthy_day())
 
-    assert [s.status for s in report.slos] == [SloStatus.MET] * 3
+    assert [s.status for s in report.slos] == [SloStatus.MET] * 5
     assert slo(report, "Availability").actual == Known(pytest.approx(0.9998))
     assert slo(report, "Webhook error rate").actual == Known(pytest.approx(0.0002))
     assert report.business.checkout_conversion == Known(0.75)
@@ -141,6 +153,8 @@ def test_a_day_without_data_says_no_data_and_never_zero() -> None:
     assert report.health.score == Missing("no SLO could be judged")
     assert {p.name for p in report.health.not_judged} == {
         "Availability",
+        "API p95 latency",
+        "API error rate",
         "Webhook p95 latency",
         "Webhook error rate",
         "Reconciliation drift",
@@ -360,8 +374,10 @@ def test_the_webhook_document_carries_the_sections_and_the_score() -> None:
         "SLOs",
         "Business",
         "Incidents",
+        "Performance",
         "Reconciliation",
         "Health score",
+        "Action items",
     ]
     assert report_id(report) == "billing-report-daily-20261201T0800Z"
 
@@ -411,3 +427,114 @@ def test_every_query_reads_a_dimension_set_billwatch_emits() -> None:
         assert dimensions in METRICS[query.metric].dimension_sets(), query
     for labelled in LABELLED_QUERIES:
         assert (SERVICE_DIMENSION, labelled.label) in METRICS[labelled.metric].dimension_sets(), labelled
+
+
+def api(**changes: object) -> ApiTraffic:
+    return dataclasses.replace(healthy_day().api, **changes)
+
+
+@pytest.mark.parametrize(
+    ("traffic", "name", "status"),
+    [
+        (api(latency_p95_ms=Known(500.0)), "API p95 latency", SloStatus.MET),
+        (api(latency_p95_ms=Known(500.1)), "API p95 latency", SloStatus.MISSED),
+        # ScholarLink counts every 4xx and 5xx against the 0.1 %.
+        (api(client_errors=Known(8.0), server_errors=Known(2.0)), "API error rate", SloStatus.MET),
+        (api(client_errors=Known(9.0), server_errors=Known(2.0)), "API error rate", SloStatus.MISSED),
+        (api(client_errors=Known(11.0), server_errors=Missing(NO_DATA)), "API error rate", SloStatus.MISSED),
+    ],
+)
+def test_the_api_slos_at_the_boundary(traffic: ApiTraffic, name: str, status: SloStatus) -> None:
+    assert slo(build_report(healthy_day(api=traffic)), name).status is status
+
+
+def test_a_missed_api_slo_costs_its_weight_and_says_so() -> None:
+    report = build_report(healthy_day(api=api(latency_p95_ms=Known(750.0))))  # 50 % over 500 ms
+
+    assert part(report, "API p95 latency").penalty == Known(pytest.approx(5.0))
+    assert report.health.score == Known(95)
+    lines = render_console(report).splitlines()
+    assert "  API p95 latency: 750 ms (target ≤ 500 ms): missed" in lines
+    assert "  API error rate: 0.070 % (target ≤ 0.1 %): met" in lines
+
+
+def test_without_the_api_id_the_api_slos_and_peaks_are_not_judged() -> None:
+    unknown = Missing("the HTTP API's id is not configured (HTTP_API_ID)")
+    report = build_report(healthy_day(api=ApiTraffic(*[unknown] * 6)))
+
+    assert slo(report, "API p95 latency").status is SloStatus.NOT_JUDGED
+    assert slo(report, "API error rate").status is SloStatus.NOT_JUDGED
+    assert report.health.score == Known(100)
+    text = render_console(report)
+    assert "API error rate: the HTTP API's id is not configured (HTTP_API_ID)" in text
+    assert "Peak requests per second: the HTTP API's id is not configured (HTTP_API_ID)" in text
+
+
+def test_the_performance_section_shows_the_peaks() -> None:
+    report = build_report(healthy_day(api=api(busiest_minute_requests=Known(190.0))))
+    lines = render_console(report).splitlines()
+
+    assert report.performance.peak_requests_per_second == Known(pytest.approx(190 / 60))
+    assert "  Peak requests per second: 3.17 (the busiest minute's HTTP API requests / 60)" in lines
+    assert "  Peak latency: 480 ms (the slowest 5 minutes' p95)" in lines
+
+
+def test_purchases_are_counted_and_their_amounts_said_to_be_unmeasured() -> None:
+    lines = render_console(build_report(healthy_day())).splitlines()
+
+    assert "  Purchases: 95 payments succeeded (amounts not measured)" in lines
+    assert "  Payments failed: 5 (5.0 %)" in lines
+
+
+def test_incidents_are_counted_by_severity() -> None:
+    incidents = (
+        incident("StripeWebhookDown", Severity.CRITICAL, 3, None),
+        incident("PaymentFailureRateCritical", Severity.CRITICAL, 10, 9.5),
+        incident("HttpApi5xx", Severity.WARNING, 6, 5),
+        incident("GoneAlarm", None, 2, 1),
+        incident("LargeQuotaGrant", Severity.INFO, 2, None),
+    )
+    lines = render_console(build_report(healthy_day(incidents=Known(incidents)))).splitlines()
+
+    assert "  5 in the window: 2 critical, 1 warning, 1 info, 1 of unknown severity; 2 still firing" in lines
+
+
+def test_action_items_come_from_what_failed() -> None:
+    runbook = "https://runbooks.example/webhook-failures.md"
+    firing = dataclasses.replace(incident("StripeWebhookDown", Severity.CRITICAL, 3, None), runbook=runbook)
+    report = build_report(
+        healthy_day(
+            incidents=Known(
+                (
+                    firing,
+                    incident("PaymentFailureRateCritical", Severity.CRITICAL, 10, 9.5),
+                    incident("HttpApi5xx", Severity.WARNING, 6, 5),  # cleared, not critical: nothing to do
+                )
+            ),
+            webhook_p95_ms=Known(900.0),
+            webhooks_failed=Known(3.0),
+            payments_succeeded=Known(90.0),
+            payments_failed=Known(10.0),
+            drift_by_field=Known({"status": 2.0, "tier": 1.0}),
+            healed_by_field=Known({"status": 2.0}),
+            quota_resets_failed=Known(1.0),
+        )
+    )
+
+    assert report.action_items == (
+        ActionItem("StripeWebhookDown (critical) is still firing", runbook),
+        ActionItem("PaymentFailureRateCritical (critical) fired: review what happened", "runbooks/README.md"),
+        ActionItem("Webhook p95 latency missed its SLO", "runbooks/webhook-failures.md"),
+        ActionItem("Webhooks failed: 3", "runbooks/webhook-failures.md"),
+        ActionItem("Payments failed: 10.0 %, above the norm of 5 %", "runbooks/payment-failures.md"),
+        ActionItem("Reconciliation drift not healed: 1", "runbooks/reconciliation.md"),
+        ActionItem("Quota reset runs failed: 1", "runbooks/quota-reset-failure.md"),
+    )
+    assert f"  StripeWebhookDown (critical) is still firing: see {runbook}" in render_console(report)
+
+
+def test_a_day_without_failures_has_no_action_items() -> None:
+    report = build_report(healthy_day(webhooks_failed=Missing(NO_DATA)))
+
+    assert report.action_items == ()
+    assert render_console(report).endswith("Action items\n  none\n")

@@ -9,12 +9,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from billwatch.alerting.alarm_text import Severity, parse_alarm_description
+from billwatch.alerting.alarm_text import AlarmText, parse_alarm_description
 from billwatch.alerting.inputs import short_alarm_name
 from billwatch.core.metrics import SERVICE_DIMENSION, Metric
 from billwatch.core.observability import logger
 from billwatch.reporting.model import (
     NO_DATA,
+    ApiTraffic,
     Figure,
     Incident,
     Known,
@@ -61,6 +62,7 @@ METRIC_QUERIES = (
     MetricQuery("payments_failed", Metric.PAYMENT_FAILED, "Sum"),
     MetricQuery("accounts_at_limit", Metric.LIMIT_HIT, "Sum", (("Threshold", "100"),)),
     MetricQuery("reconcile_runs", Metric.RECONCILE_RUN, "Sum"),
+    MetricQuery("quota_resets_failed", Metric.QUOTA_RESET_FAILED, "Sum"),
 )
 LABELLED_QUERIES = (
     LabelledQuery("usage_by_feature", Metric.USAGE_COUNTED, "Feature"),
@@ -68,6 +70,18 @@ LABELLED_QUERIES = (
     LabelledQuery("healed_by_field", Metric.RECONCILE_HEALED, "Field"),
 )
 API_GATEWAY_NAMESPACE = "AWS/ApiGateway"
+# What HTTP APIs publish, per ApiId: (query id, metric name, stat) over the whole window.
+API_QUERIES = (
+    ("api_requests", "Count", "Sum"),
+    ("api_4xx", "4xx", "Sum"),
+    ("api_5xx", "5xx", "Sum"),
+    ("api_latency_p95", "Latency", "p95"),
+)
+# The peaks: the busiest minute's requests, and the slowest 5 minutes' p95 (a minute's p95 over a
+# handful of requests is one slow request).
+_BUSIEST_PERIOD_SECONDS = 60
+_PEAK_LATENCY_PERIOD_SECONDS = 300
+NO_API_ID = "the HTTP API's id is not configured (HTTP_API_ID)"
 _QUERIES_PER_CALL = 500  # GetMetricData's limit
 _PERCENTILE_PREFIX = "p"  # p95, p99.9
 # The probe reads the gauges every few minutes: hourly averages, the first and last of the window.
@@ -123,6 +137,7 @@ class CloudWatchReportSource:
             start=start,
             end=end,
             availability=self._availability(figures),
+            api=self._api_traffic(figures, start, end),
             **measured,
             **per_label,
             paying_at_start=paying_at_start,
@@ -208,16 +223,50 @@ class CloudWatchReportSource:
                     self._namespace, query.metric.value, "Sum", ((query.label, value),)
                 )
         if self._http_api_id:
-            for key, metric_name in (("api_requests", "Count"), ("api_5xx", "5xx")):
-                stats[key] = {
-                    "Metric": {
-                        "Namespace": API_GATEWAY_NAMESPACE,
-                        "MetricName": metric_name,
-                        "Dimensions": [{"Name": "ApiId", "Value": self._http_api_id}],
-                    },
-                    "Stat": "Sum",
-                }
+            for key, metric_name, stat in API_QUERIES:
+                stats[key] = self._api_stat(self._http_api_id, metric_name, stat)
         return stats
+
+    @staticmethod
+    def _api_stat(api_id: str, metric_name: str, stat: str) -> dict[str, Any]:
+        return {
+            "Metric": {
+                "Namespace": API_GATEWAY_NAMESPACE,
+                "MetricName": metric_name,
+                "Dimensions": [{"Name": "ApiId", "Value": api_id}],
+            },
+            "Stat": stat,
+        }
+
+    def _api_traffic(
+        self, figures: Mapping[str, Figure[float]], start: dt.datetime, end: dt.datetime
+    ) -> ApiTraffic:
+        if not self._http_api_id:
+            unknown = Missing(NO_API_ID)
+            return ApiTraffic(unknown, unknown, unknown, unknown, unknown, unknown)
+        peak_latency = {
+            **self._api_stat(self._http_api_id, "Latency", "p95"),
+            "Period": _PEAK_LATENCY_PERIOD_SECONDS,
+        }
+        peaks = _read_metric_data(
+            self._cloudwatch,
+            {"busiest": self._api_stat(self._http_api_id, "Count", "Sum"), "peak_latency": peak_latency},
+            start,
+            end,
+            _BUSIEST_PERIOD_SECONDS,
+        )
+
+        def highest(key: str) -> Figure[float]:
+            return Known(max(value for _, value in peaks[key])) if peaks[key] else Missing(NO_DATA)
+
+        return ApiTraffic(
+            requests=figures["api_requests"],
+            client_errors=figures["api_4xx"],
+            server_errors=figures["api_5xx"],
+            latency_p95_ms=figures["api_latency_p95"],
+            busiest_minute_requests=highest("busiest"),
+            peak_latency_p95_ms=highest("peak_latency"),
+        )
 
     def _metric_stat(
         self, namespace: str, metric_name: str, stat: str, labels: Iterable[tuple[str, str]]
@@ -292,12 +341,23 @@ class CloudWatchReportSource:
         alarms = self._alarms()
         transitions = self._transitions(since, end)
 
-        def severity(name: str) -> Severity | None:
+        def described(name: str) -> AlarmText | None:
             description = alarms.get(name, {}).get("AlarmDescription")
             try:
-                return parse_alarm_description(description).severity if description else None
+                return parse_alarm_description(description) if description else None
             except ValueError:
                 return None
+
+        def incident(name: str, started: dt.datetime, cleared: dt.datetime | None, before: bool) -> Incident:
+            text = described(name)
+            return Incident(
+                short_alarm_name(name),
+                text.severity if text else None,
+                started,
+                cleared,
+                before,
+                text.runbook if text else None,
+            )
 
         # A composite's building blocks notify nobody: the composite is the incident, not each of them.
         silent = {name for name, alarm in alarms.items() if not alarm.get("AlarmActions")}
@@ -313,19 +373,15 @@ class CloudWatchReportSource:
                 if new_state == _FIRING and firing_since is None:
                     firing_since, before_history = moment, False
                 elif new_state != _FIRING and firing_since is not None:
-                    incidents.append(
-                        Incident(short_alarm_name(name), severity(name), firing_since, moment, before_history)
-                    )
+                    incidents.append(incident(name, firing_since, moment, before_history))
                     firing_since = None
             if firing_since is not None:
-                incidents.append(
-                    Incident(short_alarm_name(name), severity(name), firing_since, None, before_history)
-                )
+                incidents.append(incident(name, firing_since, None, before_history))
         # An alarm that has fired since before the history read has no transition in it.
         for name, alarm in alarms.items():
             if name not in transitions and name not in silent and alarm.get("StateValue") == _FIRING:
                 fired_at = as_utc(alarm["StateUpdatedTimestamp"])
-                incidents.append(Incident(short_alarm_name(name), severity(name), fired_at, None))
+                incidents.append(incident(name, fired_at, None, False))
         return tuple(incidents)
 
 
@@ -338,7 +394,8 @@ def _read_metric_data(
 ) -> dict[str, list[tuple[dt.datetime, float]]]:
     """(period start, value) of every stat, oldest first, in as few GetMetricData calls as allowed."""
     queries = [
-        {"Id": key, "MetricStat": {**stat, "Period": period}, "ReturnData": True}
+        # A stat may carry its own Period: GetMetricData takes each query's own.
+        {"Id": key, "MetricStat": {"Period": period, **stat}, "ReturnData": True}
         for key, stat in stats.items()
     ]
     points: dict[str, list[tuple[dt.datetime, float]]] = {key: [] for key in stats}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
-from billwatch.alerting.alarm_text import Severity
+from billwatch.core.severities import Severity
 
 Value = TypeVar("Value")
 
@@ -63,6 +63,11 @@ class Incident:
     cleared_at: dt.datetime | None  # None: still firing at the window's end
     # The history read began with the alarm already firing: it started at started_at or earlier.
     started_before_history: bool = False
+    runbook: str | None = None  # from the alarm's description, when it still exists to say
+
+    @property
+    def still_firing(self) -> bool:
+        return self.cleared_at is None
 
     def duration(self, until: dt.datetime) -> dt.timedelta:
         return (self.cleared_at or until) - self.started_at
@@ -78,6 +83,18 @@ class RequestCounts:
 
 
 @dataclass(frozen=True)
+class ApiTraffic:
+    """The HTTP API's own metrics (``AWS/ApiGateway``, dimension ``ApiId``): its SLOs and its peaks."""
+
+    requests: Figure[float]
+    client_errors: Figure[float]  # 4xx
+    server_errors: Figure[float]  # 5xx
+    latency_p95_ms: Figure[float]  # over the whole window
+    busiest_minute_requests: Figure[float]
+    peak_latency_p95_ms: Figure[float]  # the highest p95 of any 5 minutes
+
+
+@dataclass(frozen=True)
 class Revenue:
     """MRR in major units of one currency, at the window's end and at its start."""
 
@@ -90,6 +107,7 @@ class ReportData:
     start: dt.datetime
     end: dt.datetime
     availability: RequestCounts
+    api: ApiTraffic
     webhooks_received: Figure[float]
     webhooks_failed: Figure[float]
     webhook_p95_ms: Figure[float]
@@ -107,6 +125,7 @@ class ReportData:
     drift_by_field: Figure[Mapping[str, float]]
     healed_by_field: Figure[Mapping[str, float]]
     reconcile_runs: Figure[float]
+    quota_resets_failed: Figure[float]
     incidents: Figure[Sequence[Incident]]
     revenue: Figure[Mapping[str, Revenue]]
 
@@ -184,6 +203,7 @@ class Business:
     churn_rate: Figure[float]  # churned / paying at the window's start
     paying_at_start: Figure[float]
     mrr: Figure[tuple[MrrChange, ...]]
+    payments_succeeded: Figure[float]
     payments_failed: Figure[float]
     payment_failure_rate: Figure[float]
     top_features: Figure[tuple[FeatureUsage, ...]]
@@ -194,6 +214,18 @@ class Business:
 class Reconciliation:
     drift_by_field: Figure[Mapping[str, float]]
     healed_by_field: Figure[Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class Performance:
+    peak_requests_per_second: Figure[float]  # the busiest minute's requests / 60
+    peak_latency_p95_ms: Figure[float]
+
+
+@dataclass(frozen=True)
+class ActionItem:
+    what: str  # what went wrong, worded for the reader
+    runbook: str  # where to start: a path under docs/runbooks, or the alarm's own runbook URL
 
 
 @dataclass(frozen=True)
@@ -221,8 +253,10 @@ class BillingReport:
     slos: tuple[Slo, ...]
     business: Business
     incidents: Figure[tuple[Incident, ...]]
+    performance: Performance
     reconciliation: Reconciliation
     health: HealthScore
+    action_items: tuple[ActionItem, ...]
     zone: dt.tzinfo = dt.UTC  # the readers' time zone: dates and times are shown in it
 
     @property

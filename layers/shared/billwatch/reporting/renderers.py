@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 from billwatch.alerting.channels.base import EmailMessage, LogRecord, WebhookDocument
 from billwatch.alerting.channels.email import SUBJECT_LIMIT
 from billwatch.alerting.text import SLACK_HEADER_LIMIT, format_number, slack_escape, slack_text, truncate
+from billwatch.core.severities import Severity
 from billwatch.reporting.model import (
+    ActionItem,
     BillingReport,
     Business,
     FeatureUsage,
@@ -26,6 +29,7 @@ from billwatch.reporting.model import (
     Known,
     Missing,
     MrrChange,
+    Performance,
     ReportPeriod,
     Slo,
     SloStatus,
@@ -56,11 +60,9 @@ def _time(moment: dt.datetime, zone: dt.tzinfo) -> str:
 
 
 def _slo_value(slo: Slo) -> str:
-    if isinstance(slo.actual, Missing):
-        return slo.actual.reason
     if slo.unit == "%":
         return _percent(slo.actual, 3)
-    return f"{format_number(round(slo.actual.value, 1))} ms"
+    return _milliseconds(slo.actual)
 
 
 def _slo_target(slo: Slo) -> str:
@@ -117,11 +119,42 @@ def _incident_line(incident: Incident, until: dt.datetime, zone: dt.tzinfo) -> s
     return f"{incident.alarm} ({severity}): {duration}, {started} to {_time(incident.cleared_at, zone)}"
 
 
+def _incident_counts(incidents: tuple[Incident, ...]) -> str:
+    """e.g. "3 in the window: 1 critical, 2 warning, 0 info; 1 still firing"."""
+    by_severity = Counter(incident.severity for incident in incidents)
+    counts = [f"{by_severity[severity]} {severity.value}" for severity in Severity]
+    if by_severity[None]:
+        counts.append(f"{by_severity[None]} of unknown severity")
+    still_firing = sum(incident.still_firing for incident in incidents)
+    return f"{len(incidents)} in the window: {', '.join(counts)}; {still_firing} still firing"
+
+
 def _incident_lines(report: BillingReport) -> list[str]:
     if isinstance(report.incidents, Missing):
         return [report.incidents.reason]
-    lines = [_incident_line(incident, report.end, report.zone) for incident in report.incidents.value]
-    return lines or ["none"]
+    if not report.incidents.value:
+        return ["none"]
+    return [
+        _incident_counts(report.incidents.value),
+        *(_incident_line(incident, report.end, report.zone) for incident in report.incidents.value),
+    ]
+
+
+def _milliseconds(figure: Figure[float]) -> str:
+    return figure.reason if isinstance(figure, Missing) else f"{format_number(round(figure.value, 1))} ms"
+
+
+def _performance_lines(performance: Performance) -> list[str]:
+    peak_rps = performance.peak_requests_per_second
+    rps = peak_rps.reason if isinstance(peak_rps, Missing) else format_number(round(peak_rps.value, 2))
+    return [
+        f"Peak requests per second: {rps} (the busiest minute's HTTP API requests / 60)",
+        f"Peak latency: {_milliseconds(performance.peak_latency_p95_ms)} (the slowest 5 minutes' p95)",
+    ]
+
+
+def _action_lines(items: tuple[ActionItem, ...]) -> list[str]:
+    return [f"{item.what}: see {item.runbook}" for item in items] or ["none"]
 
 
 def _score_text(health: HealthScore) -> str:
@@ -153,6 +186,8 @@ def _sections(report: BillingReport) -> list[tuple[str, list[str]]]:
         f"{_count(business.subscriptions_churned)} churned",
         f"Churn rate: {_churn_text(business)}",
         *(f"MRR: {line}" for line in _mrr_lines(business.mrr)),
+        # PaymentSucceeded is a count: no billwatch metric carries what was paid.
+        f"Purchases: {_count(business.payments_succeeded)} payments succeeded (amounts not measured)",
         f"Payments failed: {_count(business.payments_failed)} ({_percent(business.payment_failure_rate)})",
         f"Top features: {_features_text(business.top_features)}",
         f"Accounts at or over their limit: {_count(business.accounts_at_limit)}",
@@ -169,8 +204,10 @@ def _sections(report: BillingReport) -> list[tuple[str, list[str]]]:
         ("SLOs", slos),
         ("Business", business_lines),
         ("Incidents", _incident_lines(report)),
+        ("Performance", _performance_lines(report.performance)),
         ("Reconciliation", reconciliation),
         ("Health score", health),
+        ("Action items", _action_lines(report.action_items)),
     ]
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.text import format_number
 from billwatch.core.metrics import Metric
+from billwatch.core.severities import Severity
 from billwatch.reporting.model import (
     NO_DATA,
     NO_TRAFFIC,
+    ActionItem,
+    ApiTraffic,
     BillingReport,
     Business,
     Comparison,
@@ -22,6 +24,7 @@ from billwatch.reporting.model import (
     Known,
     Missing,
     MrrChange,
+    Performance,
     Reconciliation,
     ReportData,
     ReportPeriod,
@@ -37,7 +40,13 @@ ERROR_RATE_TARGET = 0.001
 TOP_FEATURES = 5
 
 # The health score's weights: points taken off 100 at a full miss (see docs/billing-report.md).
-SLO_WEIGHTS = {"Availability": 20.0, "Webhook p95 latency": 10.0, "Webhook error rate": 15.0}
+SLO_WEIGHTS = {
+    "Availability": 20.0,
+    "API p95 latency": 10.0,
+    "API error rate": 10.0,
+    "Webhook p95 latency": 10.0,
+    "Webhook error rate": 15.0,
+}
 INCIDENT_PENALTIES = {  # (still firing at the window's end, cleared in the window)
     Severity.CRITICAL: (15.0, 8.0),
     Severity.WARNING: (5.0, 2.0),
@@ -49,6 +58,16 @@ HEALED_DRIFT_PENALTY = 1.0
 DRIFT_PENALTY_CAP = 15.0
 PAYMENT_FAILURE_NORM = 0.05
 PAYMENT_FAILURE_WEIGHT = 15.0
+SECONDS_PER_MINUTE = 60.0
+# Where an action item sends the reader first (docs/runbooks/).
+RUNBOOK_INDEX = "runbooks/README.md"
+SLO_RUNBOOKS = {
+    "Availability": "runbooks/platform.md",
+    "API p95 latency": "runbooks/platform.md",
+    "API error rate": "runbooks/platform.md",
+    "Webhook p95 latency": "runbooks/webhook-failures.md",
+    "Webhook error rate": "runbooks/webhook-failures.md",
+}
 
 
 def _rate(numerator: Figure[float], denominator: Figure[float]) -> Figure[float]:
@@ -85,6 +104,23 @@ def _slos(data: ReportData) -> tuple[Slo, ...]:
             Comparison.AT_LEAST,
             "%",
             data.availability.basis,
+        ),
+        Slo(
+            "API p95 latency",
+            data.api.latency_p95_ms,
+            P95_TARGET_MS,
+            Comparison.AT_MOST,
+            "ms",
+            "HTTP API Latency p95",
+        ),
+        Slo(
+            "API error rate",
+            # As ScholarLink's SLO counts it: every 4xx and 5xx is an error.
+            _rate(_total(data.api.client_errors, data.api.server_errors), data.api.requests),
+            ERROR_RATE_TARGET,
+            Comparison.AT_MOST,
+            "%",
+            "HTTP API (4xx + 5xx) / Count",
         ),
         Slo(
             "Webhook p95 latency",
@@ -147,6 +183,7 @@ def _business(data: ReportData) -> Business:
         churn_rate=_churn_rate(data.subscriptions_churned, data.paying_at_start),
         paying_at_start=data.paying_at_start,
         mrr=_mrr(data.revenue),
+        payments_succeeded=data.payments_succeeded,
         payments_failed=data.payments_failed,
         payment_failure_rate=_rate(
             data.payments_failed, _total(data.payments_failed, data.payments_succeeded)
@@ -176,19 +213,26 @@ def _incident_part(incidents: Figure[tuple[Incident, ...]]) -> HealthPart:
         INCIDENT_PENALTIES[incident.severity or Severity.WARNING][0 if incident.cleared_at is None else 1]
         for incident in incidents.value
     ]
-    still_firing = sum(incident.cleared_at is None for incident in incidents.value)
+    still_firing = sum(incident.still_firing for incident in incidents.value)
     penalty = min(INCIDENT_PENALTY_CAP, sum(penalties))
     detail = f"{len(penalties)} in the window, {still_firing} still firing; cap {INCIDENT_PENALTY_CAP:g}"
     return HealthPart(name, Known(penalty), detail)
 
 
-def _drift_part(reconciliation: Reconciliation) -> HealthPart:
-    name = "Reconciliation drift"
+def _found_and_healed(reconciliation: Reconciliation) -> Figure[tuple[float, float]]:
     drift, healed = reconciliation.drift_by_field, reconciliation.healed_by_field
     if isinstance(drift, Missing):
-        return HealthPart(name, drift, "")
+        return drift
     found = sum(drift.value.values())
-    fixed = min(found, sum(healed.value.values())) if isinstance(healed, Known) else 0.0
+    return Known((found, min(found, sum(healed.value.values())) if isinstance(healed, Known) else 0.0))
+
+
+def _drift_part(reconciliation: Reconciliation) -> HealthPart:
+    name = "Reconciliation drift"
+    counts = _found_and_healed(reconciliation)
+    if isinstance(counts, Missing):
+        return HealthPart(name, counts, "")
+    found, fixed = counts.value
     penalty = min(DRIFT_PENALTY_CAP, UNHEALED_DRIFT_PENALTY * (found - fixed) + HEALED_DRIFT_PENALTY * fixed)
     detail = f"{format_number(found)} found, {format_number(fixed)} healed; cap {DRIFT_PENALTY_CAP:g}"
     return HealthPart(name, Known(penalty), detail)
@@ -244,6 +288,62 @@ def _reconciliation(data: ReportData) -> Reconciliation:
     )
 
 
+def _performance(api: ApiTraffic) -> Performance:
+    busiest = api.busiest_minute_requests
+    per_second = Known(busiest.value / SECONDS_PER_MINUTE) if isinstance(busiest, Known) else busiest
+    return Performance(per_second, api.peak_latency_p95_ms)
+
+
+def _counted(figure: Figure[float]) -> float:
+    return figure.value if isinstance(figure, Known) else 0.0
+
+
+def action_items(
+    slos: Sequence[Slo],
+    incidents: Figure[tuple[Incident, ...]],
+    data: ReportData,
+    business: Business,
+    reconciliation: Reconciliation,
+) -> tuple[ActionItem, ...]:
+    """What to look into, from what went wrong in the window: alarms that still fire or were critical,
+    missed SLOs, failed webhooks, payments and quota resets, drift left unhealed."""
+    items = []
+    if isinstance(incidents, Missing):
+        items.append(ActionItem(f"Incidents unknown: {incidents.reason}", "runbooks/platform.md"))
+    else:
+        # The ones still firing first: they are the ones to act on now.
+        for incident in sorted(incidents.value, key=lambda incident: not incident.still_firing):
+            severity = incident.severity.value if incident.severity else "unknown severity"
+            if incident.still_firing:
+                what = f"{incident.alarm} ({severity}) is still firing"
+            elif incident.severity is Severity.CRITICAL:
+                what = f"{incident.alarm} (critical) fired: review what happened"
+            else:
+                continue
+            items.append(ActionItem(what, incident.runbook or RUNBOOK_INDEX))
+    items += [
+        ActionItem(f"{slo.name} missed its SLO", SLO_RUNBOOKS[slo.name])
+        for slo in slos
+        if slo.status is SloStatus.MISSED
+    ]
+    if failed := _counted(data.webhooks_failed):
+        items.append(ActionItem(f"Webhooks failed: {format_number(failed)}", "runbooks/webhook-failures.md"))
+    rate = business.payment_failure_rate
+    if isinstance(rate, Known) and rate.value > PAYMENT_FAILURE_NORM:
+        what = (
+            f"Payments failed: {rate.value * 100:.1f} %, above the norm of {PAYMENT_FAILURE_NORM * 100:g} %"
+        )
+        items.append(ActionItem(what, "runbooks/payment-failures.md"))
+    drift = _found_and_healed(reconciliation)
+    if isinstance(drift, Known) and (unhealed := drift.value[0] - drift.value[1]):
+        what = f"Reconciliation drift not healed: {format_number(unhealed)}"
+        items.append(ActionItem(what, "runbooks/reconciliation.md"))
+    if resets_failed := _counted(data.quota_resets_failed):
+        what = f"Quota reset runs failed: {format_number(resets_failed)}"
+        items.append(ActionItem(what, "runbooks/quota-reset-failure.md"))
+    return tuple(items)
+
+
 def build_report(
     data: ReportData, period: ReportPeriod = ReportPeriod.DAILY, zone: dt.tzinfo = dt.UTC
 ) -> BillingReport:
@@ -258,7 +358,9 @@ def build_report(
         slos=slos,
         business=business,
         incidents=incidents,
+        performance=_performance(data.api),
         reconciliation=reconciliation,
         health=health_score(slos, incidents, reconciliation, business),
+        action_items=action_items(slos, incidents, data, business, reconciliation),
         zone=zone,
     )
