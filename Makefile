@@ -13,7 +13,7 @@ EVENT ?= events/customer.subscription.updated.json
 WORKERS ?= auto
 XDIST = -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv test check style lint imports types quick suite security run send bench chaos alert-test report demo clean
+.PHONY: venv test check style lint imports types quick suite security run send bench chaos alert-test report first-day demo clean
 
 $(VENV)/.installed: requirements/dev.txt layers/shared/requirements.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -119,6 +119,12 @@ alert-test: venv
 # The billing report of the last 24 hours (PERIOD=weekly: 7 days) from what `make run` has seen.
 report: venv
 	$(PY) -m devtools.report --url http://127.0.0.1:$(PORT) $(if $(PERIOD),--period $(PERIOD))
+
+# ScholarLink's first-day checklist (docs/first-day.md) over the last hour (MINUTES=): STACK=<deployed
+# stack>, or the stack of `make run` with MOTO=<the moto endpoint its banner prints>.
+first-day: venv
+	$(PY) -m devtools.first_day $(if $(STACK),--stack $(STACK),--local http://127.0.0.1:$(PORT) $(if $(MOTO),--moto $(MOTO))) \
+	  $(if $(MINUTES),--minutes $(MINUTES))
 
 # A day of Stripe traffic through every function on its own local stack (HOURS=4: the same story in
 # 4 hours), then what happened; the functions' logs go to a file it names.
