@@ -22,8 +22,8 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.inputs import Alert, AlertStatus
+from billwatch.core.severities import Severity
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,10 @@ def alert_receivers() -> Iterator[AlertReceivers]:
 
 
 ALARM_ARN = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:billwatch-prod-HighWebhookFailureRate"
+BILLING_DASHBOARD_URL = (
+    "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
+    "#dashboards/dashboard/billwatch-prod-billing"
+)
 
 
 def alarm_alert(**changes: Any) -> Alert:
@@ -159,12 +163,14 @@ def alarm_alert(**changes: Any) -> Alert:
         "runbook": "https://example.com/runbooks/webhook-failures.md",
         "console_url": "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
         "#alarmsV2:alarm/billwatch-prod-HighWebhookFailureRate",
+        "dashboard_url": BILLING_DASHBOARD_URL,
     }
     return Alert(**{**fields, **changes})
 
 
 def usage_alert(**changes: Any) -> Alert:
-    """A business alert: an account crossed 95 % of a quota; no console page, no runbook."""
+    """A business alert as its event reads: an account crossed 95 % of a quota; no console page, and
+    no dashboard or runbook until the dispatcher links them (billwatch.alerting.links)."""
     fields: dict[str, Any] = {
         "fingerprint": "usage#acct_42#api_calls#95#2025-03-01",
         "name": "UsageThresholdCrossed",

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import html
+
 import pytest
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.channels.email import email_message, email_subject
 from billwatch.alerting.channels.facts import evaluation_text
 from billwatch.alerting.channels.pagerduty import (
@@ -13,7 +14,8 @@ from billwatch.alerting.channels.pagerduty import (
 from billwatch.alerting.channels.slack import slack_message
 from billwatch.alerting.channels.webhook import notification_id, webhook_payload
 from billwatch.alerting.inputs import AlertStatus, Notification, NotificationKind
-from tests.alert_receivers import ALARM_ARN, alarm_alert, usage_alert
+from billwatch.core.severities import Severity
+from tests.alert_receivers import ALARM_ARN, BILLING_DASHBOARD_URL, alarm_alert, usage_alert
 
 FIRING, REPEAT, RESOLVED, TEST = (
     NotificationKind.FIRING,
@@ -88,6 +90,7 @@ def test_a_firing_slack_message_has_header_fields_reason_links_and_a_text_fallba
     assert links == (
         "<https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
         "#alarmsV2:alarm/billwatch-prod-HighWebhookFailureRate|CloudWatch alarm>"
+        f" · <{BILLING_DASHBOARD_URL}|Dashboard>"
         " · <https://example.com/runbooks/webhook-failures.md|Runbook>"
     )
     assert labels == "group=webhook-failures, source=cloudwatch"
@@ -120,7 +123,7 @@ def test_a_resolved_slack_message_says_when_it_resolved() -> None:
     assert "*Resolved at*\n<!date^1740824400^{date_short_pretty} {time}|2025-03-01T10:20:00.000Z>" in fields
 
 
-def test_a_business_alert_in_slack_shows_its_account_and_no_links() -> None:
+def test_a_business_alert_in_slack_shows_its_account_and_no_links_when_none_are_known() -> None:
     message = slack_message(Notification(usage_alert(), FIRING, "billing-team"))
     assert "*Value*\n950 &gt;= 950 (threshold)" in _fields(message)
     assert _context(message) == [
@@ -194,6 +197,7 @@ def test_the_email_text_body_lists_every_known_fact_and_link() -> None:
         "Receiver:         oncall-critical",
         "CloudWatch alarm: https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
         "#alarmsV2:alarm/billwatch-prod-HighWebhookFailureRate",
+        f"Dashboard:        {BILLING_DASHBOARD_URL}",
         "Runbook:          https://example.com/runbooks/webhook-failures.md",
         "",
         "-- billwatch alert dispatch",
@@ -216,11 +220,12 @@ def test_the_email_html_body_escapes_everything_it_quotes() -> None:
     assert "<td>a &amp; b</td>" in message.html
     assert "account_id=&quot;&gt;&lt;img&gt;" in message.html
     assert '<a href="https://example.com/runbooks/webhook-failures.md">Runbook</a>' in message.html
+    assert f'<a href="{html.escape(BILLING_DASHBOARD_URL)}">Dashboard</a>' in message.html
     assert "<script>alert(1)</script>" in message.text
 
 
 def test_only_web_links_become_links() -> None:
-    message = email_message(notify(runbook="javascript:alert(1)"))
+    message = email_message(notify(runbook="javascript:alert(1)", dashboard_url="javascript:alert(2)"))
     assert "javascript:" not in message.html
     assert "javascript:" not in message.text
 
@@ -239,6 +244,7 @@ def test_a_pagerduty_trigger_carries_the_whole_alert_and_its_links() -> None:
         "client_url": alarm_alert().console_url,
         "links": [
             {"href": alarm_alert().console_url, "text": "CloudWatch alarm"},
+            {"href": BILLING_DASHBOARD_URL, "text": "Dashboard"},
             {"href": "https://example.com/runbooks/webhook-failures.md", "text": "Runbook"},
         ],
     }
@@ -286,7 +292,7 @@ def test_a_long_pagerduty_summary_is_cut_to_1024_characters() -> None:
     assert summary == "HighWebhookFailureRate: " + "x" * (1024 - 25) + "…"
 
 
-def test_a_pagerduty_test_says_so_and_a_business_alert_has_no_links() -> None:
+def test_a_pagerduty_test_says_so_and_an_alert_without_links_has_none() -> None:
     assert pagerduty_event(notify(TEST))["payload"]["summary"].startswith("TEST: HighWebhookFailureRate")
     event = pagerduty_event(Notification(usage_alert(), FIRING, "billing-team"))
     assert event["links"] == []
@@ -297,8 +303,14 @@ def test_a_pagerduty_test_says_so_and_a_business_alert_has_no_links() -> None:
 # --- generic webhook
 
 
+LICENSING_DASHBOARD_URL = BILLING_DASHBOARD_URL.replace("-billing", "-licensing")
+
+
 def test_the_webhook_payload_follows_schema_version_1() -> None:
-    notification = Notification(usage_alert(), REPEAT, "billing-team")
+    alert = usage_alert(
+        runbook="https://example.com/runbooks/licensing.md", dashboard_url=LICENSING_DASHBOARD_URL
+    )
+    notification = Notification(alert, REPEAT, "billing-team")
     assert webhook_payload(notification) == {
         "version": "1",
         "id": notification_id(notification),
@@ -323,8 +335,9 @@ def test_the_webhook_payload_follows_schema_version_1() -> None:
             "threshold": 950.0,
             "comparison": "GreaterThanOrEqualToThreshold",
             "evaluation": "950 >= 950 (threshold)",
-            "runbook": None,
+            "runbook": "https://example.com/runbooks/licensing.md",
             "console_url": None,
+            "dashboard_url": LICENSING_DASHBOARD_URL,
         },
     }
 

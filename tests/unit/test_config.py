@@ -6,7 +6,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import stripe
 
-from billwatch.core.config import STRIPE_RETRY_WINDOW_SECONDS, ConfigError, load_settings
+from billwatch.core.config import (
+    STRIPE_RETRY_WINDOW_SECONDS,
+    ConfigError,
+    Dashboards,
+    load_alert_settings,
+    load_settings,
+)
 
 BASE = {"BILLING_TABLE_NAME": "billing", "IDEMPOTENCY_TABLE_NAME": "idem", "STRIPE_WEBHOOK_SECRET": "whsec_a"}
 
@@ -77,3 +83,43 @@ def test_by_default_business_hours_are_weekdays_nine_to_six_in_new_york() -> Non
     friday_four = dt.datetime(2026, 12, 11, 16, 0, tzinfo=new_york).timestamp()
     next_monday_ten = dt.datetime(2026, 12, 14, 10, 0, tzinfo=new_york).timestamp()
     assert hours.seconds_between(friday_four, next_monday_ten) == 3 * 3600
+
+
+ALERTS = {
+    "ALERT_STATE_TABLE_NAME": "alerts",
+    "AWS_REGION": "eu-west-1",
+    "BILLING_DASHBOARD_NAME": "billwatch-prod-billing",
+    "LICENSING_DASHBOARD_NAME": "billwatch-prod-licensing",
+    "RUNBOOK_BASE_URL": "https://example.com/runbooks/",
+}
+
+
+def test_the_alert_links_come_from_the_dashboard_names_the_region_and_the_runbook_base_url() -> None:
+    settings = load_alert_settings(ALERTS)
+    assert settings.dashboards == Dashboards(
+        "eu-west-1", "billwatch-prod-billing", "billwatch-prod-licensing"
+    )
+    assert settings.runbook_base_url == "https://example.com/runbooks"
+
+
+def test_without_dashboard_names_or_runbook_base_url_notices_link_neither() -> None:
+    settings = load_alert_settings({"ALERT_STATE_TABLE_NAME": "alerts"})
+    assert settings.dashboards is None and settings.runbook_base_url is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"BILLING_DASHBOARD_NAME": "billwatch prod/billing"}, "BILLING_DASHBOARD_NAME"),
+        ({"LICENSING_DASHBOARD_NAME": "x" * 256}, "LICENSING_DASHBOARD_NAME"),
+        ({"LICENSING_DASHBOARD_NAME": ""}, "LICENSING_DASHBOARD_NAME is required"),
+        ({"BILLING_DASHBOARD_NAME": " "}, "BILLING_DASHBOARD_NAME is required"),
+        ({"AWS_REGION": "Ireland"}, "AWS_REGION"),
+        ({"AWS_REGION": ""}, "AWS_REGION"),
+        ({"RUNBOOK_BASE_URL": "http://example.com/runbooks"}, "RUNBOOK_BASE_URL"),
+        ({"RUNBOOK_BASE_URL": "https://example.com/run books"}, "RUNBOOK_BASE_URL"),
+    ],
+)
+def test_a_bad_alert_link_setting_is_refused_at_load_naming_it(changes: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_alert_settings({**ALERTS, **changes})

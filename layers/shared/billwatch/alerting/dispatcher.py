@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.channels.base import Channel, DeliveryFailed
 from billwatch.alerting.channels.factory import build_channel
 from billwatch.alerting.channels.notification import NotificationContent
@@ -43,6 +42,7 @@ from billwatch.alerting.config import (
     parse_routing_config,
 )
 from billwatch.alerting.inputs import Alert, AlertStatus, Notification, NotificationKind
+from billwatch.alerting.links import AlertLinks
 from billwatch.alerting.store import (
     AdminAction,
     AlertStore,
@@ -57,6 +57,7 @@ from billwatch.core.config import AlertSettings, Settings
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import bind_alert_table
 from billwatch.core.observability import logger
+from billwatch.core.severities import Severity
 
 
 class AlertInProgress(Exception):
@@ -156,8 +157,10 @@ class AlertDispatcher:
         dead_letter: Callable[[dict[str, Any]], None],
         clock: Callable[[], float],
         alarm_states: Callable[[list[str]], Mapping[str, str]] | None = None,
+        links: AlertLinks | None = None,
     ) -> None:
         self._config = config
+        self._links = links or AlertLinks()
         self.store = store
         self._channel_for = channel_for
         self._retry = retry
@@ -278,6 +281,7 @@ class AlertDispatcher:
 
     def _deliver(self, notification: Notification) -> None:
         """All the receiver's channels; a critical alert's failures go to its fallback, the rest to DLQ."""
+        notification = dataclasses.replace(notification, alert=self._links.added_to(notification.alert))
         receiver = self._config.receivers[notification.receiver]
         failures: list[DeliveryFailed] = []
         for index, channel_config in enumerate(receiver.channels):
@@ -461,7 +465,7 @@ class AlertDispatcher:
         )
 
     def _alert_view(self, stored: StoredAlert) -> dict[str, Any]:
-        alert = stored.alert
+        alert = self._links.added_to(stored.alert)
         receivers = self._config.receivers
         return {
             "id": alert_id(alert.fingerprint),
@@ -609,4 +613,5 @@ def build_alert_dispatcher(
         dead_letter=SqsDeadLetters(alert_settings.dlq_url),
         clock=time.time,
         alarm_states=cloudwatch_alarm_states,
+        links=AlertLinks(alert_settings.dashboards, alert_settings.runbook_base_url),
     )

@@ -46,8 +46,12 @@ def labels_text(labels: Mapping[str, str]) -> str:
 
 
 def message_links(alert: Alert) -> list[tuple[str, str]]:
-    """(text, url) of the alarm's console page and its runbook, those that are web links."""
-    candidates = [("CloudWatch alarm", alert.console_url), ("Runbook", alert.runbook)]
+    """(text, url) of the alarm's console page, the dashboard and the runbook, those that are web links."""
+    candidates = [
+        ("CloudWatch alarm", alert.console_url),
+        ("Dashboard", alert.dashboard_url),
+        ("Runbook", alert.runbook),
+    ]
     return [(text, url) for text, url in candidates if url and urlsplit(url).scheme in ("https", "http")]
 
 

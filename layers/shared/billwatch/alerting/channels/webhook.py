@@ -55,6 +55,7 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "evaluation": evaluation_text(alert),
         "runbook": alert.runbook,
         "console_url": alert.console_url,
+        "dashboard_url": alert.dashboard_url,
     }
 
 
