@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.core.config import ConfigError
+from billwatch.core.severities import Severity
 
 SHIPPED_ROUTES = Path(__file__).with_name("alert_routes.json")
 _MATCHER = re.compile(r"^(?P<label>[A-Za-z_][A-Za-z0-9_]*)(?P<op>=~|!~|!=|=)(?P<value>.*)$")

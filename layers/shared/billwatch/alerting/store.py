@@ -22,11 +22,11 @@ from typing import Any, cast
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.config import Matcher, matches_all
 from billwatch.alerting.inputs import Alert, AlertStatus
 from billwatch.core.dynamo import CONDITION_FAILED, error_code
 from billwatch.core.models import AlertRecord, BrokenChannel, NotificationRecord, SilenceRecord
+from billwatch.core.severities import Severity
 
 RETENTION_SECONDS = 30 * 86400  # resolved alerts and notification records are kept this long
 LEASE_SECONDS = 120  # longer than a delivery with its retries takes
@@ -41,7 +41,7 @@ def alert_from_json(text: str) -> Alert:
     return Alert(**{**raw, "severity": Severity(raw["severity"]), "status": AlertStatus(raw["status"])})
 
 
-_ALERT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_ALERT_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class MalformedAlertId(ValueError):
@@ -54,18 +54,17 @@ def alert_id(fingerprint: str) -> str:
     return base64.urlsafe_b64encode(fingerprint.encode()).decode().rstrip("=")
 
 
-def fingerprint_of(alert_id_: str) -> str:
-    padded = alert_id_ + "=" * (-len(alert_id_) % 4)
-    try:
-        if not _ALERT_ID.match(alert_id_):
-            raise ValueError
-        fingerprint = base64.urlsafe_b64decode(padded).decode()
-    except (ValueError, binascii.Error):
-        raise MalformedAlertId(
-            f"{alert_id_!r} is not an alert id (ids come from GET /admin/alerts)"
-        ) from None
-    if alert_id(fingerprint) != alert_id_:  # another spelling of the same bytes is not an id we gave out
-        raise MalformedAlertId(f"{alert_id_!r} is not an alert id (ids come from GET /admin/alerts)")
+def fingerprint_of(id_: str) -> str:
+    """The fingerprint whose ``alert_id`` this is."""
+    fingerprint = None
+    if _ALERT_ID.fullmatch(id_):
+        try:
+            fingerprint = base64.urlsafe_b64decode(id_ + "=" * (-len(id_) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            fingerprint = None
+    # Another spelling of the same bytes (other trailing bits) is no id that was given out.
+    if fingerprint is None or alert_id(fingerprint) != id_:
+        raise MalformedAlertId(f"{id_!r} is not an alert id (ids come from GET /admin/alerts)")
     return fingerprint
 
 

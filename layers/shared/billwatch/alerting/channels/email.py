@@ -6,7 +6,6 @@ import html
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.channels.base import (
     DELIVERED,
     Answer,
@@ -21,6 +20,7 @@ from billwatch.alerting.channels.retry import ATTEMPT_TIMEOUT_SECONDS
 from billwatch.alerting.config import EmailChannelConfig
 from billwatch.alerting.inputs import Notification, NotificationKind
 from billwatch.alerting.text import truncate
+from billwatch.core.severities import Severity
 
 _SUBJECT_PREFIXES = {
     Severity.CRITICAL: "CRITICAL BILLING ALERT",

@@ -6,13 +6,13 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.channels.base import Answer, Channel, Content, read_secret
 from billwatch.alerting.channels.facts import evaluation_text, message_links, state_text
 from billwatch.alerting.channels.http import json_body, post_json
 from billwatch.alerting.config import PagerDutyChannelConfig
 from billwatch.alerting.inputs import Notification, NotificationKind
 from billwatch.alerting.text import truncate
+from billwatch.core.severities import Severity
 
 PAGERDUTY_SUMMARY_LIMIT = 1024
 _SEVERITY = {Severity.CRITICAL: "critical", Severity.WARNING: "warning", Severity.INFO: "info"}

@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from billwatch.alerting.alarm_text import Severity
 from billwatch.alerting.channels.base import Answer, Channel, Content, read_secret
 from billwatch.alerting.channels.facts import STATE_WORDS, evaluation_text, labels_text, message_links
 from billwatch.alerting.channels.http import json_body, post_json
@@ -19,6 +18,7 @@ from billwatch.alerting.text import (
     slack_text,
     truncate,
 )
+from billwatch.core.severities import Severity
 
 _SEVERITY_EMOJI = {
     Severity.CRITICAL: ":rotating_light:",
