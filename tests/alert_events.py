@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from billwatch.alerting.config import SHIPPED_ROUTES
 from billwatch.core.severities import DEFAULT_SEVERITIES, usage_alert
 from tests.alert_receivers import AlertReceivers
 from tests.scenarios import ADMIN_ROLE
@@ -193,13 +194,8 @@ def routes_to(receivers: AlertReceivers) -> dict[str, Any]:
             "billing": {"channels": [{**hook, "url": receivers.url("/billing")}]},
             "customers": {"channels": [{"type": "slack", "webhook_url_secret": "slack_customers"}]},
         },
-        "inhibit_rules": [
-            {
-                "source_matchers": ["severity=critical"],
-                "target_matchers": ["severity=~warning|info"],
-                "equal": ["group"],
-            }
-        ],
+        # The shipped inhibitions, so that the tests hold the rules operators get.
+        "inhibit_rules": json.loads(SHIPPED_ROUTES.read_text())["inhibit_rules"],
     }
 
 

@@ -534,11 +534,14 @@ class LocalEmulator:
     ) -> None:
         """What API Gateway counts of a request, and, for the webhooks, the event and its outcome."""
         if self.metrics is not None:
-            dimensions = {"ApiId": self.api_id}
-            self.metrics.put("AWS/ApiGateway", "Count", dimensions, 1, "Count")
-            self.metrics.put("AWS/ApiGateway", "4xx", dimensions, int(400 <= status < 500), "Count")
-            self.metrics.put("AWS/ApiGateway", "5xx", dimensions, int(status >= 500), "Count")
-            self.metrics.put("AWS/ApiGateway", "Latency", dimensions, elapsed_ms, "Milliseconds")
+            api = {"ApiId": self.api_id}
+            # With DetailedMetricsEnabled (template.yaml), each route's too.
+            by_route = {**api, "Stage": "$default", "Method": route.method, "Resource": route.path}
+            for dimensions in (api, by_route):
+                self.metrics.put("AWS/ApiGateway", "Count", dimensions, 1, "Count")
+                self.metrics.put("AWS/ApiGateway", "4xx", dimensions, int(400 <= status < 500), "Count")
+                self.metrics.put("AWS/ApiGateway", "5xx", dimensions, int(status >= 500), "Count")
+                self.metrics.put("AWS/ApiGateway", "Latency", dimensions, elapsed_ms, "Milliseconds")
         self.requests.append(
             {
                 "at": self.clock.now(),
@@ -567,7 +570,9 @@ class LocalEmulator:
         from billwatch.reporting.scoring import build_report
 
         report_period = ReportPeriod(period)
-        source = CloudWatchReportSource(self._cloudwatch, METRICS_NAMESPACE, stage=self.stage)
+        source = CloudWatchReportSource(
+            self._cloudwatch, METRICS_NAMESPACE, stage=self.stage, http_api_id=self.api_id
+        )
         # moto cuts the window to whole seconds, end excluded: ending at the next second takes in
         # what a request emitted a moment ago.
         now = datetime.fromtimestamp(self.clock.now(), UTC).replace(microsecond=0) + timedelta(seconds=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -29,22 +30,91 @@ from devtools.template import (
     resources_of_type,
 )
 
-# The monitoring plans' alert rules (../shared/seeds), with the severity each was given.
-SEED_ALARMS = {
-    "HighWebhookFailureRate": Severity.CRITICAL,
-    "StripeWebhookFailureRateHigh": Severity.WARNING,
-    "StripeWebhookProcessingDurationHigh": Severity.WARNING,
-    "StripeWebhooksStalled": Severity.INFO,
-    "StripeWebhookDown": Severity.CRITICAL,
-    "PaymentFailureRateHigh": Severity.WARNING,
-    "PaymentFailureRateCritical": Severity.CRITICAL,
-    "SubscriptionCancellationRateHigh": Severity.WARNING,
-    "QuotaResetFailure": Severity.WARNING,
-    "HighQuotaDenialRate": Severity.WARNING,
-    "StripeAPIErrorRate": Severity.WARNING,
-    "UnauthorizedAdminAccess": Severity.WARNING,
-    "WebhookSignatureFailuresSpike": Severity.WARNING,
-}
+
+@dataclass(frozen=True)
+class SeedRule:
+    """One alert rule of a monitoring plan (../shared/seeds), as the plan wrote it.
+
+    ``threshold`` is in the alarm's own unit (%, ms, count), None where the plan gave none or the
+    alarm cannot hold one as a number (a composite, an anomaly band, a probe's 0/1 verdict);
+    ``window`` is how long the condition must hold, in seconds (period x periods).
+    """
+
+    seed: str
+    rule: str
+    alarm: str
+    threshold: float | None
+    window: int | None
+    severity: Severity
+
+
+H, M = 3600, 60
+# The plans' "high" pages, so it is critical here (billwatch.core.severities).
+SEED_RULES = [
+    # 000: Phase 1 monitoring plan
+    SeedRule("000", "StripeWebhookDown", "StripeWebhookDown", None, 5 * M, Severity.CRITICAL),
+    SeedRule("000", "HighWebhookFailureRate", "HighWebhookFailureRate", 5, 10 * M, Severity.CRITICAL),
+    # No connection pool here: the tables answering at all is what the probe checks.
+    SeedRule("000", "DatabaseConnectionPoolExhausted", "BillingDatabaseDown", None, 1 * M, Severity.CRITICAL),
+    SeedRule("000", "QuotaResetFailure", "QuotaResetFailure", None, None, Severity.WARNING),
+    SeedRule("000", "HighQuotaDenialRate", "HighQuotaDenialRate", 20, 15 * M, Severity.WARNING),
+    SeedRule("000", "StripeAPIErrorRate", "StripeAPIErrorRate", 5, 1 * H, Severity.WARNING),
+    SeedRule("000", "Unauthorized Admin Access", "UnauthorizedAdminAccess", 0, 5 * M, Severity.WARNING),
+    # 001 and 002: RSOLV's Prometheus rules, after its consolidation review
+    SeedRule("001", "BillingPaymentFailureRateHigh", "PaymentFailureRateHigh", 10, 15 * M, Severity.WARNING),
+    SeedRule(
+        "001",
+        "BillingPaymentFailureRateCritical",
+        "PaymentFailureRateCritical",
+        25,
+        10 * M,
+        Severity.CRITICAL,
+    ),
+    SeedRule(
+        "001", "StripeWebhookFailureRateHigh", "StripeWebhookFailureRateHigh", 10, 15 * M, Severity.WARNING
+    ),
+    SeedRule(
+        "001",
+        "StripeWebhookProcessingDurationHigh",
+        "StripeWebhookProcessingDurationHigh",
+        1000,
+        20 * M,
+        Severity.WARNING,
+    ),
+    SeedRule("001", "StripeWebhooksStalled", "StripeWebhooksStalled", None, None, Severity.INFO),
+    SeedRule(
+        "001",
+        "SubscriptionCancellationRateHigh",
+        "SubscriptionCancellationRateHigh",
+        10,
+        1 * H,
+        Severity.WARNING,
+    ),
+    SeedRule("001", "BillingCreditGrantAnomalyDetected", "LargeQuotaGrant", 1000, 5 * M, Severity.INFO),
+    SeedRule("001", "API p95 < 200 ms (baseline)", "LicensingApiLatencyHigh", 200, 15 * M, Severity.WARNING),
+    # 003: ScholarLink's first 24 hours
+    SeedRule("003", "BillingHighErrorRate", "BillingHighErrorRate", 1, 5 * M, Severity.CRITICAL),
+    SeedRule("003", "StripeWebhookFailures", "StripeWebhookFailures", 5, 5 * M, Severity.CRITICAL),
+    SeedRule("003", "BillingDatabaseDown", "BillingDatabaseDown", None, 1 * M, Severity.CRITICAL),
+    SeedRule("003", "BillingHighLatency", "BillingHighLatency", 1000, 5 * M, Severity.WARNING),
+    SeedRule(
+        "003",
+        "Webhook latency > 3 seconds consistently",
+        "StripeWebhookLatencyHigh",
+        3000,
+        15 * M,
+        Severity.WARNING,
+    ),
+    # An increase above a fixed number of credits an hour: here, usage above its anomaly band.
+    SeedRule("003", "UnusualCreditActivity", "QuotaUsageSpike", None, None, Severity.WARNING),
+    # 004: Thorbis
+    SeedRule(
+        "004", "Stripe connectivity lost", "StripeApiHealthCheckFailing", None, 5 * M, Severity.CRITICAL
+    ),
+    SeedRule(
+        "004", "Cost Spike: 150 % of the previous period", "QuotaUsageSpike", None, None, Severity.WARNING
+    ),
+]
 
 # The plans' numbers, as the parameters' defaults.
 SEED_DEFAULTS = {
@@ -112,8 +182,25 @@ def _children(composites: dict[str, dict[str, Any]]) -> set[str]:
 # ------------------------------------------------------------------ every alarm
 
 
-def test_the_seed_alarms_exist_with_their_severities(alarms: dict[str, dict[str, Any]]) -> None:
-    assert {name: _severity(alarms[name]) for name in SEED_ALARMS if name in alarms} == SEED_ALARMS
+def _window(props: dict[str, Any], composites: dict[str, dict[str, Any]], alarms: dict[str, Any]) -> int:
+    """How long the alarm's condition must hold; a composite's, its shortest child's."""
+    if "AlarmRule" in props:
+        return min(_window(alarms[child], composites, alarms) for child in _children({"": props}))
+    stats = _metric_stats(props)
+    period = stats[0]["Period"] if stats else props["Period"]
+    return int(period) * int(props.get("DatapointsToAlarm", props["EvaluationPeriods"]))
+
+
+@pytest.mark.parametrize("rule", SEED_RULES, ids=[f"{r.seed}-{r.rule}" for r in SEED_RULES])
+def test_every_seed_rule_is_an_alarm_with_its_threshold_window_and_severity(
+    alarms: dict[str, dict[str, Any]], composites: dict[str, dict[str, Any]], rule: SeedRule
+) -> None:
+    props = alarms[rule.alarm]
+    assert _severity(props) is rule.severity
+    if rule.threshold is not None:
+        assert float(props["Threshold"]) == rule.threshold
+    if rule.window is not None:
+        assert _window(props, composites, alarms) == rule.window
 
 
 def test_every_alarm_is_named_for_its_stage_and_says_severity_summary_and_runbook(
@@ -240,9 +327,16 @@ def test_every_function_has_an_errors_and_a_throttles_alarm(
         assert {("Errors", function), ("Throttles", function)} <= watched, function
 
 
-def _dimension_values(props: dict[str, Any], namespace: str) -> set[str]:
+def _dimension_values(props: dict[str, Any], namespace: str, name: str | None = None) -> set[str]:
+    """The values of the alarm's dimensions in the namespace (only those called ``name``, if given)."""
     stats = [s["Metric"] for s in _metric_stats(props)] or [props]
-    return {d["Value"] for m in stats if m.get("Namespace") == namespace for d in m.get("Dimensions", [])}
+    return {
+        d["Value"]
+        for m in stats
+        if m.get("Namespace") == namespace
+        for d in m.get("Dimensions", [])
+        if name is None or d["Name"] == name
+    }
 
 
 def test_every_table_queue_topic_and_the_api_are_watched(
@@ -254,7 +348,9 @@ def test_every_table_queue_topic_and_the_api_are_watched(
     assert watched("AWS/DynamoDB") == set(resources_of_type(template, TABLE_TYPE))
     assert watched("AWS/SQS") == {f"{q}.QueueName" for q in resources_of_type(template, "AWS::SQS::Queue")}
     assert watched("AWS/SNS") == {f"{t}.TopicName" for t in TOPIC_OF_SEVERITY.values()}
-    assert watched("AWS/ApiGateway") == {"HttpApi"}
+    assert {
+        value for props in alarms.values() for value in _dimension_values(props, "AWS/ApiGateway", "ApiId")
+    } == {"HttpApi"}
 
 
 def test_the_dead_mans_switch_pages_on_two_missed_runs(

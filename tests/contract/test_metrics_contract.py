@@ -25,7 +25,13 @@ from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
 from billwatch.core.models import BillingAccount
 from billwatch.licensing.service import Licensing
 from devtools import stripe_events as se
-from devtools.template import ALARM_TYPE, DASHBOARD_TYPE, parameter_values, resolved_properties
+from devtools.template import (
+    ALARM_TYPE,
+    DASHBOARD_TYPE,
+    parameter_values,
+    resolved_properties,
+    resources_of_type,
+)
 from tests.alert_events import alarm_message, dispatcher_environment, sns_event
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
 from tests.scenarios import OUTSIDER, DynamoDBOutage, Scenario
@@ -36,7 +42,7 @@ Dimensions = frozenset[tuple[str, str | None]]  # None: any value (a SEARCH over
 # AWS's metrics that alarms may read, and the resource type each dimension must name.
 AWS_METRICS: dict[str, tuple[set[str], dict[str, str]]] = {
     "AWS/Lambda": ({"Errors", "Throttles"}, {"FunctionName": "AWS::Serverless::Function"}),
-    "AWS/ApiGateway": ({"5xx", "4xx"}, {"ApiId": "AWS::Serverless::HttpApi"}),
+    "AWS/ApiGateway": ({"5xx", "4xx", "Count", "Latency"}, {"ApiId": "AWS::Serverless::HttpApi"}),
     "AWS/DynamoDB": ({"ReadThrottleEvents", "WriteThrottleEvents"}, {"TableName": "AWS::DynamoDB::Table"}),
     "AWS/SQS": ({"ApproximateNumberOfMessagesVisible"}, {"QueueName": "AWS::SQS::Queue"}),
     "AWS/SNS": ({"NumberOfNotificationsFailed"}, {"TopicName": "AWS::SNS::Topic"}),
@@ -281,16 +287,43 @@ def _matches(reference: Reference, emitted: Emitted) -> bool:
     )
 
 
+def _http_api_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
+    """(method, path) of every HttpApi route: what API Gateway's per-route metrics are named by."""
+    return {
+        (event["Properties"]["Method"], event["Properties"]["Path"])
+        for function in resources_of_type(template, "AWS::Serverless::Function").values()
+        for event in (function["Properties"].get("Events") or {}).values()
+        if event["Type"] == "HttpApi"
+    }
+
+
+def _route_dimension_problems(ref: Reference, routes: set[tuple[str, str]]) -> list[str]:
+    """A per-route reference (ApiId, Stage, Method, Resource) must name the $default stage and a route."""
+    dimensions = dict(ref.dimensions)
+    if not {"Stage", "Method", "Resource"} & dimensions.keys():
+        return []
+    route = (dimensions.get("Method"), dimensions.get("Resource"))
+    if dimensions.get("Stage") != "$default" or route not in routes:
+        stage = dimensions.get("Stage")
+        return [f"{ref.where}: {ref.name} of {route} on stage {stage} is no route of the API"]
+    return []
+
+
 def mismatches(template: dict[str, Any], emitted: set[Emitted]) -> list[str]:
     own_namespace = parameter_values(template)["MetricsNamespace"]
     resources = template["Resources"]
+    routes = _http_api_routes(template)
     problems = []
     for ref in template_references(template):
         if ref.namespace in AWS_METRICS:
             names, dimension_types = AWS_METRICS[ref.namespace]
             if ref.name not in names:
                 problems.append(f"{ref.where}: {ref.namespace} has no metric {ref.name} we alarm on")
+            if ref.namespace == "AWS/ApiGateway":
+                problems += _route_dimension_problems(ref, routes)
             for name, value in ref.dimensions:
+                if ref.namespace == "AWS/ApiGateway" and name in ("Stage", "Method", "Resource"):
+                    continue
                 wanted = dimension_types.get(name)
                 target = resources.get((value or "").split(".")[0], {}).get("Type")
                 if wanted is None or target != wanted:

@@ -118,6 +118,20 @@ def test_high_webhook_failure_rate_is_more_than_5_percent_over_10_minutes(
     assert "StripeWebhookFailureRateHigh" not in alarms  # 6 % is below its 10 %
 
 
+@covers("StripeWebhookFailures")
+@pytest.mark.parametrize(("failing", "fires"), [(2, True), (1, False)])  # of 25 in 5 minutes: 8 % or 4 %
+def test_stripe_webhook_failures_is_more_than_5_percent_over_5_minutes(
+    definitions, scenario, outage, failing: int, fires: bool
+) -> None:
+    """ScholarLink: StripeWebhookFailures, > 5 % for 5 minutes, high."""
+    healthy_history(scenario, outage, 10, 5)
+    moments = every_minute(5, 5)
+    webhooks(scenario, outage, moments, spread(failing, 25))
+    webhooks(scenario, outage, every_minute(10, 5, start=T0 + 5 * MINUTE), set())
+    alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
+    assert ("StripeWebhookFailures" in alarms) is fires
+
+
 @pytest.mark.parametrize(
     ("total", "failing", "fires"),
     [
@@ -566,6 +580,80 @@ def test_alert_input_rejected_is_any_record_the_dispatcher_cannot_read(
 # ------------------------------------------------------------------ platform
 
 
+# ------------------------------------------------------------------ the HTTP API's SLOs
+
+API = {"ApiId": "HttpApi"}
+WEBHOOK_ROUTE = {**API, "Stage": "$default", "Method": "POST", "Resource": "/webhooks/stripe"}
+USAGE_ROUTE = {**API, "Stage": "$default", "Method": "POST", "Resource": "/v1/accounts/{account_id}/usage"}
+
+
+def api_traffic(scenario: Scenario, minutes: int, per_minute: int, failing: set[int]) -> None:
+    """API Gateway's per-minute Count and 5xx for the API from T0, after as much steady traffic
+    before; request n answers 5xx if n is in ``failing``."""
+    count, errors = (
+        MetricKey.of("AWS/ApiGateway", "Count", **API),
+        MetricKey.of("AWS/ApiGateway", "5xx", **API),
+    )
+    for minute in range(-minutes, minutes):
+        moment = T0 + minute * MINUTE + 1
+        requests = range(minute * per_minute, (minute + 1) * per_minute)
+        scenario.store.put(count, moment, per_minute)
+        scenario.store.put(errors, moment, sum(1 for n in requests if n in failing))
+
+
+@covers("BillingHighErrorRate")
+@pytest.mark.parametrize(
+    ("per_minute", "failing", "fires"),
+    [
+        pytest.param(20, {45, 55}, True, id="2-of-100-is-over-1-percent"),
+        pytest.param(40, {100}, False, id="1-of-200-is-half-a-percent"),
+        pytest.param(1, {0, 1, 2, 3, 4}, True, id="5-of-5-on-a-quiet-api"),
+        pytest.param(1, {0}, False, id="a-one-off-on-a-quiet-api"),
+    ],
+)
+def test_the_api_answering_5xx_to_more_than_1_percent_pages(
+    definitions, scenario, per_minute: int, failing: set[int], fires: bool
+) -> None:
+    """ScholarLink: BillingHighErrorRate, > 1 % for 5 minutes, high."""
+    api_traffic(scenario, 10, per_minute, failing)
+    assert ("BillingHighErrorRate" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
+def latencies(scenario: Scenario, dimensions: dict[str, str], minutes: range, slow_ms: float) -> None:
+    """20 requests a minute; in the ``minutes`` given, 2 of each 20 take ``slow_ms`` (p95 is slow)."""
+    key = MetricKey.of("AWS/ApiGateway", "Latency", **dimensions)
+    for minute in range(20):
+        for n in range(20):
+            slow = minute in minutes and n < 2
+            scenario.store.put(key, T0 + minute * MINUTE + 1 + n, slow_ms if slow else 40)
+
+
+@covers("BillingHighLatency")
+@pytest.mark.parametrize(("slow_ms", "fires"), [(1200, True), (900, False)])
+def test_an_api_p95_over_1_second_warns(definitions, scenario, slow_ms: float, fires: bool) -> None:
+    latencies(scenario, API, range(5, 10), slow_ms)
+    assert ("BillingHighLatency" in fired(definitions, scenario, T0, T0 + 20 * MINUTE)) is fires
+
+
+@covers("StripeWebhookLatencyHigh", "LicensingApiLatencyHigh")
+@pytest.mark.parametrize(
+    ("alarm", "route", "slow_ms", "slow_minutes", "fires"),
+    [
+        ("StripeWebhookLatencyHigh", WEBHOOK_ROUTE, 3500, range(0, 15), True),
+        ("StripeWebhookLatencyHigh", WEBHOOK_ROUTE, 3500, range(0, 5), False),  # one period, not 3
+        ("StripeWebhookLatencyHigh", WEBHOOK_ROUTE, 2500, range(0, 15), False),
+        ("LicensingApiLatencyHigh", USAGE_ROUTE, 250, range(0, 15), True),
+        ("LicensingApiLatencyHigh", USAGE_ROUTE, 150, range(0, 15), False),
+    ],
+)
+def test_a_route_slow_for_15_minutes_warns(
+    definitions, scenario, alarm: str, route: dict[str, str], slow_ms: float, slow_minutes: range, fires: bool
+) -> None:
+    """ScholarLink's webhook latency > 3 s consistently; RSOLV's licensing API p95 < 200 ms."""
+    latencies(scenario, route, slow_minutes, slow_ms)
+    assert (alarm in fired(definitions, scenario, T0, T0 + 20 * MINUTE)) is fires
+
+
 AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
     **{
         f"{function}Lambda{metric}": ("AWS/Lambda", metric, {"FunctionName": f"{function}Function"})
@@ -622,7 +710,15 @@ def test_every_platform_alarm_has_a_scenario(definitions) -> None:
             if "MetricStat" in q
         )
     }
-    assert aws_alarms == set(AWS_METRIC_OF_ALARM)
+    # The API's SLO alarms read rates and percentiles of API Gateway's metrics: scenarios of their own.
+    slo_alarms = {
+        "BillingHighErrorRate",
+        "BillingHighLatency",
+        "StripeWebhookLatencyHigh",
+        "LicensingApiLatencyHigh",
+    }
+    assert aws_alarms == set(AWS_METRIC_OF_ALARM) | slo_alarms
+    assert slo_alarms <= COVERED
 
 
 @pytest.mark.parametrize("alarm", sorted(AWS_METRIC_OF_ALARM))

@@ -304,6 +304,16 @@ def test_a_critical_alarm_holds_the_warnings_and_infos_of_its_group(dispatch, me
     assert any("StripeWebhooksStalled" in json.dumps(r.json) for r in dispatch.receivers.requests("/slack"))
 
 
+def test_scholarlinks_5_minute_webhook_rule_holds_seed_000s_10_minute_page(dispatch, metrics) -> None:
+    """Both rules page on the same failures; whoever was paged by the first is not paged again."""
+    alarm_in_cloudwatch("StripeWebhookFailures", "ALARM")
+    dispatch(sns_event(alarm_message("StripeWebhookFailures", "ALARM", T0)))
+    dispatch.at(T0 + 300)(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0 + 300)))
+    paged = [json.dumps(r.json) for r in dispatch.receivers.requests("/pagerduty")]
+    assert len(paged) == 1 and "StripeWebhookFailures" in paged[0]
+    assert metrics.total("AlertSuppressed", Reason="inhibited") == 1
+
+
 def admin(dispatch: Dispatch, method: str, path: str, body: Any = None, caller: str = ADMIN_CALLER) -> Any:
     result = dispatch(iam_api_event(method, path, body, caller))
     return result["statusCode"], json.loads(result["body"]) if result.get("body") else None
