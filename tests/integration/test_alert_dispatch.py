@@ -27,7 +27,7 @@ from tests.alert_events import (
     usage_event,
 )
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
-from tests.scenarios import ADMIN_CALLER, OUTSIDER, iam_api_event
+from tests.scenarios import ADMIN_CALLER, OUTSIDER, DynamoDBOutage, iam_api_event
 from tests.support import Clock, LambdaContext, load_handler
 
 T0 = 1_796_137_200  # Tuesday 2026-12-01 15:00 UTC
@@ -312,6 +312,40 @@ def test_scholarlinks_5_minute_webhook_rule_holds_seed_000s_10_minute_page(dispa
     paged = [json.dumps(r.json) for r in dispatch.receivers.requests("/pagerduty")]
     assert len(paged) == 1 and "StripeWebhookFailures" in paged[0]
     assert metrics.total("AlertSuppressed", Reason="inhibited") == 1
+
+
+def test_an_outage_of_the_alert_store_pages_once_and_records_the_alert_when_it_is_back(
+    dispatch, monkeypatch
+) -> None:
+    """DynamoDB down is also when the alarms about it fire: the page goes out without the store."""
+    outage = DynamoDBOutage(monkeypatch, {"PutItem", "UpdateItem"})
+    firing = sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0))
+    with outage.during():
+        for _attempt in range(2):  # Lambda retries a failed SNS invocation
+            with pytest.raises(RuntimeError, match="could not be dispatched"):
+                dispatch(firing)
+    assert len(dispatch.receivers.requests("/pagerduty")) == 1
+    dispatch(firing)  # the retry once DynamoDB answers again: recorded, not sent twice
+    assert len(dispatch.receivers.requests("/pagerduty")) == 1
+    status, listed = admin(dispatch, "GET", "/admin/alerts")
+    assert status == 200 and [alert["name"] for alert in listed["alerts"]] == ["HighWebhookFailureRate"]
+    assert listed["alerts"][0]["notified"][0]["receiver"] == "oncall"
+    dispatch.at(T0 + 600)(sns_event(alarm_message("HighWebhookFailureRate", "OK", T0 + 600)))
+    resolved = [r.json for r in dispatch.receivers.requests("/pagerduty")][1]
+    assert resolved["event_action"] == "resolve"
+
+
+def test_an_alert_paged_while_the_store_was_down_is_resolved_though_never_recorded(
+    dispatch, monkeypatch
+) -> None:
+    """Every retry of the firing fell in the outage (the input went to the DLQ): the OK that comes
+    after it still tells whoever was paged."""
+    outage = DynamoDBOutage(monkeypatch, {"PutItem", "UpdateItem"})
+    with outage.during(), pytest.raises(RuntimeError):
+        dispatch(sns_event(alarm_message("HighWebhookFailureRate", "ALARM", T0)))
+    dispatch.at(T0 + 600)(sns_event(alarm_message("HighWebhookFailureRate", "OK", T0 + 600)))
+    actions = [r.json["event_action"] for r in dispatch.receivers.requests("/pagerduty")]
+    assert actions == ["trigger", "resolve"]
 
 
 def admin(dispatch: Dispatch, method: str, path: str, body: Any = None, caller: str = ADMIN_CALLER) -> Any:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pynamodb.exceptions import PynamoDBException
+
 from billwatch.alerting.channels.base import Channel, DeliveryFailed
 from billwatch.alerting.channels.factory import build_channel
 from billwatch.alerting.channels.notification import NotificationContent
@@ -54,6 +56,7 @@ from billwatch.alerting.store import (
 )
 from billwatch.core.access import record_refusal
 from billwatch.core.config import AlertSettings, Settings
+from billwatch.core.dynamo import StoreUnavailable, store_failure
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import bind_alert_table
 from billwatch.core.observability import logger
@@ -169,6 +172,8 @@ class AlertDispatcher:
         self.clock = clock
         self._alarm_states = alarm_states
         self._broken: set[tuple[str, int]] | None = None  # (receiver, channel index), read once
+        # (fingerprint, version) of alerts sent while the store could not record them.
+        self._sent_unrecorded: set[tuple[str, str]] = set()
         self._inhibit_rules = [
             (
                 tuple(Matcher.parse(m) for m in rule.source_matchers),
@@ -195,10 +200,35 @@ class AlertDispatcher:
     def dispatch(self, alert: Alert) -> Outcome:
         """One alert state change, as it arrived (perhaps again)."""
         now = int(self.clock())
-        if self.store.record(alert, now) is Recorded.OLDER:
+        try:
+            recorded = self.store.record(alert, now)
+        except PynamoDBException as failure:
+            if not isinstance(store_failure(failure), StoreUnavailable):
+                raise
+            self._announce_unrecorded(alert)
+            raise  # the input's retry records the state once the store answers again
+        if recorded is Recorded.OLDER:
             self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP
         return self._announce(alert, now)
+
+    def _announce_unrecorded(self, alert: Alert) -> None:
+        """A firing alert the store cannot take (DynamoDB throttled or down: perhaps the very outage
+        the alert is about) still reaches its receivers, without deduplication, silences or
+        inhibitions, which all live in the store: a page twice rather than none. Once per container:
+        the input's retries in this container find it sent (``_notify``)."""
+        if (
+            alert.status is not AlertStatus.FIRING
+            or (alert.fingerprint, alert.version) in self._sent_unrecorded
+        ):
+            return
+        logger.warning(
+            "The alert store is unavailable: sending the alert without deduplication",
+            extra={"alert": alert.name, "fingerprint": alert.fingerprint},
+        )
+        for match in self._routes(alert):
+            self._deliver(Notification(alert, NotificationKind.FIRING, match.receiver), channel_state=False)
+        self._sent_unrecorded.add((alert.fingerprint, alert.version))
 
     def _announce(self, alert: Alert, now: int) -> Outcome:
         """Tells the alert's receivers about its recorded state, unless a silence or inhibition holds it."""
@@ -262,7 +292,12 @@ class AlertDispatcher:
         self, alert: Alert, match: RouteMatch, kind: NotificationKind, repeat_after: int | None, now: int
     ) -> Outcome:
         if alert.status is AlertStatus.RESOLVED and not (
-            match.send_resolved and self.store.told_firing(alert.fingerprint, match.receiver)
+            match.send_resolved
+            and (
+                self.store.told_firing(alert.fingerprint, match.receiver)
+                # Paged while the store was down, so nothing recorded the page; this container knows.
+                or any(fingerprint == alert.fingerprint for fingerprint, _ in self._sent_unrecorded)
+            )
         ):
             return Outcome.NOTHING_TO_SEND
         if not self.store.claim(alert.fingerprint, match.receiver, alert.version, now, repeat_after):
@@ -271,21 +306,24 @@ class AlertDispatcher:
             if repeat_after is None:  # a repeat that is not due yet is no duplicate
                 self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP
-        try:
-            self._deliver(Notification(alert, kind, match.receiver))
-        except Exception:
-            self.store.release(alert.fingerprint, match.receiver)  # the input's retry may try again
-            raise
+        if (alert.fingerprint, alert.version) not in self._sent_unrecorded:
+            try:
+                self._deliver(Notification(alert, kind, match.receiver))
+            except Exception:
+                self.store.release(alert.fingerprint, match.receiver)  # the input's retry may try again
+                raise
         self.store.sent(alert.fingerprint, match.receiver, alert.version, alert.status, now)
         return Outcome.NOTIFIED
 
-    def _deliver(self, notification: Notification) -> None:
-        """All the receiver's channels; a critical alert's failures go to its fallback, the rest to DLQ."""
+    def _deliver(self, notification: Notification, channel_state: bool = True) -> None:
+        """All the receiver's channels; a critical alert's failures go to its fallback, the rest to DLQ.
+
+        ``channel_state``: whether to read and keep which channels are broken (in the store)."""
         notification = dataclasses.replace(notification, alert=self._links.added_to(notification.alert))
         receiver = self._config.receivers[notification.receiver]
         failures: list[DeliveryFailed] = []
         for index, channel_config in enumerate(receiver.channels):
-            failure = self._send(notification, channel_config, index)
+            failure = self._send(notification, channel_config, index if channel_state else None)
             if failure is not None:
                 failures.append(failure)
         if not failures:
