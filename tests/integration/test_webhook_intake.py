@@ -402,6 +402,11 @@ def test_invoice_payment_failed_and_first_invoice_is_not_a_renewal(webhooks, met
     state = account("acct_1")
     assert (state.last_invoice_id, state.last_payment_status) == ("in_2", "failed")
     assert metrics.total("PaymentFailed") == 1 and metrics.total("PaymentSucceeded") == 1
+    # What was paid, in major units per currency (ScholarLink's purchases in money); a failure paid nothing.
+    assert metrics.total("PaymentAmount", Currency="USD") == 20.0
+    yen = se.invoice(id="in_3", customer="cus_1", amount_due=5000, currency="jpy")
+    webhooks.post(se.event("invoice.paid", yen, created=NOW + 3))
+    assert metrics.total("PaymentAmount", Currency="JPY") == 5000.0  # JPY has no minor unit
 
 
 def test_checkout_funnel(webhooks, metrics) -> None:

@@ -64,6 +64,7 @@ def healthy_day(**changes: object) -> ReportData:
         subscriptions_churned=Known(2.0),
         paying_at_start=Known(400.0),
         payments_succeeded=Known(95.0),
+        paid_by_currency=Known({"USD": 1900.0, "EUR": 250.5}),
         payments_failed=Known(5.0),
         usage_by_feature=Known({"api_calls": 900.0, "exports": 40.0}),
         accounts_at_limit=Known(3.0),
@@ -90,6 +91,7 @@ def no_data_day() -> ReportData:
         "subscriptions_churned",
         "paying_at_start",
         "payments_succeeded",
+        "paid_by_currency",
         "payments_failed",
         "usage_by_feature",
         "accounts_at_limit",
@@ -479,10 +481,10 @@ def test_the_performance_section_shows_the_peaks() -> None:
     assert "  Peak latency: 480 ms (the slowest 5 minutes' p95)" in lines
 
 
-def test_purchases_are_counted_and_their_amounts_said_to_be_unmeasured() -> None:
+def test_purchases_are_counted_and_totalled_in_money_per_currency() -> None:
     lines = render_console(build_report(healthy_day())).splitlines()
 
-    assert "  Purchases: 95 payments succeeded (amounts not measured)" in lines
+    assert "  Purchases: 95 payments succeeded, EUR 250.50, USD 1,900.00" in lines
     assert "  Payments failed: 5 (5.0 %)" in lines
 
 

@@ -81,6 +81,9 @@ def effect_facts(event: Mapping[str, Any], parsed: ParsedEvent, now: float) -> d
         facts["invoice"] = {
             name: invoice.get(name) for name in ("id", "amount_due", "currency", "attempt_count")
         }
+    elif parsed.type == "invoice.paid":  # amount and currency validated by stripe_events
+        invoice = event["data"]["object"]
+        facts["paid"] = {name: invoice.get(name) for name in ("amount_paid", "currency")}
     return facts
 
 
@@ -131,6 +134,14 @@ class BusinessEffects:
             effects.metrics.extend(self._subscription_movement(facts, after, prior, account_id))
         if event_type == "invoice.payment_failed" and account_id:
             effects.events.append(self._failed_payment(facts, account_id))
+        paid = facts.get("paid") or {}
+        if isinstance(paid.get("amount_paid"), int) and isinstance(paid.get("currency"), str):
+            from billwatch.billing.revenue import major_units  # paid invoices only, off the cold path
+
+            amount = float(major_units(paid["amount_paid"], paid["currency"]))
+            effects.metrics.append(
+                MetricPoint(Metric.PAYMENT_AMOUNT, amount, {"Currency": paid["currency"].upper()})
+            )
         return effects
 
     def _subscription_movement(

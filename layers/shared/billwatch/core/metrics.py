@@ -34,6 +34,7 @@ class Metric(StrEnum):
     SUBSCRIPTION_CANCELED = "SubscriptionCanceled"
     PAYMENT_SUCCEEDED = "PaymentSucceeded"
     PAYMENT_FAILED = "PaymentFailed"
+    PAYMENT_AMOUNT = "PaymentAmount"
     CHECKOUT_COMPLETED = "CheckoutCompleted"
     CHECKOUT_EXPIRED = "CheckoutExpired"
     QUOTA_CHECK = "QuotaCheck"
@@ -107,6 +108,8 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.SUBSCRIPTION_CANCELED: MetricDefinition(MetricUnit.Count, ("Tier",)),
     Metric.PAYMENT_SUCCEEDED: MetricDefinition(MetricUnit.Count),
     Metric.PAYMENT_FAILED: MetricDefinition(MetricUnit.Count),
+    # A paid invoice's amount in major units of its currency (amounts of two currencies never add up).
+    Metric.PAYMENT_AMOUNT: MetricDefinition(MetricUnit.NoUnit, ("Currency",)),
     Metric.CHECKOUT_COMPLETED: MetricDefinition(MetricUnit.Count),
     Metric.CHECKOUT_EXPIRED: MetricDefinition(MetricUnit.Count),
     Metric.QUOTA_CHECK: MetricDefinition(MetricUnit.Count, ("Feature", "Result"), (("Result",),)),

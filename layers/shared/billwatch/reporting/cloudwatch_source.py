@@ -66,6 +66,7 @@ METRIC_QUERIES = (
 )
 LABELLED_QUERIES = (
     LabelledQuery("usage_by_feature", Metric.USAGE_COUNTED, "Feature"),
+    LabelledQuery("paid_by_currency", Metric.PAYMENT_AMOUNT, "Currency"),
     LabelledQuery("drift_by_field", Metric.RECONCILE_DRIFT, "Field"),
     LabelledQuery("healed_by_field", Metric.RECONCILE_HEALED, "Field"),
 )

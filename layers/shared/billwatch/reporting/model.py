@@ -121,6 +121,7 @@ class ReportData:
     payments_succeeded: Figure[float]
     payments_failed: Figure[float]
     usage_by_feature: Figure[Mapping[str, float]]
+    paid_by_currency: Figure[Mapping[str, float]]  # major units per currency
     accounts_at_limit: Figure[float]
     drift_by_field: Figure[Mapping[str, float]]
     healed_by_field: Figure[Mapping[str, float]]
@@ -204,6 +205,7 @@ class Business:
     paying_at_start: Figure[float]
     mrr: Figure[tuple[MrrChange, ...]]
     payments_succeeded: Figure[float]
+    paid_by_currency: Figure[Mapping[str, float]]
     payments_failed: Figure[float]
     payment_failure_rate: Figure[float]
     top_features: Figure[tuple[FeatureUsage, ...]]

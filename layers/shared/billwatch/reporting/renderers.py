@@ -90,6 +90,14 @@ def _mrr_lines(mrr: Figure[tuple[MrrChange, ...]]) -> list[str]:
     return [mrr_line(change) for change in mrr.value] or ["none"]
 
 
+def _paid_text(paid: Figure[Mapping[str, float]]) -> str:
+    """What the paid invoices came to, per currency (ScholarLink's total purchases in money)."""
+    if isinstance(paid, Missing):
+        return f"amount: {paid.reason}"
+    totals = [f"{currency.upper()} {format_money(amount)}" for currency, amount in sorted(paid.value.items())]
+    return ", ".join(totals) or "nothing paid"
+
+
 def _features_text(top: Figure[tuple[FeatureUsage, ...]]) -> str:
     if isinstance(top, Missing):
         return top.reason
@@ -186,8 +194,8 @@ def _sections(report: BillingReport) -> list[tuple[str, list[str]]]:
         f"{_count(business.subscriptions_churned)} churned",
         f"Churn rate: {_churn_text(business)}",
         *(f"MRR: {line}" for line in _mrr_lines(business.mrr)),
-        # PaymentSucceeded is a count: no billwatch metric carries what was paid.
-        f"Purchases: {_count(business.payments_succeeded)} payments succeeded (amounts not measured)",
+        f"Purchases: {_count(business.payments_succeeded)} payments succeeded, "
+        f"{_paid_text(business.paid_by_currency)}",
         f"Payments failed: {_count(business.payments_failed)} ({_percent(business.payment_failure_rate)})",
         f"Top features: {_features_text(business.top_features)}",
         f"Accounts at or over their limit: {_count(business.accounts_at_limit)}",

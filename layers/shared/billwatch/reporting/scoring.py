@@ -184,6 +184,7 @@ def _business(data: ReportData) -> Business:
         paying_at_start=data.paying_at_start,
         mrr=_mrr(data.revenue),
         payments_succeeded=data.payments_succeeded,
+        paid_by_currency=data.paid_by_currency,
         payments_failed=data.payments_failed,
         payment_failure_rate=_rate(
             data.payments_failed, _total(data.payments_failed, data.payments_succeeded)
