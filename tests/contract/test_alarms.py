@@ -409,6 +409,15 @@ def test_no_widget_hides_another(template: dict[str, Any], dashboard: str) -> No
         assert widget["x"] + widget["width"] <= 24, f"{dashboard}: {name!r} is wider than the grid"
 
 
+@pytest.mark.parametrize(("stripe_key", "unseen"), [("", True), ("arn:aws:secretsmanager:x", False)])
+def test_the_billing_dashboard_says_what_goes_unseen_without_a_stripe_key(
+    template: dict[str, Any], stripe_key: str, unseen: bool
+) -> None:
+    body = resolved_properties(template, DASHBOARD_TYPE, {"StripeApiKeySecretArn": stripe_key})
+    text = json.loads(body["BillingDashboard"]["DashboardBody"])["widgets"][0]["properties"]["markdown"]
+    assert ("StripeWebhookDown" in text and "cannot fire" in text) is unseen
+
+
 def test_the_billing_dashboard_shows_what_operators_watch(template: dict[str, Any]) -> None:
     widgets = _widgets(template, "BillingDashboard")
     titles = _titles(widgets)
