@@ -323,16 +323,23 @@ def _version(python: str) -> str:
 
 # What the first invocation of a new container costs, import included: the handler's first answer
 # against the least any DynamoDB handler pays (import boto3, one client, one request).
-_FIRST_EVENT = """
-import json, sys, time
-_event = json.loads(sys.stdin.read())
+# The Lambda context a child's handler gets (a format string: {function}).
+_CONTEXT = """
 class _Context:
     function_name = {function!r}
     memory_limit_in_mb = 512
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + {function!r}
-    aws_request_id = "bench-first-event"
+    aws_request_id = "bench"
     def get_remaining_time_in_millis(self):
         return 15000
+"""
+_FIRST_EVENT = (
+    """
+import json, sys, time
+_event = json.loads(sys.stdin.read())
+"""
+    + _CONTEXT
+    + """
 _t0 = time.perf_counter()
 import {module}
 _t1 = time.perf_counter()
@@ -342,6 +349,7 @@ _t2 = time.perf_counter()
 print({mark!r} + json.dumps({{"seconds": _t2 - _t0, "import_seconds": _t1 - _t0, "answer": _answer,
     "requests": _wire}}))
 """
+)
 
 _FLOOR = """
 import json, sys, time
@@ -378,20 +386,18 @@ botocore.endpoint.Endpoint._send = _timed_send
 
 
 # A warm container answering the events that set up the rounds' accounts, untimed.
-_SEED = """
+_SEED = (
+    """
 import json, sys
 _events = json.loads(sys.stdin.read())
-class _Context:
-    function_name = {function!r}
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + {function!r}
-    aws_request_id = "bench-seed"
-    def get_remaining_time_in_millis(self):
-        return 15000
+"""
+    + _CONTEXT
+    + """
 import {module}
 _answers = [{module}.{handler}(_event, _Context()) for _event in _events]
 print({mark!r} + json.dumps({{"answers": _answers}}))
 """
+)
 
 
 @dataclass
