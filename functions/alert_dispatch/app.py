@@ -175,7 +175,7 @@ def _from_records(event: dict[str, Any]) -> dict[str, Any]:
     """Each record on its own: an unreadable or failing one never holds back the others."""
     counts = {"records": 0, "dispatched": 0, "rejected": 0, "failed": 0}
     failed = []
-    for record in read_records(event, settings.business_severities):
+    for record in read_records(event, settings.severities):
         counts["records"] += 1
         if record.problem is not None:
             counts["rejected"] += 1

@@ -13,7 +13,7 @@ from billwatch.core.severities import (
     parse_severities,
     usage_alert,
 )
-from tests.alert_events import sns_event, usage_event
+from tests.alert_events import alarm_message, sns_event, usage_event
 
 T0 = 1_796_137_200
 ENV = {"BILLING_TABLE_NAME": "billing", "IDEMPOTENCY_TABLE_NAME": "idempotency"}
@@ -40,7 +40,8 @@ def test_overrides_change_only_what_they_name() -> None:
 @pytest.mark.parametrize(
     ("raw", "named"),
     [
-        ("usage_90=info", "'usage_90' is not one of"),
+        ("usage_90=info", "'usage_90' is neither one of"),
+        ("largeQuotaGrant=info", "'largeQuotaGrant' is neither one of"),
         ("usage_80=high", "the severity of usage_80 must be one of"),
         ("usage_80", "'usage_80' is not name=severity"),
     ],
@@ -49,6 +50,20 @@ def test_a_bad_override_is_refused_at_load_naming_the_setting(raw: str, named: s
     with pytest.raises(ConfigError) as refused:
         load_settings({**ENV, "ALERT_SEVERITIES": raw}, webhook_secret=False)
     assert str(refused.value).startswith("ALERT_SEVERITIES: ") and named in str(refused.value)
+
+
+def test_an_alarm_named_in_the_setting_is_told_with_that_severity() -> None:
+    configured = parse_severities("LargeQuotaGrant=warning", "ALERT_SEVERITIES")
+    grant = alarm_message("LargeQuotaGrant", "ALARM", T0, severity="info", runbook="licensing")
+    other = alarm_message("HighQuotaDenialRate", "ALARM", T0, severity="warning", runbook="licensing")
+    (named,), (unnamed,) = (
+        read_records(sns_event(grant), configured),
+        read_records(sns_event(other), configured),
+    )
+    assert named.alert is not None and named.alert.severity is Severity.WARNING
+    assert unnamed.alert is not None and unnamed.alert.severity is Severity.WARNING  # its template default
+    (default,) = read_records(sns_event(grant))
+    assert default.alert is not None and default.alert.severity is Severity.INFO
 
 
 def test_an_alert_takes_the_severity_its_producer_stamped() -> None:

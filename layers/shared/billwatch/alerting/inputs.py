@@ -174,6 +174,7 @@ def _alarm_alert(
     reason_data: Any,
     threshold: Any,
     comparison: Any,
+    severities: Mapping[str, Severity],
 ) -> Alert | None:
     status = _ALARM_STATUS.get(state)
     if status is None:
@@ -184,7 +185,7 @@ def _alarm_alert(
     return Alert(
         fingerprint=alarm_arn,
         name=name,
-        severity=text.severity,
+        severity=severities.get(name, text.severity),  # ALERT_SEVERITIES may name the alarm
         status=status,
         summary=text.summary,
         reason=reason,
@@ -199,7 +200,9 @@ def _alarm_alert(
     )
 
 
-def from_sns_alarm(message: Mapping[str, Any]) -> Alert | None:
+def from_sns_alarm(
+    message: Mapping[str, Any], severities: Mapping[str, Severity] = DEFAULT_SEVERITIES
+) -> Alert | None:
     """A CloudWatch alarm notification as SNS delivers it (the Message, parsed)."""
     alarm_name = _text(message, "AlarmName", "")
     trigger = _mapping(message.get("Trigger"))
@@ -213,6 +216,7 @@ def from_sns_alarm(message: Mapping[str, Any]) -> Alert | None:
         reason_data=message.get("NewStateReasonData"),
         threshold=trigger.get("Threshold"),
         comparison=trigger.get("ComparisonOperator"),
+        severities=severities,
     )
 
 
@@ -243,7 +247,9 @@ def _optional(read: Callable[[], Any]) -> Any:
         return None
 
 
-def from_alarm_event(event: Mapping[str, Any]) -> Alert | None:
+def from_alarm_event(
+    event: Mapping[str, Any], severities: Mapping[str, Severity] = DEFAULT_SEVERITIES
+) -> Alert | None:
     """CloudWatch's direct alarm-to-Lambda invocation (``source: aws.cloudwatch``)."""
     alarm = CloudWatchAlarmEvent(dict(event))
     data = _object(lambda: alarm.alarm_data, "alarmData")
@@ -263,12 +269,11 @@ def from_alarm_event(event: Mapping[str, Any]) -> Alert | None:
         reason_data=_optional(lambda: state.reason_data),
         threshold=None,
         comparison=None,
+        severities=severities,
     )
 
 
-def _severity(
-    event: Mapping[str, Any], alert: BusinessAlert, severities: Mapping[BusinessAlert, Severity]
-) -> Severity:
+def _severity(event: Mapping[str, Any], alert: BusinessAlert, severities: Mapping[str, Severity]) -> Severity:
     """The severity the producer stamped on the event from the same configuration
     (billwatch.core.severities), or, on an event without one, the configured one."""
     stamped = event.get("severity")
@@ -276,7 +281,7 @@ def _severity(
 
 
 def from_usage_event(
-    event: Mapping[str, Any], severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES
+    event: Mapping[str, Any], severities: Mapping[str, Severity] = DEFAULT_SEVERITIES
 ) -> Alert:
     """A usage threshold event from licensing (billwatch.licensing.usage_events)."""
     account = _text(event, "account_id", "")
@@ -305,7 +310,7 @@ def from_usage_event(
 
 
 def from_payment_event(
-    event: Mapping[str, Any], severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES
+    event: Mapping[str, Any], severities: Mapping[str, Severity] = DEFAULT_SEVERITIES
 ) -> Alert:
     """A failed payment for an account, from the webhook intake (billwatch.licensing.usage_events)."""
     account = _text(event, "account_id", "")
@@ -328,7 +333,7 @@ def from_payment_event(
     )
 
 
-def _from_sns_record(record: SNSEventRecord, severities: Mapping[BusinessAlert, Severity]) -> Alert | None:
+def _from_sns_record(record: SNSEventRecord, severities: Mapping[str, Severity]) -> Alert | None:
     text = _optional(lambda: record.sns.message)
     if not isinstance(text, str):
         raise MalformedAlertInput("Sns.Message is missing or not a string")
@@ -339,7 +344,7 @@ def _from_sns_record(record: SNSEventRecord, severities: Mapping[BusinessAlert, 
     if not isinstance(message, Mapping):
         raise MalformedAlertInput("Sns.Message is not a JSON object")
     if "AlarmName" in message:
-        return from_sns_alarm(message)
+        return from_sns_alarm(message, severities)
     if message.get("type") == USAGE_EVENT_TYPE:
         return from_usage_event(message, severities)
     if message.get("type") == PAYMENT_FAILED_EVENT_TYPE:
@@ -360,7 +365,7 @@ class ReadRecord:
 
 
 def read_records(
-    event: Mapping[str, Any], severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES
+    event: Mapping[str, Any], severities: Mapping[str, Severity] = DEFAULT_SEVERITIES
 ) -> list[ReadRecord]:
     """Every record of an SNS delivery, or the one alarm of a direct alarm invocation; business
     events get the configured severities."""
@@ -373,7 +378,7 @@ def read_records(
     for record in records:
         try:
             if isinstance(record, Mapping) and record.get("source") == "aws.cloudwatch":
-                alert = from_alarm_event(record)
+                alert = from_alarm_event(record, severities)
             elif isinstance(record, Mapping) and isinstance(record.get("Sns"), Mapping):
                 alert = _from_sns_record(SNSEventRecord(dict(record)), severities)
             else:

@@ -397,6 +397,6 @@ def build_webhook_intake(settings: Settings) -> WebhookIntake:
             metrics,
             payment_event_publisher(settings.billing_events_topic_arn),
             usage_event_publisher(settings.usage_events_topic_arn),
-            severities=settings.business_severities,
+            severities=settings.severities,
         ),
     )

@@ -99,7 +99,7 @@ class BusinessEffects:
         billing_events: BusinessEventPublisher,
         usage_events: BusinessEventPublisher,
         clock: Callable[[], float] = time.time,
-        severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES,
+        severities: Mapping[str, Severity] = DEFAULT_SEVERITIES,
     ) -> None:
         self._catalog = catalog
         self._metrics = metrics

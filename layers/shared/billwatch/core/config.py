@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billwatch.core.business_hours import BusinessHours, BusinessHoursError, parse_business_hours
-from billwatch.core.severities import BusinessAlert, SeveritiesError, Severity, parse_severities
+from billwatch.core.severities import SeveritiesError, Severity, parse_severities
 
 # Stripe retries a failed webhook delivery for up to three days in live mode; an idempotency
 # record that expired earlier would let a late retry apply the event a second time.
@@ -56,7 +56,7 @@ class Settings:
     health_probe_interval_seconds: int
     webhook_dlq_url: str | None
     quota_reset_dlq_url: str | None
-    business_severities: Mapping[BusinessAlert, Severity]
+    severities: Mapping[str, Severity]
 
     @property
     def stripe_api_configured(self) -> bool:
@@ -101,7 +101,7 @@ def _role_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return arns
 
 
-def _severities(env: Mapping[str, str], name: str) -> Mapping[BusinessAlert, Severity]:
+def _severities(env: Mapping[str, str], name: str) -> Mapping[str, Severity]:
     try:
         return parse_severities(_optional(env, name), name)
     except SeveritiesError as error:
@@ -190,7 +190,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         * _integer(env, "HEALTH_PROBE_INTERVAL_MINUTES", default=1, minimum=1),
         webhook_dlq_url=_optional(env, "WEBHOOK_DLQ_URL"),
         quota_reset_dlq_url=_optional(env, "QUOTA_RESET_DLQ_URL"),
-        business_severities=_severities(env, "ALERT_SEVERITIES"),
+        severities=_severities(env, "ALERT_SEVERITIES"),
     )
     sources = [
         name

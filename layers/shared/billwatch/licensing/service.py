@@ -42,7 +42,7 @@ from billwatch.core.models import (
     usage_grant,
 )
 from billwatch.core.observability import logger
-from billwatch.core.severities import DEFAULT_SEVERITIES, BusinessAlert, Severity, usage_alert
+from billwatch.core.severities import DEFAULT_SEVERITIES, Severity, usage_alert
 from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
 from billwatch.licensing.quota_policy import (
     LIMIT_HIT_THRESHOLDS,
@@ -88,7 +88,7 @@ class Licensing:
         clock: Callable[[], float] = time.time,
         idempotency_ttl_seconds: int = 24 * 3600,
         usage_events: BusinessEventPublisher | None = None,
-        severities: Mapping[BusinessAlert, Severity] = DEFAULT_SEVERITIES,
+        severities: Mapping[str, Severity] = DEFAULT_SEVERITIES,
     ):
         self._catalog = catalog
         self.policy = QuotaPolicy(catalog)
@@ -431,5 +431,5 @@ def build_licensing(settings: Settings) -> Licensing:
         metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         usage_events=usage_event_publisher(settings.usage_events_topic_arn),
-        severities=settings.business_severities,
+        severities=settings.severities,
     )
