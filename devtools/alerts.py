@@ -48,7 +48,7 @@ def _moment(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m devtools.alerts", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.alerts", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     test = commands.add_parser("test", help="send a test alert of each severity through the routes")
     test.add_argument("--function", help="the deployed AlertDispatch function; omit to run locally")
@@ -152,8 +152,18 @@ def _alerts(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"--reason: {error}", file=sys.stderr)
             return 2
-    # Delivery metrics are not flushed: printed here, they would never reach CloudWatch.
-    dispatcher = _dispatcher(args.function)
+    from billwatch.core.config import ConfigError
+
+    try:
+        # Delivery metrics are not flushed: printed here, they would never reach CloudWatch.
+        dispatcher = _dispatcher(args.function)
+    except ConfigError as missing:
+        print(
+            f"{missing}: pass --function NAME to use the deployed function's settings, or set the "
+            "variables docs/configuration.md lists for the alert dispatcher",
+            file=sys.stderr,
+        )
+        return 2
     if args.action == "list":
         print(json.dumps(dispatcher.active_alerts()))
         return 0

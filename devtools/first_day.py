@@ -287,9 +287,20 @@ def _accounts_at_limit(observed: Observed) -> Outcome:
     return Outcome(Status.OK, "no account quota reached 100 %")
 
 
+def _without_stripe_key(observed: Observed) -> bool:
+    """What /health says: the probe's Stripe check was skipped for want of a key."""
+    from billwatch.reporting.model import Known
+
+    checks = observed.deep.value.get("checks") if isinstance(observed.deep, Known) else None
+    stripe_api = checks.get("stripe_api") if isinstance(checks, Mapping) else None
+    return isinstance(stripe_api, Mapping) and stripe_api.get("reason") == "no_stripe_key"
+
+
 def _drift(observed: Observed) -> Outcome:
     from billwatch.reporting.model import Missing
 
+    if _without_stripe_key(observed):
+        return Outcome(Status.SKIPPED, "no Stripe key: the reconciliation is not deployed")
     if not _count(observed.data.reconcile_runs):
         return Outcome(Status.WARN, "no reconciliation run finished in the window")
     drift = observed.report.reconciliation.drift_by_field

@@ -178,7 +178,8 @@ class FakeStripeApi(ThreadingHTTPServer):
     """The Stripe API's subscription, event and webhook endpoint reads, on 127.0.0.1, with Stripe's
     list pagination. It starts with one enabled webhook endpoint.
 
-    ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each.
+    ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each;
+    ``failing_paths`` fails every request to a path.
     """
 
     def __init__(self) -> None:
@@ -187,6 +188,9 @@ class FakeStripeApi(ThreadingHTTPServer):
         self.events: list[tuple[dict, bool]] = []  # (event, whether its delivery succeeded)
         self.webhook_endpoints: list[dict] = [webhook_endpoint(STRIPE_ENDPOINT_URL)]
         self.failure: tuple[int, dict] | None = None  # (HTTP status, Stripe error object)
+        self.failing_paths: dict[
+            str, tuple[int, dict]
+        ] = {}  # e.g. "/v1/events": what every request there gets
         self.fail_next: list[tuple[int, dict]] = []
         self.requests: list[tuple[str, str]] = []
 
@@ -240,6 +244,9 @@ class _StripeHandler(BaseHTTPRequestHandler):
             return status, {"error": error}
         if self.server.failure:
             status, error = self.server.failure
+            return status, {"error": error}
+        if path in self.server.failing_paths:
+            status, error = self.server.failing_paths[path]
             return status, {"error": error}
         if path == "/v1/events":
             since = int(query.get("created[gte]", 0))

@@ -498,6 +498,33 @@ def test_a_business_alert_resolved_by_hand_tells_who_heard_it_fire_and_keeps_who
     assert len(dispatch.receivers.requests("/customers")) == 2
 
 
+@pytest.mark.parametrize("stamped_ahead", [0, 30], ids=["same-second", "event-clock-ahead"])
+def test_a_redelivery_of_a_state_resolved_by_hand_is_a_duplicate(dispatch, stamped_ahead: int) -> None:
+    """The resolved state sorts after the firing one it replaces, even when that one is stamped later
+    than the dispatcher's clock reads."""
+    firing = sns_event(usage_event("acct_1", 95, T0 + stamped_ahead), topic="usage-events")
+    dispatch.at(T0)(firing)
+    (alert_id,) = alert_ids(dispatch).values()
+    assert (
+        admin(dispatch.at(T0 + 5), "POST", f"/admin/alerts/{alert_id}/resolve", {"reason": "paid"})[0] == 200
+    )
+    dispatch.at(T0 + 10)(firing)
+    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+    assert len(dispatch.receivers.requests("/customers")) == 2  # fired, resolved: not fired again
+
+
+def test_a_resolve_stored_but_not_told_answers_200_and_says_so(dispatch, monkeypatch) -> None:
+    dispatch(sns_event(usage_event("acct_1", 95, T0), topic="usage-events"))
+    (alert_id,) = alert_ids(dispatch).values()
+    outage = DynamoDBOutage(monkeypatch, {"UpdateItem"})  # the notices' claims, after the state is put
+    with outage.during():
+        status, answer = admin(
+            dispatch.at(T0 + 60), "POST", f"/admin/alerts/{alert_id}/resolve", {"reason": "paid"}
+        )
+    assert (status, answer["status"], answer["receivers_told"]) == (200, "resolved", False)
+    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+
+
 def test_a_business_alert_resolved_by_hand_stays_quiet_where_the_route_sends_no_resolves(
     dispatch, monkeypatch, tmp_path
 ) -> None:
@@ -545,6 +572,10 @@ def _unknown_id() -> str:
         pytest.param("{id}/ack", {"reason": 42}, 400, "reason", id="reason not text"),
         pytest.param("{id}/ack", {"reason": "r", "until": "never"}, 400, "until", id="unknown field"),
         pytest.param("{id}/resolve", None, 400, "body", id="no body"),
+        pytest.param("{id}/resolve", [{"reason": "first"}, 42], 400, "JSON object", id="an array"),
+        pytest.param("{id}/ack", {"reason": "a\u0000b"}, 400, "control characters", id="a control character"),
+        pytest.param("{id}/ack", {"reason": "\u001b[31mred"}, 400, "control characters", id="an escape"),
+        pytest.param("{id}/resolve", {"reason": "\u200b"}, 400, "say why", id="only invisible"),
     ],
 )
 def test_a_bad_alert_request_gets_a_4xx_naming_the_problem_and_changes_nothing(

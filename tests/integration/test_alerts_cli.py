@@ -160,3 +160,11 @@ def test_the_alert_commands_take_their_settings_from_the_deployed_function(
     assert [(told["receiver"], told["channels"]) for told in oncall] == [
         ("oncall", ["pagerduty", "email", "slack"])  # the test routes, read from the function's settings
     ]
+
+
+def test_the_alert_commands_without_settings_say_what_to_set(monkeypatch, capsys) -> None:
+    for name in ("BILLING_TABLE_NAME", "ALERT_STATE_TABLE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert alerts.main(["alerts", "list"]) == 2
+    message = capsys.readouterr().err
+    assert "is required" in message and "--function" in message and "Traceback" not in message

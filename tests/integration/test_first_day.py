@@ -76,6 +76,7 @@ def test_a_healthy_first_hour_passes(capsys: pytest.CaptureFixture[str]) -> None
         assert rows[check] == "ok", (check, rows)
     # Without a Stripe key the probe cannot ask Stripe; billwatch has no pods, ledger or memory to watch.
     assert rows["Stripe's webhook endpoint (probe)"] == "skipped"
+    assert rows["reconciliation drift"] == "skipped"  # no Stripe key: no ReconcileFunction either
     assert rows["ledger SQL"] == rows["memory"] == rows["table backups"] == "skipped"
 
 

@@ -199,6 +199,46 @@ def test_the_webhook_endpoint_must_be_enabled_with_this_stacks_url(
     assert report["status"] == ("ok" if state == "enabled" else "degraded")
 
 
+DENIED = (403, {"type": "invalid_request_error", "message": "The key lacks a permission"})
+
+
+def test_a_disabled_endpoint_is_said_even_when_reading_the_events_fails(
+    with_stripe, metrics, monkeypatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_ENDPOINT_URL", "https://billing.example.com/webhooks/stripe")
+    with_stripe.webhook_endpoints = [
+        webhook_endpoint("https://billing.example.com/webhooks/stripe", "disabled")
+    ]
+    with_stripe.failing_paths["/v1/events"] = DENIED
+    check = scheduled(health_handler())["checks"]["stripe_webhook_endpoint"]
+    assert (check["status"], check["endpoint"], check["error"]) == ("failed", "disabled", "permission")
+    assert metrics.total("StripeWebhookEndpointDisabled") == 1  # StripeWebhookEndpointDisabled can page
+    assert metrics.total("StripeApiError", Code="permission") == 1  # and StripeAPIErrorRate sees the key
+
+
+def test_a_key_without_the_webhook_endpoints_permission_is_counted_as_a_stripe_api_error(
+    with_stripe, metrics
+) -> None:
+    with_stripe.failing_paths["/v1/webhook_endpoints"] = DENIED
+    report = scheduled(health_handler())
+    assert report["checks"]["stripe_api"]["status"] == "ok"
+    assert report["checks"]["stripe_webhook_endpoint"] == {
+        "status": "failed",
+        "error": "permission",
+        "latency_ms": report["checks"]["stripe_webhook_endpoint"]["latency_ms"],
+    }
+    assert metrics.total("StripeApiError", Code="permission") == 1
+
+
+def test_endpoints_are_compared_by_url_whatever_the_host_case_and_a_trailing_slash(
+    with_stripe, metrics, monkeypatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_ENDPOINT_URL", "https://billing.example.com/webhooks/stripe")
+    with_stripe.webhook_endpoints = [webhook_endpoint("https://Billing.Example.com/webhooks/stripe/")]
+    report = scheduled(health_handler())
+    assert report["checks"]["stripe_webhook_endpoint"]["endpoint"] == "enabled"
+
+
 def test_events_stripe_failed_to_deliver_are_counted_within_the_lookback(with_stripe, metrics) -> None:
     now = WEDNESDAY_AFTERNOON
     for n, (age, delivered) in enumerate([(60, False), (1800, False), (7200, False), (120, True)]):
@@ -229,7 +269,7 @@ def test_stripe_api_errors_are_classified_and_degrade(with_stripe, metrics, stat
     handler = health_handler()
     report = scheduled(handler)
     assert report["checks"]["stripe_api"]["status"] == "failed"
-    assert metrics.total("StripeApiError", Code=code) == 1
+    assert metrics.total("StripeApiError", Code=code) == len(STRIPE_CHECKS)  # one per check's failed request
     assert metrics.total("HealthCheck", Check="stripe_api") == 0
     assert len(with_stripe.requests) == len(STRIPE_CHECKS)  # one each, no retries in the probe
 

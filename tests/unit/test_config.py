@@ -57,6 +57,18 @@ def test_comma_separated_secrets_mean_a_roll() -> None:
         ({"WEBHOOK_STALL_SECONDS": "10"}, "WEBHOOK_STALL_SECONDS"),
         ({"HEALTH_PROBE_INTERVAL_MINUTES": "0"}, "HEALTH_PROBE_INTERVAL_MINUTES"),
         ({"QUOTA_RESET_GRACE_SECONDS": "soon"}, "QUOTA_RESET_GRACE_SECONDS"),
+        (
+            {"QUOTA_RESET_GRACE_SECONDS": "\u0663\u0660\u0660"},
+            "QUOTA_RESET_GRACE_SECONDS",
+        ),  # Arabic-Indic 300
+        ({"WEBHOOK_QUIET_SECONDS": "1_800"}, "WEBHOOK_QUIET_SECONDS"),
+        ({"WEBHOOK_QUIET_SECONDS": "21600"}, "WEBHOOK_QUIET_SECONDS"),  # not shorter than the stall
+        ({"DELIVERY_FAILURE_LOOKBACK_SECONDS": str(10**12)}, "DELIVERY_FAILURE_LOOKBACK_SECONDS"),
+        ({"WEBHOOK_ENDPOINT_URL": "https://"}, "WEBHOOK_ENDPOINT_URL"),
+        ({"WEBHOOK_ENDPOINT_URL": "https://exa mple.com/webhooks"}, "WEBHOOK_ENDPOINT_URL"),
+        ({"WEBHOOK_ENDPOINT_URL": "http://localhost.evil.com/webhooks"}, "WEBHOOK_ENDPOINT_URL"),
+        ({"WEBHOOK_ENDPOINT_URL": "http://billing.example.com/webhooks"}, "WEBHOOK_ENDPOINT_URL"),
+        ({"ALERT_SEVERITIES": "usage_80=info,usage_80=critical"}, "named twice"),
     ],
 )
 def test_a_bad_value_names_itself(overrides: dict, named: str) -> None:
@@ -118,6 +130,7 @@ def test_without_dashboard_names_or_runbook_base_url_notices_link_neither() -> N
         ({"AWS_REGION": ""}, "AWS_REGION"),
         ({"RUNBOOK_BASE_URL": "http://example.com/runbooks"}, "RUNBOOK_BASE_URL"),
         ({"RUNBOOK_BASE_URL": "https://example.com/run books"}, "RUNBOOK_BASE_URL"),
+        ({"RUNBOOK_BASE_URL": "https://example.com/runbooks?ref=main"}, "RUNBOOK_BASE_URL"),
     ],
 )
 def test_a_bad_alert_link_setting_is_refused_at_load_naming_it(changes: dict[str, str], named: str) -> None:

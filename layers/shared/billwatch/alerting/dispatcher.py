@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,7 +74,9 @@ MAX_REASON_LENGTH = 500
 def handling_reason(text: str) -> str:
     """Why an admin acknowledges or resolves an alert, as it is kept: said, and short enough to read."""
     reason = text.strip()
-    if not reason:
+    if any(unicodedata.category(character) == "Cc" and character != "\n" for character in reason):
+        raise ValueError("control characters are not allowed (a reason goes into notices and logs)")
+    if not reason or all(unicodedata.category(character) in ("Cf", "Zs", "Cc") for character in reason):
         raise ValueError("say why (an incident, a customer contacted, ...)")
     if len(reason) > MAX_REASON_LENGTH:
         raise ValueError(f"at most {MAX_REASON_LENGTH} characters, got {len(reason)}")
@@ -134,7 +137,11 @@ def _iso(moment: float) -> str:
 
 
 def _resolved(alert: Alert, now: float, reason: str) -> Alert:
-    since = _iso(now)
+    """The resolved state that replaces the firing ``alert``: it must sort after it (a redelivery
+    of the firing state is then older, not news), even when the firing state is stamped later
+    than this clock reads (an event's ``occurred_at`` ahead of it) or in the same millisecond."""
+    fired_at = dt.datetime.fromisoformat(alert.since.replace("Z", "+00:00")).timestamp()
+    since = _iso(max(now, fired_at + 0.001))
     return dataclasses.replace(
         alert,
         status=AlertStatus.RESOLVED,
@@ -468,8 +475,16 @@ class AlertDispatcher:
         if not self.store.resolve_by_hand(resolved, stored.alert.version, action):
             raise self._changed(id_)
         self._audit("Alert resolved by hand", "resolve", id_, stored.alert, action)
-        self._announce(resolved, now)
-        return self._alert_view(StoredAlert(resolved, now, None, action))
+        view = self._alert_view(StoredAlert(resolved, now, None, action))
+        try:
+            self._announce(resolved, now)
+        except Exception:
+            # The resolve is stored: a retry would only meet "not firing". Say so, do not ask for one.
+            logger.exception(
+                "Resolved an alert by hand but could not tell its receivers", extra={"alert_id": id_}
+            )
+            return {**view, "receivers_told": False}
+        return {**view, "receivers_told": True}
 
     def _firing_alert(self, id_: str, operation: str) -> StoredAlert:
         stored = self.store.alert(fingerprint_of(id_))

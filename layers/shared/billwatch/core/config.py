@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billwatch.core.business_hours import BusinessHours, BusinessHoursError, parse_business_hours
@@ -19,6 +20,7 @@ from billwatch.core.severities import SeveritiesError, Severity, parse_severitie
 # Stripe retries a failed webhook delivery for up to three days in live mode; an idempotency
 # record that expired earlier would let a late retry apply the event a second time.
 STRIPE_RETRY_WINDOW_SECONDS = 3 * 24 * 3600
+STRIPE_EVENT_RETENTION_SECONDS = 30 * 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -75,16 +77,20 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, minimum: int, why: str = "") -> int:
+def _integer(
+    env: Mapping[str, str], name: str, default: int, minimum: int, why: str = "", maximum: int | None = None
+) -> int:
     raw = _optional(env, name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    # int() also reads other scripts' digits and underscores: a setting is ASCII digits.
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw.strip()):
+        raise ConfigError(f"{name} must be an integer, got {raw!r}")
+    value = int(raw)
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}{why}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}{why}, got {value}")
     return value
 
 
@@ -111,7 +117,11 @@ def _severities(env: Mapping[str, str], name: str) -> Mapping[str, Severity]:
 def _webhook_endpoint_url(env: Mapping[str, str], name: str) -> str | None:
     """The URL Stripe should deliver to, as its webhook endpoint lists it."""
     url = _optional(env, name)
-    if url is not None and not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    local = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+    if re.search(r"\s", url) or not parts.hostname or not (parts.scheme == "https" or local):
         raise ConfigError(f"{name} must be the https URL of the webhook route, got {url!r}")
     return url
 
@@ -184,7 +194,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         webhook_quiet_seconds=_integer(env, "WEBHOOK_QUIET_SECONDS", default=1800, minimum=60),
         webhook_endpoint_url=_webhook_endpoint_url(env, "WEBHOOK_ENDPOINT_URL"),
         delivery_failure_lookback_seconds=_integer(
-            env, "DELIVERY_FAILURE_LOOKBACK_SECONDS", default=3600, minimum=300
+            env,
+            "DELIVERY_FAILURE_LOOKBACK_SECONDS",
+            default=3600,
+            minimum=300,
+            maximum=STRIPE_EVENT_RETENTION_SECONDS,
+            why=" (Stripe keeps events for 30 days)",
         ),
         health_probe_interval_seconds=60
         * _integer(env, "HEALTH_PROBE_INTERVAL_MINUTES", default=1, minimum=1),
@@ -289,7 +304,7 @@ def _dashboards(env: Mapping[str, str]) -> Dashboards | None:
 
 def _runbook_base_url(env: Mapping[str, str], name: str) -> str | None:
     url = _optional(env, name)
-    if url is not None and not re.fullmatch(r"https://[^\s/]+\S*", url):
+    if url is not None and not re.fullmatch(r"https://[^\s/?#]+[^\s?#]*", url):
         raise ConfigError(f"{name} must be the https URL the runbooks are published under, got {url!r}")
     return url.rstrip("/") if url else None
 

@@ -122,12 +122,16 @@ def read_json_body(event: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
     if not body:
         return None, NO_BODY
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    if not headers.get("content-type", "").startswith("application/json"):
+    if not headers.get("content-type", "").lower().startswith("application/json"):  # media types ignore case
         # Powertools would parse form encodings and report their fields instead.
         return plain(415, "unsupported_media_type", "the body must be application/json"), NO_BODY
     try:
         # Powertools' own reading crashes on deep nesting, long integers and bytes that are not
         # UTF-8; what passes here it reads safely.
-        return None, strict_json.loads(body)
+        value = strict_json.loads(body)
     except strict_json.JsonRefused as refused:
         return plain(400, "invalid_request", str(refused)), NO_BODY
+    if not isinstance(value, dict):
+        # Powertools would take an array's first element as the body, whatever followed it.
+        return plain(400, "invalid_request", "the body must be a JSON object"), NO_BODY
+    return None, value

@@ -56,6 +56,7 @@ def parse_severities(raw: str | None, source: str) -> Mapping[str, Severity]:
     """The defaults with the overrides of ``raw``: business alerts and alarms by name
     (``usage_80=info,payment_failed=warning,LargeQuotaGrant=warning``)."""
     severities = dict(DEFAULT_SEVERITIES)
+    overridden: set[str] = set()
     for entry in (raw or "").split(","):
         if not entry.strip():
             continue
@@ -65,6 +66,9 @@ def parse_severities(raw: str | None, source: str) -> Mapping[str, Severity]:
         if name not in set(BusinessAlert) and not _ALARM_NAME.match(name):
             business = [alert.value for alert in BusinessAlert]
             raise SeveritiesError(f"{source}: {name!r} is neither one of {business} nor an alarm's name")
+        if name in overridden:
+            raise SeveritiesError(f"{source}: {name} is named twice")
+        overridden.add(name)
         try:
             severities[name] = Severity(value)
         except ValueError:

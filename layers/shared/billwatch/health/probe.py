@@ -19,7 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from itertools import islice
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from billwatch.billing.revenue import major_units
 from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, configured_api_key
@@ -218,6 +220,8 @@ class EndpointState(StrEnum):
 
 # One page of Stripe's list: enough to tell "some" from "many", and one request per run.
 DELIVERY_FAILURES_COUNTED = 100
+# Stripe allows 16 webhook endpoints per account; a list that claims more is not followed.
+ENDPOINTS_READ = 16
 
 
 class StripeWebhookEndpointCheck:
@@ -235,7 +239,9 @@ class StripeWebhookEndpointCheck:
         self._lookback_seconds = lookback_seconds
 
     def _state(self, endpoints: Sequence[Mapping[str, Any]]) -> EndpointState:
-        ours = [e for e in endpoints if self._endpoint_url is None or e.get("url") == self._endpoint_url]
+        ours = [
+            e for e in endpoints if self._endpoint_url is None or _same_url(e.get("url"), self._endpoint_url)
+        ]
         if any(endpoint.get("status") == "enabled" for endpoint in ours):
             return EndpointState.ENABLED
         if ours:
@@ -246,16 +252,14 @@ class StripeWebhookEndpointCheck:
         if self._api is None:
             return WITHOUT_STRIPE_KEY
         try:
-            state = self._state(list(self._api.webhook_endpoints()))
-            undelivered = self._api.events(int(now) - self._lookback_seconds, undelivered_only=True)
-            failures = sum(1 for _ in zip(range(DELIVERY_FAILURES_COUNTED), undelivered, strict=False))
+            state = self._state(list(islice(self._api.webhook_endpoints(), ENDPOINTS_READ)))
         except StripeApiFailure as failure:
-            logger.warning("Stripe webhook endpoint check failed", extra={"code": failure.code.value})
-            return CheckResult(CheckStatus.FAILED, {"error": failure.code.value})
+            return _stripe_failed(self.name, failure, {})
         except Exception:
             return _unreachable(self.name)
         if state is not EndpointState.ENABLED:
             logger.error("Stripe is not delivering webhooks to this stack", extra={"endpoint": state.value})
+        # Said before the events are read: a disabled endpoint must page even if that read fails.
         points = [
             MetricPoint(Metric.WEBHOOK_ENDPOINT_DISABLED, int(state is EndpointState.DISABLED)),
             # Until someone registers the stack's URL (a new stack): a warning, never a page.
@@ -263,15 +267,49 @@ class StripeWebhookEndpointCheck:
                 Metric.WEBHOOK_ENDPOINT_MISSING,
                 int(state in (EndpointState.ELSEWHERE, EndpointState.MISSING)),
             ),
-            MetricPoint(Metric.WEBHOOK_DELIVERY_FAILURES, failures),
         ]
-        details = {
+        details: dict[str, Any] = {
             "endpoint": state.value,
             "url_checked": self._endpoint_url is not None,
-            "undelivered_events": failures,
             "lookback_seconds": self._lookback_seconds,
         }
+        try:
+            undelivered = self._api.events(int(now) - self._lookback_seconds, undelivered_only=True)
+            failures = sum(1 for _ in islice(undelivered, DELIVERY_FAILURES_COUNTED))
+        except StripeApiFailure as failure:
+            return _stripe_failed(self.name, failure, details, points)
+        except Exception:
+            unreachable = _unreachable(self.name)
+            return CheckResult(CheckStatus.FAILED, {**details, **unreachable.details}, tuple(points))
+        points.append(MetricPoint(Metric.WEBHOOK_DELIVERY_FAILURES, failures))
+        details["undelivered_events"] = failures
         return passed_if(state is EndpointState.ENABLED and failures == 0, details, points)
+
+
+def _same_url(listed: Any, configured: str) -> bool:
+    """The same endpoint URL whatever the case of its scheme and host and a trailing slash."""
+    if not isinstance(listed, str):
+        return False
+    return _url_key(listed) == _url_key(configured)
+
+
+def _url_key(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url.strip())
+    return (
+        parts.scheme.lower(),
+        parts.netloc.lower(),
+        parts.path.rstrip("/") + (f"?{parts.query}" if parts.query else ""),
+    )
+
+
+def _stripe_failed(
+    name: CheckName, failure: StripeApiFailure, details: Mapping[str, Any], points: Sequence[MetricPoint] = ()
+) -> CheckResult:
+    """A Stripe read that failed: counted as a Stripe API error (a key without a permission this check
+    needs keeps StripeAPIErrorRate firing), with what the check did learn."""
+    logger.warning("Stripe health check failed", extra={"check": name.value, "code": failure.code.value})
+    error = MetricPoint(Metric.STRIPE_API_ERROR, labels={"Code": failure.code.value})
+    return CheckResult(CheckStatus.FAILED, {**details, "error": failure.code.value}, (*points, error))
 
 
 class QuotaResetState(StrEnum):
