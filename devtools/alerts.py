@@ -143,7 +143,12 @@ def _dispatcher(function: str | None) -> Any:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    from billwatch.alerting.dispatcher import AlertActionRefused, AlertNotFound, handling_reason
+    from billwatch.alerting.dispatcher import (
+        MAX_ALERTS_PAGE_SIZE,
+        AlertActionRefused,
+        AlertNotFound,
+        handling_reason,
+    )
     from billwatch.alerting.store import MalformedAlertId
 
     if args.action != "list":
@@ -165,7 +170,13 @@ def _alerts(args: argparse.Namespace) -> int:
         )
         return 2
     if args.action == "list":
-        print(json.dumps(dispatcher.active_alerts()))
+        listed: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:  # every page: a command line has no 30-second limit
+            page = dispatcher.active_alerts(limit=MAX_ALERTS_PAGE_SIZE, offset=offset)
+            listed += page["alerts"]
+            offset = page["next_offset"]
+        print(json.dumps(listed))
         return 0
     import boto3
 

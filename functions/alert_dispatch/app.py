@@ -13,11 +13,13 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pynamodb.exceptions import PynamoDBConnectionError
 
 from billwatch.alerting.dispatcher import (
+    ALERTS_PAGE_SIZE,
+    MAX_ALERTS_PAGE_SIZE,
     AlertActionRefused,
     AlertInProgress,
     AlertNotFound,
@@ -104,8 +106,11 @@ def _alert_action_refused(error: AlertActionRefused) -> Response:
 
 
 @app.get("/admin/alerts")
-def list_alerts() -> dict[str, Any]:
-    return {"alerts": dispatcher.active_alerts()}
+def list_alerts(
+    limit: Annotated[int, Query(ge=1, le=MAX_ALERTS_PAGE_SIZE)] = ALERTS_PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    return dispatcher.active_alerts(limit, offset)
 
 
 @app.post("/admin/alerts/<alert_id>/ack")

@@ -486,7 +486,7 @@ def test_a_business_alert_resolved_by_hand_tells_who_heard_it_fire_and_keeps_who
     }
     _, notice = dispatch.receivers.requests("/customers")
     assert "Resolved" in json.dumps(notice.json) and "upgraded by phone" in json.dumps(notice.json)
-    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+    assert admin(dispatch, "GET", "/admin/alerts")[1]["alerts"] == []
     stored = dispatch.module.dispatcher.store.alert(resolved["fingerprint"])
     assert stored.resolved_by_hand.by == ADMIN_CALLER and stored.alert.status == "resolved"
     (audit,) = [log for log in metrics.logs() if log["message"] == "Alert resolved by hand"]
@@ -509,7 +509,7 @@ def test_a_redelivery_of_a_state_resolved_by_hand_is_a_duplicate(dispatch, stamp
         admin(dispatch.at(T0 + 5), "POST", f"/admin/alerts/{alert_id}/resolve", {"reason": "paid"})[0] == 200
     )
     dispatch.at(T0 + 10)(firing)
-    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+    assert admin(dispatch, "GET", "/admin/alerts")[1]["alerts"] == []
     assert len(dispatch.receivers.requests("/customers")) == 2  # fired, resolved: not fired again
 
 
@@ -522,7 +522,7 @@ def test_a_resolve_stored_but_not_told_answers_200_and_says_so(dispatch, monkeyp
             dispatch.at(T0 + 60), "POST", f"/admin/alerts/{alert_id}/resolve", {"reason": "paid"}
         )
     assert (status, answer["status"], answer["receivers_told"]) == (200, "resolved", False)
-    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+    assert admin(dispatch, "GET", "/admin/alerts")[1]["alerts"] == []
 
 
 def test_a_business_alert_resolved_by_hand_stays_quiet_where_the_route_sends_no_resolves(
@@ -538,7 +538,7 @@ def test_a_business_alert_resolved_by_hand_stays_quiet_where_the_route_sends_no_
     (alert_id,) = alert_ids(dispatch).values()
     assert admin(dispatch, "POST", f"/admin/alerts/{alert_id}/resolve", {"reason": "paid"})[0] == 200
     assert len(dispatch.receivers.requests("/customers")) == 1
-    assert admin(dispatch, "GET", "/admin/alerts")[1] == {"alerts": []}
+    assert admin(dispatch, "GET", "/admin/alerts")[1]["alerts"] == []
 
 
 def test_an_alarm_alert_is_not_resolved_by_hand(dispatch) -> None:
@@ -590,6 +590,34 @@ def test_a_bad_alert_request_gets_a_4xx_naming_the_problem_and_changes_nothing(
     assert answered == status and named in answer["message"], answer
     assert admin(dispatch, "GET", "/admin/alerts")[1] == before
     assert len(dispatch.receivers.requests("/customers")) == 1
+
+
+def _list(dispatch: Dispatch, query: dict[str, str]) -> tuple[int, Any]:
+    event = iam_api_event("GET", "/admin/alerts", None, ADMIN_CALLER)
+    event["queryStringParameters"] = query
+    event["rawQueryString"] = "&".join(f"{name}={value}" for name, value in query.items())
+    answer = dispatch(event)
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def test_the_alert_list_comes_a_page_at_a_time(dispatch, aws_calls) -> None:
+    for n in range(5):
+        dispatch.at(T0 + n)(sns_event(usage_event(f"acct_{n}", 80, T0 + n), topic="usage-events"))
+    aws_calls.clear()
+    status, first = _list(dispatch, {"limit": "2"})
+    assert (status, first["total"], first["next_offset"]) == (200, 5, 2)
+    assert aws_calls.count("Query") == 1 + 2  # the firing alerts, then each listed alert's notices
+    _, second = _list(dispatch, {"limit": "2", "offset": "2"})
+    _, last = _list(dispatch, {"limit": "2", "offset": "4"})
+    assert last["next_offset"] is None
+    listed = [alert["labels"]["account_id"] for page in (first, second, last) for alert in page["alerts"]]
+    assert listed == [f"acct_{n}" for n in range(5)]  # the oldest first, each once
+
+
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "501"}, {"offset": "-1"}, {"limit": "ten"}])
+def test_a_bad_page_is_a_400_naming_it(dispatch, query: dict[str, str]) -> None:
+    status, answer = _list(dispatch, query)
+    assert status == 400 and next(iter(query)) in json.dumps(answer), answer
 
 
 def test_an_alert_request_that_is_not_json_gets_a_415(dispatch) -> None:

@@ -83,6 +83,10 @@ def handling_reason(text: str) -> str:
     return reason
 
 
+ALERTS_PAGE_SIZE = 100
+MAX_ALERTS_PAGE_SIZE = 500
+
+
 class AlertNotFound(LookupError):
     """No alert has this id (it never fired, or its record expired)."""
 
@@ -443,13 +447,23 @@ class AlertDispatcher:
 
     # ---------------------------------------------------------- by an admin
 
-    def active_alerts(self) -> list[dict[str, Any]]:
-        """What fires now, the most severe first, then the oldest: who was told, and the runbook."""
+    def active_alerts(self, limit: int = ALERTS_PAGE_SIZE, offset: int = 0) -> dict[str, Any]:
+        """What fires now, the most severe first, then the oldest: who was told, and the runbook.
+
+        A page at a time: each alert's notices are one read, so a page bounds the reads (and the
+        answer) however many usage alerts fire.
+        """
         severity_rank = {severity: rank for rank, severity in enumerate(Severity)}
         firing = sorted(
             self.store.firing(), key=lambda stored: (severity_rank[stored.alert.severity], stored.alert.since)
         )
-        return [self._alert_view(stored) for stored in firing]
+        page = firing[offset : offset + limit]
+        following = offset + limit if offset + limit < len(firing) else None
+        return {
+            "alerts": [self._alert_view(stored) for stored in page],
+            "total": len(firing),
+            "next_offset": following,
+        }
 
     def acknowledge(self, id_: str, by: str, reason: str) -> dict[str, Any]:
         """Holds the alert's repeats until it changes (resolves, fires again, another severity)."""
