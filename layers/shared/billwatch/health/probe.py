@@ -147,9 +147,7 @@ class StripeApiCheck:
         try:
             self._api.check_access()
         except StripeApiFailure as failure:
-            logger.warning("Stripe API health check failed", extra={"code": failure.code.value})
-            point = MetricPoint(Metric.STRIPE_API_ERROR, labels={"Code": failure.code.value})
-            return CheckResult(CheckStatus.FAILED, {"error": failure.code.value}, (point,))
+            return _stripe_failed(self.name, failure, {})
         except Exception:  # the key itself could not be read (Secrets Manager)
             return _unreachable(self.name)
         return CheckResult(CheckStatus.OK)
@@ -307,7 +305,7 @@ def _stripe_failed(
 ) -> CheckResult:
     """A Stripe read that failed: counted as a Stripe API error (a key without a permission this check
     needs keeps StripeAPIErrorRate firing), with what the check did learn."""
-    logger.warning("Stripe health check failed", extra={"check": name.value, "code": failure.code.value})
+    logger.warning("Stripe API health check failed", extra={"check": name.value, "code": failure.code.value})
     error = MetricPoint(Metric.STRIPE_API_ERROR, labels={"Code": failure.code.value})
     return CheckResult(CheckStatus.FAILED, {**details, "error": failure.code.value}, (*points, error))
 
