@@ -367,48 +367,23 @@ def utc(*moment: int) -> float:
 @pytest.mark.parametrize(
     ("alarm", "last_webhook", "probed_from", "fires"),
     [
-        # RSOLV: 6 h of business time, info.
-        pytest.param(
-            "StripeWebhooksStalled",
-            utc(2026, 12, 1, 14, 0),
-            utc(2026, 12, 1, 19, 50),
-            True,
-            id="tue-09-to-15",
-        ),
-        # 18 h of silence, of which 3 h are business hours
-        pytest.param(
-            "StripeWebhooksStalled",
-            utc(2026, 11, 30, 22, 0),
-            utc(2026, 12, 1, 15, 50),
-            False,
-            id="mon-17-to-tue-11",
-        ),
-        pytest.param(
-            "StripeWebhooksStalled",
-            utc(2026, 12, 4, 23, 0),
-            utc(2026, 12, 5, 20, 50),
-            False,
-            id="fri-18-to-sat-16",
-        ),
-        # The quiet spell: 30 min of business time, warning. Tuesday 10:00 to 10:50: 50 minutes.
-        pytest.param(
-            "StripeWebhooksQuiet",
-            utc(2026, 12, 1, 15, 0),
-            utc(2026, 12, 1, 15, 30),
-            True,
-            id="tue-50-minutes",
-        ),
-        pytest.param(
-            "StripeWebhooksQuiet",
-            utc(2026, 12, 1, 15, 0),
-            utc(2026, 12, 1, 15, 0),
-            False,
-            id="tue-20-minutes",
-        ),
-        # Friday 17:50 to Saturday: outside business hours.
-        pytest.param(
-            "StripeWebhooksQuiet", utc(2026, 12, 4, 22, 50), utc(2026, 12, 5, 15, 0), False, id="saturday"
-        ),
+        # RSOLV: 6 h of business time, info. Then 18 h of silence, of which 3 h are business hours.
+        ("StripeWebhooksStalled", utc(2026, 12, 1, 14, 0), utc(2026, 12, 1, 19, 50), True),
+        ("StripeWebhooksStalled", utc(2026, 11, 30, 22, 0), utc(2026, 12, 1, 15, 50), False),
+        ("StripeWebhooksStalled", utc(2026, 12, 4, 23, 0), utc(2026, 12, 5, 20, 50), False),
+        # The quiet spell: 30 min of business time, warning. Tuesday 10:00 to 10:50, to 10:20;
+        # Friday 17:50 to Saturday, outside business hours.
+        ("StripeWebhooksQuiet", utc(2026, 12, 1, 15, 0), utc(2026, 12, 1, 15, 30), True),
+        ("StripeWebhooksQuiet", utc(2026, 12, 1, 15, 0), utc(2026, 12, 1, 15, 0), False),
+        ("StripeWebhooksQuiet", utc(2026, 12, 4, 22, 50), utc(2026, 12, 5, 15, 0), False),
+    ],
+    ids=[
+        "tue-09-to-15",
+        "mon-17-to-tue-11",
+        "fri-18-to-sat-16",
+        "tue-50-minutes",
+        "tue-20-minutes",
+        "saturday",
     ],
 )
 def test_silent_business_hours_warn_early_and_stall_late(

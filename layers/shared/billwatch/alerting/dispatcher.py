@@ -183,8 +183,8 @@ class AlertDispatcher:
         self.clock = clock
         self._alarm_states = alarm_states
         self._broken: set[tuple[str, int]] | None = None  # (receiver, channel index), read once
-        # (fingerprint, version) of alerts sent while the store could not record them.
-        self._sent_unrecorded: set[tuple[str, str]] = set()
+        # fingerprint -> version of the alerts sent while the store could not record them.
+        self._sent_unrecorded: dict[str, str] = {}
         self._inhibit_rules = [
             (
                 tuple(Matcher.parse(m) for m in rule.source_matchers),
@@ -230,7 +230,7 @@ class AlertDispatcher:
         the input's retries in this container find it sent (``_notify``)."""
         if (
             alert.status is not AlertStatus.FIRING
-            or (alert.fingerprint, alert.version) in self._sent_unrecorded
+            or self._sent_unrecorded.get(alert.fingerprint) == alert.version
         ):
             return
         logger.warning(
@@ -239,7 +239,7 @@ class AlertDispatcher:
         )
         for match in self._routes(alert):
             self._deliver(Notification(alert, NotificationKind.FIRING, match.receiver), channel_state=False)
-        self._sent_unrecorded.add((alert.fingerprint, alert.version))
+        self._sent_unrecorded[alert.fingerprint] = alert.version
 
     def _announce(self, alert: Alert, now: int) -> Outcome:
         """Tells the alert's receivers about its recorded state, unless a silence or inhibition holds it."""
@@ -307,7 +307,7 @@ class AlertDispatcher:
             and (
                 self.store.told_firing(alert.fingerprint, match.receiver)
                 # Paged while the store was down, so nothing recorded the page; this container knows.
-                or any(fingerprint == alert.fingerprint for fingerprint, _ in self._sent_unrecorded)
+                or alert.fingerprint in self._sent_unrecorded
             )
         ):
             return Outcome.NOTHING_TO_SEND
@@ -317,7 +317,7 @@ class AlertDispatcher:
             if repeat_after is None:  # a repeat that is not due yet is no duplicate
                 self._suppressed(alert, Outcome.DEDUP)
             return Outcome.DEDUP
-        if (alert.fingerprint, alert.version) not in self._sent_unrecorded:
+        if self._sent_unrecorded.get(alert.fingerprint) != alert.version:
             try:
                 self._deliver(Notification(alert, kind, match.receiver))
             except Exception:

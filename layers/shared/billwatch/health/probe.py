@@ -181,12 +181,12 @@ class WebhookFreshnessCheck:
         self._stall_seconds = stall_seconds
         self._quiet_seconds = quiet_seconds
 
-    def _silent_for(self, window_seconds: int, last_received: float, now: float) -> bool:
-        silence = self._hours.seconds_between(last_received, now)
-        return silence >= window_seconds and self._hours.contains(now)
+    def _business_silence(self, last_received: float, now: float) -> float:
+        """Business seconds since the last webhook, counted only while customers are at work now."""
+        return self._hours.seconds_between(last_received, now) if self._hours.contains(now) else 0.0
 
     def stalled(self, last_received: float, now: float) -> bool:
-        return self._silent_for(self._stall_seconds, last_received, now)
+        return self._business_silence(last_received, now) >= self._stall_seconds
 
     def run(self, now: float) -> CheckResult:
         try:
@@ -199,8 +199,8 @@ class WebhookFreshnessCheck:
                 CheckStatus.OK, {"age_seconds": None, "quiet": False, "stalled": False}, silent
             )
         age = max(0, int(now) - last)
-        stalled = self.stalled(last, now)
-        quiet = self._silent_for(self._quiet_seconds, last, now)
+        silence = self._business_silence(last, now)
+        stalled, quiet = silence >= self._stall_seconds, silence >= self._quiet_seconds
         points = [
             MetricPoint(Metric.TIME_SINCE_LAST_WEBHOOK, age),
             MetricPoint(Metric.WEBHOOKS_QUIET, int(quiet)),
