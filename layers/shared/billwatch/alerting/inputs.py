@@ -92,11 +92,14 @@ def short_alarm_name(alarm_name: str) -> str:
     return _STAGE_PREFIX.sub("", alarm_name)
 
 
+def cloudwatch_console_url(region: str, page: str, name: str) -> str:
+    """A page of the CloudWatch console (``alarmsV2:alarm``, ``dashboards/dashboard``) for a name."""
+    console = f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+    return f"{console}#{page}/{quote(name, safe='')}"
+
+
 def console_url(region: str, alarm_name: str) -> str:
-    return (
-        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-        f"#alarmsV2:alarm/{quote(alarm_name, safe='')}"
-    )
+    return cloudwatch_console_url(region, "alarmsV2:alarm", alarm_name)
 
 
 def _region_of(arn: str) -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from urllib.parse import quote
 
-from billwatch.alerting.inputs import Alert
+from billwatch.alerting.inputs import Alert, cloudwatch_console_url
 from billwatch.core.config import Dashboards
 
 # A business alert's group -> the runbook page that covers it. A test notice that did not reach a
@@ -27,10 +26,7 @@ LICENSING_RUNBOOK_PAGES = frozenset({"licensing", "quota-reset-failure"})
 
 
 def dashboard_url(region: str, name: str) -> str:
-    return (
-        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-        f"#dashboards/dashboard/{quote(name, safe='')}"
-    )
+    return cloudwatch_console_url(region, "dashboards/dashboard", name)
 
 
 def runbook_page(alert: Alert) -> str | None:
