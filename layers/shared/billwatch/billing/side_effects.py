@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from billwatch.billing.store import ApplyOutcome
-from billwatch.billing.stripe_events import ParsedEvent
+from billwatch.billing.stripe_events import SUBSCRIPTION_STATUSES, ParsedEvent
 from billwatch.core import outbox
 from billwatch.core.metrics import Metric, MetricPoint, MetricsRecorder
 from billwatch.core.observability import logger
@@ -124,7 +124,16 @@ class BusinessEffects:
         if event_type in _COUNTED_ON_ARRIVAL:
             effects.metrics.append(MetricPoint(_COUNTED_ON_ARRIVAL[event_type]))
         if event_type == "customer.subscription.created":
-            effects.metrics.append(MetricPoint(Metric.SUBSCRIPTION_CREATED, labels={"Tier": plan_tier}))
+            status = (facts.get("after") or {}).get("subscription_status")
+            effects.metrics.append(
+                MetricPoint(
+                    Metric.SUBSCRIPTION_CREATED,
+                    labels={
+                        "Tier": plan_tier,
+                        "Status": status if status in SUBSCRIPTION_STATUSES else "other",
+                    },
+                )
+            )
         elif event_type == "customer.subscription.deleted":
             effects.metrics.append(MetricPoint(Metric.SUBSCRIPTION_CANCELED, labels={"Tier": plan_tier}))
         elif event_type == "invoice.paid" and facts.get("billing_reason") == "subscription_cycle":
@@ -140,7 +149,9 @@ class BusinessEffects:
 
             amount = float(major_units(paid["amount_paid"], paid["currency"]))
             effects.metrics.append(
-                MetricPoint(Metric.PAYMENT_AMOUNT, amount, {"Currency": paid["currency"].upper()})
+                MetricPoint(
+                    Metric.PAYMENT_AMOUNT, amount, {"Currency": paid["currency"].upper(), "Tier": plan_tier}
+                )
             )
         return effects
 
@@ -165,7 +176,7 @@ class BusinessEffects:
         if 0 <= age <= UPGRADE_LATENCY_MAX_SECONDS:
             points.append(MetricPoint(Metric.UPGRADE_LATENCY, age * 1000.0))
         if not moved:  # a new subscription is a start, not an upgrade
-            points.append(MetricPoint(Metric.SUBSCRIPTIONS_UPGRADED))
+            points.append(MetricPoint(Metric.SUBSCRIPTIONS_UPGRADED, labels={"Tier": new_tier.name}))
         logger.info(
             f"User upgraded to {new_tier.name}", extra={"account_id": account_id, "from_tier": old_tier.name}
         )

@@ -61,6 +61,8 @@ _SUBSCRIPTION_STATUS_RANK = {
     "canceled": 7,
 }
 
+# Stripe's subscription statuses: a bounded set, so a metric may carry one as a dimension.
+SUBSCRIPTION_STATUSES = frozenset(_SUBSCRIPTION_STATUS_RANK)
 
 # Plausible times: not before Stripe existed, and not far ahead of now. An event's own `created`
 # orders every later event of its account, so it may run ahead only by clock skew: one from the

@@ -35,6 +35,11 @@ class Metric(StrEnum):
     PAYMENT_SUCCEEDED = "PaymentSucceeded"
     PAYMENT_FAILED = "PaymentFailed"
     PAYMENT_AMOUNT = "PaymentAmount"
+    PAYMENT_FAILED_AMOUNT = "PaymentFailedAmount"
+    REFUND_AMOUNT = "RefundAmount"
+    PAYMENT_DURATION = "PaymentDuration"
+    PAYMENT_DECLINED = "PaymentDeclined"
+    FIRST_INVOICE_PAID = "FirstInvoicePaid"
     CHECKOUT_COMPLETED = "CheckoutCompleted"
     CHECKOUT_EXPIRED = "CheckoutExpired"
     QUOTA_CHECK = "QuotaCheck"
@@ -63,6 +68,7 @@ class Metric(StrEnum):
     ALERT_SUPPRESSED = "AlertSuppressed"
     ALERT_INPUT_REJECTED = "AlertInputRejected"
     MRR = "MRR"
+    PLAN_MRR = "PlanMRR"
     PAYING_SUBSCRIPTIONS = "PayingSubscriptions"
     SUBSCRIPTIONS_NEW = "SubscriptionsNew"
     SUBSCRIPTIONS_REACTIVATED = "SubscriptionsReactivated"
@@ -72,6 +78,13 @@ class Metric(StrEnum):
     RECONCILE_DRIFT = "ReconcileDrift"
     RECONCILE_HEALED = "ReconcileHealed"
     RECONCILE_FAILED = "ReconcileFailed"
+    REVENUE_RECONCILED = "RevenueReconciled"
+    REVENUE_DRIFT = "RevenueDrift"
+    EARLY_FRAUD_WARNING = "EarlyFraudWarning"
+    DISPUTE_OPENED = "DisputeOpened"
+    CHECKOUT_VELOCITY_EXCEEDED = "CheckoutVelocityExceeded"
+    ADMIN_ACTION = "AdminAction"
+    DEPLOYED = "Deployed"
 
 
 @dataclass(frozen=True)
@@ -103,13 +116,24 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     # A signed event whose account or customer id cannot name an account (Field: where it was).
     Metric.WEBHOOK_ID_REFUSED: MetricDefinition(MetricUnit.Count, ("Field",)),
     Metric.UPGRADE_LATENCY: MetricDefinition(MetricUnit.Milliseconds),
-    Metric.SUBSCRIPTION_CREATED: MetricDefinition(MetricUnit.Count, ("Tier",)),
+    # Status: the subscription's Stripe status when created (a bounded set; anything else is "other").
+    Metric.SUBSCRIPTION_CREATED: MetricDefinition(MetricUnit.Count, ("Tier", "Status"), (("Tier",),)),
     Metric.SUBSCRIPTION_RENEWED: MetricDefinition(MetricUnit.Count, ("Tier",)),
     Metric.SUBSCRIPTION_CANCELED: MetricDefinition(MetricUnit.Count, ("Tier",)),
     Metric.PAYMENT_SUCCEEDED: MetricDefinition(MetricUnit.Count),
     Metric.PAYMENT_FAILED: MetricDefinition(MetricUnit.Count),
-    # A paid invoice's amount in major units of its currency (amounts of two currencies never add up).
-    Metric.PAYMENT_AMOUNT: MetricDefinition(MetricUnit.NoUnit, ("Currency",)),
+    # Money in major units of its currency, by the account's plan (Tier): amounts of two currencies
+    # never add up, so a reader takes one Currency at a time. A paid invoice's amount_paid; a failed
+    # one's amount_due; what a charge.refunded event newly refunded.
+    Metric.PAYMENT_AMOUNT: MetricDefinition(MetricUnit.NoUnit, ("Currency", "Tier"), (("Currency",),)),
+    Metric.PAYMENT_FAILED_AMOUNT: MetricDefinition(MetricUnit.NoUnit, ("Currency", "Tier"), (("Currency",),)),
+    Metric.REFUND_AMOUNT: MetricDefinition(MetricUnit.NoUnit, ("Currency", "Tier"), (("Currency",),)),
+    # From the invoice's finalisation to its payment; PaymentMethod is a bounded set of Stripe's types.
+    Metric.PAYMENT_DURATION: MetricDefinition(MetricUnit.Seconds, ("PaymentMethod",)),
+    # A declined payment attempt, by the class of Stripe's decline (billing.decline_reasons).
+    Metric.PAYMENT_DECLINED: MetricDefinition(MetricUnit.Count, ("DeclineReason",)),
+    # The funnel's third stage: a subscription's first invoice paid (billing_reason subscription_create).
+    Metric.FIRST_INVOICE_PAID: MetricDefinition(MetricUnit.Count, ("Tier",)),
     Metric.CHECKOUT_COMPLETED: MetricDefinition(MetricUnit.Count),
     Metric.CHECKOUT_EXPIRED: MetricDefinition(MetricUnit.Count),
     Metric.QUOTA_CHECK: MetricDefinition(MetricUnit.Count, ("Feature", "Result"), (("Result",),)),
@@ -120,7 +144,7 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.QUOTA_RESET_FAILED: MetricDefinition(MetricUnit.Count),
     Metric.QUOTA_RESET_ACCOUNTS: MetricDefinition(MetricUnit.Count),
     # Units consumed by allowed checks: what "top features by usage" ranks.
-    Metric.USAGE_COUNTED: MetricDefinition(MetricUnit.Count, ("Feature",)),
+    Metric.USAGE_COUNTED: MetricDefinition(MetricUnit.Count, ("Feature", "Tier"), (("Feature",), ("Tier",))),
     # Extra quota an admin granted, one point per grant valued at its quantity (so p99 is a big grant).
     Metric.QUOTA_GRANTED: MetricDefinition(MetricUnit.Count, ("Feature",)),
     # Code: rate_limit, authentication, permission, invalid_request, connection or api_error.
@@ -151,6 +175,9 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     # across currencies), and the subscriptions it is counted from; definitions in
     # docs/revenue-metrics.md.
     Metric.MRR: MetricDefinition(MetricUnit.NoUnit, ("Currency",)),
+    # MRR split by plan: a gauge of its own, since a rollup's datapoints (one per tier) would not
+    # average to the currency's MRR.
+    Metric.PLAN_MRR: MetricDefinition(MetricUnit.NoUnit, ("Currency", "Tier")),
     Metric.PAYING_SUBSCRIPTIONS: MetricDefinition(MetricUnit.Count),
     # One per applied change that starts, restarts or ends a paying subscription (webhooks and
     # reconciliation alike): summed, they are the change in PayingSubscriptions.
@@ -158,13 +185,25 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.SUBSCRIPTIONS_REACTIVATED: MetricDefinition(MetricUnit.Count),
     Metric.SUBSCRIPTIONS_CHURNED: MetricDefinition(MetricUnit.Count),
     # An applied change that raises the tier of a subscription that already counted (not a new one).
-    Metric.SUBSCRIPTIONS_UPGRADED: MetricDefinition(MetricUnit.Count),
+    Metric.SUBSCRIPTIONS_UPGRADED: MetricDefinition(MetricUnit.Count, ("Tier",)),  # the tier upgraded to
     # One per finished reconciliation run; drift and healing per compared field (status, tier,
     # period_end, cancel_at_period_end, customer_link, subscription, missed_event).
     Metric.RECONCILE_RUN: MetricDefinition(MetricUnit.Count),
     Metric.RECONCILE_DRIFT: MetricDefinition(MetricUnit.Count, ("Field",)),
     Metric.RECONCILE_HEALED: MetricDefinition(MetricUnit.Count, ("Field",)),
     Metric.RECONCILE_FAILED: MetricDefinition(MetricUnit.Count),
+    # One per currency per daily revenue reconciliation (Stripe's gross volume against PaymentAmount
+    # less RefundAmount), and one more when that currency's drift is over the threshold.
+    Metric.REVENUE_RECONCILED: MetricDefinition(MetricUnit.Count, ("Currency",)),
+    Metric.REVENUE_DRIFT: MetricDefinition(MetricUnit.Count, ("Currency",)),
+    # Suspicious activity, as Stripe reports it (docs/suspicious-activity.md): bounded Stripe enums.
+    Metric.EARLY_FRAUD_WARNING: MetricDefinition(MetricUnit.Count, ("FraudType",)),
+    Metric.DISPUTE_OPENED: MetricDefinition(MetricUnit.Count, ("Reason",)),
+    Metric.CHECKOUT_VELOCITY_EXCEEDED: MetricDefinition(MetricUnit.Count),
+    # An admin action, allowed and recorded in the audit trail, or refused.
+    Metric.ADMIN_ACTION: MetricDefinition(MetricUnit.Count, ("Action", "Outcome"), (("Outcome",),)),
+    # One per stack deployment (the dashboards' deployment marker).
+    Metric.DEPLOYED: MetricDefinition(MetricUnit.Count),
 }
 
 

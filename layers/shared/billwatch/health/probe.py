@@ -449,7 +449,7 @@ class ActiveSubscriptionsGauge:
 
     def points(self) -> list[MetricPoint]:
         counts: dict[str, int] = {}
-        mrr: dict[str, int] = {}
+        plan_mrr: dict[tuple[str, str], int] = {}
         paying = 0
         try:
             for tier in self._catalog.tiers:
@@ -458,15 +458,27 @@ class ActiveSubscriptionsGauge:
                     counts[tier.name] += 1
                     if account.mrr is not None and account.mrr_currency:
                         paying += 1
-                        mrr[account.mrr_currency] = mrr.get(account.mrr_currency, 0) + int(account.mrr)
+                        key = (account.mrr_currency, tier.name)
+                        plan_mrr[key] = plan_mrr.get(key, 0) + int(account.mrr)
         except Exception:
             logger.warning("Could not count the active subscriptions", exc_info=True)
             return []
+        mrr: dict[str, int] = {}
+        for (currency, _tier), amount in plan_mrr.items():
+            mrr[currency] = mrr.get(currency, 0) + amount
         points = [MetricPoint(Metric.ACTIVE_SUBSCRIPTIONS, n, {"Tier": tier}) for tier, n in counts.items()]
         points.append(MetricPoint(Metric.PAYING_SUBSCRIPTIONS, paying))
         points += [
             MetricPoint(Metric.MRR, float(major_units(amount, currency)), {"Currency": currency.upper()})
             for currency, amount in sorted(mrr.items())
+        ]
+        points += [
+            MetricPoint(
+                Metric.PLAN_MRR,
+                float(major_units(amount, currency)),
+                {"Currency": currency.upper(), "Tier": tier},
+            )
+            for (currency, tier), amount in sorted(plan_mrr.items())
         ]
         return points
 

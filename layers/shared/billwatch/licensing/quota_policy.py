@@ -118,6 +118,7 @@ class UsageDecision:
     counted_since: float | None = field(default=None, compare=False)  # identifies the usage period
     announcements_due: tuple[int, ...] = field(default=(), compare=False)
     outcome: Outcome | None = field(default=None, compare=False)  # None only when built elsewhere
+    tier: str | None = field(default=None, compare=False)  # the tier that counted the use
 
     @property
     def counted(self) -> bool:
@@ -266,7 +267,9 @@ class QuotaPolicy:
             since, outcome = now if account.usage_since is None else account.usage_since, Outcome.COUNT
         else:
             since, outcome = period.start, Outcome.START_PERIOD
-        return self._allowed(usage, feature, used, used + quantity, limit, period, since, current, outcome)
+        return self._allowed(
+            usage, tier, feature, used, used + quantity, limit, period, since, current, outcome
+        )
 
     def after_write(
         self, usage: AccountUsage, feature: str, quantity: int, now: int, outcome: Outcome = Outcome.COUNT
@@ -281,12 +284,13 @@ class QuotaPolicy:
         period = self.period(tier, account, now)
         used, limit = self.used_and_limit(usage, quota, feature, current=True)
         return self._allowed(
-            usage, feature, used - quantity, used, limit, period, account.usage_since, True, outcome
+            usage, tier, feature, used - quantity, used, limit, period, account.usage_since, True, outcome
         )
 
     def _allowed(
         self,
         usage: AccountUsage,
+        tier: Tier,
         feature: str,
         before: int,
         after: int,
@@ -308,6 +312,7 @@ class QuotaPolicy:
             since,
             unannounced(usage, feature, after, limit, current),
             outcome,
+            tier.name,
         )
 
     @staticmethod

@@ -362,7 +362,12 @@ class Licensing:
                 extra={"account_id": account_id, "feature": feature, "field": "resets_at"},
             )
         if decision.counted:
-            self._metrics.add(Metric.USAGE_COUNTED, quantity, Feature=label)
+            self._metrics.add(
+                Metric.USAGE_COUNTED,
+                quantity,
+                Feature=label,
+                Tier=decision.tier or self._catalog.default_tier.name,
+            )
         for threshold in decision.crossed_thresholds:
             if threshold in LIMIT_HIT_THRESHOLDS:
                 self._metrics.add(Metric.LIMIT_HIT, Threshold=str(threshold))
