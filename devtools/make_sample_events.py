@@ -167,6 +167,29 @@ def stripe_events() -> dict[str, dict[str, Any]]:
         },
     )
     add("customer.deleted", se.customer(id=CUSTOMER_ID, metadata=META), created=PERIOD_END + 10 * DAY)
+    # What Stripe tells of money and suspicious activity without changing the account's state.
+    charge_id = "ch_demo_0001"
+    add(
+        "charge.refunded",
+        se.charge(id=charge_id, customer=CUSTOMER_ID, amount_refunded=500, created=PERIOD_START + 3600),
+        created=PERIOD_START + 2 * DAY,
+        previous_attributes={"amount_refunded": 0},
+    )
+    add(
+        "payment_intent.payment_failed",
+        se.payment_intent(id="pi_demo_0002", customer=CUSTOMER_ID, created=PERIOD_START + 3500),
+        created=PERIOD_START + 3600,
+    )
+    add(
+        "charge.dispute.created",
+        se.dispute(id="dp_demo_0001", charge=charge_id, created=PERIOD_START + 3 * DAY),
+        created=PERIOD_START + 3 * DAY,
+    )
+    add(
+        "radar.early_fraud_warning.created",
+        se.early_fraud_warning(id="issfr_demo_0001", charge=charge_id, created=PERIOD_START + 2 * DAY),
+        created=PERIOD_START + 2 * DAY,
+    )
 
     # Legacy (pre-2025-03-31) shapes: API version inferred from the object -> 2024-06-20.
     add(

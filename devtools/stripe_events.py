@@ -49,14 +49,18 @@ __all__ = [
     "LEGACY_API_VERSION",
     "NEW_API_VERSION",
     "api_gateway_event",
+    "charge",
     "checkout_session",
     "customer",
+    "dispute",
+    "early_fraud_warning",
     "entitlement_summary",
     "event",
     "eventbridge_event",
     "fixture",
     "invoice",
     "is_legacy_shape",
+    "payment_intent",
     "subscription",
 ]
 
@@ -231,11 +235,15 @@ def invoice(
     period_end: int = 1_702_592_000,
     price_id: str = "price_pro_monthly",
     lookup_key: str | None = "pro_monthly",
+    paid_at: int | None = None,
+    payment_method_types: list[str] | None = None,
 ) -> dict[str, Any]:
     """An ``invoice`` object with one line.  ``subscription=None`` builds a one-off invoice.
 
     ``status="paid"`` -> fully paid; ``"open"`` (what ``invoice.payment_failed`` carries) -> attempted,
-    unpaid; ``"draft"`` -> not finalized.
+    unpaid; ``"draft"`` -> not finalized.  A paid invoice is finalized at ``created`` and paid at
+    ``paid_at`` (default: the same second).  ``payment_method_types`` is
+    ``payment_settings.payment_method_types``: None leaves the choice to the customer's default.
     """
     inv_id = id or _new_id("in_")
     inv = fixture("invoice")
@@ -277,7 +285,10 @@ def invoice(
     )
     inv["status_transitions"].update(
         finalized_at=created if finalized else None,
-        paid_at=created if paid else None,
+        paid_at=(created if paid_at is None else paid_at) if paid else None,
+    )
+    inv["payment_settings"]["payment_method_types"] = (
+        None if payment_method_types is None else list(payment_method_types)
     )
 
     line = inv["lines"]["data"][0]
@@ -379,12 +390,16 @@ def checkout_session(
     metadata: dict | None = None,
     created: int = 1_700_000_000,
     amount_total: int = 2000,
+    email: str | None = None,
 ) -> dict[str, Any]:
     """A ``checkout.session``.  For an expired session pass ``status="expired"``, and usually
-    ``customer=None, subscription=None``."""
+    ``customer=None, subscription=None``.  ``email`` is what the buyer typed
+    (``customer_details.email``); by default one of the session's own, so that sessions built
+    in a loop are different buyers to the checkout velocity rule."""
     cs_id = id or _new_id("cs_test_")
     cs = fixture("checkout.session")
     complete = status == "complete"
+    cs["customer_details"]["email"] = email or f"buyer-{_stable_hex(cs_id, n=12)}@example.com"
     cs.update(
         id=cs_id,
         customer=customer,
@@ -470,6 +485,134 @@ def entitlement_summary(*, customer: str = "cus_test", lookup_keys: tuple[str, .
         "url": f"/v1/customers/{customer}/entitlements",
     }
     return summary
+
+
+def charge(
+    *,
+    id: str | None = None,
+    customer: str | None = "cus_test",
+    amount: int = 2000,
+    amount_refunded: int = 0,
+    currency: str = "usd",
+    payment_intent: str | None = None,
+    metadata: dict | None = None,
+    created: int = 1_700_000_000,
+) -> dict[str, Any]:
+    """A succeeded ``charge``; ``amount_refunded`` > 0 is what ``charge.refunded`` carries (pass
+    the amount refunded before as ``event(previous_attributes={"amount_refunded": ...})``)."""
+    ch_id = id or _new_id("ch_")
+    ch = fixture("charge")
+    ch.update(
+        id=ch_id,
+        customer=customer,
+        amount=amount,
+        amount_captured=amount,
+        amount_refunded=amount_refunded,
+        refunded=amount_refunded >= amount,
+        currency=currency,
+        payment_intent=payment_intent,
+        metadata=dict(metadata or {}),
+        created=created,
+        captured=True,
+        paid=True,
+        status="succeeded",
+        balance_transaction="txn_" + _suffix(ch_id),
+        receipt_url=None,
+    )
+    ch["refunds"]["url"] = f"/v1/charges/{ch_id}/refunds"
+    return ch
+
+
+def payment_intent(
+    *,
+    id: str | None = None,
+    customer: str | None = "cus_test",
+    amount: int = 2000,
+    currency: str = "usd",
+    decline_code: str | None = "insufficient_funds",
+    error_code: str | None = "card_declined",
+    metadata: dict | None = None,
+    created: int = 1_700_000_000,
+) -> dict[str, Any]:
+    """A ``payment_intent`` whose last attempt failed (what ``payment_intent.payment_failed`` carries):
+    ``last_payment_error.code`` is ``error_code``, ``.decline_code`` is ``decline_code`` (Stripe
+    sets the decline code only when the issuer declined a card)."""
+    pi_id = id or _new_id("pi_")
+    pi = fixture("payment_intent")
+    pi.update(
+        id=pi_id,
+        customer=customer,
+        amount=amount,
+        amount_received=0,
+        currency=currency,
+        status="requires_payment_method",
+        metadata=dict(metadata or {}),
+        created=created,
+        client_secret=f"{pi_id}_secret_{_stable_hex(pi_id, n=12)}",
+        latest_charge="ch_" + _suffix(pi_id),
+        last_payment_error={
+            "type": "card_error",
+            "code": error_code,
+            "decline_code": decline_code,
+            "message": "Your card was declined.",
+            "doc_url": f"https://stripe.com/docs/error-codes/{error_code}" if error_code else None,
+            "charge": "ch_" + _suffix(pi_id),
+            "advice_code": None,
+            "network_decline_code": None,
+            "param": None,
+            "payment_method_type": "card",
+        },
+    )
+    return pi
+
+
+def dispute(
+    *,
+    id: str | None = None,
+    charge: str = "ch_test",
+    amount: int = 2000,
+    currency: str = "usd",
+    reason: str = "fraudulent",
+    status: str = "needs_response",
+    payment_intent: str | None = None,
+    created: int = 1_700_000_000,
+) -> dict[str, Any]:
+    """A ``dispute`` (what ``charge.dispute.created`` carries); the evidence is due a week on."""
+    dp = fixture("dispute")
+    dp.update(
+        id=id or _new_id("dp_"),
+        charge=charge,
+        amount=amount,
+        currency=currency,
+        reason=reason,
+        status=status,
+        payment_intent=payment_intent,
+        created=created,
+    )
+    dp["evidence_details"]["due_by"] = created + 7 * 86_400
+    return dp
+
+
+def early_fraud_warning(
+    *,
+    id: str | None = None,
+    charge: str = "ch_test",
+    fraud_type: str = "made_with_stolen_card",
+    payment_intent: str | None = None,
+    created: int = 1_700_000_000,
+) -> dict[str, Any]:
+    """A ``radar.early_fraud_warning`` (what ``radar.early_fraud_warning.created`` carries)."""
+    warning = fixture("radar.early_fraud_warning")
+    warning.update(
+        id=id or _new_id("issfr_"),
+        charge=charge,
+        fraud_type=fraud_type,
+        created=created,
+        livemode=False,
+    )
+    if payment_intent is not None:
+        warning["payment_intent"] = payment_intent
+    return warning
 
 
 # --------------------------------------------------------------------------------------------------
