@@ -18,7 +18,7 @@ from billwatch.core.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from stripe import ListObject, StripeClient, StripeObject
-    from stripe.params import EventListParams, SubscriptionListParams
+    from stripe.params import BalanceTransactionListParams, EventListParams, SubscriptionListParams
 
 Result = TypeVar("Result")
 Listed = TypeVar("Listed", bound="StripeObject")
@@ -164,6 +164,15 @@ class StripeApi:
         if starting_after:
             params["starting_after"] = starting_after
         return self._listed(lambda client: client.v1.events.list(params=params))
+
+    def balance_transactions(self, created_from: int, created_before: int) -> Iterator[dict[str, Any]]:
+        """Every balance transaction created in [created_from, created_before), epoch seconds (needs the
+        key's Balance read permission)."""
+        params: BalanceTransactionListParams = {
+            "created": {"gte": created_from, "lt": created_before},
+            "limit": 100,
+        }
+        return self._listed(lambda client: client.v1.balance_transactions.list(params=params))
 
     def webhook_endpoints(self) -> Iterator[dict[str, Any]]:
         """Every webhook endpoint of the account (needs the key's Webhook Endpoints read permission)."""

@@ -224,6 +224,12 @@ def subscription_account(sub: Mapping[str, Any], where: str = "data.object.") ->
     )
 
 
+def _started(sub: Mapping[str, Any], bounds: Bounds, where: str) -> int | None:
+    """The subscription's start_date: a moment that has come, like an event's creation."""
+    started = _optional(sub, "start_date", int, where)
+    return None if started is None else bounds.created(started, f"{where}start_date")
+
+
 def subscription_change(
     event_id: str,
     created: int,
@@ -295,6 +301,7 @@ def subscription_change(
             "current_period_end": period_end,
             "cancel_at_period_end": bool(_optional(sub, "cancel_at_period_end", bool, where)),
             "trial_end": bounds.scheduled(_optional(sub, "trial_end", int, where), f"{where}trial_end"),
+            "subscription_started_at": _started(sub, bounds, where),
             **_monthly_revenue(sub, catalog),
         },
         subscription_id=subscription_id,

@@ -340,9 +340,23 @@ class ReportSettings:
     zone: ZoneInfo  # its readers' time zone: the schedule's, and the one dates are shown in
     stage: str  # its alarms are named billwatch-<stage>-*
     http_api_id: str | None  # availability from the HTTP API's own 5xx and Count when known
+    # Revenue reconciliation: a drift counts when over both, the share of Stripe's gross volume and
+    # the amount (major units of the currency), so a cent on a quiet day does not alarm.
+    revenue_drift_percent: float = 1.0
+    revenue_drift_minimum: int = 1
 
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")  # the template's Stage pattern
+_PERCENT = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,2})?$")
+
+
+def _percent(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    if not _PERCENT.match(raw.strip()) or not 0 < float(raw) <= 100:
+        raise ConfigError(f"{name} must be a percentage above 0 and at most 100 (e.g. 1 or 0.5), got {raw!r}")
+    return float(raw)
 
 
 def load_report_settings(env: Mapping[str, str] | None = None) -> ReportSettings:
@@ -354,4 +368,6 @@ def load_report_settings(env: Mapping[str, str] | None = None) -> ReportSettings
         zone=_zone(env, "REPORT_TIMEZONE", "UTC"),
         stage=stage,
         http_api_id=_optional(env, "HTTP_API_ID"),
+        revenue_drift_percent=_percent(env, "REVENUE_DRIFT_PERCENT", 1.0),
+        revenue_drift_minimum=_integer(env, "REVENUE_DRIFT_MINIMUM", default=1, minimum=0),
     )

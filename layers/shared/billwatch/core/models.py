@@ -69,6 +69,7 @@ class BillingAccount(SharedClientModel):
     current_period_end = NumberAttribute(null=True)
     cancel_at_period_end = BooleanAttribute(null=True)
     trial_end = NumberAttribute(null=True)
+    subscription_started_at = NumberAttribute(null=True)  # Stripe's start_date: the cohort it is in
     subscription_version = UnicodeAttribute(null=True)
 
     last_invoice_id = UnicodeAttribute(null=True)
@@ -122,6 +123,7 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
         "current_period_end",
         "cancel_at_period_end",
         "trial_end",
+        "subscription_started_at",
     ),
     "payment": ("last_invoice_id", "last_payment_status", "last_billing_reason", "last_payment_at"),
     "checkout": ("last_checkout_session_id", "last_checkout_status"),

@@ -13,14 +13,21 @@ from billwatch.alerting.alarm_text import AlarmText, parse_alarm_description
 from billwatch.alerting.inputs import short_alarm_name
 from billwatch.core.metrics import SERVICE_DIMENSION, Metric
 from billwatch.core.observability import logger
+from billwatch.reporting.forecast import HISTORY_DAYS
 from billwatch.reporting.model import (
     NO_DATA,
+    NOT_LISTENING,
     ApiTraffic,
+    CurrencyMoney,
+    DayPurchases,
     Figure,
     Incident,
     Known,
     Missing,
+    Money,
+    MrrReading,
     ReportData,
+    ReportPeriod,
     RequestCounts,
     Revenue,
     as_utc,
@@ -89,6 +96,22 @@ _PERCENTILE_PREFIX = "p"  # p95, p99.9
 _GAUGE_PERIOD_SECONDS = 3600
 _GAUGE_READING_WINDOW = dt.timedelta(hours=1)
 _FIRING = "ALARM"
+_DAY_SECONDS = 86400
+MONEY = (
+    ("paid", Metric.PAYMENT_AMOUNT),
+    ("refunded", Metric.REFUND_AMOUNT),
+    ("failed", Metric.PAYMENT_FAILED_AMOUNT),
+)
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """What the health probe's gauges say about the window."""
+
+    paying_at_start: Figure[float]
+    revenue: Figure[Mapping[str, Revenue]]
+    plan_mrr: Figure[Mapping[str, Mapping[str, float]]]  # currency -> tier -> MRR, the last hour
+    read_at_start: bool  # the probe ran in the window's first hour: billwatch ran the whole window
 
 
 def _combined(stat: str, values: Sequence[float]) -> Figure[float]:
@@ -119,7 +142,9 @@ class CloudWatchReportSource:
         self._http_api_id = http_api_id
         self._history_lookback = history_lookback
 
-    def read(self, start: dt.datetime, end: dt.datetime) -> ReportData:
+    def read(
+        self, start: dt.datetime, end: dt.datetime, period: ReportPeriod = ReportPeriod.DAILY
+    ) -> ReportData:
         labelled = {query.key: self._label_values(query) for query in LABELLED_QUERIES}
         stats = self._metric_stats(labelled)
         window = int((end - start).total_seconds())
@@ -133,7 +158,8 @@ class CloudWatchReportSource:
             query.key: self._per_label(figures, query.key, values)
             for query, values in zip(LABELLED_QUERIES, labelled.values(), strict=True)
         }
-        paying_at_start, revenue = self._gauges(start, end)
+        gauges = self._gauges(start, end)
+        weekly = period is ReportPeriod.WEEKLY
         return ReportData(
             start=start,
             end=end,
@@ -141,30 +167,158 @@ class CloudWatchReportSource:
             api=self._api_traffic(figures, start, end),
             **measured,
             **per_label,
-            paying_at_start=paying_at_start,
-            revenue=revenue,
+            paying_at_start=gauges.paying_at_start,
+            revenue=gauges.revenue,
             incidents=self._readable_incidents(start, end),
+            money=self._money(start, end, figures["webhooks_received"], gauges),
+            purchases_by_day=self._purchases_by_day(start, end) if weekly else None,
+            mrr_history=self._mrr_history(end) if weekly else None,
         )
 
-    def _gauges(
-        self, start: dt.datetime, end: dt.datetime
-    ) -> tuple[Figure[float], Figure[Mapping[str, Revenue]]]:
-        """Paying subscriptions at the start, and MRR per currency at the start and the end.
+    def _money(
+        self, start: dt.datetime, end: dt.datetime, webhooks_received: Figure[float], gauges: Gauges
+    ) -> Figure[Money]:
+        """Paid, refunded and failed amounts per currency, paid per plan, and MRR per plan.
 
-        The probe reads both gauges together, so an hour with a PayingSubscriptions reading and no
+        billwatch counts money only when an invoice is paid or fails or a charge is refunded, so
+        beside webhooks received in the window an amount without datapoints is 0; without any
+        webhook, billwatch was not listening and nothing is known.
+        """
+        listening = isinstance(webhooks_received, Known) and webhooks_received.value > 0
+        currencies = {
+            name: self._label_values(LabelledQuery(name, metric, "Currency")) for name, metric in MONEY
+        }
+        plans = self._label_combinations(Metric.PAYMENT_AMOUNT, ("Currency", "Tier"))
+        stats = {
+            f"{name}_{index}": self._metric_stat(
+                self._namespace, metric.value, "Sum", (("Currency", currency),)
+            )
+            for name, metric in MONEY
+            for index, currency in enumerate(currencies[name])
+        }
+        for index, (currency, tier) in enumerate(plans):
+            stats[f"plan_{index}"] = self._metric_stat(
+                self._namespace, Metric.PAYMENT_AMOUNT.value, "Sum", (("Currency", currency), ("Tier", tier))
+            )
+        window = int((end - start).total_seconds())
+        points = _read_metric_data(self._cloudwatch, stats, start, end, window)
+        amounts: dict[tuple[str, str], float] = {
+            (name, currency): sum(value for _, value in points[f"{name}_{index}"])
+            for name, _ in MONEY
+            for index, currency in enumerate(currencies[name])
+            if points[f"{name}_{index}"]
+        }
+        paid_by_plan: dict[str, dict[str, float]] = {}
+        for index, (currency, tier) in enumerate(plans):
+            if points[f"plan_{index}"]:
+                paid_by_plan.setdefault(currency, {})[tier] = sum(
+                    value for _, value in points[f"plan_{index}"]
+                )
+        plan_mrr = gauges.plan_mrr
+        seen = {currency for _, currency in amounts} | set(paid_by_plan)
+        if isinstance(plan_mrr, Known):
+            seen |= set(plan_mrr.value)
+        if not seen and not listening:
+            return Missing(NOT_LISTENING)
+        unknown = Missing(NOT_LISTENING)
+
+        def amount(name: str, currency: str) -> Figure[float]:
+            if (name, currency) in amounts:
+                return Known(amounts[name, currency])
+            return Known(0.0) if listening else unknown
+
+        def by_plan(currency: str) -> Figure[Mapping[str, float]]:
+            if currency in paid_by_plan:
+                return Known(paid_by_plan[currency])
+            return Known({}) if listening else unknown
+
+        def mrr_by_plan(currency: str) -> Figure[Mapping[str, float]]:
+            return Known(plan_mrr.value.get(currency, {})) if isinstance(plan_mrr, Known) else plan_mrr
+
+        return Known(
+            Money(
+                tuple(
+                    CurrencyMoney(
+                        currency,
+                        paid=amount("paid", currency),
+                        refunded=amount("refunded", currency),
+                        failed=amount("failed", currency),
+                        paid_by_plan=by_plan(currency),
+                        mrr_by_plan=mrr_by_plan(currency),
+                    )
+                    for currency in sorted(seen)
+                ),
+                listening=listening,
+                measured_from_start=gauges.read_at_start,
+            )
+        )
+
+    def _purchases_by_day(self, start: dt.datetime, end: dt.datetime) -> Figure[tuple[DayPurchases, ...]]:
+        """PaymentAmount per currency in each 24 hours of the window; a day without a webhook received
+        was a day billwatch did not listen, and is not known."""
+        currencies = self._label_values(LabelledQuery("paid", Metric.PAYMENT_AMOUNT, "Currency"))
+        stats = {"received": self._metric_stat(self._namespace, Metric.WEBHOOK_RECEIVED.value, "Sum", ())}
+        for index, currency in enumerate(currencies):
+            stats[f"paid_{index}"] = self._metric_stat(
+                self._namespace, Metric.PAYMENT_AMOUNT.value, "Sum", (("Currency", currency),)
+            )
+        daily = _read_metric_data(self._cloudwatch, stats, start, end, _DAY_SECONDS)
+        received = dict(daily["received"])
+        paid = {currency: dict(daily[f"paid_{index}"]) for index, currency in enumerate(currencies)}
+        days = []
+        day = start
+        while day < end:
+            found = {currency: series[day] for currency, series in paid.items() if day in series}
+            if found or received.get(day, 0) > 0:
+                days.append(
+                    DayPurchases(day, Known({currency: found.get(currency, 0.0) for currency in paid}))
+                )
+            else:
+                days.append(DayPurchases(day, Missing(NOT_LISTENING)))
+            day += dt.timedelta(seconds=_DAY_SECONDS)
+        return Known(tuple(days))
+
+    def _mrr_history(self, end: dt.datetime) -> Figure[Mapping[str, Sequence[MrrReading]]]:
+        """The daily average of MRR per currency over the forecast's history; days without a reading
+        are left out, never read as 0."""
+        currencies = self._label_values(LabelledQuery("mrr", Metric.MRR, "Currency"))
+        stats = {
+            f"mrr_{index}": self._metric_stat(
+                self._namespace, Metric.MRR.value, "Average", (("Currency", c),)
+            )
+            for index, c in enumerate(currencies)
+        }
+        start = end - dt.timedelta(days=HISTORY_DAYS)
+        daily = _read_metric_data(self._cloudwatch, stats, start, end, _DAY_SECONDS)
+        history = {
+            currency: [MrrReading(day, value) for day, value in daily[f"mrr_{index}"]]
+            for index, currency in enumerate(currencies)
+        }
+        return Known({currency: readings for currency, readings in history.items() if readings})
+
+    def _gauges(self, start: dt.datetime, end: dt.datetime) -> Gauges:
+        """Paying subscriptions at the start, MRR per currency at the start and the end, and MRR per
+        currency and plan at the end.
+
+        The probe reads the gauges together, so an hour with a PayingSubscriptions reading and no
         reading for a currency had none of its MRR; an hour without one is not known at all.
         """
         currencies = self._label_values(LabelledQuery("mrr", Metric.MRR, "Currency"))
+        plans = self._label_combinations(Metric.PLAN_MRR, ("Currency", "Tier"))
         paying_stat = self._metric_stat(self._namespace, Metric.PAYING_SUBSCRIPTIONS.value, "Average", ())
         stats = {"paying": paying_stat}
         for index, currency in enumerate(currencies):
             stats[f"mrr_{index}"] = self._metric_stat(
                 self._namespace, Metric.MRR.value, "Average", (("Currency", currency),)
             )
+        for index, (currency, tier) in enumerate(plans):
+            stats[f"plan_{index}"] = self._metric_stat(
+                self._namespace, Metric.PLAN_MRR.value, "Average", (("Currency", currency), ("Tier", tier))
+            )
         hourly = _read_metric_data(self._cloudwatch, stats, start, end, _GAUGE_PERIOD_SECONDS)
         paying = dict(hourly["paying"])
         if not paying:
-            return Missing(NO_DATA), Missing(NO_DATA)
+            return Gauges(Missing(NO_DATA), Missing(NO_DATA), Missing(NO_DATA), read_at_start=False)
         first, last = min(paying), max(paying)
         read_at_start = first < start + _GAUGE_READING_WINDOW
         read_at_end = last >= end - _GAUGE_READING_WINDOW
@@ -184,7 +338,14 @@ class CloudWatchReportSource:
                     now=reading(series, last, read_at_end, "last"),
                     at_start=reading(series, first, read_at_start, "first"),
                 )
-        return reading(paying, first, read_at_start, "first"), Known(revenue)
+        plan_mrr: Figure[Mapping[str, Mapping[str, float]]] = Missing("no gauge reading in the last hour")
+        if read_at_end:
+            by_plan: dict[str, dict[str, float]] = {}
+            for index, (currency, tier) in enumerate(plans):
+                if last_value := dict(hourly[f"plan_{index}"]).get(last):
+                    by_plan.setdefault(currency, {})[tier] = last_value
+            plan_mrr = Known(by_plan)
+        return Gauges(reading(paying, first, read_at_start, "first"), Known(revenue), plan_mrr, read_at_start)
 
     def _readable_incidents(self, start: dt.datetime, end: dt.datetime) -> Figure[Sequence[Incident]]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -201,16 +362,20 @@ class CloudWatchReportSource:
         ]
 
     def _label_values(self, query: LabelledQuery) -> list[str]:
-        wanted = {SERVICE_DIMENSION, query.label}
+        return [values[0] for values in self._label_combinations(query.metric, (query.label,))]
+
+    def _label_combinations(self, metric: Metric, labels: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """The values of the labels that billwatch emitted together (ListMetrics: the last 2 weeks)."""
+        wanted = {SERVICE_DIMENSION, *labels}
         values = set()
         pages = self._cloudwatch.get_paginator("list_metrics").paginate(
-            Namespace=self._namespace, MetricName=query.metric.value, Dimensions=self._dimensions()
+            Namespace=self._namespace, MetricName=metric.value, Dimensions=self._dimensions()
         )
         for page in pages:
-            for metric in page["Metrics"]:
-                dimensions = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+            for found in page["Metrics"]:
+                dimensions = {d["Name"]: d["Value"] for d in found.get("Dimensions", [])}
                 if set(dimensions) == wanted and dimensions[SERVICE_DIMENSION] == self._service:
-                    values.add(dimensions[query.label])
+                    values.add(tuple(dimensions[label] for label in labels))
         return sorted(values)
 
     def _metric_stats(self, labelled: Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:

@@ -18,12 +18,18 @@ from billwatch.alerting.channels.base import Channel, DeliveryFailed
 from billwatch.alerting.channels.factory import build_channel
 from billwatch.alerting.channels.retry import RetryStage
 from billwatch.alerting.dispatcher import AlertSecrets, load_routing
+from billwatch.billing.stripe_api import StripeApi, StripeErrorCode, configured_api_key
 from billwatch.core.config import AlertSettings, ReportSettings, Settings
 from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.models import bind_billing_table
 from billwatch.core.observability import logger
+from billwatch.licensing.plans import load_plan_catalog
+from billwatch.licensing.quota_policy import QuotaPolicy
+from billwatch.reporting.accounts import AccountsReport
 from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
-from billwatch.reporting.model import BillingReport, Known, ReportPeriod, report_window
+from billwatch.reporting.model import BillingReport, Known, ReportData, ReportPeriod, report_window
 from billwatch.reporting.renderers import ReportContent, report_id
+from billwatch.reporting.revenue_reconciliation import DriftThreshold, RevenueReconciler
 from billwatch.reporting.scoring import build_report
 
 
@@ -76,19 +82,34 @@ class BillingReportJob:
         metrics: MetricsRecorder,
         zone: dt.tzinfo,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        *,
+        revenue: RevenueReconciler | None = None,
+        accounts: AccountsReport | None = None,
     ) -> None:
         self._source = source
         self._sender = sender
         self._metrics = metrics
         self._zone = zone
         self._clock = clock
+        self._revenue = revenue
+        self._accounts = accounts
+
+    def _read(self, period: ReportPeriod, start: dt.datetime, end: dt.datetime) -> ReportData:
+        data = self._source.read(start, end, period)
+        # Revenue is reconciled once a day: a weekly run would count each day's drift again.
+        if period is ReportPeriod.DAILY and self._revenue is not None:
+            data = dataclasses.replace(data, revenue_checks=self._revenue.check(start, end, data.money))
+        if period is ReportPeriod.WEEKLY and self._accounts is not None:
+            near_limits, cohorts = self._accounts.read()
+            data = dataclasses.replace(data, near_limits=near_limits, cohorts=cohorts)
+        return data
 
     def run(self, period: ReportPeriod, end: dt.datetime | None = None) -> ReportOutcome:
         """The report of the window that ends at ``end`` (default: now), to a minute."""
         until = (end or self._clock()).astimezone(dt.UTC).replace(second=0, microsecond=0)
         start, until = report_window(period, until)
-        report = build_report(self._source.read(start, until), period, self._zone)
         try:
+            report = build_report(self._read(period, start, until), period, self._zone)
             delivered, failed = self._sender.send(report)
         finally:
             self._metrics.flush()
@@ -129,6 +150,22 @@ def build_billing_report_job(
         http_api_id=report_settings.http_api_id,
     )
     metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
+
+    def count_stripe_error(code: StripeErrorCode) -> None:
+        metrics.add(Metric.STRIPE_API_ERROR, Code=code.value)
+
+    stripe = (
+        StripeApi(configured_api_key(settings), settings.stripe_api_base, count_stripe_error)
+        if settings.stripe_api_configured
+        else None
+    )
+    threshold = DriftThreshold(report_settings.revenue_drift_percent, report_settings.revenue_drift_minimum)
+    bind_billing_table(settings.billing_table)
     return BillingReportJob(
-        source, ReportSender(channels, RetryStage(deadline=deadline), metrics), metrics, report_settings.zone
+        source,
+        ReportSender(channels, RetryStage(deadline=deadline), metrics),
+        metrics,
+        report_settings.zone,
+        revenue=RevenueReconciler(stripe, threshold, metrics),
+        accounts=AccountsReport(QuotaPolicy(load_plan_catalog(settings))),
     )

@@ -21,6 +21,7 @@ Value = TypeVar("Value")
 
 NO_DATA = "no data"
 NO_TRAFFIC = "no traffic"
+NOT_LISTENING = "no data (billwatch received no webhooks)"
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,93 @@ class Revenue:
 
 
 @dataclass(frozen=True)
+class CurrencyMoney:
+    """One currency's money in the window, in its major units (never added to another currency's)."""
+
+    currency: str  # upper case, as the metrics label it
+    paid: Figure[float]  # PaymentAmount
+    refunded: Figure[float]  # RefundAmount
+    failed: Figure[float]  # PaymentFailedAmount: what the failed invoices asked for
+    paid_by_plan: Figure[Mapping[str, float]]  # PaymentAmount per Tier
+    mrr_by_plan: Figure[Mapping[str, float]]  # PlanMRR per Tier, the window's last hour
+
+    @property
+    def recorded_net(self) -> Figure[float]:
+        """What billwatch recorded as taken in: paid less refunded (what revenue reconciliation compares)."""
+        if isinstance(self.paid, Missing):
+            return self.paid
+        if isinstance(self.refunded, Missing):
+            return self.refunded
+        return Known(self.paid.value - self.refunded.value)
+
+
+@dataclass(frozen=True)
+class Money:
+    by_currency: tuple[CurrencyMoney, ...]  # by currency code
+    # billwatch received webhooks in the window, so a currency it counted nothing in took in 0.
+    listening: bool
+    # The health probe read the gauges in the window's first hour: billwatch ran the whole window.
+    measured_from_start: bool = True
+
+    def recorded_net(self, currency: str) -> Figure[float]:
+        for money in self.by_currency:
+            if money.currency == currency:
+                return money.recorded_net
+        return Known(0.0) if self.listening else Missing(NOT_LISTENING)
+
+
+@dataclass(frozen=True)
+class DayPurchases:
+    """One day of the weekly report: what the paid invoices came to, per currency."""
+
+    start: dt.datetime  # the day's 24 hours start here (the window's start, plus whole days)
+    paid: Figure[Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class RevenueCheck:
+    """One currency of the revenue reconciliation: Stripe's gross volume against billwatch's record."""
+
+    currency: str
+    stripe_gross: float  # charges and payments less refunds, before fees, major units
+    recorded: Figure[float]  # PaymentAmount less RefundAmount
+    drift: Figure[float]  # recorded - stripe_gross
+    over_threshold: bool
+
+
+@dataclass(frozen=True)
+class AccountNearLimit:
+    account_id: str
+    feature: str
+    used: int
+    limit: int
+
+    @property
+    def share(self) -> float:
+        return self.used / self.limit if self.limit else float("inf")
+
+
+@dataclass(frozen=True)
+class NearLimits:
+    accounts: tuple[AccountNearLimit, ...]  # the highest shares first, at most ``shown``
+    total: int  # how many account quotas were near or over their limits, shown or not
+    shown: int
+
+
+@dataclass(frozen=True)
+class Cohort:
+    month: str  # YYYY-MM, UTC, of the subscriptions' start_date
+    started: int
+    still_paying: int
+
+
+@dataclass(frozen=True)
+class MrrReading:
+    day: dt.datetime  # the start of the day the reading averages
+    mrr: float
+
+
+@dataclass(frozen=True)
 class ReportData:
     start: dt.datetime
     end: dt.datetime
@@ -129,6 +217,13 @@ class ReportData:
     quota_resets_failed: Figure[float]
     incidents: Figure[Sequence[Incident]]
     revenue: Figure[Mapping[str, Revenue]]
+    # None where a section is not part of this report (the weekly-only ones in a daily report).
+    money: Figure[Money] = Missing(NO_DATA)
+    purchases_by_day: Figure[tuple[DayPurchases, ...]] | None = None
+    mrr_history: Figure[Mapping[str, Sequence[MrrReading]]] | None = None  # per currency, oldest first
+    revenue_checks: Figure[tuple[RevenueCheck, ...]] | None = None
+    near_limits: Figure[NearLimits] | None = None
+    cohorts: Figure[tuple[Cohort, ...]] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,6 +343,16 @@ class HealthScore:
 
 
 @dataclass(frozen=True)
+class Forecast:
+    """One currency's MRR forecast: a least-squares line through the daily readings."""
+
+    currency: str
+    readings: int  # the days the line was fitted on
+    months_ahead: tuple[Figure[float], ...]  # MRR 30, 60 and 90 days after the last reading
+    backtest_error: Figure[float]  # MAPE, as a fraction, of a line fitted on the first part
+
+
+@dataclass(frozen=True)
 class BillingReport:
     period: ReportPeriod
     start: dt.datetime
@@ -260,6 +365,12 @@ class BillingReport:
     health: HealthScore
     action_items: tuple[ActionItem, ...]
     zone: dt.tzinfo = dt.UTC  # the readers' time zone: dates and times are shown in it
+    money: Figure[Money] = Missing(NO_DATA)
+    purchases_by_day: Figure[tuple[DayPurchases, ...]] | None = None
+    revenue_checks: Figure[tuple[RevenueCheck, ...]] | None = None
+    near_limits: Figure[NearLimits] | None = None
+    cohorts: Figure[tuple[Cohort, ...]] | None = None
+    forecasts: Figure[tuple[Forecast, ...]] | None = None
 
     @property
     def day(self) -> dt.date:

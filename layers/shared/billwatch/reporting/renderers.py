@@ -17,20 +17,27 @@ from billwatch.alerting.channels.base import EmailMessage, LogRecord, WebhookDoc
 from billwatch.alerting.channels.email import SUBJECT_LIMIT
 from billwatch.alerting.text import SLACK_HEADER_LIMIT, format_number, slack_escape, slack_text, truncate
 from billwatch.core.severities import Severity
+from billwatch.reporting.forecast import HISTORY_DAYS, HORIZON_DAYS
 from billwatch.reporting.model import (
     ActionItem,
     BillingReport,
     Business,
+    Cohort,
+    DayPurchases,
     FeatureUsage,
     Figure,
+    Forecast,
     HealthPart,
     HealthScore,
     Incident,
     Known,
     Missing,
+    Money,
     MrrChange,
+    NearLimits,
     Performance,
     ReportPeriod,
+    RevenueCheck,
     Slo,
     SloStatus,
     as_utc,
@@ -211,12 +218,135 @@ def _sections(report: BillingReport) -> list[tuple[str, list[str]]]:
     return [
         ("SLOs", slos),
         ("Business", business_lines),
+        *_money_sections(report),
         ("Incidents", _incident_lines(report)),
         ("Performance", _performance_lines(report.performance)),
         ("Reconciliation", reconciliation),
         ("Health score", health),
         ("Action items", _action_lines(report.action_items)),
     ]
+
+
+def _amount(figure: Figure[float]) -> str:
+    return figure.reason if isinstance(figure, Missing) else format_money(figure.value)
+
+
+def _by_plan(figure: Figure[Mapping[str, float]]) -> str:
+    if isinstance(figure, Missing):
+        return figure.reason
+    return (
+        ", ".join(f"{tier} {format_money(amount)}" for tier, amount in sorted(figure.value.items())) or "none"
+    )
+
+
+def _money_lines(money: Figure[Money]) -> list[str]:
+    if isinstance(money, Missing):
+        return [money.reason]
+    lines = []
+    for currency in money.value.by_currency:
+        lines += [
+            f"{currency.currency}: paid {_amount(currency.paid)}, refunded {_amount(currency.refunded)}, "
+            f"failed {_amount(currency.failed)}",
+            f"{currency.currency} paid by plan: {_by_plan(currency.paid_by_plan)}",
+            f"{currency.currency} MRR by plan: {_by_plan(currency.mrr_by_plan)}",
+        ]
+    return lines or ["no money moved"]
+
+
+def _per_currency(figure: Figure[Mapping[str, float]]) -> str:
+    if isinstance(figure, Missing):
+        return figure.reason
+    amounts = [f"{currency} {format_money(amount)}" for currency, amount in sorted(figure.value.items())]
+    return ", ".join(amounts) or "nothing paid"
+
+
+def _purchases_by_day_lines(days: Figure[tuple[DayPurchases, ...]], zone: dt.tzinfo) -> list[str]:
+    if isinstance(days, Missing):
+        return [days.reason]
+    return [f"{as_utc(day.start).astimezone(zone):%Y-%m-%d}: {_per_currency(day.paid)}" for day in days.value]
+
+
+def revenue_check_line(check: RevenueCheck) -> str:
+    if isinstance(check.drift, Missing):
+        return (
+            f"{check.currency}: Stripe {format_money(check.stripe_gross)}, not compared: {check.drift.reason}"
+        )
+    share = f" ({check.drift.value / check.stripe_gross:+.2%})" if check.stripe_gross else ""
+    verdict = "over the threshold" if check.over_threshold else "within the threshold"
+    return (
+        f"{check.currency}: Stripe {format_money(check.stripe_gross)}, recorded {_amount(check.recorded)}, "
+        f"drift {check.drift.value:+,.2f}{share}: {verdict}"
+    )
+
+
+def _revenue_check_lines(checks: Figure[tuple[RevenueCheck, ...]]) -> list[str]:
+    if isinstance(checks, Missing):
+        return [f"not compared: {checks.reason}"]
+    return [revenue_check_line(check) for check in checks.value] or ["no money moved in Stripe or billwatch"]
+
+
+def _near_limit_lines(near: Figure[NearLimits]) -> list[str]:
+    if isinstance(near, Missing):
+        return [near.reason]
+    lines = [
+        f"{account.account_id} {account.feature}: {format_number(account.used)} of "
+        f"{format_number(account.limit)} ({account.share:.0%})"
+        for account in near.value.accounts
+    ]
+    if near.value.total > len(near.value.accounts):
+        lines.append(
+            f"{near.value.total - len(near.value.accounts)} more not shown (the top {near.value.shown})"
+        )
+    return lines or ["none"]
+
+
+def _cohort_lines(cohorts: Figure[tuple[Cohort, ...]]) -> list[str]:
+    if isinstance(cohorts, Missing):
+        return [cohorts.reason]
+    return [
+        f"{cohort.month}: {cohort.started} started, {cohort.still_paying} still paying "
+        f"({cohort.still_paying / cohort.started:.0%})"
+        for cohort in cohorts.value
+        if cohort.started
+    ] or ["no subscription with a start date"]
+
+
+FORECAST_METHOD = (
+    f"Method: a least-squares line through the daily MRR of the last {HISTORY_DAYS} days, per currency; "
+    f"its error: a line fitted on the first two thirds of those days, MAPE on the last third"
+)
+
+
+def _forecast_lines(forecasts: Figure[tuple[Forecast, ...]]) -> list[str]:
+    if isinstance(forecasts, Missing):
+        return [forecasts.reason]
+    lines = [FORECAST_METHOD]
+    for forecast in forecasts.value:
+        ahead = ", ".join(
+            f"{days} days {_amount(value)}"
+            for days, value in zip(HORIZON_DAYS, forecast.months_ahead, strict=True)
+        )
+        error = _percent(forecast.backtest_error)
+        lines.append(
+            f"{forecast.currency}: {ahead} ({forecast.readings} days of readings; backtest MAPE {error})"
+        )
+    return lines if forecasts.value else [*lines, "no MRR readings"]
+
+
+def _money_sections(report: BillingReport) -> list[tuple[str, list[str]]]:
+    """The money, and the weekly report's sections; each is left out of a report it is not part of."""
+    sections = [("Money", _money_lines(report.money))]
+    if report.purchases_by_day is not None:
+        sections.append(("Purchases per day", _purchases_by_day_lines(report.purchases_by_day, report.zone)))
+    if report.revenue_checks is not None:
+        sections.append(("Revenue reconciliation", _revenue_check_lines(report.revenue_checks)))
+    if report.near_limits is not None:
+        sections.append(("Accounts near or over their limits", _near_limit_lines(report.near_limits)))
+    if report.cohorts is not None:
+        sections.append(("Cohort retention", _cohort_lines(report.cohorts)))
+    if report.forecasts is not None:
+        sections.append(("MRR forecast", _forecast_lines(report.forecasts)))
+    return sections
 
 
 def _window_text(report: BillingReport) -> str:

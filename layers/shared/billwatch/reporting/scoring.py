@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from billwatch.alerting.text import format_number
 from billwatch.core.metrics import Metric
 from billwatch.core.severities import Severity
+from billwatch.reporting.forecast import forecast
 from billwatch.reporting.model import (
     NO_DATA,
     NO_TRAFFIC,
@@ -18,12 +19,14 @@ from billwatch.reporting.model import (
     Comparison,
     FeatureUsage,
     Figure,
+    Forecast,
     HealthPart,
     HealthScore,
     Incident,
     Known,
     Missing,
     MrrChange,
+    MrrReading,
     Performance,
     Reconciliation,
     ReportData,
@@ -339,6 +342,16 @@ def action_items(
     if isinstance(drift, Known) and (unhealed := drift.value[0] - drift.value[1]):
         what = f"Reconciliation drift not healed: {format_number(unhealed)}"
         items.append(ActionItem(what, "runbooks/reconciliation.md"))
+    if isinstance(data.revenue_checks, Known):
+        items += [
+            ActionItem(
+                f"Revenue drift {check.currency}: billwatch recorded {check.drift.value:+,.2f} "
+                f"against Stripe's gross volume of {check.stripe_gross:,.2f}",
+                "runbooks/reconciliation.md",
+            )
+            for check in data.revenue_checks.value
+            if check.over_threshold and isinstance(check.drift, Known)
+        ]
     if resets_failed := _counted(data.quota_resets_failed):
         what = f"Quota reset runs failed: {format_number(resets_failed)}"
         items.append(ActionItem(what, "runbooks/quota-reset-failure.md"))
@@ -364,4 +377,18 @@ def build_report(
         health=health_score(slos, incidents, reconciliation, business),
         action_items=action_items(slos, incidents, data, business, reconciliation),
         zone=zone,
+        money=data.money,
+        purchases_by_day=data.purchases_by_day,
+        revenue_checks=data.revenue_checks,
+        near_limits=data.near_limits,
+        cohorts=data.cohorts,
+        forecasts=_forecasts(data.mrr_history),
     )
+
+
+def _forecasts(
+    history: Figure[Mapping[str, Sequence[MrrReading]]] | None,
+) -> Figure[tuple[Forecast, ...]] | None:
+    if history is None or isinstance(history, Missing):
+        return history
+    return Known(tuple(forecast(currency, readings) for currency, readings in sorted(history.value.items())))
