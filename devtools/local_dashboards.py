@@ -15,8 +15,15 @@ widget with its place on the dashboard's 24-column grid (x, y, width, height) an
   ``"..."`` shorthands, the statistics of alarms (Sum, Average, Minimum, Maximum, SampleCount,
   pNN), metric math expressions over the metrics' ids (as the alarm evaluator computes them), and
   ``SEARCH('{Namespace,dimension,...} MetricName="X" dimension="value"', 'Stat'[, period])``,
-  which draws a line per metric with exactly those dimensions. ``visible: false`` series are only
-  inputs to expressions.
+  which draws a line per metric with exactly those dimensions, and ``SORT(SEARCH(...), SUM|AVG|MIN|
+  MAX, ASC|DESC[, limit])`` over one. ``visible: false`` series are only inputs to expressions.
+  Horizontal annotations keep their ``color`` and ``fill`` (``above`` or ``below``: the colour
+  thresholds of KPI widgets).
+
+The dashboard's property ``variables`` are applied as the console opens the dashboard: each
+replaces the value of its dimension in every metric row with its ``defaultValue`` (``__FIRST``:
+the first of its ``values``, or of the values its ``search`` finds in the store). The page lists
+each variable with the value it drew. Pattern variables are listed and not applied.
 
 What cannot be computed here (Metrics Insights ``SELECT`` queries, SEARCH with partial-match
 terms, functions the evaluator lacks, ...) gives the widget a ``note`` saying so instead of series:
@@ -25,10 +32,11 @@ a wrong chart would be worse than none.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +52,27 @@ DASHBOARD_HOURS = 3
 DEFAULT_PERIOD = 300
 DEFAULT_STAT = "Average"
 
+# The console's default value that means "the first of the variable's values".
+FIRST_VALUE = "__FIRST"
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
 # Views whose setPeriodToTimeRange makes one value of the whole time range.
 _WHOLE_RANGE_VIEWS = ("bar", "pie", "singleValue")
 
 _SEARCH = re.compile(
     r"\s*SEARCH\(\s*'(?P<query>[^']*)'\s*,\s*'(?P<stat>[^']+)'\s*(?:,\s*(?P<period>\d+)\s*)?\)\s*"
 )
+_SORT = re.compile(
+    r"\s*SORT\(\s*(?P<search>.+)\s*,\s*(?P<function>AVG|MIN|MAX|SUM)\s*,"
+    r"\s*(?P<order>ASC|DESC)\s*(?:,\s*(?P<limit>\d+)\s*)?\)\s*",
+    re.IGNORECASE,
+)
+_SORT_FUNCTIONS: dict[str, Callable[[list[float]], float]] = {
+    "AVG": lambda values: sum(values) / len(values),
+    "MIN": min,
+    "MAX": max,
+    "SUM": sum,
+}
 _SEARCH_SCHEMA = re.compile(r"\s*\{(?P<schema>[^{}]*)\}")
 _SEARCH_TERM = re.compile(r'\s*(?P<name>[A-Za-z0-9_.:/#-]+)\s*=\s*"(?P<value>[^"]*)"')
 
@@ -71,6 +94,26 @@ class _Query:
     stat: str = DEFAULT_STAT
     expression: str | None = None
     search: _Search | None = None
+    sort: _Sort | None = None
+
+
+@dataclass(frozen=True)
+class _Sort:
+    """SORT(lines, function, order, limit): the lines ordered by ``function`` of their values."""
+
+    function: str
+    descending: bool
+    limit: int | None
+
+    def applied(self, lines: list[tuple[str, list[list[float]]]]) -> list[tuple[str, list[list[float]]]]:
+        compute = _SORT_FUNCTIONS[self.function]
+        # Lines sort by label first, so equal values keep one order.
+        ranked = sorted(
+            lines,
+            key=lambda line: compute([value for _, value in line[1]]),
+            reverse=self.descending,
+        )
+        return ranked[: self.limit] if self.limit is not None else ranked
 
 
 @dataclass(frozen=True)
@@ -98,10 +141,75 @@ def dashboard_series(
     dashboards = []
     for logical_id, properties in resolved_properties(template, DASHBOARD_TYPE).items():
         body = json.loads(properties["DashboardBody"])
-        widgets = [_widget(widget, store, start, end, alarm_names) for widget in body.get("widgets") or []]
+        variables = [_variable(variable, store) for variable in body.get("variables") or []]
+        widgets = [
+            _widget(_with_variables(widget, variables), store, start, end, alarm_names)
+            for widget in body.get("widgets") or []
+        ]
         name = properties.get("DashboardName") or logical_id
-        dashboards.append({"name": name, "start": start, "end": end, "widgets": widgets})
+        dashboard = {"name": name, "start": start, "end": end, "widgets": widgets}
+        if variables:
+            dashboard["variables"] = variables
+        dashboards.append(dashboard)
     return dashboards
+
+
+def _variable(variable: Mapping[str, Any], store: MetricStore) -> dict[str, Any]:
+    """A dashboard variable as the page shows it: the value it takes when the dashboard opens."""
+    kind = str(variable.get("type") or "")
+    shown: dict[str, Any] = {
+        "id": str(variable.get("id") or ""),
+        "label": str(variable.get("label") or variable.get(kind) or ""),
+        "type": kind,
+        "property": variable.get("property") if kind == "property" else None,
+        "value": None,
+    }
+    if kind != "property" or not isinstance(variable.get("property"), str):
+        shown["note"] = f"{kind or 'untyped'} variables are not applied locally"
+        return shown
+    default = variable.get("defaultValue")
+    if default is None or default == FIRST_VALUE:
+        choices = _variable_values(variable, store)
+        default = choices[0] if choices else None
+    shown["value"] = None if default is None else str(default)
+    return shown
+
+
+def _variable_values(variable: Mapping[str, Any], store: MetricStore) -> list[str]:
+    listed = variable.get("values")
+    if isinstance(listed, list):
+        return [str(item["value"]) for item in listed if isinstance(item, Mapping) and "value" in item]
+    search, dimension = variable.get("search"), variable.get("populateFrom")
+    if not isinstance(search, str) or not isinstance(dimension, str):
+        return []
+    try:
+        parsed = _parse_search(search)
+    except NotShownLocally:
+        return []
+    return sorted({dict(key.dimensions)[dimension] for key in filter(parsed.matches, store.keys())})
+
+
+def _with_variables(widget: Mapping[str, Any], variables: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The widget with each property variable's value in place of its dimension's value in the
+    metric rows (what the console does when it opens the dashboard)."""
+    values = {v["property"]: v["value"] for v in variables if v["property"] and v["value"] is not None}
+    properties = widget.get("properties") or {}
+    rows = properties.get("metrics")
+    if not values or widget.get("type") != "metric" or not isinstance(rows, list):
+        return widget
+    return {**widget, "properties": {**properties, "metrics": [_row_with(row, values) for row in rows]}}
+
+
+def _row_with(row: Any, values: Mapping[str, str]) -> Any:
+    if not isinstance(row, list):
+        return row
+    replaced = list(row)
+    # Dimension names sit at 2, 4, ... after the namespace and the metric name; the options last.
+    for position in range(2, len(row) - 1, 2):
+        name = row[position]
+        if isinstance(name, str) and name in values and not isinstance(row[position + 1], Mapping):
+            replaced[position + 1] = values[name]
+    return replaced
 
 
 def _widget(
@@ -150,12 +258,14 @@ def _y_ranges(y_axis: Any) -> dict[str, dict[str, float]]:
 
 
 def _horizontal_annotations(annotations: Any) -> list[dict[str, Any]]:
-    # Bands (a pair of values) are CloudWatch's too, but the page draws only lines.
+    # Bands (a pair of values) are CloudWatch's too, but the page draws only lines, and their fills.
     return [
         {
             "label": str(line.get("label") or ""),
             "value": float(line["value"]),
             "yAxis": "right" if line.get("yAxis") == "right" else "left",
+            "color": line["color"] if _COLOR.match(str(line.get("color") or "")) else None,
+            "fill": line["fill"] if line.get("fill") in ("above", "below") else None,
         }
         for line in (annotations or {}).get("horizontal") or []
         if isinstance(line, Mapping) and _is_number(line.get("value"))
@@ -180,6 +290,9 @@ def _metric_series(
         period = max(1, math.ceil(end - start))
     queries = _queries(properties.get("metrics") or [], str(properties.get("stat") or DEFAULT_STAT), period)
 
+    if whole_range:  # the time range is every row's one period, whatever the row or SEARCH says
+        queries = [dataclasses.replace(query, period=period) for query in queries]
+
     computed: dict[int, list[tuple[str, list[list[float]]]]] = {}  # query index -> its lines
     by_id: dict[str, Series] = {}
     for index, query in enumerate(queries):
@@ -191,7 +304,8 @@ def _metric_series(
                 by_id[query.query_id] = series
         elif query.search is not None:
             starts = _period_starts(start, end, query.period, aligned=not whole_range)
-            computed[index] = _search_lines(store, query, starts, end)
+            lines = _search_lines(store, query, starts, end)
+            computed[index] = query.sort.applied(lines) if query.sort else lines
 
     # CloudWatch names an expression without an id itself; nothing can refer to it.
     expression_ids = {
@@ -281,7 +395,18 @@ def _expression_query(
     label = str(options.get("label") or "")
     if expression.lstrip().upper().startswith("SELECT"):
         raise NotShownLocally("Metrics Insights queries (SELECT ...) run only in CloudWatch")
+    sort = None
+    if sorted_search := _SORT.fullmatch(expression):
+        limit = sorted_search["limit"]
+        sort = _Sort(
+            sorted_search["function"].upper(),
+            sorted_search["order"].upper() == "DESC",
+            int(limit) if limit is not None else None,
+        )
+        expression = sorted_search["search"]
     search = _SEARCH.fullmatch(expression)
+    if sort is not None and search is None:
+        raise NotShownLocally(f"SORT over {expression!r}: only SORT over one SEARCH is computed locally")
     if search is None:
         return _Query(**common, label=label or expression, period=default_period, expression=expression)
     statistic(search["stat"])  # an unsupported statistic is refused now, with its name
@@ -291,6 +416,7 @@ def _expression_query(
         period=_period(search["period"] or default_period),
         stat=search["stat"],
         search=_parse_search(search["query"]),
+        sort=sort,
     )
 
 

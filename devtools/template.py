@@ -81,6 +81,7 @@ PSEUDO_PARAMETERS = {
     "AWS::AccountId": "123456789012",
     "AWS::Partition": "aws",
     "AWS::StackName": "billwatch",
+    "AWS::StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/billwatch/8a2f0c4e-0b1d-4c6e",
     "AWS::URLSuffix": "amazonaws.com",
 }
 

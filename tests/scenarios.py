@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import MetricStore
+from devtools.local_deployment import stack_status_change
 from tests.support import LambdaContext, WebhookClient, load_handler
 
 ADMIN_ROLE = "arn:aws:iam::123456789012:role/billwatch-admin"
@@ -238,6 +239,12 @@ class Scenario:
         }
         with self._captured():
             return self.handler(function).lambda_handler(event, LambdaContext())
+
+    def deployment(self, status: str = "UPDATE_COMPLETE") -> Any:
+        """What DeployedRule passes to the health probe's function when a deployment finishes."""
+        with self._captured():
+            event = stack_status_change(status, self.now)
+            return self.handler("health_probe").lambda_handler(event, LambdaContext())
 
     # --------------------------------------------------------------- alert dispatch
 

@@ -50,6 +50,7 @@ from devtools.emulator.settings import (
     Settings,
 )
 from devtools.local_alarms import AlarmEvent, AlarmWatcher
+from devtools.local_deployment import deployment_deliveries
 from devtools.local_metrics import LocalMetrics, install_stdout_tap
 from devtools.local_schedules import FiredSchedule, LocalClock, ManualClock, Scheduler
 from devtools.local_sns import Delivery, TopicDeliveries
@@ -272,6 +273,8 @@ class LocalEmulator:
             # and that must not be a wrapper that stop() takes away.
             self._patches.callback(install_stdout_tap(metrics.on_line))
             self._observe_alerts()
+            for function, event in deployment_deliveries(self.template, self.clock.now()):
+                self.invoke(function, event)  # a stack that starts was just deployed: its marker
             self.alarms = AlarmWatcher(
                 self.template,
                 metrics,

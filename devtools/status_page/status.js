@@ -224,14 +224,27 @@ function renderDashboards(dashboards) {
     let view = dashboardViews.get(dashboard.name);
     if (!view) {
       const grid = element("div", { class: "grid" });
+      const variables = element("p", { class: "variables" });
       const section = element("section", { class: "dashboard", "data-dashboard": dashboard.name },
-        element("h3", {}, dashboard.name), grid);
+        element("h3", {}, dashboard.name), variables, grid);
       root.append(section);
-      view = { section, grid, widgets: new Map() };
+      view = { section, grid, variables, widgets: new Map() };
       dashboardViews.set(dashboard.name, view);
     }
+    view.variables.replaceChildren(...variableNodes(dashboard.variables || []));
     updateDashboard(view, dashboard);
   }
+}
+
+// The dashboard's variables with the value each drew here: the console's default for it.
+function variableNodes(variables) {
+  return variables.map((variable) => element(
+    "span",
+    { class: "variable", "data-variable": variable.id, "data-value": variable.value ?? "" },
+    variable.value === null
+      ? `${variable.label}: ${variable.note || "no value"}`
+      : `${variable.label} (${variable.property}): ${variable.value}`,
+  ));
 }
 
 function updateDashboard(view, dashboard) {
@@ -407,9 +420,17 @@ function annotationHook(annotations) {
       const scale = line.yAxis === "right" ? "y2" : "y";
       if (!plot.scales[scale] || plot.scales[scale].min === null) continue;
       const y = Math.round(plot.valToPos(line.value, scale, true));
+      const colour = line.color || "#d13212";
+      if (line.fill) {
+        // A colour threshold: the side of the line it names is shaded, even when the line is out of view.
+        const edge = Math.min(Math.max(y, top), top + height);
+        const [from, to] = line.fill === "above" ? [top, edge] : [edge, top + height];
+        context.fillStyle = `${colour}1f`;
+        context.fillRect(left, from, width, to - from);
+      }
       if (y < top || y > top + height) continue;
-      context.strokeStyle = "#d13212";
-      context.fillStyle = "#d13212";
+      context.strokeStyle = colour;
+      context.fillStyle = colour;
       context.lineWidth = devicePixelRatio;
       context.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
       context.beginPath();

@@ -1,4 +1,5 @@
-"""HealthProbe: the scheduled health probe (EventBridge) and GET /health (HTTP API, payload 2.0)."""
+"""HealthProbe: the scheduled health probe (EventBridge), GET /health (HTTP API, payload 2.0) and the
+stack's finished deployments (EventBridge, DeployedRule)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from billwatch.core.config import load_settings
 from billwatch.core.observability import logger
+from billwatch.health.deployments import build_deployment_marker, is_stack_status_change
 from billwatch.health.probe import build_health_probe
 
 if TYPE_CHECKING:
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
 
 settings = load_settings(webhook_secret=False)
 probe = build_health_probe(settings)
+deployments = build_deployment_marker(settings)
 
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -34,4 +37,6 @@ def _from_http(event: dict[str, Any]) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("source") == "aws.events":
         return probe.run_scheduled().as_body()
+    if is_stack_status_change(event):  # DeployedRule: a deployment of the stack finished
+        return deployments.record(event)
     return _from_http(event)

@@ -397,7 +397,7 @@ def _titles(widgets: list[dict[str, Any]]) -> str:
     return "\n".join(w["properties"].get("title", "") for w in widgets)
 
 
-@pytest.mark.parametrize("dashboard", ["BillingDashboard", "LicensingDashboard"])
+@pytest.mark.parametrize("dashboard", ["BillingDashboard", "LicensingDashboard", "BusinessDashboard"])
 def test_no_widget_hides_another(template: dict[str, Any], dashboard: str) -> None:
     cells: dict[tuple[int, int], str] = {}
     for widget in _widgets(template, dashboard):

@@ -141,6 +141,7 @@ def exercise_every_metric_path(
         scenario.scheduled("health_probe")
 
     stripe.failure = None
+    assert scenario.deployment()["deployed"] is True
     drifted = se.subscription(id="sub_demo", customer="cus_demo", status="past_due")
     stripe.subscriptions["sub_demo"] = {**drifted, "metadata": {"account_id": "acct_demo"}}
     missed = se.event(
