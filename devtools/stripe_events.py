@@ -49,6 +49,7 @@ __all__ = [
     "LEGACY_API_VERSION",
     "NEW_API_VERSION",
     "api_gateway_event",
+    "balance_transaction",
     "charge",
     "checkout_session",
     "customer",
@@ -613,6 +614,24 @@ def early_fraud_warning(
     if payment_intent is not None:
         warning["payment_intent"] = payment_intent
     return warning
+
+
+def balance_transaction(
+    *, amount: int, created: int, type: str = "charge", currency: str = "usd", id: str | None = None
+) -> dict[str, Any]:
+    """A balance transaction: gross ``amount`` in minor units (negative for a refund), no fee."""
+    transaction = fixture("balance_transaction")
+    transaction.update(
+        id=id or _new_id("txn_"),
+        amount=amount,
+        net=amount,
+        created=created,
+        available_on=created,
+        type=type,
+        reporting_category="refund" if amount < 0 else "charge",
+        currency=currency,
+    )
+    return transaction
 
 
 # --------------------------------------------------------------------------------------------------

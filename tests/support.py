@@ -175,8 +175,8 @@ class Clock:
 
 
 class FakeStripeApi(ThreadingHTTPServer):
-    """The Stripe API's subscription, event and webhook endpoint reads, on 127.0.0.1, with Stripe's
-    list pagination. It starts with one enabled webhook endpoint.
+    """The Stripe API's subscription, event, webhook endpoint and balance transaction reads, on
+    127.0.0.1, with Stripe's list pagination. It starts with one enabled webhook endpoint.
 
     ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each;
     ``failing_paths`` fails every request to a path.
@@ -187,6 +187,7 @@ class FakeStripeApi(ThreadingHTTPServer):
         self.subscriptions: dict[str, dict] = {}
         self.events: list[tuple[dict, bool]] = []  # (event, whether its delivery succeeded)
         self.webhook_endpoints: list[dict] = [webhook_endpoint(STRIPE_ENDPOINT_URL)]
+        self.balance_transactions: list[dict] = []
         self.failure: tuple[int, dict] | None = None  # (HTTP status, Stripe error object)
         self.failing_paths: dict[
             str, tuple[int, dict]
@@ -260,6 +261,10 @@ class _StripeHandler(BaseHTTPRequestHandler):
                 and not (undelivered and delivered)
             ]
             return 200, _page(events, query, "/v1/events")
+        if path == "/v1/balance_transactions":
+            since, before = int(query.get("created[gte]", 0)), int(query.get("created[lt]", 2**63))
+            listed = [bt for bt in self.server.balance_transactions if since <= bt["created"] < before]
+            return 200, _page(listed, query, "/v1/balance_transactions")
         if path == "/v1/webhook_endpoints":
             return 200, _page(self.server.webhook_endpoints, query, "/v1/webhook_endpoints")
         subscription_id = path.removeprefix("/v1/subscriptions").strip("/")

@@ -322,6 +322,9 @@ def _forecast_lines(forecasts: Figure[tuple[Forecast, ...]]) -> list[str]:
         return [forecasts.reason]
     lines = [FORECAST_METHOD]
     for forecast in forecasts.value:
+        if isinstance(unknown := forecast.months_ahead[0], Missing):
+            lines.append(f"{forecast.currency}: no forecast ({unknown.reason})")
+            continue
         ahead = ", ".join(
             f"{days} days {_amount(value)}"
             for days, value in zip(HORIZON_DAYS, forecast.months_ahead, strict=True)
