@@ -17,6 +17,7 @@ from billwatch.billing.side_effects import (
     EVENTS_CHANNEL,
     METRICS_CHANNEL,
     BusinessEffects,
+    Effects,
     Receipt,
     SweepResult,
     effect_facts,
@@ -26,6 +27,7 @@ from billwatch.billing.store import ApplyOutcome, ApplyResult, BillingStore, Sta
 from billwatch.billing.stripe_api import StripeApi, StripeErrorCode, configured_api_key
 from billwatch.billing.stripe_events import (
     AUTHORITATIVE_RANK,
+    COUNTED_EVENT_TYPES,
     SUBSCRIPTION_EVENTS,
     MalformedEvent,
     ParsedEvent,
@@ -33,13 +35,14 @@ from billwatch.billing.stripe_events import (
     parse_event,
     subscription_change,
 )
+from billwatch.billing.velocity import CheckoutVelocity
 from billwatch.billing.webhook_marker import WebhookArrivals
 from billwatch.core import parameters as aws_parameters
 from billwatch.core import strict_json
 from billwatch.core.config import Settings
 from billwatch.core.dynamo import StoreRejected, dynamodb_client
 from billwatch.core.metrics import Metric, MetricsRecorder
-from billwatch.core.models import bind_billing_table
+from billwatch.core.models import bind_billing_table, bind_idempotency_table
 from billwatch.core.observability import logger
 from billwatch.core.outbox import standing_of
 from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
@@ -61,6 +64,7 @@ class IntakeOutcome(StrEnum):
     UNATTRIBUTED = "unattributed"
     UNHANDLED = "unhandled"
     IN_PROGRESS = "in_progress"
+    COUNTED = "counted"  # an event that changes no account's state; what it tells is counted
 
 
 _OUTCOME_OF_APPLY = {
@@ -113,8 +117,10 @@ class WebhookIntake:
         stripe_api: StripeApi | None = None,
         arrivals: WebhookArrivals | None = None,
         effects: BusinessEffects | None = None,
+        velocity: CheckoutVelocity | None = None,
     ) -> None:
         self._settings = settings
+        self._velocity = velocity or CheckoutVelocity(settings.checkout_velocity_limit)
         self._effects = effects or BusinessEffects(
             catalog, metrics, payment_event_publisher(None), usage_event_publisher(None)
         )
@@ -241,7 +247,8 @@ class WebhookIntake:
         if parsed.refused_id_field:
             # Answered 2xx: Stripe resending the same id changes nothing.
             self._refuse_id(parsed, parsed.refused_id_field, "it cannot name an account")
-            return IntakeResult(IntakeOutcome.UNATTRIBUTED, parsed.id, parsed.type)
+            if not parsed.counts:
+                return IntakeResult(IntakeOutcome.UNATTRIBUTED, parsed.id, parsed.type)
         from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
         try:
@@ -252,6 +259,8 @@ class WebhookIntake:
         if applied.get("duplicate"):
             self._metrics.add(Metric.WEBHOOK_DUPLICATE, EventType=parsed.type)
             return IntakeResult(IntakeOutcome.DUPLICATE, parsed.id, parsed.type, applied.get("account_id"))
+        if applied["outcome"] == IntakeOutcome.COUNTED:
+            return IntakeResult(IntakeOutcome.COUNTED, parsed.id, parsed.type, applied.get("account_id"))
         applied_outcome = ApplyOutcome(applied["outcome"])
         if applied_outcome is ApplyOutcome.CLAIM_REFUSED:
             self._refuse_id(parsed, CLAIM_FIELD, "it names an account that another Stripe customer holds")
@@ -276,11 +285,16 @@ class WebhookIntake:
         The side effects are delivered in here, before Powertools records the event as done: a
         completed record is the receipt the side-effects sweep trusts.
         """
+        now = time.time()
+        # Before any write: a retry counts the session again only where it was not counted.
+        velocity_exceeded = parsed.checkout is not None and self._velocity.went_over(parsed.checkout)
         change = parsed.change
-        # _dispatch applies only handled events whose ids were trusted, and every one carries a change.
-        assert change is not None
-        facts: Mapping[str, Any] | None = effect_facts(event, parsed, time.time())
+        if change is None:  # _dispatch hands over only changes with trusted ids, and what counts
+            return self._count(parsed, velocity_exceeded)
+        facts: Mapping[str, Any] | None = effect_facts(event, parsed, now)
         if facts is not None:
+            if velocity_exceeded:
+                facts = {**facts, "checkout_velocity_exceeded": True}
             change = replace(change, side_effects=(parsed.id, facts))
         result = self._store.apply(parsed.account, change)
         tied = self._tied_subscription(change, parsed.created, result)
@@ -300,6 +314,8 @@ class WebhookIntake:
                 if not undelivered and result.account_id and result.outcome is not ApplyOutcome.STALE:
                     self._store.delivered(result.account_id, parsed.id)
             except Exception:
+                if result.outcome is ApplyOutcome.UNATTRIBUTED:
+                    raise  # nothing was written, so no entry holds the effects: Stripe's retry must
                 # The change is committed: failing now would only have Stripe resend what is
                 # done. The entry stays, and the receipt sends the sweep after it.
                 logger.exception("Could not deliver the side effects of an applied event")
@@ -309,6 +325,31 @@ class WebhookIntake:
             "account_id": result.account_id,
             "undelivered": undelivered,
         }
+
+    def _count(self, parsed: ParsedEvent, velocity_exceeded: bool) -> dict[str, Any]:
+        """An event that changes no account's state: a dispute, an early fraud warning, a decline, a
+        refund, or a checkout whose ids were refused.
+
+        Nothing is written, so nothing is left for the sweep: the metrics go out in here, before
+        Powertools records the event id as done, and a failure before that answers 5xx and
+        Stripe's retry counts them. Once recorded, a resend is a duplicate and counts nothing.
+        """
+        facts = {**parsed.signals, "checkout_velocity_exceeded": velocity_exceeded}
+        # Only a refund's amount is told by plan: the one event here that costs a read.
+        account = self._store.find(parsed.account) if "refund" in facts else None
+        plan_tier = account.plan_tier if account else None
+        self._effects.deliver(Effects(self._effects.signals(facts, plan_tier)), (METRICS_CHANNEL,))
+        suspicion = facts.get("fraud_type") or facts.get("dispute_reason")
+        if suspicion:
+            # What the suspicious-activity runbook searches for: the event leads to the charge in Stripe.
+            logger.warning(
+                "Stripe reported suspicious activity",
+                extra={"event_id": parsed.id, "event_type": parsed.type, "class": suspicion},
+            )
+        # A checkout whose ids were refused still counts toward the velocity rule, but applies nothing.
+        counted = parsed.type in COUNTED_EVENT_TYPES
+        outcome = IntakeOutcome.COUNTED if counted else IntakeOutcome.UNATTRIBUTED
+        return {"outcome": outcome.value, "account_id": account.pk if account else None, "undelivered": []}
 
     @staticmethod
     def _tied_subscription(change: StateChange, created: int, result: ApplyResult) -> str | None:
@@ -376,6 +417,7 @@ class WebhookIntake:
 
 def build_webhook_intake(settings: Settings) -> WebhookIntake:
     bind_billing_table(settings.billing_table)
+    bind_idempotency_table(settings.idempotency_table)
     metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
 
     def count_stripe_error(code: StripeErrorCode) -> None:

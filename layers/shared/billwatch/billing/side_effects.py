@@ -84,7 +84,26 @@ def effect_facts(event: Mapping[str, Any], parsed: ParsedEvent, now: float) -> d
     elif parsed.type == "invoice.paid":  # amount and currency validated by stripe_events
         invoice = event["data"]["object"]
         facts["paid"] = {name: invoice.get(name) for name in ("amount_paid", "currency")}
+    facts.update(parsed.signals)
     return facts
+
+
+# (fact, metric, its one label): a Stripe reason read into a bounded class, counted once per event.
+_COUNTED_CLASSES = (
+    ("decline_reason", Metric.PAYMENT_DECLINED, "DeclineReason"),
+    ("fraud_type", Metric.EARLY_FRAUD_WARNING, "FraudType"),
+    ("dispute_reason", Metric.DISPUTE_OPENED, "Reason"),
+)
+
+
+def _money(metric: Metric, amount: object, currency: object, tier: str) -> list[MetricPoint]:
+    """A point of money in major units of its currency; none when the event left either unsaid."""
+    if not isinstance(amount, int) or not isinstance(currency, str):
+        return []
+    from billwatch.billing.revenue import major_units  # money events only, off the cold path
+
+    value = float(major_units(amount, currency))
+    return [MetricPoint(metric, value, {"Currency": currency.upper(), "Tier": tier})]
 
 
 def _iso(epoch: int) -> str:
@@ -138,22 +157,51 @@ class BusinessEffects:
             effects.metrics.append(MetricPoint(Metric.SUBSCRIPTION_CANCELED, labels={"Tier": plan_tier}))
         elif event_type == "invoice.paid" and facts.get("billing_reason") == "subscription_cycle":
             effects.metrics.append(MetricPoint(Metric.SUBSCRIPTION_RENEWED, labels={"Tier": plan_tier}))
+        elif event_type == "invoice.paid" and facts.get("billing_reason") == "subscription_create":
+            effects.metrics.append(MetricPoint(Metric.FIRST_INVOICE_PAID, labels={"Tier": plan_tier}))
         after = facts.get("after")
         if outcome is ApplyOutcome.APPLIED and after:
             effects.metrics.extend(self._subscription_movement(facts, after, prior, account_id))
         if event_type == "invoice.payment_failed" and account_id:
             effects.events.append(self._failed_payment(facts, account_id))
         paid = facts.get("paid") or {}
-        if isinstance(paid.get("amount_paid"), int) and isinstance(paid.get("currency"), str):
-            from billwatch.billing.revenue import major_units  # paid invoices only, off the cold path
-
-            amount = float(major_units(paid["amount_paid"], paid["currency"]))
-            effects.metrics.append(
-                MetricPoint(
-                    Metric.PAYMENT_AMOUNT, amount, {"Currency": paid["currency"].upper(), "Tier": plan_tier}
+        effects.metrics.extend(
+            _money(Metric.PAYMENT_AMOUNT, paid.get("amount_paid"), paid.get("currency"), plan_tier)
+        )
+        if event_type == "invoice.payment_failed":
+            invoice = facts.get("invoice") or {}
+            effects.metrics.extend(
+                _money(
+                    Metric.PAYMENT_FAILED_AMOUNT,
+                    invoice.get("amount_due"),
+                    invoice.get("currency"),
+                    plan_tier,
                 )
             )
+        effects.metrics.extend(self.signals(facts, plan_tier))
         return effects
+
+    def signals(self, facts: Mapping[str, Any], plan_tier: str | None = None) -> list[MetricPoint]:
+        """What an event counts beyond its arrival (stripe_events read and bounded each value), whether
+        or not it changes an account: ``plan_tier`` is the account's, if one is known."""
+        tier = plan_tier or self._catalog.default_tier.name
+        points = []
+        duration = facts.get("payment_duration")
+        if duration:
+            points.append(
+                MetricPoint(
+                    Metric.PAYMENT_DURATION, duration["seconds"], {"PaymentMethod": duration["method"]}
+                )
+            )
+        refund = facts.get("refund") or {}
+        if refund.get("amount"):  # an event that refunded nothing more than the last one
+            points += _money(Metric.REFUND_AMOUNT, refund["amount"], refund.get("currency"), tier)
+        for fact, metric, label in _COUNTED_CLASSES:
+            if facts.get(fact):
+                points.append(MetricPoint(metric, labels={label: facts[fact]}))
+        if facts.get("checkout_velocity_exceeded"):
+            points.append(MetricPoint(Metric.CHECKOUT_VELOCITY_EXCEEDED))
+        return points
 
     def _subscription_movement(
         self,

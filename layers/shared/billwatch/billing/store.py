@@ -94,6 +94,16 @@ class BillingStore:
         except BillingAccount.DoesNotExist:
             return None
 
+    def find(self, ref: AccountRef) -> BillingAccount | None:
+        """The account an event names, where one is stored, for an event that changes nothing."""
+        key = ref.account_id or self._links.get(ref.customer_id or "") or ref.customer_id
+        for _ in range(_MAX_REDIRECTS):
+            account = self.get(key) if key else None
+            if account is None or not account.merged_into:
+                return account
+            key = account.merged_into
+        raise StoreUnavailable(f"too many redirects resolving account {key}")
+
     def apply(self, ref: AccountRef, change: StateChange) -> ApplyResult:
         key = ref.account_id or self._links.get(ref.customer_id or "") or ref.customer_id
         if key is None:

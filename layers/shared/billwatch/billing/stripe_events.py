@@ -9,11 +9,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeGuard, TypeVar
 
+from billwatch.billing.decline_reasons import (
+    DISPUTE_REASONS,
+    FRAUD_TYPES,
+    bounded,
+    decline_reason,
+    payment_method,
+)
 from billwatch.billing.store import AccountRef, StateChange
+from billwatch.billing.velocity import CheckoutSession, email_digest
 from billwatch.core.ids import is_account_id, is_customer_id, is_event_id
 from billwatch.licensing.plans import PlanCatalog, Tier
 
@@ -25,15 +33,26 @@ SUBSCRIPTION_EVENTS = (
     "customer.subscription.paused",
     "customer.subscription.resumed",
 )
+# Events that change no account's state: what they tell is only counted (money, declines, fraud).
+COUNTED_EVENT_TYPES = frozenset(
+    {
+        "charge.refunded",
+        "payment_intent.payment_failed",
+        "charge.dispute.created",
+        "radar.early_fraud_warning.created",
+    }
+)
+# Every checkout session ends in exactly one of these: where the velocity rule counts it.
+CHECKOUT_SESSION_ENDS = ("checkout.session.completed", "checkout.session.expired")
 HANDLED_EVENT_TYPES = frozenset(
     {
-        "checkout.session.completed",
-        "checkout.session.expired",
+        *CHECKOUT_SESSION_ENDS,
         *SUBSCRIPTION_EVENTS,
         "invoice.paid",
         "invoice.payment_failed",
         "entitlements.active_entitlement_summary.updated",
         "customer.deleted",
+        *COUNTED_EVENT_TYPES,
     }
 )
 # Statuses that keep the paid tier. past_due keeps it through Stripe's dunning retries, so a
@@ -76,6 +95,10 @@ MAX_AMOUNT = 999_999_999_999
 MAX_QUANTITY = 1_000_000_000
 MAX_ATTEMPTS = 10_000
 _CURRENCY = re.compile(r"^[a-z]{3}$")
+# Stripe's codes and enum values (decline codes, fraud types, payment method types, ...).
+_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
+MAX_EMAIL_LENGTH = 512
+MAX_PAYMENT_METHOD_TYPES = 64
 # Stripe bills at most every three years (1,095 days, 156 weeks, 36 months).
 MAX_INTERVAL_COUNT = 1095
 # What one subscription may add to MRR, in minor units: far beyond any real one, and far inside
@@ -121,6 +144,23 @@ def _amount(mapping: object, key: str, where: str, highest: int = MAX_AMOUNT) ->
     return None if value is None else _within(value, 0, highest, f"{where}{key}")
 
 
+def _currency(mapping: object, where: str) -> str | None:
+    currency = _optional(mapping, "currency", str, where)
+    if currency is not None and not _CURRENCY.fullmatch(currency):
+        raise MalformedEvent(f"{where}currency must be a three-letter ISO currency code")
+    return currency
+
+
+def _code(mapping: object, key: str, where: str) -> str | None:
+    """One of Stripe's codes or enum values: shaped like one, whether or not billwatch knows it."""
+    value = _optional(mapping, key, str, where)
+    if value is not None and not _CODE.fullmatch(value):
+        raise MalformedEvent(
+            f"{where}{key} must be a Stripe code (lowercase letters, digits and '_') or null"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class ParsedEvent:
     id: str
@@ -132,10 +172,19 @@ class ParsedEvent:
     billing_reason: str | None = None
     # The field whose id could not be trusted to name an account: the event is left unattributed.
     refused_id_field: str | None = None
+    # What the event counts, read and bounded here (JSON): money and suspicious activity.
+    signals: Mapping[str, Any] = field(default_factory=dict)
+    # The checkout session the event ends, for the velocity rule.
+    checkout: CheckoutSession | None = None
 
     @property
     def handled(self) -> bool:
         return self.type in HANDLED_EVENT_TYPES
+
+    @property
+    def counts(self) -> bool:
+        """Whether the event counts something even where it changes no account's state."""
+        return self.type in COUNTED_EVENT_TYPES or self.checkout is not None
 
 
 def event_version(created: int, rank: int, event_id: str) -> str:
@@ -383,12 +432,103 @@ def parse_event(event: Any, catalog: PlanCatalog, now: float | None = None) -> P
     object_created = _optional(obj, "created", int, "data.object.")
     if object_created is not None:
         bounds.created(object_created, "data.object.created")
+    # Read before the account: an id that cannot name one leaves what the event counts intact.
+    signals = _signals(event_type, event, obj, bounds)
+    checkout = _checkout_session(obj, object_created) if event_type in CHECKOUT_SESSION_ENDS else None
     try:
-        return _parse_handled(event_id, event_type, created, obj, catalog, bounds)
+        parsed = _parse_handled(event_id, event_type, created, obj, catalog, bounds)
     except RefusedId as refused:
-        return ParsedEvent(
+        parsed = ParsedEvent(
             event_id, event_type, created, AccountRef(None, None), None, refused_id_field=str(refused)
         )
+    return replace(parsed, signals=signals, checkout=checkout)
+
+
+def _signals(
+    event_type: str, event: Mapping[str, Any], obj: Mapping[str, Any], bounds: Bounds
+) -> dict[str, Any]:
+    """What the event counts beyond its arrival, validated and bounded (billing.side_effects)."""
+    where = "data.object."
+    if event_type == "invoice.paid":
+        return _paid_invoice_signals(obj, bounds)
+    if event_type == "charge.refunded":
+        _require(obj, "id", str, where)
+        refunded = _within(
+            _require(obj, "amount_refunded", int, where), 0, MAX_AMOUNT, f"{where}amount_refunded"
+        )
+        currency = _currency(obj, where)
+        if currency is None:
+            raise MalformedEvent(f"{where}currency must be a three-letter ISO currency code")
+        before = _amount(
+            _dig(event, "data", "previous_attributes"), "amount_refunded", "data.previous_attributes."
+        )
+        if (before or 0) > refunded:
+            raise MalformedEvent(
+                "data.previous_attributes.amount_refunded is more than data.object.amount_refunded"
+            )
+        return {"refund": {"amount": refunded - (before or 0), "currency": currency}}
+    if event_type == "payment_intent.payment_failed":
+        _require(obj, "id", str, where)
+        error = _optional(obj, "last_payment_error", dict, where)
+        error_where = f"{where}last_payment_error."
+        reason = decline_reason(_code(error, "decline_code", error_where), _code(error, "code", error_where))
+        return {"decline_reason": reason.value}
+    if event_type == "radar.early_fraud_warning.created":
+        _require(obj, "id", str, where)
+        return {"fraud_type": bounded(_code(obj, "fraud_type", where), FRAUD_TYPES)}
+    if event_type == "charge.dispute.created":
+        _require(obj, "id", str, where)
+        _amount(obj, "amount", where)
+        _currency(obj, where)
+        return {"dispute_reason": bounded(_code(obj, "reason", where), DISPUTE_REASONS)}
+    return {}
+
+
+def _paid_invoice_signals(invoice: Mapping[str, Any], bounds: Bounds) -> dict[str, Any]:
+    """How long the invoice took from finalised to paid, and by which payment method type."""
+    where = "data.object.status_transitions."
+    transitions = _optional(invoice, "status_transitions", dict, "data.object.")
+    moments = {}
+    for name in ("finalized_at", "paid_at"):
+        moment = _optional(transitions, name, int, where)
+        moments[name] = None if moment is None else bounds.created(moment, f"{where}{name}")
+    settings = _optional(invoice, "payment_settings", dict, "data.object.")
+    # None: the invoice names no type, and leaves the payment to the customer's default method.
+    listed = _dig(settings, "payment_method_types")
+    types_where = "data.object.payment_settings.payment_method_types"
+    if listed is not None and (not isinstance(listed, list) or len(listed) > MAX_PAYMENT_METHOD_TYPES):
+        raise MalformedEvent(
+            f"{types_where} must be a list of at most {MAX_PAYMENT_METHOD_TYPES} types, or null"
+        )
+    methods: list[str] = []
+    for index, entry in enumerate(listed if isinstance(listed, list) else ()):
+        if not isinstance(entry, str) or not _CODE.fullmatch(entry):
+            raise MalformedEvent(f"{types_where}[{index}] must be a Stripe payment method type")
+        methods.append(entry)
+    finalized, paid = moments["finalized_at"], moments["paid_at"]
+    # An invoice paid out of band may carry no finalisation, and a duration from one moment is none.
+    if finalized is None or paid is None or paid < finalized:
+        return {}
+    return {"payment_duration": {"seconds": paid - finalized, "method": payment_method(methods)}}
+
+
+def _checkout_session(session: Mapping[str, Any], created: int | None) -> CheckoutSession | None:
+    """The session and whoever may be its buyer; None when it names neither or has no ``created``."""
+    where = "data.object.customer_details."
+    email = _optional(_optional(session, "customer_details", dict, "data.object."), "email", str, where)
+    if email is not None and len(email) > MAX_EMAIL_LENGTH:
+        raise MalformedEvent(f"{where}email must be at most {MAX_EMAIL_LENGTH} characters")
+    buyers = []
+    customer = _object_id(session.get("customer"))
+    # An id the account parse refuses is still one buyer's: the counter's key is a hash of it.
+    if customer is not None:
+        buyers.append(("customer", customer))
+    if email and email.strip():
+        buyers.append(("email", email_digest(email)))
+    session_id = _require(session, "id", str, "data.object.")
+    if created is None or not buyers:
+        return None
+    return CheckoutSession(session_id, created, tuple(buyers))
 
 
 def _parse_handled(
@@ -407,6 +547,16 @@ def _parse_handled(
             event_id, event_type, created, subscription_account(obj), change, plan_tier=plan_tier
         )
 
+    if event_type in COUNTED_EVENT_TYPES:
+        if event_type != "charge.refunded":
+            return ParsedEvent(event_id, event_type, created, AccountRef(None, None), None)
+        # A refund's amount is told by the plan of its customer's account.
+        account = AccountRef(
+            _account_id((obj.get("metadata"), "data.object.")),
+            _customer_id(obj.get("customer"), "data.object.customer"),
+        )
+        return ParsedEvent(event_id, event_type, created, account, None)
+
     customer_id = _customer_id(obj.get("customer"), "data.object.customer")
 
     if event_type.startswith("invoice."):
@@ -418,9 +568,7 @@ def _parse_handled(
         for amount in ("amount_due", "amount_paid", "amount_remaining"):
             _amount(obj, amount, "data.object.")
         _amount(obj, "attempt_count", "data.object.", MAX_ATTEMPTS)
-        currency = _optional(obj, "currency", str, "data.object.")
-        if currency is not None and not _CURRENCY.fullmatch(currency):
-            raise MalformedEvent("data.object.currency must be a three-letter ISO currency code")
+        _currency(obj, "data.object.")
         paid = event_type == "invoice.paid"
         change = StateChange(
             group="payment",

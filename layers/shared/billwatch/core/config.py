@@ -21,6 +21,13 @@ from billwatch.core.severities import SeveritiesError, Severity, parse_severitie
 # record that expired earlier would let a late retry apply the event a second time.
 STRIPE_RETRY_WINDOW_SECONDS = 3 * 24 * 3600
 STRIPE_EVENT_RETENTION_SECONDS = 30 * 24 * 3600
+# Audit records are kept at least 90 days (a quarter's review), at most ten years (AuditRetentionDays).
+AUDIT_RETENTION_DAYS = (90, 3660)
+# Checkout sessions one buyer may open in a minute before it is suspicious (CheckoutVelocityLimit):
+# the counter item keeps one attribute per session up to the limit, so the limit bounds its size.
+CHECKOUT_VELOCITY_LIMITS = (1, 1000)
+# A closed usage period is kept at least a month, at most ten years (UsageHistoryRetentionDays).
+USAGE_HISTORY_RETENTION_DAYS = (31, 3660)
 
 
 class ConfigError(ValueError):
@@ -33,6 +40,8 @@ class Settings:
     metrics_namespace: str
     billing_table: str
     idempotency_table: str
+    usage_history_table: str | None  # the functions that count usage (build_licensing) require it
+    usage_history_retention_days: int
     webhook_secret_id: str | None
     webhook_secret_parameter: str | None
     local_webhook_secrets: tuple[str, ...]
@@ -44,6 +53,7 @@ class Settings:
     idempotency_ttl_seconds: int
     signature_tolerance_seconds: int
     max_body_bytes: int
+    checkout_velocity_limit: int
     secrets_max_age_seconds: int
     admin_role_arns: tuple[str, ...]
     usage_events_topic_arn: str | None
@@ -59,6 +69,8 @@ class Settings:
     webhook_dlq_url: str | None
     quota_reset_dlq_url: str | None
     severities: Mapping[str, Severity]
+    audit_table: str | None  # the functions that do admin actions (licensing, alert dispatch) require it
+    audit_retention_days: int
 
     @property
     def stripe_api_configured(self) -> bool:
@@ -164,6 +176,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         metrics_namespace=_optional(env, "POWERTOOLS_METRICS_NAMESPACE") or "Billwatch",
         billing_table=_required(env, "BILLING_TABLE_NAME"),
         idempotency_table=_required(env, "IDEMPOTENCY_TABLE_NAME"),
+        usage_history_table=_optional(env, "USAGE_HISTORY_TABLE_NAME"),
+        usage_history_retention_days=_integer(
+            env,
+            "USAGE_HISTORY_RETENTION_DAYS",
+            default=400,
+            minimum=USAGE_HISTORY_RETENTION_DAYS[0],
+            maximum=USAGE_HISTORY_RETENTION_DAYS[1],
+            why=" days",
+        ),
         webhook_secret_id=_optional(env, "WEBHOOK_SECRET_ID"),
         webhook_secret_parameter=_optional(env, "WEBHOOK_SECRET_PARAMETER"),
         local_webhook_secrets=parse_webhook_secrets(local_secret, "STRIPE_WEBHOOK_SECRET")
@@ -183,6 +204,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         ),
         signature_tolerance_seconds=_integer(env, "WEBHOOK_TOLERANCE_SECONDS", default=300, minimum=1),
         max_body_bytes=_integer(env, "WEBHOOK_MAX_BODY_BYTES", default=256 * 1024, minimum=1024),
+        checkout_velocity_limit=_integer(
+            env,
+            "CHECKOUT_VELOCITY_LIMIT",
+            default=10,
+            minimum=CHECKOUT_VELOCITY_LIMITS[0],
+            maximum=CHECKOUT_VELOCITY_LIMITS[1],
+            why=" sessions a minute",
+        ),
         secrets_max_age_seconds=_integer(env, "SECRETS_MAX_AGE_SECONDS", default=300, minimum=0),
         admin_role_arns=_role_arns(env, "ADMIN_ROLE_ARNS"),
         usage_events_topic_arn=_optional(env, "USAGE_EVENTS_TOPIC_ARN"),
@@ -206,6 +235,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         webhook_dlq_url=_optional(env, "WEBHOOK_DLQ_URL"),
         quota_reset_dlq_url=_optional(env, "QUOTA_RESET_DLQ_URL"),
         severities=_severities(env, "ALERT_SEVERITIES"),
+        audit_table=_optional(env, "AUDIT_TABLE_NAME"),
+        audit_retention_days=_integer(
+            env,
+            "AUDIT_RETENTION_DAYS",
+            default=400,
+            minimum=AUDIT_RETENTION_DAYS[0],
+            maximum=AUDIT_RETENTION_DAYS[1],
+            why=" days",
+        ),
     )
     sources = [
         name

@@ -22,7 +22,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 
 from billwatch.core.dynamo import SharedClientModel, bind_table
 
@@ -201,8 +201,48 @@ class UsageReceipt(SharedClientModel):
     expiration = NumberAttribute()  # the table's TTL attribute
 
 
+class CheckoutVelocityCounter(SharedClientModel):
+    """The checkout sessions one buyer opened in one minute (billwatch.billing.velocity).
+
+    Beside the count, each counted session's place in it, as ``s_<hash of the session id>``, for
+    the sessions up to the first one over the limit: that bounds the item.
+    """
+
+    class Meta:
+        table_name = "idempotency"  # replaced by bind_idempotency_table() at start-up
+
+    id = UnicodeAttribute(hash_key=True)  # checkout-velocity#<hash>; Powertools' ids never start so
+    sessions = NumberAttribute(null=True)
+    expiration = NumberAttribute()  # the table's TTL attribute
+
+
+class UsagePeriodRecord(SharedClientModel):
+    """An account's closed usage period (billwatch.licensing.usage_history), kept until ``expiration``.
+
+    Keyed by the account id and the moment the period's counters counted from, which only the
+    account's own item supplies: nothing from a request names a period.
+    """
+
+    class Meta:
+        table_name = "usage-history"  # replaced by bind_usage_history_table() at start-up
+
+    account_id = UnicodeAttribute(hash_key=True)
+    period_start = NumberAttribute(range_key=True)  # epoch second: the closed period's usage_since
+    period_end = NumberAttribute()  # epoch second
+    closed_at = NumberAttribute()
+    closed_by = UnicodeAttribute()  # what closed it: usage, quota_reset, grant, admin_reset
+    tier = UnicodeAttribute()  # the tier in force when it closed
+    tier_override = UnicodeAttribute(null=True)  # the admin's pin, when that was what set the tier
+    features = UnicodeAttribute()  # {feature: {"used", "granted", "limit"}}, as JSON
+    expiration = NumberAttribute()  # the table's TTL attribute
+
+
 def bind_idempotency_table(table_name: str) -> None:
-    bind_table(table_name, UsageReceipt)
+    bind_table(table_name, UsageReceipt, CheckoutVelocityCounter)
+
+
+def bind_usage_history_table(table_name: str) -> None:
+    bind_table(table_name, UsagePeriodRecord)
 
 
 def bind_billing_table(table_name: str) -> None:
@@ -295,3 +335,44 @@ class BrokenChannel(_AlertTableModel):
 
 def bind_alert_table(table_name: str) -> None:
     bind_table(table_name, AlertRecord, NotificationRecord, SilenceRecord, BrokenChannel)
+
+
+# ------------------------------------------------------------------ audit trail
+# AuditTable: one item per admin action or refused attempt (billwatch.core.audit), never rewritten.
+
+
+class AuditByMonth(GlobalSecondaryIndex):
+    """Every record of a month, across accounts: a range of a few months is a few Queries."""
+
+    class Meta:
+        index_name = "ByMonth"
+        projection = AllProjection()
+
+    month = UnicodeAttribute(hash_key=True)  # YYYY-MM of the record's time
+    sk = UnicodeAttribute(range_key=True)
+
+
+class AuditRecord(SharedClientModel):
+    class Meta:
+        table_name = "audit"  # replaced by bind_audit_table() at start-up
+
+    pk = UnicodeAttribute(hash_key=True)  # account#<account id>, or "stack" for the stack's own things
+    sk = UnicodeAttribute(range_key=True)  # <UTC time, microseconds>#<random hex>: sorts by time, unique
+    month = UnicodeAttribute()
+    at = UnicodeAttribute()  # ISO 8601 UTC
+    caller = UnicodeAttribute()  # the IAM ARN API Gateway's authorizer names
+    action = UnicodeAttribute()
+    target_kind = UnicodeAttribute()  # account, silence, alert or none
+    target = UnicodeAttribute(null=True)
+    outcome = UnicodeAttribute()  # recorded (done) or refused
+    reason = UnicodeAttribute(null=True)  # why it was refused, or the admin's own reason
+    before = UnicodeAttribute(null=True)  # JSON
+    after = UnicodeAttribute(null=True)  # JSON
+    api_request_id = UnicodeAttribute(null=True)
+    lambda_request_id = UnicodeAttribute(null=True)
+    expiration = NumberAttribute()  # the table's TTL attribute
+    by_month = AuditByMonth()
+
+
+def bind_audit_table(table_name: str) -> None:
+    bind_table(table_name, AuditRecord)
