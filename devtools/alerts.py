@@ -59,8 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--starts", type=_moment, help="ISO 8601 (default: now)")
     add.add_argument("--ends", type=_moment, required=True, help="ISO 8601")
     add.add_argument("--comment", required=True)
-    add.add_argument("--by", default=os.environ.get("USER", "cli"), help="who is silencing (default: $USER)")
-    for action in (add, actions.add_parser("list"), remove := actions.add_parser("remove")):
+    remove = actions.add_parser("remove")
+    for action in (add, remove):
+        action.add_argument(
+            "--by", default=os.environ.get("USER", "cli"), help="who is acting (default: $USER)"
+        )
+        # An admin action with no audit trail to record it in is not done (billwatch.core.audit).
+        action.add_argument("--audit-table", default=os.environ.get("AUDIT_TABLE_NAME"), required=False)
+    for action in (add, actions.add_parser("list"), remove):
         action.add_argument("--table", default=os.environ.get("ALERT_STATE_TABLE_NAME"), required=False)
     remove.add_argument("id")
     alert = commands.add_parser("alerts", help="what fires: list, acknowledge, resolve by hand")
@@ -116,16 +122,21 @@ def _local_test() -> dict[str, Any]:
             dispatcher.flush_metrics()
 
 
-def _store(table: str | None) -> Any:
+def _store(table: str | None, audit_table: str | None) -> Any:
     if not table:
         raise SystemExit(
             "silence commands need --table or ALERT_STATE_TABLE_NAME (the stack's AlertStateTable)"
         )
     from billwatch.alerting.store import AlertStore
+    from billwatch.core.audit import DEFAULT_RETENTION_DAYS, AuditTrail
+    from billwatch.core.metrics import MetricsRecorder
     from billwatch.core.models import bind_alert_table
 
     bind_alert_table(table)
-    return AlertStore()
+    # The audit metrics are not flushed: printed here, they would never reach CloudWatch.
+    return AlertStore(
+        AuditTrail(audit_table, DEFAULT_RETENTION_DAYS, MetricsRecorder("Billwatch", "billwatch"))
+    )
 
 
 def _dispatcher(function: str | None) -> Any:
@@ -198,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "alerts":
         return _alerts(args)
-    store = _store(args.table)
+    store = _store(args.table, getattr(args, "audit_table", None))
     now = int(dt.datetime.now(dt.UTC).timestamp())
     if args.action == "add":
         from billwatch.alerting.store import SilenceError
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         print(json.dumps([s.as_dict() | {"active": s.active(now)} for s in store.silences()]))
         return 0
-    if not store.remove_silence(args.id):
+    if not store.remove_silence(args.id, args.by):
         print(f"no silence {args.id}", file=sys.stderr)
         return 1
     print(f"removed {args.id}")

@@ -370,4 +370,5 @@ def moto_with_tables(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) 
         names = create_tables(boto3.client("dynamodb"), template)
         monkeypatch.setenv("BILLING_TABLE_NAME", names["BillingStateTable"])
         monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", names["IdempotencyTable"])
+        monkeypatch.setenv("AUDIT_TABLE_NAME", names["AuditTable"])
         yield names

@@ -28,7 +28,9 @@ from billwatch.alerting.dispatcher import (
 )
 from billwatch.alerting.inputs import read_records
 from billwatch.alerting.store import MalformedAlertId, SilenceError
+from billwatch.core.audit import AdminRequest
 from billwatch.core.config import load_alert_settings, load_settings
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable
 from billwatch.core.http_answers import (
     caller_of,
     invalid_request,
@@ -83,6 +85,9 @@ class HandlingRequest(BaseModel):
 app.exception_handler(RequestValidationError)(invalid_request)
 app.exception_handler(RequestUnsupportedContentType)(unsupported_content_type)
 app.exception_handler(PynamoDBConnectionError)(store_failure_answer)
+# The audit trail's failures: an action it cannot record is not done (a 503 while it is down).
+app.exception_handler(StoreUnavailable)(store_failure_answer)
+app.exception_handler(StoreRejected)(store_failure_answer)
 
 
 @app.exception_handler(SilenceError)
@@ -164,16 +169,19 @@ def create_silence(request: Annotated[SilenceRequest, Body()]):  # returns a Res
 
 @app.delete("/admin/silences/<silence_id>")
 def remove_silence(silence_id: Annotated[str, Path(pattern=SILENCE_ID)]):
-    if not dispatcher.store.remove_silence(silence_id):
+    if not dispatcher.store.remove_silence(silence_id, _caller()):
         return json_response(404, {"error": "not_found", "message": f"no silence {silence_id}"})
-    logger.info(
-        "Silence removed", extra={"silence_id": silence_id, "by": caller_of(app.current_event.raw_event)}
-    )
+    logger.info("Silence removed", extra={"silence_id": silence_id, "by": _caller()})
     return Response(status_code=204)
 
 
 def _from_http(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return refusal(event, settings.admin_role_arns, dispatcher.refuse_admin) or app.resolve(event, context)
+    dispatcher.store.audit.begin(AdminRequest.of(event, context))
+    try:
+        refused = refusal(event, settings.admin_role_arns, dispatcher.refuse_admin)
+        return refused or app.resolve(event, context)
+    finally:
+        dispatcher.store.audit.end()
 
 
 def _from_records(event: dict[str, Any]) -> dict[str, Any]:

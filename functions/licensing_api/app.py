@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from billwatch.core import startup
+from billwatch.core.audit import AdminRequest, HistoryQuery, HistoryQueryError
 from billwatch.core.config import load_settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable
 from billwatch.core.http_answers import (
@@ -73,6 +75,17 @@ def reset_usage(account_id: str, _request: dict[str, Any]) -> tuple[int, dict[st
     return 200, licensing.reset_usage(account_id)
 
 
+def audit_history(event: dict[str, Any]) -> dict[str, Any]:
+    """GET /admin/audit?account=&from=&to=&limit=&cursor=: the audit trail, newest first."""
+    try:
+        query = HistoryQuery.parse(event.get("queryStringParameters") or {}, time.time())
+        return _answer(200, licensing.audit.history(query))
+    except HistoryQueryError as error:
+        return _answer(400, {"error": "invalid_request", "message": str(error)})
+    except (StoreRejected, StoreUnavailable) as failure:
+        return _answer(*store_failure_status(failure))
+
+
 Route = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
 # Powertools' rule for a path parameter: one segment of URI characters, safe or not.
 _SEGMENT = r"(?P<account_id>[-._~()'!*:@,;=+&$%<> \[\]{}|^\w]+)"
@@ -131,6 +144,8 @@ class Router:
         stage = context.get("stage")
         if stage != "$default":
             path = path[len(f"/{stage}") :]
+        if (method, path) == ("GET", "/admin/audit"):  # the one admin route that names no account
+            return audit_history(event)
         for route_method, pattern, answer, fields in self._routes:
             match = pattern.match(path) if method == route_method else None
             if match is not None:
@@ -172,9 +187,11 @@ app = Router(ROUTES)
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    licensing.audit.begin(AdminRequest.of(event, context))
     try:
         return caller_refusal(event, settings.admin_role_arns, licensing.refuse_admin) or app.resolve(event)
     finally:
+        licensing.audit.end()
         licensing.flush_metrics()
 
 

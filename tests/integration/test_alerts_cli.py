@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from devtools import alerts
@@ -23,6 +24,7 @@ FUNCTION_ENVIRONMENT = (
     "ALERT_SECRETS",
     "ALERT_EMAIL_SENDER",
     "ALERT_DLQ_URL",
+    "AUDIT_TABLE_NAME",
 )
 
 
@@ -53,13 +55,19 @@ def test_silences_from_the_command_line(aws, capsys) -> None:
     table = ["--table", aws["AlertStateTable"]]
     window = ["--ends", "2999-01-01T00:00Z", "--comment", "pricing migration", "--by", "ops"]
     assert alerts.main(["silence", "add", "--matcher", "alertname=HighQuotaDenialRate", *window, *table]) == 0
-    silence = json.loads(capsys.readouterr().out)
+    silence = printed(capsys, '{"id"')
     assert silence["matchers"] == ["alertname=HighQuotaDenialRate"] and silence["created_by"] == "ops"
     assert alerts.main(["silence", "list", *table]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["id"] == silence["id"] and listed["active"] is True
-    assert alerts.main(["silence", "remove", silence["id"], *table]) == 0
+    assert alerts.main(["silence", "remove", silence["id"], "--by", "ops", *table]) == 0
     assert alerts.main(["silence", "remove", silence["id"], *table]) == 1
+    # Both recorded in the audit trail with who did them, as the admin API records them.
+    records = boto3.client("dynamodb").scan(TableName=aws["AuditTable"])["Items"]
+    assert sorted((r["action"]["S"], r["caller"]["S"], r["target"]["S"]) for r in records) == [
+        ("silence_create", "ops", silence["id"]),
+        ("silence_remove", "ops", silence["id"]),
+    ]
     assert alerts.main(["silence", "add", "--matcher", "alertname", *window, *table]) == 1
     assert "matchers.0" in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from billwatch.core.audit import AuditTrail
 from billwatch.core.dynamo import StoreRejected
 from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.models import BillingAccount, bind_billing_table, bind_idempotency_table
@@ -30,7 +31,9 @@ def clock() -> Clock:
 @pytest.fixture
 def licensing(aws, clock, metrics) -> Licensing:
     bind_billing_table(aws["BillingStateTable"])
-    return Licensing(CATALOG, MetricsRecorder("Billwatch", "billwatch"), clock)
+    metrics_recorder = MetricsRecorder("Billwatch", "billwatch")
+    audit = AuditTrail(aws["AuditTable"], 400, metrics_recorder, clock)
+    return Licensing(CATALOG, metrics_recorder, clock, audit=audit)
 
 
 def make_pro(account_id: str, period_start: int, period_end: int) -> None:
@@ -352,7 +355,8 @@ def test_a_grant_lets_one_large_use_through_that_no_base_quota_could(licensing) 
             ["BatchGetItem", "TransactWriteItems"],
         ),
         (lambda licensing: licensing.grant("acct_1", "exports", 5), ["GetItem", "UpdateItem"]),
-        (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), ["UpdateItem"]),
+        # The read makes the audit record's before; the override and its record are one transaction.
+        (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), ["GetItem", "TransactWriteItems"]),
         (lambda licensing: licensing.reset_usage("acct_1"), ["GetItem", "UpdateItem"]),
     ],
     ids=["use", "keyed use", "grant", "tier override", "usage reset"],

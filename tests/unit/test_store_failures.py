@@ -16,6 +16,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from pynamodb.exceptions import DeleteError, PutError, QueryError
 
+from billwatch.core.audit import AuditTrail
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable, store_failure
 from billwatch.core.http_answers import store_failure_answer
 from billwatch.core.metrics import MetricsRecorder
@@ -69,7 +70,9 @@ CALLS: dict[str, tuple[Callable[[Licensing], Any], str]] = {
     ),
     "a grant's read": (lambda licensing: licensing.grant("acct_1", "exports", 5), "GetItem"),
     "a grant's write": (lambda licensing: licensing.grant("acct_1", "exports", 5), "UpdateItem"),
-    "a tier override": (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), "UpdateItem"),
+    "a tier override's read": (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), "GetItem"),
+    # The override and its audit record are one transaction.
+    "a tier override": (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), "TransactWriteItems"),
     "a usage reset's read": (lambda licensing: licensing.reset_usage("acct_1"), "GetItem"),
     "a usage reset's write": (lambda licensing: licensing.reset_usage("acct_1"), "UpdateItem"),
 }
@@ -94,7 +97,8 @@ def licensing(dynamodb, metrics) -> Licensing:
     bind_billing_table("billing-state")
     bind_idempotency_table("idempotency")
     catalog = load_catalog_text(shipped_catalog_text(), "plans.json")
-    return Licensing(catalog, MetricsRecorder("Billwatch", "billwatch"), Clock(1_796_137_200))
+    recorder, clock = MetricsRecorder("Billwatch", "billwatch"), Clock(1_796_137_200)
+    return Licensing(catalog, recorder, clock, audit=AuditTrail("audit", 400, recorder, clock))
 
 
 @pytest.mark.parametrize("call", CALLS)

@@ -56,6 +56,7 @@ from billwatch.alerting.store import (
     fingerprint_of,
 )
 from billwatch.core.access import record_refusal
+from billwatch.core.audit import AuditedRoute, AuditTrail, Target
 from billwatch.core.config import AlertSettings, Settings
 from billwatch.core.dynamo import StoreUnavailable, store_failure
 from billwatch.core.metrics import Metric, MetricsRecorder
@@ -82,6 +83,17 @@ def handling_reason(text: str) -> str:
         raise ValueError(f"at most {MAX_REASON_LENGTH} characters, got {len(reason)}")
     return reason
 
+
+# The admin routes (functions/alert_dispatch), as refused attempts are recorded.
+AUDITED_ROUTES = (
+    AuditedRoute("GET /admin/alerts", "alerts_list"),
+    AuditedRoute("POST /admin/alerts/{alert_id}/ack", "alert_ack"),
+    AuditedRoute("POST /admin/alerts/{alert_id}/resolve", "alert_resolve"),
+    AuditedRoute("GET /admin/silences", "silences_list"),
+    AuditedRoute("POST /admin/silences", "silence_create"),
+    AuditedRoute("DELETE /admin/silences/{silence_id}", "silence_remove"),
+    AuditedRoute("GET /admin/alert-channels", "alert_channels_list"),
+)
 
 ALERTS_PAGE_SIZE = 100
 MAX_ALERTS_PAGE_SIZE = 500
@@ -160,6 +172,11 @@ def _action_view(action: AdminAction | None) -> dict[str, str] | None:
     return None if action is None else {"by": action.by, "at": _iso(action.at), "reason": action.reason}
 
 
+def _state_view(alert: Alert) -> dict[str, str]:
+    """An alert's state as its audit record keeps it."""
+    return {"alert": alert.name, "status": alert.status.value, "version": alert.version}
+
+
 class AlertDispatcher:
     def __init__(
         self,
@@ -205,6 +222,7 @@ class AlertDispatcher:
 
     def refuse_admin(self, caller_arn: str | None, operation: str) -> None:
         record_refusal(self._metrics, caller_arn, operation)
+        self.store.audit.refuse(operation, AUDITED_ROUTES, "not in the admin roles", caller_arn)
 
     # ------------------------------------------------------------------ input
 
@@ -469,7 +487,15 @@ class AlertDispatcher:
         """Holds the alert's repeats until it changes (resolves, fires again, another severity)."""
         stored = self._firing_alert(id_, "acknowledge")
         action = AdminAction(by, int(self.clock()), handling_reason(reason))
-        if not self.store.acknowledge(stored.alert.fingerprint, stored.alert.version, action):
+        record = self.store.audit.entry(
+            "alert_ack",
+            Target("alert", id_),
+            {"acknowledged": _action_view(stored.acknowledged), **_state_view(stored.alert)},
+            {"acknowledged": _action_view(action), **_state_view(stored.alert)},
+            reason=action.reason,
+            caller=by,
+        )
+        if not self.store.acknowledge(stored.alert.fingerprint, stored.alert.version, action, record):
             raise self._changed(id_)
         self._audit("Alert acknowledged", "acknowledge", id_, stored.alert, action)
         return self._alert_view(dataclasses.replace(stored, acknowledged=action))
@@ -486,7 +512,15 @@ class AlertDispatcher:
         now = int(self.clock())
         action = AdminAction(by, now, handling_reason(reason))
         resolved = _resolved(stored.alert, now, f"resolved by hand by {by}: {action.reason}")
-        if not self.store.resolve_by_hand(resolved, stored.alert.version, action):
+        record = self.store.audit.entry(
+            "alert_resolve",
+            Target("alert", id_),
+            _state_view(stored.alert),
+            _state_view(resolved),
+            reason=action.reason,
+            caller=by,
+        )
+        if not self.store.resolve_by_hand(resolved, stored.alert.version, action, record):
             raise self._changed(id_)
         self._audit("Alert resolved by hand", "resolve", id_, stored.alert, action)
         view = self._alert_view(StoredAlert(resolved, now, None, action))
@@ -671,12 +705,13 @@ def build_alert_dispatcher(
             )
         return channels[channel_config]
 
+    metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
     return AlertDispatcher(
         config=config,
-        store=AlertStore(),
+        store=AlertStore(AuditTrail(settings.audit_table, settings.audit_retention_days, metrics)),
         channel_for=channel_for,
         retry=RetryStage(deadline=deadline),
-        metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
+        metrics=metrics,
         dead_letter=SqsDeadLetters(alert_settings.dlq_url),
         clock=time.time,
         alarm_states=cloudwatch_alarm_states,

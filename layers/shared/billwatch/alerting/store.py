@@ -1,6 +1,9 @@
 """The alert dispatcher's memory in DynamoDB: alert states, what each receiver was told, silences,
 and what admins did by hand (acknowledged an alert, resolved a business alert).
 
+What an admin does (a silence created or removed, an alert acknowledged or resolved by hand) is
+written in one transaction with its audit record (billwatch.core.audit): both or neither.
+
 Input arrives at least once (SNS retries, a state published twice), so every decision to notify
 is a conditional write: a receiver is told about a state version once. The claim is a lease, so
 a dispatcher that dies while sending lets the next delivery of the same input try again, and a
@@ -21,11 +24,14 @@ from enum import StrEnum
 from typing import Any, cast
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from pynamodb.expressions.update import Action
+from pynamodb.transactions import TransactWrite
 
 from billwatch.alerting.config import Matcher, matches_all
 from billwatch.alerting.inputs import Alert, AlertStatus
+from billwatch.core.audit import AuditTrail, Target
 from billwatch.core.dynamo import CONDITION_FAILED, error_code
-from billwatch.core.models import AlertRecord, BrokenChannel, NotificationRecord, SilenceRecord
+from billwatch.core.models import AlertRecord, AuditRecord, BrokenChannel, NotificationRecord, SilenceRecord
 from billwatch.core.severities import Severity
 
 RETENTION_SECONDS = 30 * 86400  # resolved alerts and notification records are kept this long
@@ -135,6 +141,17 @@ class Silence:
         return dataclasses.asdict(self) | {"matchers": list(self.matchers)}
 
 
+def _silence(record: SilenceRecord) -> Silence:
+    return Silence(
+        record.sk,
+        tuple(cast(list[str], record.matchers)),
+        int(record.starts_at),
+        int(record.ends_at),
+        record.comment,
+        record.created_by,
+    )
+
+
 class SilenceError(ValueError):
     """A silence that cannot be created as asked; the message names the field."""
 
@@ -144,6 +161,9 @@ def _conditional(error: Exception) -> bool:
 
 
 class AlertStore:
+    def __init__(self, audit: AuditTrail) -> None:
+        self.audit = audit
+
     # ---------------------------------------------------------------- alerts
 
     @staticmethod
@@ -190,35 +210,33 @@ class AlertStore:
         except AlertRecord.DoesNotExist:
             return None
 
-    def acknowledge(self, fingerprint: str, version: str, action: AdminAction) -> bool:
-        """Holds the repeats of ``version``; False when the alert is no longer firing in that version."""
-        try:
-            AlertRecord("alert", fingerprint).update(
-                actions=[
-                    AlertRecord.acked_version.set(version),
-                    AlertRecord.acked_by.set(action.by),
-                    AlertRecord.acked_at.set(action.at),
-                    AlertRecord.acked_reason.set(action.reason),
-                ],
-                condition=self._still_firing(version),
-            )
-            return True
-        except UpdateError as error:
-            if _conditional(error):
-                return False
-            raise
+    def acknowledge(self, fingerprint: str, version: str, action: AdminAction, record: AuditRecord) -> bool:
+        """Holds the repeats of ``version``, recorded; False when the alert is no longer firing in that
+        version (nothing is written)."""
+        actions: list[Action] = [
+            AlertRecord.acked_version.set(version),
+            AlertRecord.acked_by.set(action.by),
+            AlertRecord.acked_at.set(action.at),
+            AlertRecord.acked_reason.set(action.reason),
+        ]
 
-    def resolve_by_hand(self, resolved: Alert, replaces: str, action: AdminAction) -> bool:
-        """Stores the resolved state in place of the firing ``replaces``; False when that changed."""
+        def change(transaction: TransactWrite) -> None:
+            transaction.update(
+                AlertRecord("alert", fingerprint), actions=actions, condition=self._still_firing(version)
+            )
+
+        return self.audit.commit(record, change)
+
+    def resolve_by_hand(
+        self, resolved: Alert, replaces: str, action: AdminAction, record: AuditRecord
+    ) -> bool:
+        """Stores the resolved state in place of the firing ``replaces``, recorded; False when that
+        changed (nothing is written)."""
         item = self._state(resolved, action.at)
         item.resolved_by, item.resolved_at, item.resolved_reason = action.by, action.at, action.reason
-        try:
-            item.save(condition=self._still_firing(replaces))
-            return True
-        except PutError as error:
-            if _conditional(error):
-                return False
-            raise
+        return self.audit.commit(
+            record, lambda transaction: transaction.save(item, condition=self._still_firing(replaces))
+        )
 
     @staticmethod
     def _still_firing(version: str) -> Any:
@@ -319,7 +337,7 @@ class AlertStore:
         if not comment.strip():
             raise SilenceError("comment: say why (a maintenance window, an incident, ...)")
         silence = Silence(uuid.uuid4().hex, tuple(matchers), starts_at, ends_at, comment.strip(), created_by)
-        SilenceRecord(
+        item = SilenceRecord(
             "silence",
             silence.id,
             matchers=list(silence.matchers),
@@ -328,30 +346,34 @@ class AlertStore:
             comment=silence.comment,
             created_by=created_by,
             expiration=ends_at + RETENTION_SECONDS,
-        ).save()
+        )
+        record = self.audit.entry(
+            "silence_create", Target("silence", silence.id), None, silence.as_dict(), caller=created_by
+        )
+        # The id is new (128 random bits): only a failure of the store keeps this from being written.
+        self.audit.commit(
+            record, lambda transaction: transaction.save(item, condition=SilenceRecord.sk.does_not_exist())
+        )
         return silence
 
     def silences(self) -> list[Silence]:
-        return [
-            Silence(
-                r.sk,
-                tuple(cast(list[str], r.matchers)),
-                int(r.starts_at),
-                int(r.ends_at),
-                r.comment,
-                r.created_by,
-            )
-            for r in SilenceRecord.query("silence")
-        ]
+        return [_silence(r) for r in SilenceRecord.query("silence")]
 
-    def remove_silence(self, silence_id: str) -> bool:
+    def remove_silence(self, silence_id: str, by: str) -> bool:
+        """Removes the silence, recorded with what it was; False when there is no such silence."""
         try:
-            SilenceRecord("silence", silence_id).delete(condition=SilenceRecord.sk.exists())
-            return True
-        except DeleteError as error:
-            if _conditional(error):
-                return False
-            raise
+            before = _silence(SilenceRecord.get("silence", silence_id, consistent_read=True))
+        except SilenceRecord.DoesNotExist:
+            return False
+        record = self.audit.entry(
+            "silence_remove", Target("silence", silence_id), before.as_dict(), None, caller=by
+        )
+        return self.audit.commit(
+            record,
+            lambda transaction: transaction.delete(
+                SilenceRecord("silence", silence_id), condition=SilenceRecord.sk.exists()
+            ),
+        )
 
     # ------------------------------------------------------- broken channels
 

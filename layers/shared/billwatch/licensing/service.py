@@ -29,6 +29,7 @@ from pynamodb.expressions.update import Action
 
 from billwatch.core import dynamo, outbox
 from billwatch.core.access import record_refusal
+from billwatch.core.audit import DEFAULT_RETENTION_DAYS, AuditedRoute, AuditTrail, Target
 from billwatch.core.config import Settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable, conditional_update, store_failure
 from billwatch.core.metrics import Metric, MetricsRecorder
@@ -60,6 +61,13 @@ from billwatch.licensing.usage_events import USAGE_EVENT_TYPE, BusinessEventPubl
 __all__ = ["MAX_QUANTITY", "Licensing", "UsageDecision", "UsageRequestError", "build_licensing"]
 
 _MAX_ADMIN_ATTEMPTS = 3
+# The admin routes (functions/licensing_api), as refused attempts are recorded.
+AUDITED_ROUTES = (
+    AuditedRoute("PUT /admin/accounts/{account_id}/tier-override", "tier_override"),
+    AuditedRoute("POST /admin/accounts/{account_id}/grants", "grant"),
+    AuditedRoute("POST /admin/accounts/{account_id}/usage-reset", "usage_reset"),
+    AuditedRoute("GET /admin/audit", "audit_read"),
+)
 _MAX_OPTIMISTIC_ATTEMPTS = 10
 OTHER_FEATURE = "other"  # metric label for names outside the catalog, which callers choose freely
 
@@ -89,6 +97,7 @@ class Licensing:
         idempotency_ttl_seconds: int = 24 * 3600,
         usage_events: BusinessEventPublisher | None = None,
         severities: Mapping[str, Severity] = DEFAULT_SEVERITIES,
+        audit: AuditTrail | None = None,
     ):
         self._catalog = catalog
         self.policy = QuotaPolicy(catalog)
@@ -97,12 +106,15 @@ class Licensing:
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
         self._usage_events = usage_events or usage_event_publisher(None)
         self._severities = severities
+        # Admin actions need a trail to be recorded in: without one they are refused (503).
+        self.audit = audit or AuditTrail(None, DEFAULT_RETENTION_DAYS, metrics, clock)
 
     def flush_metrics(self) -> None:
         self._metrics.flush()
 
     def refuse_admin(self, caller_arn: str | None, operation: str) -> None:
         record_refusal(self._metrics, caller_arn, operation)
+        self.audit.refuse(operation, AUDITED_ROUTES, "not in the admin roles", caller_arn)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -165,8 +177,30 @@ class Licensing:
         if tier is not None and tier not in names:
             raise UsageRequestError(f"tier must be one of {names} or null, got {tier!r}")
         action = BillingAccount.tier_override.set(tier) if tier else BillingAccount.tier_override.remove()
-        _, stored = self._admin_update(account_id, [action], BillingAccount.merged_into.does_not_exist())
-        return self._entitlements_of(account_id, stored)
+        for _ in range(_MAX_ADMIN_ATTEMPTS):
+            usage = self.load(account_id)
+            if usage.account.merged_into is not None:  # a redirect: nothing of it to pin
+                return self._entitlements_of(account_id, usage)
+            was = usage.account.tier_override
+            pin = BillingAccount.tier_override
+            raw = {key: value for key, value in usage.raw.items() if key != pin.attr_name}
+            raw["pk"] = {"S": account_id}
+            if tier:
+                raw[pin.attr_name] = {"S": tier}
+            stored = AccountUsage.from_raw(account_id, raw)
+            record = self.audit.entry(
+                "tier_override",
+                Target("account", account_id),
+                {"tier_override": was, "tier": self.policy.effective_tier(usage.account).name},
+                {"tier_override": tier, "tier": self.policy.effective_tier(stored.account).name},
+            )
+            condition = BillingAccount.merged_into.does_not_exist() & (
+                pin.does_not_exist() if was is None else pin == was
+            )
+            if self.audit.commit(record, _update(account_id, [action], condition)):
+                # Rendered from the read with the pin changed: a read after the commit could fail it.
+                return self._entitlements_of(account_id, stored)
+        raise StoreUnavailable(f"the tier override of {account_id} kept changing; try again")
 
     def grant(self, account_id: str, feature: str, quantity: int) -> dict[str, Any]:
         """Extra quota for the current period: it goes when the period does."""
@@ -428,13 +462,22 @@ class Licensing:
         return accepted, item
 
 
+def _update(account_id: str, actions: list[Action], condition: Condition) -> Callable[[Any], None]:
+    """The account's conditional update, as one item of a transaction."""
+    return lambda transaction: transaction.update(
+        BillingAccount(account_id), actions=actions, condition=condition
+    )
+
+
 def build_licensing(settings: Settings) -> Licensing:
     bind_billing_table(settings.billing_table)
     bind_idempotency_table(settings.idempotency_table)
+    metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
     return Licensing(
         catalog=load_plan_catalog(settings),
-        metrics=MetricsRecorder(settings.metrics_namespace, settings.service_name),
+        metrics=metrics,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         usage_events=usage_event_publisher(settings.usage_events_topic_arn),
         severities=settings.severities,
+        audit=AuditTrail(settings.audit_table, settings.audit_retention_days, metrics),
     )
