@@ -240,6 +240,44 @@ class Scenario:
         with self._captured():
             return self.handler(function).lambda_handler(event, LambdaContext())
 
+    def billing_report(self, period: str = "daily") -> Any:
+        """The scheduled billing report of the window that ends now (STAGE and alert routes set)."""
+        request = {
+            "period": period,
+            "scheduled_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.now)),
+        }
+        with self._captured():
+            return self.handler("billing_report").lambda_handler(request, LambdaContext())
+
+    def recorded_day(self, paid: dict[str, float], probed_from_start: bool = True) -> None:
+        """What the last 24 hours of billwatch left in CloudWatch (moto) for the billing report: the
+        webhooks it received, PaymentAmount per currency, and the probe's gauge every hour (from the
+        window's first hour, or only from its second: a stack deployed during the day)."""
+        import boto3
+
+        service = [{"Name": "service", "Value": "billwatch"}]
+        points = [("WebhookReceived", service, 10.0, self.now - 5 * 3600)]
+        points += [
+            (
+                "PaymentAmount",
+                [*service, {"Name": "Currency", "Value": currency}],
+                amount,
+                self.now - 5 * 3600,
+            )
+            for currency, amount in paid.items()
+        ]
+        points += [
+            ("PayingSubscriptions", service, 1.0, self.now - 86400 + hour * 3600 + 60)
+            for hour in range(0 if probed_from_start else 1, 24)
+        ]
+        boto3.client("cloudwatch").put_metric_data(
+            Namespace="Billwatch",
+            MetricData=[
+                {"MetricName": name, "Dimensions": dims, "Value": value, "Timestamp": moment}
+                for name, dims, value, moment in points
+            ],
+        )
+
     def deployment(self, status: str = "UPDATE_COMPLETE") -> Any:
         """What DeployedRule passes to the health probe's function when a deployment finishes."""
         with self._captured():

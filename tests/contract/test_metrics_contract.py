@@ -25,6 +25,7 @@ from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
 from billwatch.core.models import BillingAccount
 from billwatch.licensing.service import Licensing
 from devtools import stripe_events as se
+from devtools.moto_patches import install_alarm_history
 from devtools.template import (
     ALARM_TYPE,
     DASHBOARD_TYPE,
@@ -153,6 +154,18 @@ def exercise_every_metric_path(
     with pytest.raises(Exception, match="api_error"):
         scenario.at(scenario.now + 86400).scheduled("reconcile")
     stripe.failure = None
+
+    # The daily report's revenue reconciliation: Stripe took 1,000 USD, billwatch recorded 900.
+    monkeypatch.setenv("STAGE", "test")
+    stripe.balance_transactions.append(
+        se.balance_transaction(amount=100_000, created=int(scenario.now) - 3600)
+    )
+    scenario.recorded_day({"USD": 900.0})
+    undo_alarm_history = install_alarm_history()
+    try:
+        scenario.billing_report()
+    finally:
+        undo_alarm_history()
 
     critical = alarm_message("StripeWebhookDown", "ALARM", scenario.now)
     assert scenario.alert_input(sns_event(critical))["dispatched"] == 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import calendar
 import importlib
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from billwatch.core.models import BillingAccount
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import AlarmTimeline, MetricKey
+from devtools.moto_patches import install_alarm_history
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, QUERY_DEFINITION_TYPE, resolved_properties
 from tests.alert_events import alarm_message, dispatcher_environment, sns_event
 from tests.alert_receivers import Answer, alert_receivers
@@ -538,6 +540,65 @@ def test_reconcile_run_failed_is_any_run_that_stopped_on_an_error(
     except Exception:
         assert stripe_down
     assert ("ReconcileRunFailed" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
+
+
+@pytest.fixture
+def reporting(scenario: Scenario, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Scenario]:
+    """The scenario with the billing report able to run: its stage, a log channel to take it, and
+    moto's missing DescribeAlarmHistory filled in."""
+    routes = tmp_path / "report-routes.json"
+    routes.write_text(json.dumps(REPORT_ROUTES))
+    monkeypatch.setenv("STAGE", "test")
+    monkeypatch.setenv("ALERT_ROUTES_PATH", str(routes))
+    undo = install_alarm_history()
+    yield scenario
+    undo()
+
+
+REPORT_ROUTES = {
+    "repeat_interval_seconds": {"critical": 7200, "warning": 14400, "info": 43200},
+    "stale_after_seconds": 86400,
+    "route": {"receiver": "ops"},
+    "receivers": {"ops": {"channels": [{"type": "log"}]}},
+}
+
+
+@covers("RevenueDriftDetected")
+@pytest.mark.parametrize(
+    ("stripe_usd", "recorded_usd", "probed_from_start", "stripe_key", "fires"),
+    [
+        (1000.0, 900.0, True, True, True),  # 10 % short: an invoice.paid never arrived
+        (1000.0, 995.0, True, True, False),  # 0.5 %: within the 1 % threshold
+        (1000.0, 1000.0, True, True, False),
+        (1000.0, 900.0, False, True, False),  # a first run: the stack came up during the day
+        (1000.0, 900.0, True, False, False),  # no Stripe key: nothing to compare with
+        (None, None, True, True, False),  # no money moved on either side
+    ],
+    ids=["drift", "within-threshold", "match", "first-run", "no-stripe-key", "no-data"],
+)
+def test_revenue_drift_detected_is_a_day_whose_recorded_money_differs_from_stripe(
+    definitions,
+    reporting,
+    stripe_api,
+    monkeypatch,
+    stripe_usd: float | None,
+    recorded_usd: float | None,
+    probed_from_start: bool,
+    stripe_key: bool,
+    fires: bool,
+) -> None:
+    if stripe_key:
+        monkeypatch.setenv("STRIPE_API_KEY", "rk_test_report")
+        monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    if stripe_usd is not None:
+        stripe_api.balance_transactions.append(
+            se.balance_transaction(amount=int(stripe_usd * 100), created=T0 - 86400 + 3600)
+        )
+    reporting.at(T0).recorded_day({"USD": recorded_usd} if recorded_usd else {}, probed_from_start)
+    reporting.billing_report()
+    compared = any("RevenueReconciled" in document for _, document in reporting.documents)
+    assert compared is (stripe_key and probed_from_start and stripe_usd is not None)
+    assert ("RevenueDriftDetected" in fired(definitions, reporting, T0 - MINUTE, T0 + 10 * MINUTE)) is fires
 
 
 # ------------------------------------------------------------------ alert delivery

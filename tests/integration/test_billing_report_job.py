@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from billwatch.alerting.channels.webhook import SIGNATURE_HEADER
+from billwatch.core.models import BillingAccount
+from devtools import stripe_events as se
 from devtools.moto_patches import install_alarm_history, install_percentiles
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
 from tests.support import LambdaContext, load_handler
@@ -201,3 +204,53 @@ def test_an_unknown_report_receiver_fails_the_cold_start_by_name(
 
     with pytest.raises(ValueError, match=r"reports\.receiver: .*no receiver named 'nobody'"):
         load_handler("billing_report")
+
+
+def test_the_daily_report_reconciles_revenue_with_stripe(
+    report_env, receivers, stripe_api, monkeypatch, metrics
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "rk_test_report")
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    seed_a_day()
+    during = SCHEDULED - dt.timedelta(hours=5)
+    for labels in ({}, {"Currency": "USD"}, {"Currency": "USD", "Tier": "PRO"}):
+        put("PaymentAmount", [960.0], during, **labels)
+    window_start = int((SCHEDULED - dt.timedelta(days=1)).timestamp())
+    stripe_api.balance_transactions += [
+        se.balance_transaction(amount=50_000, created=window_start + 60),
+        se.balance_transaction(amount=50_000, created=window_start + 120),
+    ]
+    handler = load_handler("billing_report")
+
+    handler.lambda_handler(SCHEDULED_EVENT, LambdaContext())
+
+    (slack,) = receivers.requests("/slack")
+    text = json.dumps(slack.json)
+    assert "USD: paid 960.00, refunded 0.00, failed 0.00" in text
+    assert "USD: Stripe 1,000.00, recorded 960.00, drift -40.00 (-4.00%): over the threshold" in text
+    assert "Revenue drift USD: billwatch recorded -40.00" in text
+    assert metrics.total("RevenueDrift", Currency="USD") == 1
+    assert metrics.total("RevenueReconciled", Currency="USD") == 1
+
+
+def test_the_weekly_report_carries_its_own_sections(report_env, receivers, monkeypatch) -> None:
+    BillingAccount(
+        "acct_busy", usage_since=SCHEDULED.timestamp() - 3600, subscription_started_at=1_790_000_000
+    ).save()
+    boto3.client("dynamodb").update_item(
+        TableName=os.environ["BILLING_TABLE_NAME"],
+        Key={"pk": {"S": "acct_busy"}},
+        UpdateExpression="SET used_exports = :n",
+        ExpressionAttributeValues={":n": {"N": "9"}},
+    )
+    handler = load_handler("billing_report")
+
+    handler.lambda_handler({"period": "weekly", "scheduled_time": "2026-12-01T13:00:00Z"}, LambdaContext())
+
+    (hook,) = receivers.requests("/hook")
+    sections = {section["heading"]: section["lines"] for section in hook.json["sections"]}
+    assert sections["Accounts near or over their limits"] == ["acct_busy exports: 9 of 10 (90%)"]
+    assert sections["Cohort retention"] == ["2026-09: 1 started, 0 still paying (0%)"]
+    assert sections["MRR forecast"][1:] == ["no MRR readings"]
+    assert len(sections["Purchases per day"]) == 7
+    assert "Revenue reconciliation" not in sections  # reconciled once a day, by the daily report
