@@ -90,6 +90,7 @@ def log_bytes() -> dict[str, Any]:
         os.environ.update(
             BILLING_TABLE_NAME=tables["BillingStateTable"],
             IDEMPOTENCY_TABLE_NAME=tables["IdempotencyTable"],
+            USAGE_HISTORY_TABLE_NAME=tables["UsageHistoryTable"],
             STRIPE_WEBHOOK_SECRET=secret,
             POWERTOOLS_LOG_LEVEL="INFO",  # what the template deploys
         )

@@ -44,15 +44,17 @@ def measure(accounts: int = 2000, segments: int = 4) -> dict[str, Any]:
         import boto3
 
         from billwatch.core.metrics import MetricsRecorder
-        from billwatch.core.models import bind_billing_table
+        from billwatch.core.models import bind_billing_table, bind_usage_history_table
         from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
         from billwatch.licensing.quota_reset import QuotaReset
         from billwatch.licensing.service import Licensing
         from devtools.template import create_tables, load_template
 
         client = boto3.client("dynamodb")
-        table = create_tables(client, load_template(ROOT / "template.yaml"))["BillingStateTable"]
+        tables = create_tables(client, load_template(ROOT / "template.yaml"))
+        table = tables["BillingStateTable"]
         bind_billing_table(table)
+        bind_usage_history_table(tables["UsageHistoryTable"])
         now = int(dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp())
         october = now - 20 * 86400
         catalog = load_catalog_text(shipped_catalog_text(), "plans.json")

@@ -371,4 +371,13 @@ def moto_with_tables(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv("BILLING_TABLE_NAME", names["BillingStateTable"])
         monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", names["IdempotencyTable"])
         monkeypatch.setenv("AUDIT_TABLE_NAME", names["AuditTable"])
+        # A Licensing built without settings records its admin actions here.
+        from billwatch.core.models import bind_audit_table
+
+        bind_audit_table(names["AuditTable"])
+        monkeypatch.setenv("USAGE_HISTORY_TABLE_NAME", names["UsageHistoryTable"])
+        # A Licensing built without settings (as most tests build it) keeps closed periods here.
+        from billwatch.core.models import bind_usage_history_table
+
+        bind_usage_history_table(names["UsageHistoryTable"])
         yield names

@@ -9,6 +9,7 @@ import pytest
 from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.models import BillingAccount, bind_billing_table
 from billwatch.licensing import quota_reset as quota_reset_module
+from billwatch.licensing import usage_history as usage_history_module
 from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
 from billwatch.licensing.quota_reset import QuotaReset
 from billwatch.licensing.service import Licensing
@@ -75,7 +76,7 @@ def test_usage_recorded_after_a_reset_survives_a_rerun(world) -> None:
 
 def test_a_crash_half_way_is_finished_by_the_rerun_without_double_resets(world, monkeypatch, metrics) -> None:
     licensing, _, job = world
-    original = quota_reset_module.conditional_update
+    original = usage_history_module.write_with
     writes = []
 
     def crash_on_the_twentieth(*args, **kwargs):
@@ -84,13 +85,13 @@ def test_a_crash_half_way_is_finished_by_the_rerun_without_double_resets(world, 
             raise RuntimeError("the Lambda was killed")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(quota_reset_module, "conditional_update", crash_on_the_twentieth)
+    monkeypatch.setattr(usage_history_module, "write_with", crash_on_the_twentieth)
     with pytest.raises(RuntimeError):
         job.run_segment("2026-11-02T00", 0, 1)
     assert metrics.total("QuotaResetFailed") == 1
     failures = [log for log in metrics.logs() if log["message"] == "Quota reset failed"]
     assert failures and failures[0]["level"] == "ERROR"
-    monkeypatch.setattr(quota_reset_module, "conditional_update", original)
+    monkeypatch.setattr(usage_history_module, "write_with", original)
     result = job.run_segment("2026-11-02T00", 0, 1)
     assert result.finished
     assert all(usage_of(licensing, f"acct_{n:02d}") == (0, 0) for n in range(45))

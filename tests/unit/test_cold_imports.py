@@ -49,6 +49,7 @@ def _child_environment() -> dict[str, str]:
         AWS_SECRET_ACCESS_KEY="testing",
         BILLING_TABLE_NAME="billing-state",
         IDEMPOTENCY_TABLE_NAME="idempotency",
+        USAGE_HISTORY_TABLE_NAME="usage-history",
         STRIPE_WEBHOOK_SECRET="whsec_cold_imports",
         POWERTOOLS_LOG_LEVEL="WARNING",
     )
@@ -104,6 +105,7 @@ with mock_aws():
     names = create_tables(boto3.client("dynamodb"), load_template("template.yaml"))
     os.environ["BILLING_TABLE_NAME"] = names["BillingStateTable"]
     os.environ["IDEMPOTENCY_TABLE_NAME"] = names["IdempotencyTable"]
+    os.environ["USAGE_HISTORY_TABLE_NAME"] = names["UsageHistoryTable"]
     botocore.session.Session.create_client = counting_create_client
     handler = load_handler(function)
     if function == "webhook_intake":

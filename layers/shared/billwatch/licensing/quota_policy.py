@@ -166,6 +166,22 @@ class AccountUsage:
     def period_attributes(self) -> set[str]:
         return {name for name in self.raw if name.startswith(PERIOD_ATTRIBUTE_PREFIXES)}
 
+    def counted_features(self) -> set[str]:
+        """The features with a counter or a grant stored: what the period has to keep."""
+        prefixes = (usage_counter("").attr_name, usage_grant("").attr_name)
+        return {
+            name.removeprefix(prefix) for name in self.raw for prefix in prefixes if name.startswith(prefix)
+        }
+
+    def restarted(self, since: int, kept: Mapping[str, int]) -> AccountUsage:
+        """The item as a write that starts the counters again from ``since`` leaves it, with the
+        period attributes ``kept`` set: a transaction returns no item, and reading it again after
+        the write could fail a request whose write committed."""
+        raw = {name: value for name, value in self.raw.items() if name not in self.period_attributes()}
+        raw[BillingAccount.usage_since.attr_name] = {"N": str(since)}
+        raw.update({name: {"N": str(value)} for name, value in kept.items()})
+        return AccountUsage.from_raw(self.account.pk, raw)
+
 
 def _all(*conditions: Condition | None) -> Condition:
     """The conjunction of the conditions given; None stands for "always"."""
@@ -191,6 +207,9 @@ class QuotaPolicy:
         self._default = catalog.default_tier
         self._paid_names = tuple(tier.name for tier in catalog.tiers if tier is not self._default)
         self._count_conditions = functools.lru_cache(maxsize=1024)(self._count_condition)
+        self._metered = frozenset(
+            name for tier in catalog.tiers for name, spec in tier.features.items() if spec.quota is not None
+        )
 
     # --- the account's tier and period -------------------------------------------------------
 
@@ -213,6 +232,18 @@ class QuotaPolicy:
         test, which ``count_condition`` states for DynamoDB."""
         return usage_since is None or usage_since >= period.start
 
+    def past_period_end(self, account: BillingAccount, now: float) -> int:
+        """When the period the stored counters belong to ended: the current period's start, and on
+        calendar months no later than the end of the month they started in (an account idle for
+        months had no usage period in between)."""
+        current = self.period_of(account, now)
+        if account.usage_since is None or current != month_period(now):
+            return current.start
+        try:
+            return min(current.start, month_period(account.usage_since).end)
+        except (OverflowError, OSError, ValueError):  # a stored moment no calendar can show
+            return current.start
+
     def new_period(self, account: BillingAccount, now: float) -> Period | None:
         """The period to start the counters again in, when they belong to a past one; else None."""
         period = self.period_of(account, now)
@@ -220,9 +251,7 @@ class QuotaPolicy:
 
     def metered(self, feature: str) -> bool:
         """Whether some tier has a quota for the feature (a check of it is a conditional write)."""
-        return any(
-            (spec := tier.features.get(feature)) and spec.quota is not None for tier in self.catalog.tiers
-        )
+        return feature in self._metered
 
     def enabled(self, account: BillingAccount, tier: Tier, feature: str) -> bool:
         """Whether the feature is in the account's plan: its tier has it, or Stripe grants it as an
@@ -403,6 +432,10 @@ class QuotaPolicy:
         start = self.period_of(usage.account, now).start
         return [BillingAccount.usage_since.set(start), *self.forget(usage, keep)]
 
+    def restarted(self, usage: AccountUsage, now: float, kept: Mapping[str, int]) -> AccountUsage:
+        """The item as ``restart_actions`` leave it, with the period attributes ``kept`` set."""
+        return usage.restarted(self.period_of(usage.account, now).start, kept)
+
     @staticmethod
     def forget(usage: AccountUsage, keep: Set[str]) -> list[Action]:
         """Removes what the past period left: counters, grants, announced thresholds."""
@@ -414,24 +447,43 @@ class QuotaPolicy:
         by a use, a grant or the scheduled reset, happen once."""
         return _as_read(BillingAccount.usage_since, account.usage_since)
 
+    def closing_as_read(self, usage: AccountUsage) -> Condition:
+        """The tier, the period and every counter and grant still hold what they held: the condition
+        a write that closes a period goes on, so that the period it keeps (billwatch.licensing.
+        usage_history) is exactly the one the write ends, and it ends once."""
+        account = usage.account
+        features = usage.counted_features() | self._metered
+        read = _tier_and_period_read(account)
+        for feature in sorted(features):
+            counter, grant = usage_counter(feature), usage_grant(feature)
+            read += [(counter, usage.stored(counter.attr_name)), (grant, usage.stored(grant.attr_name))]
+        return _all(*(_as_read(attribute, seen) for attribute, seen in read))
+
     def as_read(self, usage: AccountUsage, feature: str) -> Condition:
         """Every attribute ``decide`` read for the feature still holds what it held: the condition a
         decision made from a read (a keyed use) is written on."""
         account = usage.account
         counter, grant = usage_counter(feature), usage_grant(feature)
-        read: list[tuple[Attribute, Any]] = [
-            (BillingAccount.merged_into, account.merged_into),
-            (BillingAccount.tier_override, account.tier_override),
-            (BillingAccount.tier, account.tier),
-            (BillingAccount.current_period_start, account.current_period_start),
-            (BillingAccount.current_period_end, account.current_period_end),
-            (BillingAccount.usage_since, account.usage_since),
+        read = [
+            *_tier_and_period_read(account),
             (counter, usage.stored(counter.attr_name)),
             (grant, usage.stored(grant.attr_name)),
         ]
         if feature not in self.effective_tier(account).features:
             read.append((BillingAccount.entitlement_lookup_keys, account.entitlement_lookup_keys))
         return _all(*(_as_read(attribute, seen) for attribute, seen in read))
+
+
+def _tier_and_period_read(account: BillingAccount) -> list[tuple[Attribute, Any]]:
+    """What the account's tier and usage period are decided from, as read."""
+    return [
+        (BillingAccount.merged_into, account.merged_into),
+        (BillingAccount.tier_override, account.tier_override),
+        (BillingAccount.tier, account.tier),
+        (BillingAccount.current_period_start, account.current_period_start),
+        (BillingAccount.current_period_end, account.current_period_end),
+        (BillingAccount.usage_since, account.usage_since),
+    ]
 
 
 def crossed(before: int, after: int, limit: int) -> tuple[int, ...]:

@@ -24,18 +24,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.constants import NONE
 from pynamodb.exceptions import PutError
 
 from billwatch.core import dynamo
 from billwatch.core.config import Settings
-from billwatch.core.dynamo import CONDITION_FAILED, conditional_update, error_code
+from billwatch.core.dynamo import CONDITION_FAILED, error_code
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import BillingAccount, JobCheckpoint
 from billwatch.core.observability import logger
 from billwatch.core.self_invoke import SelfInvoker
 from billwatch.licensing.quota_policy import AccountUsage
 from billwatch.licensing.service import Licensing, build_licensing
+from billwatch.licensing.usage_history import ClosedBy
 
 PAGE_SIZE = 200
 SCHEDULE_SECONDS = 3600  # QuotaResetFunction's rate(1 hour) in template.yaml
@@ -61,6 +61,7 @@ class QuotaReset:
         self, licensing: Licensing, metrics: MetricsRecorder, clock: Callable[[], float] = time.time
     ):
         self._policy = licensing.policy
+        self._history = licensing.history
         self._metrics = metrics
         self._clock = clock
 
@@ -117,18 +118,11 @@ class QuotaReset:
 
     def _reset_if_ended(self, raw: dict[str, Any]) -> bool:
         usage = AccountUsage.from_raw(raw["pk"]["S"], raw)
-        now = self._clock()
+        now = int(self._clock())
         if self._policy.new_period(usage.account, now) is None:
             return False
         actions = self._policy.restart_actions(usage, now)
-        accepted, _ = conditional_update(
-            BillingAccount,
-            usage.account.pk,
-            actions,
-            self._policy.period_as_read(usage.account),
-            return_values=NONE,
-        )
-        return accepted
+        return self._history.close(self._policy, usage, actions, ClosedBy.QUOTA_RESET, now)
 
 
 class SegmentDispatcher:

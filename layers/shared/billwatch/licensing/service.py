@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,18 +26,22 @@ from pynamodb.constants import ALL_NEW, ALL_OLD
 from pynamodb.exceptions import GetError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
+from pynamodb.models import Model
 
 from billwatch.core import dynamo, outbox
 from billwatch.core.access import record_refusal
-from billwatch.core.audit import DEFAULT_RETENTION_DAYS, AuditedRoute, AuditTrail, Target
-from billwatch.core.config import Settings
+from billwatch.core.audit import AuditedRoute, AuditTrail, Target
+from billwatch.core.config import ConfigError, Settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable, conditional_update, store_failure
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import (
+    AuditRecord,
     BillingAccount,
+    UsagePeriodRecord,
     UsageReceipt,
     bind_billing_table,
     bind_idempotency_table,
+    bind_usage_history_table,
     usage_announcements,
     usage_counter,
     usage_grant,
@@ -57,6 +61,7 @@ from billwatch.licensing.quota_policy import (
     validate_quantity,
 )
 from billwatch.licensing.usage_events import USAGE_EVENT_TYPE, BusinessEventPublisher, usage_event_publisher
+from billwatch.licensing.usage_history import ClosedBy, UsageHistory, closed_period
 
 __all__ = ["MAX_QUANTITY", "Licensing", "UsageDecision", "UsageRequestError", "build_licensing"]
 
@@ -97,17 +102,18 @@ class Licensing:
         idempotency_ttl_seconds: int = 24 * 3600,
         usage_events: BusinessEventPublisher | None = None,
         severities: Mapping[str, Severity] = DEFAULT_SEVERITIES,
+        history: UsageHistory | None = None,
         audit: AuditTrail | None = None,
     ):
         self._catalog = catalog
         self.policy = QuotaPolicy(catalog)
+        self.history = history or UsageHistory()
         self._metrics = metrics
         self._clock = clock
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
         self._usage_events = usage_events or usage_event_publisher(None)
         self._severities = severities
-        # Admin actions need a trail to be recorded in: without one they are refused (503).
-        self.audit = audit or AuditTrail(None, DEFAULT_RETENTION_DAYS, metrics, clock)
+        self.audit = audit or AuditTrail.bound(metrics, clock)
 
     def flush_metrics(self) -> None:
         self._metrics.flush()
@@ -212,37 +218,81 @@ class Licensing:
             usage = self.load(account_id)
             now = int(self._clock())
             actions: list[Action]
+            was = usage.stored(granted.attr_name)
             if self.policy.new_period(usage.account, now) is None:
                 actions = [counter.add(-quantity), granted.add(quantity), since.set(since | now)]
-            else:
-                actions = [counter.set(-quantity), granted.set(quantity)]
-                actions += self.policy.restart_actions(
-                    usage, now, keep={counter.attr_name, granted.attr_name}
+                # Rendered from the read with the grant added: a read after the commit could fail it.
+                stored = _with_numbers(
+                    usage,
+                    {
+                        counter.attr_name: usage.counter(feature) - quantity,
+                        granted.attr_name: (was or 0) + quantity,
+                        since.attr_name: int(usage.account.usage_since or now),
+                    },
                 )
-            accepted, stored = self._admin_update(
-                account_id, actions, self.policy.period_as_read(usage.account)
-            )
+                record = self._grant_record(account_id, feature, usage, stored)
+                # The grant as read too, so that the record's before and after are exactly the write's.
+                condition = self.policy.period_as_read(usage.account) & (
+                    granted.does_not_exist() if was is None else granted == was
+                )
+                accepted = self.audit.commit(record, _update(account_id, actions, condition))
+            else:  # the grant starts the new period, and closes the past one
+                kept = {counter.attr_name: -quantity, granted.attr_name: quantity}
+                actions = [counter.set(-quantity), granted.set(quantity)]
+                actions += self.policy.restart_actions(usage, now, keep=set(kept))
+                stored = self.policy.restarted(usage, now, kept)
+                record = self._grant_record(account_id, feature, usage, stored)
+                accepted = self.history.close(
+                    self.policy, usage, actions, ClosedBy.GRANT, now, also=[self.audit.put(record)]
+                )
+                if accepted:
+                    self.audit.recorded(record)
             if accepted:
                 self._metrics.add(Metric.QUOTA_GRANTED, quantity, Feature=feature)
                 return self._entitlements_of(account_id, stored)
         raise StoreUnavailable(f"usage of {account_id} kept changing; try the grant again")
 
-    def reset_usage(self, account_id: str) -> dict[str, Any]:
-        """Starts the account's usage period again from now, for every feature."""
-        usage = self.load(account_id)
-        actions = [BillingAccount.usage_since.set(int(self._clock())), *self.policy.forget(usage, keep=set())]
-        _, stored = self._admin_update(account_id, actions, BillingAccount.merged_into.does_not_exist())
-        return self._entitlements_of(account_id, stored)
+    def _grant_record(
+        self, account_id: str, feature: str, usage: AccountUsage, stored: AccountUsage
+    ) -> AuditRecord:
+        def view(of: AccountUsage) -> dict[str, Any]:
+            since = of.account.usage_since
+            return {
+                "feature": feature,
+                "granted": of.grant(feature),
+                "period_since": None if since is None else iso(since),
+            }
 
-    @staticmethod
-    def _admin_update(account_id: str, actions: list, condition: Condition) -> tuple[bool, AccountUsage]:
-        """Whether the condition accepted the write, and the account as the write left it (or as it
-        stood when refused). The answer is rendered from that item rather than read again, so
-        nothing can fail once a grant has been added: a retry would add it twice."""
-        accepted, raw = conditional_update(
-            BillingAccount, account_id, actions, condition, return_values=ALL_NEW
+        return self.audit.entry("grant", Target("account", account_id), view(usage), view(stored))
+
+    def reset_usage(self, account_id: str) -> dict[str, Any]:
+        """Starts the account's usage period again from now, for every feature; the period it ends
+        is kept (billwatch.licensing.usage_history). ``reset_usage_write`` is the write."""
+        for _ in range(_MAX_ADMIN_ATTEMPTS):
+            usage = self.load(account_id)
+            if usage.account.merged_into is not None:  # a redirect has no usage of its own
+                return self._entitlements_of(account_id, usage)
+            # Every write that closes a period moves usage_since forward, two resets in one second
+            # too: the start of a closed period is its record's key, used once.
+            since = max(int(self._clock()), int(usage.account.usage_since or 0) + 1)
+            restarted = usage.restarted(since, {})
+            record = self.audit.entry(
+                "usage_reset", Target("account", account_id), _usage_view(usage), _usage_view(restarted)
+            )
+            if self.reset_usage_write(usage, since, also=[self.audit.put(record)]):
+                self.audit.recorded(record)
+                return self._entitlements_of(account_id, restarted)
+        raise StoreUnavailable(f"usage of {account_id} kept changing; try the reset again")
+
+    def reset_usage_write(
+        self, usage: AccountUsage, since: int, also: Sequence[tuple[Model, Condition | None]] = ()
+    ) -> bool:
+        """The reset's one transaction: the counters start again from ``since``, the period they close
+        is kept, and ``also`` is put alongside; False when the account changed since it was read."""
+        actions = [BillingAccount.usage_since.set(since), *self.policy.forget(usage, keep=set())]
+        return self.history.close(
+            self.policy, usage, actions, ClosedBy.ADMIN_RESET, since, end=since, also=also
         )
-        return accepted, AccountUsage.from_raw(account_id, raw)
 
     # --- counting ------------------------------------------------------------------------------
 
@@ -270,10 +320,10 @@ class Licensing:
             decision = self.policy.decide(usage, feature, quantity, now)
             if decision.outcome is Outcome.START_PERIOD:
                 actions = self.policy.start_period_actions(usage, feature, quantity, now)
-                accepted, raw = self._update(account_id, actions, self.policy.period_as_read(usage.account))
-                if accepted:
-                    usage = AccountUsage.from_raw(account_id, raw)
-                    return self.policy.after_write(usage, feature, quantity, now, Outcome.START_PERIOD)
+                if self.history.close(self.policy, usage, actions, ClosedBy.USE, now):
+                    started = self.policy.restarted(usage, now, {usage_counter(feature).attr_name: quantity})
+                    return self.policy.after_write(started, feature, quantity, now, Outcome.START_PERIOD)
+                self._metrics.add(Metric.QUOTA_CONFLICT)
                 continue  # another check started the period first: count against its counters
             if decision.outcome is not Outcome.COUNT:
                 return decision
@@ -352,6 +402,7 @@ class Licensing:
 
         pk = usage.account.pk
         unchanged = self.policy.as_read(usage, feature)
+        closed = None
         receipt = UsageReceipt(
             receipt_id,
             feature=feature,
@@ -363,6 +414,8 @@ class Licensing:
             actions = self.policy.count_actions(feature, quantity, now)
         elif decision.outcome is Outcome.START_PERIOD:
             actions = self.policy.start_period_actions(usage, feature, quantity, now)
+            unchanged &= self.policy.closing_as_read(usage)
+            closed = closed_period(self.policy, usage, now, ClosedBy.USE)
         else:
             actions = []
         try:
@@ -372,10 +425,14 @@ class Licensing:
                 else:
                     transaction.condition_check(BillingAccount, pk, condition=unchanged)
                 transaction.save(receipt, condition=UsageReceipt.id.does_not_exist(), return_values=ALL_OLD)
+                if closed is not None:  # the period the use closes is kept (licensing.usage_history)
+                    record = self.history.record(pk, closed)
+                    transaction.save(record, condition=UsagePeriodRecord.period_start.does_not_exist())
         except TransactWriteError as exc:
-            # pynamodb sends condition checks first, then puts, then updates.
-            reasons = list(exc.cancellation_reasons or [None, None])
-            receipt_reason, account_reason = reasons if actions else reversed(reasons)
+            # pynamodb sends condition checks first, then puts (in order), then updates.
+            reasons = list(exc.cancellation_reasons or []) or [None] * (3 if closed else 2)
+            receipt_reason = reasons[0] if actions else reasons[1]
+            account_reason = reasons[-1] if actions else reasons[0]
             if receipt_reason is not None and receipt_reason.code == "ConditionalCheckFailed":
                 return receipt_reason.raw_item or False  # without the item, the next read finds it
             if account_reason is not None and account_reason.code == "ConditionalCheckFailed":
@@ -462,6 +519,24 @@ class Licensing:
         return accepted, item
 
 
+def _usage_view(usage: AccountUsage) -> dict[str, Any]:
+    """An account's usage period as an audit record keeps it."""
+    since = usage.account.usage_since
+    features = sorted(usage.counted_features())
+    return {
+        "period_since": None if since is None else iso(since),
+        "used": {name: usage.counter(name) + usage.grant(name) for name in features},
+        "granted": {name: usage.grant(name) for name in features},
+    }
+
+
+def _with_numbers(usage: AccountUsage, numbers: Mapping[str, int]) -> AccountUsage:
+    """The item as read, with these number attributes as a write sets them."""
+    raw = {**usage.raw, "pk": {"S": usage.account.pk}}
+    raw.update({name: {"N": str(value)} for name, value in numbers.items()})
+    return AccountUsage.from_raw(usage.account.pk, raw)
+
+
 def _update(account_id: str, actions: list[Action], condition: Condition) -> Callable[[Any], None]:
     """The account's conditional update, as one item of a transaction."""
     return lambda transaction: transaction.update(
@@ -470,8 +545,11 @@ def _update(account_id: str, actions: list[Action], condition: Condition) -> Cal
 
 
 def build_licensing(settings: Settings) -> Licensing:
+    if settings.usage_history_table is None:
+        raise ConfigError("USAGE_HISTORY_TABLE_NAME is required where usage is counted")
     bind_billing_table(settings.billing_table)
     bind_idempotency_table(settings.idempotency_table)
+    bind_usage_history_table(settings.usage_history_table)
     metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
     return Licensing(
         catalog=load_plan_catalog(settings),
@@ -479,5 +557,6 @@ def build_licensing(settings: Settings) -> Licensing:
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         usage_events=usage_event_publisher(settings.usage_events_topic_arn),
         severities=settings.severities,
+        history=UsageHistory(settings.usage_history_retention_days),
         audit=AuditTrail(settings.audit_table, settings.audit_retention_days, metrics),
     )
