@@ -580,4 +580,4 @@ class LocalEmulator:
         # what a request emitted a moment ago.
         now = datetime.fromtimestamp(self.clock.now(), UTC).replace(microsecond=0) + timedelta(seconds=1)
         start, end = report_window(report_period, end=now)
-        return render_console(build_report(source.read(start, end), report_period))
+        return render_console(build_report(source.read(start, end, report_period), report_period))
