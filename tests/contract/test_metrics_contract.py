@@ -101,6 +101,13 @@ def exercise_every_metric_path(
         scenario.webhook(se.event("customer.subscription.updated", upgraded, created=int(time.time()) - 10))
         == 200
     )
+    live_account = {"account_id": "acct_live"}
+    reason = "subscription_create"
+    first = se.invoice(customer="cus_live", subscription_metadata=live_account, billing_reason=reason)
+    assert scenario.webhook(se.event("invoice.paid", first)) == 200  # the funnel's first payment
+    for number in range(11):  # one buyer's eleventh checkout session in a minute
+        burst = se.checkout_session(id=f"cs_burst_{number}", customer="cus_burst", subscription=None)
+        assert scenario.webhook(se.event("checkout.session.completed", burst)) == 200
     stale = se.subscription(id="sub_demo", customer="cus_demo", metadata={"account_id": "acct_demo"})
     assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1_600_000_000)) == 200
     assert scenario.webhook(se.event("customer.updated", se.customer(id="cus_demo"))) == 200  # unhandled

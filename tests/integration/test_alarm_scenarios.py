@@ -301,6 +301,66 @@ def test_any_unauthorized_admin_call(definitions, scenario, caller: str, status:
     assert ("UnauthorizedAdminAccess" in fired(definitions, scenario, T0, T0 + 10 * MINUTE)) is fires
 
 
+# ------------------------------------------------------------------ suspicious activity
+
+
+def ordinary_traffic(scenario: Scenario) -> None:
+    """A quiet night's events: a renewal paid, a card declined, a refund, one checkout. No alarm."""
+    events = [
+        ("invoice.paid", se.invoice(customer="cus_1", subscription_metadata={"account_id": "acct_1"})),
+        ("payment_intent.payment_failed", se.payment_intent(customer="cus_1")),
+        ("charge.refunded", se.charge(customer="cus_1", amount_refunded=500)),
+        ("checkout.session.completed", se.checkout_session(customer="cus_1", subscription=None, created=T0)),
+    ]
+    for minute, (event_type, obj) in enumerate(events, start=1):
+        moment = T0 + minute * MINUTE
+        assert scenario.at(moment).webhook(se.event(event_type, obj, created=moment)) == 200
+
+
+SUSPICIOUS = ("EarlyFraudWarningReceived", "DisputeOpened", "CheckoutVelocityHigh")
+
+
+@covers("EarlyFraudWarningReceived", "DisputeOpened")
+@pytest.mark.parametrize(
+    ("event_type", "obj", "alarm"),
+    [
+        ("radar.early_fraud_warning.created", se.early_fraud_warning(), "EarlyFraudWarningReceived"),
+        ("charge.dispute.created", se.dispute(reason="product_not_received"), "DisputeOpened"),
+        (None, None, None),  # a quiet night
+    ],
+)
+def test_any_fraud_warning_or_dispute_warns_and_a_quiet_night_pages_nobody(
+    definitions, scenario, event_type: str | None, obj: dict | None, alarm: str | None
+) -> None:
+    ordinary_traffic(scenario)
+    if event_type is not None:
+        assert scenario.at(T0 + 300).webhook(se.event(event_type, obj, created=T0 + 300)) == 200
+    alarms = fired(definitions, scenario, T0, T0 + 30 * MINUTE)
+    assert alarms & set(SUSPICIOUS) == ({alarm} if alarm else set())
+
+
+@covers("CheckoutVelocityHigh")
+@pytest.mark.parametrize(
+    ("sessions", "buyers", "fires"),
+    [
+        (11, 1, True),  # one customer's eleventh session in the minute
+        (10, 1, False),  # at the limit, not over it
+        (30, 30, False),  # a busy minute of thirty buyers
+    ],
+)
+def test_one_buyer_over_ten_checkout_sessions_in_a_minute_warns(
+    definitions, scenario, sessions: int, buyers: int, fires: bool
+) -> None:
+    for number in range(sessions):
+        buyer = f"cus_burst_{number % buyers}"
+        session = se.checkout_session(id=f"cs_{number}", customer=buyer, subscription=None, created=T0 + 5)
+        moment = T0 + MINUTE + number
+        ended = se.event("checkout.session.completed", session, created=moment)
+        assert scenario.at(moment).webhook(ended) == 200
+    alarms = fired(definitions, scenario, T0, T0 + 15 * MINUTE)
+    assert alarms & set(SUSPICIOUS) == ({"CheckoutVelocityHigh"} if fires else set())
+
+
 # ------------------------------------------------------------------ quota resets
 
 
@@ -805,6 +865,7 @@ def test_the_saved_log_searches_find_what_the_code_logs(template, scenario, outa
     with outage.during():
         assert scenario.webhook(se.event("customer.subscription.updated", upgrade, created=T0 + 5)) == 503
     queries = resolved_properties(template, QUERY_DEFINITION_TYPE)
+    queries.pop("AdminActionsQuery")  # the audit trail's (tests/integration/test_audit_trail.py)
     for name, query in queries.items():
         level, message, fields = _query_filter(query["QueryString"])
         found = [log for log in scenario.logs if log.get("level") == level and log.get("message") == message]
