@@ -14,14 +14,20 @@ dispatcher deliver what they publish. The day holds:
   cancellations;
 * 13:00 to 13:20, a DynamoDB outage: the intake answers 503 and, as Stripe does, the deliveries
   are sent again later, and applied then;
-* an account on the free tier that runs through its ``api_calls`` quota.
+* an account on the free tier that runs through its ``api_calls`` quota;
+* what the business dashboard draws: first invoices paid (card, bank debit), trials and
+  subscriptions left incomplete, declined payment attempts with their decline codes, refunds, a
+  dispute, a Radar early fraud warning, a buyer opening a dozen checkout sessions in a minute,
+  and quota grants by an admin.
 
 ``--hours`` shorter than a day replays the same story in less time: the traffic and the quota's
 use are drawn closer together, the outage keeps its 20 minutes at 13:00 and the clock starts as
 much before it as the day would have, in proportion.
 
 The console gets the summary: the webhook deliveries by outcome, the usage checks, the alarms
-that fired and cleared, the alerts sent to each receiver, and the billing report's SLOs and KPIs.
+that fired and cleared, the alerts sent to each receiver, the business dashboard's figures for the
+replay (the funnel, subscriptions by plan and status, payments by decline reason, refunds, ...)
+and the billing report's SLOs and KPIs.
 What the functions and the stack log (JSON lines, the outage's tracebacks) goes to a file, whose
 path is printed first (``--log-file``, else a new file in the temporary directory).
 
@@ -43,7 +49,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,21 +59,36 @@ from botocore.exceptions import ClientError
 
 from devtools import send_event
 from devtools import stripe_events as se
+from devtools.alarm_evaluator import MetricStore, statistic
 from devtools.emulator import LocalEmulator
 from devtools.local_schedules import ManualClock
+from devtools.template import parameter_values
 
 DAY_MINUTES = 24 * 60
 OUTAGE_START = 13 * 60  # the minute of the day when DynamoDB starts throttling every write
 OUTAGE_MINUTES = 20
 STRIPE_RETRY_MINUTES = 60  # Stripe's first retries of a failed delivery come within the hour
 QUOTA_ACCOUNT = "acct_demo_quota"
+# The payment attempts that fail in the day, as Stripe reports them: (error code, decline code).
+DECLINES = (
+    ("card_declined", "insufficient_funds"),
+    ("card_declined", "insufficient_funds"),
+    ("card_declined", "generic_decline"),
+    ("expired_card", None),
+    ("authentication_required", "authentication_required"),
+    ("card_declined", "do_not_honor"),
+)
+# How long a paid invoice took from its finalisation, by payment method: (type, seconds range).
+PAYMENT_METHODS = (("card", (2, 40)), ("card", (2, 40)), ("us_bank_account", (86_400, 4 * 86_400)))
+REFUNDS = ((7, 2000, 0), (8, 500, 0), (8, 2000, 500))
+VELOCITY_SESSIONS = 12  # one buyer's checkout sessions in one minute: over the velocity limit
 
 
 @dataclass(order=True)
 class Delivery:
     minute: int
     order: int
-    kind: str = field(compare=False)  # "webhook" or "usage"
+    kind: str = field(compare=False)  # "webhook", "usage" or "grant"
     payload: dict[str, Any] = field(compare=False)
     attempt: int = field(default=1, compare=False)
 
@@ -97,8 +118,18 @@ class StripeTraffic:
         self._order += 1
         self.deliveries.append(Delivery(minute, self._order, kind, payload))
 
-    def _webhook(self, minute: int, event_type: str, obj: dict[str, Any], *, twice: bool = False) -> None:
+    def _webhook(
+        self,
+        minute: int,
+        event_type: str,
+        obj: dict[str, Any],
+        *,
+        twice: bool = False,
+        previous: dict[str, Any] | None = None,
+    ) -> None:
         event = {"type": event_type, "object": obj, "id": f"evt_demo_{self._order:05d}"}
+        if previous is not None:
+            event["previous_attributes"] = previous
         self._add(minute, "webhook", event)
         if twice:  # Stripe sends some events more than once
             self._add(minute + self._after(self._random.randint(1, 30)), "webhook", event)
@@ -126,6 +157,7 @@ class StripeTraffic:
             )
             self._webhook(start, "checkout.session.completed", session)
             self._webhook(start + 1, "customer.subscription.created", sub, twice=pick.random() < 0.2)
+            self._first_invoice(start + 2, sub, n)
         for n in range(6):  # abandoned checkouts
             session = se.checkout_session(
                 id=f"cs_demo_gone_{n}",
@@ -180,6 +212,7 @@ class StripeTraffic:
         self._webhook(
             self._at(8 * 60), "customer.subscription.created", _subscription(QUOTA_ACCOUNT, lookup_key=None)
         )
+        self._business_day()
         for n in range(14):  # 100 calls every 20 minutes against a quota of 1,000
             self._add(
                 self._at(9 * 60 + 20 * n),
@@ -187,6 +220,74 @@ class StripeTraffic:
                 {"account": QUOTA_ACCOUNT, "feature": "api_calls", "quantity": 100},
             )
         return sorted(self.deliveries)
+
+    def _first_invoice(self, minute: int, sub: dict[str, Any], n: int) -> None:
+        """A signup's first invoice, paid by card in seconds or by bank debit in days."""
+        method, (fastest, slowest) = PAYMENT_METHODS[n % len(PAYMENT_METHODS)]
+        finalized = int(time.time()) - slowest
+        invoice = se.invoice(
+            id=f"in_first_{n:02d}",
+            customer=sub["customer"],
+            subscription=sub["id"],
+            billing_reason="subscription_create",
+            created=finalized,
+            paid_at=finalized + self._random.randint(fastest, slowest),
+            payment_method_types=[method],
+        )
+        self._webhook(minute, "invoice.paid", invoice)
+
+    def _business_day(self) -> None:
+        """What the business dashboard draws beyond the day's subscriptions and renewals."""
+        for n in range(5):  # trials, and subscriptions whose first payment never went through
+            status = "trialing" if n < 3 else "incomplete"
+            account = f"acct_demo_{status}_{n}"
+            self._webhook(
+                self._minute(9, 18), "customer.subscription.created", _subscription(account, status=status)
+            )
+        for n, (error_code, decline_code) in enumerate(DECLINES):  # declined attempts of the renewals
+            customer = f"cus_demo_renew_{n:02d}"
+            attempt = se.payment_intent(
+                id=f"pi_demo_declined_{n}",
+                customer=customer,
+                error_code=error_code,
+                decline_code=decline_code,
+            )
+            self._webhook(self._minute(10, 16), "payment_intent.payment_failed", attempt)
+        # A charge refunded in full; another refunded in part, then the rest: (renewal, refunded, before).
+        for n, (renewal, refunded, before) in enumerate(REFUNDS):
+            charge = se.charge(
+                id=f"ch_demo_refund_{renewal:02d}",
+                customer=f"cus_demo_renew_{renewal:02d}",
+                amount_refunded=refunded,
+            )
+            self._webhook(
+                self._minute(11 + 3 * n, 12 + 3 * n),
+                "charge.refunded",
+                charge,
+                previous={"amount_refunded": before},
+            )
+        disputed = se.dispute(id="dp_demo_0", charge="ch_demo_disputed", reason="fraudulent")
+        self._webhook(self._minute(15, 16), "charge.dispute.created", disputed)
+        warning = se.early_fraud_warning(id="issfr_demo_0", charge="ch_demo_disputed")
+        self._webhook(self._minute(14, 15), "radar.early_fraud_warning.created", warning)
+        burst = self._minute(17, 18)
+        for n in range(VELOCITY_SESSIONS):  # one buyer, a dozen sessions in a minute: card testing
+            session = se.checkout_session(
+                id=f"cs_demo_burst_{n:02d}",
+                customer=None,
+                subscription=None,
+                status="expired",
+                email="card.tester@example.com",
+                created=int(time.time()) - 3600,
+            )
+            self._webhook(burst, "checkout.session.expired", session)
+        for n, hour in enumerate((9, 11, 16)):  # an admin grants extra quota, outside the outage
+            grant = {
+                "account": f"acct_demo_renew_{9 + n:02d}",
+                "feature": "exports",
+                "quantity": 50 * (n + 1),
+            }
+            self._add(self._at(hour * 60), "grant", grant)
 
 
 def _subscription(
@@ -233,6 +334,7 @@ class Demo:
         self.start = start  # when, on the clock, the replay's minute 0 is
         self.webhooks: Counter[str] = Counter()
         self.usage: Counter[str] = Counter()
+        self.grants: Counter[str] = Counter()
         self.outage = [False]
 
     def deliver(self, delivery: Delivery, pending: list[Delivery]) -> None:
@@ -246,8 +348,20 @@ class Demo:
                 "allowed" if status == 200 else "denied" if status in (403, 429) else f"HTTP {status}"
             ] += 1
             return
+        if delivery.kind == "grant":
+            account = delivery.payload["account"]
+            request = {k: v for k, v in delivery.payload.items() if k != "account"}
+            status, _ = _call_json(self.stack.url + f"/admin/accounts/{account}/grants", request)
+            self.grants["granted" if status == 200 else f"HTTP {status}"] += 1
+            return
         payload = dict(delivery.payload)
-        event = se.event(payload["type"], payload["object"], id=payload["id"], created=int(time.time()))
+        event = se.event(
+            payload["type"],
+            payload["object"],
+            id=payload["id"],
+            created=int(time.time()),
+            previous_attributes=payload.get("previous_attributes"),
+        )
         status, body = send_event.send(
             json.dumps(event).encode(),
             self.stack.url + "/webhooks/stripe",
@@ -312,6 +426,8 @@ def summary(demo: Demo, report: str) -> str:
     lines += [f"  {outcome}: {count}" for outcome, count in sorted(demo.webhooks.items())]
     lines.append(f"Usage checks: {sum(demo.usage.values())}")
     lines += [f"  {outcome}: {count}" for outcome, count in sorted(demo.usage.items())]
+    lines.append(f"Quota grants: {sum(demo.grants.values())}")
+    lines += [f"  {outcome}: {count}" for outcome, count in sorted(demo.grants.items())]
     lines.append("Alarms that fired:")
     fired_at: dict[str, float] = {}
     fired = []
@@ -335,10 +451,97 @@ def summary(demo: Demo, report: str) -> str:
     lines += [
         f"  to {receiver}: {name} ({kind}) x{count}" for (receiver, kind, name), count in sorted(sent.items())
     ] or ["  none"]
+    lines += ["", "The business dashboard over the replay (its panels' figures):"]
+    assert stack.metrics is not None  # nosec B101 # narrows the Optional for type checkers; not a runtime check
+    with stack.metrics.lock:
+        namespace = parameter_values(stack.template, stack.parameters)["MetricsNamespace"]
+        lines += business_figures(stack.metrics.store, namespace, demo.start, end.timestamp())
     sections = report.split("\n\n")
     kpis = [section for section in sections if section.startswith(("SLOs", "Business", "Health score"))]
     lines += ["", "KPIs against their targets (the billing report of the day):", *kpis]
     return "\n".join(lines) + "\n"
+
+
+def business_figures(store: MetricStore, namespace: str, start: float, end: float) -> list[str]:
+    """What the business dashboard's panels add up to over ``[start, end)``, one line per panel."""
+
+    def by(metric: str, *dimensions: str, stat: str = "Sum") -> dict[tuple[str, ...], float]:
+        return _statistic_by(store, namespace, metric, dimensions, stat, start, end)
+
+    def total(metric: str) -> float:
+        return by(metric).get((), 0.0)
+
+    def listed(found: dict[tuple[str, ...], float], text: Callable[[float], str] = _count) -> str:
+        ranked = sorted(found.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{' '.join(values)} {text(value)}" for values, value in ranked) or "none"
+
+    ended = total("CheckoutCompleted") + total("CheckoutExpired")
+    paid, failed = total("PaymentSucceeded"), total("PaymentFailed")
+    success = f"{100 * paid / (paid + failed):.1f} %" if paid + failed else "no payments"
+    refunded, unpaid = by("RefundAmount", "Currency"), by("PaymentFailedAmount", "Currency")
+    money = [
+        f"    {currency.upper()}: paid {_money(amount)}, refunded {_money(refunded.get((currency,), 0))}, "
+        f"failed {_money(unpaid.get((currency,), 0))}"
+        for (currency,), amount in sorted(by("PaymentAmount", "Currency").items())
+    ]
+    return [
+        f"  Funnel: checkout sessions ended {_count(ended)}, completed {_count(total('CheckoutCompleted'))}, "
+        f"first invoices paid {_count(total('FirstInvoicePaid'))}, "
+        f"upgraded to PRO {_count(by('SubscriptionsUpgraded', 'Tier').get(('PRO',), 0))}",
+        f"  Subscriptions created by plan and status: {listed(by('SubscriptionCreated', 'Tier', 'Status'))}",
+        f"  Payment success: {success} (KPI 95 %)",
+        f"  Payments by decline reason: {listed(by('PaymentDeclined', 'DeclineReason'))}",
+        "  Paid, refunded and failed amounts:",
+        *(money or ["    none"]),
+        f"  Revenue by plan: {listed(by('PaymentAmount', 'Currency', 'Tier'), _money)}",
+        f"  Payment duration p95 by payment method: "
+        f"{listed(by('PaymentDuration', 'PaymentMethod', stat='p95'), _duration)}",
+        f"  Credits: granted {_count(total('QuotaGranted'))}, consumed {_count(total('UsageCounted'))}",
+        f"  Suspicious activity: early fraud warnings {_count(total('EarlyFraudWarning'))}, "
+        f"disputes opened {_count(total('DisputeOpened'))}, "
+        f"checkout sessions over the velocity limit {_count(total('CheckoutVelocityExceeded'))}, "
+        f"revenue drifts {_count(total('RevenueDrift'))}",
+        f"  Deployments: {_count(total('Deployed'))}",
+    ]
+
+
+def _statistic_by(
+    store: MetricStore,
+    namespace: str,
+    metric: str,
+    dimensions: tuple[str, ...],
+    stat: str,
+    start: float,
+    end: float,
+) -> dict[tuple[str, ...], float]:
+    """The statistic over the range of each series of ``metric`` published with exactly
+    ``service`` and ``dimensions``, by their values (as the dashboard's SEARCH finds them)."""
+    compute = statistic(stat)
+    found = {}
+    wanted = {"service", *dimensions}
+    for key in filter(lambda key: (key.namespace, key.name) == (namespace, metric), store.keys()):
+        values = dict(key.dimensions)
+        if set(values) == wanted and (points := store.values(key, start, end)):
+            found[tuple(values[name] for name in dimensions)] = compute(points)
+    return found
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def _new_log_file() -> Path:

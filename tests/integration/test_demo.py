@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from devtools import demo
+from devtools.alarm_evaluator import MetricKey, MetricStore
 from tests.support import ROOT
 
 
@@ -62,13 +63,66 @@ def test_four_hours_hold_the_traffic_the_outage_and_the_quota_running_out(four_h
     assert "Health score\n  Score:" in summary
 
 
+def test_the_summary_names_the_business_dashboards_figures_of_the_day(four_hours: Run) -> None:
+    summary = four_hours.stdout
+    section = summary.split("The business dashboard over the replay (its panels' figures):\n", 1)[1]
+    figures = dict(re.findall(r"^  ([^:\n]+): (.*)$", section.split("\n\n", 1)[0], re.M))
+
+    assert counts(summary, "Quota grants") == {"granted": 3}
+    funnel = dict(stage.rsplit(" ", 1) for stage in figures["Funnel"].split(", "))
+    assert (funnel["checkout sessions ended"], funnel["completed"], funnel["first invoices paid"]) == (
+        str(30 + 6 + demo.VELOCITY_SESSIONS),  # completed, abandoned, the card tester's
+        "30",
+        "30",
+    )
+    assert int(funnel["upgraded to PRO"]) >= 6
+    created = figures["Subscriptions created by plan and status"]
+    for plan_and_status in ("PRO active", "FREE active", "PRO trialing 3", "PRO incomplete 2"):
+        assert plan_and_status in created, created
+    assert re.fullmatch(r"\d+\.\d % \(KPI 95 %\)", figures["Payment success"])
+    declines = dict(re.findall(r"(\w+) (\d+)", figures["Payments by decline reason"]))
+    assert declines == {
+        "insufficient_funds": "2",
+        "card_declined": "2",
+        "expired_card": "1",
+        "authentication_required": "1",
+    }
+    # A charge refunded in full (20.00), another in part (5.00) and then the rest (15.00).
+    assert re.search(r"^    USD: paid [\d,]+\.\d\d, refunded 40\.00, failed 80\.00$", section, re.M), section
+    assert figures["Revenue by plan"].startswith("USD PRO ")
+    assert re.search(r"us_bank_account \d+\.\d d", figures["Payment duration p95 by payment method"])
+    assert re.search(r"card \d+ s", figures["Payment duration p95 by payment method"])
+    assert figures["Credits"] == "granted 300, consumed 1,000"
+    suspicious = dict(count.rsplit(" ", 1) for count in figures["Suspicious activity"].split(", "))
+    assert (suspicious["early fraud warnings"], suspicious["disputes opened"]) == ("1", "1")
+    assert int(suspicious["checkout sessions over the velocity limit"]) >= 1
+    assert figures["Deployments"] == "1"  # the stack's start is its deployment
+
+
+def test_the_business_figures_say_none_where_nothing_happened() -> None:
+    store = MetricStore()
+    store.put(MetricKey.of("Billwatch", "PaymentSucceeded", service="billwatch"), 100, 3)
+    store.put(MetricKey.of("Billwatch", "PaymentFailed", service="billwatch"), 100, 1)
+    declined = MetricKey.of("Billwatch", "PaymentDeclined", service="billwatch", DeclineReason="expired_card")
+    store.put(declined, 100, 1)
+    store.put(declined, 5000, 1)  # after the range
+
+    figures = demo.business_figures(store, "Billwatch", 0, 1000)
+
+    assert "  Payment success: 75.0 % (KPI 95 %)" in figures
+    assert "  Payments by decline reason: expired_card 1" in figures
+    assert "  Subscriptions created by plan and status: none" in figures
+    assert figures[figures.index("  Paid, refunded and failed amounts:") + 1] == "    none"
+    assert "  Deployments: 0" in figures
+
+
 def test_the_console_gets_a_summary_and_the_logs_go_to_the_file_it_names(four_hours: Run) -> None:
     console = four_hours.stdout + four_hours.stderr
     log_path = re.search(r"the functions' logs go to (\S+)$", four_hours.stdout.splitlines()[0])
 
     assert log_path and four_hours.stdout.rstrip().endswith(f"The functions' logs: {log_path[1]}")
     assert four_hours.stderr == ""
-    assert len(console.splitlines()) < 80
+    assert len(console.splitlines()) < 100  # a summary: the alerts, the business figures, the KPIs
     assert "Traceback" not in console and not re.search(r"^\s*\{", console, re.M)
     # What the console was spared: the functions' JSON lines, the outage's tracebacks among them.
     json_lines = [line for line in four_hours.log.splitlines() if line.startswith("{")]
@@ -84,6 +138,27 @@ def test_bad_options_are_refused_by_name(capsys: pytest.CaptureFixture[str]) -> 
             demo.main(argv)
         assert refused.value.code == 2
         assert "--hours 1-24, --step-minutes 1-60" in capsys.readouterr().err
+
+
+def test_the_day_holds_what_feeds_the_business_dashboard() -> None:
+    deliveries = demo.StripeTraffic(7).build()
+    webhooks = [d.payload for d in deliveries if d.kind == "webhook"]
+    types = {payload["type"] for payload in webhooks}
+
+    assert {
+        "payment_intent.payment_failed",
+        "charge.refunded",
+        "charge.dispute.created",
+        "radar.early_fraud_warning.created",
+    } <= types
+    statuses = {p["object"]["status"] for p in webhooks if p["type"] == "customer.subscription.created"}
+    assert statuses == {"active", "trialing", "incomplete"}
+    first = [p["object"] for p in webhooks if p["object"].get("billing_reason") == "subscription_create"]
+    assert len(first) == 30
+    assert {i["payment_settings"]["payment_method_types"][0] for i in first} == {"card", "us_bank_account"}
+    refunds = [p.get("previous_attributes") for p in webhooks if p["type"] == "charge.refunded"]
+    assert refunds == [{"amount_refunded": before} for _, _, before in demo.REFUNDS]
+    assert len([d for d in deliveries if d.kind == "grant"]) == 3
 
 
 def test_a_shorter_replay_keeps_the_days_story_in_proportion() -> None:

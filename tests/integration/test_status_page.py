@@ -290,6 +290,33 @@ def test_the_dashboards_are_laid_out_widget_by_widget_with_a_chart_per_metric_wi
     assert "billwatch customer.subscription.created" in [line["label"] for line in received["series"]]
 
 
+def test_the_business_dashboard_opens_on_its_variables_and_marks_the_stacks_deployment(shown: Shown) -> None:
+    (section,) = [
+        element
+        for element in shown.page.find_all(lambda element: "data-dashboard" in element.attributes)
+        if element["data-dashboard"].endswith("-business")
+    ]
+    variables = section.find_all(lambda element: "data-variable" in element.attributes)
+    assert [(v["data-variable"], v["data-value"], v.text) for v in variables] == [
+        ("plan", "PRO", "Plan (Tier): PRO"),
+        ("currency", "usd", "Currency (Currency): usd"),
+    ]
+    (business,) = [d for d in shown.dashboards if d["name"].endswith("-business")]
+    widgets = {w["title"]: w for w in business["widgets"]}
+    kpi = widgets["Payment success rate (KPI ≥ 95 %)"]
+    # The stack played DeployedRule's CREATE_COMPLETE when it started: one deployment, drawn.
+    (deployments,) = [line for line in kpi["series"] if line["label"] == "Deployments"]
+    assert sum(value for _, value in deployments["points"]) == 1 and deployments["yAxis"] == "right"
+    assert {(line["color"], line["fill"]) for line in kpi["annotations"]} == {
+        ("#2ca02c", "above"),
+        ("#d62728", "below"),
+    }
+    (element,) = section.find_all(lambda e: e.get("data-widget") == "Payment success rate (KPI ≥ 95 %)")
+    assert element.find_all(lambda child: child.tag == "canvas")
+    # Computed here as in CloudWatch, not noted away: the top 10 decline reasons (SORT over SEARCH).
+    assert "note" not in widgets["Failed payments by decline reason (top 10)"]
+
+
 def test_the_screenshot_is_kept(shown: Shown, capsys: pytest.CaptureFixture[str]) -> None:
     assert SCREENSHOT.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     with capsys.disabled():
