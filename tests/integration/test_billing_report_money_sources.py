@@ -8,8 +8,10 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
 
-from billwatch.billing.stripe_api import StripeApi, StripeErrorCode
+from billwatch.billing.stripe_api import StripeApi, StripeErrorCode, configured_api_key
+from billwatch.core.config import load_settings
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import BillingAccount, bind_billing_table
 from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
@@ -260,6 +262,20 @@ def test_stripe_failing_leaves_the_day_uncompared_and_counts_the_error(
     assert checks == Missing("Stripe could not be read (api_error)")
     assert metrics.total("StripeApiError", Code="api_error") == 1
     assert metrics.total("RevenueReconciled") == 0 and metrics.total("RevenueDrift") == 0
+
+
+def test_an_unreadable_stripe_key_leaves_the_day_uncompared(aws_credentials, metrics) -> None:
+    settings = load_settings(
+        {"BILLING_TABLE_NAME": "b", "IDEMPOTENCY_TABLE_NAME": "i", "STRIPE_API_KEY_SECRET_ID": "gone"},
+        webhook_secret=False,
+    )
+    with mock_aws():
+        api = StripeApi(configured_api_key(settings), "http://127.0.0.1:9", max_network_retries=0)
+        checks = RevenueReconciler(api, THRESHOLD, MetricsRecorder(NAMESPACE, "billwatch")).check(
+            START, END, recorded(10.0)
+        )
+
+    assert checks == Missing("the Stripe key could not be read (STRIPE_API_KEY_SECRET_ID)")
 
 
 def test_a_balance_transaction_of_the_wrong_shape_leaves_the_day_uncompared(

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
 from billwatch.billing.revenue import major_units
 from billwatch.billing.stripe_api import StripeApi, StripeApiFailure
 from billwatch.billing.stripe_events import MAX_AMOUNT
@@ -102,6 +104,10 @@ class RevenueReconciler:
             gross = gross_by_currency(
                 self._stripe.balance_transactions(start_second, end_second), start_second, end_second
             )
+        except GetParameterError:
+            # The secret is gone or not readable: the report still goes out, saying so.
+            logger.warning("Could not read the Stripe API key for the revenue reconciliation")
+            return Missing("the Stripe key could not be read (STRIPE_API_KEY_SECRET_ID)")
         except StripeApiFailure as failure:
             logger.warning("Could not read Stripe's balance transactions", extra={"code": failure.code.value})
             return Missing(f"Stripe could not be read ({failure.code.value})")
