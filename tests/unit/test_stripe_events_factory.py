@@ -178,6 +178,52 @@ def test_entitlement_summary():
     assert se.entitlement_summary(lookup_keys=())["entitlements"]["data"] == []
 
 
+def test_invoice_payment_moments_and_method_types():
+    inv = se.invoice(created=100, paid_at=190, payment_method_types=["sepa_debit"])
+    assert (inv["status_transitions"]["finalized_at"], inv["status_transitions"]["paid_at"]) == (100, 190)
+    assert inv["payment_settings"]["payment_method_types"] == ["sepa_debit"]
+    assert se.invoice()["payment_settings"]["payment_method_types"] is None
+    assert se.invoice(status="open", paid_at=190)["status_transitions"]["paid_at"] is None
+
+
+def test_checkout_sessions_are_each_their_own_buyer_unless_told():
+    one, other = se.checkout_session(id="cs_1"), se.checkout_session(id="cs_2")
+    assert one["customer_details"]["email"] != other["customer_details"]["email"]
+    assert se.checkout_session(id="cs_1")["customer_details"]["email"] == one["customer_details"]["email"]
+    assert se.checkout_session(email="a@example.com")["customer_details"]["email"] == "a@example.com"
+
+
+def test_refunded_charge():
+    ch = se.charge(id="ch_1", customer="cus_1", amount=2000, amount_refunded=500, currency="eur")
+    assert (ch["object"], ch["amount_refunded"], ch["refunded"]) == ("charge", 500, False)
+    assert ch["currency"] == "eur"
+    assert se.charge(amount=2000, amount_refunded=2000)["refunded"] is True
+    assert ch["refunds"]["url"] == "/v1/charges/ch_1/refunds"
+
+
+def test_failed_payment_intent_carries_its_error():
+    pi = se.payment_intent(id="pi_1", decline_code="lost_card", error_code="card_declined")
+    assert pi["object"] == "payment_intent" and pi["status"] == "requires_payment_method"
+    error = pi["last_payment_error"]
+    assert (error["code"], error["decline_code"]) == ("card_declined", "lost_card")
+
+
+def test_dispute_and_early_fraud_warning():
+    dp = se.dispute(id="dp_1", charge="ch_1", reason="duplicate", created=100)
+    assert (dp["object"], dp["charge"], dp["reason"], dp["evidence_details"]["due_by"]) == (
+        "dispute",
+        "ch_1",
+        "duplicate",
+        100 + 7 * 86_400,
+    )
+    warning = se.early_fraud_warning(id="issfr_1", charge="ch_1", fraud_type="misc")
+    assert (warning["object"], warning["charge"], warning["fraud_type"]) == (
+        "radar.early_fraud_warning",
+        "ch_1",
+        "misc",
+    )
+
+
 # --- envelopes ------------------------------------------------------------------------------------
 
 
