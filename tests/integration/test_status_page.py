@@ -299,7 +299,7 @@ def test_the_business_dashboard_opens_on_its_variables_and_marks_the_stacks_depl
     variables = section.find_all(lambda element: "data-variable" in element.attributes)
     assert [(v["data-variable"], v["data-value"], v.text) for v in variables] == [
         ("plan", "PRO", "Plan (Tier): PRO"),
-        ("currency", "usd", "Currency (Currency): usd"),
+        ("currency", "USD", "Currency (Currency): USD"),
     ]
     (business,) = [d for d in shown.dashboards if d["name"].endswith("-business")]
     widgets = {w["title"]: w for w in business["widgets"]}

@@ -187,7 +187,7 @@ def test_the_business_dashboard_is_drawn_locally_with_its_variables_and_every_wi
         if d["name"].endswith("-business")
     ]
 
-    assert [(v["id"], v["value"]) for v in business["variables"]] == [("plan", "PRO"), ("currency", "usd")]
+    assert [(v["id"], v["value"]) for v in business["variables"]] == [("plan", "PRO"), ("currency", "USD")]
     widgets = {w["title"]: w for w in business["widgets"] if w["type"] == "metric"}
     assert not [title for title, widget in widgets.items() if "note" in widget]
     kpi = {line["label"]: line["points"] for line in widgets["Payment success rate (KPI ≥ 95 %)"]["series"]}
