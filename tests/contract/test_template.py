@@ -438,8 +438,10 @@ def test_licensing_routes_require_iam(template: dict[str, Any]) -> None:
     assert {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()} == {
         ("GET", "/v1/accounts/{account_id}/entitlements"),
         ("POST", "/v1/accounts/{account_id}/usage"),
+        ("GET", "/v1/accounts/{account_id}/usage-report"),
         ("PUT", "/admin/accounts/{account_id}/tier-override"),
         ("POST", "/admin/accounts/{account_id}/grants"),
         ("POST", "/admin/accounts/{account_id}/usage-reset"),
+        ("GET", "/admin/audit"),
     }
     assert all(e["Properties"]["Auth"]["Authorizer"] == "AWS_IAM" for e in events.values())

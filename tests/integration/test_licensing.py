@@ -354,10 +354,10 @@ def test_a_grant_lets_one_large_use_through_that_no_base_quota_could(licensing) 
             lambda licensing: licensing.use_idempotently("acct_1", "api_calls", 1, "job-1"),
             ["BatchGetItem", "TransactWriteItems"],
         ),
-        (lambda licensing: licensing.grant("acct_1", "exports", 5), ["GetItem", "UpdateItem"]),
-        # The read makes the audit record's before; the override and its record are one transaction.
+        (lambda licensing: licensing.grant("acct_1", "exports", 5), ["GetItem", "TransactWriteItems"]),
+        # Each admin action: the read makes its audit record's before; it and its record are one transaction.
         (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), ["GetItem", "TransactWriteItems"]),
-        (lambda licensing: licensing.reset_usage("acct_1"), ["GetItem", "UpdateItem"]),
+        (lambda licensing: licensing.reset_usage("acct_1"), ["GetItem", "TransactWriteItems"]),
     ],
     ids=["use", "keyed use", "grant", "tier override", "usage reset"],
 )

@@ -69,12 +69,12 @@ CALLS: dict[str, tuple[Callable[[Licensing], Any], str]] = {
         "TransactWriteItems",
     ),
     "a grant's read": (lambda licensing: licensing.grant("acct_1", "exports", 5), "GetItem"),
-    "a grant's write": (lambda licensing: licensing.grant("acct_1", "exports", 5), "UpdateItem"),
+    "a grant's write": (lambda licensing: licensing.grant("acct_1", "exports", 5), "TransactWriteItems"),
     "a tier override's read": (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), "GetItem"),
-    # The override and its audit record are one transaction.
+    # Each admin action and its audit record are one transaction.
     "a tier override": (lambda licensing: licensing.set_tier_override("acct_1", "PRO"), "TransactWriteItems"),
     "a usage reset's read": (lambda licensing: licensing.reset_usage("acct_1"), "GetItem"),
-    "a usage reset's write": (lambda licensing: licensing.reset_usage("acct_1"), "UpdateItem"),
+    "a usage reset's write": (lambda licensing: licensing.reset_usage("acct_1"), "TransactWriteItems"),
 }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PutError, QueryError, TransactWriteError
+from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
 from billwatch.core import dynamo
@@ -138,8 +139,15 @@ class AuditTrail:
             bind_audit_table(table)
         self._retention_seconds = retention_days * 86400
         self._metrics = metrics
-        self._clock = clock
+        self.clock = clock
         self._request: AdminRequest | None = None
+
+    @classmethod
+    def bound(cls, metrics: MetricsRecorder, clock: Callable[[], float] = time.time) -> AuditTrail:
+        """A trail in whichever table ``bind_audit_table`` named last (a service built without settings)."""
+        trail = cls(None, DEFAULT_RETENTION_DAYS, metrics, clock)
+        trail._configured = True
+        return trail
 
     def begin(self, request: AdminRequest) -> None:
         self._request = request
@@ -161,7 +169,7 @@ class AuditTrail:
         outcome: Outcome = Outcome.RECORDED,
     ) -> AuditRecord:
         """The record of one action, to write with it (``commit``)."""
-        moment = datetime.fromtimestamp(self._clock(), UTC)
+        moment = datetime.fromtimestamp(self.clock(), UTC)
         at = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
         request = self._request or AdminRequest("none", None, None)
         return AuditRecord(
@@ -199,8 +207,13 @@ class AuditTrail:
             ):
                 return False
             raise store_failure(exc) from exc
-        self._told(record)
+        self.recorded(record)
         return True
+
+    @staticmethod
+    def put(record: AuditRecord) -> tuple[AuditRecord, Condition]:
+        """The record as one put of a transaction another module writes (then ``recorded``)."""
+        return record, AuditRecord.sk.does_not_exist()
 
     def refuse(self, operation: str, routes: Sequence[AuditedRoute], reason: str, caller: str | None) -> None:
         """A refused attempt, recorded on its own. Its caller is refused whether or not the record
@@ -215,7 +228,7 @@ class AuditTrail:
                 "Could not record a refused admin call in the audit trail",
                 extra={"audit_action": action, "caller_arn": record.caller, "detail": str(exc)},
             )
-        self._told(record)
+        self.recorded(record)
 
     def _writable(self) -> None:
         if not self._configured:
@@ -223,8 +236,8 @@ class AuditTrail:
                 "AUDIT_TABLE_NAME is not set: admin actions cannot be recorded, so none is done"
             )
 
-    def _told(self, record: AuditRecord) -> None:
-        """The metric and the log line of one record (what the Logs Insights query reads)."""
+    def recorded(self, record: AuditRecord) -> None:
+        """The metric and the log line of a record written (what the Logs Insights query reads)."""
         self._metrics.add(Metric.ADMIN_ACTION, Action=record.action, Outcome=record.outcome)
         logger.info(AUDIT_LOG_MESSAGE, extra={"audit": as_dict(record)})
 
