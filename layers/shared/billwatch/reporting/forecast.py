@@ -21,14 +21,9 @@ BACKTEST_FIT_SHARE = 2 / 3
 SECONDS_PER_DAY = 86400.0
 
 
-def _line(days: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
-    slope, intercept = statistics.linear_regression(days, values)
-    return slope, intercept
-
-
 def _backtest_error(days: Sequence[float], values: Sequence[float]) -> Figure[float]:
     fitted = int(len(days) * BACKTEST_FIT_SHARE)
-    slope, intercept = _line(days[:fitted], values[:fitted])
+    slope, intercept = statistics.linear_regression(days[:fitted], values[:fitted])
     errors = [
         abs(actual - (intercept + slope * day)) / abs(actual)
         for day, actual in zip(days[fitted:], values[fitted:], strict=True)
@@ -45,7 +40,7 @@ def forecast(currency: str, readings: Sequence[MrrReading]) -> Forecast:
     first = readings[0].day
     days = [(reading.day - first).total_seconds() / SECONDS_PER_DAY for reading in readings]
     values = [reading.mrr for reading in readings]
-    slope, intercept = _line(days, values)
+    slope, intercept = statistics.linear_regression(days, values)
     # A falling line does not take MRR below nothing.
     ahead = tuple(Known(max(0.0, intercept + slope * (days[-1] + horizon))) for horizon in HORIZON_DAYS)
     return Forecast(currency, len(readings), ahead, _backtest_error(days, values))

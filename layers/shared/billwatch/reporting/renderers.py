@@ -307,7 +307,6 @@ def _cohort_lines(cohorts: Figure[tuple[Cohort, ...]]) -> list[str]:
         f"{cohort.month}: {cohort.started} started, {cohort.still_paying} still paying "
         f"({cohort.still_paying / cohort.started:.0%})"
         for cohort in cohorts.value
-        if cohort.started
     ] or ["no subscription with a start date"]
 
 
