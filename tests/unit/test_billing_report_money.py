@@ -277,6 +277,21 @@ def test_a_linear_mrr_history_forecasts_exactly_with_no_error() -> None:
     assert predicted.backtest_error == Known(pytest.approx(0.0, abs=1e-12))
 
 
+@given(
+    st.floats(min_value=-50, max_value=50),
+    st.floats(min_value=5_000, max_value=100_000),
+    st.integers(min_value=MIN_READINGS, max_value=90),
+)
+def test_any_straight_line_is_forecast_exactly(slope: float, intercept: float, days: int) -> None:
+    predicted = forecast("USD", readings([intercept + slope * n for n in range(days)]))
+
+    last = days - 1
+    assert predicted.months_ahead == tuple(
+        Known(pytest.approx(max(0.0, intercept + slope * (last + ahead)), abs=1e-6)) for ahead in HORIZON_DAYS
+    )
+    assert predicted.backtest_error == Known(pytest.approx(0.0, abs=1e-9))
+
+
 def test_the_backtest_error_is_the_mape_of_the_last_third() -> None:
     # Flat at 100 for 60 days, then 110 for 30: a line fitted on the flat part forecasts 100 where
     # 110 was read, an error of 10 / 110 each day.
