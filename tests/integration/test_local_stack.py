@@ -512,6 +512,24 @@ def test_entitlements_of_an_unknown_account_through_the_stack(stack: LocalEmulat
     assert (entitlements["account_id"], entitlements["tier"]) == ("acct_local", "FREE")
 
 
+def test_admin_actions_are_in_the_audit_trail_of_the_stack(stack: LocalEmulator) -> None:
+    json_body = {"content-type": "application/json"}
+    override = stack.url + "/admin/accounts/acct_local_audit/tier-override"
+    assert call(override, b'{"tier": "PRO"}', method="PUT", headers=json_body)[0] == 200
+    refused = {**json_body, "x-billwatch-caller-arn": OTHER_CALLER}
+    assert call(override, b'{"tier": "FREE"}', method="PUT", headers=refused)[0] == 403
+    status, _, body = call(stack.url + "/admin/audit?account=acct_local_audit", method="GET")
+    assert status == 200
+    records = json.loads(body)["records"]  # newest first
+    assert [(r["caller"], r["outcome"], r["after"]) for r in records] == [
+        (OTHER_CALLER, "refused", None),
+        (DEFAULT_CALLER, "recorded", {"tier": "PRO", "tier_override": "PRO"}),
+    ]
+    assert all(r["request_id"] and r["lambda_request_id"] for r in records)
+    status, _, body = call(stack.url + "/admin/audit?from=tomorrow", method="GET")
+    assert status == 400 and json.loads(body)["message"].startswith("from:")
+
+
 def test_the_functions_get_the_local_admin_role_by_default(stack: LocalEmulator) -> None:
     assert {FUNCTION, LICENSING} <= set(stack.functions)
     for function in stack.functions:
