@@ -437,7 +437,9 @@ function annotationHook(annotations) {
       context.moveTo(left, y);
       context.lineTo(left + width, y);
       context.stroke();
-      context.fillText(line.label, left + width - 4 * devicePixelRatio, y - 3 * devicePixelRatio);
+      // A line whose fill is below it labels its own side, so two thresholds at one value stay legible.
+      const labelY = line.fill === "below" ? y + 12 * devicePixelRatio : y - 3 * devicePixelRatio;
+      context.fillText(line.label, left + width - 4 * devicePixelRatio, labelY);
     }
     context.restore();
   };
