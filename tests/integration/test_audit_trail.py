@@ -360,6 +360,9 @@ def test_the_audit_comes_a_page_at_a_time_across_months(licensing_api, aws) -> N
         ({"from": "yesterday"}, "from"),
         ({"to": "2026-13-01"}, "to"),
         ({"from": "2026-12-01T10:00:00"}, "from"),  # no offset
+        ({"to": "0001-01-02"}, "to"),  # 7 days before it is no date
+        ({"from": "0001-01-01T00:00:00+05:00"}, "from"),
+        ({"to": "9999-12-31"}, "to"),
         ({"from": "2026-12-02", "to": "2026-12-01"}, "from"),
         ({"from": "2026-01-01", "to": "2026-12-01"}, "92 days"),
         ({"limit": "0"}, "limit"),

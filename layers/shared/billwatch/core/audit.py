@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PutError, QueryError, TransactWriteError
 from pynamodb.expressions.condition import Condition
-from pynamodb.transactions import TransactWrite
 
 from billwatch.core import dynamo
 from billwatch.core.dynamo import StoreUnavailable, store_failure
@@ -37,6 +36,9 @@ from billwatch.core.ids import is_account_id
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import AuditRecord, bind_audit_table
 from billwatch.core.observability import logger
+
+if TYPE_CHECKING:  # imported when an action is written: a usage check's cold start does without it
+    from pynamodb.transactions import TransactWrite
 
 STACK_SCOPE = "stack"  # the partition of records about no account: silences, alerts, refused reads
 AUDIT_LOG_MESSAGE = "Admin action"  # what the Logs Insights query and the dashboard's log widget find
@@ -133,21 +135,19 @@ class AuditTrail:
         retention_days: int,
         metrics: MetricsRecorder,
         clock: Callable[[], float] = time.time,
+        *,
+        bound: bool = False,
     ) -> None:
-        self._configured = table is not None
+        """``table``: the trail's table. None: no trail, so every admin action is refused, unless
+        ``bound``: then whichever table ``bind_audit_table`` named last (a service built without
+        settings, as tests build it)."""
+        self._configured = table is not None or bound
         if table is not None:
             bind_audit_table(table)
         self._retention_seconds = retention_days * 86400
         self._metrics = metrics
         self.clock = clock
         self._request: AdminRequest | None = None
-
-    @classmethod
-    def bound(cls, metrics: MetricsRecorder, clock: Callable[[], float] = time.time) -> AuditTrail:
-        """A trail in whichever table ``bind_audit_table`` named last (a service built without settings)."""
-        trail = cls(None, DEFAULT_RETENTION_DAYS, metrics, clock)
-        trail._configured = True
-        return trail
 
     def begin(self, request: AdminRequest) -> None:
         self._request = request
@@ -194,6 +194,8 @@ class AuditTrail:
         """The change and its record in one transaction. True when both are written; False when the
         change's condition refused it (nothing is written). Any other failure raises the store's
         (StoreUnavailable or StoreRejected), with nothing written."""
+        from pynamodb.transactions import TransactWrite
+
         self._writable()
         try:
             with TransactWrite(connection=dynamo.low_level(AuditRecord)) as transaction:
@@ -237,7 +239,8 @@ class AuditTrail:
             )
 
     def recorded(self, record: AuditRecord) -> None:
-        """The metric and the log line of a record written (what the Logs Insights query reads)."""
+        """The metric and the log line of an action done or refused (what the Logs Insights query
+        reads): a refusal is counted and logged even when its record could not be written."""
         self._metrics.add(Metric.ADMIN_ACTION, Action=record.action, Outcome=record.outcome)
         logger.info(AUDIT_LOG_MESSAGE, extra={"audit": as_dict(record)})
 
@@ -309,6 +312,8 @@ def as_dict(record: AuditRecord) -> dict[str, Any]:
 
 _SORT_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z#[0-9a-f]{32}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Records are from billwatch's time; the range keeps every computation on a moment inside the calendar.
+_MOMENTS = (datetime(2000, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC))
 QUERY_PARAMETERS = ("account", "from", "to", "limit", "cursor")
 
 
@@ -359,23 +364,27 @@ class HistoryQuery:
 
 
 def _moment(parameters: Mapping[str, str], name: str, *, end_of_day: bool) -> datetime | None:
-    """A date (a whole UTC day: ``to`` takes its end) or an ISO 8601 time with its offset."""
+    """A date (a whole UTC day: ``to`` takes its end) or an ISO 8601 time with its offset, within
+    ``_MOMENTS`` (a day at the edge of the calendar would overflow the arithmetic on it)."""
     text = parameters.get(name)
     if text is None:
         return None
+    moment: datetime | None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None and _DATE.fullmatch(text):  # a date: the whole day, in UTC
+            moment = moment.replace(tzinfo=UTC) + (
+                timedelta(days=1, microseconds=-1) if end_of_day else timedelta()
+            )
+        moment = moment.astimezone(UTC) if moment.tzinfo is not None else None
+    except (ValueError, OverflowError):
         moment = None
-    if moment is None or (moment.tzinfo is None and not _DATE.fullmatch(text)):
+    if moment is None or not _MOMENTS[0] <= moment < _MOMENTS[1]:
         raise HistoryQueryError(
-            f"{name}: a date (2026-12-07) or a time with its offset (2026-12-07T09:00:00Z), got {text[:40]!r}"
+            f"{name}: a date (2026-12-07) or a time with its offset (2026-12-07T09:00:00Z), "
+            f"from {_MOMENTS[0].year} to {_MOMENTS[1].year - 1}, got {text[:40]!r}"
         )
-    if moment.tzinfo is None:  # a date: the whole day, in UTC
-        moment = moment.replace(tzinfo=UTC) + (
-            timedelta(days=1, microseconds=-1) if end_of_day else timedelta()
-        )
-    return moment.astimezone(UTC)
+    return moment
 
 
 def _sort_key_bound(moment: datetime) -> str:

@@ -30,7 +30,7 @@ from pynamodb.models import Model
 
 from billwatch.core import dynamo, outbox
 from billwatch.core.access import record_refusal
-from billwatch.core.audit import AuditedRoute, AuditTrail, Target
+from billwatch.core.audit import DEFAULT_RETENTION_DAYS, AuditedRoute, AuditTrail, Target
 from billwatch.core.config import ConfigError, Settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable, conditional_update, store_failure
 from billwatch.core.metrics import Metric, MetricsRecorder
@@ -113,7 +113,7 @@ class Licensing:
         self._idempotency_ttl_seconds = idempotency_ttl_seconds
         self._usage_events = usage_events or usage_event_publisher(None)
         self._severities = severities
-        self.audit = audit or AuditTrail.bound(metrics, clock)
+        self.audit = audit or AuditTrail(None, DEFAULT_RETENTION_DAYS, metrics, clock, bound=True)
 
     def flush_metrics(self) -> None:
         self._metrics.flush()
