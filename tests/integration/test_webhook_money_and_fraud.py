@@ -206,6 +206,23 @@ def test_what_fails_to_go_out_is_stripe_s_to_retry_and_then_counted_once(webhook
     assert metrics.total("EarlyFraudWarning", FraudType="made_with_stolen_card") == 1
 
 
+def test_an_unattributed_checkout_whose_metrics_fail_is_stripe_s_to_retry(webhooks, metrics, aws) -> None:
+    """No account to write to, so no outbox entry keeps its effects: the retry must deliver them."""
+    intake = webhooks.handler.intake
+    deliver = intake._effects.deliver
+    abandoned = se.checkout_session(customer=None, status="expired", subscription=None)
+    expired = se.event("checkout.session.expired", abandoned, created=NOW)
+
+    def failing(*args: Any, **kwargs: Any) -> list[str]:
+        raise OSError("stdout is gone")
+
+    intake._effects.deliver = failing
+    assert webhooks.post(expired).status == 503
+    intake._effects.deliver = deliver
+    assert webhooks.post(expired).body["outcome"] == "unattributed"
+    assert metrics.total("CheckoutExpired") == 1
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 

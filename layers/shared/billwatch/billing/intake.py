@@ -285,13 +285,12 @@ class WebhookIntake:
         The side effects are delivered in here, before Powertools records the event as done: a
         completed record is the receipt the side-effects sweep trusts.
         """
-        now = time.time()
-        # Before any write: a retry counts the session again only where it was not counted.
+        # Before any write, and again on a retry: a session already counted keeps its place.
         velocity_exceeded = parsed.checkout is not None and self._velocity.went_over(parsed.checkout)
         change = parsed.change
         if change is None:  # _dispatch hands over only changes with trusted ids, and what counts
             return self._count(parsed, velocity_exceeded)
-        facts: Mapping[str, Any] | None = effect_facts(event, parsed, now)
+        facts: Mapping[str, Any] | None = effect_facts(event, parsed, time.time())
         if facts is not None:
             if velocity_exceeded:
                 facts = {**facts, "checkout_velocity_exceeded": True}
@@ -315,7 +314,8 @@ class WebhookIntake:
                     self._store.delivered(result.account_id, parsed.id)
             except Exception:
                 if result.outcome is ApplyOutcome.UNATTRIBUTED:
-                    raise  # nothing was written, so no entry holds the effects: Stripe's retry must
+                    # Nothing was written, so no entry keeps the effects: only Stripe's retry can.
+                    raise
                 # The change is committed: failing now would only have Stripe resend what is
                 # done. The entry stays, and the receipt sends the sweep after it.
                 logger.exception("Could not deliver the side effects of an applied event")
