@@ -28,11 +28,13 @@ from billwatch.core.ids import ACCOUNT_ID_PATTERN, is_account_id
 from billwatch.core.observability import logger
 from billwatch.core.request_fields import MISSING, Field, Integer, Problem, Text, read_fields
 from billwatch.licensing.service import MAX_QUANTITY, UsageRequestError, build_licensing
+from billwatch.licensing.usage_report import UsageReport
 
 STATUS_OF_REASON = {None: 200, "quota_exceeded": 429, "feature_not_in_plan": 403}
 
 settings = load_settings(webhook_secret=False)
 licensing = build_licensing(settings)
+usage_reports = UsageReport(licensing)
 
 ACCOUNT_ID = Text(pattern=ACCOUNT_ID_PATTERN)
 # Until Stripe names a customer's account, its item is keyed by the customer id: not the caller's to use.
@@ -75,6 +77,14 @@ def reset_usage(account_id: str, _request: dict[str, Any]) -> tuple[int, dict[st
     return 200, licensing.reset_usage(account_id)
 
 
+def usage_report(account_id: str, query: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    report = usage_reports.of(account_id, query)
+    if report is None:
+        message = f"no account {account_id}: nothing was billed or counted for it"
+        return 404, {"error": "account_not_found", "message": message}
+    return 200, report
+
+
 def audit_history(event: dict[str, Any]) -> dict[str, Any]:
     """GET /admin/audit?account=&from=&to=&limit=&cursor=: the audit trail, newest first."""
     try:
@@ -91,6 +101,7 @@ Route = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
 _SEGMENT = r"(?P<account_id>[-._~()'!*:@,;=+&$%<> \[\]{}|^\w]+)"
 ROUTES: list[tuple[str, re.Pattern[str], Route, Mapping[str, Field] | None]] = [
     ("GET", re.compile(f"^/v1/accounts/{_SEGMENT}/entitlements$"), get_entitlements, None),
+    ("GET", re.compile(f"^/v1/accounts/{_SEGMENT}/usage-report$"), usage_report, None),
     ("POST", re.compile(f"^/v1/accounts/{_SEGMENT}/usage$"), record_usage, USAGE_REQUEST),
     ("PUT", re.compile(f"^/admin/accounts/{_SEGMENT}/tier-override$"), set_tier_override, TIER_OVERRIDE),
     ("POST", re.compile(f"^/admin/accounts/{_SEGMENT}/grants$"), grant_quota, QUOTA_GRANT),
@@ -163,7 +174,8 @@ class Router:
             problems.append(
                 (("path", "account_id"), "a Stripe customer id names no account; use the account id")
             )
-        request: dict[str, Any] = {}
+        # A route without a body reads its query string (the usage report; the others take none).
+        request: dict[str, Any] = dict(event.get("queryStringParameters") or {})
         if fields is not None:
             try:
                 request, wrong = read_fields(fields, _body(event, body))

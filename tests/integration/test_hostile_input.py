@@ -954,6 +954,7 @@ def licensing_bodies(draw: st.DrawFn) -> Any:
 
 ROUTES = {
     "entitlements": ("GET", "/v1/accounts/{}/entitlements"),
+    "usage-report": ("GET", "/v1/accounts/{}/usage-report"),
     "usage": ("POST", "/v1/accounts/{}/usage"),
     "tier-override": ("PUT", "/admin/accounts/{}/tier-override"),
     "grants": ("POST", "/admin/accounts/{}/grants"),

@@ -512,6 +512,20 @@ def test_entitlements_of_an_unknown_account_through_the_stack(stack: LocalEmulat
     assert (entitlements["account_id"], entitlements["tier"]) == ("acct_local", "FREE")
 
 
+def test_a_usage_report_through_the_stack(stack: LocalEmulator) -> None:
+    report = stack.url + "/v1/accounts/acct_local_report/usage-report"
+    status, _, body = call(report, method="GET")
+    assert (status, json.loads(body)["error"]) == (404, "account_not_found")
+    usage = b'{"feature": "api_calls", "quantity": 3}'
+    json_body = {"content-type": "application/json"}
+    assert call(stack.url + "/v1/accounts/acct_local_report/usage", usage, headers=json_body)[0] == 200
+    status, _, body = call(report + "?from=2020-01-01", method="GET")
+    assert status == 400 and json.loads(body)["message"].startswith("from: the range from..to may span")
+    status, _, body = call(report, method="GET")
+    [current] = json.loads(body)["periods"]
+    assert status == 200 and current["open"] and current["features"]["api_calls"]["used"] == 3
+
+
 def test_admin_actions_are_in_the_audit_trail_of_the_stack(stack: LocalEmulator) -> None:
     json_body = {"content-type": "application/json"}
     override = stack.url + "/admin/accounts/acct_local_audit/tier-override"

@@ -50,6 +50,7 @@ ALERT = "dXNhZ2UjYWNjdF8xI2FwaV9jYWxscyM5NSM"  # a usage alert's fingerprint in 
 ROUTES = [
     ("licensing_api", "POST", "/v1/accounts/acct_1/usage"),
     ("licensing_api", "GET", "/v1/accounts/acct_1/entitlements"),
+    ("licensing_api", "GET", "/v1/accounts/acct_1/usage-report"),
     ("licensing_api", "PUT", "/admin/accounts/acct_1/tier-override"),
     ("licensing_api", "POST", "/admin/accounts/acct_1/grants"),
     ("licensing_api", "POST", "/admin/accounts/acct_1/usage-reset"),

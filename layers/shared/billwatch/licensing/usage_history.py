@@ -65,27 +65,31 @@ def closed_period(
     it counted and granted nothing. ``end``: when it ends, if not at the start of the current period
     (an admin's reset ends it now)."""
     account = usage.account
-    counted = usage.counted_features()
-    if account.usage_since is None or not counted:
+    if account.usage_since is None or not usage.counted_features():
         return None
-    tier = policy.effective_tier(account)
-    metered = {name for name, spec in tier.features.items() if spec.quota is not None}
-    features = {}
-    for name in sorted(counted | metered):
-        quota = getattr(tier.features.get(name), "quota", None)
-        granted = usage.grant(name)
-        features[name] = FeatureUsage(
-            usage.counter(name) + granted, granted, None if quota is None else quota + granted
-        )
     return ClosedPeriod(
         start=int(account.usage_since),
         end=policy.past_period_end(account, now) if end is None else end,
         closed_at=now,
         closed_by=closed_by,
-        tier=tier.name,
+        tier=policy.effective_tier(account).name,
         tier_override=account.tier_override,
-        features=features,
+        features=feature_usage(policy, usage),
     )
+
+
+def feature_usage(policy: QuotaPolicy, usage: AccountUsage) -> dict[str, FeatureUsage]:
+    """The stored counters' figures, per feature the tier in force meters or the item counted."""
+    tier = policy.effective_tier(usage.account)
+    metered = {name for name, spec in tier.features.items() if spec.quota is not None}
+    features = {}
+    for name in sorted(usage.counted_features() | metered):
+        quota = getattr(tier.features.get(name), "quota", None)
+        granted = usage.grant(name)
+        features[name] = FeatureUsage(
+            usage.counter(name) + granted, granted, None if quota is None else quota + granted
+        )
+    return features
 
 
 class UsageHistory:
