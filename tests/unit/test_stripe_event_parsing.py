@@ -272,3 +272,47 @@ def test_a_decimal_amount_is_read_as_stripe_python_gives_it_too() -> None:
     subscription["items"]["data"][0]["price"]["unit_amount_decimal"] = Decimal("2000")
     change, _ = subscription_change("reconcile-1", NOW, 999, subscription, CATALOG)
     assert change.fields["mrr"] == 2000
+
+
+# --- what an event counts -------------------------------------------------------------------------
+
+
+def test_events_that_only_count_carry_their_bounded_facts_and_no_change() -> None:
+    refund = se.event(
+        "charge.refunded", se.charge(amount_refunded=700), previous_attributes={"amount_refunded": 200}
+    )
+    declined = se.event("payment_intent.payment_failed", se.payment_intent(decline_code="do_not_honor"))
+    warning = se.event("radar.early_fraud_warning.created", se.early_fraud_warning(fraud_type="misc"))
+    dispute = se.event("charge.dispute.created", se.dispute(reason="bank_said_so"))
+    parsed = [parse_event(event, CATALOG) for event in (refund, declined, warning, dispute)]
+    assert [p.change for p in parsed] == [None] * 4 and all(p.handled and p.counts for p in parsed)
+    assert [dict(p.signals) for p in parsed] == [
+        {"refund": {"amount": 500, "currency": "usd"}},
+        {"decline_reason": "card_declined"},
+        {"fraud_type": "misc"},
+        {"dispute_reason": "other"},
+    ]
+
+
+def test_a_refund_s_refused_customer_leaves_it_unattributed_but_counted() -> None:
+    parsed = parse_event(
+        se.event("charge.refunded", se.charge(customer="cus_#x", amount_refunded=5)), CATALOG
+    )
+    assert parsed.refused_id_field == "data.object.customer" and parsed.counts
+    assert parsed.signals == {"refund": {"amount": 5, "currency": "usd"}}
+
+
+def test_a_paid_invoice_counts_its_duration_and_a_checkout_its_buyers() -> None:
+    paid = parse_event(
+        se.event("invoice.paid", se.invoice(created=1_700_000_000, paid_at=1_700_000_042)), CATALOG
+    )
+    assert paid.signals == {"payment_duration": {"seconds": 42, "method": "default"}}
+    session = se.checkout_session(
+        id="cs_1", customer="cus_1", email=" Buyer@Example.com", created=1_700_000_000
+    )
+    checkout = parse_event(se.event("checkout.session.completed", session), CATALOG).checkout
+    assert checkout is not None and (checkout.id, checkout.created) == ("cs_1", 1_700_000_000)
+    kinds = dict(checkout.buyers)
+    assert (
+        kinds["customer"] == "cus_1" and "buyer" not in kinds["email"].lower() and len(kinds["email"]) == 64
+    )
