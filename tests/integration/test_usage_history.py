@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 
 import pytest
+from pynamodb.attributes import NumberAttribute
 
 from billwatch.core.dynamo import StoreUnavailable
 from billwatch.core.metrics import MetricsRecorder
@@ -196,3 +197,45 @@ def test_resets_racing_uses_lose_and_double_nothing(licensing) -> None:
     current = licensing.entitlements("acct_1")["features"]["api_calls"]["used"]
     assert all(counted) and kept + current == len(counted) == 120
     assert len(periods("acct_1")) <= 8 - len(refused)
+
+
+def test_only_the_check_that_closes_a_period_writes_history(licensing, clock, aws_calls) -> None:
+    licensing.use("acct_1", "api_calls", 1)
+    aws_calls.clear()
+    licensing.use("acct_1", "api_calls", 1)
+    assert aws_calls == ["UpdateItem"]  # the hot path: one request, as before
+    clock.now = NOV_2
+    aws_calls.clear()
+    licensing.use("acct_1", "api_calls", 1)
+    assert aws_calls == ["UpdateItem", "TransactWriteItems"]  # refused as a past period's, then closed
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        BillingAccount.usage_since.set(OCT_20 + 1),
+        NumberAttribute(attr_name="used_api_calls").add(1),
+        NumberAttribute(attr_name="used_exports").set(1),
+        NumberAttribute(attr_name="granted_api_calls").set(5),
+        BillingAccount.tier.set("PRO"),
+        BillingAccount.tier_override.set("PRO"),
+        BillingAccount.current_period_start.set(OCT_20),
+        BillingAccount.merged_into.set("acct_2"),
+    ],
+    ids=str,
+)
+def test_a_close_from_a_stale_read_is_refused_and_keeps_nothing(licensing, clock, change) -> None:
+    licensing.use("acct_1", "api_calls", 4)
+    stale = licensing.load("acct_1")
+    BillingAccount("acct_1").update(actions=[change])
+    clock.now = NOV_2
+    actions = licensing.policy.restart_actions(stale, NOV_2)
+    assert not licensing.history.close(licensing.policy, stale, actions, ClosedBy.QUOTA_RESET, NOV_2)
+    assert periods("acct_1") == []
+    # Read again, the same close goes through, once.
+    fresh = licensing.load("acct_1")
+    if fresh.account.merged_into is None:
+        actions = licensing.policy.restart_actions(fresh, NOV_2)
+        assert licensing.history.close(licensing.policy, fresh, actions, ClosedBy.QUOTA_RESET, NOV_2)
+        assert not licensing.history.close(licensing.policy, fresh, actions, ClosedBy.QUOTA_RESET, NOV_2)
+        assert len(periods("acct_1")) == 1

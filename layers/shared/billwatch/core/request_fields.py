@@ -9,7 +9,7 @@ true are not integers, and 5 is not a string.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,3 +86,12 @@ def read_fields(
 
 def _characters(count: int) -> str:
     return f"{count} character" if count == 1 else f"{count} characters"
+
+
+def unknown_parameter(parameters: Mapping[str, str], accepted: Sequence[str]) -> str | None:
+    """The problem with a query string that carries a parameter the route does not take, named; None
+    when it carries only ``accepted`` ones. A GET route refuses what it would otherwise ignore."""
+    unknown = sorted(set(parameters) - set(accepted))
+    if not unknown:
+        return None
+    return f"{unknown[0]}: not a parameter of this route (it takes {', '.join(accepted)})"

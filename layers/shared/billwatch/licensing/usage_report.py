@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from billwatch.core.request_fields import unknown_parameter
 from billwatch.licensing.quota_policy import AccountUsage, QuotaPolicy, UsageRequestError, moment_text
 from billwatch.licensing.service import Licensing
 from billwatch.licensing.usage_history import (
@@ -63,11 +64,8 @@ class ReportRange:
     @classmethod
     def parse(cls, parameters: Mapping[str, str], now: float) -> ReportRange:
         """The query string's parameters, each checked; the first problem raises, naming it."""
-        unknown = sorted(set(parameters) - set(QUERY_PARAMETERS))
-        if unknown:
-            raise UsageRequestError(
-                f"{unknown[0]}: not a parameter of this route (it takes {', '.join(QUERY_PARAMETERS)})"
-            )
+        if problem := unknown_parameter(parameters, QUERY_PARAMETERS):
+            raise UsageRequestError(problem)
         last = _day(parameters, "to") or dt.datetime.fromtimestamp(now, dt.UTC).date()
         first = _day(parameters, "from") or max(_FIRST_DAY, dt.date(last.year - 1, last.month, 1))
         if first > last:
