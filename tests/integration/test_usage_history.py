@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import itertools
 import threading
 
 import pytest
@@ -239,3 +241,45 @@ def test_a_close_from_a_stale_read_is_refused_and_keeps_nothing(licensing, clock
         assert licensing.history.close(licensing.policy, fresh, actions, ClosedBy.QUOTA_RESET, NOV_2)
         assert not licensing.history.close(licensing.policy, fresh, actions, ClosedBy.QUOTA_RESET, NOV_2)
         assert len(periods("acct_1")) == 1
+
+
+def test_months_of_uses_sweeps_and_resets_at_once_keep_every_use_once(licensing, clock) -> None:
+    job = QuotaReset(licensing, MetricsRecorder("Billwatch", "billwatch"), clock)
+    counted: list[bool] = []
+    lock = threading.Lock()
+
+    def uses(thread: int, keyed: bool) -> None:
+        for n in range(25):
+            try:
+                if keyed:
+                    key = f"{clock.now}-{thread}-{n}"
+                    decision = licensing.use_idempotently("acct_1", "api_calls", 1, key)
+                else:
+                    decision = licensing.use("acct_1", "api_calls", 1)
+            except StoreUnavailable:  # "kept changing; retry": nothing was counted
+                continue
+            with lock:
+                counted.append(decision.allowed)
+
+    def sweeps(month: int) -> None:
+        for run in range(3):
+            job.run_segment(f"{month}-{run}", 0, 1)
+
+    def resets() -> None:
+        for _ in range(2):
+            with contextlib.suppress(StoreUnavailable):  # "kept changing; try again" changed nothing
+                licensing.reset_usage("acct_1")
+
+    for month, now in enumerate((OCT_20, NOV_2, DEC_1 + 3600)):
+        clock.now = now
+        threads = [threading.Thread(target=uses, args=(n, n % 2 == 1)) for n in range(4)]
+        threads += [threading.Thread(target=sweeps, args=(month,)), threading.Thread(target=resets)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    kept = periods("acct_1", now=DEC_1 + 3600)
+    current = licensing.entitlements("acct_1")["features"]["api_calls"]["used"]
+    assert all(counted) and sum(p.features["api_calls"].used for p in kept) + current == len(counted) > 0
+    assert len({p.start for p in kept}) == len(kept)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(kept))  # no period overlaps
