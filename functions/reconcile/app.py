@@ -11,8 +11,12 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from billwatch.billing.reconcile import build_reconciler, run_id_of
+from billwatch.core.access import record_refusal
+from billwatch.core.audit import AdminRequest, AuditedRoute, AuditTrail, Target
 from billwatch.core.config import ConfigError, load_settings
-from billwatch.core.http_answers import plain, refusal
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable
+from billwatch.core.http_answers import plain, refusal, store_failure_status
+from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.observability import logger
 from billwatch.core.self_invoke import SelfInvoker
 
@@ -22,10 +26,13 @@ if TYPE_CHECKING:
 RESERVE_SECONDS = 60.0
 
 NO_STRIPE_KEY = "reconciliation reads Stripe: set STRIPE_API_KEY_SECRET_ID (or STRIPE_API_KEY locally)"
+AUDITED_ROUTES = (AuditedRoute("POST /admin/reconcile", "reconcile"),)
 
 settings = load_settings(webhook_secret=False)
 # The template deploys this function only with a Stripe key; locally it may be served without one.
 reconciler = build_reconciler(settings) if settings.stripe_api_configured else None
+admin_metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
+audit = AuditTrail(settings.audit_table, settings.audit_retention_days, admin_metrics)
 
 
 def _start(context: LambdaContext, run_id: str) -> None:
@@ -33,27 +40,38 @@ def _start(context: LambdaContext, run_id: str) -> None:
 
 
 def _refuse_admin(caller: str | None, operation: str) -> None:
-    from billwatch.core.access import record_refusal
-    from billwatch.core.metrics import MetricsRecorder
+    record_refusal(admin_metrics, caller, operation)
+    audit.refuse(operation, AUDITED_ROUTES, "not in the admin roles", caller)
 
-    metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
-    record_refusal(metrics, caller, operation)
-    metrics.flush()
+
+def _on_demand(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """POST /admin/reconcile: an admin action, recorded in the audit trail before the run starts."""
+    refused = refusal(event, settings.admin_role_arns, _refuse_admin)
+    if refused:
+        return refused
+    if reconciler is None:
+        return plain(503, "not_configured", NO_STRIPE_KEY)
+    run_id = run_id_of(reconciler.clock())
+    try:
+        audit.write(audit.entry("reconcile", Target("run", run_id), None, {"run_id": run_id}))
+    except (StoreUnavailable, StoreRejected) as failure:
+        status, answer = store_failure_status(failure)
+        return plain(status, answer["error"], answer["message"])
+    _start(context, run_id)
+    logger.info("Reconciliation started on demand", extra={"run_id": run_id})
+    body = json.dumps({"run_id": run_id, "status": "started"})
+    return {"statusCode": 202, "headers": {"content-type": "application/json"}, "body": body}
 
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "http" in (event.get("requestContext") or {}):
-        refused = refusal(event, settings.admin_role_arns, _refuse_admin)
-        if refused:
-            return refused
-        if reconciler is None:
-            return plain(503, "not_configured", NO_STRIPE_KEY)
-        run_id = run_id_of(reconciler.clock())
-        _start(context, run_id)
-        logger.info("Reconciliation started on demand", extra={"run_id": run_id})
-        body = json.dumps({"run_id": run_id, "status": "started"})
-        return {"statusCode": 202, "headers": {"content-type": "application/json"}, "body": body}
+        audit.begin(AdminRequest.of(event, context))
+        try:
+            return _on_demand(event, context)
+        finally:
+            audit.end()
+            admin_metrics.flush()
     if reconciler is None:
         raise ConfigError(NO_STRIPE_KEY)
     reconciler.register_lambda_context(context)

@@ -18,7 +18,8 @@ from devtools.template import (
 from tests.support import ROOT
 
 AUDIT_TABLE = "AuditTable"
-WRITERS = {"LicensingApiFunction", "AlertDispatchFunction"}  # the functions that do admin actions
+# The functions that do admin actions: the licensing API, the alert dispatcher, reconciliation on demand.
+WRITERS = {"LicensingApiFunction", "AlertDispatchFunction", "ReconcileFunction"}
 READERS = {"LicensingApiFunction"}  # GET /admin/audit
 # Every action that changes or removes an existing item, one at a time or in bulk.
 REWRITES = {

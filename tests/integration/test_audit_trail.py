@@ -17,6 +17,7 @@ from pynamodb.exceptions import PutError
 
 from billwatch.core.audit import AuditTrail, Target
 from billwatch.core.metrics import MetricsRecorder
+from billwatch.core.self_invoke import SelfInvoker
 from billwatch.licensing.plans import load_catalog_text, shipped_catalog_text
 from billwatch.licensing.service import Licensing
 from devtools.template import DASHBOARD_TYPE, QUERY_DEFINITION_TYPE, resolved_properties
@@ -287,6 +288,41 @@ def test_a_non_admin_alert_call_is_refused_and_recorded(dispatch, aws) -> None:
         "none",
         OUTSIDER,
     )
+
+
+# ------------------------------------------------------------------ reconciliation on demand
+
+
+@pytest.fixture
+def reconcile_api(aws, stripe_api, monkeypatch) -> Any:
+    monkeypatch.setenv("STRIPE_API_KEY", "rk_test_reconcile")
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    monkeypatch.setenv("ADMIN_ROLE_ARNS", ADMIN_ROLE)
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(SelfInvoker, "start", lambda self, payload: started.append(payload))
+    module = load_handler("reconcile")
+    module.started = started
+    return module
+
+
+def test_a_reconciliation_started_by_hand_is_recorded_before_it_starts(
+    reconcile_api, aws, monkeypatch
+) -> None:
+    status, (answer, request_id) = call(reconcile_api, "POST", "/admin/reconcile")
+    assert status == 202 and reconcile_api.started == [{"run_id": answer["run_id"]}]
+    record = only_record(aws)
+    assert (record["action"], record["target_kind"], record["target"]) == (
+        "reconcile",
+        "run",
+        answer["run_id"],
+    )
+    assert (record["caller"], record["api_request_id"], record["pk"]) == (ADMIN_CALLER, request_id, "stack")
+    assert call(reconcile_api, "POST", "/admin/reconcile", caller=OUTSIDER)[0] == 403
+    assert [r["outcome"] for r in records(aws)] == ["recorded", "refused"]
+    audit_failing(monkeypatch, aws["AuditTable"])
+    status, (answer, _) = call(reconcile_api, "POST", "/admin/reconcile")
+    assert status == 503 and answer["error"] == "temporarily_unavailable"
+    assert len(reconcile_api.started) == 1  # not started: it could not be recorded
 
 
 # ------------------------------------------------------------------ GET /admin/audit

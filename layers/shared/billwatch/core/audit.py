@@ -31,7 +31,7 @@ from pynamodb.exceptions import PutError, QueryError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 
 from billwatch.core import dynamo
-from billwatch.core.dynamo import StoreUnavailable, store_failure
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable, store_failure
 from billwatch.core.ids import is_account_id
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import AuditRecord, bind_audit_table
@@ -217,20 +217,29 @@ class AuditTrail:
         """The record as one put of a transaction another module writes (then ``recorded``)."""
         return record, AuditRecord.sk.does_not_exist()
 
+    def write(self, record: AuditRecord) -> None:
+        """A record on its own, for an action that writes nothing to DynamoDB (it starts a job):
+        written first, so that the action does not happen when this raises (the store's failure)."""
+        self._writable()
+        try:
+            record.save(condition=AuditRecord.sk.does_not_exist())
+        except PutError as exc:
+            raise store_failure(exc) from exc
+        self.recorded(record)
+
     def refuse(self, operation: str, routes: Sequence[AuditedRoute], reason: str, caller: str | None) -> None:
         """A refused attempt, recorded on its own. Its caller is refused whether or not the record
         lands, so a failure here is logged, not raised."""
         action, target = attempted(operation, routes)
         record = self.entry(action, target, None, None, reason=reason, caller=caller, outcome=Outcome.REFUSED)
         try:
-            self._writable()
-            record.save(condition=AuditRecord.sk.does_not_exist())
-        except (PutError, StoreUnavailable) as exc:
+            self.write(record)
+        except (StoreUnavailable, StoreRejected) as exc:
             logger.error(
                 "Could not record a refused admin call in the audit trail",
                 extra={"audit_action": action, "caller_arn": record.caller, "detail": str(exc)},
             )
-        self.recorded(record)
+            self.recorded(record)
 
     def _writable(self) -> None:
         if not self._configured:
