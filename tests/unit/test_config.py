@@ -13,6 +13,7 @@ from billwatch.core.config import (
     load_alert_settings,
     load_settings,
 )
+from billwatch.licensing.service import build_licensing
 
 BASE = {"BILLING_TABLE_NAME": "billing", "IDEMPOTENCY_TABLE_NAME": "idem", "STRIPE_WEBHOOK_SECRET": "whsec_a"}
 
@@ -45,6 +46,9 @@ def test_comma_separated_secrets_mean_a_roll() -> None:
         ({"IDEMPOTENCY_TTL_SECONDS": "four days"}, "IDEMPOTENCY_TTL_SECONDS"),
         ({"WEBHOOK_TOLERANCE_SECONDS": "0"}, "WEBHOOK_TOLERANCE_SECONDS"),
         ({"WEBHOOK_MAX_BODY_BYTES": "12"}, "WEBHOOK_MAX_BODY_BYTES"),
+        ({"USAGE_HISTORY_RETENTION_DAYS": "30"}, "USAGE_HISTORY_RETENTION_DAYS"),
+        ({"USAGE_HISTORY_RETENTION_DAYS": "3661"}, "USAGE_HISTORY_RETENTION_DAYS"),
+        ({"USAGE_HISTORY_RETENTION_DAYS": "a year"}, "USAGE_HISTORY_RETENTION_DAYS"),
         ({"CHECKOUT_VELOCITY_LIMIT": "0"}, "CHECKOUT_VELOCITY_LIMIT"),
         ({"CHECKOUT_VELOCITY_LIMIT": "1001"}, "CHECKOUT_VELOCITY_LIMIT"),
         ({"STRIPE_WEBHOOK_SECRET": "sk_test_oops"}, "STRIPE_WEBHOOK_SECRET"),
@@ -138,3 +142,11 @@ def test_without_dashboard_names_or_runbook_base_url_notices_link_neither() -> N
 def test_a_bad_alert_link_setting_is_refused_at_load_naming_it(changes: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_alert_settings({**ALERTS, **changes})
+
+
+def test_usage_history_is_kept_400_days_unless_told_and_counting_needs_its_table() -> None:
+    settings = load_settings(BASE)
+    assert (settings.usage_history_table, settings.usage_history_retention_days) == (None, 400)
+    assert load_settings({**BASE, "USAGE_HISTORY_RETENTION_DAYS": "31"}).usage_history_retention_days == 31
+    with pytest.raises(ConfigError, match="USAGE_HISTORY_TABLE_NAME"):
+        build_licensing(settings)
