@@ -8,6 +8,8 @@ import urllib.parse
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.models import BillingAccount, UsagePeriodRecord
@@ -192,3 +194,20 @@ def test_bad_input_is_refused_naming_it_and_reads_nothing(api, aws_calls, accoun
     status, body = report(api, account_id, **query)
     assert status == 400 and body["error"] == "invalid_request" and names in body["message"]
     assert aws_calls[calls_before:] == []
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["from", "to", "From", "limit", "", "to[]"]),
+        st.text(max_size=24)
+        | st.dates().map(str)
+        | st.sampled_from(["2026-02-29", "1969-12-31", "9998-12-31"]),
+        max_size=3,
+    )
+)
+def test_any_query_string_is_answered_never_with_a_5xx(api, licensing, query) -> None:
+    licensing.use("acct_1", "api_calls", 1)
+    status, body = report(api, **query)
+    assert status in (200, 400), body
+    assert isinstance(body["periods"], list) if status == 200 else body["message"].split(":")[0] in query
