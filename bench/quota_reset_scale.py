@@ -117,7 +117,8 @@ def render(figures: dict[str, Any]) -> list[str]:
         "6. Quota reset sweep throughput (real QuotaReset on moto's server, loopback)",
         f"   one segment:   {single['reset']} accounts reset in {single['seconds']} s"
         f" = {single['per_second']} accounts/s"
-        f" ({figures['per_account_ms']} ms per account: its share of a scan page + 1 UpdateItem)",
+        f" ({figures['per_account_ms']} ms per account: its share of a scan page + 1 TransactWriteItems,"
+        " the reset and the period it keeps)",
         f"   {parallel['segments']} segments in threads: {parallel['reset']} accounts"
         f" in {parallel['seconds']} s = {parallel['per_second']} accounts/s"
         " (one local server process: no real parallel speed-up here)",
