@@ -394,7 +394,9 @@ def test_slack_message_stays_within_block_kit_limits() -> None:
     assert len(message["blocks"][0]["text"]["text"]) <= 150
     for block in message["blocks"][1:-1]:
         assert len(block["text"]["text"]) <= 3000
-    incidents_text = next(b["text"]["text"] for b in message["blocks"] if b["text"]["text"].startswith("*Incid"))
+    incidents_text = next(
+        b["text"]["text"] for b in message["blocks"] if b["text"]["text"].startswith("*Incid")
+    )
     assert "Alarm&lt;0&gt;&amp;" in incidents_text
     assert "<0>" not in incidents_text
 
