@@ -36,6 +36,7 @@ from billwatch.core.ids import is_account_id
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import AuditRecord, bind_audit_table
 from billwatch.core.observability import logger
+from billwatch.core.request_fields import unknown_parameter
 
 if TYPE_CHECKING:  # imported when an action is written: a usage check's cold start does without it
     from pynamodb.transactions import TransactWrite
@@ -341,11 +342,8 @@ class HistoryQuery:
     @classmethod
     def parse(cls, parameters: Mapping[str, str], now: float) -> HistoryQuery:
         """The query string's parameters, each checked; the first problem raises, naming it."""
-        unknown = sorted(set(parameters) - set(QUERY_PARAMETERS))
-        if unknown:
-            raise HistoryQueryError(
-                f"{unknown[0]}: not a parameter of this route (it takes {', '.join(QUERY_PARAMETERS)})"
-            )
+        if problem := unknown_parameter(parameters, QUERY_PARAMETERS):
+            raise HistoryQueryError(problem)
         account = parameters.get("account")
         if account is not None and not is_account_id(account):
             raise HistoryQueryError(
