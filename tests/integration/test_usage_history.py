@@ -118,6 +118,26 @@ def test_an_admin_reset_keeps_the_period_it_ends_with_its_grant_and_tier(licensi
     assert (closed.tier, closed.tier_override) == ("FREE", "FREE")
     assert closed.features["exports"] == FeatureUsage(used=13, granted=5, limit=15)
     assert closed.features["api_calls"] == FeatureUsage(0, 0, 1000)
+    # The counters count from the reset: the period starts again from now, and ends as it would have.
+    assert licensing.load("acct_1").account.usage_since == OCT_20 + 3600
+    assert after["features"]["exports"]["resets_at"] == "2026-11-01T00:00:00Z"
+
+
+def test_an_admin_reset_after_the_period_ended_keeps_it_to_its_own_end(licensing, clock) -> None:
+    licensing.use("acct_1", "api_calls", 500)
+    nov_5 = at(2026, 11, 5)
+    clock.now = nov_5  # October's counters are still on the item: nothing has closed them yet
+    after = licensing.reset_usage("acct_1")
+    [october] = periods("acct_1")
+    assert (october.start, october.end, october.closed_at) == (OCT_20, NOV_1, nov_5)
+    assert october.closed_by is ClosedBy.ADMIN_RESET
+    assert october.features["api_calls"] == FeatureUsage(500, 0, 1000)
+    # As a reset within a running period: the counters count from the reset.
+    assert licensing.load("acct_1").account.usage_since == nov_5
+    assert after["features"]["api_calls"]["used"] == 0
+    clock.now = nov_5 + 3600
+    assert licensing.use("acct_1", "api_calls", 1).used == 1
+    assert len(periods("acct_1")) == 1  # November's first use closes nothing more
 
 
 def test_two_resets_in_one_second_keep_two_periods(licensing) -> None:

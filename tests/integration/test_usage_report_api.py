@@ -146,6 +146,46 @@ def test_an_admin_reset_ends_a_period_where_it_happened(api, licensing, clock) -
     assert (current["start"], current["features"]["api_calls"]["used"]) == ("2026-10-20T01:00:00Z", 2)
 
 
+def test_an_admin_reset_after_the_period_ended_keeps_the_period_to_its_end(api, licensing, clock) -> None:
+    licensing.use("acct_1", "api_calls", 500)
+    clock.now = at(2026, 11, 5)
+    licensing.reset_usage("acct_1")
+    clock.now = at(2026, 11, 6)
+    kept, current = report(api, **{"from": "2026-10-01", "to": "2026-11-30"})[1]["periods"]
+    assert (kept["start"], kept["end"], kept["closed_by"], kept["features"]["api_calls"]["used"]) == (
+        "2026-10-20T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        "admin_reset",
+        500,
+    )
+    # The counters count from the reset, as after a reset within a running period.
+    assert (current["start"], current["end"], current["open"]) == (
+        "2026-11-05T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+        True,
+    )
+
+
+def test_a_period_closed_between_the_reports_two_reads_is_listed_once(
+    api, licensing, clock, monkeypatch
+) -> None:
+    licensing.use("acct_1", "api_calls", 500)
+    clock.now = NOV_2  # October's counters are on the item, not yet kept
+    query = api.licensing.history.periods
+
+    def closed_first(*args: Any, **kwargs: Any) -> Any:
+        licensing.use("acct_1", "api_calls", 1)  # keeps October, after the report read the account
+        return query(*args, **kwargs)
+
+    monkeypatch.setattr(api.licensing.history, "periods", closed_first)
+    periods = report(api, **{"from": "2026-10-01", "to": "2026-11-30"})[1]["periods"]
+    assert [(p["start"], p["open"], p["closed_by"]) for p in periods] == [
+        ("2026-10-20T00:00:00Z", False, "usage"),
+        ("2026-11-01T00:00:00Z", True, None),
+    ]
+    assert periods[0]["features"]["api_calls"]["used"] == 500
+
+
 def test_an_account_with_no_usage_answers_an_empty_list(api) -> None:
     BillingAccount("acct_1", tier="PRO", subscription_status="active").save()
     assert report(api) == (

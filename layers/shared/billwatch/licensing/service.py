@@ -266,8 +266,9 @@ class Licensing:
         return self.audit.entry("grant", Target("account", account_id), view(usage), view(stored))
 
     def reset_usage(self, account_id: str) -> dict[str, Any]:
-        """Starts the account's usage period again from now, for every feature; the period it ends
-        is kept (billwatch.licensing.usage_history). ``reset_usage_write`` is the write."""
+        """Starts the account's usage period again from now, for every feature: the counters count
+        from the reset, whether their period is still running or has already ended. The period they
+        held is kept (billwatch.licensing.usage_history). ``reset_usage_write`` is the write."""
         for _ in range(_MAX_ADMIN_ATTEMPTS):
             usage = self.load(account_id)
             if usage.account.merged_into is not None:  # a redirect has no usage of its own
@@ -288,10 +289,15 @@ class Licensing:
         self, usage: AccountUsage, since: int, also: Sequence[tuple[Model, Condition | None]] = ()
     ) -> bool:
         """The reset's one transaction: the counters start again from ``since``, the period they close
-        is kept, and ``also`` is put alongside; False when the account changed since it was read."""
+        is kept, and ``also`` is put alongside; False when the account changed since it was read.
+
+        A period still running ends at the reset. One that had already ended ends at its own end:
+        the counters were past (no use, grant or sweep had closed them yet), and nothing can have
+        been counted since, as the first count would have closed them."""
         actions = [BillingAccount.usage_since.set(since), *self.policy.forget(usage, keep=set())]
+        end = since if self.policy.new_period(usage.account, since) is None else None
         return self.history.close(
-            self.policy, usage, actions, ClosedBy.ADMIN_RESET, since, end=since, also=also
+            self.policy, usage, actions, ClosedBy.ADMIN_RESET, since, end=end, also=also
         )
 
     # --- counting ------------------------------------------------------------------------------

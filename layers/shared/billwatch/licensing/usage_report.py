@@ -11,8 +11,9 @@ Range
 Periods, oldest first
     The closed periods kept (billwatch.licensing.usage_history); then, from the account's item, the
     counters of a period that has ended but that no write has closed yet (the next use or the
-    hourly sweep keeps it: ``closed_by`` null), and the current period, ``open``. An account that
-    never counted anything has no periods; one the stack has never seen is unknown (None).
+    hourly sweep keeps it: ``closed_by`` null), and the current period, ``open``. Each period once:
+    one closed between the report's two reads is listed as kept. An account that never counted
+    anything has no periods; one the stack has never seen is unknown (None).
 
 Figures, per feature and period
     ``used`` (extra quota granted included, as the usage check counts it), ``limit`` (quota +
@@ -165,10 +166,14 @@ class UsageReport:
         usage = self._licensing.load(account_id)
         if not usage.raw or usage.account.merged_into is not None:
             return None
+        # Read after the account: a write that closes a period between the two reads has put that
+        # period's record, so the record stands for it, and the item's copy as read goes. (Read
+        # before it, such a period would be in neither.)
         kept = self._licensing.history.periods(account_id, span.start, span.end, now)
         periods = [ReportPeriod.closed(period, period.closed_by) for period in kept]
+        starts = {period.start for period in kept}
         on_item = periods_on_item(self._licensing.policy, usage, now)
-        periods += [p for p in on_item if p.start < span.end and p.end > span.start]
+        periods += [p for p in on_item if p.start not in starts and p.start < span.end and p.end > span.start]
         return {
             "account_id": account_id,
             "from": span.first_day.isoformat(),
