@@ -31,9 +31,20 @@ def paid_invoice(event_id: str | None = None, **fields: Any) -> dict[str, Any]:
     return se.event("invoice.paid", se.invoice(**fields), id=event_id, created=NOW)
 
 
-def refund(amount_refunded: int, before: int | None, event_id: str | None = None, **fields: Any) -> dict:
+def refund(
+    amount_refunded: int,
+    before: int | None,
+    event_id: str | None = None,
+    refunds: list[tuple[int, int]] | None = None,
+    **fields: Any,
+) -> dict:
+    """A charge.refunded of ch_1; ``refunds``: the charge's expanded refunds list, (amount, created)."""
     fields.setdefault("customer", "cus_1")
     charge = se.charge(id="ch_1", amount=2000, amount_refunded=amount_refunded, **fields)
+    charge["refunds"]["data"] = [
+        {"id": f"re_{created}", "object": "refund", "amount": amount, "created": created, "currency": "usd"}
+        for amount, created in refunds or ()
+    ]
     previous = None if before is None else {"amount_refunded": before}
     return se.event("charge.refunded", charge, id=event_id, created=NOW, previous_attributes=previous)
 
@@ -75,6 +86,8 @@ def test_a_renewal_is_no_first_payment(webhooks, metrics, pro_account) -> None:
         (["us_bank_account"], "us_bank_account"),
         (["wechat_pay"], "other"),
         (["card", "link"], "other"),
+        (["Card"], "other"),
+        (["a_type_stripe_adds_" + "x" * 100], "other"),
     ],
 )
 def test_the_payment_method_is_the_invoice_s_one_type_else_default_or_other(
@@ -103,6 +116,28 @@ def test_a_failed_invoice_counts_the_amount_due_by_currency_and_plan(webhooks, m
     assert metrics.total("PaymentDeclined") == 0
 
 
+def test_an_invoice_s_failed_amount_is_counted_at_its_first_failure_only(
+    webhooks, metrics, pro_account
+) -> None:
+    def failed(attempt: int) -> dict[str, Any]:
+        invoice = se.invoice(
+            id="in_dunned", status="open", customer="cus_1", subscription_metadata={"account_id": "acct_1"}
+        )
+        invoice.update(amount_due=4900, attempt_count=attempt)
+        return se.event(
+            "invoice.payment_failed", invoice, id=f"evt_dunning_{attempt}", created=NOW - 10 + attempt
+        )
+
+    for attempt in (1, 2, 3):  # the first attempt, then two of Stripe's dunning retries
+        assert webhooks.post(failed(attempt)).status == 200
+    assert webhooks.post(failed(1)).body["outcome"] == "duplicate"
+    assert metrics.total("PaymentFailed") == 3
+    assert metrics.total("PaymentFailedAmount", Currency="USD", Tier="PRO") == 49.0
+    assert webhooks.post(paid_invoice(id="in_dunned", amount_due=4900)).status == 200
+    assert metrics.total("PaymentAmount", Currency="USD", Tier="PRO") == 49.0
+    assert metrics.total("PaymentFailedAmount") == 49.0
+
+
 # --- events that only count -----------------------------------------------------------------------
 
 
@@ -121,6 +156,33 @@ def test_a_refund_without_previous_attributes_counts_all_that_is_refunded(webhoo
     assert webhooks.post(refund(700, None, customer=None)).status == 200
     # No customer names an account: counted all the same, as the default plan.
     assert metrics.total("RefundAmount", Currency="USD", Tier="FREE") == 7.0
+
+
+def test_partial_refunds_without_previous_attributes_count_the_charge_s_newest_refund(
+    webhooks, metrics, pro_account
+) -> None:
+    first = refund(500, None, event_id="evt_partial_1", refunds=[(500, NOW - 60)])
+    second = refund(1500, None, event_id="evt_partial_2", refunds=[(1000, NOW - 5), (500, NOW - 60)])
+    for event in (second, first):  # in either order
+        assert webhooks.post(event).status == 200
+    assert metrics.total("RefundAmount", Currency="USD", Tier="PRO") == 5.0 + 10.0
+
+
+def test_partial_refunds_without_either_count_the_running_total_each_time(
+    webhooks, metrics, pro_account
+) -> None:
+    """The documented over-count (docs/metrics.md): without previous_attributes or the expanded
+    refunds list, an event tells only the charge's total refunded so far."""
+    assert webhooks.post(refund(500, None, event_id="evt_total_1")).status == 200
+    assert webhooks.post(refund(1500, None, event_id="evt_total_2")).status == 200
+    assert metrics.total("RefundAmount", Currency="USD", Tier="PRO") == 5.0 + 15.0
+
+
+def test_previous_attributes_without_the_total_fall_back_to_the_refunds_list(webhooks, metrics) -> None:
+    event = refund(1500, None, refunds=[(1000, NOW - 5), (500, NOW - 60)])
+    event["data"]["previous_attributes"] = {"refunded": False}
+    assert webhooks.post(event).status == 200
+    assert metrics.total("RefundAmount", Currency="USD") == 10.0
 
 
 def test_a_refund_of_an_unknown_customer_is_counted_and_stores_nothing(webhooks, metrics, aws) -> None:
@@ -142,6 +204,25 @@ def test_a_declined_payment_attempt_is_counted_by_its_class_once(webhooks, metri
     assert metrics.total("PaymentDeclined") == 1
     assert metrics.total("WebhookDuplicate", EventType="payment_intent.payment_failed") == 2
     assert table_items(aws["BillingStateTable"]) == []
+
+
+@pytest.mark.parametrize(
+    ("decline_code", "code", "reason"),
+    [
+        ("Do_Not_Honor", "card_declined", "card_declined"),  # Stripe's error code decides
+        ("Do_Not_Honor", None, "other"),
+        ("x" * 500, "Card Declined; DROP TABLE", "other"),
+        (None, "A Code Stripe Adds Next Year", "other"),
+    ],
+)
+def test_a_decline_billwatch_cannot_read_is_counted_as_other_not_refused(
+    webhooks, metrics, decline_code, code, reason
+) -> None:
+    intent = se.payment_intent(decline_code=decline_code, error_code=code)
+    response = webhooks.post(se.event("payment_intent.payment_failed", intent, created=NOW))
+    assert (response.status, response.body["outcome"]) == (200, "counted")
+    assert metrics.total("PaymentDeclined", DeclineReason=reason) == 1
+    assert metrics.total("WebhookFailed") == 0
 
 
 def test_a_payment_intent_without_an_error_is_declined_as_other(webhooks, metrics) -> None:
@@ -174,6 +255,14 @@ def test_a_payment_intent_without_an_error_is_declined_as_other(webhooks, metric
         ),
         ("charge.dispute.created", se.dispute(reason="duplicate"), "DisputeOpened", {"Reason": "duplicate"}),
         ("charge.dispute.created", se.dispute(reason="something_new"), "DisputeOpened", {"Reason": "other"}),
+        ("charge.dispute.created", se.dispute(reason="x" * 65), "DisputeOpened", {"Reason": "other"}),
+        ("charge.dispute.created", se.dispute(reason="Fraudulent"), "DisputeOpened", {"Reason": "other"}),
+        (
+            "radar.early_fraud_warning.created",
+            se.early_fraud_warning(fraud_type="Made With Stolen Card!"),
+            "EarlyFraudWarning",
+            {"FraudType": "other"},
+        ),
     ],
 )
 def test_suspicious_activity_is_counted_once_by_stripe_s_class(
@@ -244,6 +333,33 @@ BAD_INPUT = [
     (lambda: refund(500, 0), _set("data.object.currency", None), "data.object.currency"),
     (lambda: refund(500, 900), lambda _: None, "data.previous_attributes.amount_refunded"),
     (lambda: refund(500, 0), _set("data.previous_attributes.amount_refunded", -1), "amount_refunded"),
+    (lambda: refund(500, 0), _set("data.previous_attributes", "junk"), "data.previous_attributes"),
+    (lambda: refund(500, 0), _set("data.previous_attributes", [500]), "data.previous_attributes"),
+    (
+        lambda: refund(500, 0),
+        _set("data.previous_attributes.amount_refunded", "100"),
+        "data.previous_attributes.amount_refunded",
+    ),
+    (
+        lambda: refund(500, 0),
+        _set("data.previous_attributes.amount_refunded", 2.5),
+        "data.previous_attributes.amount_refunded",
+    ),
+    (
+        lambda: refund(500, None, refunds=[(600, NOW)]),
+        lambda _: None,
+        "data.object.refunds.data[0].amount",
+    ),
+    (
+        lambda: refund(500, None, refunds=[(500, NOW)]),
+        _set("data.object.refunds.data", "re_1"),
+        "data.object.refunds.data",
+    ),
+    (
+        lambda: refund(500, None, refunds=[(500, NOW)]),
+        lambda event: event["data"]["object"]["refunds"]["data"][0].pop("created"),
+        "data.object.refunds.data[0].created",
+    ),
     (
         lambda: se.event("payment_intent.payment_failed", se.payment_intent(), created=NOW),
         _set("data.object.last_payment_error.decline_code", 51),
@@ -251,7 +367,7 @@ BAD_INPUT = [
     ),
     (
         lambda: se.event("payment_intent.payment_failed", se.payment_intent(), created=NOW),
-        _set("data.object.last_payment_error.code", "Card Declined; DROP TABLE"),
+        _set("data.object.last_payment_error.code", ["card_declined"]),
         "data.object.last_payment_error.code",
     ),
     (
@@ -271,7 +387,7 @@ BAD_INPUT = [
     ),
     (
         lambda: se.event("charge.dispute.created", se.dispute(), created=NOW),
-        _set("data.object.reason", "x" * 65),
+        _set("data.object.reason", 7),
         "data.object.reason",
     ),
     (

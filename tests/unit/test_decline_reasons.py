@@ -40,6 +40,10 @@ DECLINES = [
     (None, "amount_too_large", "other"),
     (None, "payment_method_unactivated", "other"),
     (None, None, "other"),
+    # Spelled otherwise than Stripe's codes: matched exactly, so the class stays one of the seven.
+    ("Do_Not_Honor", None, "other"),
+    ("INSUFFICIENT_FUNDS", "Card_Declined", "other"),
+    ("x" * 10_000, "y" * 10_000, "other"),
 ]
 
 
@@ -83,3 +87,4 @@ def test_stripe_s_enums_pass_and_anything_else_is_other() -> None:
     assert bounded("fraudulent", DISPUTE_REASONS) == "fraudulent"
     assert bounded("product_not_received", DISPUTE_REASONS) == "product_not_received"
     assert bounded("made_up", FRAUD_TYPES) == bounded(None, DISPUTE_REASONS) == "other"
+    assert bounded("Fraudulent", DISPUTE_REASONS) == bounded("misc ", FRAUD_TYPES) == "other"

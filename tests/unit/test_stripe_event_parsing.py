@@ -294,6 +294,75 @@ def test_events_that_only_count_carry_their_bounded_facts_and_no_change() -> Non
     ]
 
 
+def _refund(total: int, previous: object = None, refunds: list[tuple[int, int]] | None = None) -> dict:
+    charge = se.charge(amount_refunded=total)
+    if refunds is not None:
+        charge["refunds"]["data"] = [{"amount": amount, "created": created} for amount, created in refunds]
+    return se.event("charge.refunded", charge, previous_attributes=previous)
+
+
+@pytest.mark.parametrize(
+    ("event", "refunded"),
+    [
+        (_refund(1500, {"amount_refunded": 500}), 1000),
+        # previous_attributes wins over the refunds list: it is the event's own account of the change.
+        (_refund(1500, {"amount_refunded": 500}, [(700, 1_700_000_100)]), 1000),
+        (_refund(1500, None, [(500, 1_700_000_000), (1000, 1_700_000_100)]), 1000),
+        (_refund(1500, {"refunded": False}, [(1000, 1_700_000_100), (500, 1_700_000_000)]), 1000),
+        # The same second: Stripe lists the newest first.
+        (_refund(1500, None, [(1000, 1_700_000_100), (500, 1_700_000_100)]), 1000),
+        (_refund(1500, None, []), 1500),
+        (_refund(1500, None), 1500),
+    ],
+)
+def test_a_refund_counts_what_the_event_newly_refunded(event: dict, refunded: int) -> None:
+    assert parse_event(event, CATALOG).signals == {"refund": {"amount": refunded, "currency": "usd"}}
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (_refund(500, "junk"), "data.previous_attributes must be an object"),
+        (_refund(500, {"amount_refunded": "100"}), "data.previous_attributes.amount_refunded"),
+        (_refund(500, {"amount_refunded": True}), "data.previous_attributes.amount_refunded"),
+        (_refund(500, {"amount_refunded": -1}), "data.previous_attributes.amount_refunded"),
+        (_refund(500, {"amount_refunded": 501}), "data.previous_attributes.amount_refunded"),
+        (_refund(500, None, [(501, 1_700_000_000)]), r"data.object.refunds.data\[0\].amount"),
+        (_refund(500, None, [(500, "today")]), r"data.object.refunds.data\[0\].created"),
+    ],
+)
+def test_a_refund_s_before_that_no_stripe_event_can_hold_is_malformed(event: dict, field: str) -> None:
+    with pytest.raises(MalformedEvent, match=field):
+        parse_event(event, CATALOG)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj", "signals"),
+    [
+        (
+            "payment_intent.payment_failed",
+            se.payment_intent(decline_code="Do_Not_Honor", error_code="card_declined"),
+            {"decline_reason": "card_declined"},
+        ),
+        (
+            "payment_intent.payment_failed",
+            se.payment_intent(decline_code="x" * 1000, error_code="Card Declined; DROP TABLE"),
+            {"decline_reason": "other"},
+        ),
+        (
+            "radar.early_fraud_warning.created",
+            se.early_fraud_warning(fraud_type="Misc"),
+            {"fraud_type": "other"},
+        ),
+        ("charge.dispute.created", se.dispute(reason="product not received"), {"dispute_reason": "other"}),
+    ],
+)
+def test_a_reason_of_any_spelling_is_counted_in_its_bounded_class(
+    event_type: str, obj: dict, signals
+) -> None:
+    assert parse_event(se.event(event_type, obj), CATALOG).signals == signals
+
+
 def test_a_refund_s_refused_customer_leaves_it_unattributed_but_counted() -> None:
     parsed = parse_event(
         se.event("charge.refunded", se.charge(customer="cus_#x", amount_refunded=5)), CATALOG

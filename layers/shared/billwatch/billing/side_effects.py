@@ -168,8 +168,10 @@ class BusinessEffects:
         effects.metrics.extend(
             _money(Metric.PAYMENT_AMOUNT, paid.get("amount_paid"), paid.get("currency"), plan_tier)
         )
-        if event_type == "invoice.payment_failed":
-            invoice = facts.get("invoice") or {}
+        invoice = facts.get("invoice") or {}
+        # The money at risk, once per invoice: Stripe's dunning retries fail the same amount again
+        # (attempt_count 2, 3, ...), and PaymentFailed counts those attempts.
+        if event_type == "invoice.payment_failed" and invoice.get("attempt_count") == 1:
             effects.metrics.extend(
                 _money(
                     Metric.PAYMENT_FAILED_AMOUNT,

@@ -95,8 +95,6 @@ MAX_AMOUNT = 999_999_999_999
 MAX_QUANTITY = 1_000_000_000
 MAX_ATTEMPTS = 10_000
 _CURRENCY = re.compile(r"^[a-z]{3}$")
-# Stripe's codes and enum values (decline codes, fraud types, payment method types, ...).
-_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 MAX_EMAIL_LENGTH = 512
 MAX_PAYMENT_METHOD_TYPES = 64
 # Stripe bills at most every three years (1,095 days, 156 weeks, 36 months).
@@ -149,16 +147,6 @@ def _currency(mapping: object, where: str) -> str | None:
     if currency is not None and not _CURRENCY.fullmatch(currency):
         raise MalformedEvent(f"{where}currency must be a three-letter ISO currency code")
     return currency
-
-
-def _code(mapping: object, key: str, where: str) -> str | None:
-    """One of Stripe's codes or enum values: shaped like one, whether or not billwatch knows it."""
-    value = _optional(mapping, key, str, where)
-    if value is not None and not _CODE.fullmatch(value):
-        raise MalformedEvent(
-            f"{where}{key} must be a Stripe code (lowercase letters, digits and '_') or null"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -459,29 +447,68 @@ def _signals(
         currency = _currency(obj, where)
         if currency is None:
             raise MalformedEvent(f"{where}currency must be a three-letter ISO currency code")
-        before = _amount(
-            _dig(event, "data", "previous_attributes"), "amount_refunded", "data.previous_attributes."
-        )
-        if (before or 0) > refunded:
-            raise MalformedEvent(
-                "data.previous_attributes.amount_refunded is more than data.object.amount_refunded"
-            )
-        return {"refund": {"amount": refunded - (before or 0), "currency": currency}}
+        return {"refund": {"amount": _newly_refunded(event, obj, refunded), "currency": currency}}
+    # Stripe's reasons are strings whatever their spelling: one billwatch does not know, or one Stripe
+    # adds or spells differently, is counted as "other" (decline_reasons), never refused for Stripe
+    # to retry for three days. Only a value that is no string at all is not the event Stripe sends.
     if event_type == "payment_intent.payment_failed":
         _require(obj, "id", str, where)
         error = _optional(obj, "last_payment_error", dict, where)
         error_where = f"{where}last_payment_error."
-        reason = decline_reason(_code(error, "decline_code", error_where), _code(error, "code", error_where))
+        reason = decline_reason(
+            _optional(error, "decline_code", str, error_where), _optional(error, "code", str, error_where)
+        )
         return {"decline_reason": reason.value}
     if event_type == "radar.early_fraud_warning.created":
         _require(obj, "id", str, where)
-        return {"fraud_type": bounded(_code(obj, "fraud_type", where), FRAUD_TYPES)}
+        return {"fraud_type": bounded(_optional(obj, "fraud_type", str, where), FRAUD_TYPES)}
     if event_type == "charge.dispute.created":
         _require(obj, "id", str, where)
         _amount(obj, "amount", where)
         _currency(obj, where)
-        return {"dispute_reason": bounded(_code(obj, "reason", where), DISPUTE_REASONS)}
+        return {"dispute_reason": bounded(_optional(obj, "reason", str, where), DISPUTE_REASONS)}
     return {}
+
+
+def _newly_refunded(event: Mapping[str, Any], charge: Mapping[str, Any], refunded: int) -> int:
+    """What this charge.refunded event refunded: ``amount_refunded`` is the charge's running total.
+
+    Stripe tells the total before the event in ``data.previous_attributes.amount_refunded``. Without
+    it, the newest refund in the charge's ``refunds`` list (sent only if the endpoint expands it, since
+    API version 2022-11-15) is the one the event is about; without either, all that is refunded is
+    counted, which counts a second partial refund's predecessors again (docs/metrics.md says so).
+    """
+    where = "data.previous_attributes."
+    previous = event["data"].get("previous_attributes")  # data is an object: parse_event read data.object
+    if previous is not None and not isinstance(previous, Mapping):
+        raise MalformedEvent("data.previous_attributes must be an object or null")
+    before = _amount(previous, "amount_refunded", where, highest=refunded)
+    if before is not None:
+        return refunded - before
+    newest = _newest_refund(charge, refunded)
+    return refunded if newest is None else newest
+
+
+def _newest_refund(charge: Mapping[str, Any], refunded: int) -> int | None:
+    """The amount of the charge's latest refund, if the event carries its refunds list."""
+    where = "data.object.refunds."
+    refunds = _optional(charge, "refunds", dict, "data.object.")
+    listed = _dig(refunds, "data")
+    if listed is None:
+        return None
+    if not isinstance(listed, list):
+        raise MalformedEvent(f"{where}data must be a list")
+    newest: tuple[int, int] | None = None
+    for index, entry in enumerate(listed):
+        entry_where = f"{where}data[{index}]."
+        if not isinstance(entry, Mapping):
+            raise MalformedEvent(f"{where}data[{index}] must be an object")
+        amount = _within(_require(entry, "amount", int, entry_where), 0, refunded, f"{entry_where}amount")
+        created = _require(entry, "created", int, entry_where)
+        # Stripe lists the newest first: a later entry of the same second is an older refund.
+        if newest is None or created > newest[0]:
+            newest = (created, amount)
+    return None if newest is None else newest[1]
 
 
 def _paid_invoice_signals(invoice: Mapping[str, Any], bounds: Bounds) -> dict[str, Any]:
@@ -502,8 +529,8 @@ def _paid_invoice_signals(invoice: Mapping[str, Any], bounds: Bounds) -> dict[st
         )
     methods: list[str] = []
     for index, entry in enumerate(listed if isinstance(listed, list) else ()):
-        if not isinstance(entry, str) or not _CODE.fullmatch(entry):
-            raise MalformedEvent(f"{types_where}[{index}] must be a Stripe payment method type")
+        if not isinstance(entry, str):  # a type billwatch does not know is "other" (payment_method)
+            raise MalformedEvent(f"{types_where}[{index}] must be a string")
         methods.append(entry)
     finalized, paid = moments["finalized_at"], moments["paid_at"]
     # An invoice paid out of band may carry no finalisation, and a duration from one moment is none.
