@@ -7,8 +7,8 @@ alerts that fire (list, acknowledge, resolve by hand).
     python -m devtools.alerts silence list --table NAME
     python -m devtools.alerts silence remove ID --table NAME
     python -m devtools.alerts alerts list [--function NAME]
-    python -m devtools.alerts alerts ack ID --reason "INC-42, on it" [--function NAME] [--by ARN]
-    python -m devtools.alerts alerts resolve ID --reason "customer paid by wire" [--function NAME] [--by ARN]
+    python -m devtools.alerts alerts ack ID --reason "INC-42, on it" [--function NAME] [--by WHOM]
+    python -m devtools.alerts alerts resolve ID --reason "customer paid by wire" [--function NAME] [--by WHOM]
 
 ``test`` sends one alert of each severity through the configured routes. With ``--function`` it
 asks the deployed AlertDispatch function to (your AWS credentials); without, it runs the
@@ -19,7 +19,10 @@ alerts commands, which also read the routes (who was told on which channels) and
 the resolved notices: ``--function`` takes the table, routes, channel secrets and DLQ from the
 deployed AlertDispatch function's environment; without it they come from this shell's
 (ALERT_STATE_TABLE_NAME, ALERT_ROUTES_PARAMETER or ALERT_ROUTES_PATH, ALERT_SECRETS_ID, ...). They
-are recorded as done by ``--by`` (default: the ARN your credentials act as).
+are recorded (on the silence, on the alert, and in the audit trail) as done by the ARN your AWS
+credentials act as (STS GetCallerIdentity), as the admin API records the ARN IAM authenticated.
+``--by`` (a person, a team, a ticket) is only a note of on whose behalf: the audit record keeps it
+beside that ARN, as ``on_behalf_of``, never in its place, since anyone can type anything.
 Exits 0 on success, 1 when something was refused, 2 on usage errors.
 """
 
@@ -35,6 +38,7 @@ from typing import Any
 
 LOCAL_ROUTES = Path(__file__).with_name("alert_routes.local.json")
 TEST_ALERTS_REQUEST = {"billwatch": "test-alerts"}
+_ON_BEHALF_OF = "on whose behalf (a note kept beside your ARN in the audit trail; the caller is your ARN)"
 
 
 def _moment(text: str) -> int:
@@ -61,9 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--comment", required=True)
     remove = actions.add_parser("remove")
     for action in (add, remove):
-        action.add_argument(
-            "--by", default=os.environ.get("USER", "cli"), help="who is acting (default: $USER)"
-        )
+        action.add_argument("--by", help=_ON_BEHALF_OF)
         # An admin action with no audit trail to record it in is not done (billwatch.core.audit).
         action.add_argument("--audit-table", default=os.environ.get("AUDIT_TABLE_NAME"), required=False)
     for action in (add, actions.add_parser("list"), remove):
@@ -77,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     for action in handlings:
         action.add_argument("id", help="the alert's id, from alerts list")
         action.add_argument("--reason", required=True, help="why; kept on the alert and in the log")
-        action.add_argument("--by", help="who is acting (default: the ARN of your credentials)")
+        action.add_argument("--by", help=_ON_BEHALF_OF)
     return parser
 
 
@@ -139,6 +141,24 @@ def _store(table: str | None, audit_table: str | None) -> Any:
     )
 
 
+def _acting_as(audit: Any, on_behalf_of: str | None) -> str:
+    """The ARN the operator's AWS credentials act as, named as the caller of what follows in the
+    audit trail (``audit``), with ``--by`` beside it."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from billwatch.core.audit import AdminRequest
+
+    try:
+        arn = str(boto3.client("sts").get_caller_identity()["Arn"])
+    except (BotoCoreError, ClientError) as error:
+        raise SystemExit(
+            f"could not tell who your AWS credentials are (STS: {error}); nothing was done"
+        ) from None
+    audit.begin(AdminRequest(arn, None, None, on_behalf_of))
+    return arn
+
+
 def _dispatcher(function: str | None) -> Any:
     """The dispatcher the admin API answers with, built from the function's environment."""
     import boto3
@@ -189,9 +209,7 @@ def _alerts(args: argparse.Namespace) -> int:
             offset = page["next_offset"]
         print(json.dumps(listed))
         return 0
-    import boto3
-
-    by = args.by or boto3.client("sts").get_caller_identity()["Arn"]
+    by = _acting_as(dispatcher.store.audit, args.by)
     handle = dispatcher.acknowledge if args.action == "ack" else dispatcher.resolve_by_hand
     try:
         print(json.dumps(handle(args.id, by, args.reason)))
@@ -211,22 +229,21 @@ def main(argv: list[str] | None = None) -> int:
         return _alerts(args)
     store = _store(args.table, getattr(args, "audit_table", None))
     now = int(dt.datetime.now(dt.UTC).timestamp())
+    if args.action == "list":
+        print(json.dumps([s.as_dict() | {"active": s.active(now)} for s in store.silences()]))
+        return 0
+    by = _acting_as(store.audit, args.by)
     if args.action == "add":
         from billwatch.alerting.store import SilenceError
 
         try:
-            silence = store.create_silence(
-                args.matcher, args.starts or now, args.ends, args.comment, args.by, now
-            )
+            silence = store.create_silence(args.matcher, args.starts or now, args.ends, args.comment, by, now)
         except SilenceError as error:
             print(f"refused: {error}", file=sys.stderr)
             return 1
         print(json.dumps(silence.as_dict()))
         return 0
-    if args.action == "list":
-        print(json.dumps([s.as_dict() | {"active": s.active(now)} for s in store.silences()]))
-        return 0
-    if not store.remove_silence(args.id, args.by):
+    if not store.remove_silence(args.id, by):
         print(f"no silence {args.id}", file=sys.stderr)
         return 1
     print(f"removed {args.id}")

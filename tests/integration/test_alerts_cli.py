@@ -15,6 +15,7 @@ from tests.alert_receivers import AlertReceivers, alert_receivers
 from tests.support import LambdaContext, load_handler
 
 T0 = 1_796_137_200  # Tuesday 2026-12-01 15:00 UTC
+OPERATOR = "arn:aws:sts::123456789012:user/moto"  # what moto's STS GetCallerIdentity answers
 # What the AlertDispatch function's environment holds (template.yaml and its Globals).
 FUNCTION_ENVIRONMENT = (
     "BILLING_TABLE_NAME",
@@ -56,26 +57,47 @@ def test_silences_from_the_command_line(aws, capsys) -> None:
     window = ["--ends", "2999-01-01T00:00Z", "--comment", "pricing migration", "--by", "ops"]
     assert alerts.main(["silence", "add", "--matcher", "alertname=HighQuotaDenialRate", *window, *table]) == 0
     silence = printed(capsys, '{"id"')
-    assert silence["matchers"] == ["alertname=HighQuotaDenialRate"] and silence["created_by"] == "ops"
+    # Created by the operator's real identity: --by is what they typed, and only a note beside it.
+    assert silence["matchers"] == ["alertname=HighQuotaDenialRate"] and silence["created_by"] == OPERATOR
     assert alerts.main(["silence", "list", *table]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["id"] == silence["id"] and listed["active"] is True
-    assert alerts.main(["silence", "remove", silence["id"], "--by", "ops", *table]) == 0
-    assert alerts.main(["silence", "remove", silence["id"], *table]) == 1
+    assert alerts.main(["silence", "remove", silence["id"], *table]) == 0
+    assert alerts.main(["silence", "remove", silence["id"], "--by", "ops", *table]) == 1
     # Both recorded in the audit trail with who did them, as the admin API records them.
-    records = boto3.client("dynamodb").scan(TableName=aws["AuditTable"])["Items"]
-    assert sorted((r["action"]["S"], r["caller"]["S"], r["target"]["S"]) for r in records) == [
-        ("silence_create", "ops", silence["id"]),
-        ("silence_remove", "ops", silence["id"]),
+    assert audit_records(aws) == [
+        ("silence_create", OPERATOR, "ops", silence["id"]),
+        ("silence_remove", OPERATOR, None, silence["id"]),
     ]
     assert alerts.main(["silence", "add", "--matcher", "alertname", *window, *table]) == 1
     assert "matchers.0" in capsys.readouterr().err
+
+
+def test_an_operator_whose_identity_sts_cannot_tell_does_nothing(aws, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")  # nothing listens: STS unreachable
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    table = ["--table", aws["AlertStateTable"]]
+    window = ["--ends", "2999-01-01T00:00Z", "--comment", "c", "--by", "ops"]
+    with pytest.raises(SystemExit) as exit_:
+        alerts.main(["silence", "add", "--matcher", "alertname=X", *window, *table])
+    assert "STS" in str(exit_.value.code) and "nothing was done" in str(exit_.value.code)
+    assert boto3.client("dynamodb").scan(TableName=aws["AlertStateTable"])["Items"] == []
+    assert audit_records(aws) == []
 
 
 def test_a_time_without_a_zone_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         alerts.main(["silence", "add", "--matcher", "a=b", "--ends", "2026-12-01T18:00", "--comment", "c"])
     assert exit_.value.code == 2 and "time zone" in capsys.readouterr().err
+
+
+def audit_records(aws: dict[str, str]) -> list[tuple[str, str, str | None, str]]:
+    """(action, caller, on_behalf_of, target) of every audit record, sorted."""
+    records = boto3.client("dynamodb").scan(TableName=aws["AuditTable"])["Items"]
+    return sorted(
+        (r["action"]["S"], r["caller"]["S"], r.get("on_behalf_of", {}).get("S"), r["target"]["S"])
+        for r in records
+    )
 
 
 def printed(capsys: pytest.CaptureFixture[str], start: str) -> Any:
@@ -98,19 +120,23 @@ def firing(aws, monkeypatch, tmp_path) -> Iterator[AlertReceivers]:
         yield receivers
 
 
-def test_alerts_listed_acknowledged_and_resolved_from_the_command_line(firing, capsys) -> None:
+def test_alerts_listed_acknowledged_and_resolved_from_the_command_line(aws, firing, capsys) -> None:
     assert alerts.main(["alerts", "list"]) == 0
     ids = {alert["name"]: alert["id"] for alert in printed(capsys, "[")}
     alarm, usage = ids["HighWebhookFailureRate"], ids["UsageThresholdCrossed"]
 
     assert alerts.main(["alerts", "ack", alarm, "--reason", "INC-7"]) == 0
     acknowledged = printed(capsys, '{"id"')["acknowledged"]
-    assert acknowledged["by"] == "arn:aws:sts::123456789012:user/moto" and acknowledged["reason"] == "INC-7"
+    assert acknowledged["by"] == OPERATOR and acknowledged["reason"] == "INC-7"
     assert alerts.main(["alerts", "resolve", alarm, "--reason", "fixed"]) == 1
     assert "CloudWatch owns its state" in capsys.readouterr().err
 
     assert alerts.main(["alerts", "resolve", usage, "--reason", "paid by wire", "--by", "ops"]) == 0
-    assert printed(capsys, '{"id"')["resolved_by_hand"]["by"] == "ops"
+    assert printed(capsys, '{"id"')["resolved_by_hand"]["by"] == OPERATOR  # never whom --by names
+    assert audit_records(aws) == [
+        ("alert_ack", OPERATOR, None, alarm),
+        ("alert_resolve", OPERATOR, "ops", usage),
+    ]
     assert "paid by wire" in json.dumps(firing.requests("/customers")[-1].json)
     assert alerts.main(["alerts", "resolve", usage, "--reason", "again"]) == 1
     assert "nothing to resolve" in capsys.readouterr().err

@@ -126,6 +126,7 @@ def test_each_account_action_leaves_one_record_with_before_after_and_request_id(
     assert metrics.total("AdminAction", Action=action, Outcome="recorded") == 1
     (logged,) = [log for log in metrics.logs() if log["message"] == "Admin action"]
     assert logged["audit"]["action"] == action and logged["audit"]["request_id"] == request_id
+    assert logged["audit"]["on_behalf_of"] is None  # only an operator's CLI note (--by) fills it
 
 
 def test_a_grant_that_starts_a_new_period_is_recorded_with_the_period_it_closes(

@@ -75,11 +75,14 @@ NO_TARGET = Target("none")
 
 @dataclass(frozen=True)
 class AdminRequest:
-    """Who is calling and in which request: API Gateway's request id and Lambda's."""
+    """Who is calling and in which request: API Gateway's request id and Lambda's. ``on_behalf_of``:
+    whom an operator says a command is for (devtools.alerts' ``--by``), kept beside the caller, never
+    in its place: it is typed, not authenticated."""
 
     caller: str
     api_request_id: str | None
     lambda_request_id: str | None
+    on_behalf_of: str | None = None
 
     @classmethod
     def of(cls, event: Mapping[str, Any], context: Any) -> AdminRequest:
@@ -179,6 +182,7 @@ class AuditTrail:
             month=at[:7],
             at=at,
             caller=caller or request.caller,
+            on_behalf_of=request.on_behalf_of,
             action=action,
             target_kind=target.kind,
             target=target.id,
@@ -307,6 +311,7 @@ def as_dict(record: AuditRecord) -> dict[str, Any]:
     return {
         "at": record.at,
         "caller": record.caller,
+        "on_behalf_of": record.on_behalf_of,
         "action": record.action,
         "target": {"kind": record.target_kind, "id": record.target},
         "outcome": record.outcome,

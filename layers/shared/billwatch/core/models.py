@@ -360,7 +360,8 @@ class AuditRecord(SharedClientModel):
     sk = UnicodeAttribute(range_key=True)  # <UTC time, microseconds>#<random hex>: sorts by time, unique
     month = UnicodeAttribute()
     at = UnicodeAttribute()  # ISO 8601 UTC
-    caller = UnicodeAttribute()  # the IAM ARN API Gateway's authorizer names
+    caller = UnicodeAttribute()  # the IAM ARN API Gateway's authorizer names, or STS for devtools.alerts
+    on_behalf_of = UnicodeAttribute(null=True)  # devtools.alerts' --by: the operator's note, not verified
     action = UnicodeAttribute()
     target_kind = UnicodeAttribute()  # account, silence, alert or none
     target = UnicodeAttribute(null=True)
