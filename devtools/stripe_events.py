@@ -617,10 +617,31 @@ def early_fraud_warning(
 
 
 def balance_transaction(
-    *, amount: int, created: int, type: str = "charge", currency: str = "usd", id: str | None = None
+    *,
+    amount: int,
+    created: int,
+    type: str = "charge",
+    currency: str = "usd",
+    id: str | None = None,
+    charged: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
-    """A balance transaction: gross ``amount`` in minor units (negative for a refund), no fee."""
+    """A balance transaction: gross ``amount`` in minor units of the settlement ``currency``
+    (negative for a refund), no fee, with its source expanded (``expand[]=data.source``) for a
+    charge, payment or refund. ``charged``: the source's own (amount, currency) when it was settled
+    in another currency (then ``exchange_rate`` is amount / charged amount); else the same."""
     transaction = fixture("balance_transaction")
+    source_amount, source_currency = charged or (abs(amount), currency)
+    source: dict[str, Any] | str = _new_id("po_")
+    if type in ("charge", "payment"):
+        source = {**fixture("charge"), "id": _new_id("ch_" if type == "charge" else "py_")}
+        source.update(amount=source_amount, amount_captured=source_amount, currency=source_currency)
+    elif type in ("refund", "payment_refund"):
+        source = {
+            "id": _new_id("re_"),
+            "object": "refund",
+            "amount": source_amount,
+            "currency": source_currency,
+        }
     transaction.update(
         id=id or _new_id("txn_"),
         amount=amount,
@@ -630,6 +651,8 @@ def balance_transaction(
         type=type,
         reporting_category="refund" if amount < 0 else "charge",
         currency=currency,
+        exchange_rate=abs(amount) / source_amount if charged and source_amount else None,
+        source=source,
     )
     return transaction
 

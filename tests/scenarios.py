@@ -249,14 +249,17 @@ class Scenario:
         with self._captured():
             return self.handler("billing_report").lambda_handler(request, LambdaContext())
 
-    def recorded_day(self, paid: dict[str, float], probed_from_start: bool = True) -> None:
+    def recorded_day(
+        self, paid: dict[str, float], probed_from_start: bool = True, webhooks: bool = True
+    ) -> None:
         """What the last 24 hours of billwatch left in CloudWatch (moto) for the billing report: the
-        webhooks it received, PaymentAmount per currency, and the probe's gauge every hour (from the
-        window's first hour, or only from its second: a stack deployed during the day)."""
+        webhooks it received (none: the endpoint was down), PaymentAmount per currency, and the
+        probe's gauge every hour (from the window's first hour, or only from its second: a stack
+        deployed during the day)."""
         import boto3
 
         service = [{"Name": "service", "Value": "billwatch"}]
-        points = [("WebhookReceived", service, 10.0, self.now - 5 * 3600)]
+        points = [("WebhookReceived", service, 10.0, self.now - 5 * 3600)] if webhooks else []
         points += [
             (
                 "PaymentAmount",

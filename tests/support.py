@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -179,7 +180,9 @@ class FakeStripeApi(ThreadingHTTPServer):
     127.0.0.1, with Stripe's list pagination. It starts with one enabled webhook endpoint.
 
     ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each;
-    ``failing_paths`` fails every request to a path.
+    ``failing_paths`` fails every request to a path; ``delay_seconds`` makes every answer that late.
+    Balance transactions are stored with their source expanded, and listed so only when asked
+    (``expand[]=data.source``), else with the source's id, as Stripe does.
     """
 
     def __init__(self) -> None:
@@ -193,6 +196,7 @@ class FakeStripeApi(ThreadingHTTPServer):
             str, tuple[int, dict]
         ] = {}  # e.g. "/v1/events": what every request there gets
         self.fail_next: list[tuple[int, dict]] = []
+        self.delay_seconds = 0.0
         self.requests: list[tuple[str, str]] = []
 
     @property
@@ -226,6 +230,10 @@ def _page(items: list[dict], query: dict[str, str], url: str) -> dict:
         ordered = ordered[ids.index(query["starting_after"]) + 1 :]
     limit = int(query.get("limit", 10))
     return {"object": "list", "data": ordered[:limit], "has_more": len(ordered) > limit, "url": url}
+
+
+def _id_of(expandable: object) -> object:
+    return expandable.get("id") if isinstance(expandable, dict) else expandable
 
 
 def _matches_types(event_type: str, patterns: list[str]) -> bool:
@@ -264,6 +272,8 @@ class _StripeHandler(BaseHTTPRequestHandler):
         if path == "/v1/balance_transactions":
             since, before = int(query.get("created[gte]", 0)), int(query.get("created[lt]", 2**63))
             listed = [bt for bt in self.server.balance_transactions if since <= bt["created"] < before]
+            if "data.source" not in query.values():
+                listed = [{**bt, "source": _id_of(bt.get("source"))} for bt in listed]
             return 200, _page(listed, query, "/v1/balance_transactions")
         if path == "/v1/webhook_endpoints":
             return 200, _page(self.server.webhook_endpoints, query, "/v1/webhook_endpoints")
@@ -276,6 +286,7 @@ class _StripeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests.append((self.path, self.headers.get("Authorization", "")))
+        time.sleep(self.server.delay_seconds)
         status, body = self._answer()
         payload = json.dumps(body).encode()
         self.send_response(status)

@@ -628,13 +628,14 @@ REPORT_ROUTES = {
     ("stripe_usd", "recorded_usd", "probed_from_start", "stripe_key", "fires"),
     [
         (1000.0, 900.0, True, True, True),  # 10 % short: an invoice.paid never arrived
+        (1000.0, None, True, True, True),  # no webhook all day (endpoint down), Stripe took money
         (1000.0, 995.0, True, True, False),  # 0.5 %: within the 1 % threshold
         (1000.0, 1000.0, True, True, False),
         (1000.0, 900.0, False, True, False),  # a first run: the stack came up during the day
         (1000.0, 900.0, True, False, False),  # no Stripe key: nothing to compare with
         (None, None, True, True, False),  # no money moved on either side
     ],
-    ids=["drift", "within-threshold", "match", "first-run", "no-stripe-key", "no-data"],
+    ids=["drift", "webhooks-down", "within-threshold", "match", "first-run", "no-stripe-key", "no-data"],
 )
 def test_revenue_drift_detected_is_a_day_whose_recorded_money_differs_from_stripe(
     definitions,
@@ -654,7 +655,9 @@ def test_revenue_drift_detected_is_a_day_whose_recorded_money_differs_from_strip
         stripe_api.balance_transactions.append(
             se.balance_transaction(amount=int(stripe_usd * 100), created=T0 - 86400 + 3600)
         )
-    reporting.at(T0).recorded_day({"USD": recorded_usd} if recorded_usd else {}, probed_from_start)
+    reporting.at(T0).recorded_day(
+        {"USD": recorded_usd} if recorded_usd else {}, probed_from_start, webhooks=recorded_usd is not None
+    )
     reporting.billing_report()
     compared = any("RevenueReconciled" in document for _, document in reporting.documents)
     assert compared is (stripe_key and probed_from_start and stripe_usd is not None)

@@ -233,6 +233,27 @@ def test_the_daily_report_reconciles_revenue_with_stripe(
     assert metrics.total("RevenueReconciled", Currency="USD") == 1
 
 
+def test_a_slow_stripe_leaves_the_reconciliation_uncompared_and_the_report_goes_out(
+    report_env, receivers, stripe_api, monkeypatch, metrics
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "rk_test_report")
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    # The job's own limit, made short: the test does not wait out 5 s.
+    monkeypatch.setattr("billwatch.reporting.job.STRIPE_TIMEOUT_SECONDS", 0.2)
+    stripe_api.delay_seconds = 0.6
+    seed_a_day()
+    handler = load_handler("billing_report")
+
+    outcome = handler.lambda_handler(SCHEDULED_EVENT, LambdaContext())
+
+    assert outcome["delivered"]
+    (slack,) = receivers.requests("/slack")
+    assert "not compared: Stripe could not be read (connection)" in json.dumps(slack.json)
+    # Not retried: each retry would wait out the timeout again.
+    assert len([path for path, _ in stripe_api.requests if path.startswith("/v1/balance_transactions")]) == 1
+    assert metrics.total("StripeApiError", Code="connection") == 1
+
+
 def test_the_weekly_report_carries_its_own_sections(report_env, receivers, monkeypatch) -> None:
     BillingAccount(
         "acct_busy", usage_since=SCHEDULED.timestamp() - 3600, subscription_started_at=1_790_000_000

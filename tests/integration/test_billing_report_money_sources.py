@@ -11,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from billwatch.billing.stripe_api import StripeApi, StripeErrorCode, configured_api_key
+from billwatch.billing.stripe_events import MAX_AMOUNT
 from billwatch.core.config import load_settings
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import BillingAccount, bind_billing_table
@@ -94,13 +95,13 @@ def test_money_per_currency_and_plan_from_cloudwatch(cloudwatch) -> None:
                 ),
             ),
             listening=True,
-            measured_from_start=True,
         )
     )
 
 
 def test_a_day_billwatch_did_not_listen_is_missing_not_zero(cloudwatch) -> None:
     assert source(cloudwatch).read(START, END).money == Missing(NOT_LISTENING)
+    assert source(cloudwatch).read(START, END).ran_whole_window is False  # no probe reading either
 
     put_money(cloudwatch, Metric.PAYMENT_AMOUNT, 50.0, "USD", "PRO")  # e.g. a reconciliation replay
     (usd,) = source(cloudwatch).read(START, END).money.value.by_currency
@@ -129,6 +130,21 @@ def test_the_weekly_report_reads_purchases_per_day(cloudwatch) -> None:
     assert source(cloudwatch).read(START, END).purchases_by_day is None  # the daily report has none
 
 
+def test_a_day_the_probe_read_no_mrr_in_a_currency_is_a_reading_of_zero(cloudwatch) -> None:
+    # EUR subscriptions all ended 10 days ago: the probe kept reading the gauges, with no EUR MRR.
+    for days_ago in range(40, 0, -1):
+        put(cloudwatch, Metric.PAYING_SUBSCRIPTIONS.value, [3.0], hours_ago=24 * days_ago - 1)
+        if days_ago > 10:
+            put(cloudwatch, Metric.MRR.value, [500.0 + days_ago], hours_ago=24 * days_ago - 1, Currency="EUR")
+
+    data = source(cloudwatch).read(WEEK_START, END, ReportPeriod.WEEKLY)
+
+    eur = data.mrr_history.value["EUR"]
+    assert len(eur) == 40 and [reading.mrr for reading in eur[-11:]] == [511.0] + [0.0] * 10
+    (forecast,) = build_report(data, ReportPeriod.WEEKLY).forecasts.value
+    assert forecast.last_reading == eur[-1].day and forecast.months_ahead[0] == Known(0.0)
+
+
 def test_the_weekly_report_forecasts_mrr_from_its_daily_readings(cloudwatch) -> None:
     # 60 days of readings growing by 5 a day, one day's readings lost (the probe did not run).
     for days_ago in range(60, 0, -1):
@@ -147,20 +163,19 @@ def test_the_weekly_report_forecasts_mrr_from_its_daily_readings(cloudwatch) -> 
     assert [reading.mrr for reading in data.mrr_history.value["USD"]][:2] == [700.0, 705.0]
     (usd,) = report.forecasts.value
     assert usd.readings == 59
-    assert usd.months_ahead == tuple(Known(pytest.approx(995.0 + 5 * days)) for days in (30, 60, 90))
+    # From the report's end, a day after the last reading's.
+    assert usd.months_ahead == tuple(Known(pytest.approx(1000.0 + 5 * days)) for days in (30, 60, 90))
     assert usd.backtest_error == Known(pytest.approx(0.0, abs=1e-9))
 
 
 # ------------------------------------------------------------------------ revenue reconciliation
 
 
-def recorded(
-    usd_net: float | None = None, *, from_start: bool = True, listening: bool = True
-) -> Known[Money]:
+def recorded(usd_net: float | None = None, *, listening: bool = True) -> Known[Money]:
     currencies = ()
     if usd_net is not None:
         currencies = (CurrencyMoney("USD", Known(usd_net), Known(0.0), Known(0.0), Known({}), Known({})),)
-    return Known(Money(currencies, listening=listening, measured_from_start=from_start))
+    return Known(Money(currencies, listening=listening))
 
 
 @pytest.fixture
@@ -190,7 +205,7 @@ def test_a_day_that_matches_stripe_is_reconciled_without_drift(reconciler, strip
     stripe_api.balance_transactions.append(se.balance_transaction(amount=999, created=START_SECOND - 1))
     stripe_api.balance_transactions.append(se.balance_transaction(amount=999, created=END_SECOND))
 
-    checks = reconciler.check(START, END, recorded(1880.0))
+    checks = reconciler.check(START, END, recorded(1880.0), ran_whole_window=True)
     reconciler.recorder.flush()
 
     assert checks == Known((RevenueCheck("USD", 1880.0, Known(1880.0), Known(0.0), over_threshold=False),))
@@ -206,7 +221,7 @@ def test_a_day_that_matches_stripe_is_reconciled_without_drift(reconciler, strip
 def test_drift_over_the_threshold_is_counted(reconciler, stripe_api, metrics, recorded_usd, drifted) -> None:
     charges(stripe_api, 188_000)  # 1 % of 1,880 is 18.80
 
-    (check,) = reconciler.check(START, END, recorded(recorded_usd)).value
+    (check,) = reconciler.check(START, END, recorded(recorded_usd), ran_whole_window=True).value
     reconciler.recorder.flush()
 
     assert check.drift == Known(pytest.approx(recorded_usd - 1880.0))
@@ -219,7 +234,7 @@ def test_drift_over_the_threshold_is_counted(reconciler, stripe_api, metrics, re
 def test_a_currency_only_one_side_knows_is_drift(reconciler, stripe_api, metrics) -> None:
     charges(stripe_api, 5_000, currency="eur")  # billwatch listened and recorded no EUR at all
 
-    checks = reconciler.check(START, END, recorded(12.0)).value
+    checks = reconciler.check(START, END, recorded(12.0), ran_whole_window=True).value
     reconciler.recorder.flush()
 
     assert [(c.currency, c.stripe_gross, c.recorded, c.over_threshold) for c in checks] == [
@@ -235,7 +250,7 @@ def test_a_currency_only_one_side_knows_is_drift(reconciler, stripe_api, metrics
 def test_every_page_of_balance_transactions_is_counted(reconciler, stripe_api) -> None:
     charges(stripe_api, *([100] * 250))  # three pages of 100
 
-    (check,) = reconciler.check(START, END, recorded(250.0)).value
+    (check,) = reconciler.check(START, END, recorded(250.0), ran_whole_window=True).value
 
     assert check.stripe_gross == 250.0 and check.drift == Known(0.0)
     pages = [path for path, _ in stripe_api.requests if path.startswith("/v1/balance_transactions")]
@@ -244,7 +259,9 @@ def test_every_page_of_balance_transactions_is_counted(reconciler, stripe_api) -
 
 def test_without_a_stripe_key_nothing_is_compared(metrics) -> None:
     recorder = MetricsRecorder(NAMESPACE, "billwatch")
-    checks = RevenueReconciler(None, THRESHOLD, recorder).check(START, END, recorded(10.0))
+    checks = RevenueReconciler(None, THRESHOLD, recorder).check(
+        START, END, recorded(10.0), ran_whole_window=True
+    )
     recorder.flush()
 
     assert checks == Missing(NO_STRIPE_KEY)
@@ -256,7 +273,7 @@ def test_stripe_failing_leaves_the_day_uncompared_and_counts_the_error(
 ) -> None:
     stripe_api.failing_paths["/v1/balance_transactions"] = (500, {"type": "api_error", "message": "down"})
 
-    checks = reconciler.check(START, END, recorded(10.0))
+    checks = reconciler.check(START, END, recorded(10.0), ran_whole_window=True)
     reconciler.recorder.flush()
 
     assert checks == Missing("Stripe could not be read (api_error)")
@@ -272,7 +289,7 @@ def test_an_unreadable_stripe_key_leaves_the_day_uncompared(aws_credentials, met
     with mock_aws():
         api = StripeApi(configured_api_key(settings), "http://127.0.0.1:9", max_network_retries=0)
         checks = RevenueReconciler(api, THRESHOLD, MetricsRecorder(NAMESPACE, "billwatch")).check(
-            START, END, recorded(10.0)
+            START, END, recorded(10.0), ran_whole_window=True
         )
 
     assert checks == Missing("the Stripe key could not be read (STRIPE_API_KEY_SECRET_ID)")
@@ -282,28 +299,104 @@ def test_a_balance_transaction_of_the_wrong_shape_leaves_the_day_uncompared(
     reconciler, stripe_api, metrics
 ) -> None:
     charges(stripe_api, 100)
-    stripe_api.balance_transactions[0]["amount"] = "100"
+    stripe_api.balance_transactions[0]["source"]["amount_captured"] = "100"
 
-    checks = reconciler.check(START, END, recorded(1.0))
+    checks = reconciler.check(START, END, recorded(1.0), ran_whole_window=True)
     reconciler.recorder.flush()
 
     assert checks == Missing(
         "Stripe sent a balance transaction that is not valid "
-        "(balance transaction 0: amount is not a charge's signed integer)"
+        f"(balance transaction 0: source's amount_captured is not an amount from 0 to {MAX_AMOUNT})"
     )
     assert metrics.total("RevenueDrift") == 0
 
 
-def test_a_first_run_or_a_day_without_webhooks_is_not_compared(reconciler, stripe_api, metrics) -> None:
+def test_a_first_run_is_not_compared(reconciler, stripe_api, metrics) -> None:
     charges(stripe_api, 100_000)
 
-    first_run = reconciler.check(START, END, recorded(400.0, from_start=False))
-    deaf = reconciler.check(START, END, recorded(listening=False)).value
+    for money in (recorded(400.0), recorded(listening=False), Missing(NOT_LISTENING)):
+        assert reconciler.check(START, END, money, ran_whole_window=False) == Missing(NOT_FROM_START)
     reconciler.recorder.flush()
 
-    assert first_run == Missing(NOT_FROM_START)
-    assert deaf == (RevenueCheck("USD", 1000.0, Missing(NOT_LISTENING), Missing(NOT_LISTENING), False),)
     assert metrics.total("RevenueReconciled") == 0 and metrics.total("RevenueDrift") == 0
+    assert not stripe_api.requests  # nothing to compare with: Stripe is not asked
+
+
+@pytest.mark.parametrize(
+    "money", [Missing(NOT_LISTENING), recorded(listening=False)], ids=["none", "mrr-only"]
+)
+def test_a_day_billwatch_ran_and_recorded_nothing_while_stripe_took_money_is_drift(
+    reconciler, stripe_api, metrics, money
+) -> None:
+    # The day it matters most: the endpoint was down, or its secret rotated; no webhook all day.
+    charges(stripe_api, 100_000)
+
+    checks = reconciler.check(START, END, money, ran_whole_window=True)
+    reconciler.recorder.flush()
+
+    assert checks == Known((RevenueCheck("USD", 1000.0, Known(0.0), Known(-1000.0), over_threshold=True),))
+    assert metrics.total("RevenueDrift", Currency="USD") == 1
+
+
+def test_a_quiet_day_without_webhooks_is_no_drift(reconciler, stripe_api, metrics) -> None:
+    charges(stripe_api, 50)  # 0.50: under the minimum of 1
+
+    quiet = reconciler.check(START, END, Missing(NOT_LISTENING), ran_whole_window=True)
+    charges_nowhere = reconciler.check(
+        START - (END - START), START - dt.timedelta(seconds=1), Missing(NOT_LISTENING), ran_whole_window=True
+    )
+    reconciler.recorder.flush()
+
+    assert quiet == Known((RevenueCheck("USD", 0.5, Known(0.0), Known(-0.5), over_threshold=False),))
+    assert charges_nowhere == Known(())  # nothing moved on either side
+    assert metrics.total("RevenueDrift") == 0
+
+
+def test_eur_charges_settled_in_usd_reconcile_without_drift(reconciler, stripe_api, metrics) -> None:
+    stripe_api.balance_transactions += [
+        se.balance_transaction(amount=5390, created=START_SECOND + 60, charged=(4900, "eur")),
+        se.balance_transaction(amount=5412, created=START_SECOND + 120, charged=(4900, "eur")),
+        se.balance_transaction(
+            amount=-1080, created=START_SECOND + 180, type="refund", charged=(1000, "eur")
+        ),
+    ]
+    eur = CurrencyMoney("EUR", Known(98.0), Known(10.0), Known(0.0), Known({}), Known({}))
+
+    checks = reconciler.check(START, END, Known(Money((eur,), listening=True)), ran_whole_window=True)
+    reconciler.recorder.flush()
+
+    assert checks == Known((RevenueCheck("EUR", 88.0, Known(88.0), Known(0.0), over_threshold=False),))
+    assert metrics.total("RevenueDrift") == 0 and metrics.total("RevenueReconciled", Currency="EUR") == 1
+    query = next(path for path, _ in stripe_api.requests if path.startswith("/v1/balance_transactions"))
+    assert "expand%5B0%5D=data.source" in query
+
+
+def test_a_stripe_slower_than_the_timeout_leaves_the_day_uncompared(stripe_api, metrics) -> None:
+    stripe_api.delay_seconds = 0.5
+    charges(stripe_api, 100_000)
+    recorder = MetricsRecorder(NAMESPACE, "billwatch")
+    api = StripeApi(lambda: "rk_test_report", stripe_api.url, max_network_retries=0, timeout_seconds=0.1)
+
+    checks = RevenueReconciler(api, THRESHOLD, recorder).check(
+        START, END, recorded(1000.0), ran_whole_window=True
+    )
+
+    assert checks == Missing("Stripe could not be read (connection)")
+
+
+def test_stripe_paging_past_the_budget_leaves_the_day_uncompared(stripe_api, metrics) -> None:
+    stripe_api.delay_seconds = 0.2
+    charges(stripe_api, *([100] * 250))  # three pages: 0.6 s, over a 0.3 s budget
+    recorder = MetricsRecorder(NAMESPACE, "billwatch")
+    api = StripeApi(lambda: "rk_test_report", stripe_api.url, max_network_retries=0, timeout_seconds=5)
+
+    checks = RevenueReconciler(api, THRESHOLD, recorder, budget_seconds=0.3).check(
+        START, END, recorded(250.0), ran_whole_window=True
+    )
+    recorder.flush()
+
+    assert checks == Missing("Stripe did not list the balance transactions within 0.3 s")
+    assert metrics.total("RevenueReconciled") == 0
 
 
 # ----------------------------------------------------------------- accounts near their limits, cohorts
@@ -386,10 +479,16 @@ def test_monthly_cohorts_count_the_subscriptions_still_paying(aws, accounts) -> 
         BillingAccount(pk, subscription_started_at=started.timestamp(), **(paying if still else {})).save()
     BillingAccount("acct_no_start", **paying).save()  # started before billwatch kept start dates
     BillingAccount("acct_trial", subscription_started_at=november.timestamp(), active_tier="PRO").save()
+    # A subscription whose customer names no account yet: it pays (PayingSubscriptions counts it).
+    BillingAccount("cus_unlinked", subscription_started_at=november.timestamp(), **paying).save()
+    # A provisional item already merged into its account is a redirect: counted there, not here.
+    BillingAccount(
+        "cus_merged", subscription_started_at=october.timestamp(), merged_into="acct_1", **paying
+    ).save()
 
     _, cohorts = accounts.read()
 
-    assert cohorts == Known((Cohort("2026-10", 3, 2), Cohort("2026-11", 2, 1)))
+    assert cohorts == Known((Cohort("2026-10", 3, 2), Cohort("2026-11", 3, 2)))
 
 
 def test_an_unreadable_billing_table_leaves_both_sections_missing(aws, accounts, monkeypatch) -> None:

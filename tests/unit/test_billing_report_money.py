@@ -164,6 +164,17 @@ def test_a_drift_counts_above_both_the_share_and_the_minimum(drift: float, gross
     assert DriftThreshold(percent=1.0, minimum=1).exceeded(drift, gross) is over
 
 
+def test_charges_settled_in_another_currency_count_in_the_charges_own() -> None:
+    start = 1_800_000_000
+    transactions = [  # 10 EUR charged, settled as 10.78 USD; 2 EUR refunded at 10.80 USD / 10 EUR
+        se.balance_transaction(amount=1078, created=start, charged=(1000, "eur")),
+        se.balance_transaction(amount=-216, created=start + 1, type="refund", charged=(200, "eur")),
+        se.balance_transaction(amount=500, created=start + 2),
+    ]
+    assert transactions[0]["currency"] == "usd" and transactions[0]["exchange_rate"] == 1.078
+    assert gross_by_currency(transactions, start, start + 86400) == {"eur": 800, "usd": 500}
+
+
 def test_balance_transactions_add_up_to_gross_volume_before_fees() -> None:
     start = 1_800_000_000
     transactions = [
@@ -181,13 +192,22 @@ def test_balance_transactions_add_up_to_gross_volume_before_fees() -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"amount": "1999"}, "amount is not a charge's signed integer"),
-        ({"amount": True}, "amount is not a charge's signed integer"),
-        ({"amount": -5}, "amount is not a charge's signed integer"),
-        ({"type": "refund", "amount": 5}, "amount is not a refund's signed integer"),
-        ({"amount": 10**13}, "amount is beyond"),
-        ({"currency": "US$"}, "currency is not a three-letter code"),
-        ({"currency": None}, "currency is not a three-letter code"),
+        ({"source": "ch_1"}, "source is not an expanded charge"),  # not expanded
+        ({"source": None}, "source is not an expanded charge"),
+        ({"type": "refund"}, "source is not an expanded refund"),  # a charge's source
+        ({"source": {"object": "charge", "amount_captured": "1999", "currency": "usd"}}, "source's amount_c"),
+        ({"source": {"object": "charge", "amount_captured": True, "currency": "usd"}}, "source's amount_c"),
+        ({"source": {"object": "charge", "amount_captured": -5, "currency": "usd"}}, "source's amount_c"),
+        ({"source": {"object": "charge", "amount_captured": 10**13, "currency": "usd"}}, "from 0 to"),
+        ({"source": {"object": "refund", "currency": "usd"}, "type": "refund"}, "source's amount is not"),
+        (
+            {"source": {"object": "charge", "amount_captured": 1, "currency": "US$"}},
+            "currency is not a three",
+        ),
+        (
+            {"source": {"object": "charge", "amount_captured": 1}},
+            "source's currency is not a three-letter code",
+        ),
         ({"created": 1_700_000_000}, "created is outside the window"),
         ({"type": None}, "type is not a Stripe type"),
         ({"type": "charge; drop"}, "type is not a Stripe type"),
@@ -269,12 +289,32 @@ def test_the_cohort_table_lists_each_month_started_and_still_paying() -> None:
 
 
 def test_a_linear_mrr_history_forecasts_exactly_with_no_error() -> None:
-    # 90 days growing by 10 a day from 1,000: the last reading is 1,890.
-    predicted = forecast("USD", readings([1000.0 + 10 * n for n in range(90)]))
+    # 90 days growing by 10 a day from 1,000: the last reading is 1,890, the day before the end.
+    predicted = forecast("USD", readings([1000.0 + 10 * n for n in range(90)]), END)
 
     assert predicted.readings == 90
-    assert predicted.months_ahead == tuple(Known(pytest.approx(1890.0 + 10 * days)) for days in HORIZON_DAYS)
+    assert predicted.months_ahead == tuple(Known(pytest.approx(1900.0 + 10 * days)) for days in HORIZON_DAYS)
     assert predicted.backtest_error == Known(pytest.approx(0.0, abs=1e-12))
+    assert predicted.last_reading == END - DAY
+
+
+def test_the_horizon_is_measured_from_the_reports_end_not_the_last_reading() -> None:
+    # The last reading's day is 6 days before the end (still fresh): 30 days ahead is 36 after it.
+    predicted = forecast("USD", readings([1000.0 + 10 * n for n in range(60)], END - 65 * DAY), END)
+    assert predicted.months_ahead[0] == Known(pytest.approx(1590.0 + 10 * 36))
+
+
+def test_readings_that_stopped_long_ago_have_no_forecast_and_say_when() -> None:
+    # The review's case: 30 readings growing 100 a day, the last 60 days before the end.
+    stale = readings([1000.0 + 100 * n for n in range(30)], END - 90 * DAY)
+    predicted = forecast("USD", stale, END)
+    reason = "the last MRR reading is more than 7 days before the report's end"
+    assert predicted.months_ahead == (Missing(reason),) * 3 and predicted.backtest_error == Missing(reason)
+
+    report = build_report(healthy_day(mrr_history=Known({"USD": stale})), ReportPeriod.WEEKLY)
+    assert sections(report)["MRR forecast"][1] == (
+        f"USD: no forecast ({reason}; last reading {stale[-1].day:%Y-%m-%d})"
+    )
 
 
 @given(
@@ -283,11 +323,10 @@ def test_a_linear_mrr_history_forecasts_exactly_with_no_error() -> None:
     st.integers(min_value=MIN_READINGS, max_value=90),
 )
 def test_any_straight_line_is_forecast_exactly(slope: float, intercept: float, days: int) -> None:
-    predicted = forecast("USD", readings([intercept + slope * n for n in range(days)]))
+    predicted = forecast("USD", readings([intercept + slope * n for n in range(days)], END - days * DAY), END)
 
-    last = days - 1
     assert predicted.months_ahead == tuple(
-        Known(pytest.approx(max(0.0, intercept + slope * (last + ahead)), abs=1e-6)) for ahead in HORIZON_DAYS
+        Known(pytest.approx(max(0.0, intercept + slope * (days + ahead)), abs=1e-6)) for ahead in HORIZON_DAYS
     )
     assert predicted.backtest_error == Known(pytest.approx(0.0, abs=1e-9))
 
@@ -295,24 +334,24 @@ def test_any_straight_line_is_forecast_exactly(slope: float, intercept: float, d
 def test_the_backtest_error_is_the_mape_of_the_last_third() -> None:
     # Flat at 100 for 60 days, then 110 for 30: a line fitted on the flat part forecasts 100 where
     # 110 was read, an error of 10 / 110 each day.
-    predicted = forecast("USD", readings([100.0] * 60 + [110.0] * 30))
+    predicted = forecast("USD", readings([100.0] * 60 + [110.0] * 30), END)
     assert predicted.backtest_error == Known(pytest.approx(10 / 110))
 
 
 def test_days_without_a_reading_are_left_out_not_read_as_zero() -> None:
     every_other_day = [r for n, r in enumerate(readings([500.0 + 2 * n for n in range(90)])) if n % 2 == 0]
-    predicted = forecast("EUR", every_other_day)
+    predicted = forecast("EUR", every_other_day, END)
     assert predicted.readings == 45
-    assert predicted.months_ahead[0] == Known(pytest.approx(500.0 + 2 * 88 + 2 * 30))
+    assert predicted.months_ahead[0] == Known(pytest.approx(500.0 + 2 * 90 + 2 * 30))
 
 
 def test_a_falling_line_never_forecasts_negative_mrr() -> None:
-    predicted = forecast("USD", readings([900.0 - 10 * n for n in range(60)]))
+    predicted = forecast("USD", readings([900.0 - 10 * n for n in range(60)], END - 60 * DAY), END)
     assert predicted.months_ahead[-1] == Known(0.0)
 
 
 def test_too_little_history_has_no_forecast_and_says_so() -> None:
-    predicted = forecast("USD", readings([1000.0] * (MIN_READINGS - 1)))
+    predicted = forecast("USD", readings([1000.0] * (MIN_READINGS - 1)), END)
     reason = f"{MIN_READINGS - 1} days of MRR readings, a forecast needs {MIN_READINGS}"
     assert predicted.months_ahead == (Missing(reason),) * 3 and predicted.backtest_error == Missing(reason)
 
@@ -321,7 +360,10 @@ def test_too_little_history_has_no_forecast_and_says_so() -> None:
     )
     lines = sections(report)["MRR forecast"]
     assert lines[0].startswith("Method: a least-squares line through the daily MRR of the last 90 days")
-    assert lines[1] == "USD: no forecast (5 days of MRR readings, a forecast needs 28)"
+    assert lines[1] == (
+        "USD: no forecast (5 days of MRR readings, a forecast needs 28; "
+        f"last reading {END - 86 * DAY:%Y-%m-%d})"
+    )
 
 
 def test_a_forecast_is_stated_with_its_method_and_error() -> None:
@@ -329,7 +371,8 @@ def test_a_forecast_is_stated_with_its_method_and_error() -> None:
     report = build_report(healthy_day(mrr_history=Known(history)), ReportPeriod.WEEKLY)
 
     assert sections(report)["MRR forecast"][1] == (
-        "USD: 30 days 2,190.00, 60 days 2,490.00, 90 days 2,790.00 (90 days of readings; backtest MAPE 0.0 %)"
+        "USD: 30 days 2,200.00, 60 days 2,500.00, 90 days 2,800.00 (90 days of readings; "
+        f"last reading {END - DAY:%Y-%m-%d}; backtest MAPE 0.0 %)"
     )
 
 
@@ -340,7 +383,7 @@ def test_every_rendering_carries_the_new_sections() -> None:
         revenue_checks=Known((RevenueCheck("USD", 1900.0, Known(1880.0), Known(-20.0), True),)),
         near_limits=Known(NearLimits((AccountNearLimit("acct_a", "exports", 9, 10),), 1, 20)),
         cohorts=Known((Cohort("2026-11", 2, 1),)),
-        mrr_history=Known({"USD": readings([1000.0] * 30)}),
+        mrr_history=Known({"USD": readings([1000.0] * 30, END - 30 * DAY)}),
     )
     report = build_report(data, ReportPeriod.WEEKLY)
     headings = (

@@ -166,11 +166,13 @@ class StripeApi:
         return self._listed(lambda client: client.v1.events.list(params=params))
 
     def balance_transactions(self, created_from: int, created_before: int) -> Iterator[dict[str, Any]]:
-        """Every balance transaction created in [created_from, created_before), epoch seconds (needs the
-        key's Balance read permission)."""
+        """Every balance transaction created in [created_from, created_before), epoch seconds, each with
+        its source (the charge or refund) expanded (needs the key's Balance read permission, and read
+        access to charges)."""
         params: BalanceTransactionListParams = {
             "created": {"gte": created_from, "lt": created_before},
             "limit": 100,
+            "expand": ["data.source"],
         }
         return self._listed(lambda client: client.v1.balance_transactions.list(params=params))
 

@@ -4,6 +4,10 @@ monthly cohorts of subscriptions.
 Both come from one paginated Scan of the table (its cost: docs/cost.md). Used and limit are the
 quota policy's own (``QuotaPolicy.used_and_limit``, grants included), in each account's current
 period; a quota counts as near its limit from the policy's first limit-hit threshold (80 %).
+
+A subscription whose customer names no account yet is kept on a provisional item keyed by the
+customer id (``cus_...``): it pays, and PayingSubscriptions counts it, so its cohort does too. The
+near-limit list names accounts only: a provisional item has no account to name.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from billwatch.core import dynamo
-from billwatch.core.ids import is_account_id
+from billwatch.core.ids import is_account_id, is_customer_id
 from billwatch.core.models import BillingAccount
 from billwatch.core.observability import logger
 from billwatch.licensing.quota_policy import LIMIT_HIT_THRESHOLDS, AccountUsage, QuotaPolicy
@@ -46,8 +50,9 @@ class AccountsReport:
         paying: Counter[str] = Counter()
         try:
             for usage in self._accounts():
-                near += self._near_limits(usage, now)
                 account = usage.account
+                if is_account_id(account.pk):
+                    near += self._near_limits(usage, now)
                 if account.subscription_started_at:
                     month = f"{dt.datetime.fromtimestamp(account.subscription_started_at, dt.UTC):%Y-%m}"
                     started[month] += 1
@@ -71,8 +76,8 @@ class AccountsReport:
                 exclusive_start_key=cursor,
             )
             for raw in page.get("Items", []):
-                # The stack's own items and provisional customer items share the table.
-                if is_account_id(raw["pk"]["S"]):
+                # The stack's own items share the table.
+                if is_account_id(raw["pk"]["S"]) or is_customer_id(raw["pk"]["S"]):
                     yield AccountUsage.from_raw(raw["pk"]["S"], raw)
             cursor = page.get("LastEvaluatedKey")
             if cursor is None:

@@ -169,6 +169,7 @@ class CloudWatchReportSource:
             **per_label,
             paying_at_start=gauges.paying_at_start,
             revenue=gauges.revenue,
+            ran_whole_window=gauges.read_at_start,
             incidents=self._readable_incidents(start, end),
             money=self._money(start, end, figures["webhooks_received"], gauges),
             purchases_by_day=self._purchases_by_day(start, end) if weekly else None,
@@ -249,7 +250,6 @@ class CloudWatchReportSource:
                     for currency in sorted(seen)
                 ),
                 listening=listening,
-                measured_from_start=gauges.read_at_start,
             )
         )
 
@@ -279,8 +279,9 @@ class CloudWatchReportSource:
         return Known(tuple(days))
 
     def _mrr_history(self, end: dt.datetime) -> Figure[Mapping[str, Sequence[MrrReading]]]:
-        """The daily average of MRR per currency over the forecast's history; days without a reading
-        are left out, never read as 0."""
+        """The daily average of MRR per currency over the forecast's history. The probe reads the
+        gauges together (see _gauges), so a day with a PayingSubscriptions reading and none of a
+        currency's MRR had 0 of it; a day without either is left out, never read as 0."""
         currencies = self._label_values(LabelledQuery("mrr", Metric.MRR, "Currency"))
         stats = {
             f"mrr_{index}": self._metric_stat(
@@ -288,12 +289,14 @@ class CloudWatchReportSource:
             )
             for index, c in enumerate(currencies)
         }
+        stats["paying"] = self._metric_stat(self._namespace, Metric.PAYING_SUBSCRIPTIONS.value, "Average", ())
         start = end - dt.timedelta(days=HISTORY_DAYS)
         daily = _read_metric_data(self._cloudwatch, stats, start, end, _DAY_SECONDS)
-        history = {
-            currency: [MrrReading(day, value) for day, value in daily[f"mrr_{index}"]]
-            for index, currency in enumerate(currencies)
-        }
+        probed = {day for day, _ in daily["paying"]}
+        history = {}
+        for index, currency in enumerate(currencies):
+            mrr = dict(daily[f"mrr_{index}"])
+            history[currency] = [MrrReading(day, mrr.get(day, 0.0)) for day in sorted(probed | set(mrr))]
         return Known({currency: readings for currency, readings in history.items() if readings})
 
     def _gauges(self, start: dt.datetime, end: dt.datetime) -> Gauges:

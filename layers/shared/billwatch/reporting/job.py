@@ -32,6 +32,10 @@ from billwatch.reporting.renderers import ReportContent, report_id
 from billwatch.reporting.revenue_reconciliation import DriftThreshold, RevenueReconciler
 from billwatch.reporting.scoring import build_report
 
+# The health probe's limits (health/probe.py STRIPE_TIMEOUT_SECONDS, no retries; reporting may not
+# import health): stripe's defaults (80 s a request, retried twice) would outlast the function's 120 s.
+STRIPE_TIMEOUT_SECONDS = 5.0
+
 
 class ReportUndelivered(Exception):
     """No channel took the report: raised so that Lambda retries the invocation."""
@@ -98,7 +102,9 @@ class BillingReportJob:
         data = self._source.read(start, end, period)
         # Revenue is reconciled once a day: a weekly run would count each day's drift again.
         if period is ReportPeriod.DAILY and self._revenue is not None:
-            data = dataclasses.replace(data, revenue_checks=self._revenue.check(start, end, data.money))
+            data = dataclasses.replace(
+                data, revenue_checks=self._revenue.check(start, end, data.money, data.ran_whole_window)
+            )
         if period is ReportPeriod.WEEKLY and self._accounts is not None:
             near_limits, cohorts = self._accounts.read()
             data = dataclasses.replace(data, near_limits=near_limits, cohorts=cohorts)
@@ -155,7 +161,13 @@ def build_billing_report_job(
         metrics.add(Metric.STRIPE_API_ERROR, Code=code.value)
 
     stripe = (
-        StripeApi(configured_api_key(settings), settings.stripe_api_base, count_stripe_error)
+        StripeApi(
+            configured_api_key(settings),
+            settings.stripe_api_base,
+            count_stripe_error,
+            max_network_retries=0,
+            timeout_seconds=STRIPE_TIMEOUT_SECONDS,
+        )
         if settings.stripe_api_configured
         else None
     )

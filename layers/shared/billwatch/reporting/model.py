@@ -129,8 +129,6 @@ class Money:
     by_currency: tuple[CurrencyMoney, ...]  # by currency code
     # billwatch received webhooks in the window, so a currency it counted nothing in took in 0.
     listening: bool
-    # The health probe read the gauges in the window's first hour: billwatch ran the whole window.
-    measured_from_start: bool = True
 
     def recorded_net(self, currency: str) -> Figure[float]:
         for money in self.by_currency:
@@ -217,6 +215,8 @@ class ReportData:
     quota_resets_failed: Figure[float]
     incidents: Figure[Sequence[Incident]]
     revenue: Figure[Mapping[str, Revenue]]
+    # The health probe read the gauges in the window's first hour: billwatch ran the whole window.
+    ran_whole_window: bool = False
     # None where a section is not part of this report (the weekly-only ones in a daily report).
     money: Figure[Money] = Missing(NO_DATA)
     purchases_by_day: Figure[tuple[DayPurchases, ...]] | None = None
@@ -348,8 +348,9 @@ class Forecast:
 
     currency: str
     readings: int  # the days the line was fitted on
-    months_ahead: tuple[Figure[float], ...]  # MRR 30, 60 and 90 days after the last reading
+    months_ahead: tuple[Figure[float], ...]  # MRR 30, 60 and 90 days after the report's end
     backtest_error: Figure[float]  # MAPE, as a fraction, of a line fitted on the first part
+    last_reading: dt.datetime | None  # the start of the last reading's day
 
 
 @dataclass(frozen=True)

@@ -311,8 +311,9 @@ def _cohort_lines(cohorts: Figure[tuple[Cohort, ...]]) -> list[str]:
 
 
 FORECAST_METHOD = (
-    f"Method: a least-squares line through the daily MRR of the last {HISTORY_DAYS} days, per currency; "
-    f"its error: a line fitted on the first two thirds of those days, MAPE on the last third"
+    f"Method: a least-squares line through the daily MRR of the last {HISTORY_DAYS} days, per currency, "
+    "30, 60 and 90 days after the report's end; its error: a line fitted on the first two thirds of "
+    "those days, MAPE on the last third"
 )
 
 
@@ -321,17 +322,17 @@ def _forecast_lines(forecasts: Figure[tuple[Forecast, ...]]) -> list[str]:
         return [forecasts.reason]
     lines = [FORECAST_METHOD]
     for forecast in forecasts.value:
+        last = f"; last reading {forecast.last_reading:%Y-%m-%d}" if forecast.last_reading else ""
         if isinstance(unknown := forecast.months_ahead[0], Missing):
-            lines.append(f"{forecast.currency}: no forecast ({unknown.reason})")
+            lines.append(f"{forecast.currency}: no forecast ({unknown.reason}{last})")
             continue
         ahead = ", ".join(
             f"{days} days {_amount(value)}"
             for days, value in zip(HORIZON_DAYS, forecast.months_ahead, strict=True)
         )
         error = _percent(forecast.backtest_error)
-        lines.append(
-            f"{forecast.currency}: {ahead} ({forecast.readings} days of readings; backtest MAPE {error})"
-        )
+        readings = f"{forecast.readings} days of readings{last}"
+        lines.append(f"{forecast.currency}: {ahead} ({readings}; backtest MAPE {error})")
     return lines if forecasts.value else [*lines, "no MRR readings"]
 
 

@@ -382,13 +382,15 @@ def build_report(
         revenue_checks=data.revenue_checks,
         near_limits=data.near_limits,
         cohorts=data.cohorts,
-        forecasts=_forecasts(data.mrr_history),
+        forecasts=_forecasts(data.mrr_history, data.end),
     )
 
 
 def _forecasts(
-    history: Figure[Mapping[str, Sequence[MrrReading]]] | None,
+    history: Figure[Mapping[str, Sequence[MrrReading]]] | None, end: dt.datetime
 ) -> Figure[tuple[Forecast, ...]] | None:
     if history is None or isinstance(history, Missing):
         return history
-    return Known(tuple(forecast(currency, readings) for currency, readings in sorted(history.value.items())))
+    return Known(
+        tuple(forecast(currency, readings, end) for currency, readings in sorted(history.value.items()))
+    )
