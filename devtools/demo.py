@@ -481,7 +481,7 @@ def business_figures(store: MetricStore, namespace: str, start: float, end: floa
     refunded, unpaid = by("RefundAmount", "Currency"), by("PaymentFailedAmount", "Currency")
     money = [
         f"    {currency.upper()}: paid {_money(amount)}, refunded {_money(refunded.get((currency,), 0))}, "
-        f"failed {_money(unpaid.get((currency,), 0))}"
+        f"failed invoices {_money(unpaid.get((currency,), 0))}"
         for (currency,), amount in sorted(by("PaymentAmount", "Currency").items())
     ]
     return [

@@ -226,7 +226,7 @@ def test_the_daily_report_reconciles_revenue_with_stripe(
 
     (slack,) = receivers.requests("/slack")
     text = json.dumps(slack.json)
-    assert "USD: paid 960.00, refunded 0.00, failed 0.00" in text
+    assert "USD: paid 960.00, refunded 0.00, failed invoices 0.00" in text
     assert "USD: Stripe 1,000.00, recorded 960.00, drift -40.00 (-4.00%): over the threshold" in text
     assert "Revenue drift USD: billwatch recorded -40.00" in text
     assert metrics.total("RevenueDrift", Currency="USD") == 1

@@ -88,7 +88,8 @@ def test_the_summary_names_the_business_dashboards_figures_of_the_day(four_hours
         "authentication_required": "1",
     }
     # A charge refunded in full (20.00), another in part (5.00) and then the rest (15.00).
-    assert re.search(r"^    USD: paid [\d,]+\.\d\d, refunded 40\.00, failed 80\.00$", section, re.M), section
+    money = r"^    USD: paid [\d,]+\.\d\d, refunded 40\.00, failed invoices 80\.00$"
+    assert re.search(money, section, re.M), section
     assert figures["Revenue by plan"].startswith("USD PRO ")
     assert re.search(r"us_bank_account \d+\.\d d", figures["Payment duration p95 by payment method"])
     assert re.search(r"card \d+ s", figures["Payment duration p95 by payment method"])

@@ -70,7 +70,7 @@ def test_money_is_listed_per_currency_with_refunds_failures_and_plans() -> None:
     report = build_report(healthy_day(money=Known(Money((usd(),), listening=True))))
 
     assert sections(report)["Money"] == [
-        "USD: paid 1,900.00, refunded 20.00, failed 35.50",
+        "USD: paid 1,900.00, refunded 20.00, failed invoices 35.50",
         "USD paid by plan: pro 1,500.00, starter 400.00",
         "USD MRR by plan: pro 9,000.00, starter 3,500.00",
     ]
@@ -85,7 +85,7 @@ def test_money_not_measured_says_why_and_never_zero() -> None:
     report = build_report(healthy_day(money=Known(Money((unmeasured,), listening=False))))
 
     lines = sections(report)["Money"]
-    assert lines[0] == f"USD: paid 1,900.00, refunded {NOT_LISTENING}, failed 35.50"
+    assert lines[0] == f"USD: paid 1,900.00, refunded {NOT_LISTENING}, failed invoices 35.50"
     assert lines[2] == "USD MRR by plan: no gauge reading in the last hour"
     assert unmeasured.recorded_net == Missing(NOT_LISTENING)
     nothing = build_report(healthy_day(money=Missing(NOT_LISTENING)))

@@ -110,7 +110,7 @@ class CurrencyMoney:
     currency: str  # upper case, as the metrics label it
     paid: Figure[float]  # PaymentAmount
     refunded: Figure[float]  # RefundAmount
-    failed: Figure[float]  # PaymentFailedAmount: what the failed invoices asked for
+    failed: Figure[float]  # PaymentFailedAmount: failed invoices, each at its first failure
     paid_by_plan: Figure[Mapping[str, float]]  # PaymentAmount per Tier
     mrr_by_plan: Figure[Mapping[str, float]]  # PlanMRR per Tier, the window's last hour
 

@@ -246,7 +246,7 @@ def _money_lines(money: Figure[Money]) -> list[str]:
     for currency in money.value.by_currency:
         lines += [
             f"{currency.currency}: paid {_amount(currency.paid)}, refunded {_amount(currency.refunded)}, "
-            f"failed {_amount(currency.failed)}",
+            f"failed invoices {_amount(currency.failed)}",
             f"{currency.currency} paid by plan: {_by_plan(currency.paid_by_plan)}",
             f"{currency.currency} MRR by plan: {_by_plan(currency.mrr_by_plan)}",
         ]
