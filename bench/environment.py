@@ -268,6 +268,9 @@ def moto_on_loopback(repo_root: Path) -> Iterator[None]:
         AWS_DEFAULT_REGION="us-east-1",
         AWS_REGION="us-east-1",
     )
+    from devtools.moto_patches import install_item_rollback_transactions
+
+    undo_transactions = install_item_rollback_transactions()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -277,6 +280,7 @@ def moto_on_loopback(repo_root: Path) -> Iterator[None]:
         yield
     finally:
         server.stop()
+        undo_transactions()
         os.environ.pop("AWS_ENDPOINT_URL", None)
 
 

@@ -176,6 +176,9 @@ def moto_server(layer_python: Path, unset: tuple[str, ...] = ()) -> Iterator[str
 
     from moto.server import ThreadedMotoServer
 
+    from devtools.moto_patches import install_item_rollback_transactions
+
+    undo_transactions = install_item_rollback_transactions()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -184,6 +187,7 @@ def moto_server(layer_python: Path, unset: tuple[str, ...] = ()) -> Iterator[str
         yield os.environ["AWS_ENDPOINT_URL"]
     finally:
         server.stop()
+        undo_transactions()
 
 
 @dataclass

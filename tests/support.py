@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import importlib.util
 import json
 import sys
@@ -22,9 +22,9 @@ import pytest
 from botocore import loaders
 from moto import mock_aws
 from moto.core.responses import BaseResponse
-from moto.dynamodb.models import DynamoDBBackend, DynamoType, Table
 
 from devtools import stripe_events as se
+from devtools.moto_patches import install_item_rollback_transactions
 from devtools.signing import stripe_signature_header
 from devtools.template import create_tables
 
@@ -324,39 +324,6 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def _transact_write_items_rolling_back_what_it_touched(original: Any) -> Any:
-    """moto rolls a cancelled TransactWriteItems back by copying every table it touches whole
-    beforehand: a cost that grows with the table, paid by every transaction, which made a replay
-    of thousands of events quadratic (and its garbage took gigabytes). With one request at a time
-    (below), copying just the items the transaction names and putting those back rolls back the
-    same; the tables themselves are then not copied at all."""
-
-    def transact_write_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> Any:
-        before = []
-        for entry in transact_items:
-            ((_, operation),) = entry.items()
-            table = backend.tables.get(operation.get("TableName"))
-            if table is None:
-                continue  # moto answers for the missing table itself
-            key = operation.get("Key") or operation.get("Item") or {}
-            hash_value = DynamoType(key[table.hash_key_attr])
-            range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
-            before.append(
-                (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
-            )
-        try:
-            return original(backend, transact_items)
-        except Exception:
-            for table, hash_value, range_value, item in reversed(before):
-                if item is not None:
-                    table.put_item(item.to_json()["Attributes"], overwrite=True)
-                elif table.get_item(hash_value, range_value) is not None:
-                    table.delete_item(hash_value, range_value)
-            raise
-
-    return transact_write_items
-
-
 @contextmanager
 def moto_with_tables(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """moto's in-process AWS with the template's tables; yields logical id -> table name."""
@@ -371,13 +338,9 @@ def moto_with_tables(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) 
             return original(self)
 
     monkeypatch.setattr(BaseResponse, "call_action", atomic_call_action)
-    monkeypatch.setattr(
-        DynamoDBBackend,
-        "transact_write_items",
-        _transact_write_items_rolling_back_what_it_touched(DynamoDBBackend.transact_write_items),
-    )
-    monkeypatch.setattr(Table, "__deepcopy__", lambda table, memo: table, raising=False)
-    with mock_aws():
+    undo_transactions = install_item_rollback_transactions()
+    with contextlib.ExitStack() as cleanup, mock_aws():
+        cleanup.callback(undo_transactions)
         names = create_tables(boto3.client("dynamodb"), template)
         monkeypatch.setenv("BILLING_TABLE_NAME", names["BillingStateTable"])
         monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", names["IdempotencyTable"])
