@@ -515,6 +515,23 @@ def test_the_gauge_follows_a_subscription_lifecycle(webhooks: WebhookClient) -> 
     assert active_counts() == {"FREE": 0, "PRO": 0} and mrr() == {} and paying() == 0
 
 
+def test_plan_mrr_splits_each_currencys_mrr_by_plan_and_adds_up_to_it(webhooks: WebhookClient) -> None:
+    from billwatch.core.models import BillingAccount
+
+    live = [("acct_p1", "PRO", 2000, "usd"), ("acct_p2", "PRO", 3000, "usd"), ("acct_f1", "FREE", 500, "usd")]
+    live.append(("acct_e1", "PRO", 1500, "eur"))
+    for pk, tier, amount, currency in live:
+        BillingAccount(pk, active_tier=tier, mrr=amount, mrr_currency=currency).save()
+
+    plan_mrr = {
+        (p.labels["Currency"], p.labels["Tier"]): p.value
+        for p in gauge_points()
+        if p.metric.value == "PlanMRR"
+    }
+    assert plan_mrr == {("USD", "PRO"): 50.0, ("USD", "FREE"): 5.0, ("EUR", "PRO"): 15.0}
+    assert mrr() == {"USD": 55.0, "EUR": 15.0}
+
+
 def test_the_gauge_counts_a_merged_customer_once(webhooks: WebhookClient) -> None:
     # The subscription arrives before anything names the account: it is stored under the customer.
     sub = se.subscription(id="sub_merge", customer="cus_merge", metadata={})
