@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 # month (UTC). "month" is the only period today; the key keeps the catalog format open.
 PERIODS = ("month",)
 FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# What a use past the quota gets: refused (today's behaviour), or allowed and billed as overage.
+DENY, OVERAGE = "deny", "overage"
+OVER_QUOTA_CHOICES = (DENY, OVERAGE)
+# Stripe's limit on a meter event's event_name (POST /v1/billing/meter_events).
+EVENT_NAME_MAX_LENGTH = 100
 
 
 class PlanCatalogError(ValueError):
@@ -31,6 +36,21 @@ class Feature:
     name: str
     quota: int | None  # None: a boolean feature, on or off
     period: str | None
+    over_quota: str = DENY
+    # Overage only: the used units (net of grants, as the quota) past which a use is refused; None: no cap.
+    hard_cap: int | None = None
+    event_name: str | None = None  # overage only: the Stripe meter's event name the overage is billed to
+
+    @property
+    def overage(self) -> bool:
+        return self.over_quota == OVERAGE
+
+    @property
+    def ceiling(self) -> int | None:
+        """The used units (net of grants) a use may reach: the quota, the hard cap, or None for none."""
+        if self.quota is None or not self.overage:
+            return self.quota
+        return self.hard_cap
 
 
 @dataclass(frozen=True)
@@ -78,20 +98,55 @@ def _feature(tier_name: str, name: str, spec: Any) -> Feature:
         raise PlanCatalogError(f"{where}: a feature name must be lower-case letters, digits and _")
     if not isinstance(spec, dict):
         raise PlanCatalogError(f"{where} must be an object")
-    unknown = set(spec) - {"quota", "period"}
+    unknown = set(spec) - {"quota", "period", "over_quota", "hard_cap", "event_name"}
     if unknown:
         raise PlanCatalogError(f"{where} has unknown keys {sorted(unknown)}")
     quota = spec.get("quota")
     if quota is None:
-        if "period" in spec:
-            raise PlanCatalogError(f"{where}.period is only allowed with a quota")
+        for key in ("period", "over_quota", "hard_cap", "event_name"):
+            if key in spec:
+                raise PlanCatalogError(f"{where}.{key} is only allowed with a quota")
         return Feature(name, None, None)
-    if not isinstance(quota, int) or isinstance(quota, bool) or quota < 0:
+    if not _count(quota):
         raise PlanCatalogError(f"{where}.quota must be a non-negative integer, got {quota!r}")
     period = spec.get("period", "month")
     if period not in PERIODS:
         raise PlanCatalogError(f"{where}.period must be one of {list(PERIODS)}, got {period!r}")
-    return Feature(name, quota, period)
+    over_quota = spec.get("over_quota", DENY)
+    if over_quota not in OVER_QUOTA_CHOICES:
+        raise PlanCatalogError(
+            f"{where}.over_quota must be one of {list(OVER_QUOTA_CHOICES)}, got {over_quota!r}"
+        )
+    if over_quota == DENY:
+        for key in ("hard_cap", "event_name"):
+            if key in spec:
+                raise PlanCatalogError(f'{where}.{key} is only allowed with over_quota "overage"')
+        return Feature(name, quota, period)
+    hard_cap = spec.get("hard_cap")
+    if hard_cap is not None and (not _count(hard_cap) or hard_cap <= quota):
+        raise PlanCatalogError(
+            f"{where}.hard_cap must be an integer above the quota ({quota}), got {hard_cap!r}"
+        )
+    event_name = spec.get("event_name")
+    if not _event_name(event_name):
+        raise PlanCatalogError(
+            f"{where}.event_name must be a Stripe meter event name: 1 to {EVENT_NAME_MAX_LENGTH} printable "
+            f"characters without spaces at either end, got {event_name!r}"
+        )
+    return Feature(name, quota, period, over_quota, hard_cap, event_name)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _event_name(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and 1 <= len(value) <= EVENT_NAME_MAX_LENGTH
+        and value.isprintable()
+        and value == value.strip()
+    )
 
 
 def parse_catalog(document: Any) -> PlanCatalog:
@@ -134,7 +189,23 @@ def parse_catalog(document: Any) -> PlanCatalog:
                 features={key: _feature(name, key, value) for key, value in features.items()},
             )
         )
+    _check_meters(tiers)
     return PlanCatalog(tuple(tiers))
+
+
+def _check_meters(tiers: list[Tier]) -> None:
+    """One meter bills one feature: two features on one event name would add up in one Stripe meter."""
+    billed: dict[str, tuple[str, str]] = {}
+    for tier in tiers:
+        for feature in tier.features.values():
+            if feature.event_name is None:
+                continue
+            first = billed.setdefault(feature.event_name, (tier.name, feature.name))
+            if first[1] != feature.name:
+                raise PlanCatalogError(
+                    f"tiers[{tier.name}].features.{feature.name}.event_name {feature.event_name!r} "
+                    f"already bills tiers[{first[0]}].features.{first[1]}"
+                )
 
 
 def load_catalog_text(text: str, source: str) -> PlanCatalog:
