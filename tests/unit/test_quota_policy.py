@@ -127,14 +127,25 @@ MONTHS = [int(dt.datetime(2026, m, 1, tzinfo=dt.UTC).timestamp()) for m in (10, 
 
 @st.composite
 def catalogs(draw: st.DrawFn) -> PlanCatalog:
-    """1 to 3 tiers, each with each feature absent, on/off or with a small quota (0 included)."""
+    """1 to 3 tiers, each with each feature absent, on/off or with a small quota (0 included), which
+    a use past it is refused or billed as overage, up to a hard cap or without one."""
     tiers = []
     for rank, name in enumerate(NAMES[: draw(st.sampled_from([1, 2, 2, 3, 3]))]):
-        features = {}
+        features: dict[str, dict[str, Any]] = {}
         for feature in FEATURES:
-            kind = draw(st.sampled_from(["quota"] * 6 + ["on/off", "absent"]))
-            if kind != "absent":
-                features[feature] = {"quota": draw(st.integers(0, 20))} if kind == "quota" else {}
+            kind = draw(
+                st.sampled_from(["quota"] * 4 + ["overage"] * 2 + ["capped"] * 2 + ["on/off", "absent"])
+            )
+            if kind in {"on/off", "absent"}:
+                if kind == "on/off":
+                    features[feature] = {}
+                continue
+            quota = draw(st.integers(0, 20))
+            features[feature] = {"quota": quota}
+            if kind != "quota":
+                features[feature].update(over_quota="overage", event_name=f"{feature}_overage")
+            if kind == "capped":
+                features[feature]["hard_cap"] = quota + draw(st.integers(1, 20))
         tier: dict[str, Any] = {"name": name, "features": features}
         if rank:
             tier["price_lookup_keys"] = [f"{name.lower()}_monthly"]
@@ -194,8 +205,14 @@ def worlds(draw: st.DrawFn) -> tuple[QuotaPolicy, dict[str, Any], str, int, int]
     since = [*(start + delta for start in starts for delta in (0, -1, 1)), None, now, now - 40 * DAY]
     if (usage_since := draw(st.sampled_from(since) | st.integers(month - 60 * DAY, now))) is not None:
         item["usage_since"] = _attribute(usage_since)
-    quotas = {s.quota for t in policy.catalog.tiers if (s := t.features.get(feature)) and s.quota is not None}
-    edges = [quota - quantity + delta for quota in quotas for delta in (-1, 0, 1)] or [0]
+    bounds = {
+        bound
+        for t in policy.catalog.tiers
+        if (s := t.features.get(feature))
+        for bound in (s.quota, s.ceiling)
+        if bound is not None
+    }
+    edges = [bound - quantity + delta for bound in bounds for delta in (-1, 0, 1)] or [0]
     for name in FEATURES:
         counter = draw(st.none() | st.sampled_from(edges) | st.integers(-30, 30))
         if counter is not None:
@@ -433,6 +450,67 @@ def test_decisions(item, feature, quantity, expected) -> None:
         assert holds(policy.count_condition(feature, quantity, NOV_15), item) == (
             expected[0] is Outcome.COUNT
         )
+
+
+OVERAGE = parse_catalog(
+    {
+        "tiers": [
+            {
+                "name": "FREE",
+                "features": {
+                    "exports": {"quota": 10, "over_quota": "overage", "event_name": "x", "hard_cap": 15},
+                    "api_calls": {"quota": 0, "over_quota": "overage", "event_name": "y"},
+                },
+            }
+        ]
+    }
+)
+# What a use gets on NOV_15 where the overage is billed: the outcome, used, limit and overage.
+OVERAGE_CASES: dict[str, tuple[dict[str, Any], str, int, tuple]] = {
+    "past the quota": (
+        {"usage_since": number(NOV_1), "used_exports": number(9)},
+        "exports",
+        3,
+        (Outcome.COUNT, 12, 10, 2),
+    ),
+    "up to the hard cap": ({"usage_since": number(NOV_1)}, "exports", 15, (Outcome.COUNT, 15, 10, 5)),
+    "past the hard cap": ({}, "exports", 16, (Outcome.OVER_QUOTA, 0, 10, None)),
+    "a grant lifts the cap": (
+        {"usage_since": number(NOV_1), "used_exports": number(10), "granted_exports": number(5)},
+        "exports",
+        5,
+        (Outcome.COUNT, 20, 15, 5),
+    ),
+    "a new month started past the quota": (
+        {"usage_since": number(NOV_1 - 1), "used_exports": number(15)},
+        "exports",
+        12,
+        (Outcome.START_PERIOD, 12, 10, 2),
+    ),
+    "a new month started past the hard cap": (
+        {"usage_since": number(NOV_1 - 1), "used_exports": number(15)},
+        "exports",
+        16,
+        (Outcome.OVER_QUOTA, 0, 10, None),
+    ),
+    "no cap, a quota of 0: all of it is overage": (
+        {},
+        "api_calls",
+        MAX_QUANTITY,
+        (Outcome.COUNT, MAX_QUANTITY, 0, MAX_QUANTITY),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("item", "feature", "quantity", "expected"), OVERAGE_CASES.values(), ids=OVERAGE_CASES.keys()
+)
+def test_overage_decisions(item, feature, quantity, expected) -> None:
+    item = {"pk": {"S": "acct_1"}, **item}
+    policy = QuotaPolicy(OVERAGE)
+    decision = policy.decide(AccountUsage.from_raw("acct_1", item), feature, quantity, NOV_15)
+    assert (decision.outcome, decision.used, decision.limit, decision.overage) == expected
+    assert holds(policy.count_condition(feature, quantity, NOV_15), item) == (expected[0] is Outcome.COUNT)
 
 
 def test_the_policy_imports_no_aws_client_and_no_moto() -> None:

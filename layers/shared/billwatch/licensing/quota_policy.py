@@ -20,13 +20,16 @@ The rule
 
     Room. A counter is net of the extra quota granted for the period (``granted_<feature>``):
     used = counter + grant and limit = quota + grant, so a use of q fits when counter + q <= quota.
+    On a tier that bills the feature's overage (the catalog's ``over_quota: "overage"``) the use
+    fits up to the hard cap instead (counter + q <= hard_cap), or always without one; the units past
+    the limit are overage, which the counter itself records (docs/overage-billing.md).
 
 What a use of q gets (``Outcome``)
     NOT_IN_PLAN   403  a merged item; or the tier lacks the feature and no Stripe entitlement grants it
     UNMETERED     200  the tier has the feature without a quota, or an entitlement grants what it lacks
     COUNT         200  the counters are current and there is room: the conditional write adds q
-    START_PERIOD  200  the counters are a past period's and q <= quota: they start again, at q
-    OVER_QUOTA    429  the counters are current and there is no room, or a new period and q > quota
+    START_PERIOD  200  the counters are a past period's and q fits: they start again, at q
+    OVER_QUOTA    429  the counters are current and there is no room, or a new period and q does not fit
     REPLAY        the first answer again: the idempotency key was used before, for the same use
 
 ``count_condition`` accepts an item exactly when ``decide`` answers COUNT for it, which is what lets
@@ -119,6 +122,8 @@ class UsageDecision:
     announcements_due: tuple[int, ...] = field(default=(), compare=False)
     outcome: Outcome | None = field(default=None, compare=False)  # None only when built elsewhere
     tier: str | None = field(default=None, compare=False)  # the tier that counted the use
+    # The units of this use past the limit, on a tier that bills the feature's overage; else None.
+    overage: int | None = None
 
     @property
     def counted(self) -> bool:
@@ -131,6 +136,8 @@ class UsageDecision:
             body["reason"] = self.reason
         if self.limit is not None:
             body.update(used=self.used, limit=self.limit, remaining=self.remaining, resets_at=self.resets_at)
+        if self.overage is not None:
+            body["overage"] = self.overage
         return body
 
 
@@ -281,7 +288,8 @@ class QuotaPolicy:
         period = self.period(tier, account, now)
         current = self.is_current(account.usage_since, period)
         used, limit = self.used_and_limit(usage, spec.quota, feature, current)
-        if used + quantity > limit:
+        ceiling = spec.ceiling
+        if ceiling is not None and used + quantity > limit - spec.quota + ceiling:
             return UsageDecision(
                 False,
                 feature,
@@ -342,6 +350,7 @@ class QuotaPolicy:
             unannounced(usage, feature, after, limit, current),
             outcome,
             tier.name,
+            units_past(before, after, limit) if tier.features[feature].overage else None,
         )
 
     @staticmethod
@@ -368,10 +377,10 @@ class QuotaPolicy:
             _all(
                 self._on_tier(tier),
                 self._counters_current(tier, month_start),
-                self._room(feature, quota, quantity),
+                self._room(feature, spec.ceiling, quantity),
             )
             for tier in self.catalog.tiers
-            if (quota := getattr(tier.features.get(feature), "quota", None)) is not None
+            if (spec := tier.features.get(feature)) is not None and spec.quota is not None
         ]
         if not clauses:
             raise ValueError(f"no tier meters {feature!r}: there is nothing to count")
@@ -406,10 +415,14 @@ class QuotaPolicy:
         )
 
     @staticmethod
-    def _room(feature: str, quota: int, quantity: int) -> Condition:
+    def _room(feature: str, ceiling: int | None, quantity: int) -> Condition | None:
+        """The use fits under the quota, or the hard cap of a tier that bills overage; None when
+        nothing caps it (overage without a hard cap)."""
+        if ceiling is None:
+            return None
         counter = usage_counter(feature)  # below zero, it holds extra quota granted
-        room = counter <= quota - quantity
-        return counter.does_not_exist() | room if quantity <= quota else room
+        room = counter <= ceiling - quantity
+        return counter.does_not_exist() | room if quantity <= ceiling else room
 
     @staticmethod
     def count_actions(feature: str, quantity: int, now: int) -> list[Action]:
@@ -484,6 +497,11 @@ def _tier_and_period_read(account: BillingAccount) -> list[tuple[Attribute, Any]
         (BillingAccount.current_period_end, account.current_period_end),
         (BillingAccount.usage_since, account.usage_since),
     ]
+
+
+def units_past(before: int, after: int, limit: int) -> int:
+    """The units of a use going from ``before`` to ``after`` that are past the limit."""
+    return max(0, after - limit) - max(0, before - limit)
 
 
 def crossed(before: int, after: int, limit: int) -> tuple[int, ...]:

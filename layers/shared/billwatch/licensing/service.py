@@ -164,6 +164,9 @@ class Licensing:
                 "remaining": max(0, limit - used),
                 "resets_at": iso(period.end),
             }
+            if spec.overage:  # the period's units past the limit, billed (docs/overage-billing.md)
+                cap = None if spec.hard_cap is None else spec.hard_cap + limit - spec.quota  # with grants
+                features[name].update(overage=max(0, used - limit), hard_cap=cap)
         return {
             "account_id": account_id,
             "tier": tier.name,
