@@ -4,8 +4,8 @@ Two WSGI apps, each on its own loopback port and werkzeug's threaded server (whi
 bodies and answers ``Expect: 100-continue``):
 
 * :class:`PublicFront` on ``$PORT``: the template's routes, and the emulator's own read-only pages
-  under ``/_local/`` (the status page, its JSON, the billing report). Nothing here skips a check:
-  people tunnel ``$PORT`` to receive real Stripe webhooks.
+  under ``/_local/`` (the status page, its JSON, the billing report, the API's OpenAPI document).
+  Nothing here skips a check: people tunnel ``$PORT`` to receive real Stripe webhooks.
 * :class:`InternalFront` on an unannounced port: Lambda's Invoke API, for the functions that hand a
   long job over to a fresh invocation (``AWS_ENDPOINT_URL_LAMBDA`` points them at it).
 
@@ -53,6 +53,9 @@ STAGE = "$default"
 # Routes the emulator serves itself, ahead of the template's: API Gateway has nothing like them.
 LOCAL_PREFIX = "/_local/"
 REPORT_PATH = "/_local/report"
+OPENAPI_PATH = "/_local/openapi.json"
+# The function whose Powertools resolver serves the alert routes: the document takes them from it.
+ALERT_DISPATCH = "AlertDispatchFunction"
 CALLER_HEADER = "x-billwatch-caller-arn"
 _STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -370,7 +373,8 @@ class PublicFront(_Front):
         return response, route.function
 
     def _local_page(self, request: Request, path: str) -> Response:
-        """The emulator's own pages, all read-only: the status page, its JSON, and the billing report."""
+        """The emulator's own pages, all read-only: the status page, its JSON, the billing report and
+        the API's OpenAPI document."""
         if request.method != "GET":
             return _json(*_NOT_FOUND)
         if path == REPORT_PATH:
@@ -380,6 +384,7 @@ class PublicFront(_Front):
             f"{LOCAL_PREFIX}api/status": lambda: local_status.status(emulator),
             f"{LOCAL_PREFIX}api/accounts": lambda: local_status.accounts(emulator),
             f"{LOCAL_PREFIX}api/dashboards": emulator.dashboards,
+            OPENAPI_PATH: self._openapi,
         }
         if path in api:
             try:
@@ -393,6 +398,12 @@ class PublicFront(_Front):
         if name and "/" not in name and page.is_file() and page.suffix in _STATIC_TYPES:
             return _Answer(page.read_bytes(), 200, [("content-type", _STATIC_TYPES[page.suffix])])
         return _json(*_NOT_FOUND)
+
+    def _openapi(self) -> dict[str, Any]:
+        # Importable once start() has put the functions' layer on sys.path.
+        from devtools import openapi
+
+        return openapi.document(self.emulator.functions[ALERT_DISPATCH].module.app)
 
     def _report(self, request: Request) -> Response:
         query = urllib.parse.parse_qs(request.query_string.decode("latin-1"), keep_blank_values=True)

@@ -18,6 +18,7 @@ import pytest
 from billwatch_client import BillwatchClient, QuotaExceeded
 
 from devtools.emulator import LocalEmulator
+from devtools.openapi import operations
 
 
 class LossyProxy(ThreadingHTTPServer):
@@ -43,7 +44,7 @@ class _Forward(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
         headers = {name: value for name, value in self.headers.items() if name.lower() != "host"}
         request = urllib.request.Request(self.server.target + self.path, body, headers, method=self.command)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
         try:
             with opener.open(request, timeout=10) as answered:
                 status, data = answered.status, answered.read()
@@ -125,3 +126,13 @@ def test_entitlements_are_cached_until_a_usage_threshold_event_invalidates_them(
     lambda_event = {"Records": [{"Sns": json.loads(message["Body"])} for message in messages]}
     assert client.handle_business_event(lambda_event) == {account}
     assert client.entitlements(account)["features"]["exports"]["used"] == 8
+
+
+def test_the_stack_serves_the_openapi_document_of_its_routes(stack: LocalEmulator) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    with opener.open(stack.url + "/_local/openapi.json", timeout=10) as answer:
+        served = json.loads(answer.read())
+    assert served["info"]["title"] == "billwatch licensing and admin API"
+    usage = served["paths"]["/v1/accounts/{account_id}/usage"]["post"]
+    assert {"200", "403", "429"} <= set(usage["responses"])
+    assert ("DELETE", "/admin/silences/{silence_id}") in operations(served)
