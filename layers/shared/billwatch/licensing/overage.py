@@ -1,0 +1,106 @@
+"""What the overage drain sends to Stripe: the meter event an account's unreported overage makes.
+
+Pure: no client, no clock, no logging (the drain that reads the balances, sends the events and moves
+the watermarks is the next step, docs/overage-billing.md). The overage of an account's period for a
+feature is the counter past the limit; ``reported`` is the watermark, the units Stripe has already
+been sent. Everything in between goes as one event, whose identifier is derived from the units it
+carries, so a retry of the same drain (or a drain after a crash between Stripe's acceptance and the
+watermark's write) sends the same identifier, which Stripe deduplicates within its 24 hours.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from billwatch.core.ids import is_customer_id
+
+# Stripe takes a meter event whose timestamp is within the past 35 days or up to 5 minutes ahead.
+STRIPE_PAST_WINDOW_SECONDS = 35 * 86_400
+STRIPE_FUTURE_WINDOW_SECONDS = 300
+# The margin kept from the window's old edge: an event timestamped at the edge could be past it by
+# the time Stripe receives it (the drain's retries, a clock apart from Stripe's).
+WINDOW_MARGIN_SECONDS = 3600
+# Stripe's limit on an identifier's length; a derived one is "bw_" and a SHA-256 in hex: 67.
+IDENTIFIER_PREFIX = "bw_"
+
+
+@dataclass(frozen=True)
+class OverageBalance:
+    """An account's overage for a feature in one usage period, and how much of it Stripe has."""
+
+    account_id: str
+    stripe_customer_id: str | None
+    feature: str
+    event_name: str
+    period_start: int
+    period_end: int
+    overage: int  # the period's units past the limit
+    reported: int  # the watermark: the units already sent
+
+
+@dataclass(frozen=True)
+class MeterEvent:
+    event_name: str
+    identifier: str
+    stripe_customer_id: str
+    value: int
+    timestamp: int
+    reported_after: int  # the watermark once Stripe has the event
+
+    def params(self) -> dict[str, Any]:
+        """The event as POST /v1/billing/meter_events (and the v2 meter event stream) take it."""
+        return {
+            "event_name": self.event_name,
+            "identifier": self.identifier,
+            "timestamp": self.timestamp,
+            "payload": {"stripe_customer_id": self.stripe_customer_id, "value": str(self.value)},
+        }
+
+
+class Unsent(enum.Enum):
+    """Why a balance makes no event."""
+
+    NOTHING_DUE = "nothing_due"  # all reported (or a grant lowered the overage below the watermark)
+    NO_CUSTOMER = "no_customer"  # the account has no Stripe customer to bill: left for reconciliation
+    TOO_OLD = "too_old"  # the period ended before Stripe's window: reconciliation bills it otherwise
+
+
+def identifier(account_id: str, feature: str, period_start: int, after: int, through: int) -> str:
+    """The identifier of the event carrying the overage units after ``after`` through ``through``
+    of the account's period: the same units always get the same identifier, others another one."""
+    key = "\x1f".join([account_id, feature, str(period_start), str(after), str(through)])
+    return IDENTIFIER_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def event_timestamp(balance: OverageBalance, now: int) -> int | None:
+    """Within the period (so the units land on its invoice) and within Stripe's window: now while
+    the period runs, its last second once it has ended; None when that is too old for Stripe. A
+    period that Stripe's clock began a little ahead of ours starts it, as far as the window allows."""
+    moment = min(now, balance.period_end - 1)
+    if moment < now - STRIPE_PAST_WINDOW_SECONDS + WINDOW_MARGIN_SECONDS:
+        return None
+    return min(max(moment, balance.period_start), now + STRIPE_FUTURE_WINDOW_SECONDS)
+
+
+def meter_event(balance: OverageBalance, now: int) -> MeterEvent | Unsent:
+    """The one event that brings Stripe up to the balance's overage, or why there is none."""
+    if balance.overage <= balance.reported:
+        return Unsent.NOTHING_DUE
+    if not is_customer_id(balance.stripe_customer_id):
+        return Unsent.NO_CUSTOMER
+    timestamp = event_timestamp(balance, now)
+    if timestamp is None:
+        return Unsent.TOO_OLD
+    return MeterEvent(
+        event_name=balance.event_name,
+        identifier=identifier(
+            balance.account_id, balance.feature, balance.period_start, balance.reported, balance.overage
+        ),
+        stripe_customer_id=balance.stripe_customer_id,
+        value=balance.overage - balance.reported,
+        timestamp=timestamp,
+        reported_after=balance.overage,
+    )
