@@ -28,6 +28,7 @@ from bench import (
     REPO_ROOT,
     USAGE_CHECK_WARM_MAX_RATIO,
     WARM_MAX_RATIO,
+    client_overhead,
     coldstart,
     cost,
     environment,
@@ -320,6 +321,11 @@ def run_quota_reset() -> dict[str, Any]:
     return _run_json_child("bench.quota_reset_scale", "quota reset")
 
 
+def run_client_overhead() -> dict[str, Any]:
+    _progress("client: BillwatchClient.check against a raw signed request, on a loopback server")
+    return _run_json_child("bench.client_overhead", "client overhead")
+
+
 def run_health_probe() -> dict[str, Any]:
     _progress("health probe: requests per scheduled run and what the subscriptions gauge reads")
     return _run_json_child("bench.health_probe_cost", "health probe")
@@ -470,6 +476,9 @@ def render(results: dict[str, Any]) -> str:
         add(line)
     add("")
     for line in health_probe_cost.render(results["health_probe"]):
+        add(line)
+    add("")
+    for line in client_overhead.render(results["client_overhead"]):
         add(line)
     add("")
     add(f"The table (also {_rel(TABLE_PATH)}; unit prices there and in bench/cost.py)")
@@ -786,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         licensing = run_licensing(args, layer)
         quota_reset = run_quota_reset()
         health_probe = run_health_probe()
+        client = run_client_overhead()
         cold_all = run_cold_start_every_function(args, layer, runtime, layer_pyc)
         alert_dispatch = run_alert_dispatch()
         log_bytes = run_log_bytes()
@@ -816,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         "licensing": licensing,
         "quota_reset": quota_reset,
         "health_probe": health_probe,
+        "client_overhead": client,
         "cold_start_all": cold_all,
         "alert_dispatch": alert_dispatch,
         "log_bytes": log_bytes,
