@@ -167,7 +167,9 @@ class BillwatchClient:
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         for attempt in range(self.retries + 1):
-            delay = min(self.max_backoff, self.backoff * 2**attempt) * random.random()  # noqa: S311 # jitter
+            # Full jitter: clients that failed together do not come back together.
+            ceiling = min(self.max_backoff, self.backoff * 2**attempt)
+            delay = ceiling * random.random()  # noqa: S311 # nosec B311 # jitter, not a secret
             try:
                 status, headers, answer = self._send(method, self.base_url + path, data)
             except urllib3.exceptions.HTTPError as error:  # refused, reset, timed out
