@@ -711,6 +711,42 @@ def event(
     return env
 
 
+def thin_event(
+    type: str, related_id: str, related_type: str, *, id: str | None = None, created: int = 1_700_000_000
+) -> dict[str, Any]:
+    """The thin event notification (``"object": "v2.core.event"``) an event destination set to the
+    thin payload sends: fixture ``v2.core.event.json`` with ``related_object`` pointing at the v1
+    object (``/v1/<type with dots as slashes>s/<id>``) and ``created`` as an RFC 3339 time."""
+    env = fixture("v2.core.event")
+    when = datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
+    env.update(
+        id=id or _new_id("evt_"),
+        type=type,
+        created=when.replace("+00:00", "Z"),
+        livemode=False,
+        context=None,
+        related_object={
+            "id": related_id,
+            "type": related_type,
+            "url": f"/v1/{related_type.replace('.', '/')}s/{related_id}",
+        },
+    )
+    return env
+
+
+def thin_event_of(snapshot: dict[str, Any], *, id: str | None = None) -> dict[str, Any]:
+    """The thin event notification Stripe sends for the v1 snapshot event ``snapshot``."""
+    obj = snapshot["data"]["object"]
+    related_id = obj.get("id") or obj.get("customer")  # an entitlement summary has no id of its own
+    return thin_event(f"v1.{snapshot['type']}", related_id, obj["object"], id=id, created=snapshot["created"])
+
+
+def fetched_thin_event(notification: dict[str, Any], snapshot_event: str | None) -> dict[str, Any]:
+    """What GET /v2/core/events/{id} answers for ``notification``: the same fields, and
+    ``snapshot_event``, the id of the v1 event it stands for (None where Stripe has none)."""
+    return {**copy.deepcopy(notification), "snapshot_event": snapshot_event}
+
+
 def api_gateway_event(
     body: bytes | str,
     *,
@@ -786,11 +822,17 @@ def eventbridge_event(
     account: str = "123456789012",
     region: str = "us-east-1",
 ) -> dict[str, Any]:
-    """The EventBridge event a Stripe "Amazon EventBridge" event destination delivers (snapshot
-    payload): ``detail-type`` is the Stripe event type, ``detail`` the Stripe event, ``time`` its
+    """The EventBridge event a Stripe "Amazon EventBridge" event destination delivers (snapshot or
+    thin payload): ``detail-type`` is the Stripe event type, ``detail`` the Stripe event, ``time`` its
     ``created``.  ``id`` defaults to a UUID derived from the Stripe event id (deterministic)."""
     eb_id = id or str(uuid.uuid5(uuid.NAMESPACE_URL, "stripe-event:" + stripe_event["id"]))
-    when = datetime.fromtimestamp(stripe_event["created"], tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = stripe_event["created"]
+    # A thin event's created is already an RFC 3339 time.
+    when = (
+        created
+        if isinstance(created, str)
+        else datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
     return {
         "version": "0",
         "id": eb_id,

@@ -176,8 +176,9 @@ class Clock:
 
 
 class FakeStripeApi(ThreadingHTTPServer):
-    """The Stripe API's subscription, event, webhook endpoint and balance transaction reads, on
-    127.0.0.1, with Stripe's list pagination. It starts with one enabled webhook endpoint.
+    """The Stripe API's subscription, event (v1, and v2 thin events), webhook endpoint and balance
+    transaction reads, on 127.0.0.1, with Stripe's list pagination. It starts with one enabled
+    webhook endpoint.
 
     ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each;
     ``failing_paths`` fails every request to a path; ``delay_seconds`` makes every answer that late.
@@ -189,6 +190,7 @@ class FakeStripeApi(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _StripeHandler)
         self.subscriptions: dict[str, dict] = {}
         self.events: list[tuple[dict, bool]] = []  # (event, whether its delivery succeeded)
+        self.v2_events: dict[str, dict] = {}  # GET /v2/core/events/{id}: thin events, fetched
         self.webhook_endpoints: list[dict] = [webhook_endpoint(STRIPE_ENDPOINT_URL)]
         self.balance_transactions: list[dict] = []
         self.failure: tuple[int, dict] | None = None  # (HTTP status, Stripe error object)
@@ -269,6 +271,15 @@ class _StripeHandler(BaseHTTPRequestHandler):
                 and not (undelivered and delivered)
             ]
             return 200, _page(events, query, "/v1/events")
+        if path.startswith(("/v1/events/", "/v2/core/events/")):
+            event_id = path.rpartition("/")[2]
+            if path.startswith("/v2/"):
+                found = self.server.v2_events.get(event_id)
+            else:
+                found = next((event for event, _ in self.server.events if event["id"] == event_id), None)
+            if found is None:
+                return 404, {"error": {"type": "invalid_request_error", "message": "No such event"}}
+            return 200, found
         if path == "/v1/balance_transactions":
             since, before = int(query.get("created[gte]", 0)), int(query.get("created[lt]", 2**63))
             listed = [bt for bt in self.server.balance_transactions if since <= bt["created"] < before]

@@ -111,6 +111,10 @@ def exercise_every_metric_path(
     stale = se.subscription(id="sub_demo", customer="cus_demo", metadata={"account_id": "acct_demo"})
     assert scenario.webhook(se.event("customer.subscription.updated", stale, created=1_600_000_000)) == 200
     assert scenario.webhook(se.event("customer.updated", se.customer(id="cus_demo"))) == 200  # unhandled
+    meter_error = se.thin_event("v1.billing.meter.no_meter_found", "mtr_demo", "billing.meter")
+    assert scenario.webhook(meter_error) == 200
+    # A thin event of a handled type Stripe's API does not know: unresolved, and Stripe retries.
+    assert scenario.webhook(se.thin_event("v1.invoice.paid", "in_demo", "invoice")) == 503
     hostile = se.checkout_session(customer="cus_buyer", client_reference_id="health#last-probe")
     assert scenario.webhook(se.event("checkout.session.completed", hostile)) == 200  # id refused
     assert scenario.webhook_with_bad_signature() == 400

@@ -361,6 +361,25 @@ def test_one_buyer_over_ten_checkout_sessions_in_a_minute_warns(
     assert alarms & set(SUSPICIOUS) == ({"CheckoutVelocityHigh"} if fires else set())
 
 
+# ------------------------------------------------------------------ meter errors
+
+
+@covers("MeterErrorsReported")
+@pytest.mark.parametrize(
+    "event_type",
+    ["v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found", None],  # None: quiet
+)
+def test_a_meter_error_report_warns_and_ordinary_traffic_does_not(
+    definitions, scenario, event_type: str | None
+) -> None:
+    ordinary_traffic(scenario)
+    if event_type is not None:
+        notification = se.thin_event(event_type, "mtr_123", "billing.meter", created=T0 + 300)
+        assert scenario.at(T0 + 300).webhook(notification) == 200
+    fires = "MeterErrorsReported" in fired(definitions, scenario, T0, T0 + 30 * MINUTE)
+    assert fires is (event_type is not None)
+
+
 # ------------------------------------------------------------------ quota resets
 
 

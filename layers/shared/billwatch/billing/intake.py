@@ -24,7 +24,7 @@ from billwatch.billing.side_effects import (
 )
 from billwatch.billing.signature import SignatureInvalid, verify_signature
 from billwatch.billing.store import ApplyOutcome, ApplyResult, BillingStore, StateChange
-from billwatch.billing.stripe_api import StripeApi, StripeErrorCode, configured_api_key
+from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, StripeErrorCode, configured_api_key
 from billwatch.billing.stripe_events import (
     AUTHORITATIVE_RANK,
     COUNTED_EVENT_TYPES,
@@ -34,6 +34,14 @@ from billwatch.billing.stripe_events import (
     is_event_type,
     parse_event,
     subscription_change,
+)
+from billwatch.billing.thin_events import (
+    METER_ERROR_TYPES,
+    ThinNotification,
+    UnresolvedReason,
+    is_thin_notification,
+    read_notification,
+    snapshot_event_matches,
 )
 from billwatch.billing.velocity import CheckoutVelocity
 from billwatch.billing.webhook_marker import WebhookArrivals
@@ -198,10 +206,76 @@ class WebhookIntake:
         return self.receive_trusted(event, started)
 
     def receive_trusted(self, event: Any, started: float | None = None) -> IntakeResult:
-        """An event whose origin is already established: signed, or delivered by a trusted bus."""
+        """An event whose origin is already established: signed, or delivered by a trusted bus.
+
+        A thin event notification is first turned into the v1 event it stands for, which then takes
+        the snapshot path: its id is the one a snapshot destination delivers, so the idempotency
+        record applies a change once whichever format brings it first.
+        """
         started = time.perf_counter() if started is None else started
         with self._arrivals.recording():
+            if is_thin_notification(event):
+                resolved = self._resolve_thin(event)
+                if isinstance(resolved, IntakeResult):
+                    return resolved
+                event = resolved
             return self._receive(event, started)
+
+    def _resolve_thin(self, notification: Mapping[str, Any]) -> Mapping[str, Any] | IntakeResult:
+        try:
+            thin = read_notification(notification)
+        except MalformedEvent as malformed:
+            raise self._rejected(malformed, "unknown") from None
+        self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=thin.type)
+        meter_error = METER_ERROR_TYPES.get(thin.type)
+        if meter_error is not None:
+            # Counted from the notification alone: the alert must not wait on the key or on Stripe.
+            self._metrics.add(Metric.METER_ERROR_REPORTED, Type=meter_error)
+            self._metrics.flush()
+            logger.warning(
+                "Stripe refused meter events",
+                extra={"event_id": thin.id, "event_type": thin.type, "meter": thin.related_object_id},
+            )
+            return IntakeResult(IntakeOutcome.COUNTED, thin.id, thin.type)
+        if not thin.handled:
+            self._metrics.add(Metric.WEBHOOK_UNHANDLED, EventType=thin.type)
+            self._metrics.flush()
+            return IntakeResult(IntakeOutcome.UNHANDLED, thin.id, thin.type)
+        if self._stripe_api is None:
+            raise self._unresolved(
+                thin,
+                UnresolvedReason.NO_RESTRICTED_KEY,
+                ProcessingFailed(
+                    f"thin event {thin.id} cannot be resolved: no restricted Stripe key is configured "
+                    "(STRIPE_API_KEY_SECRET_ID)"
+                ),
+            )
+        try:
+            snapshot = self._stripe_api.snapshot_event_of(notification)
+        except StripeApiFailure as failure:
+            raise self._unresolved(
+                thin,
+                UnresolvedReason.STRIPE_FAILED,
+                ProcessingFailed(f"thin event {thin.id} could not be fetched from Stripe ({failure.code})"),
+            ) from failure
+        if snapshot is None or not snapshot_event_matches(thin, snapshot):
+            raise self._unresolved(
+                thin,
+                UnresolvedReason.NO_SNAPSHOT_EVENT,
+                EventRejected(f"thin event {thin.id}: Stripe names no v1 {thin.snapshot_type} event for it"),
+            )
+        return snapshot
+
+    def _unresolved(self, thin: ThinNotification, reason: UnresolvedReason, error: Exception) -> Exception:
+        logger.error(
+            "Could not resolve a Stripe thin event",
+            extra={"event_id": thin.id, "event_type": thin.type, "reason": reason.value},
+        )
+        # Failed too, so the delivery failure-rate alarms see a thin path that is down.
+        self._metrics.add(Metric.THIN_EVENT_UNRESOLVED, Reason=reason.value)
+        self._metrics.add(Metric.WEBHOOK_FAILED, EventType=thin.type, Reason="ThinEventUnresolved")
+        self._metrics.flush()
+        return error
 
     def _receive(self, event: Any, started: float) -> IntakeResult:
         try:

@@ -8,13 +8,15 @@ code only: Stripe's own messages may quote request details.
 from __future__ import annotations
 
 import functools
+import json
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from billwatch.core import parameters as aws_parameters
 from billwatch.core.config import ConfigError, Settings
+from billwatch.core.ids import is_event_id
 
 if TYPE_CHECKING:
     from stripe import ListObject, StripeClient, StripeObject
@@ -186,3 +188,19 @@ class StripeApi:
     def check_access(self) -> None:
         """The cheapest authenticated call the key's Subscriptions-read permission allows."""
         self._call(lambda client: client.v1.subscriptions.list(params={"limit": 1}))
+
+    def snapshot_event_of(self, notification: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The v1 event a thin event notification stands for, or None when Stripe names none.
+
+        stripe's notification class fetches the v2 event (GET /v2/core/events/{id}); its
+        ``snapshot_event`` is then read with v1 (needs the key's Events read permission).
+        """
+
+        def resolve(client: StripeClient) -> dict[str, Any] | None:
+            thin = client.parse_event_notification_without_verification(json.dumps(notification))
+            snapshot_id = thin.fetch_event().to_dict().get("snapshot_event")
+            if not is_event_id(snapshot_id):
+                return None
+            return client.v1.events.retrieve(snapshot_id).to_dict()
+
+        return self._call(resolve)

@@ -85,6 +85,8 @@ class Metric(StrEnum):
     CHECKOUT_VELOCITY_EXCEEDED = "CheckoutVelocityExceeded"
     ADMIN_ACTION = "AdminAction"
     DEPLOYED = "Deployed"
+    THIN_EVENT_UNRESOLVED = "ThinEventUnresolved"
+    METER_ERROR_REPORTED = "MeterErrorReported"
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,11 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.ADMIN_ACTION: MetricDefinition(MetricUnit.Count, ("Action", "Outcome"), (("Outcome",),)),
     # One per stack deployment (the dashboards' deployment marker).
     Metric.DEPLOYED: MetricDefinition(MetricUnit.Count),
+    # A thin event of a handled type that could not be turned into its v1 event (Reason: a
+    # billing.thin_events.UnresolvedReason); it is answered 5xx, or 422 when Stripe names no v1 event.
+    Metric.THIN_EVENT_UNRESOLVED: MetricDefinition(MetricUnit.Count, ("Reason",)),
+    # Stripe reported that meter events were refused (Type: error_report_triggered, no_meter_found).
+    Metric.METER_ERROR_REPORTED: MetricDefinition(MetricUnit.Count, ("Type",)),
 }
 
 
