@@ -15,7 +15,7 @@ from tests.alert_receivers import alert_receivers
 from tests.support import fake_aws_credentials, load_handler, moto_with_tables
 
 # The functions behind the licensing and admin API that the document describes.
-DESCRIBED = {"LicensingApiFunction", "AlertDispatchFunction"}
+DESCRIBED = {"LicensingApiFunction", "AlertDispatchFunction", "ReconcileFunction"}
 
 
 @pytest.fixture(scope="module")
