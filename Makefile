@@ -61,7 +61,7 @@ test:
 # checkov pins an older boto3 than the dev tooling, so it gets its own virtualenv, like aws-sam-cli.
 SECURITY_VENV := .venv-security
 # The project's own code; tests are left out (they hold throwaway secrets and asserts by design).
-BANDIT_PATHS := layers/shared/billwatch functions devtools bench
+BANDIT_PATHS := layers/shared/billwatch functions devtools bench clients/python/src
 
 $(SECURITY_VENV)/.installed: requirements/security.txt
 	$(PYTHON) -m venv $(SECURITY_VENV)
