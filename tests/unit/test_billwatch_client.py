@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,6 +31,7 @@ class ScriptedApi(ThreadingHTTPServer):
         self.default: Answer = (200, ALLOWED, {}, 0.0)
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.released = threading.Event()
+        self.on_request: Callable[[], None] = lambda: None  # runs while the request is in flight
 
     @property
     def url(self) -> str:
@@ -46,6 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.requests.append((self.command, self.path, dict(self.headers.items()), body))
+        self.server.on_request()
         status, answer, headers, delay = (
             self.server.script.pop(0) if self.server.script else self.server.default
         )
@@ -281,6 +283,16 @@ def test_a_usage_threshold_event_from_sns_invalidates_its_account(api: ScriptedA
         "acct_2"
     }
     assert billwatch.handle_business_event({"Records": [{"Sns": {"Message": "{}"}}]}) == set()
+
+
+def test_an_answer_fetched_across_an_invalidation_is_not_kept(api: ScriptedApi) -> None:
+    billwatch = client(api)
+    api.on_request = lambda: billwatch.invalidate("acct_1")  # the tier changes while the read is out
+    billwatch.entitlements("acct_1")
+    api.on_request = lambda: None
+    billwatch.entitlements("acct_1")
+    billwatch.entitlements("acct_1")
+    assert len(api.requests) == 2
 
 
 def test_a_zero_ttl_caches_nothing(api: ScriptedApi) -> None:

@@ -79,6 +79,8 @@ class BillwatchClient:
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout), retries=False)
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._cache_lock = threading.Lock()
+        # Counts invalidations: an answer fetched across one may predate the change, so is not kept.
+        self._invalidations = 0
         self._signer: Callable[[AWSRequest], None] | None = None
         if sign:
             session = Session()
@@ -100,12 +102,12 @@ class BillwatchClient:
         """The account's tier and features, from the cache while it is younger than ``cache_ttl``."""
         now = self._clock()
         with self._cache_lock:
-            cached = self._cache.get(account)
+            cached, invalidations = self._cache.get(account), self._invalidations
         if cached is not None and cached[0] > now:
             return cached[1]
         answer = self._call("GET", f"/v1/accounts/{_segment(account)}/entitlements")
-        if self.cache_ttl > 0:
-            with self._cache_lock:
+        with self._cache_lock:
+            if self.cache_ttl > 0 and invalidations == self._invalidations:
                 self._cache[account] = (now + self.cache_ttl, answer)
         return answer
 
@@ -136,6 +138,7 @@ class BillwatchClient:
     def invalidate(self, account: str | None = None) -> None:
         """Forget one account's cached entitlements, or every account's."""
         with self._cache_lock:
+            self._invalidations += 1
             if account is None:
                 self._cache.clear()
             else:
