@@ -4,14 +4,18 @@ idempotent, ordered path as snapshot events."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from billwatch.billing.stripe_events import HANDLED_EVENT_TYPES
 from billwatch.core.models import BillingAccount
 from devtools import stripe_events as se
+from tests.integration.test_ordering_property import final_state, lifecycle
 from tests.support import WEBHOOK_SECRET, FakeStripeApi, WebhookClient, load_handler
 
 NOW = 1_760_000_000
@@ -92,6 +96,35 @@ def test_a_change_delivered_in_both_formats_is_applied_once(
     assert outcomes == ["applied", "duplicate"]
     assert BillingAccount.get("acct_thin", consistent_read=True).tier == "PRO"
     assert metrics.total("SubscriptionCreated", Tier="PRO") == 1
+
+
+IN_ORDER: list[dict[str, Any]] = []
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_a_lifecycle_in_any_order_and_any_mix_of_formats_ends_in_the_in_order_state(
+    thin_webhooks, stripe_api, data
+) -> None:
+    """A migration's deliveries: each change as a snapshot event, a thin event or both, any order."""
+    if not IN_ORDER:  # the same in every example: delivered once
+        in_order = uuid.uuid4().hex[:10]
+        for event in lifecycle(in_order, metadata_on_subscription=True, tied=False):
+            assert thin_webhooks.post(event).status == 200
+        IN_ORDER.append(final_state(in_order))
+    shuffled = uuid.uuid4().hex[:10]
+    events = lifecycle(shuffled, metadata_on_subscription=True, tied=False)
+    deliveries: list[dict[str, Any]] = []
+    for event in events:
+        as_thin = published(stripe_api, event)
+        deliveries += data.draw(st.sampled_from([[event], [as_thin], [event, as_thin]]), label="formats")
+    for delivery in data.draw(st.permutations(deliveries), label="delivery order"):
+        assert thin_webhooks.post(delivery).status == 200
+    assert final_state(shuffled) == IN_ORDER[0]
 
 
 def test_order_is_kept_across_formats(thin_webhooks, stripe_api) -> None:
