@@ -96,6 +96,9 @@ def test_a_change_delivered_in_both_formats_is_applied_once(
     assert outcomes == ["applied", "duplicate"]
     assert BillingAccount.get("acct_thin", consistent_read=True).tier == "PRO"
     assert metrics.total("SubscriptionCreated", Tier="PRO") == 1
+    # Two deliveries, each received once, as the v1 event both resolve to.
+    assert metrics.total("WebhookReceived", EventType="customer.subscription.created") == 2
+    assert metrics.total("WebhookReceived", EventType="v1.customer.subscription.created") == 0
 
 
 IN_ORDER: list[dict[str, Any]] = []
@@ -156,6 +159,7 @@ def test_without_a_restricted_key_a_thin_event_gets_503_naming_the_key(webhooks,
     assert answer.status == 503
     assert "STRIPE_API_KEY_SECRET_ID" in answer.body["message"]
     assert metrics.total("ThinEventUnresolved", Reason="NoRestrictedKey") == 1
+    assert metrics.total("WebhookReceived", EventType="v1.invoice.paid") == 1
     assert metrics.total("WebhookFailed", EventType="v1.invoice.paid", Reason="ThinEventUnresolved") == 1
     from billwatch.billing.intake import ProcessingFailed
 

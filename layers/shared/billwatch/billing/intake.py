@@ -226,10 +226,12 @@ class WebhookIntake:
             thin = read_notification(notification)
         except MalformedEvent as malformed:
             raise self._rejected(malformed, "unknown") from None
-        self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=thin.type)
+        # A delivery that ends here counts as received by its thin type; one that is resolved counts
+        # once, as its v1 event.
         meter_error = METER_ERROR_TYPES.get(thin.type)
         if meter_error is not None:
             # Counted from the notification alone: the alert must not wait on the key or on Stripe.
+            self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=thin.type)
             self._metrics.add(Metric.METER_ERROR_REPORTED, Type=meter_error)
             self._metrics.flush()
             logger.warning(
@@ -238,6 +240,7 @@ class WebhookIntake:
             )
             return IntakeResult(IntakeOutcome.COUNTED, thin.id, thin.type)
         if not thin.handled:
+            self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=thin.type)
             self._metrics.add(Metric.WEBHOOK_UNHANDLED, EventType=thin.type)
             self._metrics.flush()
             return IntakeResult(IntakeOutcome.UNHANDLED, thin.id, thin.type)
@@ -271,8 +274,9 @@ class WebhookIntake:
             "Could not resolve a Stripe thin event",
             extra={"event_id": thin.id, "event_type": thin.type, "reason": reason.value},
         )
-        # Failed too, so the delivery failure-rate alarms see a thin path that is down.
+        # Received and failed, so the delivery failure-rate alarms see a thin path that is down.
         self._metrics.add(Metric.THIN_EVENT_UNRESOLVED, Reason=reason.value)
+        self._metrics.add(Metric.WEBHOOK_RECEIVED, EventType=thin.type)
         self._metrics.add(Metric.WEBHOOK_FAILED, EventType=thin.type, Reason="ThinEventUnresolved")
         self._metrics.flush()
         return error
