@@ -83,6 +83,11 @@ class _UrllibWithTimeout:
         self.urlopen = functools.partial(urllib.request.urlopen, timeout=timeout_seconds)
 
 
+# What a scheduled job waits for one Stripe request, never retried: stripe's defaults (80 s a request,
+# retried twice) would outlast the probe's period and the report's 120 s.
+STRIPE_TIMEOUT_SECONDS = 5.0
+
+
 class StripeApi:
     def __init__(
         self,

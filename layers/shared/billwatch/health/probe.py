@@ -24,7 +24,12 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from billwatch.billing.revenue import major_units
-from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, configured_api_key
+from billwatch.billing.stripe_api import (
+    STRIPE_TIMEOUT_SECONDS,
+    StripeApi,
+    StripeApiFailure,
+    configured_api_key,
+)
 from billwatch.billing.webhook_marker import WebhookArrivals
 from billwatch.core.business_hours import BusinessHours
 from billwatch.core.config import Settings
@@ -53,7 +58,6 @@ WATCHING_SINCE = "health#watching-since"
 REACHABILITY_KEY = "health#reachability"
 STALE_AFTER_INTERVALS = 3
 DEEP_CACHE_SECONDS = 30.0
-STRIPE_TIMEOUT_SECONDS = 5.0
 UNREACHABLE = "unreachable"
 
 

@@ -18,7 +18,12 @@ from billwatch.alerting.channels.base import Channel, DeliveryFailed
 from billwatch.alerting.channels.factory import build_channel
 from billwatch.alerting.channels.retry import RetryStage
 from billwatch.alerting.dispatcher import AlertSecrets, load_routing
-from billwatch.billing.stripe_api import StripeApi, StripeErrorCode, configured_api_key
+from billwatch.billing.stripe_api import (
+    STRIPE_TIMEOUT_SECONDS,
+    StripeApi,
+    StripeErrorCode,
+    configured_api_key,
+)
 from billwatch.core.config import AlertSettings, ReportSettings, Settings
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import bind_billing_table
@@ -31,10 +36,6 @@ from billwatch.reporting.model import BillingReport, Known, ReportData, ReportPe
 from billwatch.reporting.renderers import ReportContent, report_id
 from billwatch.reporting.revenue_reconciliation import DriftThreshold, RevenueReconciler
 from billwatch.reporting.scoring import build_report
-
-# The health probe's limits (health/probe.py STRIPE_TIMEOUT_SECONDS, no retries; reporting may not
-# import health): stripe's defaults (80 s a request, retried twice) would outlast the function's 120 s.
-STRIPE_TIMEOUT_SECONDS = 5.0
 
 
 class ReportUndelivered(Exception):
