@@ -255,6 +255,15 @@ def test_entitlements_are_cached_for_the_ttl(api: ScriptedApi) -> None:
     assert len(api.requests) == 2
 
 
+def test_a_caller_that_edits_its_answer_does_not_change_the_cached_one(api: ScriptedApi) -> None:
+    api.default = (200, {"account_id": "acct_1", "features": {"api_calls": {"limit": 10}}}, {}, 0.0)
+    billwatch = client(api, cache_ttl=30)
+    billwatch.entitlements("acct_1")["features"]["api_calls"]["limit"] = 999
+    billwatch.entitlements("acct_1")["features"].clear()
+    assert billwatch.entitlements("acct_1")["features"] == {"api_calls": {"limit": 10}}
+    assert len(api.requests) == 1
+
+
 def test_invalidate_forgets_one_account_or_all(api: ScriptedApi) -> None:
     billwatch = client(api)
     for account in ("acct_1", "acct_2", "acct_1", "acct_2"):

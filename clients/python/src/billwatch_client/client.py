@@ -6,6 +6,7 @@ attempt's decision and counts the use once, however many attempts reached it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -103,12 +104,13 @@ class BillwatchClient:
         now = self._clock()
         with self._cache_lock:
             cached, invalidations = self._cache.get(account), self._invalidations
+        # Each caller gets its own copy: one that edits its answer must not change the next caller's.
         if cached is not None and cached[0] > now:
-            return cached[1]
+            return copy.deepcopy(cached[1])
         answer = self._call("GET", f"/v1/accounts/{_segment(account)}/entitlements")
         with self._cache_lock:
             if self.cache_ttl > 0 and invalidations == self._invalidations:
-                self._cache[account] = (now + self.cache_ttl, answer)
+                self._cache[account] = (now + self.cache_ttl, copy.deepcopy(answer))
         return answer
 
     def check(
