@@ -1,4 +1,5 @@
-"""Reads from the Stripe API with a restricted, read-only key.
+"""Reads from the Stripe API with a restricted, read-only key (and, for the overage drain, sends
+billing meter events with a key restricted to them).
 
 Every failed call is classified into a small fixed vocabulary (the ``Code`` of the
 ``StripeApiError`` metric) and re-raised as :class:`StripeApiFailure`, whose message holds the
@@ -10,9 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from billwatch.core import parameters as aws_parameters
 from billwatch.core.config import ConfigError, Settings
@@ -20,7 +22,12 @@ from billwatch.core.ids import is_event_id
 
 if TYPE_CHECKING:
     from stripe import ListObject, StripeClient, StripeObject
+    from stripe._base_address import BaseAddresses
     from stripe.params import BalanceTransactionListParams, EventListParams, SubscriptionListParams
+    from stripe.params.billing import MeterEventCreateParams
+    from stripe.params.v2.billing import MeterEventStreamCreateParamsEvent
+
+    from billwatch.licensing.overage import MeterEvent
 
 Result = TypeVar("Result")
 Listed = TypeVar("Listed", bound="StripeObject")
@@ -96,9 +103,11 @@ class StripeApi:
         on_error: Callable[[StripeErrorCode], None] | None = None,
         max_network_retries: int = 2,
         timeout_seconds: float | None = None,
+        meter_events_base: str | None = None,
     ) -> None:
         self._api_key = api_key
         self._api_base = api_base
+        self._meter_events_base = meter_events_base
         self._on_error = on_error
         self._max_network_retries = max_network_retries
         self._timeout_seconds = timeout_seconds
@@ -116,9 +125,14 @@ class StripeApi:
                 if self._timeout_seconds
                 else None
             )
+            bases: BaseAddresses = {}  # Stripe's own address for each left out (a None would unset it)
+            if self._api_base:
+                bases["api"] = self._api_base
+            if self._meter_events_base:
+                bases["meter_events"] = self._meter_events_base
             self._client = StripeClient(
                 key,
-                base_addresses={"api": self._api_base} if self._api_base else None,
+                base_addresses=bases,
                 max_network_retries=self._max_network_retries,
                 http_client=http_client,
             )
@@ -209,3 +223,79 @@ class StripeApi:
             return client.v1.events.retrieve(snapshot_id).to_dict()
 
         return self._call(resolve)
+
+    def create_meter_event(self, event: MeterEvent) -> dict[str, Any]:
+        """POST /v1/billing/meter_events (the key's Billing Meter Events write permission). The
+        identifier is the Idempotency-Key too: a retry of a request Stripe executed replays its answer,
+        so a resend must carry the same parameters (timestamp included) or Stripe answers 400
+        ``idempotency_error`` for the key's 24 hours."""
+        return self._call(
+            lambda client: client.v1.billing.meter_events.create(
+                params=cast("MeterEventCreateParams", event.params()),
+                options={"idempotency_key": event.identifier},
+            ).to_dict()
+        )
+
+    def meters(self) -> dict[str, str]:
+        """Each active meter's event name and id (needs the key's Billing Meters read permission)."""
+        return {
+            meter["event_name"]: meter["id"]
+            for meter in self._listed(
+                lambda client: client.v1.billing.meters.list(params={"status": "active", "limit": 100})
+            )
+        }
+
+    def meter_event_summaries(self, meter_id: str, customer: str, start_time: int, end_time: int) -> float:
+        """The meter's aggregated value for the customer over [start_time, end_time), both on minute
+        boundaries (Stripe's rule): the sum of every summary page."""
+        return sum(
+            float(summary["aggregated_value"])
+            for summary in self._listed(
+                lambda client: client.v1.billing.meters.event_summaries.list(
+                    meter_id,
+                    params={
+                        "customer": customer,
+                        "start_time": start_time,
+                        "end_time": end_time,
+                        "limit": 100,
+                    },
+                )
+            )
+        )
+
+    def cancel_meter_event(self, event_name: str, identifier: str) -> dict[str, Any]:
+        """POST /v1/billing/meter_event_adjustments, type cancel: Stripe cancels an event only within
+        24 hours of receiving it; past that it answers 400 (an ``invalid_request`` failure)."""
+        return self._call(
+            lambda client: client.v1.billing.meter_event_adjustments.create(
+                params={"event_name": event_name, "type": "cancel", "cancel": {"identifier": identifier}}
+            ).to_dict()
+        )
+
+    def create_meter_event_session(self) -> tuple[str, str]:
+        """POST /v2/billing/meter_event_session: the v2 stream's token and when it expires (ISO 8601,
+        15 minutes on)."""
+        session = self._call(lambda client: client.v2.billing.meter_event_session.create())
+        return session.authentication_token, session.expires_at
+
+    def stream_meter_events(self, events: Sequence[MeterEvent]) -> None:
+        """POST /v2/billing/meter_event_stream on the meter events host, up to 100 events, with a
+        session's token as this client's key. Stripe validates the events later, asynchronously (a
+        refused one is reported by a ``v1.billing.meter.error_report_triggered`` event)."""
+        self._call(
+            lambda client: client.v2.billing.meter_event_stream.create(
+                params={"events": [_stream_event(event) for event in events]}
+            )
+        )
+
+
+def _stream_event(event: MeterEvent) -> MeterEventStreamCreateParamsEvent:
+    """The event as the v2 stream takes it: v1's fields, with the timestamp in ISO 8601."""
+    params = event.params()
+    moment = datetime.fromtimestamp(event.timestamp, UTC)
+    return {
+        "event_name": params["event_name"],
+        "identifier": params["identifier"],
+        "payload": params["payload"],
+        "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    }
