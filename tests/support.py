@@ -27,6 +27,7 @@ from devtools import stripe_events as se
 from devtools.moto_patches import install_item_rollback_transactions
 from devtools.signing import stripe_signature_header
 from devtools.template import create_tables
+from tests.fake_meters import FakeMeters
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_test_primary"
@@ -183,7 +184,8 @@ class FakeStripeApi(ThreadingHTTPServer):
     ``failure`` makes every request fail; ``fail_next`` fails the next requests, one each;
     ``failing_paths`` fails every request to a path; ``delay_seconds`` makes every answer that late.
     Balance transactions are stored with their source expanded, and listed so only when asked
-    (``expand[]=data.source``), else with the source's id, as Stripe does.
+    (``expand[]=data.source``), else with the source's id, as Stripe does. ``meters`` serves the billing
+    meter endpoints (tests.fake_meters), and is also the v2 meter events host (``url`` for both).
     """
 
     def __init__(self) -> None:
@@ -200,6 +202,7 @@ class FakeStripeApi(ThreadingHTTPServer):
         self.fail_next: list[tuple[int, dict]] = []
         self.delay_seconds = 0.0
         self.requests: list[tuple[str, str]] = []
+        self.meters = FakeMeters()
 
     @property
     def url(self) -> str:
@@ -288,6 +291,8 @@ class _StripeHandler(BaseHTTPRequestHandler):
             return 200, _page(listed, query, "/v1/balance_transactions")
         if path == "/v1/webhook_endpoints":
             return 200, _page(self.server.webhook_endpoints, query, "/v1/webhook_endpoints")
+        if path == "/v1/billing/meters":
+            return 200, _page(self.server.meters.listed_meters(), query, path)
         subscription_id = path.removeprefix("/v1/subscriptions").strip("/")
         if not subscription_id:
             return 200, _page(list(self.server.subscriptions.values()), query, "/v1/subscriptions")
@@ -298,11 +303,25 @@ class _StripeHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.requests.append((self.path, self.headers.get("Authorization", "")))
         time.sleep(self.server.delay_seconds)
-        status, body = self._answer()
+        meter_answer = self.server.meters.answer("GET", self.path, self.headers, b"")
+        self._send(*(meter_answer or (*self._answer(), {})))
+
+    def do_POST(self) -> None:
+        self.server.requests.append((self.path, self.headers.get("Authorization", "")))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answer = self.server.meters.answer("POST", self.path, self.headers, body)
+        if answer is None:
+            unknown = {"type": "invalid_request_error", "message": "Unrecognized request URL"}
+            answer = 404, {"error": unknown}, {}
+        self._send(*answer)
+
+    def _send(self, status: int, body: dict, headers: dict[str, str]) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 

@@ -109,10 +109,11 @@ def classify(failure: Exception, backoff_seconds: float) -> Outcome:
         return Transient("timeout")
     if isinstance(error, stripe.APIConnectionError | OSError):
         return Transient("connection")
-    if isinstance(error, stripe.AuthenticationError):
-        return Permanent(code=UNAUTHENTICATED, message=error.user_message or "")
-    if isinstance(error, stripe.PermissionError):
-        return Permanent(code=FORBIDDEN, message=error.user_message or "")
+    # A 401 is an AuthenticationError, or on the v2 stream a TemporarySessionExpiredError.
+    if isinstance(error, stripe.StripeError) and error.http_status in (401, 403):
+        return Permanent(
+            code=UNAUTHENTICATED if error.http_status == 401 else FORBIDDEN, message=error.user_message or ""
+        )
     if isinstance(error, stripe.StripeError) and (error.http_status or 500) < 500:
         error_type = error.error.type if error.error else None
         return Permanent(
