@@ -70,12 +70,13 @@ def sleeps() -> list[float]:
     return []
 
 
-@pytest.fixture(params=["v1", "v2"])
-def sender(
-    request: pytest.FixtureRequest, server: FakeStripeApi, meters: FakeMeters, clock: Clock, sleeps: list
-) -> MeterSender:
-    if request.param == "v1":
-        return V1MeterSender(lambda: KEY, api_base=server.url, policy=POLICY, sleep=sleeps.append)
+@pytest.fixture
+def v1(server: FakeStripeApi, meters: FakeMeters, sleeps: list) -> V1MeterSender:
+    return V1MeterSender(lambda: KEY, api_base=server.url, policy=POLICY, sleep=sleeps.append)
+
+
+@pytest.fixture
+def v2(server: FakeStripeApi, meters: FakeMeters, clock: Clock, sleeps: list) -> V2MeterEventStream:
     return V2MeterEventStream(
         lambda: KEY,
         api_base=server.url,
@@ -84,6 +85,11 @@ def sender(
         clock=clock,
         sleep=sleeps.append,
     )
+
+
+@pytest.fixture(params=["v1", "v2"])
+def sender(request: pytest.FixtureRequest) -> MeterSender:
+    return request.getfixturevalue(request.param)
 
 
 def path_of(sender: MeterSender) -> str:
@@ -180,11 +186,6 @@ def test_timeouts_past_the_attempts_are_transient(sender: MeterSender, meters: F
 # v1
 
 
-@pytest.fixture
-def v1(server: FakeStripeApi, meters: FakeMeters, sleeps: list) -> V1MeterSender:
-    return V1MeterSender(lambda: KEY, api_base=server.url, policy=POLICY, sleep=sleeps.append)
-
-
 @pytest.mark.parametrize(
     ("refused", "code"),
     [
@@ -211,10 +212,9 @@ def test_v1_sends_the_identifier_as_idempotency_key(v1: V1MeterSender, meters: F
     assert meters.units() == 5
 
 
-def test_v1_a_refused_key_stops_the_send(server: FakeStripeApi, meters: FakeMeters, sleeps: list) -> None:
+def test_v1_a_refused_key_stops_the_send(v1: V1MeterSender, meters: FakeMeters) -> None:
     meters.fail(V1_PATH, Fault(401))
-    sender = V1MeterSender(lambda: KEY, api_base=server.url, policy=POLICY, sleep=sleeps.append)
-    result = sender.send([event(0), event(1)])
+    result = v1.send([event(0), event(1)])
     assert {type(outcome) for outcome in result.outcomes.values()} == {Permanent}
     assert {outcome.code for outcome in result.outcomes.values()} == {"authentication"}  # type: ignore[union-attr]
     assert meters.units() == 0 and len(meters.accepted) == 0
@@ -231,18 +231,6 @@ def test_v1_failures_are_counted_by_code(server: FakeStripeApi, meters: FakeMete
 
 
 # v2
-
-
-@pytest.fixture
-def v2(server: FakeStripeApi, meters: FakeMeters, clock: Clock, sleeps: list) -> V2MeterEventStream:
-    return V2MeterEventStream(
-        lambda: KEY,
-        api_base=server.url,
-        meter_events_base=server.url,
-        policy=POLICY,
-        clock=clock,
-        sleep=sleeps.append,
-    )
 
 
 def test_v2_sends_batches_of_100_with_one_session(v2: V2MeterEventStream, meters: FakeMeters) -> None:
