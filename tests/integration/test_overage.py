@@ -1,5 +1,6 @@
 """Overage on moto's DynamoDB: a tier that bills its overage allows uses past the quota, up to the
-hard cap, in the one conditional write a check always was, and says how many units were overage."""
+hard cap, in the one conditional write a check always was (plus, once until the drain takes it off,
+the write that puts the account on the drain's list), and says how many units were overage."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def test_past_the_quota_a_use_is_allowed_up_to_the_hard_cap_in_one_write(licensi
     assert (past.allowed, past.used, past.overage) == (True, 15, 2)
     capped = licensing.use("acct_o", "exports", 1)
     assert (capped.allowed, capped.reason, capped.used, capped.overage) == (False, "quota_exceeded", 15, None)
-    assert aws_calls == ["UpdateItem", "UpdateItem", "UpdateItem"]
+    # The crossing use also puts the account on the overage drain's list, once (test_overage_ledger.py).
+    assert aws_calls == ["UpdateItem", "UpdateItem", "UpdateItem", "UpdateItem"]
 
 
 def test_a_use_that_crosses_the_quota_counts_only_its_units_past_it(licensing) -> None:
@@ -83,12 +85,12 @@ def test_a_grant_lifts_the_quota_and_the_cap_alike(licensing) -> None:
     assert (exports["used"], exports["limit"], exports["overage"], exports["hard_cap"]) == (20, 15, 5, 20)
 
 
-def test_a_keyed_use_in_overage_is_two_requests_and_replays_its_overage(licensing, aws_calls) -> None:
+def test_a_keyed_use_in_overage_is_two_requests_and_the_marker_and_replays(licensing, aws_calls) -> None:
     licensing.use("acct_k", "exports", 10)
     aws_calls.clear()
     first = licensing.use_idempotently("acct_k", "exports", 2, "job-1")
     assert (first.allowed, first.overage) == (True, 2)
-    assert aws_calls == ["BatchGetItem", "TransactWriteItems"]
+    assert aws_calls == ["BatchGetItem", "TransactWriteItems", "UpdateItem"]  # and the drain's marker
     replay = licensing.use_idempotently("acct_k", "exports", 2, "job-1")
     assert replay == first and replay.as_dict()["overage"] == 2
     assert licensing.entitlements("acct_k")["features"]["exports"]["used"] == 12

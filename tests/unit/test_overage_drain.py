@@ -14,8 +14,10 @@ from billwatch.licensing.overage import (
     MeterEvent,
     OverageBalance,
     Unsent,
+    event_timestamp,
     identifier,
     meter_event,
+    summary_window,
 )
 
 DAY = 86_400
@@ -96,3 +98,28 @@ def test_drains_at_any_moments_send_each_unit_once_within_stripes_window(steps, 
     if isinstance(last, MeterEvent):
         sent += last.value
     assert sent == balance.overage
+
+
+@given(
+    st.integers(NOV_1, NOV_1 + DAY),
+    st.one_of(st.integers(1, 119), st.integers(120, 40 * DAY)),
+    st.integers(0, 80 * DAY),
+)
+def test_a_timestamp_falls_in_the_whole_minutes_stripes_summaries_count_for_the_period(
+    start, length, waited
+) -> None:
+    """Stripe's event summaries take minute-aligned windows: an event of the period lies in the one
+    summary_window gives, so reconciliation counts each of the period's units in it, and no other."""
+    balance = dataclasses.replace(BALANCE, period_start=start, period_end=start + length)
+    now = start + waited
+    timestamp = event_timestamp(balance, now)
+    if timestamp is None:
+        assert now - (start + length) > STRIPE_PAST_WINDOW_SECONDS - 2 * 3600
+        return
+    first, end = summary_window(start, start + length)
+    assert first % 60 == 0 and end % 60 == 0 and start <= first and end <= start + length
+    if first < end:
+        assert first <= timestamp < end
+    else:  # shorter than the whole minutes it spans: an admin's reset seconds in
+        assert start <= timestamp < start + length
+    assert timestamp <= now + STRIPE_FUTURE_WINDOW_SECONDS

@@ -87,6 +87,7 @@ class Metric(StrEnum):
     DEPLOYED = "Deployed"
     THIN_EVENT_UNRESOLVED = "ThinEventUnresolved"
     METER_ERROR_REPORTED = "MeterErrorReported"
+    OVERAGE_MARKER_FAILED = "OverageMarkerFailed"
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,9 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.THIN_EVENT_UNRESOLVED: MetricDefinition(MetricUnit.Count, ("Reason",)),
     # Stripe reported that meter events were refused (Type: error_report_triggered, no_meter_found).
     Metric.METER_ERROR_REPORTED: MetricDefinition(MetricUnit.Count, ("Type",)),
+    # A usage check whose answer had overage could not put the account on the overage drain's list
+    # (licensing.service): the hourly quota reset does, so the units are billed up to an hour late.
+    Metric.OVERAGE_MARKER_FAILED: MetricDefinition(MetricUnit.Count),
 }
 
 

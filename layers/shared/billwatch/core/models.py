@@ -11,6 +11,7 @@ Each group of fields records the version of the Stripe event that last wrote it
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -47,6 +48,19 @@ class PendingSideEffects(GlobalSecondaryIndex):
         projection = KeysOnlyProjection()
 
     outbox_shard = UnicodeAttribute(hash_key=True)
+    pk = UnicodeAttribute(range_key=True)
+
+
+class OverageDue(GlobalSecondaryIndex):
+    """Sparse: only accounts whose period owes overage units to Stripe, or has units in flight or sent
+    and unconfirmed, carry ``overage_due`` (billwatch.licensing.overage_ledger), so the drain and the
+    reconciliation query their work instead of scanning the table."""
+
+    class Meta:
+        index_name = "OverageDue"
+        projection = KeysOnlyProjection()
+
+    overage_due = UnicodeAttribute(hash_key=True)
     pk = UnicodeAttribute(range_key=True)
 
 
@@ -105,6 +119,10 @@ class BillingAccount(SharedClientModel):
     outbox_shard = UnicodeAttribute(null=True)
     outbox_written = NumberAttribute(null=True)
     pending_side_effects = PendingSideEffects()
+
+    # Overage owed to Stripe, in flight, or sent and not yet confirmed (billwatch.licensing.overage_ledger).
+    overage_due = UnicodeAttribute(null=True)
+    overage_due_index = OverageDue()
 
 
 # The fields each kind of Stripe event owns. An event only ever writes its own group.
@@ -216,6 +234,18 @@ class CheckoutVelocityCounter(SharedClientModel):
     expiration = NumberAttribute()  # the table's TTL attribute
 
 
+class OverageDueRecords(GlobalSecondaryIndex):
+    """Sparse: only closed periods that still owe overage units, have units in flight or sent and
+    unconfirmed carry ``overage_due``; the table's key (account_id, period_start) is projected."""
+
+    class Meta:
+        index_name = "OverageDue"
+        projection = KeysOnlyProjection()
+
+    overage_due = UnicodeAttribute(hash_key=True)
+    account_id = UnicodeAttribute(range_key=True)
+
+
 class UsagePeriodRecord(SharedClientModel):
     """An account's closed usage period (billwatch.licensing.usage_history), kept until ``expiration``.
 
@@ -233,8 +263,12 @@ class UsagePeriodRecord(SharedClientModel):
     closed_by = UnicodeAttribute()  # what closed it: usage, quota_reset, grant, admin_reset
     tier = UnicodeAttribute()  # the tier in force when it closed
     tier_override = UnicodeAttribute(null=True)  # the admin's pin, when that was what set the tier
-    features = UnicodeAttribute()  # {feature: {"used", "granted", "limit"}}, as JSON
+    # {feature: {"used", "granted", "limit"}}, as JSON; a feature billed as overage adds "reported",
+    # "confirmed" and, while a range is in flight, "sending" and "pinned_at" (licensing.overage_ledger).
+    features = UnicodeAttribute()
     expiration = NumberAttribute()  # the table's TTL attribute
+    overage_due = UnicodeAttribute(null=True)  # as BillingAccount.overage_due, for this closed period
+    overage_due_index = OverageDueRecords()
 
 
 def bind_idempotency_table(table_name: str) -> None:
@@ -268,9 +302,48 @@ def usage_announcements(feature: str) -> NumberSetAttribute:
     return NumberSetAttribute(attr_name=f"announced_{feature}")
 
 
+def overage_reported(feature: str) -> NumberAttribute:
+    """The watermark: the period's overage units Stripe has accepted (absent: none)."""
+    return NumberAttribute(attr_name=f"overage_reported_{feature}")
+
+
+def overage_sending(feature: str) -> NumberAttribute:
+    """The end of the range of overage units in flight to Stripe (after the watermark, through this)."""
+    return NumberAttribute(attr_name=f"overage_sending_{feature}")
+
+
+def overage_pinned_at(feature: str) -> NumberAttribute:
+    """When the range in flight was pinned (epoch second)."""
+    return NumberAttribute(attr_name=f"overage_pinned_at_{feature}")
+
+
+def overage_confirmed(feature: str) -> NumberAttribute:
+    """The period's overage units reconciliation found in Stripe's event summaries."""
+    return NumberAttribute(attr_name=f"overage_confirmed_{feature}")
+
+
+OVERAGE_ATTRIBUTES = (overage_reported, overage_sending, overage_pinned_at, overage_confirmed)
+# The overage_due marker of an item the drain has work on is one of these shards; one with only units
+# sent and not yet confirmed carries SENT_MARKER_PREFIX + its shard (billwatch.licensing.overage_ledger).
+OVERAGE_SHARDS = tuple(str(shard) for shard in range(8))
+SENT_MARKER_PREFIX = "sent#"
+
+
+def overage_shard(account_id: str) -> str:
+    """The account's OverageDue partition: stable, and spread evenly over the shards."""
+    digest = hashlib.sha256(account_id.encode()).digest()
+    return OVERAGE_SHARDS[digest[0] % len(OVERAGE_SHARDS)]
+
+
 # Attributes that belong to one usage period and go when a new one starts ("alerted_" held the
 # highest announced threshold before the set replaced it).
-PERIOD_ATTRIBUTE_PREFIXES = ("used_", "granted_", "announced_", "alerted_")
+PERIOD_ATTRIBUTE_PREFIXES = (
+    "used_",
+    "granted_",
+    "announced_",
+    "alerted_",
+    *(attribute("").attr_name for attribute in OVERAGE_ATTRIBUTES),
+)
 
 
 # ---------------------------------------------------------------------------- alert dispatch

@@ -1,21 +1,23 @@
 """What the overage drain sends to Stripe: the meter event an account's unreported overage makes.
 
-Pure: no client, no clock, no logging (the drain that reads the balances, sends the events and moves
-the watermarks is the next step, docs/overage-billing.md). The overage of an account's period for a
-feature is the counter past the limit; ``reported`` is the watermark, the units Stripe has already
-been sent. Everything in between goes as one event, whose identifier is derived from the units it
-carries, so a retry of the same drain (or a drain after a crash between Stripe's acceptance and the
-watermark's write) sends the same identifier, which Stripe deduplicates within its 24 hours.
+Pure: no client, no clock, no logging (billwatch.licensing.overage_ledger reads the balances and
+moves the watermarks; billwatch.billing.overage_drain sends the events). The overage of an account's
+period for a feature is the counter past the limit; ``reported`` is the watermark, the units Stripe
+has already been sent. Everything in between goes as one event, whose identifier is derived from the
+units it carries, so a retry of the same drain (or a drain after a crash between Stripe's acceptance
+and the watermark's write) sends the same identifier, which Stripe deduplicates within its 24 hours.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from billwatch.core.ids import is_customer_id
+from billwatch.core.models import SENT_MARKER_PREFIX, overage_shard
 
 # Stripe takes a meter event whose timestamp is within the past 35 days or up to 5 minutes ahead.
 STRIPE_PAST_WINDOW_SECONDS = 35 * 86_400
@@ -78,11 +80,31 @@ def identifier(account_id: str, feature: str, period_start: int, after: int, thr
 def event_timestamp(balance: OverageBalance, now: int) -> int | None:
     """Within the period (so the units land on its invoice) and within Stripe's window: now while
     the period runs, its last second once it has ended; None when that is too old for Stripe. A
-    period that Stripe's clock began a little ahead of ours starts it, as far as the window allows."""
-    moment = min(now, balance.period_end - 1)
+    period that Stripe's clock began a little ahead of ours starts it, as far as the window allows.
+
+    Inside the period's whole minutes too, [ceil_minute(start), floor_minute(end)): Stripe's event
+    summaries take minute-aligned windows, and reconciliation asks for exactly those of the period.
+    A period shorter than that (an admin's reset a few seconds in) keeps to the period itself."""
+    first, last = _ceil_minute(balance.period_start), _floor_minute(balance.period_end) - 1
+    if first > last:
+        first, last = balance.period_start, balance.period_end - 1
+    moment = min(now, last)
     if moment < now - STRIPE_PAST_WINDOW_SECONDS + WINDOW_MARGIN_SECONDS:
         return None
-    return min(max(moment, balance.period_start), now + STRIPE_FUTURE_WINDOW_SECONDS)
+    return min(max(moment, first), now + STRIPE_FUTURE_WINDOW_SECONDS)
+
+
+def _floor_minute(moment: int) -> int:
+    return moment - moment % 60
+
+
+def _ceil_minute(moment: int) -> int:
+    return -_floor_minute(-moment)
+
+
+def summary_window(period_start: int, period_end: int) -> tuple[int, int]:
+    """The minute-aligned window of Stripe's event summaries that holds exactly the period's events."""
+    return _ceil_minute(period_start), _floor_minute(period_end)
 
 
 def meter_event(balance: OverageBalance, now: int) -> MeterEvent | Unsent:
@@ -104,3 +126,42 @@ def meter_event(balance: OverageBalance, now: int) -> MeterEvent | Unsent:
         timestamp=timestamp,
         reported_after=balance.overage,
     )
+
+
+@dataclass(frozen=True)
+class BillingState:
+    """Where a period's overage units of a feature are on their way to Stripe."""
+
+    overage: int  # the units past the limit
+    reported: int = 0  # accepted by Stripe (the watermark)
+    sending: int | None = None  # the end of the range in flight, if one is
+    confirmed: int = 0  # found in Stripe's event summaries by reconciliation
+
+    @property
+    def owing(self) -> bool:
+        """Units to send, or a range in flight: work for the drain."""
+        return self.overage > self.reported or self.sending is not None
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Units sent that reconciliation has not found in Stripe yet."""
+        return self.reported > self.confirmed
+
+    def as_dict(self) -> dict[str, int]:
+        """pending: past the limit, not accepted by Stripe; sent: accepted, not confirmed; confirmed."""
+        return {
+            "pending": max(0, self.overage - self.reported),
+            "sent": max(0, self.reported - self.confirmed),
+            "confirmed": min(self.confirmed, self.reported),
+        }
+
+
+def overage_marker(account_id: str, states: Iterable[BillingState]) -> str | None:
+    """The ``overage_due`` marker an item (or a closed period) with these states carries: its shard
+    while the drain has work on it, sent#<shard> while only reconciliation has, else none."""
+    states = list(states)
+    if any(state.owing for state in states):
+        return overage_shard(account_id)
+    if any(state.unconfirmed for state in states):
+        return SENT_MARKER_PREFIX + overage_shard(account_id)
+    return None

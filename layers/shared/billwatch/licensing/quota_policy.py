@@ -54,6 +54,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from billwatch.core.models import (
+    OVERAGE_ATTRIBUTES,
     PERIOD_ATTRIBUTE_PREFIXES,
     BillingAccount,
     usage_announcements,
@@ -216,6 +217,9 @@ class QuotaPolicy:
         self._count_conditions = functools.lru_cache(maxsize=1024)(self._count_condition)
         self._metered = frozenset(
             name for tier in catalog.tiers for name, spec in tier.features.items() if spec.quota is not None
+        )
+        self._billed = frozenset(
+            name for tier in catalog.tiers for name, spec in tier.features.items() if spec.overage
         )
 
     # --- the account's tier and period -------------------------------------------------------
@@ -460,6 +464,12 @@ class QuotaPolicy:
         by a use, a grant or the scheduled reset, happen once."""
         return _as_read(BillingAccount.usage_since, account.usage_since)
 
+    @staticmethod
+    def tier_and_period_as_read(account: BillingAccount) -> Condition:
+        """The account's tier and usage period are still what they were read as: what the overage
+        ledger's writes (billwatch.licensing.overage_ledger) go on, so none lands on another period."""
+        return _all(*(_as_read(attribute, seen) for attribute, seen in _tier_and_period_read(account)))
+
     def closing_as_read(self, usage: AccountUsage) -> Condition:
         """The tier, the period and every counter and grant still hold what they held: the condition
         a write that closes a period goes on, so that the period it keeps (billwatch.licensing.
@@ -470,6 +480,19 @@ class QuotaPolicy:
         for feature in sorted(features):
             counter, grant = usage_counter(feature), usage_grant(feature)
             read += [(counter, usage.stored(counter.attr_name)), (grant, usage.stored(grant.attr_name))]
+        # The overage ledger's watermarks and pins too: the record keeps them, and a drain's write
+        # between this read and the write would otherwise be lost with the period (a double bill).
+        billed = self._billed | {
+            name.removeprefix(attribute("").attr_name)
+            for attribute in OVERAGE_ATTRIBUTES
+            for name in usage.raw
+            if name.startswith(attribute("").attr_name)
+        }
+        for feature in sorted(billed):
+            read += [
+                (attribute(feature), usage.stored(attribute(feature).attr_name))
+                for attribute in OVERAGE_ATTRIBUTES
+            ]
         return _all(*(_as_read(attribute, seen) for attribute, seen in read))
 
     def as_read(self, usage: AccountUsage, feature: str) -> Condition:

@@ -10,6 +10,10 @@ rerun after a crash resets nothing twice and never drops usage recorded after a 
 The sweep runs as parallel scan segments. Each segment checkpoints its scan cursor after every
 page, so a run cut short by the Lambda timeout (or a crash) continues from where it stopped.
 
+The sweep is also what guarantees the overage drain sees every account owing overage units: one
+that owes without the ``overage_due`` marker (the usage check's best-effort write failed) gets it
+(billwatch.licensing.overage_ledger). A period that ended keeps its own marker in its record.
+
 Each start of the schedule is recorded too: an EventBridge rate counts from when its rule was
 created, not from the hour, so only the schedule's real starts tell the health probe when the
 next run is due.
@@ -33,6 +37,7 @@ from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import BillingAccount, JobCheckpoint
 from billwatch.core.observability import logger
 from billwatch.core.self_invoke import SelfInvoker
+from billwatch.licensing.overage_ledger import OverageLedger
 from billwatch.licensing.quota_policy import AccountUsage
 from billwatch.licensing.service import Licensing, build_licensing
 from billwatch.licensing.usage_history import ClosedBy
@@ -62,6 +67,7 @@ class QuotaReset:
     ):
         self._policy = licensing.policy
         self._history = licensing.history
+        self._ledger = OverageLedger(licensing.policy.catalog)
         self._metrics = metrics
         self._clock = clock
 
@@ -120,6 +126,7 @@ class QuotaReset:
         usage = AccountUsage.from_raw(raw["pk"]["S"], raw)
         now = int(self._clock())
         if self._policy.new_period(usage.account, now) is None:
+            self._ledger.mark_if_owing(usage)
             return False
         actions = self._policy.restart_actions(usage, now)
         return self._history.close(self._policy, usage, actions, ClosedBy.QUOTA_RESET, now)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.constants import ALL_NEW, ALL_OLD
+from pynamodb.constants import ALL_NEW, ALL_OLD, NONE
 from pynamodb.exceptions import GetError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
@@ -35,6 +35,7 @@ from billwatch.core.config import ConfigError, Settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable, conditional_update, store_failure
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import (
+    OVERAGE_SHARDS,
     AuditRecord,
     BillingAccount,
     UsagePeriodRecord,
@@ -42,12 +43,16 @@ from billwatch.core.models import (
     bind_billing_table,
     bind_idempotency_table,
     bind_usage_history_table,
+    overage_confirmed,
+    overage_reported,
+    overage_shard,
     usage_announcements,
     usage_counter,
     usage_grant,
 )
 from billwatch.core.observability import logger
 from billwatch.core.severities import DEFAULT_SEVERITIES, Severity, usage_alert
+from billwatch.licensing.overage import BillingState
 from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
 from billwatch.licensing.quota_policy import (
     LIMIT_HIT_THRESHOLDS,
@@ -166,7 +171,13 @@ class Licensing:
             }
             if spec.overage:  # the period's units past the limit, billed (docs/overage-billing.md)
                 cap = None if spec.hard_cap is None else spec.hard_cap + limit - spec.quota  # with grants
-                features[name].update(overage=max(0, used - limit), hard_cap=cap)
+                overage = max(0, used - limit)
+                billing = BillingState(
+                    overage,
+                    usage.number(overage_reported(name).attr_name) if current else 0,
+                    confirmed=usage.number(overage_confirmed(name).attr_name) if current else 0,
+                )
+                features[name].update(overage=overage, hard_cap=cap, billing=billing.as_dict())
         return {
             "account_id": account_id,
             "tier": tier.name,
@@ -308,15 +319,18 @@ class Licensing:
     def use(self, account_id: str, feature: str, quantity: int) -> UsageDecision:
         validate_quantity(quantity)
         if self.policy.metered(feature):
-            decision = self._count(account_id, feature, quantity)
+            decision, usage = self._count(account_id, feature, quantity)
         else:  # on or off: nothing to count, so nothing to write
-            decision = self.policy.decide(self.load(account_id), feature, quantity, int(self._clock()))
+            usage = self.load(account_id)
+            decision = self.policy.decide(usage, feature, quantity, int(self._clock()))
         self._account_for(account_id, decision, quantity)
+        self._mark_overage(usage, decision)
         return decision
 
-    def _count(self, account_id: str, feature: str, quantity: int) -> UsageDecision:
+    def _count(self, account_id: str, feature: str, quantity: int) -> tuple[UsageDecision, AccountUsage]:
         """One conditional write that counts the use if the policy allows it as the item stands; if
-        refused, the item it returns says why, without a read."""
+        refused, the item it returns says why, without a read. The decision, and the item as the
+        write left it (or as it refused it)."""
         for _ in range(_MAX_OPTIMISTIC_ATTEMPTS):
             now = int(self._clock())
             actions = self.policy.count_actions(feature, quantity, now)
@@ -325,17 +339,18 @@ class Licensing:
             )
             usage = AccountUsage.from_raw(account_id, raw)
             if accepted:
-                return self.policy.after_write(usage, feature, quantity, now)
+                return self.policy.after_write(usage, feature, quantity, now), usage
             decision = self.policy.decide(usage, feature, quantity, now)
             if decision.outcome is Outcome.START_PERIOD:
                 actions = self.policy.start_period_actions(usage, feature, quantity, now)
                 if self.history.close(self.policy, usage, actions, ClosedBy.USE, now):
                     started = self.policy.restarted(usage, now, {usage_counter(feature).attr_name: quantity})
-                    return self.policy.after_write(started, feature, quantity, now, Outcome.START_PERIOD)
+                    answer = self.policy.after_write(started, feature, quantity, now, Outcome.START_PERIOD)
+                    return answer, started
                 self._metrics.add(Metric.QUOTA_CONFLICT)
                 continue  # another check started the period first: count against its counters
             if decision.outcome is not Outcome.COUNT:
-                return decision
+                return decision, usage
             # COUNT for the very item the condition refused: the rule and its condition disagree
             # (tests/unit/test_quota_policy.py exists to rule this out). Never answer it as counted.
             logger.error(
@@ -365,6 +380,7 @@ class Licensing:
             outcome = self._commit(usage, receipt_id, feature, quantity, decision, now)
             if outcome is True:
                 self._account_for(account_id, decision, quantity)
+                self._mark_overage(usage, decision)
                 return decision
             if outcome is not False:  # the same key was committed concurrently: its answer stands
                 return self._replay(outcome, feature, quantity)
@@ -482,6 +498,31 @@ class Licensing:
                     extra={"account_id": account_id, "feature": decision.feature, "threshold": threshold},
                     exc_info=True,
                 )
+
+    def _mark_overage(self, usage: AccountUsage, decision: UsageDecision) -> None:
+        """Puts the account on the overage drain's list (billwatch.licensing.overage_ledger) when the
+        answer has units past the limit and the item, as the check saw it, is not on it yet: one more
+        request, once until the drain takes it off again. Best-effort: the use is counted and
+        answered, and the hourly quota reset puts on the list any account this missed."""
+        due = BillingAccount.overage_due
+        if not decision.overage or usage.account.overage_due in OVERAGE_SHARDS:
+            return
+        account_id = usage.account.pk
+        try:
+            conditional_update(
+                BillingAccount,
+                account_id,
+                [due.set(overage_shard(account_id))],
+                BillingAccount.pk.exists() & BillingAccount.merged_into.does_not_exist(),
+                return_values=NONE,
+            )
+        except (StoreUnavailable, StoreRejected):
+            self._metrics.add(Metric.OVERAGE_MARKER_FAILED)
+            logger.warning(
+                "Could not put the account on the overage drain's list; the quota reset will",
+                extra={"account_id": account_id, "feature": decision.feature},
+                exc_info=True,
+            )
 
     def _announce(self, account_id: str, decision: UsageDecision, threshold: int) -> None:
         """Once per account, feature, threshold and period: the write that records it decides.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pynamodb.constants import NONE
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
@@ -27,7 +27,15 @@ from pynamodb.models import Model
 
 from billwatch.core import dynamo
 from billwatch.core.dynamo import conditional_update, store_failure
-from billwatch.core.models import BillingAccount, UsagePeriodRecord
+from billwatch.core.models import (
+    BillingAccount,
+    UsagePeriodRecord,
+    overage_confirmed,
+    overage_pinned_at,
+    overage_reported,
+    overage_sending,
+)
+from billwatch.licensing.overage import BillingState, overage_marker
 from billwatch.licensing.quota_policy import AccountUsage, QuotaPolicy
 
 DEFAULT_RETENTION_DAYS = 400  # as the template's UsageHistoryRetentionDays
@@ -45,6 +53,27 @@ class FeatureUsage:
     used: int  # counted in the period, granted extra quota included
     granted: int
     limit: int | None  # quota + grant; None when the tier in force had no quota for the feature
+    # Overage billing (billwatch.licensing.overage_ledger): None where the tier did not bill the
+    # feature's overage; else the units Stripe accepted, then the range in flight and the confirmed.
+    reported: int | None = None
+    sending: int | None = None
+    pinned_at: int | None = None
+    confirmed: int = 0
+
+    def billing(self) -> BillingState | None:
+        """The overage's billing state, where the feature's overage is billed."""
+        if self.reported is None or self.limit is None:
+            return None
+        return BillingState(max(0, self.used - self.limit), self.reported, self.sending, self.confirmed)
+
+    def as_json(self) -> dict[str, int | None]:
+        """As a history record keeps it: a feature not billed as overage as before billing existed."""
+        kept = {"used": self.used, "granted": self.granted, "limit": self.limit}
+        if self.reported is not None:
+            kept.update(reported=self.reported, confirmed=self.confirmed)
+            if self.sending is not None:
+                kept.update(sending=self.sending, pinned_at=self.pinned_at)
+        return kept
 
 
 @dataclass(frozen=True)
@@ -56,6 +85,10 @@ class ClosedPeriod:
     tier: str
     tier_override: str | None
     features: Mapping[str, FeatureUsage]
+
+    def overage_marker(self, account_id: str) -> str | None:
+        """The record's ``overage_due`` marker: set while its overage is owed, in flight or unconfirmed."""
+        return overage_marker(account_id, filter(None, (usage.billing() for usage in self.features.values())))
 
 
 def closed_period(
@@ -84,11 +117,21 @@ def feature_usage(policy: QuotaPolicy, usage: AccountUsage) -> dict[str, Feature
     metered = {name for name, spec in tier.features.items() if spec.quota is not None}
     features = {}
     for name in sorted(usage.counted_features() | metered):
-        quota = getattr(tier.features.get(name), "quota", None)
+        spec = tier.features.get(name)
+        quota = getattr(spec, "quota", None)
         granted = usage.grant(name)
-        features[name] = FeatureUsage(
+        figures = FeatureUsage(
             usage.counter(name) + granted, granted, None if quota is None else quota + granted
         )
+        if spec is not None and spec.overage:
+            figures = replace(
+                figures,
+                reported=usage.number(overage_reported(name).attr_name),
+                sending=usage.stored(overage_sending(name).attr_name),
+                pinned_at=usage.stored(overage_pinned_at(name).attr_name),
+                confirmed=usage.number(overage_confirmed(name).attr_name),
+            )
+        features[name] = figures
     return features
 
 
@@ -99,7 +142,7 @@ class UsageHistory:
         self._retention_seconds = retention_days * 24 * 3600
 
     def record(self, account_id: str, period: ClosedPeriod) -> UsagePeriodRecord:
-        features = {name: vars(figures) for name, figures in period.features.items()}
+        features = {name: figures.as_json() for name, figures in period.features.items()}
         return UsagePeriodRecord(
             account_id,
             period.start,
@@ -110,6 +153,7 @@ class UsageHistory:
             tier_override=period.tier_override,
             features=json.dumps(features, sort_keys=True),
             expiration=period.end + self._retention_seconds,
+            overage_due=period.overage_marker(account_id),
         )
 
     def close(

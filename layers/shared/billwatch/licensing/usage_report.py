@@ -19,7 +19,9 @@ Figures, per feature and period
     ``used`` (extra quota granted included, as the usage check counts it), ``limit`` (quota +
     grant; null where the tier had no quota), ``granted``, ``percentage`` of the limit (one decimal;
     null without a positive limit), ``overage`` (used beyond the limit: a tier lowered mid-period
-    leaves some; null without a limit).
+    leaves some; null without a limit). Where the tier bills the overage (docs/overage-billing.md),
+    ``billing``: ``pending`` (overage not yet accepted by Stripe), ``sent`` (accepted, not yet found
+    in Stripe's event summaries by reconciliation) and ``confirmed`` (found there).
 """
 
 from __future__ import annotations
@@ -97,13 +99,16 @@ def _epoch(day: dt.date) -> int:
 
 def figures(usage: FeatureUsage) -> dict[str, Any]:
     limit = usage.limit
-    return {
+    shown: dict[str, Any] = {
         "used": usage.used,
         "limit": limit,
         "granted": usage.granted,
         "percentage": round(100 * usage.used / limit, 1) if limit else None,
         "overage": None if limit is None else max(0, usage.used - limit),
     }
+    if (billing := usage.billing()) is not None:
+        shown["billing"] = billing.as_dict()
+    return shown
 
 
 @dataclass(frozen=True)
