@@ -20,9 +20,11 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.client import BaseClient
 
 from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
 from billwatch.core.models import BillingAccount
+from billwatch.licensing.plans import shipped_catalog_text
 from billwatch.licensing.service import Licensing
 from devtools import stripe_events as se
 from devtools.moto_patches import install_alarm_history
@@ -35,7 +37,7 @@ from devtools.template import (
 )
 from tests.alert_events import alarm_message, dispatcher_environment, sns_event
 from tests.alert_receivers import AlertReceivers, Answer, alert_receivers
-from tests.scenarios import OUTSIDER, DynamoDBOutage, Scenario
+from tests.scenarios import OUTSIDER, DynamoDBOutage, Scenario, throughput_exceeded
 from tests.support import ROOT, WEBHOOK_SECRET, fake_aws_credentials, fake_stripe_api, moto_with_tables
 
 Dimensions = frozenset[tuple[str, str | None]]  # None: any value (a SEARCH over that dimension)
@@ -123,6 +125,7 @@ def exercise_every_metric_path(
     with outage.during():
         assert scenario.webhook(se.event("invoice.paid", se.invoice(customer="cus_demo"))) == 503
 
+    overage_check(scenario)
     for quantity, status in ((8, 200), (1, 200), (1, 200), (1, 429)):  # 80, 90, 95 + 100 %, denied
         assert scenario.usage("acct_quota", "exports", quantity) == status
     assert scenario.usage("acct_quota", "sso") == 403
@@ -202,6 +205,29 @@ def exercise_every_metric_path(
     )
     scenario.alert_input(sns_event(errors))  # Slack answers 404
     assert scenario.alert_input(sns_event("{not json"))["rejected"] == 1
+
+
+def overage_check(scenario: Scenario) -> None:
+    """The licensing API on a catalog that bills FREE's api_calls past the quota (exports still denies):
+    a check past it whose write putting the account on the overage drain's list DynamoDB throttles is
+    answered all the same, and the failure counted."""
+    document = json.loads(shipped_catalog_text())
+    document["tiers"][0]["features"]["api_calls"].update(over_quota="overage", event_name="api_calls_overage")
+    with tempfile.TemporaryDirectory() as scratch, pytest.MonkeyPatch.context() as patch:
+        path = Path(scratch) / "plans.json"
+        path.write_text(json.dumps(document))
+        patch.setenv("PLAN_CATALOG_PATH", str(path))
+        scenario.handler("licensing_api")  # reads the catalog as it starts
+        original = BaseClient._make_api_call
+
+        def marker_throttled(client: BaseClient, operation: str, params: dict) -> Any:
+            names = params.get("ExpressionAttributeNames", {}).values()
+            if operation == "UpdateItem" and "overage_due" in names:
+                raise throughput_exceeded(operation)
+            return original(client, operation, params)
+
+        patch.setattr(BaseClient, "_make_api_call", marker_throttled)
+        assert scenario.usage("acct_overage_check", "api_calls", 1001) == 200
 
 
 @pytest.fixture(scope="module")
