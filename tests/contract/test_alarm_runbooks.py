@@ -49,6 +49,8 @@ CONDITIONAL_ALARMS_OFF_DASHBOARDS = {
     "ReconcileDLQNotEmpty": "reads a metric of ReconcileDLQ",
     "ReconcileDriftFound": "not yet shown: ReconcileDrift is on no widget",
     "ReconcileRunFailed": "not yet shown: ReconcileFailed is on no widget",
+    "OverageDrainLambdaErrors": "reads a metric of OverageDrainFunction",
+    "OverageDrainLambdaThrottles": "reads a metric of OverageDrainFunction",
 }
 
 

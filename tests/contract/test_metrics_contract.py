@@ -23,7 +23,7 @@ import pytest
 from botocore.client import BaseClient
 
 from billwatch.core.metrics import METRICS, SERVICE_DIMENSION
-from billwatch.core.models import BillingAccount
+from billwatch.core.models import BillingAccount, overage_shard
 from billwatch.licensing.plans import shipped_catalog_text
 from billwatch.licensing.service import Licensing
 from devtools import stripe_events as se
@@ -168,6 +168,7 @@ def exercise_every_metric_path(
     with pytest.raises(Exception, match="api_error"):
         scenario.at(scenario.now + 86400).scheduled("reconcile")
     stripe.failure = None
+    overage_drain(scenario, stripe)
 
     # The daily report's revenue reconciliation: Stripe took 1,000 USD, billwatch recorded 900.
     monkeypatch.setenv("STAGE", "test")
@@ -207,6 +208,42 @@ def exercise_every_metric_path(
     assert scenario.alert_input(sns_event("{not json"))["rejected"] == 1
 
 
+def overage_drain(scenario: Scenario, stripe: Any) -> None:
+    """A run of the overage drain: units Stripe accepts, a balance with no customer to bill, and a range
+    Stripe refuses (no meter has its event name), on a catalog that bills both FREE features' overage."""
+    document = json.loads(shipped_catalog_text())
+    for feature in ("exports", "api_calls"):
+        document["tiers"][0]["features"][feature].update(
+            over_quota="overage", event_name=f"{feature}_overage"
+        )
+    stripe.meters.add_meter("exports_overage")
+    since = str(int(time.time()) - 3600)
+    for account, customer, counters in (
+        ("acct_overage", "cus_overage", {"used_exports": "13", "used_api_calls": "1002"}),
+        ("acct_overage_nocus", None, {"used_exports": "12"}),
+    ):
+        item = {
+            "pk": {"S": account},
+            "usage_since": {"N": since},
+            "overage_due": {"S": overage_shard(account)},
+            **{name: {"N": value} for name, value in counters.items()},
+        }
+        if customer:
+            item["stripe_customer_id"] = {"S": customer}
+        boto3.client("dynamodb").put_item(TableName=BillingAccount.Meta.table_name, Item=item)
+    with tempfile.TemporaryDirectory() as scratch, pytest.MonkeyPatch.context() as catalog:
+        path = Path(scratch) / "plans.json"
+        path.write_text(json.dumps(document))
+        catalog.setenv("PLAN_CATALOG_PATH", str(path))
+        scenario.handler("overage_drain")  # reads the catalog as it starts
+    result = scenario.scheduled("overage_drain")
+    assert (result["units_sent"], result["unsent"], result["failed"]) == (
+        3,
+        {"no_customer": 1},
+        {"permanent": 1},
+    )
+
+
 def overage_check(scenario: Scenario) -> None:
     """The licensing API on a catalog that bills FREE's api_calls past the quota (exports still denies):
     a check past it whose write putting the account on the overage drain's list DynamoDB throttles is
@@ -244,7 +281,11 @@ def emitted(template: dict[str, Any]) -> Iterator[set[Emitted]]:
         monkeypatch.setenv("STRIPE_API_BASE", stripe.url)
         with moto_with_tables(template, monkeypatch) as tables:
             sqs = boto3.client("sqs")
-            for variable, name in (("WEBHOOK_DLQ_URL", "webhook-dlq"), ("QUOTA_RESET_DLQ_URL", "reset-dlq")):
+            for variable, name in (
+                ("WEBHOOK_DLQ_URL", "webhook-dlq"),
+                ("QUOTA_RESET_DLQ_URL", "reset-dlq"),
+                ("OVERAGE_DRAIN_DLQ_URL", "overage-drain-dlq"),
+            ):
                 monkeypatch.setenv(variable, sqs.create_queue(QueueName=name)["QueueUrl"])
             dispatcher_environment(monkeypatch, tables, receivers, Path(scratch))
             scenario = Scenario(monkeypatch, start=time.time())

@@ -803,6 +803,7 @@ AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
             "AlertDispatch",
             "Reconcile",
             "BillingReport",
+            "OverageDrain",
         )
         for metric in ("Errors", "Throttles")
     },
@@ -827,6 +828,12 @@ AWS_METRIC_OF_ALARM: dict[str, tuple[str, str, dict[str, str]]] = {
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
         {"QueueName": "AlertDLQ.QueueName"},
+    ),
+    # Overage ranges parked unbilled: fires on the first, quiet while the queue is empty (a fresh stack).
+    "OverageDrainDeadLetters": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": "OverageDrainDLQ.QueueName"},
     ),
     "AlertTopicDeliveryFailures": (
         "AWS/SNS",

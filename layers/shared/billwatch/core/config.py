@@ -28,6 +28,9 @@ AUDIT_RETENTION_DAYS = (90, 3660)
 CHECKOUT_VELOCITY_LIMITS = (1, 1000)
 # A closed usage period is kept at least a month, at most ten years (UsageHistoryRetentionDays).
 USAGE_HISTORY_RETENTION_DAYS = (31, 3660)
+# The overage drain's events in a run from which it sends on the v2 meter event stream instead of one v1
+# request each (OverageStreamThreshold): 1 is always the stream; above the balances a run reads, never.
+OVERAGE_STREAM_THRESHOLDS = (1, 1000)
 
 
 class ConfigError(ValueError):
@@ -68,6 +71,8 @@ class Settings:
     health_probe_interval_seconds: int
     webhook_dlq_url: str | None
     quota_reset_dlq_url: str | None
+    overage_drain_dlq_url: str | None  # the overage drain requires it
+    overage_stream_threshold: int
     severities: Mapping[str, Severity]
     audit_table: str | None  # the functions that do admin actions (licensing, alert dispatch) require it
     audit_retention_days: int
@@ -234,6 +239,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, webhook_secret: bool 
         * _integer(env, "HEALTH_PROBE_INTERVAL_MINUTES", default=1, minimum=1),
         webhook_dlq_url=_optional(env, "WEBHOOK_DLQ_URL"),
         quota_reset_dlq_url=_optional(env, "QUOTA_RESET_DLQ_URL"),
+        overage_drain_dlq_url=_optional(env, "OVERAGE_DRAIN_DLQ_URL"),
+        overage_stream_threshold=_integer(
+            env,
+            "OVERAGE_STREAM_THRESHOLD",
+            default=100,
+            minimum=OVERAGE_STREAM_THRESHOLDS[0],
+            maximum=OVERAGE_STREAM_THRESHOLDS[1],
+            why=" events a run",
+        ),
         severities=_severities(env, "ALERT_SEVERITIES"),
         audit_table=_optional(env, "AUDIT_TABLE_NAME"),
         audit_retention_days=_integer(

@@ -88,6 +88,10 @@ class Metric(StrEnum):
     THIN_EVENT_UNRESOLVED = "ThinEventUnresolved"
     METER_ERROR_REPORTED = "MeterErrorReported"
     OVERAGE_MARKER_FAILED = "OverageMarkerFailed"
+    OVERAGE_UNITS_SENT = "OverageUnitsSent"
+    OVERAGE_EVENTS_SENT = "OverageEventsSent"
+    OVERAGE_UNSENT = "OverageUnsent"
+    OVERAGE_SEND_FAILED = "OverageSendFailed"
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,14 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     # A usage check whose answer had overage could not put the account on the overage drain's list
     # (licensing.service): the hourly quota reset does, so the units are billed up to an hour late.
     Metric.OVERAGE_MARKER_FAILED: MetricDefinition(MetricUnit.Count),
+    # The overage drain (billing.overage_drain): units and events Stripe accepted whose watermark moved
+    # (one point per event, valued at its units); per run, each balance it could not make an event of
+    # (Reason: no_customer, too_old) and each event Stripe did not accept, by what became of it (Outcome:
+    # rate_limited, transient, key_refused, permanent, gave_up; the last two are dead-lettered).
+    Metric.OVERAGE_UNITS_SENT: MetricDefinition(MetricUnit.Count, ("Feature",)),
+    Metric.OVERAGE_EVENTS_SENT: MetricDefinition(MetricUnit.Count),
+    Metric.OVERAGE_UNSENT: MetricDefinition(MetricUnit.Count, ("Reason",)),
+    Metric.OVERAGE_SEND_FAILED: MetricDefinition(MetricUnit.Count, ("Outcome",)),
 }
 
 

@@ -206,6 +206,31 @@ class HealthSnapshot(SharedClientModel):
     report = UnicodeAttribute()  # the report, as JSON
 
 
+class OverageSendFailure(SharedClientModel):
+    """An overage range in flight that the drain could not send (billwatch.billing.overage_drain): the
+    runs in a row that failed, and once dead-lettered, when it was parked. Gone once Stripe accepts it;
+    an operator re-drives a parked range by deleting its item (docs/runbooks/overage-drain.md)."""
+
+    class Meta:
+        table_name = "billing-state"  # replaced by bind_billing_table() at start-up
+
+    pk = UnicodeAttribute(hash_key=True)  # overage-drain#<the event's identifier>
+    runs = NumberAttribute(null=True)
+    error = UnicodeAttribute(null=True)  # the last one, as the dead letter names it
+    failed_at = NumberAttribute(null=True)
+    parked_at = NumberAttribute(null=True)
+
+    PREFIX = "overage-drain#"
+
+    @classmethod
+    def key(cls, identifier: str) -> str:
+        return cls.PREFIX + identifier
+
+    @property
+    def identifier(self) -> str:
+        return self.pk.removeprefix(self.PREFIX)
+
+
 class UsageReceipt(SharedClientModel):
     """The answer to a usage check made with an idempotency key, kept for its replays."""
 
@@ -264,7 +289,8 @@ class UsagePeriodRecord(SharedClientModel):
     tier = UnicodeAttribute()  # the tier in force when it closed
     tier_override = UnicodeAttribute(null=True)  # the admin's pin, when that was what set the tier
     # {feature: {"used", "granted", "limit"}}, as JSON; a feature billed as overage adds "reported",
-    # "confirmed" and, while a range is in flight, "sending" and "pinned_at" (licensing.overage_ledger).
+    # "confirmed", "checked" once reconciled, and while a range is in flight "sending" and "pinned_at"
+    # (licensing.overage_ledger).
     features = UnicodeAttribute()
     expiration = NumberAttribute()  # the table's TTL attribute
     overage_due = UnicodeAttribute(null=True)  # as BillingAccount.overage_due, for this closed period
@@ -280,7 +306,7 @@ def bind_usage_history_table(table_name: str) -> None:
 
 
 def bind_billing_table(table_name: str) -> None:
-    bind_table(table_name, BillingAccount, JobCheckpoint, WebhookMarker, HealthSnapshot)
+    bind_table(table_name, BillingAccount, JobCheckpoint, WebhookMarker, HealthSnapshot, OverageSendFailure)
 
 
 def usage_counter(feature: str) -> NumberAttribute:
@@ -322,7 +348,18 @@ def overage_confirmed(feature: str) -> NumberAttribute:
     return NumberAttribute(attr_name=f"overage_confirmed_{feature}")
 
 
-OVERAGE_ATTRIBUTES = (overage_reported, overage_sending, overage_pinned_at, overage_confirmed)
+def overage_checked(feature: str) -> NumberAttribute:
+    """The watermark reconciliation last compared with Stripe's summaries (which count late)."""
+    return NumberAttribute(attr_name=f"overage_checked_{feature}")
+
+
+OVERAGE_ATTRIBUTES = (
+    overage_reported,
+    overage_sending,
+    overage_pinned_at,
+    overage_confirmed,
+    overage_checked,
+)
 # The overage_due marker of an item the drain has work on is one of these shards; one with only units
 # sent and not yet confirmed carries SENT_MARKER_PREFIX + its shard (billwatch.licensing.overage_ledger).
 OVERAGE_SHARDS = tuple(str(shard) for shard in range(8))

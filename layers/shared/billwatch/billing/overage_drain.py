@@ -1,0 +1,388 @@
+"""The overage drain: brings Stripe's meters up to the overage units billwatch has counted.
+
+Each run (OverageDrainFunction, every minute, never two at once) reads the balances that owe units
+(``billwatch.licensing.overage_ledger``: the OverageDue indexes) and, for each:
+
+- a range already in flight (a pin) goes again exactly as pinned, under the same identifier, before
+  anything newer: a run that stopped between Stripe's acceptance and the watermark's write, or whose
+  send failed, is finished without a unit billed twice (Stripe deduplicates an identifier for 24 hours);
+- otherwise the whole unreported overage goes as one event, whose range is pinned first (a conditional
+  write on the balance as read: a balance that changed meanwhile waits for the next run);
+- a balance that owes nothing and has nothing in flight is released from the index.
+
+An accepted event settles: the watermark moves to the range's end and the pin goes. A 429 is waited out
+as far as the invocation allows, a 5xx or a timeout retried with backoff and jitter within the run; what
+is still unsent stays pinned for the next run. An event Stripe refuses (a 4xx), or a range that failed
+``MAX_FAILED_RUNS`` runs in a row, goes to the dead-letter queue for an operator and is parked: not sent
+again until the operator re-drives it (docs/runbooks/overage-drain.md). Its pin stays, so nothing newer
+of that balance goes either: the units after it wait, counted, and no range is ever sent out of order.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from billwatch.billing.meter_stream import (
+    FORBIDDEN,
+    UNAUTHENTICATED,
+    Accepted,
+    MeterSender,
+    Permanent,
+    RetryAfter,
+    SendResult,
+    Transient,
+    V1MeterSender,
+    V2MeterEventStream,
+)
+from billwatch.billing.stripe_api import StripeErrorCode, configured_api_key
+from billwatch.core.config import ConfigError, Settings
+from billwatch.core.metrics import Metric, MetricsRecorder
+from billwatch.core.models import OverageSendFailure
+from billwatch.core.observability import logger
+from billwatch.licensing.overage import MeterEvent, Unsent, meter_event
+from billwatch.licensing.overage_ledger import OverageLedger, OwedBalance, build_overage_ledger
+
+NO_STRIPE_KEY = "the overage drain sends to Stripe: set STRIPE_API_KEY_SECRET_ID (or STRIPE_API_KEY locally)"
+
+# A range that fails this many runs in a row (ten minutes at one run a minute) stops being sent every
+# minute: Stripe's 24-hour dedup of its identifier is running out, and a person should look.
+MAX_FAILED_RUNS = 10
+# Sends of one event within a run, the first included; the sender retries within each of them too.
+SENDS_PER_RUN = 3
+BACKOFF_SECONDS = 1.0
+# Kept for the settles, the failure records and the metrics after the last send.
+RESERVE_SECONDS = 5.0
+
+
+class FailedOutcome(StrEnum):
+    """OverageSendFailed's Outcome: how a run ended for an event Stripe did not accept."""
+
+    RATE_LIMITED = "rate_limited"  # left pinned for the next run by 429s
+    TRANSIENT = "transient"  # left pinned for the next run by 5xx, timeouts or dropped connections
+    PERMANENT = "permanent"  # refused by Stripe: dead-lettered and parked
+    KEY_REFUSED = "key_refused"  # Stripe refused the key, not the event: left pinned, and the run fails
+    GAVE_UP = "gave_up"  # failed MAX_FAILED_RUNS runs in a row: dead-lettered and parked
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    balances: int  # read from the OverageDue indexes
+    events_sent: int  # accepted by Stripe and settled
+    units_sent: int
+    released: int  # owed nothing: out of the index
+    unsent: dict[str, int]  # by Unsent reason (no_customer, too_old): left for reconciliation
+    changed: int  # changed between the read and the pin: the next run takes them
+    parked: int  # dead-lettered earlier, waiting for an operator
+    failed: dict[str, int]  # by FailedOutcome
+
+
+@dataclass
+class _Tally:
+    """What one run did, as DrainResult reports it."""
+
+    events: int = 0
+    units: int = 0
+    released: int = 0
+    changed: int = 0
+    parked: int = 0
+    unsent: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Sending:
+    owed: OwedBalance
+    event: MeterEvent
+    last_error: str = ""
+
+
+class MeterKeyRefused(Exception):
+    """Stripe refused the drain's key (401, 403): no event is at fault, so none is dead-lettered; the
+    run fails (OverageDrainLambdaErrors) and the next ones retry the same pins until the key is fixed."""
+
+
+class DeadLetters:
+    """OverageDrainDLQ: the ranges the drain gave up on, one message each, for an operator."""
+
+    def __init__(self, queue_url: str) -> None:
+        self._queue_url = queue_url
+        self._sqs: Any = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self._sqs is None:
+            from billwatch.core import aws
+
+            self._sqs = aws.client("sqs")
+        self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps(message, sort_keys=True))
+
+
+class SendFailures:
+    """The ranges in flight that failed in earlier runs (an OverageSendFailure item each, by identifier):
+    how many runs in a row, and whether the range is parked. Only a pinned range can have one, so a run
+    reads them for its pins only."""
+
+    def of(self, identifiers: Iterable[str]) -> dict[str, OverageSendFailure]:
+        keys = [OverageSendFailure.key(identifier) for identifier in identifiers]
+        return {item.identifier: item for item in OverageSendFailure.batch_get(keys)} if keys else {}
+
+    def failed(self, identifier: str, error: str, now: int) -> int:
+        """Counts one more failed run of the range; returns how many in a row."""
+        item = OverageSendFailure(OverageSendFailure.key(identifier))
+        item.update(
+            actions=[
+                OverageSendFailure.runs.add(1),
+                OverageSendFailure.error.set(error),
+                OverageSendFailure.failed_at.set(now),
+            ]
+        )
+        return int(item.runs or 0)
+
+    def park(self, identifier: str, error: str, now: int) -> None:
+        OverageSendFailure(OverageSendFailure.key(identifier)).update(
+            actions=[
+                OverageSendFailure.parked_at.set(now),
+                OverageSendFailure.error.set(error),
+                OverageSendFailure.failed_at.set(now),
+            ]
+        )
+
+    def clear(self, identifier: str) -> None:
+        OverageSendFailure(OverageSendFailure.key(identifier)).delete()
+
+
+class SenderChoice:
+    """The v1 API (one request per event, its errors answered at once) for a run of fewer than
+    ``threshold`` events; the v2 stream (100 events a request, ten times v1's rate limit) from there on."""
+
+    def __init__(self, single: MeterSender, stream: MeterSender, threshold: int) -> None:
+        self._single = single
+        self._stream = stream
+        self._threshold = threshold
+
+    def send(self, events: Sequence[MeterEvent]) -> SendResult:
+        return (self._stream if len(events) >= self._threshold else self._single).send(events)
+
+
+class OverageDrain:
+    def __init__(
+        self,
+        ledger: OverageLedger,
+        sender: MeterSender,
+        metrics: MetricsRecorder,
+        dead_letters: DeadLetters,
+        failures: SendFailures,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._ledger = ledger
+        self._sender = sender
+        self._metrics = metrics
+        self._dead_letters = dead_letters
+        self._failures = failures
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+
+    def run(self, time_left: Callable[[], float] = lambda: float("inf")) -> DrainResult:
+        now = int(self._clock())
+        tally = _Tally()
+        try:
+            owed = self._ledger.due(now)
+            earlier = self._failures.of(self._pinned_identifiers(owed, now))
+            sending = []
+            for balance in owed:
+                prepared = self._prepare(balance, now, earlier, tally)
+                if prepared is not None:
+                    sending.append(prepared)
+            for item in self._send(sending, time_left, earlier, tally):
+                self._after_failed_run(item, now, tally)
+            if tally.failed[FailedOutcome.KEY_REFUSED]:
+                raise MeterKeyRefused(
+                    f"Stripe refused the key: {tally.failed[FailedOutcome.KEY_REFUSED]} left"
+                )
+        finally:
+            # After the settles: a point is printed for units whose watermark moved (at least once).
+            self._metrics.flush()
+        result = DrainResult(
+            balances=len(owed),
+            events_sent=tally.events,
+            units_sent=tally.units,
+            released=tally.released,
+            unsent=dict(tally.unsent),
+            changed=tally.changed,
+            parked=tally.parked,
+            failed=dict(tally.failed),
+        )
+        logger.info("Overage drain finished", extra={"result": result.__dict__})
+        return result
+
+    def _pinned_identifiers(self, owed: Sequence[OwedBalance], now: int) -> list[str]:
+        events = (self._pinned_event(balance, now) for balance in owed if balance.sending is not None)
+        return [event.identifier for event in events if isinstance(event, MeterEvent)]
+
+    @staticmethod
+    def _pinned_event(owed: OwedBalance, now: int) -> MeterEvent | Unsent:
+        """The event of the range in flight exactly as first sent: its units, identifier and timestamp
+        (made at the moment it was pinned), since Stripe refuses an identifier it has seen (its
+        Idempotency-Key) with other parameters."""
+        assert owed.sending is not None
+        pinned_at = now if owed.pinned_at is None else int(owed.pinned_at)
+        return meter_event(replace(owed.balance, overage=owed.sending), pinned_at)
+
+    def _prepare(
+        self,
+        owed: OwedBalance,
+        now: int,
+        earlier: dict[str, OverageSendFailure],
+        tally: _Tally,
+    ) -> _Sending | None:
+        event = meter_event(owed.balance, now) if owed.sending is None else self._pinned_event(owed, now)
+        if event is Unsent.NOTHING_DUE:
+            if owed.sending is None and self._ledger.release(owed):
+                tally.released += 1
+            return None
+        if isinstance(event, Unsent):
+            tally.unsent[event.value] += 1
+            self._metrics.add(Metric.OVERAGE_UNSENT, Reason=event.value)
+            return None
+        if owed.sending is not None:
+            failure = earlier.get(event.identifier)
+            if failure is not None and failure.parked_at is not None:
+                tally.parked += 1
+                return None
+        elif not self._ledger.pin(owed, event.reported_after, now):
+            tally.changed += 1
+            return None
+        return _Sending(owed, event)
+
+    def _send(
+        self,
+        sending: list[_Sending],
+        time_left: Callable[[], float],
+        earlier: dict[str, OverageSendFailure],
+        tally: _Tally,
+    ) -> list[_Sending]:
+        """Sends until every event is accepted, refused, or out of sends or time; returns the rest."""
+        for attempt in range(1, SENDS_PER_RUN + 1):
+            if not sending:
+                break
+            result = self._sender.send([item.event for item in sending])
+            retry: list[_Sending] = []
+            wait = 0.0
+            refused: list[tuple[_Sending, Permanent]] = []
+            for item in sending:
+                outcome = result.outcome(item.event)
+                if isinstance(outcome, Accepted):
+                    self._settle(item, earlier, tally)
+                elif isinstance(outcome, Permanent):
+                    refused.append((item, outcome))
+                elif isinstance(outcome, RetryAfter):
+                    item.last_error = f"rate_limited: retry after {outcome.seconds:g} s"
+                    retry.append(item)
+                    wait = max(wait, outcome.seconds)
+                elif isinstance(outcome, Transient):
+                    item.last_error = f"transient: {outcome.reason}"
+                    retry.append(item)
+                    wait = max(wait, self._backoff(attempt))
+            for item, permanent in refused:
+                if permanent.code in (UNAUTHENTICATED, FORBIDDEN):
+                    self._count_failed(FailedOutcome.KEY_REFUSED, tally)
+                else:
+                    error = f"{permanent.code}: {permanent.message}"
+                    self._dead_letter(item, error, FailedOutcome.PERMANENT, tally)
+            sending = retry
+            if sending and (attempt == SENDS_PER_RUN or wait > time_left() - RESERVE_SECONDS):
+                break
+            if sending:
+                self._sleep(wait)
+        return sending
+
+    def _backoff(self, attempt: int) -> float:
+        """Equal jitter: half the doubled step plus a random part of the other half."""
+        step = BACKOFF_SECONDS * 2 ** (attempt - 1)
+        return step / 2 + self._jitter() * step / 2
+
+    def _settle(self, item: _Sending, earlier: dict[str, OverageSendFailure], tally: _Tally) -> None:
+        event = item.event
+        if not self._ledger.settle(item.owed, event.reported_after):
+            # Another writer moved the balance since it was read; the pin, if still there, sends again
+            # under the same identifier, which Stripe answers as already accepted.
+            logger.warning("Overage settle found the balance changed", extra=_described(item))
+            return
+        tally.events += 1
+        tally.units += event.value
+        self._metrics.add(Metric.OVERAGE_EVENTS_SENT)
+        self._metrics.add(Metric.OVERAGE_UNITS_SENT, event.value, Feature=item.owed.balance.feature)
+        if event.identifier in earlier:
+            self._failures.clear(event.identifier)
+
+    def _after_failed_run(self, item: _Sending, now: int, tally: _Tally) -> None:
+        runs = self._failures.failed(item.event.identifier, item.last_error, now)
+        if runs >= MAX_FAILED_RUNS:
+            error = f"failed {runs} runs in a row, last: {item.last_error}"
+            self._dead_letter(item, error, FailedOutcome.GAVE_UP, tally)
+            return
+        logger.warning("Overage left for the next run", extra={**_described(item), "runs": runs})
+        limited = item.last_error.startswith(FailedOutcome.RATE_LIMITED)
+        self._count_failed(FailedOutcome.RATE_LIMITED if limited else FailedOutcome.TRANSIENT, tally)
+
+    def _dead_letter(self, item: _Sending, error: str, outcome: FailedOutcome, tally: _Tally) -> None:
+        """Hands the range to an operator and parks it: the message first, so a park never hides one."""
+        message = {**_described(item), "error": error, "outcome": outcome.value}
+        self._dead_letters.send(message)
+        self._failures.park(item.event.identifier, error, int(self._clock()))
+        logger.error("Overage dead-lettered", extra=message)
+        self._count_failed(outcome, tally)
+
+    def _count_failed(self, outcome: FailedOutcome, tally: _Tally) -> None:
+        tally.failed[outcome.value] += 1
+        self._metrics.add(Metric.OVERAGE_SEND_FAILED, Outcome=outcome.value)
+
+
+def _described(item: _Sending) -> dict[str, Any]:
+    """What an operator needs to find the range: never the Stripe customer's payload beyond its id."""
+    balance = item.owed.balance
+    return {
+        "account_id": balance.account_id,
+        "feature": balance.feature,
+        "event_name": balance.event_name,
+        "period_start": balance.period_start,
+        "period_end": balance.period_end,
+        "closed": item.owed.closed,
+        "units_after": balance.reported,
+        "units_through": item.event.reported_after,
+        "identifier": item.event.identifier,
+        "stripe_customer_id": item.event.stripe_customer_id,
+    }
+
+
+def build_overage_drain(settings: Settings) -> OverageDrain:
+    if not settings.stripe_api_configured:
+        raise ConfigError(NO_STRIPE_KEY)
+    if settings.overage_drain_dlq_url is None:
+        raise ConfigError(
+            "OVERAGE_DRAIN_DLQ_URL is required: the overage drain dead-letters what it gives up on"
+        )
+    metrics = MetricsRecorder(settings.metrics_namespace, settings.service_name)
+
+    def count_stripe_error(code: StripeErrorCode) -> None:
+        metrics.add(Metric.STRIPE_API_ERROR, Code=code.value)
+
+    api_key = configured_api_key(settings)
+    base = settings.stripe_api_base
+    sender = SenderChoice(
+        V1MeterSender(api_key, base, on_error=count_stripe_error),
+        # A local Stripe stand-in (STRIPE_API_BASE) serves the meter events host too; else Stripe's own.
+        V2MeterEventStream(api_key, base, meter_events_base=base, on_error=count_stripe_error),
+        settings.overage_stream_threshold,
+    )
+    ledger = build_overage_ledger(settings)
+    return OverageDrain(ledger, sender, metrics, DeadLetters(settings.overage_drain_dlq_url), SendFailures())
