@@ -94,6 +94,9 @@ class _Tally:
     parked: int = 0
     unsent: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    # The items (an account's period, or a closed period's record) owing units, or released already:
+    # a release reads its item again, so one per item and only where it can succeed.
+    kept_or_released: set[tuple[str, bool, int]] = field(default_factory=set)
 
 
 @dataclass
@@ -196,6 +199,7 @@ class OverageDrain:
         tally = _Tally()
         try:
             owed = self._ledger.due(now)
+            tally.kept_or_released = {_item_of(balance) for balance in owed if balance.owing}
             earlier = self._failures.of(self._pinned_identifiers(owed, now))
             sending = []
             for balance in owed:
@@ -246,8 +250,9 @@ class OverageDrain:
     ) -> _Sending | None:
         event = meter_event(owed.balance, now) if owed.sending is None else self._pinned_event(owed, now)
         if event is Unsent.NOTHING_DUE:
-            if owed.sending is None and self._ledger.release(owed):
-                tally.released += 1
+            if owed.sending is None and _item_of(owed) not in tally.kept_or_released:
+                tally.kept_or_released.add(_item_of(owed))
+                tally.released += self._ledger.release(owed)
             return None
         if isinstance(event, Unsent):
             tally.unsent[event.value] += 1
@@ -345,6 +350,10 @@ class OverageDrain:
     def _count_failed(self, outcome: FailedOutcome, tally: _Tally) -> None:
         tally.failed[outcome.value] += 1
         self._metrics.add(Metric.OVERAGE_SEND_FAILED, Outcome=outcome.value)
+
+
+def _item_of(owed: OwedBalance) -> tuple[str, bool, int]:
+    return owed.balance.account_id, owed.closed, owed.balance.period_start
 
 
 def _described(item: _Sending) -> dict[str, Any]:
