@@ -46,6 +46,9 @@ class UsageDecision(BaseModel):
     limit: int | None = None
     remaining: int | None = None
     resets_at: int | None = None
+    overage: int | None = Field(
+        default=None, description="a feature billed as overage: this use's units past the limit"
+    )
 
 
 class TierOverride(BaseModel):
@@ -68,7 +71,8 @@ def hand_routed() -> APIGatewayHttpResolver:
 
     @api.get("/v1/accounts/<account_id>/entitlements", tags=["licensing"])
     def entitlements(account_id: AccountId) -> dict[str, Any]:
-        """The account's tier, its features and their quotas, used and remaining."""
+        """The account's tier, its features and their quotas, used and remaining; a feature billed as
+        overage adds its overage, hard cap and billing state (pending, sent, confirmed)."""
         raise NotImplementedError
 
     @api.post(
@@ -86,7 +90,8 @@ def hand_routed() -> APIGatewayHttpResolver:
 
     @api.get("/v1/accounts/<account_id>/usage-report", tags=["licensing"])
     def usage_report(account_id: AccountId, from_: From = None, to: To = None) -> dict[str, Any]:
-        """The account's usage periods between two days, kept and current."""
+        """The account's usage periods between two days, kept and current; a feature billed as overage
+        adds its billing state (pending, sent, confirmed)."""
         raise NotImplementedError
 
     @api.put("/admin/accounts/<account_id>/tier-override", tags=["admin"])

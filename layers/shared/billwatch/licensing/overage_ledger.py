@@ -8,7 +8,8 @@ Per account, billed feature and usage period:
 - ``reported``: the watermark, the units Stripe accepted;
 - ``sending`` and ``pinned_at``: a range in flight, (reported, sending], pinned before it is sent, so
   that a run after a lost watermark write sends exactly that range again, under the same identifier;
-- ``confirmed``: the units reconciliation found in Stripe's event summaries.
+- ``confirmed``: the units reconciliation found in Stripe's event summaries, and ``checked``: the
+  watermark it last compared with them (Stripe counts late: the next run expects at least that).
 
 The current period's figures are attributes of the account's item (models.overage_reported ...),
 period attributes that the write closing the period holds as read and copies into its history record
@@ -58,6 +59,7 @@ from billwatch.core.models import (
     UsagePeriodRecord,
     bind_billing_table,
     bind_usage_history_table,
+    overage_checked,
     overage_confirmed,
     overage_pinned_at,
     overage_reported,
@@ -103,6 +105,7 @@ class OwedBalance:
     pinned_at: int | None
     closed: bool  # True: a closed period (its history record), else the account item's period
     confirmed: int = 0
+    checked: int = 0  # the watermark reconciliation last compared with Stripe's summaries
     # What the ledger's writes are conditional on: the account's item, or the record's features JSON.
     read: _ItemRead | str = field(default="", compare=False, repr=False)
 
@@ -145,12 +148,15 @@ class OverageLedger:
             and owed.balance.period_end > since
         ]
 
+    def owes(self, usage: AccountUsage) -> bool:
+        """Whether the item, as read, owes units or has a range in flight."""
+        return any(billed.state.owing for billed in self._item_states(usage).values())
+
     def mark_if_owing(self, usage: AccountUsage) -> bool:
         """Puts the item on the drain's list if, as read, it owes units or has a range in flight and
         is not on it (the hourly quota reset's guarantee); on the marker as read. Whether it wrote."""
         account = usage.account
-        owing = any(billed.state.owing for billed in self._item_states(usage).values())
-        if not owing or account.overage_due in DUE_MARKERS:
+        if account.overage_due in DUE_MARKERS or not self.owes(usage):
             return False
         due = BillingAccount.overage_due
         marked = _update_item(account.pk, [due.set(overage_shard(account.pk))], _is(due, account.overage_due))
@@ -246,7 +252,8 @@ class OverageLedger:
             )
             pinned_at = usage.stored(overage_pinned_at(name).attr_name)
             read = _ItemRead(usage, billed.quota)
-            yield OwedBalance(balance, state.sending, pinned_at, False, state.confirmed, read)
+            checked = usage.number(overage_checked(name).attr_name)
+            yield OwedBalance(balance, state.sending, pinned_at, False, state.confirmed, checked, read)
 
     def _record_balances(self, record: UsagePeriodRecord, customer: str | None) -> Iterator[OwedBalance]:
         tier = self._catalog.find_tier(record.tier) or self._catalog.default_tier
@@ -265,7 +272,9 @@ class OverageLedger:
                 state.overage,
                 state.reported,
             )
-            yield OwedBalance(balance, state.sending, usage.pinned_at, True, state.confirmed, record.features)
+            yield OwedBalance(
+                balance, state.sending, usage.pinned_at, True, state.confirmed, usage.checked, record.features
+            )
 
     def _event_name(self, tier: Tier, feature: str) -> str | None:
         """The meter the record's tier billed the feature to; else the one a tier bills it to now."""
@@ -355,11 +364,13 @@ class OverageLedger:
             return False
         return self._rewrite_record(record, features)
 
-    def confirm(self, account_id: str, feature: str, period_start: int, units: int) -> bool:
-        """Records the units of the period reconciliation found in Stripe's event summaries, on the
-        account's item while it holds the period, else on its record; the marker follows (off once
-        every sent unit is confirmed and nothing is owed). False: no such billed period, or it
-        changed since read (reconcile it again)."""
+    def confirm(
+        self, account_id: str, feature: str, period_start: int, units: int, checked: int | None = None
+    ) -> bool:
+        """Records the units of the period reconciliation confirmed in Stripe's event summaries (and
+        ``checked``, the watermark it compared), on the account's item while it holds the period,
+        else on its record; the marker follows (off once every sent unit is confirmed and nothing
+        is owed). False: no such billed period, or it changed since read (reconcile it again)."""
         usage = self._load(account_id)
         if usage.account.usage_since is not None and int(usage.account.usage_since) == period_start:
             states = self._item_states(usage)
@@ -367,12 +378,18 @@ class OverageLedger:
                 return False
             billed = states[feature]
             states[feature] = replace(billed, state=replace(billed.state, confirmed=units))
-            return self._rewrite_item(usage, states, [overage_confirmed(feature).set(units)])
+            actions: list[Action] = [overage_confirmed(feature).set(units)]
+            if checked is not None:
+                actions.append(overage_checked(feature).set(checked))
+            return self._rewrite_item(usage, states, actions)
         record = _record(account_id, period_start)
         features = {} if record is None else _features(record)
         if record is None or feature not in features or features[feature].reported is None:
             return False
-        features[feature] = replace(features[feature], confirmed=units)
+        figures = features[feature]
+        features[feature] = replace(
+            figures, confirmed=units, checked=figures.checked if checked is None else checked
+        )
         return self._rewrite_record(record, features)
 
     def _load(self, account_id: str) -> AccountUsage:

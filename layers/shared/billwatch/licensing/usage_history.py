@@ -30,6 +30,7 @@ from billwatch.core.dynamo import conditional_update, store_failure
 from billwatch.core.models import (
     BillingAccount,
     UsagePeriodRecord,
+    overage_checked,
     overage_confirmed,
     overage_pinned_at,
     overage_reported,
@@ -59,6 +60,7 @@ class FeatureUsage:
     sending: int | None = None
     pinned_at: int | None = None
     confirmed: int = 0
+    checked: int = 0  # the watermark reconciliation last compared (Stripe's summaries count late)
 
     def billing(self) -> BillingState | None:
         """The overage's billing state, where the feature's overage is billed."""
@@ -71,6 +73,8 @@ class FeatureUsage:
         kept = {"used": self.used, "granted": self.granted, "limit": self.limit}
         if self.reported is not None:
             kept.update(reported=self.reported, confirmed=self.confirmed)
+            if self.checked:
+                kept.update(checked=self.checked)
             if self.sending is not None:
                 kept.update(sending=self.sending, pinned_at=self.pinned_at)
         return kept
@@ -130,6 +134,7 @@ def feature_usage(policy: QuotaPolicy, usage: AccountUsage) -> dict[str, Feature
                 sending=usage.stored(overage_sending(name).attr_name),
                 pinned_at=usage.stored(overage_pinned_at(name).attr_name),
                 confirmed=usage.number(overage_confirmed(name).attr_name),
+                checked=usage.number(overage_checked(name).attr_name),
             )
         features[name] = figures
     return features
