@@ -30,8 +30,9 @@ def stack() -> Iterator[LocalEmulator]:
 def test_every_schedule_of_a_deployed_function_fires_with_its_triggers_event(stack: LocalEmulator) -> None:
     expected = {(s.function, s.name) for s in schedules(TEMPLATE) if s.function not in stack.undeployed}
     assert {(s.function, s.name) for s in stack.schedules} == expected
-    # Reconcile needs a Stripe key (its Condition): without one CloudFormation leaves it out.
-    assert stack.undeployed == ["ReconcileFunction"]
+    # Reconcile and the overage drain need a Stripe key (their Condition): without one CloudFormation
+    # leaves them out.
+    assert stack.undeployed == ["OverageDrainFunction", "ReconcileFunction"]
 
     fired = [stack.scheduler.fire(schedule) for schedule in stack.schedules]
 
