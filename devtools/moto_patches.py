@@ -14,6 +14,10 @@ DynamoDB's does, not the size of the tables it touches:
 
     undo = install_item_rollback_transactions()
 
+and they make moto do once what it redoes on every request, for the same answer:
+
+    undo = install_parse_once()
+
 Each reaches into moto's internals, so each refuses (MotoVersionError) to patch another moto
 version than :data:`WRITTEN_FOR`: moving the pin in requirements/constraints.txt means checking
 these patches against the new moto first. All of them read or change moto's backends in this
@@ -25,15 +29,18 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import itertools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import moto
+from moto import backends as moto_backends
 from moto.cloudwatch import models as moto_cloudwatch
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import DynamoDBBackend, DynamoType, Table
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
 from devtools.percentiles import nearest_rank, percentile_statistic
 
@@ -43,6 +50,7 @@ __all__ = [
     "install_alarm_clock",
     "install_alarm_history",
     "install_item_rollback_transactions",
+    "install_parse_once",
     "install_percentiles",
 ]
 
@@ -202,5 +210,30 @@ def install_item_rollback_transactions() -> Callable[[], None]:
         DynamoDBBackend.transact_write_items = original  # type: ignore[method-assign]
         if not had_deepcopy:
             del Table.__deepcopy__  # type: ignore[attr-defined]
+
+    return undo
+
+
+def install_parse_once() -> Callable[[], None]:
+    """Parse each UpdateExpression once, and list moto's services once; returns the undo.
+
+    moto parses the UpdateExpression of every UpdateItem twice (to check its placeholders, then to
+    apply it), though the functions send a handful of expressions over and over: that parsing was
+    a fifth of what a webhook costs in the tests. And moto's server lists and stats its own package
+    directory on every request to tell a service name from a host name. Both answers depend on
+    their input alone: a parsed tree is only read (``UpdateExpressionValidator`` works on its own
+    deep copy, the request's checks only search it), a malformed expression still raises each time
+    (exceptions are not cached), and moto's services do not change while it runs.
+    """
+    _check_moto_version()
+    original_make = UpdateExpressionParser.__dict__["make"]
+    original_modules = moto_backends.list_of_moto_modules
+    parse = functools.lru_cache(maxsize=1024)(original_make.__func__)
+    UpdateExpressionParser.make = classmethod(parse)  # type: ignore[arg-type,method-assign]
+    moto_backends.list_of_moto_modules = functools.cache(lambda: frozenset(original_modules()))
+
+    def undo() -> None:
+        UpdateExpressionParser.make = original_make  # type: ignore[method-assign]
+        moto_backends.list_of_moto_modules = original_modules
 
     return undo

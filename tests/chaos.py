@@ -25,6 +25,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from devtools import stripe_events as se
+from devtools.moto_patches import install_parse_once
 from devtools.signing import stripe_signature_header
 from devtools.template import DEFAULT_TEMPLATE, load_template
 from tests.scenarios import SwitchedFault, throughput_exceeded
@@ -398,6 +399,8 @@ def replay_in_order(events: list[StreamEvent], in_progress_ms: int) -> dict[str,
     crosses), it takes the second core while the chaos takes the first."""
     started = time.perf_counter()
     monkeypatch = pytest.MonkeyPatch()
+    # The spawned process runs none of conftest's fixtures: moto parses once here as it does there.
+    undo_parsing = install_parse_once()
     try:
         fake_aws_credentials(monkeypatch)
         monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
@@ -417,3 +420,4 @@ def replay_in_order(events: list[StreamEvent], in_progress_ms: int) -> dict[str,
             }
     finally:
         monkeypatch.undo()
+        undo_parsing()

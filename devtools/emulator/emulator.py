@@ -364,9 +364,10 @@ class LocalEmulator:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from devtools.moto_patches import install_item_rollback_transactions
+        from devtools.moto_patches import install_item_rollback_transactions, install_parse_once
 
         self._patches.callback(install_item_rollback_transactions())
+        self._patches.callback(install_parse_once())
         self._moto = ThreadedMotoServer(ip_address=HOST, port=self.settings.moto_port, verbose=False)
         self._moto.start()
         host, moto_port = self._moto.get_host_and_port()
