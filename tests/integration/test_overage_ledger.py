@@ -5,9 +5,13 @@ usage check and the quota reset set, and the billing state the customer sees."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from billwatch.core.audit import AuditTrail
 from billwatch.core.dynamo import StoreUnavailable
@@ -21,11 +25,12 @@ from billwatch.core.models import (
     overage_shard,
 )
 from billwatch.licensing import service
+from billwatch.licensing.overage import MeterEvent, OverageBalance, Unsent, meter_event, summary_window
 from billwatch.licensing.overage_ledger import OverageLedger, OwedBalance
 from billwatch.licensing.plans import parse_catalog, shipped_catalog_text
 from billwatch.licensing.quota_reset import QuotaReset
 from billwatch.licensing.service import Licensing
-from billwatch.licensing.usage_history import ClosedBy, UsageHistory
+from billwatch.licensing.usage_history import ClosedBy, FeatureUsage, UsageHistory
 from billwatch.licensing.usage_report import UsageReport
 from tests.integration.test_overage import overage_catalog
 from tests.support import Clock
@@ -36,6 +41,7 @@ def at(*args: int) -> int:
 
 
 NOV_15, DEC_1, DEC_2 = at(2026, 11, 15, 12), at(2026, 12, 1), at(2026, 12, 2)
+EXAMPLES = itertools.count()  # a fresh account for each example hypothesis draws
 
 
 @pytest.fixture
@@ -267,3 +273,104 @@ def test_the_usage_report_shows_each_periods_billing_state(licensing, ledger, cl
     deny = Licensing(parse_catalog(json.loads(shipped_catalog_text())), MetricsRecorder("B", "b"), clock)
     open_period = UsageReport(deny, clock).of("acct_r", {})["periods"][-1]
     assert "billing" not in open_period["features"]["exports"]
+
+
+class Meter:
+    """Stripe's meter as far as billing goes: an event counts once per identifier, in its period."""
+
+    def __init__(self) -> None:
+        self.ranges: dict[str, tuple[int, int, int]] = {}  # identifier -> (period start, after, through)
+
+    def send(self, owed: OwedBalance, event: MeterEvent) -> None:
+        start, end = summary_window(owed.balance.period_start, owed.balance.period_end)
+        assert start <= event.timestamp < end  # where reconciliation's summaries count it
+        units = (owed.balance.period_start, event.reported_after - event.value, event.reported_after)
+        assert self.ranges.setdefault(event.identifier, units) == units
+
+    def units(self, period_start: int) -> list[tuple[int, int]]:
+        return sorted(
+            (after, through) for start, after, through in self.ranges.values() if start == period_start
+        )
+
+
+def drain(ledger: OverageLedger, meter: Meter, account_id: str, now: int, crash: str | None = None) -> None:
+    """One drain run over the account's balances, as billing.overage_drain runs it; ``crash``: where
+    it dies for each balance (after the pin, or after Stripe accepted and before the settle)."""
+    for owed in ledger.due(now):
+        if owed.balance.account_id != account_id:
+            continue
+        if owed.sending is None:
+            event = meter_event(owed.balance, now)
+        else:  # the range in flight, exactly as first sent
+            event = meter_event(replace(owed.balance, overage=owed.sending), int(owed.pinned_at or now))
+        if event is Unsent.NOTHING_DUE:
+            ledger.release(owed)
+            continue
+        if not isinstance(event, MeterEvent):  # too old for Stripe: left for reconciliation
+            continue
+        if owed.sending is None and not ledger.pin(owed, event.reported_after, now):
+            continue
+        if crash == "pinned":
+            continue
+        meter.send(owed, event)
+        if crash != "sent":
+            ledger.settle(owed, event.reported_after)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("use"), st.integers(1, 7)),
+            st.tuples(st.just("grant"), st.integers(1, 3)),
+            st.tuples(st.just("drain"), st.sampled_from([None, "pinned", "sent"])),
+            st.tuples(st.just("close"), st.sampled_from(["by_use", "by_sweep"])),
+        ),
+        max_size=12,
+    )
+)
+def test_whatever_interleaves_every_overage_unit_reaches_stripe_once(licensing, ledger, clock, steps) -> None:
+    """Uses, grants, period closes and drains that die after a pin or before a settle, in any order:
+    once drained, each period's accepted ranges meet end to end from 0 up to its final overage."""
+    account_id = customer(f"acct_any_{next(EXAMPLES)}")
+    meter = Meter()
+    for step, value in steps:
+        clock.now += 90
+        if step == "use":
+            licensing.use(account_id, "exports", value)
+        elif step == "grant":
+            licensing.grant(account_id, "exports", value)
+        elif step == "drain":
+            drain(ledger, meter, account_id, clock.now, value)
+        else:
+            moment = dt.datetime.fromtimestamp(clock.now, dt.UTC)
+            clock.now = at(moment.year + moment.month // 12, moment.month % 12 + 1, 1, 0, 5)
+            if value == "by_use":
+                licensing.use(account_id, "api_calls", 1)
+            else:
+                QuotaReset(licensing, MetricsRecorder("B", "b"), clock).run_segment(str(clock.now), 0, 1)
+    for _ in range(3):  # the runs after: they resend what is pinned and send the rest
+        clock.now += 90
+        drain(ledger, meter, account_id, clock.now)
+    assert [owed for owed in ledger.due(clock.now) if owed.balance.account_id == account_id] == []
+    periods = [
+        (period.start, period.end, period.features.get("exports"))
+        for period in licensing.history.periods(account_id, 0, 2**40, clock.now)
+    ]
+    current = licensing.load(account_id)
+    if current.account.usage_since is not None:
+        counter = current.counter("exports")
+        period_end = licensing.policy.period_of(current.account, clock.now).end
+        periods.append((int(current.account.usage_since), period_end, FeatureUsage(counter, 0, 10, 0)))
+    granted = any(step == "grant" for step, _ in steps)
+    for start, end, figures in periods:
+        overage = 0 if figures is None or figures.limit is None else max(0, figures.used - figures.limit)
+        ranges = meter.units(start)
+        ends = [0, *(through for _, through in ranges)]
+        assert [after for after, _ in ranges] == ends[:-1]  # end to end: nothing twice, nothing skipped
+        if meter_event(OverageBalance("a", "cus_a", "f", "e", start, end, 1, 0), clock.now) is Unsent.TOO_OLD:
+            assert ends[-1] <= overage  # what Stripe's window no longer takes is reconciliation's
+        elif granted:
+            assert ends[-1] >= overage  # a grant after units were sent refunds none of them
+        else:
+            assert ends[-1] == overage
