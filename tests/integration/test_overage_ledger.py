@@ -8,10 +8,12 @@ import datetime as dt
 import itertools
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pynamodb.connection.table import TableConnection
 
 from billwatch.core.audit import AuditTrail
 from billwatch.core.dynamo import StoreUnavailable
@@ -130,6 +132,24 @@ def test_a_drain_pins_settles_and_releases_then_reconciliation_confirms(licensin
     assert ledger.confirm("acct_d", "exports", NOV_15, 2)
     assert marker("acct_d") is None
     assert ledger.sent_totals(NOV_15, DEC_1, NOV_15) == []
+
+
+def test_an_item_a_lagging_index_lists_twice_is_read_once(licensing, ledger, monkeypatch) -> None:
+    licensing.use(customer("acct_lag"), "exports", 12)
+    owed = the(ledger, "acct_lag", "exports", NOV_15)
+    assert ledger.pin(owed, 2, NOV_15) and ledger.settle(owed, 2) and ledger.release(owed)
+    listed = TableConnection.query
+
+    def lagging(self: TableConnection, hash_key: str, **kwargs: Any) -> dict[str, Any]:
+        page = listed(self, hash_key, **kwargs)
+        if self.table_name == BillingAccount.Meta.table_name and hash_key == overage_shard("acct_lag"):
+            stale = {"pk": {"S": "acct_lag"}, "overage_due": {"S": hash_key}}  # its old entry, not yet gone
+            page = {**page, "Items": [*page.get("Items", []), stale]}
+        return page
+
+    monkeypatch.setattr(TableConnection, "query", lagging)
+    sent = [owed for owed in ledger.sent_totals(NOV_15, DEC_1, NOV_15) if owed.balance.feature == "exports"]
+    assert [(owed.balance.account_id, owed.balance.reported) for owed in sent] == [("acct_lag", 2)]
 
 
 def test_a_use_between_the_read_and_the_pin_stays_pending(licensing, ledger) -> None:

@@ -210,7 +210,8 @@ class OverageLedger:
                     cursor = page.get("LastEvaluatedKey")
                     if cursor is None:
                         break
-        return accounts, records
+        # An index is eventually consistent: an item whose marker just moved can be under both.
+        return list(dict.fromkeys(accounts)), list(dict.fromkeys(records))
 
     def _item_states(self, usage: AccountUsage) -> dict[str, _Billed]:
         """Per feature the item's tier bills: its quota, meter and billing state, as read."""
