@@ -260,7 +260,7 @@ class OverageLedger:
         tier = self._catalog.find_tier(record.tier) or self._catalog.default_tier
         for name, usage in _features(record).items():
             state = usage.billing()
-            event_name = self._event_name(tier, name)
+            event_name = None if state is None else self._event_name(tier, name)
             if state is None or event_name is None:
                 continue
             balance = OverageBalance(
@@ -294,22 +294,23 @@ class OverageLedger:
         ``through`` (a use since adds units, which stay for the next range; a grant that lowered the
         overage below it refuses). False: changed since read."""
         balance = owed.balance
-        if not balance.reported < through <= balance.overage:
+        if owed.sending is not None:
+            if owed.sending != through:
+                return False  # another range is in flight: that one is sent first
+        elif not balance.reported < through <= balance.overage:
             raise ValueError(f"a range to pin is ({balance.reported}, {through}]: through must be above")
-        if owed.sending is not None and owed.sending != through:
-            return False  # another range is in flight: that one is sent first
         if isinstance(owed.read, _ItemRead):
             usage, feature = owed.read.usage, balance.feature
             sending = overage_sending(feature)
-            condition = (
-                self._policy.tier_and_period_as_read(usage.account)
-                & _is(overage_reported(feature), usage.stored(overage_reported(feature).attr_name))
-                & (sending.does_not_exist() if owed.sending is None else sending == through)
-                & (usage_counter(feature) >= owed.read.quota + through)
+            condition = self._policy.tier_and_period_as_read(usage.account) & _is(
+                overage_reported(feature), usage.stored(overage_reported(feature).attr_name)
             )
             actions: list[Action] = [BillingAccount.overage_due.set(overage_shard(balance.account_id))]
             if owed.sending is None:
+                condition &= sending.does_not_exist() & (usage_counter(feature) >= owed.read.quota + through)
                 actions += [sending.set(through), overage_pinned_at(feature).set(now)]
+            else:  # the same pin: still there, so the resend is that range's
+                condition &= sending == through
             return _update_item(balance.account_id, actions, condition)
         record = _record(balance.account_id, balance.period_start)
         if record is None or record.features != owed.read:
