@@ -292,14 +292,23 @@ def create_tables(dynamodb_client: Any, template: Mapping[str, Any], prefix: str
     names: dict[str, str] = {}
     for logical_id, kwargs in dynamodb_tables(template, prefix=prefix).items():
         name = kwargs["TableName"]
+        # Only a table that was there already, or is still being created, is waited for and asked
+        # for its TTL: moto's are ACTIVE without TTL at once, and the suite creates them for some
+        # nine hundred tests (the waiter's and the TTL's calls were half of that set-up).
+        created: dict[str, Any] | None = None
         with contextlib.suppress(dynamodb_client.exceptions.ResourceInUseException):
-            dynamodb_client.create_table(**kwargs)
-        dynamodb_client.get_waiter("table_exists").wait(
-            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
-        )
+            created = dynamodb_client.create_table(**kwargs)["TableDescription"]
+        if created is None or created.get("TableStatus") != "ACTIVE":
+            dynamodb_client.get_waiter("table_exists").wait(
+                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+            )
         attribute = ttl_attribute(template, logical_id)
         if attribute:
-            current = dynamodb_client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            current = (
+                {}
+                if created is not None
+                else dynamodb_client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            )
             if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
                 dynamodb_client.update_time_to_live(
                     TableName=name,
