@@ -291,7 +291,11 @@ class LocalEmulator:
                 self.alarms.start()
                 self.scheduler.start()
             for server, name in ((self._http, "emulator-http"), (self._internal_http, "emulator-internal")):
-                thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+                # stop() waits for the loop to look up from select(): at werkzeug's 0.5 s that was
+                # half a second of every stop, and the suite stops a stack some thirty times.
+                thread = threading.Thread(
+                    target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+                )
                 thread.start()
                 self._server_threads.append((server, thread))
         except BaseException:
