@@ -233,7 +233,7 @@ def test_the_write_that_closes_a_period_holds_the_ledger_as_read(licensing, ledg
     assert not licensing.history.close(licensing.policy, usage, actions, ClosedBy.QUOTA_RESET, DEC_2)
 
 
-def test_the_check_marks_an_account_once_in_one_more_request(licensing, aws_calls) -> None:
+def test_the_check_marks_an_account_once_in_one_more_request(licensing, clock, aws_calls) -> None:
     licensing.use("acct_m", "exports", 10)
     aws_calls.clear()
     licensing.use("acct_m", "exports", 1)
@@ -243,6 +243,16 @@ def test_the_check_marks_an_account_once_in_one_more_request(licensing, aws_call
     licensing.use("acct_m", "exports", 1)
     licensing.use("acct_m", "exports", 1)
     assert aws_calls == ["UpdateItem", "UpdateItem"]
+    # Once the drain sent the period's units and took the account off, the check marks it no more:
+    # the hourly quota reset puts it back on the list for what accrues.
+    ledger = OverageLedger(licensing.policy.catalog)
+    owed = the(ledger, "acct_m", "exports", NOV_15)
+    assert ledger.pin(owed, 3, NOV_15) and ledger.settle(owed, 3) and ledger.release(owed)
+    aws_calls.clear()
+    licensing.use("acct_m", "exports", 1)
+    assert aws_calls == ["UpdateItem"] and marker("acct_m") == "sent#" + overage_shard("acct_m")
+    QuotaReset(licensing, MetricsRecorder("B", "b"), clock).run_segment("m", 0, 1)
+    assert marker("acct_m") == overage_shard("acct_m")
     licensing.use("acct_k", "exports", 10)
     aws_calls.clear()
     licensing.use_idempotently("acct_k", "exports", 1, "k-1")
