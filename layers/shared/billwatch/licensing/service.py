@@ -501,16 +501,11 @@ class Licensing:
 
     def _mark_overage(self, usage: AccountUsage, decision: UsageDecision) -> None:
         """Puts the account on the overage drain's list (billwatch.licensing.overage_ledger) when the
-        answer has units past the limit and the item, as the check saw it, is neither on it nor has a
-        watermark of the period (the drain has sent none of it yet): one more request, once per
-        account and period. Best-effort: the use is counted and answered, and the hourly quota reset
-        puts on the list any account owing units without the marker: what this missed, and what
-        accrues once the drain, having sent everything owed, took the account off."""
+        answer has units past the limit and the item, as the check saw it, is not on it: one more
+        request, once until the drain takes the account off. Best-effort: the use is counted and
+        answered, and the hourly quota reset puts on the list any account owing units without it."""
         due = BillingAccount.overage_due
-        watermark = overage_reported("").attr_name
         if not decision.overage or usage.account.overage_due in OVERAGE_SHARDS:
-            return
-        if any(name.startswith(watermark) for name in usage.raw):
             return
         account_id = usage.account.pk
         try:
