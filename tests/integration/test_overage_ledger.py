@@ -115,6 +115,18 @@ def test_due_lists_exactly_the_accounts_and_closed_periods_that_owe(licensing, l
     assert "acct_b" not in {owed.balance.account_id for owed in ledger.due(DEC_2)}
 
 
+def test_a_drain_reads_at_most_its_limit_and_an_account_no_longer_billed_leaves_the_list(
+    licensing, ledger
+) -> None:
+    for account_id in ("acct_l1", "acct_l2", "acct_l3"):
+        licensing.use(customer(account_id), "exports", 11)
+    assert len({owed.balance.account_id for owed in ledger.due(NOV_15, limit=2)}) == 2
+    assert len({owed.balance.account_id for owed in ledger.due(NOV_15)}) == 3
+    licensing.set_tier_override("acct_l1", "PRO")  # a tier that denies past the quota: nothing billed
+    assert "acct_l1" not in {owed.balance.account_id for owed in ledger.due(NOV_15)}
+    assert marker("acct_l1") is None
+
+
 def test_a_drain_pins_settles_and_releases_then_reconciliation_confirms(licensing, ledger) -> None:
     licensing.use(customer("acct_d"), "exports", 12)
     owed = the(ledger, "acct_d", "exports", NOV_15)
