@@ -15,15 +15,18 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 
-from billwatch.core.models import BillingAccount
+from billwatch.core.models import BillingAccount, overage_shard
+from billwatch.licensing.plans import shipped_catalog_text
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import AlarmTimeline, MetricKey
 from devtools.moto_patches import install_alarm_history
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, QUERY_DEFINITION_TYPE, resolved_properties
 from tests.alert_events import alarm_message, dispatcher_environment, sns_event
 from tests.alert_receivers import Answer, alert_receivers
+from tests.fake_meters import ReceivedEvent
 from tests.scenarios import ADMIN_CALLER, OUTSIDER, DynamoDBOutage, Scenario, SlowClock
 from tests.support import STRIPE_ENDPOINT_URL, WEBHOOK_SECRET, webhook_endpoint
 
@@ -681,6 +684,59 @@ def test_revenue_drift_detected_is_a_day_whose_recorded_money_differs_from_strip
     compared = any("RevenueReconciled" in document for _, document in reporting.documents)
     assert compared is (stripe_key and probed_from_start and stripe_usd is not None)
     assert ("RevenueDriftDetected" in fired(definitions, reporting, T0 - MINUTE, T0 + 10 * MINUTE)) is fires
+
+
+@covers("MeterDriftDetected")
+@pytest.mark.parametrize(
+    ("in_stripe", "stripe_key", "fires"),
+    [
+        (5, True, True),  # Stripe counts 2 units more than billwatch sent
+        (3, True, False),  # the units match: confirmed
+        (0, True, False),  # not aggregated yet on a first comparison: settling, not drift
+        (5, False, False),  # no Stripe key: nothing to compare with
+        (None, True, False),  # a first run: no overage sent, nothing to compare
+    ],
+    ids=["over", "match", "settling", "no-stripe-key", "nothing-sent"],
+)
+def test_meter_drift_detected_is_a_period_whose_stripe_units_differ_from_what_was_sent(
+    definitions,
+    aws,
+    reporting,
+    stripe_api,
+    monkeypatch,
+    tmp_path,
+    in_stripe: int | None,
+    stripe_key: bool,
+    fires: bool,
+) -> None:
+    catalog = json.loads(shipped_catalog_text())
+    catalog["tiers"][0]["features"]["exports"].update(over_quota="overage", event_name="exports_overage")
+    (tmp_path / "plans.json").write_text(json.dumps(catalog))
+    monkeypatch.setenv("PLAN_CATALOG_PATH", str(tmp_path / "plans.json"))
+    if stripe_key:
+        monkeypatch.setenv("STRIPE_API_KEY", "rk_test_report")
+        monkeypatch.setenv("STRIPE_API_BASE", stripe_api.url)
+    stripe_api.meters.add_meter("exports_overage")
+    if in_stripe is not None:
+        # What the drain left: 3 units past FREE's quota of 10, accepted by Stripe, not yet confirmed.
+        item = {
+            "pk": {"S": "acct_metered"},
+            "stripe_customer_id": {"S": "cus_metered"},
+            "usage_since": {"N": str(T0 - 7200)},
+            "overage_due": {"S": "sent#" + overage_shard("acct_metered")},
+            "used_exports": {"N": "13"},
+            "overage_reported_exports": {"N": "3"},
+        }
+        boto3.client("dynamodb").put_item(TableName=aws["BillingStateTable"], Item=item)
+        if in_stripe:
+            stripe_api.meters.accepted.append(
+                ReceivedEvent("exports_overage", "bw_1", "cus_metered", in_stripe, T0 - 3600, T0 - 3600, "v1")
+            )
+    reporting.at(T0).recorded_day({})
+    reporting.billing_report()
+    compared = any("MeterReconciled" in document for _, document in reporting.documents)
+    assert compared is (stripe_key and in_stripe is not None)
+    assert ("MeterDriftDetected" in fired(definitions, reporting, T0 - MINUTE, T0 + 10 * MINUTE)) is fires
 
 
 # ------------------------------------------------------------------ alert delivery

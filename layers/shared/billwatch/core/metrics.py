@@ -92,6 +92,8 @@ class Metric(StrEnum):
     OVERAGE_EVENTS_SENT = "OverageEventsSent"
     OVERAGE_UNSENT = "OverageUnsent"
     OVERAGE_SEND_FAILED = "OverageSendFailed"
+    METER_RECONCILED = "MeterReconciled"
+    METER_DRIFT = "MeterDrift"
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,11 @@ METRICS: Mapping[Metric, MetricDefinition] = {
     Metric.OVERAGE_EVENTS_SENT: MetricDefinition(MetricUnit.Count),
     Metric.OVERAGE_UNSENT: MetricDefinition(MetricUnit.Count, ("Reason",)),
     Metric.OVERAGE_SEND_FAILED: MetricDefinition(MetricUnit.Count, ("Outcome",)),
+    # The daily overage reconciliation (reporting.meter_reconciliation): one per Stripe customer, meter
+    # and usage period compared with Stripe's meter event summary, and one more for each that drifts
+    # (Stripe counts more than was sent, still misses units sent before the last run, or has no meter).
+    Metric.METER_RECONCILED: MetricDefinition(MetricUnit.Count),
+    Metric.METER_DRIFT: MetricDefinition(MetricUnit.Count),
 }
 
 

@@ -28,10 +28,12 @@ from billwatch.core.config import AlertSettings, ReportSettings, Settings
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import bind_billing_table
 from billwatch.core.observability import logger
+from billwatch.licensing.overage_ledger import build_overage_ledger
 from billwatch.licensing.plans import load_plan_catalog
 from billwatch.licensing.quota_policy import QuotaPolicy
 from billwatch.reporting.accounts import AccountsReport
 from billwatch.reporting.cloudwatch_source import CloudWatchReportSource
+from billwatch.reporting.meter_reconciliation import MeterReconciler
 from billwatch.reporting.model import BillingReport, Known, ReportData, ReportPeriod, report_window
 from billwatch.reporting.renderers import ReportContent, report_id
 from billwatch.reporting.revenue_reconciliation import DriftThreshold, RevenueReconciler
@@ -89,6 +91,7 @@ class BillingReportJob:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         *,
         revenue: RevenueReconciler | None = None,
+        meters: MeterReconciler | None = None,
         accounts: AccountsReport | None = None,
     ) -> None:
         self._source = source
@@ -97,15 +100,21 @@ class BillingReportJob:
         self._zone = zone
         self._clock = clock
         self._revenue = revenue
+        self._meters = meters
         self._accounts = accounts
 
-    def _read(self, period: ReportPeriod, start: dt.datetime, end: dt.datetime) -> ReportData:
+    def _read(
+        self, period: ReportPeriod, start: dt.datetime, end: dt.datetime, now: dt.datetime
+    ) -> ReportData:
         data = self._source.read(start, end, period)
         # Revenue is reconciled once a day: a weekly run would count each day's drift again.
         if period is ReportPeriod.DAILY and self._revenue is not None:
             data = dataclasses.replace(
                 data, revenue_checks=self._revenue.check(start, end, data.money, data.ran_whole_window)
             )
+        if period is ReportPeriod.DAILY and self._meters is not None:
+            # Overage is compared as it stands when the report runs, not as of the window's end.
+            data = dataclasses.replace(data, meter_checks=self._meters.check(int(now.timestamp())))
         if period is ReportPeriod.WEEKLY and self._accounts is not None:
             near_limits, cohorts = self._accounts.read()
             data = dataclasses.replace(data, near_limits=near_limits, cohorts=cohorts)
@@ -113,10 +122,10 @@ class BillingReportJob:
 
     def run(self, period: ReportPeriod, end: dt.datetime | None = None) -> ReportOutcome:
         """The report of the window that ends at ``end`` (default: now), to a minute."""
-        until = (end or self._clock()).astimezone(dt.UTC).replace(second=0, microsecond=0)
-        start, until = report_window(period, until)
+        now = (end or self._clock()).astimezone(dt.UTC).replace(second=0, microsecond=0)
+        start, until = report_window(period, now)
         try:
-            report = build_report(self._read(period, start, until), period, self._zone)
+            report = build_report(self._read(period, start, until, now), period, self._zone)
             delivered, failed = self._sender.send(report)
         finally:
             self._metrics.flush()
@@ -180,5 +189,6 @@ def build_billing_report_job(
         metrics,
         report_settings.zone,
         revenue=RevenueReconciler(stripe, threshold, metrics),
+        meters=MeterReconciler(build_overage_ledger(settings), stripe, metrics),
         accounts=AccountsReport(QuotaPolicy(load_plan_catalog(settings))),
     )

@@ -156,6 +156,52 @@ class RevenueCheck:
     over_threshold: bool
 
 
+class MeterOutcome(StrEnum):
+    CONFIRMED = "confirmed"  # Stripe counts exactly what was sent
+    SETTLING = "settling"  # Stripe counts less, but only by units sent since the last reconciliation
+    OVER = "over"  # Stripe counts more than billwatch sent: drift
+    UNDER = "under"  # Stripe still misses units sent before the last reconciliation: drift
+    IN_FLIGHT = "in flight"  # a range is being sent: compared once the drain settles it
+    NO_METER = "no meter"  # Stripe has no active meter for the catalog's event name: drift
+    NOT_COMPARED = "not compared"  # out of time: compared next run
+
+    @property
+    def is_drift(self) -> bool:
+        return self in (MeterOutcome.OVER, MeterOutcome.UNDER, MeterOutcome.NO_METER)
+
+
+@dataclass(frozen=True)
+class MeterCheck:
+    """One Stripe customer's units on one meter in one usage period."""
+
+    stripe_customer_id: str
+    event_name: str
+    period_start: int
+    period_end: int
+    account_ids: tuple[str, ...]
+    sent: int  # the watermarks: units Stripe accepted
+    checked: int  # the watermarks the last reconciliation compared: Stripe must count these by now
+    in_stripe: int | None  # the summary's aggregated value; None when not compared
+    outcome: MeterOutcome
+
+    @property
+    def drift(self) -> int | None:
+        """Stripe's units less billwatch's, where compared."""
+        return None if self.in_stripe is None else self.in_stripe - self.sent
+
+
+@dataclass(frozen=True)
+class MeterReconciliation:
+    checks: tuple[MeterCheck, ...]  # every period compared or not, confirmed ones included
+
+    def count(self, outcome: MeterOutcome) -> int:
+        return sum(1 for check in self.checks if check.outcome is outcome)
+
+    @property
+    def drifts(self) -> tuple[MeterCheck, ...]:
+        return tuple(check for check in self.checks if check.outcome.is_drift)
+
+
 @dataclass(frozen=True)
 class AccountNearLimit:
     account_id: str
@@ -222,6 +268,7 @@ class ReportData:
     purchases_by_day: Figure[tuple[DayPurchases, ...]] | None = None
     mrr_history: Figure[Mapping[str, Sequence[MrrReading]]] | None = None  # per currency, oldest first
     revenue_checks: Figure[tuple[RevenueCheck, ...]] | None = None
+    meter_checks: Figure[MeterReconciliation] | None = None
     near_limits: Figure[NearLimits] | None = None
     cohorts: Figure[tuple[Cohort, ...]] | None = None
 
@@ -369,6 +416,7 @@ class BillingReport:
     money: Figure[Money] = Missing(NO_DATA)
     purchases_by_day: Figure[tuple[DayPurchases, ...]] | None = None
     revenue_checks: Figure[tuple[RevenueCheck, ...]] | None = None
+    meter_checks: Figure[MeterReconciliation] | None = None
     near_limits: Figure[NearLimits] | None = None
     cohorts: Figure[tuple[Cohort, ...]] | None = None
     forecasts: Figure[tuple[Forecast, ...]] | None = None

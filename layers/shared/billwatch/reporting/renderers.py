@@ -31,6 +31,9 @@ from billwatch.reporting.model import (
     HealthScore,
     Incident,
     Known,
+    MeterCheck,
+    MeterOutcome,
+    MeterReconciliation,
     Missing,
     Money,
     MrrChange,
@@ -285,6 +288,39 @@ def _revenue_check_lines(checks: Figure[tuple[RevenueCheck, ...]]) -> list[str]:
     return [revenue_check_line(check) for check in checks.value] or ["no money moved in Stripe or billwatch"]
 
 
+def _epoch(second: int) -> str:
+    return f"{dt.datetime.fromtimestamp(second, dt.UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def meter_check_line(check: MeterCheck) -> str:
+    accounts = ", ".join(check.account_ids)
+    where = (
+        f"{check.stripe_customer_id} ({accounts}) {check.event_name}, "
+        f"period from {_epoch(check.period_start)}"
+    )
+    if check.in_stripe is None:
+        return f"{where}: {check.outcome.value}, sent {check.sent:,}"
+    return (
+        f"{where}: sent {check.sent:,}, Stripe counts {check.in_stripe:,} "
+        f"(drift {check.drift:+,}): {check.outcome.value}"
+    )
+
+
+def _meter_check_lines(checks: Figure[MeterReconciliation]) -> list[str]:
+    if isinstance(checks, Missing):
+        return [f"not compared: {checks.reason}"]
+    reconciliation = checks.value
+    counts = ", ".join(
+        f"{outcome.value} {reconciliation.count(outcome)}"
+        for outcome in MeterOutcome
+        if reconciliation.count(outcome)
+    )
+    listed = [check for check in reconciliation.checks if check.outcome is not MeterOutcome.CONFIRMED]
+    return [counts or "no overage units sent to Stripe awaiting confirmation"] + [
+        meter_check_line(check) for check in listed
+    ]
+
+
 def _near_limit_lines(near: Figure[NearLimits]) -> list[str]:
     if isinstance(near, Missing):
         return [near.reason]
@@ -343,6 +379,8 @@ def _money_sections(report: BillingReport) -> list[tuple[str, list[str]]]:
         sections.append(("Purchases per day", _purchases_by_day_lines(report.purchases_by_day, report.zone)))
     if report.revenue_checks is not None:
         sections.append(("Revenue reconciliation", _revenue_check_lines(report.revenue_checks)))
+    if report.meter_checks is not None:
+        sections.append(("Overage billing reconciliation", _meter_check_lines(report.meter_checks)))
     if report.near_limits is not None:
         sections.append(("Accounts near or over their limits", _near_limit_lines(report.near_limits)))
     if report.cohorts is not None:

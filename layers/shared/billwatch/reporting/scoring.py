@@ -352,6 +352,16 @@ def action_items(
             for check in data.revenue_checks.value
             if check.over_threshold and isinstance(check.drift, Known)
         ]
+    if isinstance(data.meter_checks, Known):
+        items += [
+            ActionItem(
+                f"Overage billing drift ({check.outcome.value}): {check.stripe_customer_id} on "
+                f"{check.event_name}, billwatch sent {check.sent:,}, Stripe counts "
+                f"{'no meter' if check.in_stripe is None else f'{check.in_stripe:,}'}",
+                "runbooks/overage-drain.md",
+            )
+            for check in data.meter_checks.value.drifts
+        ]
     if resets_failed := _counted(data.quota_resets_failed):
         what = f"Quota reset runs failed: {format_number(resets_failed)}"
         items.append(ActionItem(what, "runbooks/quota-reset-failure.md"))
@@ -380,6 +390,7 @@ def build_report(
         money=data.money,
         purchases_by_day=data.purchases_by_day,
         revenue_checks=data.revenue_checks,
+        meter_checks=data.meter_checks,
         near_limits=data.near_limits,
         cohorts=data.cohorts,
         forecasts=_forecasts(data.mrr_history, data.end),
