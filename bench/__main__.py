@@ -34,6 +34,7 @@ from bench import (
     environment,
     health_probe_cost,
     layer_size,
+    overage,
     quota_reset_scale,
 )
 from bench.environment import BenchError
@@ -313,7 +314,7 @@ def summary_table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "reference": f"{parts} ({figures['assumptions']})",
             }
         )
-    return rows
+    return rows + overage.table_rows(results["overage"])
 
 
 def run_quota_reset() -> dict[str, Any]:
@@ -324,6 +325,11 @@ def run_quota_reset() -> dict[str, Any]:
 def run_client_overhead() -> dict[str, Any]:
     _progress("client: BillwatchClient.check against a raw signed request, on a loopback server")
     return _run_json_child("bench.client_overhead", "client overhead")
+
+
+def run_overage() -> dict[str, Any]:
+    _progress("overage billing: usage checks past the quota, the drain's v1 and v2 meter reporting, cost")
+    return _run_json_child("bench.overage", "overage billing")
 
 
 def run_health_probe() -> dict[str, Any]:
@@ -421,7 +427,28 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": probe["gauge_reads_only_live_subscriptions"],
         }
     )
-    return rows
+    return rows + _overage_targets(results["overage"])
+
+
+def _overage_targets(found: dict[str, Any]) -> list[dict[str, Any]]:
+    warm, drain = found["warm"], found["drain"]
+    return [
+        *_scenario_targets("overage usage check DynamoDB requests", found["scenarios"]),
+        {
+            "name": "overage usage check warm: handler time past the quota / the deny-mode check (median)",
+            "value": warm["ratio_median"],
+            "limit": overage.OVERAGE_CHECK_WARM_MAX_RATIO,
+            "unit": "x",
+            "pass": overage.warm_passed(warm),
+        },
+        {
+            "name": "overage drain: v2 stream / v1 events per second, the send alone (each unit sent once)",
+            "value": drain["ratio_v2_v1_send_events_per_second"],
+            "limit": f">= {overage.V2_MIN_SEND_SPEEDUP:g}",
+            "unit": "x",
+            "pass": overage.drain_passed(drain),
+        },
+    ]
 
 
 def _scenario_targets(name: str, scenarios: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -479,6 +506,9 @@ def render(results: dict[str, Any]) -> str:
         add(line)
     add("")
     for line in client_overhead.render(results["client_overhead"]):
+        add(line)
+    add("")
+    for line in overage.render(results["overage"]):
         add(line)
     add("")
     add(f"The table (also {_rel(TABLE_PATH)}; unit prices there and in bench/cost.py)")
@@ -796,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         quota_reset = run_quota_reset()
         health_probe = run_health_probe()
         client = run_client_overhead()
+        overage_billing = run_overage()
         cold_all = run_cold_start_every_function(args, layer, runtime, layer_pyc)
         alert_dispatch = run_alert_dispatch()
         log_bytes = run_log_bytes()
@@ -827,6 +858,7 @@ def main(argv: list[str] | None = None) -> int:
         "quota_reset": quota_reset,
         "health_probe": health_probe,
         "client_overhead": client,
+        "overage": overage_billing,
         "cold_start_all": cold_all,
         "alert_dispatch": alert_dispatch,
         "log_bytes": log_bytes,
