@@ -48,10 +48,7 @@ def drained(stripe, licensing, clock, dlq, *uses: tuple[str, int]) -> None:
 
 
 def outcomes(reconciliation: MeterReconciliation) -> dict[str, tuple[MeterOutcome, int, int | None]]:
-    return {
-        check.stripe_customer_id: (check.outcome, check.sent, check.in_stripe)
-        for check in reconciliation.checks
-    }
+    return {check.account_id: (check.outcome, check.sent, check.in_stripe) for check in reconciliation.checks}
 
 
 def billing(licensing: Licensing, account_id: str) -> dict[str, int]:
@@ -64,8 +61,8 @@ def test_units_stripe_counts_are_confirmed_and_leave_the_list(
     drained(stripe, licensing, clock, dlq, ("a1", 13), ("a2", 12))
     reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
     assert outcomes(reconciliation) == {
-        "cus_a1": (MeterOutcome.CONFIRMED, 3, 3),
-        "cus_a2": (MeterOutcome.CONFIRMED, 2, 2),
+        "a1": (MeterOutcome.CONFIRMED, 3, 3),
+        "a2": (MeterOutcome.CONFIRMED, 2, 2),
     }
     assert metrics.total("MeterReconciled") == 2 and metrics.total("MeterDrift") == 0
     assert billing(licensing, "a1") == {"pending": 0, "sent": 0, "confirmed": 3}
@@ -78,12 +75,12 @@ def test_stripe_counting_late_is_settling_and_under_once_a_day_has_passed(
     drained(stripe, licensing, clock, dlq, ("a1", 13))
     meters.accepted.clear()  # Stripe has not aggregated them yet (or, a day on, lost them)
     reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
-    assert outcomes(reconciliation) == {"cus_a1": (MeterOutcome.SETTLING, 3, 0)}
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.SETTLING, 3, 0)}
     assert metrics.total("MeterDrift") == 0
     assert billing(licensing, "a1") == {"pending": 0, "sent": 3, "confirmed": 0}
     clock.now += DAY
     reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
-    assert outcomes(reconciliation) == {"cus_a1": (MeterOutcome.UNDER, 3, 0)}
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.UNDER, 3, 0)}
     assert reconciliation.drifts[0].checked == 3
     assert metrics.total("MeterDrift") == 1
 
@@ -97,7 +94,7 @@ def test_units_sent_since_the_last_run_may_still_be_settling(
     drained(stripe, licensing, clock, dlq, ("a1", 2))
     meters.accepted.pop()  # the 2 new units are not in Stripe's summary yet
     reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
-    assert outcomes(reconciliation) == {"cus_a1": (MeterOutcome.SETTLING, 5, 3)}
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.SETTLING, 5, 3)}
     assert metrics.total("MeterDrift") == 0
 
 
@@ -108,7 +105,7 @@ def test_stripe_counting_more_than_was_sent_is_drift_at_once(
     (sent,) = meters.accepted
     meters.accepted.append(dataclasses.replace(sent, identifier="sent_from_elsewhere", value=2))
     reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
-    assert outcomes(reconciliation) == {"cus_a1": (MeterOutcome.OVER, 3, 5)}
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.OVER, 3, 5)}
     assert reconciliation.drifts[0].drift == 2
     assert metrics.total("MeterDrift") == 1
     assert billing(licensing, "a1")["confirmed"] == 0
@@ -122,7 +119,7 @@ def test_a_range_in_flight_is_left_to_the_drain(stripe, meters, licensing, clock
     (owed,) = [owed for owed in ledger.due(int(clock.now)) if owed.owing]
     assert ledger.pin(owed, 4, int(clock.now))  # pinned, not yet sent
     reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
-    assert outcomes(reconciliation) == {"cus_a1": (MeterOutcome.IN_FLIGHT, 3, None)}
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.IN_FLIGHT, 3, None)}
     assert metrics.total("MeterReconciled") == 0 and metrics.total("MeterDrift") == 0
 
 
@@ -132,25 +129,64 @@ def test_an_event_name_stripe_has_no_active_meter_for_is_drift(
     drained(stripe, licensing, clock, dlq, ("a1", 13))
     meters.meters.clear()  # the meter was archived after the units were sent
     reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
-    assert outcomes(reconciliation) == {"cus_a1": (MeterOutcome.NO_METER, 3, None)}
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.NO_METER, 3, None)}
     assert metrics.total("MeterDrift") == 1
 
 
-def test_accounts_of_one_stripe_customer_are_compared_as_one(
+def test_a_stripe_customer_billed_from_two_accounts_is_not_compared_nor_drift(
     stripe, meters, licensing, clock, dlq, capsys
 ) -> None:
+    """Stripe's summary counts the customer's events whichever account sent them, and their periods
+    start apart: comparing either account's period with it would be a false drift."""
     for account in ("a1", "a2"):
         BillingAccount(account, stripe_customer_id="cus_shared").save()
-    drained(stripe, licensing, clock, dlq, ("a1", 13), ("a2", 14))
-    reconciliation, _ = reconcile(stripe, licensing, clock, capsys)
-    (check,) = reconciliation.checks
-    assert (check.account_ids, check.sent, check.in_stripe, check.outcome) == (
-        ("a1", "a2"),
-        7,
-        7,
-        MeterOutcome.CONFIRMED,
-    )
-    assert billing(licensing, "a2")["confirmed"] == 4
+    drained(stripe, licensing, clock, dlq, ("a1", 13))
+    drained(stripe, licensing, clock, dlq, ("a2", 14))
+    reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
+    assert outcomes(reconciliation) == {
+        "a1": (MeterOutcome.NOT_COMPARED, 3, None),
+        "a2": (MeterOutcome.NOT_COMPARED, 4, None),
+    }
+    assert {check.reason for check in reconciliation.checks} == {
+        "its Stripe customer is billed from other accounts too"
+    }
+    assert metrics.total("MeterDrift") == 0 and metrics.total("MeterReconciled") == 0
+    assert billing(licensing, "a2")["sent"] == 4
+
+
+def test_an_admin_reset_in_the_minute_after_a_send_keeps_the_units_in_the_closed_periods_window(
+    stripe, meters, licensing, clock, dlq, capsys
+) -> None:
+    """The event goes out stamped before the drain's minute: a reset seconds later ends the period
+    within that minute, and the event is still in the closed period's whole minutes."""
+    use(licensing, "a1", 10)  # the period starts
+    clock.now += 600
+    drained(stripe, licensing, clock, dlq, ("a1", 3))
+    clock.now -= 30  # 30 s after the drain ran
+    licensing.reset_usage("a1")
+    clock.now += DAY
+    reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.CONFIRMED, 3, 3)}
+    assert metrics.total("MeterDrift") == 0
+
+
+def test_a_period_shorter_than_a_minute_is_not_compared_and_the_others_are(
+    stripe, meters, licensing, clock, dlq, capsys
+) -> None:
+    use(licensing, "a0", 13)
+    clock.now += 10
+    drained(stripe, licensing, clock, dlq, ("a1", 13))  # a1's period starts 10 s after a0's
+    clock.now -= 30
+    licensing.reset_usage("a1")  # 40 s after its start: no whole minute of Stripe's
+    reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
+    assert outcomes(reconciliation) == {
+        "a0": (MeterOutcome.CONFIRMED, 3, 3),
+        "a1": (MeterOutcome.NOT_COMPARED, 3, None),
+    }
+    assert [check.reason for check in reconciliation.checks if check.account_id == "a1"] == [
+        "the period is shorter than Stripe's whole minutes"
+    ]
+    assert metrics.total("MeterDrift") == 0
 
 
 def test_a_closed_period_is_reconciled_from_its_record(stripe, meters, licensing, clock, dlq, capsys) -> None:

@@ -32,7 +32,7 @@ def test_the_unreported_units_go_as_one_event() -> None:
     assert event.params() == {
         "event_name": "exports_overage",
         "identifier": identifier("acct_1", "exports", NOV_1, 3, 7),
-        "timestamp": NOV_1 + 5 * DAY,
+        "timestamp": NOV_1 + 5 * DAY - 1,  # the minute before now's: the period may yet end within it
         "payload": {"stripe_customer_id": "cus_A", "value": "4"},
     }
     assert event.reported_after == 7 and len(event.identifier) <= 100
@@ -104,12 +104,14 @@ def test_drains_at_any_moments_send_each_unit_once_within_stripes_window(steps, 
     st.integers(NOV_1, NOV_1 + DAY),
     st.one_of(st.integers(1, 119), st.integers(120, 40 * DAY)),
     st.integers(0, 80 * DAY),
+    st.integers(0, 59),
 )
 def test_a_timestamp_falls_in_the_whole_minutes_stripes_summaries_count_for_the_period(
-    start, length, waited
+    start, length, waited, cut_after
 ) -> None:
     """Stripe's event summaries take minute-aligned windows: an event of the period lies in the one
-    summary_window gives, so reconciliation counts each of the period's units in it, and no other."""
+    summary_window gives, so reconciliation counts each of the period's units in it, and no other;
+    also when the period is cut short after the event (an admin's reset a few seconds later)."""
     balance = dataclasses.replace(BALANCE, period_start=start, period_end=start + length)
     now = start + waited
     timestamp = event_timestamp(balance, now)
@@ -123,3 +125,7 @@ def test_a_timestamp_falls_in_the_whole_minutes_stripes_summaries_count_for_the_
     else:  # shorter than the whole minutes it spans: an admin's reset seconds in
         assert start <= timestamp < start + length
     assert timestamp <= now + STRIPE_FUTURE_WINDOW_SECONDS
+    if now < start + length:  # sent while it ran, and then cut short
+        cut_first, cut_end = summary_window(start, min(start + length, now + cut_after))
+        if cut_first < cut_end:
+            assert cut_first <= timestamp < cut_end

@@ -78,17 +78,20 @@ def identifier(account_id: str, feature: str, period_start: int, after: int, thr
 
 
 def event_timestamp(balance: OverageBalance, now: int) -> int | None:
-    """Within the period (so the units land on its invoice) and within Stripe's window: now while
-    the period runs, its last second once it has ended; None when that is too old for Stripe. A
-    period that Stripe's clock began a little ahead of ours starts it, as far as the window allows.
+    """Within the period (so the units land on its invoice) and within Stripe's window: the last
+    second of the minute before now while the period runs, its last whole minute's last second once
+    it has ended; None when that is too old for Stripe. A period that Stripe's clock began a little
+    ahead of ours starts it, as far as the window allows.
 
-    Inside the period's whole minutes too, [ceil_minute(start), floor_minute(end)): Stripe's event
+    Inside the period's whole minutes, [ceil_minute(start), floor_minute(end)): Stripe's event
     summaries take minute-aligned windows, and reconciliation asks for exactly those of the period.
-    A period shorter than that (an admin's reset a few seconds in) keeps to the period itself."""
+    Before now's minute, because a period may still end within it (an admin's reset a few seconds
+    on): its window would end at that minute and leave an event stamped now in no period's window.
+    A period shorter than that (a reset a few seconds in) keeps to the period itself."""
     first, last = _ceil_minute(balance.period_start), _floor_minute(balance.period_end) - 1
     if first > last:
         first, last = balance.period_start, balance.period_end - 1
-    moment = min(now, last)
+    moment = min(_floor_minute(now) - 1, last)
     if moment < now - STRIPE_PAST_WINDOW_SECONDS + WINDOW_MARGIN_SECONDS:
         return None
     return min(max(moment, first), now + STRIPE_FUTURE_WINDOW_SECONDS)

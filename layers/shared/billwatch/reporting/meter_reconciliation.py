@@ -1,11 +1,12 @@
 """Overage reconciliation: each daily report compares the overage units billwatch sent to Stripe with
-what Stripe's meter event summaries count, per Stripe customer, meter and usage period.
+what Stripe's meter event summaries count, per account, meter and usage period.
 
 billwatch's side is the ledger's watermark (``reported``: the units Stripe accepted) of every period
 with sent units not yet confirmed (``OverageLedger.sent_totals``). Stripe's side is the meter's event
 summary for the customer over the period's minute-aligned interior, where the drain puts every
-event's timestamp (``billwatch.licensing.overage.event_timestamp``). Accounts that share a Stripe
-customer and a period are compared as one: Stripe's summary cannot tell them apart.
+event's timestamp (``billwatch.licensing.overage.event_timestamp``). billwatch links a Stripe
+customer to one account; a customer billed from several is not compared (Stripe's summary counts the
+customer's events whichever account sent them), and neither is a period shorter than a whole minute.
 
 Stripe aggregates meter events asynchronously: its summaries are eventually consistent. So Stripe
 counting fewer units than were sent is not drift while the shortfall is within what was sent since
@@ -13,15 +14,15 @@ the last reconciliation: each run records the watermark it compared (``checked``
 expects Stripe to count at least that much. Stripe counting more than was sent is drift at once.
 A period matched exactly is confirmed (its billing state's ``confirmed``) and leaves the list.
 
-A period with a range in flight is not compared: the drain settles it within minutes. No Stripe key,
-Stripe failing, or Stripe slower than ``budget_seconds`` leave the rest uncompared, with the reason.
+A period with a range in flight is not compared: the drain settles it within minutes. No Stripe key
+or Stripe failing to list the meters leave the whole section uncompared, with the reason; Stripe
+refusing one summary, or being slower than ``budget_seconds``, leave those periods for the next run.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
@@ -39,24 +40,26 @@ LOOKBACK_SECONDS = STRIPE_PAST_WINDOW_SECONDS + 7 * 86_400
 NO_STRIPE_KEY = "no Stripe key (StripeApiKeySecretArn is empty)"
 
 
-@dataclass
-class _Group:
-    balances: list[OwedBalance]
-
-    @property
-    def first(self) -> OwedBalance:
-        return self.balances[0]
-
-
-def _groups(balances: Iterable[OwedBalance]) -> list[_Group]:
-    grouped: dict[tuple[str, str, int, int], _Group] = {}
-    for owed in balances:
-        balance = owed.balance
-        if balance.stripe_customer_id is None:
-            continue  # nothing was sent for it: the drain counts it as no_customer
-        key = (balance.stripe_customer_id, balance.event_name, balance.period_start, balance.period_end)
-        grouped.setdefault(key, _Group([])).balances.append(owed)
-    return [grouped[key] for key in sorted(grouped)]
+def _periods(balances: Iterable[OwedBalance]) -> list[tuple[OwedBalance, bool]]:
+    """The periods to compare, each with whether its Stripe customer is billed from more than one
+    account: Stripe's summary counts the customer's events whichever account sent them, so those
+    cannot be compared per period (billwatch links a customer to one account; this is the exception)."""
+    listed = sorted(
+        (owed for owed in balances if owed.balance.stripe_customer_id is not None),
+        key=lambda owed: (
+            owed.balance.stripe_customer_id,
+            owed.balance.event_name,
+            owed.balance.period_start,
+        ),
+    )
+    accounts: dict[tuple[str | None, str], set[str]] = {}
+    for owed in listed:
+        key = (owed.balance.stripe_customer_id, owed.balance.event_name)
+        accounts.setdefault(key, set()).add(owed.balance.account_id)
+    return [
+        (owed, len(accounts[(owed.balance.stripe_customer_id, owed.balance.event_name)]) > 1)
+        for owed in listed
+    ]
 
 
 class MeterReconciler:
@@ -81,9 +84,11 @@ class MeterReconciler:
             return Missing(NO_STRIPE_KEY)
         give_up_at = self._clock() + self._budget_seconds
         try:
-            groups = _groups(self._ledger.sent_totals(now - LOOKBACK_SECONDS, now + 1, now))
-            meters = self._stripe.meters() if groups else {}
-            checks = [self._check(self._stripe, group, meters, now, give_up_at) for group in groups]
+            periods = _periods(self._ledger.sent_totals(now - LOOKBACK_SECONDS, now + 1, now))
+            meters = self._stripe.meters() if periods else {}
+            checks = [
+                self._check(self._stripe, owed, shared, meters, now, give_up_at) for owed, shared in periods
+            ]
         except GetParameterError:
             logger.warning("Could not read the Stripe API key for the overage reconciliation")
             return Missing("the Stripe key could not be read (STRIPE_API_KEY_SECRET_ID)")
@@ -93,52 +98,67 @@ class MeterReconciler:
         return Known(MeterReconciliation(tuple(checks)))
 
     def _check(
-        self, stripe: StripeApi, group: _Group, meters: dict[str, str], now: int, give_up_at: float
+        self,
+        stripe: StripeApi,
+        owed: OwedBalance,
+        shared: bool,
+        meters: dict[str, str],
+        now: int,
+        give_up_at: float,
     ) -> MeterCheck:
-        balance = group.first.balance
-        customer = balance.stripe_customer_id or ""  # _groups leaves balances without one out
-        sent = sum(owed.balance.reported for owed in group.balances)
-        checked = sum(owed.checked for owed in group.balances)
+        balance = owed.balance
+        customer = balance.stripe_customer_id or ""  # _periods leaves balances without one out
 
-        def outcome(result: MeterOutcome, in_stripe: int | None = None) -> MeterCheck:
+        def outcome(
+            result: MeterOutcome, in_stripe: int | None = None, reason: str | None = None
+        ) -> MeterCheck:
             return MeterCheck(
                 customer,
                 balance.event_name,
                 balance.period_start,
                 balance.period_end,
-                tuple(sorted(owed.balance.account_id for owed in group.balances)),
-                sent,
-                checked,
+                balance.account_id,
+                balance.reported,
+                owed.checked,
                 in_stripe,
                 result,
+                reason,
             )
 
-        if any(owed.sending is not None for owed in group.balances):
+        if owed.sending is not None:
             return outcome(MeterOutcome.IN_FLIGHT)
+        if shared:
+            return outcome(
+                MeterOutcome.NOT_COMPARED, reason="its Stripe customer is billed from other accounts too"
+            )
         meter_id = meters.get(balance.event_name)
         if meter_id is None:
             return self._counted(outcome(MeterOutcome.NO_METER))
-        if self._clock() > give_up_at:
-            return outcome(MeterOutcome.NOT_COMPARED)
         start, end = summary_window(balance.period_start, min(balance.period_end, now + 60))
-        in_stripe = round(stripe.meter_event_summaries(meter_id, customer, start, end))
-        if in_stripe > sent:
+        if start >= end:
+            return outcome(
+                MeterOutcome.NOT_COMPARED, reason="the period is shorter than Stripe's whole minutes"
+            )
+        if self._clock() > give_up_at:
+            return outcome(MeterOutcome.NOT_COMPARED, reason="out of time: compared next run")
+        try:
+            in_stripe = round(stripe.meter_event_summaries(meter_id, customer, start, end))
+        except StripeApiFailure as failure:
+            # One period Stripe refuses must not stop the others being compared.
+            logger.warning("Stripe refused a meter event summary", extra={"code": failure.code.value})
+            return outcome(
+                MeterOutcome.NOT_COMPARED, reason=f"Stripe could not be read ({failure.code.value})"
+            )
+        if in_stripe > balance.reported:
             result = MeterOutcome.OVER
-        elif in_stripe < checked:
+        elif in_stripe < owed.checked:
             result = MeterOutcome.UNDER
         else:
-            result = MeterOutcome.CONFIRMED if in_stripe == sent else MeterOutcome.SETTLING
-        for owed in group.balances:
-            # One account of a shared customer cannot be told apart in Stripe: each is confirmed only
-            # when the whole group matches.
-            confirmed = owed.balance.reported if result is MeterOutcome.CONFIRMED else owed.confirmed
-            self._ledger.confirm(
-                owed.balance.account_id,
-                owed.balance.feature,
-                owed.balance.period_start,
-                confirmed,
-                checked=owed.balance.reported,
-            )
+            result = MeterOutcome.CONFIRMED if in_stripe == balance.reported else MeterOutcome.SETTLING
+        confirmed = balance.reported if result is MeterOutcome.CONFIRMED else owed.confirmed
+        self._ledger.confirm(
+            balance.account_id, balance.feature, balance.period_start, confirmed, checked=balance.reported
+        )
         return self._counted(outcome(result, in_stripe))
 
     def _counted(self, check: MeterCheck) -> MeterCheck:
@@ -150,7 +170,7 @@ class MeterReconciler:
                 extra={
                     "event_name": check.event_name,
                     "period_start": check.period_start,
-                    "accounts": list(check.account_ids),
+                    "account_id": check.account_id,
                     "sent": check.sent,
                     "in_stripe": check.in_stripe,
                     "outcome": check.outcome.value,

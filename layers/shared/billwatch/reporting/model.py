@@ -163,7 +163,7 @@ class MeterOutcome(StrEnum):
     UNDER = "under"  # Stripe still misses units sent before the last reconciliation: drift
     IN_FLIGHT = "in flight"  # a range is being sent: compared once the drain settles it
     NO_METER = "no meter"  # Stripe has no active meter for the catalog's event name: drift
-    NOT_COMPARED = "not compared"  # out of time: compared next run
+    NOT_COMPARED = "not compared"  # the reason says why
 
     @property
     def is_drift(self) -> bool:
@@ -172,17 +172,18 @@ class MeterOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class MeterCheck:
-    """One Stripe customer's units on one meter in one usage period."""
+    """One account's units on one meter in one usage period, against its Stripe customer's."""
 
     stripe_customer_id: str
     event_name: str
     period_start: int
     period_end: int
-    account_ids: tuple[str, ...]
-    sent: int  # the watermarks: units Stripe accepted
-    checked: int  # the watermarks the last reconciliation compared: Stripe must count these by now
+    account_id: str
+    sent: int  # the watermark: units Stripe accepted
+    checked: int  # the watermark the last reconciliation compared: Stripe must count these by now
     in_stripe: int | None  # the summary's aggregated value; None when not compared
     outcome: MeterOutcome
+    reason: str | None = None  # why it was not compared
 
     @property
     def drift(self) -> int | None:

@@ -293,13 +293,13 @@ def _epoch(second: int) -> str:
 
 
 def meter_check_line(check: MeterCheck) -> str:
-    accounts = ", ".join(check.account_ids)
     where = (
-        f"{check.stripe_customer_id} ({accounts}) {check.event_name}, "
+        f"{check.stripe_customer_id} ({check.account_id}) {check.event_name}, "
         f"period from {_epoch(check.period_start)}"
     )
     if check.in_stripe is None:
-        return f"{where}: {check.outcome.value}, sent {check.sent:,}"
+        why = f" ({check.reason})" if check.reason else ""
+        return f"{where}: {check.outcome.value}{why}, sent {check.sent:,}"
     return (
         f"{where}: sent {check.sent:,}, Stripe counts {check.in_stripe:,} "
         f"(drift {check.drift:+,}): {check.outcome.value}"
