@@ -10,8 +10,11 @@ from typing import Any
 import boto3
 import pytest
 
-from billwatch.core.models import OverageSendFailure
+from billwatch.core.metrics import MetricsRecorder
+from billwatch.core.models import BillingAccount, OverageSendFailure, overage_shard
 from billwatch.licensing.overage_ledger import OverageLedger
+from billwatch.licensing.quota_reset import QuotaReset
+from billwatch.licensing.service import Licensing
 from tests.fake_meters import lost_answer, rate_limited, server_error
 from tests.integration.overage_stack import *  # noqa: F403 (fixtures)
 from tests.integration.overage_stack import V1_PATH, drain_of, use
@@ -82,9 +85,61 @@ def test_a_refused_range_is_dead_lettered_parked_and_sent_again_once_re_driven(
     assert (message["account_id"], message["feature"], message["units_through"]) == ("a1", "api_calls", 5)
     assert message["error"].startswith("no_meter: ") and message["outcome"] == "permanent"
     clock.now += 60
-    assert drain.run().parked == 1 and len(meters.accepted) == 1  # not sent every minute
+    assert drain.run().parked == 1 and len(meters.accepted) == 1  # not sent every minute: held
+    clock.now += 60
+    assert drain.run().balances == 0
     meters.add_meter("api_calls_overage")  # the operator fixes Stripe, then re-drives the range
     OverageSendFailure(OverageSendFailure.key(message["identifier"])).delete()
-    clock.now += 60
+    clock.now += 3600 - clock.now % 3600  # the hour's run reads the held balances
     assert drain.run().events_sent == 1
     assert meters.units(customer="cus_a1", event_name="api_calls_overage") == 5
+
+
+def test_a_keyed_check_puts_the_account_back_on_the_list_that_a_release_took_it_off_after_its_read(
+    stripe, meters, licensing, clock, dlq, monkeypatch
+) -> None:
+    drain = drain_of(stripe, licensing, clock, dlq, threshold=1000)
+    use(licensing, "a1", 13)
+    drain.run()  # sends 3; the marker stays until a run finds nothing owed
+    clock.now += 60
+    commit = Licensing._commit
+
+    def a_drain_run_first(self: Licensing, *args: Any, **kwargs: Any) -> Any:
+        drain.run()  # between the check's read and its write: nothing owed yet, so a1 leaves the list
+        return commit(self, *args, **kwargs)
+
+    with monkeypatch.context() as between:
+        between.setattr(Licensing, "_commit", a_drain_run_first)
+        assert licensing.use_idempotently("a1", "exports", 2, "order-1").overage == 2
+    assert BillingAccount.get("a1").overage_due == overage_shard("a1")
+    clock.now += 60
+    drain.run()
+    assert meters.units(customer="cus_a1") == 5
+
+
+def test_balances_that_cannot_be_sent_are_held_and_never_keep_a_paying_account_off_the_list(
+    stripe, meters, licensing, clock, dlq, monkeypatch
+) -> None:
+    victim = "zz_victim"
+    shard = overage_shard(victim)
+    stuck = [account for account in (f"a{n:03d}" for n in range(200)) if overage_shard(account) == shard][:3]
+    for account in stuck:  # past the quota, with no Stripe customer to bill: sorted before the victim
+        licensing.use(account, "exports", 11)
+    use(licensing, victim, 13)
+    due = OverageLedger.due
+    # A run's list as full of them as production's 500 would be.
+    monkeypatch.setattr(OverageLedger, "due", lambda self, now, limit=500: due(self, now, len(stuck)))
+    drain = drain_of(stripe, licensing, clock, dlq, threshold=1000)
+    clock.now += 60 - clock.now % 60  # a minute's run, not the hour's
+    assert drain.run().held == len(stuck)
+    clock.now += 60
+    drain.run()
+    assert meters.units(customer=f"cus_{victim}") == 3
+    QuotaReset(licensing, MetricsRecorder("B", "b"), clock).run_segment(str(clock.now), 0, 1)
+    assert {BillingAccount.get(account).overage_due for account in stuck} == {f"held#{shard}"}
+    # A customer added later: the hour's run reads the held balances and sends what became sendable.
+    BillingAccount(stuck[0]).update(actions=[BillingAccount.stripe_customer_id.set(f"cus_{stuck[0]}")])
+    clock.now += 3600 - clock.now % 3600
+    assert drain.run().events_sent == 1
+    assert meters.units(customer=f"cus_{stuck[0]}") == 1
+    assert BillingAccount.get(stuck[0]).overage_due == shard

@@ -266,7 +266,7 @@ def test_the_check_marks_an_account_once_in_one_more_request(licensing, aws_call
     licensing.use("acct_k", "exports", 10)
     aws_calls.clear()
     licensing.use_idempotently("acct_k", "exports", 1, "k-1")
-    assert aws_calls == ["BatchGetItem", "TransactWriteItems", "UpdateItem"]
+    assert aws_calls == ["BatchGetItem", "TransactWriteItems"] and marker("acct_k") == overage_shard("acct_k")
     aws_calls.clear()
     licensing.use_idempotently("acct_k", "exports", 1, "k-2")
     assert aws_calls == ["BatchGetItem", "TransactWriteItems"]

@@ -11,14 +11,24 @@ from typing import Any
 
 import pytest
 
-from billwatch.billing.meter_stream import Accepted, Outcome, Permanent, RetryAfter, SendResult, Transient
+from billwatch.billing.meter_stream import (
+    Accepted,
+    Outcome,
+    Permanent,
+    RetryAfter,
+    RetryPolicy,
+    SendResult,
+    Transient,
+)
 from billwatch.billing.overage_drain import (
+    HELD_PASS_MINUTES,
     MAX_FAILED_RUNS,
     RESERVE_SECONDS,
     SENDS_PER_RUN,
     MeterKeyRefused,
     OverageDrain,
     SenderChoice,
+    longest_request,
 )
 from billwatch.core.metrics import Metric, MetricPoint, MetricsRecorder
 from billwatch.core.models import OverageSendFailure
@@ -42,6 +52,7 @@ class Figures:
     pinned_at: int | None = None
     due: bool = True
     period_end: int = DEC_1
+    held: bool = False  # on the held list: read by the hourly held pass only
 
 
 class MemoryLedger:
@@ -52,6 +63,12 @@ class MemoryLedger:
         self.fail_settle = False
 
     def due(self, now: int, limit: int = 500) -> list[OwedBalance]:
+        return self._listed(held=False)[:limit]
+
+    def held(self, now: int) -> list[OwedBalance]:
+        return self._listed(held=True)
+
+    def _listed(self, held: bool) -> list[OwedBalance]:
         return [
             OwedBalance(
                 OverageBalance(
@@ -62,8 +79,8 @@ class MemoryLedger:
                 closed=False,
             )
             for account, f in self.figures.items()
-            if f.due
-        ][:limit]
+            if f.due and f.held == held
+        ]
 
     def _as_read(self, owed: OwedBalance) -> Figures | None:
         figures = self.figures[owed.balance.account_id]
@@ -73,9 +90,18 @@ class MemoryLedger:
 
     def pin(self, owed: OwedBalance, through: int, now: int) -> bool:
         figures = self._as_read(owed)
-        if figures is None or figures.sending is not None or figures.overage < through:
+        if figures is None or figures.sending not in (None, through) or figures.overage < through:
             return False
-        figures.sending, figures.pinned_at = through, now
+        if figures.sending is None:
+            figures.sending, figures.pinned_at = through, now
+        figures.held = False
+        return True
+
+    def hold(self, owed: OwedBalance) -> bool:
+        figures = self._as_read(owed)
+        if figures is None:
+            return False
+        figures.held = True
         return True
 
     def settle(self, owed: OwedBalance, through: int) -> bool:
@@ -105,9 +131,9 @@ class MemoryFailures:
     def _item(self, identifier: str) -> OverageSendFailure:
         return self.items.setdefault(identifier, OverageSendFailure(OverageSendFailure.key(identifier)))
 
-    def failed(self, identifier: str, error: str, now: int) -> int:
+    def failed(self, identifier: str, error: str, now: int, runs: int = 1) -> int:
         item = self._item(identifier)
-        item.runs, item.error, item.failed_at = (item.runs or 0) + 1, error, now
+        item.runs, item.error, item.failed_at = (item.runs or 0) + runs, error, now
         return int(item.runs)
 
     def park(self, identifier: str, error: str, now: int) -> None:
@@ -195,13 +221,17 @@ class World:
     def minute(self) -> None:
         self.clock.now += 60
 
+    def next_hour(self) -> None:
+        """To the run that reads the held balances too."""
+        self.clock.now += HELD_PASS_MINUTES * 60 - self.clock.now % (HELD_PASS_MINUTES * 60)
+
 
 def world(stripe: StripeMeters | None = None, **balances: Figures) -> World:
     ledger, stripe = MemoryLedger(**balances), stripe or StripeMeters()
     metrics, dead_letters, failures, clock = Recorded(), MemoryDeadLetters(), MemoryFailures(), Clock()
     drain = OverageDrain(
         ledger,  # type: ignore[arg-type]
-        stripe,
+        SenderChoice(stripe, stripe, threshold=100),
         metrics,
         dead_letters,  # type: ignore[arg-type]
         failures,  # type: ignore[arg-type]
@@ -228,7 +258,7 @@ def test_the_whole_owed_range_goes_as_one_event_and_settles() -> None:
     w = world(acct_1=Figures(overage=30, reported=12), acct_2=Figures(overage=5))
     result = w.drain.run()
     assert sorted(w.stripe.taken) == sorted([range_id(12, 30), range_id(0, 5, "acct_2")])
-    assert len(w.stripe.sends) == 1  # one batch for the run
+    assert len(w.stripe.sends) == 2  # one v1 request per event
     assert (result.events_sent, result.units_sent, result.failed) == (2, 23, {})
     assert w.ledger.figures["acct_1"] == Figures(overage=30, reported=30)
     assert w.metrics.total(Metric.OVERAGE_UNITS_SENT, Feature="exports") == 23
@@ -248,6 +278,27 @@ def test_what_owes_nothing_is_released_and_what_cannot_go_is_counted_by_reason()
     assert w.metrics.total(Metric.OVERAGE_UNSENT, Reason="no_customer") == 1
     assert w.metrics.total(Metric.OVERAGE_UNSENT, Reason="too_old") == 1
     assert w.ledger.figures["acct_nocus"].sending is None  # nothing pinned for what cannot go
+
+
+def test_what_cannot_be_sent_is_held_off_the_minute_list_until_the_held_pass_finds_it_sendable() -> None:
+    w = world(
+        acct_nocus=Figures(overage=4, customer=None),
+        acct_old=Figures(overage=4, period_end=NOW - 40 * DAY),
+        acct_paid=Figures(overage=2),
+    )
+    w.minute()
+    result = w.drain.run()
+    assert (result.held, result.events_sent) == (2, 1)
+    assert [f.held for f in w.ledger.figures.values()] == [True, True, False]
+    w.minute()
+    assert w.drain.run().balances == 1  # acct_paid, released: the held ones are not read
+    assert w.metrics.total(Metric.OVERAGE_UNSENT, Reason="no_customer") == 1
+    w.ledger.figures["acct_nocus"].customer = "cus_N"  # a Stripe customer, added later
+    w.next_hour()
+    result = w.drain.run()
+    assert (result.events_sent, result.unsent, result.held) == (1, {"too_old": 1}, 1)
+    assert w.ledger.figures["acct_nocus"] == Figures(overage=4, customer="cus_N", reported=4)
+    assert w.metrics.total(Metric.OVERAGE_UNSENT, Reason="too_old") == 2  # once an hour while held
 
 
 def test_a_balance_that_changed_after_the_read_waits_for_the_next_run() -> None:
@@ -340,15 +391,24 @@ def test_a_refused_range_is_dead_lettered_once_and_parked_with_its_balance() -> 
     }
     assert w.metrics.total(Metric.OVERAGE_SEND_FAILED, Outcome="permanent") == 1
     sends = len(w.stripe.sends)
-    for _ in range(3):  # parked: not sent every minute, nor anything newer of its balance
+    w.minute()
+    result = w.drain.run()
+    assert (result.parked, result.held) == (1, 1)  # off the minute list: held
+    for _ in range(3):  # parked: not sent, nor anything newer of its balance
         w.minute()
         w.ledger.figures["acct_1"].overage += 1
-        assert w.drain.run().parked == 1
+        assert w.drain.run().balances == 0
+    w.next_hour()
+    assert w.drain.run().parked == 1  # the held pass reads it again
     assert len(w.stripe.sends) == sends and len(w.dead_letters.messages) == 1
-    # The operator's re-drive: the range goes again, as pinned, and the units after it follow.
+    # The operator's re-drive: the next held pass sends the range again, as pinned, which puts its
+    # balance back on the minute list, and the units after it follow.
     w.failures.clear(range_id(0, 8))
     w.stripe.script = lambda event, nth: Accepted()
+    w.next_hour()
     w.drain.run()
+    assert not w.ledger.figures["acct_1"].held
+    w.minute()
     w.drain.run()
     assert list(w.stripe.taken)[1:] == [range_id(0, 8), range_id(8, 11)] and w.stripe.units() == 14
 
@@ -374,6 +434,79 @@ def test_a_refused_key_dead_letters_nothing_and_fails_the_run() -> None:
     assert w.dead_letters.messages == [] and w.failures.items == {}
     assert w.ledger.figures["a"].sending == 8
     assert w.metrics.total(Metric.OVERAGE_SEND_FAILED, Outcome="key_refused") == 1  # flushed anyway
+
+
+# ------------------------------------------------------------------------ the Lambda timeout
+
+
+class CutOff(BaseException):
+    """Lambda ends the invocation at its timeout: no except or finally of the handler runs after."""
+
+
+def cut_off_at(*identifiers: str) -> Script:
+    def script(event: MeterEvent, nth: int) -> Outcome:
+        if event.identifier in identifiers:
+            raise CutOff()
+        return Accepted()
+
+    return script
+
+
+def test_a_run_cut_off_in_a_request_keeps_what_stripe_accepted_before_it() -> None:
+    w = world(
+        StripeMeters(cut_off_at(range_id(0, 3, "acct_3"))),
+        **{f"acct_{n}": Figures(overage=3) for n in (1, 2, 3, 4)},
+    )
+    with pytest.raises(CutOff):
+        w.drain.run()
+    figures = w.ledger.figures
+    assert (figures["acct_1"].reported, figures["acct_2"].reported) == (3, 3)  # settled as Stripe took them
+    assert (figures["acct_3"].sending, figures["acct_4"].sending) == (3, None)  # nothing pinned unsent
+
+
+def test_a_range_whose_runs_are_cut_off_every_time_is_dead_lettered() -> None:
+    stuck = range_id(0, 8)
+    w = world(StripeMeters(cut_off_at(stuck)), acct_1=Figures(overage=8), acct_2=Figures(overage=2))
+    for _ in range(MAX_FAILED_RUNS + 1):  # the first pins it, each later one counts a run before it sends
+        with pytest.raises(CutOff):
+            w.drain.run()
+        w.minute()
+    assert w.failures.items[stuck].runs == MAX_FAILED_RUNS and w.dead_letters.messages == []
+    result = w.drain.run()
+    assert (result.failed, result.events_sent) == ({"gave_up": 1}, 1)  # and the runs go on past it
+    (message,) = w.dead_letters.messages
+    assert message["identifier"] == stuck
+    assert message["error"].startswith(f"failed {MAX_FAILED_RUNS} runs in a row, last: cut off")
+    assert len([send for send in w.stripe.sends if send == [stuck]]) == MAX_FAILED_RUNS + 1
+
+
+def test_no_request_starts_without_the_time_for_it_and_the_rest_waits_unpinned() -> None:
+    assert longest_request(RetryPolicy()) == 25.0  # 3 attempts timing out at 5 s, 2 Retry-After waits of 5 s
+
+    w = world(**{f"acct_{n}": Figures(overage=2) for n in range(6)})
+
+    def slow(event: MeterEvent, nth: int) -> Outcome:
+        w.clock.now += 10
+        return Accepted()
+
+    w.stripe.script = slow
+    start = w.clock.now
+    result = w.drain.run(time_left=lambda: 60 - (w.clock.now - start))
+    # Requests start with 60, 50, 40 and 30 s left (25 s for the request, 5 s kept): not with 20.
+    assert (result.events_sent, result.deferred, result.failed) == (4, 2, {})
+    assert [f.sending for f in w.ledger.figures.values()] == [None] * 6
+    w.minute()
+    assert w.drain.run().events_sent == 2
+
+
+def test_a_refused_key_takes_back_the_failed_run_a_range_in_flight_counted() -> None:
+    w = world(
+        StripeMeters(lambda event, nth: Permanent("authentication", "Invalid API Key")),
+        a=Figures(8, sending=8, pinned_at=NOW - 60),
+    )
+    with pytest.raises(MeterKeyRefused):
+        w.drain.run()
+    assert w.failures.items[identifier("a", "exports", NOV_1, 0, 8)].runs == 0
 
 
 # ---------------------------------------------------------------------- accepted, then lost
@@ -407,9 +540,15 @@ class Counting:
         return SendResult({event.identifier: Accepted() for event in events})
 
 
-@pytest.mark.parametrize(("events", "stream"), [(1, False), (99, False), (100, True), (250, True)])
-def test_the_v2_stream_takes_a_run_from_the_threshold_on(events: int, stream: bool) -> None:
+@pytest.mark.parametrize(
+    ("events", "sizes"),
+    [(1, ([], [1])), (99, ([], [1] * 99)), (100, ([100], [])), (250, ([100, 100, 50], []))],
+)
+def test_the_v2_stream_takes_a_run_from_the_threshold_on_100_events_a_request(
+    events: int, sizes: tuple[list[int], list[int]]
+) -> None:
     single, streamed = Counting(), Counting()
-    batch = [MeterEvent("exports", range_id(n, n + 1), "cus_A", 1, NOW, n + 1) for n in range(events)]
-    SenderChoice(single, streamed, threshold=100).send(batch)
-    assert (streamed.sizes, single.sizes) == (([events], []) if stream else ([], [events]))
+    w = world(**{f"acct_{n:03d}": Figures(overage=1) for n in range(events)})
+    w.drain._sender = SenderChoice(single, streamed, threshold=100)
+    assert w.drain.run().events_sent == events
+    assert (streamed.sizes, single.sizes) == sizes

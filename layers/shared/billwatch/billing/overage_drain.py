@@ -10,12 +10,18 @@ Each run (OverageDrainFunction, every minute, never two at once) reads the balan
   write on the balance as read: a balance that changed meanwhile waits for the next run);
 - a balance that owes nothing and has nothing in flight is released from the index.
 
-An accepted event settles: the watermark moves to the range's end and the pin goes. A 429 is waited out
+Events go request by request (one v1 event, or one v2 batch of 100), each range pinned right before its
+request and settled as soon as Stripe accepts it, and no request starts without the time for it before
+the Lambda timeout; a range in flight counts its failed run before it goes, so one whose runs are cut
+off mid-request still reaches the dead letter. An accepted event settles: the watermark moves to the
+range's end and the pin goes. A 429 is waited out
 as far as the invocation allows, a 5xx or a timeout retried with backoff and jitter within the run; what
 is still unsent stays pinned for the next run. An event Stripe refuses (a 4xx), or a range that failed
 ``MAX_FAILED_RUNS`` runs in a row, goes to the dead-letter queue for an operator and is parked: not sent
 again until the operator re-drives it (docs/runbooks/overage-drain.md). Its pin stays, so nothing newer
 of that balance goes either: the units after it wait, counted, and no range is ever sent out of order.
+What cannot be sent as things stand (no Stripe customer, too old, parked) is held: off the list each run
+reads, and read again by the run at the start of each hour, which sends what has become sendable.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ from typing import Any
 
 from billwatch.billing.meter_stream import (
     FORBIDDEN,
+    STREAM_BATCH_SIZE,
     UNAUTHENTICATED,
     Accepted,
     MeterSender,
     Permanent,
     RetryAfter,
-    SendResult,
+    RetryPolicy,
     Transient,
     V1MeterSender,
     V2MeterEventStream,
@@ -59,6 +66,12 @@ SENDS_PER_RUN = 3
 BACKOFF_SECONDS = 1.0
 # Kept for the settles, the failure records and the metrics after the last send.
 RESERVE_SECONDS = 5.0
+# The error a range's failure record carries while its send is under way: a run cut off by the Lambda
+# timeout in the middle of it leaves it so, counted.
+CUT_OFF = "cut off: the run ended before Stripe answered"
+# A run at the start of each of these periods (minutes) reads the held balances too: what became
+# sendable (a Stripe customer added, a parked range re-driven) is sent then.
+HELD_PASS_MINUTES = 60
 
 
 class FailedOutcome(StrEnum):
@@ -68,7 +81,14 @@ class FailedOutcome(StrEnum):
     TRANSIENT = "transient"  # left pinned for the next run by 5xx, timeouts or dropped connections
     PERMANENT = "permanent"  # refused by Stripe: dead-lettered and parked
     KEY_REFUSED = "key_refused"  # Stripe refused the key, not the event: left pinned, and the run fails
-    GAVE_UP = "gave_up"  # failed MAX_FAILED_RUNS runs in a row: dead-lettered and parked
+    GAVE_UP = "gave_up"  # failed (or cut off) MAX_FAILED_RUNS runs in a row: dead-lettered and parked
+
+
+def longest_request(policy: RetryPolicy) -> float:
+    """The longest one sender request (a v1 event, a v2 batch) can take under ``policy``: every attempt
+    timing out, and the longest wait between them."""
+    longest_wait = max(policy.max_wait_seconds, policy.backoff_seconds * 2 ** max(0, policy.attempts - 2))
+    return policy.attempts * policy.timeout_seconds + (policy.attempts - 1) * longest_wait
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,8 @@ class DrainResult:
     changed: int  # changed between the read and the pin: the next run takes them
     parked: int  # dead-lettered earlier, waiting for an operator
     failed: dict[str, int]  # by FailedOutcome
+    deferred: int = 0  # not sent for lack of time (or after a rate limit or a refused key): the next run
+    held: int = 0  # items owing only what cannot be sent (unsent, parked): on the held list
 
 
 @dataclass
@@ -92,11 +114,16 @@ class _Tally:
     released: int = 0
     changed: int = 0
     parked: int = 0
+    deferred: int = 0
+    held: int = 0
     unsent: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     # The items (an account's period, or a closed period's record) owing units, or released already:
     # a release reads its item again, so one per item and only where it can succeed.
     kept_or_released: set[tuple[str, bool, int]] = field(default_factory=set)
+    # An item's balance that cannot be sent (unsent, parked): the item is held unless another is sent.
+    unsendable: dict[tuple[str, bool, int], OwedBalance] = field(default_factory=dict)
+    held_read: set[tuple[str, bool, int]] = field(default_factory=set)  # by the held pass
 
 
 @dataclass
@@ -104,6 +131,8 @@ class _Sending:
     owed: OwedBalance
     event: MeterEvent
     last_error: str = ""
+    tried: bool = False  # pinned (a new range) or counted (a range in flight), and sent in this run
+    counted: bool = False  # its failed run counted before its send
 
 
 class MeterKeyRefused(Exception):
@@ -135,12 +164,12 @@ class SendFailures:
         keys = [OverageSendFailure.key(identifier) for identifier in identifiers]
         return {item.identifier: item for item in OverageSendFailure.batch_get(keys)} if keys else {}
 
-    def failed(self, identifier: str, error: str, now: int) -> int:
-        """Counts one more failed run of the range; returns how many in a row."""
+    def failed(self, identifier: str, error: str, now: int, runs: int = 1) -> int:
+        """Counts ``runs`` more failed runs of the range (0: only its error); returns how many in a row."""
         item = OverageSendFailure(OverageSendFailure.key(identifier))
         item.update(
             actions=[
-                OverageSendFailure.runs.add(1),
+                OverageSendFailure.runs.add(runs),
                 OverageSendFailure.error.set(error),
                 OverageSendFailure.failed_at.set(now),
             ]
@@ -169,22 +198,27 @@ class SenderChoice:
         self._stream = stream
         self._threshold = threshold
 
-    def send(self, events: Sequence[MeterEvent]) -> SendResult:
-        return (self._stream if len(events) >= self._threshold else self._single).send(events)
+    def choose(self, events: int) -> tuple[MeterSender, int]:
+        """The sender for a run of ``events`` events, and how many of them one of its requests takes."""
+        return (self._stream, STREAM_BATCH_SIZE) if events >= self._threshold else (self._single, 1)
 
 
 class OverageDrain:
     def __init__(
         self,
         ledger: OverageLedger,
-        sender: MeterSender,
+        sender: SenderChoice,
         metrics: MetricsRecorder,
         dead_letters: DeadLetters,
         failures: SendFailures,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        request_seconds: float = longest_request(RetryPolicy()),
     ) -> None:
+        """``request_seconds``: the longest one sender request may take; none starts with less time
+        left than that and the reserve, so that the run ends before the Lambda timeout cuts it off."""
+        self._request_seconds = request_seconds
         self._ledger = ledger
         self._sender = sender
         self._metrics = metrics
@@ -199,6 +233,10 @@ class OverageDrain:
         tally = _Tally()
         try:
             owed = self._ledger.due(now)
+            if now // 60 % HELD_PASS_MINUTES == 0:
+                held = self._ledger.held(now)
+                tally.held_read = {_item_of(balance) for balance in held}
+                owed += held
             tally.kept_or_released = {_item_of(balance) for balance in owed if balance.owing}
             earlier = self._failures.of(self._pinned_identifiers(owed, now))
             sending = []
@@ -206,7 +244,11 @@ class OverageDrain:
                 prepared = self._prepare(balance, now, earlier, tally)
                 if prepared is not None:
                     sending.append(prepared)
-            for item in self._send(sending, time_left, earlier, tally):
+            sendable = {_item_of(item.owed) for item in sending}
+            for key, balance in tally.unsendable.items():
+                if key not in sendable:
+                    tally.held += self._ledger.hold(balance)
+            for item in self._send(sending, now, time_left, earlier, tally):
                 self._after_failed_run(item, now, tally)
             if tally.failed[FailedOutcome.KEY_REFUSED]:
                 raise MeterKeyRefused(
@@ -224,6 +266,8 @@ class OverageDrain:
             changed=tally.changed,
             parked=tally.parked,
             failed=dict(tally.failed),
+            deferred=tally.deferred,
+            held=tally.held,
         )
         logger.info("Overage drain finished", extra={"result": result.__dict__})
         return result
@@ -257,58 +301,105 @@ class OverageDrain:
         if isinstance(event, Unsent):
             tally.unsent[event.value] += 1
             self._metrics.add(Metric.OVERAGE_UNSENT, Reason=event.value)
+            tally.unsendable.setdefault(_item_of(owed), owed)
             return None
-        if owed.sending is not None:
-            failure = earlier.get(event.identifier)
-            if failure is not None and failure.parked_at is not None:
-                tally.parked += 1
-                return None
-        elif not self._ledger.pin(owed, event.reported_after, now):
+        failure = earlier.get(event.identifier) if owed.sending is not None else None
+        if failure is not None and failure.parked_at is None and (failure.runs or 0) >= MAX_FAILED_RUNS:
+            # Its runs were cut off before they could count it as failed and dead-letter it.
+            error = f"failed {failure.runs} runs in a row, last: {failure.error}"
+            self._dead_letter(_Sending(owed, event), error, FailedOutcome.GAVE_UP, tally)
+        elif failure is None or failure.parked_at is None:
+            return _Sending(owed, event)
+        else:
+            tally.parked += 1
+        tally.unsendable.setdefault(_item_of(owed), owed)
+        return None
+
+    def _start(self, item: _Sending, now: int, tally: _Tally) -> bool:
+        """Readies a range for its first send in the run, right before it: a new range is pinned (False:
+        changed since read), a range in flight counts its failed run first, so that one whose runs are
+        cut off in its request every time still reaches the dead letter within Stripe's 24-hour dedup."""
+        held = _item_of(item.owed) in tally.held_read  # its pin, again, puts it back on the minute list
+        if (item.owed.sending is None or held) and not self._ledger.pin(
+            item.owed, item.event.reported_after, now
+        ):
             tally.changed += 1
-            return None
-        return _Sending(owed, event)
+            return False
+        if item.owed.sending is not None:
+            self._failures.failed(item.event.identifier, CUT_OFF, now)
+            item.counted = True
+        item.tried = True
+        return True
 
     def _send(
         self,
         sending: list[_Sending],
+        now: int,
         time_left: Callable[[], float],
         earlier: dict[str, OverageSendFailure],
         tally: _Tally,
     ) -> list[_Sending]:
-        """Sends until every event is accepted, refused, or out of sends or time; returns the rest."""
+        """Sends request by request (one v1 event, or one v2 batch of 100) and settles what Stripe
+        accepted in each before the next starts, so a run cut short keeps what it sent; retries what
+        failed, until every event is accepted or refused, or out of sends or time. No request starts
+        without the time for it. Returns the ranges sent and left in flight; one not sent in the run
+        (no time, a rate limit, a refused key) waits for the next as it is."""
+        sender, size = self._sender.choose(len(sending))
+        key_refused = False
         for attempt in range(1, SENDS_PER_RUN + 1):
-            if not sending:
-                break
-            result = self._sender.send([item.event for item in sending])
             retry: list[_Sending] = []
             wait = 0.0
-            refused: list[tuple[_Sending, Permanent]] = []
-            for item in sending:
-                outcome = result.outcome(item.event)
-                if isinstance(outcome, Accepted):
-                    self._settle(item, earlier, tally)
-                elif isinstance(outcome, Permanent):
-                    refused.append((item, outcome))
-                elif isinstance(outcome, RetryAfter):
-                    item.last_error = f"rate_limited: retry after {outcome.seconds:g} s"
-                    retry.append(item)
-                    wait = max(wait, outcome.seconds)
-                elif isinstance(outcome, Transient):
-                    item.last_error = f"transient: {outcome.reason}"
-                    retry.append(item)
-                    wait = max(wait, self._backoff(attempt))
-            for item, permanent in refused:
-                if permanent.code in (UNAUTHENTICATED, FORBIDDEN):
-                    self._count_failed(FailedOutcome.KEY_REFUSED, tally)
-                else:
-                    error = f"{permanent.code}: {permanent.message}"
-                    self._dead_letter(item, error, FailedOutcome.PERMANENT, tally)
+            rate_limited = False  # the attempt's other requests would be limited too
+            for first in range(0, len(sending), size):
+                chunk = sending[first : first + size]
+                if key_refused or rate_limited or time_left() < RESERVE_SECONDS + self._request_seconds:
+                    retry += chunk
+                    continue
+                chunk = [item for item in chunk if item.tried or self._start(item, now, tally)]
+                if not chunk:
+                    continue
+                result = sender.send([item.event for item in chunk])
+                for item in chunk:
+                    outcome = result.outcome(item.event)
+                    if isinstance(outcome, Accepted):
+                        self._settle(item, earlier, tally)
+                    elif isinstance(outcome, Permanent) and outcome.code in (UNAUTHENTICATED, FORBIDDEN):
+                        key_refused = True
+                        self._uncount(item, now)
+                        self._count_failed(FailedOutcome.KEY_REFUSED, tally)
+                    elif isinstance(outcome, Permanent):
+                        error = f"{outcome.code}: {outcome.message}"
+                        self._dead_letter(item, error, FailedOutcome.PERMANENT, tally)
+                    elif isinstance(outcome, RetryAfter):
+                        item.last_error = f"rate_limited: retry after {outcome.seconds:g} s"
+                        retry.append(item)
+                        wait = max(wait, outcome.seconds)
+                        rate_limited = True
+                    elif isinstance(outcome, Transient):
+                        item.last_error = f"transient: {outcome.reason}"
+                        retry.append(item)
+                        wait = max(wait, self._backoff(attempt))
             sending = retry
-            if sending and (attempt == SENDS_PER_RUN or wait > time_left() - RESERVE_SECONDS):
+            if (
+                not sending
+                or key_refused
+                or attempt == SENDS_PER_RUN
+                or wait > time_left() - RESERVE_SECONDS - self._request_seconds
+            ):
                 break
-            if sending:
-                self._sleep(wait)
-        return sending
+            self._sleep(wait)
+        for item in sending:
+            if not item.tried:
+                tally.deferred += 1
+            elif key_refused:  # not the range's failure: the run fails, and the next sends it again
+                self._uncount(item, now)
+        return [item for item in sending if item.tried and not key_refused]
+
+    def _uncount(self, item: _Sending, now: int) -> None:
+        """Takes back the failed run a range in flight counted before its send."""
+        if item.counted:
+            self._failures.failed(item.event.identifier, item.last_error or CUT_OFF, now, runs=-1)
+            item.counted = False
 
     def _backoff(self, attempt: int) -> float:
         """Equal jitter: half the doubled step plus a random part of the other half."""
@@ -326,11 +417,12 @@ class OverageDrain:
         tally.units += event.value
         self._metrics.add(Metric.OVERAGE_EVENTS_SENT)
         self._metrics.add(Metric.OVERAGE_UNITS_SENT, event.value, Feature=item.owed.balance.feature)
-        if event.identifier in earlier:
+        if event.identifier in earlier or item.counted:
             self._failures.clear(event.identifier)
 
     def _after_failed_run(self, item: _Sending, now: int, tally: _Tally) -> None:
-        runs = self._failures.failed(item.event.identifier, item.last_error, now)
+        counting = 0 if item.counted else 1  # a range in flight counted this run before its send
+        runs = self._failures.failed(item.event.identifier, item.last_error, now, runs=counting)
         if runs >= MAX_FAILED_RUNS:
             error = f"failed {runs} runs in a row, last: {item.last_error}"
             self._dead_letter(item, error, FailedOutcome.GAVE_UP, tally)

@@ -364,6 +364,9 @@ OVERAGE_ATTRIBUTES = (
 # sent and not yet confirmed carries SENT_MARKER_PREFIX + its shard (billwatch.licensing.overage_ledger).
 OVERAGE_SHARDS = tuple(str(shard) for shard in range(8))
 SENT_MARKER_PREFIX = "sent#"
+# One owing units the drain cannot send as things stand (no Stripe customer, too old, parked) carries
+# HELD_MARKER_PREFIX + its shard: off the every-minute list, read again by the drain's hourly held pass.
+HELD_MARKER_PREFIX = "held#"
 
 
 def overage_shard(account_id: str) -> str:

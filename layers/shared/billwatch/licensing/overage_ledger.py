@@ -18,10 +18,13 @@ period attributes that the write closing the period holds as read and copies int
 Work lists, not scans: an item or a closed period's record carries ``overage_due`` (a sparse KEYS_ONLY
 index ``OverageDue`` on each table) while it has work: its shard ("0".."7") while units are owed or a
 range is in flight (the drain's list: ``due``), ``sent#<shard>`` while only units sent and not yet
-confirmed remain (reconciliation's list, with the first: ``sent_totals``). The usage check sets the
-shard on the first overage use of a period (best-effort), the hourly quota reset on any item that owes
-without it (the guarantee), ``pin`` on whatever it pins; ``release`` and ``confirm`` move it on once
-nothing is owed or in flight, on the condition that nothing became owed since they read.
+confirmed remain (reconciliation's list, with the first: ``sent_totals``), ``held#<shard>`` while
+what is owed cannot be sent as things stand (``hold``: no Stripe customer, too old, parked; the drain
+reads them with ``held`` once an hour, not every minute, so they never crowd a run's list). The usage
+check sets the shard on the first overage use of a period (best-effort; a keyed check in its
+transaction), the hourly quota reset on any item that owes without it (the guarantee), ``pin`` on
+whatever it pins; ``release`` and ``confirm`` move it on once nothing is owed or in flight, on the
+condition that nothing became owed since they read. The check and the quota reset leave a held marker.
 
 Every write is conditional on what it read: a racing drain, a use that changes what is owed, a grant
 or a closing period makes it return False (read again next run), never count a unit twice.
@@ -52,6 +55,7 @@ from billwatch.core.dynamo import (
     store_failure,
 )
 from billwatch.core.models import (
+    HELD_MARKER_PREFIX,
     OVERAGE_ATTRIBUTES,
     OVERAGE_SHARDS,
     SENT_MARKER_PREFIX,
@@ -76,6 +80,10 @@ from billwatch.licensing.usage_history import FeatureUsage
 # The markers of items the drain has work on, and of items only reconciliation has work on.
 DUE_MARKERS = OVERAGE_SHARDS
 SENT_MARKERS = tuple(SENT_MARKER_PREFIX + shard for shard in OVERAGE_SHARDS)
+# Items owing what the drain cannot send for now: read by its hourly held pass, not every minute.
+HELD_MARKERS = tuple(HELD_MARKER_PREFIX + shard for shard in OVERAGE_SHARDS)
+# On one of the drain's lists: the check and the quota reset leave the marker as it is.
+LISTED_MARKERS = DUE_MARKERS + HELD_MARKERS
 INDEX_NAME = "OverageDue"
 _BATCH_GET_KEYS = 100  # DynamoDB's limit per BatchGetItem
 _BATCH_GET_ATTEMPTS = 5
@@ -135,6 +143,11 @@ class OverageLedger:
         start = (now // 60) % len(DUE_MARKERS)
         return self._read(DUE_MARKERS[start:] + DUE_MARKERS[:start], now, limit)
 
+    def held(self, now: int) -> list[OwedBalance]:
+        """Every billed feature of the items and closed periods ``hold`` took off the drain's list: for
+        its held pass, which sends what became sendable (a Stripe customer added, a range re-driven)."""
+        return self._read(HELD_MARKERS, now, None)
+
     def sent_totals(self, since: int, until: int, now: int) -> list[OwedBalance]:
         """For reconciliation: every period overlapping [since, until) with units sent (reported > 0)
         or in flight, per account, feature (``balance.event_name``), Stripe customer and period, whose
@@ -142,7 +155,7 @@ class OverageLedger:
         reconciliation confirmed, owing nothing, has no marker any more and is not listed."""
         return [
             owed
-            for owed in self._read(DUE_MARKERS + SENT_MARKERS, now, None)
+            for owed in self._read(LISTED_MARKERS + SENT_MARKERS, now, None)
             if (owed.balance.reported > 0 or owed.sending is not None)
             and owed.balance.period_start < until
             and owed.balance.period_end > since
@@ -156,7 +169,7 @@ class OverageLedger:
         """Puts the item on the drain's list if, as read, it owes units or has a range in flight and
         is not on it (the hourly quota reset's guarantee); on the marker as read. Whether it wrote."""
         account = usage.account
-        if account.overage_due in DUE_MARKERS or not self.owes(usage):
+        if account.overage_due in LISTED_MARKERS or not self.owes(usage):
             return False
         due = BillingAccount.overage_due
         marked = _update_item(account.pk, [due.set(overage_shard(account.pk))], _is(due, account.overage_due))
@@ -366,6 +379,21 @@ class OverageLedger:
             return False
         return self._rewrite_record(record, features)
 
+    def hold(self, owed: OwedBalance) -> bool:
+        """Moves the item (or closed period) ``owed`` was read from to the drain's held list, when what
+        it owes cannot be sent as things stand (no Stripe customer, too old for Stripe, a range parked
+        for an operator): read by the drain's held pass, not every minute, so that it never keeps
+        another account's units from the run's list. On the item as read, its Stripe customer
+        included. False: changed since read."""
+        balance = owed.balance
+        if isinstance(owed.read, _ItemRead):
+            usage = owed.read.usage
+            return self._rewrite_item(usage, self._item_states(usage), [], hold=True)
+        record = _record(balance.account_id, balance.period_start)
+        if record is None or record.features != owed.read:
+            return False
+        return self._rewrite_record(record, _features(record), hold=True)
+
     def confirm(
         self, account_id: str, feature: str, period_start: int, units: int, checked: int | None = None
     ) -> bool:
@@ -402,31 +430,38 @@ class OverageLedger:
         return AccountUsage.from_raw(account_id, raw.get("Item"))
 
     def _rewrite_item(
-        self, usage: AccountUsage, states: Mapping[str, _Billed], actions: list[Action]
+        self, usage: AccountUsage, states: Mapping[str, _Billed], actions: list[Action], hold: bool = False
     ) -> bool:
-        """``actions`` and the marker ``states`` call for, on every billed feature's ledger figures as
-        read and, unless the marker keeps it on the drain's list, no use having made units owed."""
+        """``actions`` and the marker ``states`` call for (``hold``: the held one), on every billed
+        feature's ledger figures and the Stripe customer as read and, unless the marker keeps it on one
+        of the drain's lists, no use having made units owed."""
         account = usage.account
-        marker = overage_marker(account.pk, (billed.state for billed in states.values()))
+        marker = _held(account.pk) if hold else overage_marker(account.pk, (b.state for b in states.values()))
         if marker == account.overage_due and not actions:
             return True
         due = BillingAccount.overage_due
         actions = [*actions, due.remove() if marker is None else due.set(marker)]
-        condition = self._policy.tier_and_period_as_read(account) & _is(due, account.overage_due)
+        condition = (
+            self._policy.tier_and_period_as_read(account)
+            & _is(due, account.overage_due)
+            & _is(BillingAccount.stripe_customer_id, account.stripe_customer_id)
+        )
         for name, billed in states.items():
             for attribute in OVERAGE_ATTRIBUTES:
                 condition &= _is(attribute(name), usage.stored(attribute(name).attr_name))
-            if marker not in DUE_MARKERS:
+            if marker not in LISTED_MARKERS:
                 counter = usage_counter(name)
                 reported = usage.number(overage_reported(name).attr_name)
                 condition &= counter.does_not_exist() | (counter <= billed.quota + reported)
         return _update_item(account.pk, actions, condition)
 
     @staticmethod
-    def _rewrite_record(record: UsagePeriodRecord, features: Mapping[str, FeatureUsage]) -> bool:
-        """The record's features and marker, on its features and marker as read."""
+    def _rewrite_record(
+        record: UsagePeriodRecord, features: Mapping[str, FeatureUsage], hold: bool = False
+    ) -> bool:
+        """The record's features and marker (``hold``: the held one), on its features and marker as read."""
         document = json.dumps({name: usage.as_json() for name, usage in features.items()}, sort_keys=True)
-        marker = overage_marker(record.account_id, _states(features))
+        marker = _held(record.account_id) if hold else overage_marker(record.account_id, _states(features))
         if document == record.features and marker == record.overage_due:
             return True
         due = UsagePeriodRecord.overage_due
@@ -442,6 +477,10 @@ class OverageLedger:
                 return False
             raise store_failure(exc) from exc
         return True
+
+
+def _held(account_id: str) -> str:
+    return HELD_MARKER_PREFIX + overage_shard(account_id)
 
 
 def _is(attribute: Attribute, seen: Any) -> Condition:

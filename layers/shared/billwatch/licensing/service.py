@@ -35,7 +35,6 @@ from billwatch.core.config import ConfigError, Settings
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable, conditional_update, store_failure
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.models import (
-    OVERAGE_SHARDS,
     AuditRecord,
     BillingAccount,
     UsagePeriodRecord,
@@ -53,6 +52,7 @@ from billwatch.core.models import (
 from billwatch.core.observability import logger
 from billwatch.core.severities import DEFAULT_SEVERITIES, Severity, usage_alert
 from billwatch.licensing.overage import BillingState
+from billwatch.licensing.overage_ledger import HELD_MARKERS, LISTED_MARKERS
 from billwatch.licensing.plans import PlanCatalog, load_plan_catalog
 from billwatch.licensing.quota_policy import (
     LIMIT_HIT_THRESHOLDS,
@@ -380,7 +380,6 @@ class Licensing:
             outcome = self._commit(usage, receipt_id, feature, quantity, decision, now)
             if outcome is True:
                 self._account_for(account_id, decision, quantity)
-                self._mark_overage(usage, decision)
                 return decision
             if outcome is not False:  # the same key was committed concurrently: its answer stands
                 return self._replay(outcome, feature, quantity)
@@ -443,6 +442,10 @@ class Licensing:
             closed = closed_period(self.policy, usage, now, ClosedBy.USE)
         else:
             actions = []
+        if decision.overage and usage.account.overage_due not in HELD_MARKERS:
+            # On the drain's list in the same write, whatever the item read: a drain's release since
+            # the read has taken it off, and the units this use makes owed go within the minute.
+            actions.append(BillingAccount.overage_due.set(overage_shard(pk)))
         try:
             with TransactWrite(connection=dynamo.low_level(BillingAccount)) as transaction:
                 if actions:
@@ -501,11 +504,12 @@ class Licensing:
 
     def _mark_overage(self, usage: AccountUsage, decision: UsageDecision) -> None:
         """Puts the account on the overage drain's list (billwatch.licensing.overage_ledger) when the
-        answer has units past the limit and the item, as the check saw it, is not on it: one more
-        request, once until the drain takes the account off. Best-effort: the use is counted and
+        answer has units past the limit and the item, as the check saw it, is not on it (nor held, for
+        the drain's hourly pass): one more request, once until the drain takes the account off. A check
+        with an idempotency key sets it in its transaction instead. Best-effort: the use is counted and
         answered, and the hourly quota reset puts on the list any account owing units without it."""
         due = BillingAccount.overage_due
-        if not decision.overage or usage.account.overage_due in OVERAGE_SHARDS:
+        if not decision.overage or usage.account.overage_due in LISTED_MARKERS:
             return
         account_id = usage.account.pk
         try:
