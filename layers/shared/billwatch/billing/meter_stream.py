@@ -42,7 +42,7 @@ class Transient:
     """A 5xx, a timeout or a connection failure that outlasted the retries: Stripe may have the
     event; resend it (same identifier)."""
 
-    reason: str  # "server_error", "timeout", "connection"
+    reason: str  # "server_error", "timeout", "connection", "session_expired" (the v2 stream's 401)
 
 
 @dataclass(frozen=True)
@@ -165,9 +165,10 @@ class _Attempts:
         return self._policy.backoff_seconds * 2 ** (attempt - 1) * jitter
 
     def run(
-        self, request: Callable[[], object], retry_at_once: Callable[[Outcome], bool] | None = None
+        self, request: Callable[[], object], retry_at_once: Callable[[Outcome], Outcome | None] | None = None
     ) -> Outcome:
-        """``retry_at_once``: a failure it answers True for is retried without a wait (still an attempt)."""
+        """``retry_at_once``: a failure it answers an outcome for is retried without a wait (still an
+        attempt), and is that outcome if it was the last attempt."""
         outcome: Outcome = Accepted()
         for attempt in range(1, self._policy.attempts + 1):
             try:
@@ -175,9 +176,11 @@ class _Attempts:
                 return Accepted()
             except (StripeApiFailure, OSError) as failure:
                 outcome = classify(failure, self.backoff(attempt))
+            at_once = None if retry_at_once is None else retry_at_once(outcome)
+            outcome = outcome if at_once is None else at_once
             if attempt == self._policy.attempts:
                 break
-            if retry_at_once is not None and retry_at_once(outcome):
+            if at_once is not None:
                 continue
             if isinstance(outcome, RetryAfter) and outcome.seconds <= self._policy.max_wait_seconds:
                 self._sleep(outcome.seconds)
@@ -263,14 +266,14 @@ class V2MeterEventStream:
             self._session = (stream, datetime.fromisoformat(expires_at).timestamp())
         return self._session[0]
 
-    def _renew_refused_session(self, outcome: Outcome) -> bool:
-        """A 401 from the stream (not from the session's creation) renews the session at once."""
-        refused = (
-            isinstance(outcome, Permanent) and outcome.code == UNAUTHENTICATED and self._session is not None
-        )
-        if refused:
+    def _renew_refused_session(self, outcome: Outcome) -> Transient | None:
+        """A 401 from the stream (not from the session's creation) is its token expiring, not the key
+        refused: the session is renewed at once, and on a send's last attempt the events are left to
+        resend (reported as the key refused, the drain's run would fail, MeterKeyRefused)."""
+        if isinstance(outcome, Permanent) and outcome.code == UNAUTHENTICATED and self._session is not None:
             self._session = None
-        return refused
+            return Transient("session_expired")
+        return None
 
     def _send_batch(self, batch: Sequence[MeterEvent]) -> None:
         self._stream().stream_meter_events(batch)
