@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -165,7 +166,7 @@ class CheckBench:
         scenarios.append(
             bench.scenario(
                 "overage_keyed_first",
-                "first overage answer with a new idempotency key (+1: the drain's list) - informational",
+                "first overage answer with a new idempotency key (marker in its transaction) - information",
                 [(check, _expect(check, QUOTA + 1, 1))],
                 None,
             )
@@ -237,7 +238,7 @@ class CheckBench:
 
 
 class _TimedSender:
-    """The drain's sender, its send time and its Stripe requests counted."""
+    """The drain's sender, the time it spends sending summed."""
 
     def __init__(self, sender: Any) -> None:
         self.sender = sender
@@ -266,8 +267,6 @@ class DrainBench:
         self.meters = FakeMeters()
         self.meters.add_meter(EVENT_NAME)
         self.server = MeterServer(self.meters)
-        import threading
-
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         key = lambda: "rk_test_bench"  # noqa: E731
         policy = RetryPolicy(attempts=1)  # a failure is a bench problem, not something to wait out
