@@ -16,7 +16,6 @@ from billwatch.billing.meter_stream import (
     Outcome,
     Permanent,
     RetryAfter,
-    RetryPolicy,
     SendResult,
     Transient,
 )
@@ -24,6 +23,7 @@ from billwatch.billing.overage_drain import (
     HELD_PASS_MINUTES,
     MAX_FAILED_RUNS,
     RESERVE_SECONDS,
+    SENDER_POLICY,
     SENDS_PER_RUN,
     MeterKeyRefused,
     OverageDrain,
@@ -481,7 +481,7 @@ def test_a_range_whose_runs_are_cut_off_every_time_is_dead_lettered() -> None:
 
 
 def test_no_request_starts_without_the_time_for_it_and_the_rest_waits_unpinned() -> None:
-    assert longest_request(RetryPolicy()) == 25.0  # 3 attempts timing out at 5 s, 2 Retry-After waits of 5 s
+    assert longest_request(SENDER_POLICY) == 9.0  # 2 attempts timing out at 4 s, a Retry-After wait of 1 s
 
     w = world(**{f"acct_{n}": Figures(overage=2) for n in range(6)})
 
@@ -491,12 +491,12 @@ def test_no_request_starts_without_the_time_for_it_and_the_rest_waits_unpinned()
 
     w.stripe.script = slow
     start = w.clock.now
-    result = w.drain.run(time_left=lambda: 60 - (w.clock.now - start))
-    # Requests start with 60, 50, 40 and 30 s left (25 s for the request, 5 s kept): not with 20.
-    assert (result.events_sent, result.deferred, result.failed) == (4, 2, {})
+    result = w.drain.run(time_left=lambda: 40 - (w.clock.now - start))
+    # Requests start with 40, 30 and 20 s left (9 s for the request, 5 s kept): not with 10.
+    assert (result.events_sent, result.deferred, result.failed) == (3, 3, {})
     assert [f.sending for f in w.ledger.figures.values()] == [None] * 6
     w.minute()
-    assert w.drain.run().events_sent == 2
+    assert w.drain.run().events_sent == 3
 
 
 def test_a_refused_key_takes_back_the_failed_run_a_range_in_flight_counted() -> None:

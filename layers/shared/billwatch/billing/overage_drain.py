@@ -66,6 +66,9 @@ SENDS_PER_RUN = 3
 BACKOFF_SECONDS = 1.0
 # Kept for the settles, the failure records and the metrics after the last send.
 RESERVE_SECONDS = 5.0
+# The drain's senders: a request's worst case (every attempt timing out, and the wait between) stays
+# short beside the 50 s run, so that requests can start for most of it; the drain's own sends retry too.
+SENDER_POLICY = RetryPolicy(attempts=2, max_wait_seconds=1.0, backoff_seconds=0.5, timeout_seconds=4.0)
 # The error a range's failure record carries while its send is under way: a run cut off by the Lambda
 # timeout in the middle of it leaves it so, counted.
 CUT_OFF = "cut off: the run ended before Stripe answered"
@@ -214,7 +217,7 @@ class OverageDrain:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
-        request_seconds: float = longest_request(RetryPolicy()),
+        request_seconds: float = longest_request(SENDER_POLICY),
     ) -> None:
         """``request_seconds``: the longest one sender request may take; none starts with less time
         left than that and the reserve, so that the run ends before the Lambda timeout cuts it off."""
@@ -480,9 +483,11 @@ def build_overage_drain(settings: Settings) -> OverageDrain:
     api_key = configured_api_key(settings)
     base = settings.stripe_api_base
     sender = SenderChoice(
-        V1MeterSender(api_key, base, on_error=count_stripe_error),
+        V1MeterSender(api_key, base, SENDER_POLICY, on_error=count_stripe_error),
         # A local Stripe stand-in (STRIPE_API_BASE) serves the meter events host too; else Stripe's own.
-        V2MeterEventStream(api_key, base, meter_events_base=base, on_error=count_stripe_error),
+        V2MeterEventStream(
+            api_key, base, meter_events_base=base, policy=SENDER_POLICY, on_error=count_stripe_error
+        ),
         settings.overage_stream_threshold,
     )
     ledger = build_overage_ledger(settings)
