@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from billwatch.core.metrics import MetricsRecorder
-from billwatch.core.models import BillingAccount, OverageSendFailure, overage_shard
+from billwatch.core.models import BillingAccount, OverageSendFailure, UsagePeriodRecord, overage_shard
 from billwatch.licensing.overage_ledger import OverageLedger
 from billwatch.licensing.quota_reset import QuotaReset
 from billwatch.licensing.service import Licensing
@@ -143,3 +143,23 @@ def test_balances_that_cannot_be_sent_are_held_and_never_keep_a_paying_account_o
     assert drain.run().events_sent == 1
     assert meters.units(customer=f"cus_{stuck[0]}") == 1
     assert BillingAccount.get(stuck[0]).overage_due == shard
+
+
+def test_a_closed_period_too_old_for_stripe_is_held_and_still_listed_for_reconciliation(
+    stripe, meters, licensing, clock, dlq
+) -> None:
+    drain = drain_of(stripe, licensing, clock, dlq, threshold=1000)
+    use(licensing, "a1", 13)
+    drain.run()  # 3 sent
+    use(licensing, "a1", 2)  # 2 more, never sent: the drain is down for weeks
+    since = int(clock.now)
+    clock.now += 55 * 86_400 - clock.now % 3600 + 60  # 35 days past the period's end; not on the hour
+    licensing.use("a1", "api_calls", 1)  # a new period: November's goes to its record, owing 2
+    result = drain.run()
+    assert (result.unsent, result.held, result.events_sent) == ({"too_old": 1}, 1, 0)
+    assert UsagePeriodRecord.get("a1", since).overage_due == f"held#{overage_shard('a1')}"
+    clock.now += 60
+    assert drain.run().balances == 0  # not read every minute
+    now = int(clock.now)
+    (listed,) = OverageLedger(licensing.policy.catalog).sent_totals(since, now, now)
+    assert (listed.closed, listed.balance.reported, listed.balance.overage) == (True, 3, 5)
