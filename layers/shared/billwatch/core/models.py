@@ -64,6 +64,19 @@ class OverageDue(GlobalSecondaryIndex):
     pk = UnicodeAttribute(range_key=True)
 
 
+class ByStripeCustomer(GlobalSecondaryIndex):
+    """The accounts billed to a Stripe customer (and its provisional item or redirect, which
+    ``merged_into`` and the key tell apart): overage reconciliation compares a customer's meter
+    summary with one account's units only when no other account bills that customer."""
+
+    class Meta:
+        index_name = "ByStripeCustomer"
+        projection = IncludeProjection(["merged_into"])
+
+    stripe_customer_id = UnicodeAttribute(hash_key=True)
+    pk = UnicodeAttribute(range_key=True)
+
+
 class BillingAccount(SharedClientModel):
     class Meta:
         table_name = "billing-state"  # replaced by bind_billing_table() at start-up
@@ -123,6 +136,7 @@ class BillingAccount(SharedClientModel):
     # Overage owed to Stripe, in flight, or sent and not yet confirmed (billwatch.licensing.overage_ledger).
     overage_due = UnicodeAttribute(null=True)
     overage_due_index = OverageDue()
+    by_stripe_customer = ByStripeCustomer()
 
 
 # The fields each kind of Stripe event owns. An event only ever writes its own group.

@@ -148,6 +148,19 @@ class OverageLedger:
         its held pass, which sends what became sendable (a Stripe customer added, a range re-driven)."""
         return self._read(HELD_MARKERS, now, None)
 
+    @staticmethod
+    def accounts_billed_to(customer: str) -> set[str]:
+        """The accounts whose overage goes to this Stripe customer (its provisional item and the
+        redirect it leaves are not accounts); one Query of the ByStripeCustomer index."""
+        try:
+            return {
+                item.pk
+                for item in BillingAccount.by_stripe_customer.query(customer)
+                if item.pk != customer and item.merged_into is None
+            }
+        except PynamoDBException as exc:
+            raise store_failure(exc) from exc
+
     def sent_totals(self, since: int, until: int, now: int) -> list[OwedBalance]:
         """For reconciliation: every period overlapping [since, until) with units sent (reported > 0)
         or in flight, per account, feature (``balance.event_name``), Stripe customer and period, whose

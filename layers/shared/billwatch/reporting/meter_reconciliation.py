@@ -22,7 +22,7 @@ refusing one summary, or being slower than ``budget_seconds``, leave those perio
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
@@ -38,28 +38,6 @@ BUDGET_SECONDS = 45.0
 # Periods that ended longer ago than Stripe keeps events for invoicing are past correcting.
 LOOKBACK_SECONDS = STRIPE_PAST_WINDOW_SECONDS + 7 * 86_400
 NO_STRIPE_KEY = "no Stripe key (StripeApiKeySecretArn is empty)"
-
-
-def _periods(balances: Iterable[OwedBalance]) -> list[tuple[OwedBalance, bool]]:
-    """The periods to compare, each with whether its Stripe customer is billed from more than one
-    account: Stripe's summary counts the customer's events whichever account sent them, so those
-    cannot be compared per period (billwatch links a customer to one account; this is the exception)."""
-    listed = sorted(
-        (owed for owed in balances if owed.balance.stripe_customer_id is not None),
-        key=lambda owed: (
-            owed.balance.stripe_customer_id,
-            owed.balance.event_name,
-            owed.balance.period_start,
-        ),
-    )
-    accounts: dict[tuple[str | None, str], set[str]] = {}
-    for owed in listed:
-        key = (owed.balance.stripe_customer_id, owed.balance.event_name)
-        accounts.setdefault(key, set()).add(owed.balance.account_id)
-    return [
-        (owed, len(accounts[(owed.balance.stripe_customer_id, owed.balance.event_name)]) > 1)
-        for owed in listed
-    ]
 
 
 class MeterReconciler:
@@ -84,10 +62,29 @@ class MeterReconciler:
             return Missing(NO_STRIPE_KEY)
         give_up_at = self._clock() + self._budget_seconds
         try:
-            periods = _periods(self._ledger.sent_totals(now - LOOKBACK_SECONDS, now + 1, now))
+            periods = sorted(
+                (
+                    owed
+                    for owed in self._ledger.sent_totals(now - LOOKBACK_SECONDS, now + 1, now)
+                    if owed.balance.stripe_customer_id is not None  # nothing was sent for the others
+                ),
+                key=lambda owed: (
+                    owed.balance.account_id,
+                    owed.balance.event_name,
+                    owed.balance.period_start,
+                ),
+            )
             meters = self._stripe.meters() if periods else {}
+            shared = {
+                customer
+                for customer in {owed.balance.stripe_customer_id or "" for owed in periods}
+                if len(self._ledger.accounts_billed_to(customer)) > 1
+            }
             checks = [
-                self._check(self._stripe, owed, shared, meters, now, give_up_at) for owed, shared in periods
+                self._check(
+                    self._stripe, owed, owed.balance.stripe_customer_id in shared, meters, now, give_up_at
+                )
+                for owed in periods
             ]
         except GetParameterError:
             logger.warning("Could not read the Stripe API key for the overage reconciliation")
@@ -107,7 +104,7 @@ class MeterReconciler:
         give_up_at: float,
     ) -> MeterCheck:
         balance = owed.balance
-        customer = balance.stripe_customer_id or ""  # _periods leaves balances without one out
+        customer = balance.stripe_customer_id or ""  # check() leaves balances without one out
 
         def outcome(
             result: MeterOutcome, in_stripe: int | None = None, reason: str | None = None
