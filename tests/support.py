@@ -24,10 +24,10 @@ from moto import mock_aws
 from moto.core.responses import BaseResponse
 
 from devtools import stripe_events as se
+from devtools.fake_meters import FakeMeters
 from devtools.moto_patches import install_item_rollback_transactions
 from devtools.signing import stripe_signature_header
 from devtools.template import create_tables
-from tests.fake_meters import FakeMeters
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_test_primary"
@@ -185,7 +185,7 @@ class FakeStripeApi(ThreadingHTTPServer):
     ``failing_paths`` fails every request to a path; ``delay_seconds`` makes every answer that late.
     Balance transactions are stored with their source expanded, and listed so only when asked
     (``expand[]=data.source``), else with the source's id, as Stripe does. ``meters`` serves the billing
-    meter endpoints (tests.fake_meters), and is also the v2 meter events host (``url`` for both).
+    meter endpoints (devtools.fake_meters), and is also the v2 meter events host (``url`` for both).
     """
 
     def __init__(self) -> None:

@@ -1,5 +1,5 @@
 """The overage stack the drain and reconciliation tests share: the ledger on moto's DynamoDB (the
-``aws`` fixture), the meter senders over real HTTP to the Stripe stand-in (tests.fake_meters), a fresh
+``aws`` fixture), the meter senders over real HTTP to the Stripe stand-in (devtools.fake_meters), a fresh
 Stripe and a test clock for each test, and the dead-letter queue on moto's SQS.
 
 Test modules take these fixtures with ``from tests.integration.overage_stack import *``: pytest finds

@@ -22,11 +22,11 @@ from billwatch.core.models import BillingAccount, overage_shard
 from billwatch.licensing.plans import shipped_catalog_text
 from devtools import stripe_events as se
 from devtools.alarm_evaluator import AlarmTimeline, MetricKey
+from devtools.fake_meters import ReceivedEvent
 from devtools.moto_patches import install_alarm_history
 from devtools.template import ALARM_TYPE, COMPOSITE_ALARM_TYPE, QUERY_DEFINITION_TYPE, resolved_properties
 from tests.alert_events import alarm_message, dispatcher_environment, sns_event
 from tests.alert_receivers import Answer, alert_receivers
-from tests.fake_meters import ReceivedEvent
 from tests.scenarios import ADMIN_CALLER, OUTSIDER, DynamoDBOutage, Scenario, SlowClock
 from tests.support import STRIPE_ENDPOINT_URL, WEBHOOK_SECRET, webhook_endpoint
 

@@ -1,5 +1,5 @@
 """The meter senders (v1 events, the v2 stream) and StripeApi's meter reads and cancels, against
-FakeStripeApi's meters (tests.fake_meters) over real HTTP: what Stripe counts, what each sender
+FakeStripeApi's meters (devtools.fake_meters) over real HTTP: what Stripe counts, what each sender
 reports per event, and how it retries."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from billwatch.billing.meter_stream import (
 )
 from billwatch.billing.stripe_api import StripeApi, StripeApiFailure, StripeErrorCode
 from billwatch.licensing.overage import MeterEvent, identifier
-from tests.fake_meters import FakeMeters, Fault, lost_answer, rate_limited, server_error, slow
+from devtools.fake_meters import FakeMeters, Fault, lost_answer, rate_limited, server_error, slow
 from tests.support import Clock, FakeStripeApi, fake_stripe_api
 
 NOW = 1_790_000_000

@@ -50,8 +50,8 @@ from billwatch.licensing.overage_ledger import OverageLedger
 from billwatch.licensing.service import Licensing
 from billwatch.reporting.meter_reconciliation import MeterReconciler
 from billwatch.reporting.model import Known, MeterCheck, MeterOutcome
+from devtools.fake_meters import Fault, lost_answer, rate_limited, server_error, slow
 from tests.chaos import DynamoDBFaults
-from tests.fake_meters import Fault, lost_answer, rate_limited, server_error, slow
 from tests.integration.overage_stack import *  # noqa: F403 (fixtures)
 from tests.integration.overage_stack import V1_PATH
 from tests.integration.test_overage_drain_stripe import dead_letters

@@ -1,5 +1,5 @@
 """The overage drain end to end: the ledger on moto's DynamoDB, the meter senders over real HTTP to
-the Stripe stand-in (tests.fake_meters: its identifier dedup, idempotency keys and injected faults),
+the Stripe stand-in (devtools.fake_meters: its identifier dedup, idempotency keys and injected faults),
 the dead letters on moto's SQS. Whatever fails on the way, Stripe counts every overage unit once."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from billwatch.core.models import BillingAccount, OverageSendFailure, UsagePerio
 from billwatch.licensing.overage_ledger import OverageLedger
 from billwatch.licensing.quota_reset import QuotaReset
 from billwatch.licensing.service import Licensing
-from tests.fake_meters import lost_answer, rate_limited, server_error
+from devtools.fake_meters import lost_answer, rate_limited, server_error
 from tests.integration.overage_stack import *  # noqa: F403 (fixtures)
 from tests.integration.overage_stack import V1_PATH, drain_of, use
 
