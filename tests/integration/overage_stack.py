@@ -63,13 +63,19 @@ def dlq(aws: dict) -> str:
 
 
 def drain_of(
-    stripe: FakeStripeApi, licensing: Licensing, clock: Clock, dlq: str, threshold: int
+    stripe: FakeStripeApi,
+    licensing: Licensing,
+    clock: Clock,
+    dlq: str,
+    threshold: int,
+    policy: RetryPolicy = QUICK,
 ) -> OverageDrain:
+    """The drain as the function builds it, on the stand-in: v1 below ``threshold`` events a run."""
     key = lambda: "rk_test_drain"  # noqa: E731
     no_wait = lambda seconds: None  # noqa: E731
     sender = SenderChoice(
-        V1MeterSender(key, stripe.url, QUICK, sleep=no_wait),
-        V2MeterEventStream(key, stripe.url, stripe.url, QUICK, clock=clock, sleep=no_wait),
+        V1MeterSender(key, stripe.url, policy, sleep=no_wait),
+        V2MeterEventStream(key, stripe.url, stripe.url, policy, clock=clock, sleep=no_wait),
         threshold,
     )
     return OverageDrain(

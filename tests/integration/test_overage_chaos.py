@@ -40,7 +40,7 @@ from billwatch.billing.meter_stream import (
     V1MeterSender,
     V2MeterEventStream,
 )
-from billwatch.billing.overage_drain import DeadLetters, OverageDrain, SenderChoice, SendFailures
+from billwatch.billing.overage_drain import OverageDrain
 from billwatch.billing.stripe_api import StripeApi
 from billwatch.core.dynamo import StoreRejected, StoreUnavailable
 from billwatch.core.metrics import MetricsRecorder
@@ -53,10 +53,10 @@ from billwatch.reporting.model import Known, MeterCheck, MeterOutcome
 from devtools.fake_meters import Fault, lost_answer, rate_limited, server_error, slow
 from tests.chaos import DynamoDBFaults
 from tests.integration.overage_stack import *  # noqa: F403 (fixtures)
-from tests.integration.overage_stack import V1_PATH
+from tests.integration.overage_stack import V1_PATH, drain_of
 from tests.integration.test_overage_drain_stripe import dead_letters
 from tests.integration.test_overage_ledger import DEC_1
-from tests.support import Clock, FakeStripeApi, MetricsCapture
+from tests.support import MetricsCapture
 
 SEEDS = [int(seed) for seed in os.environ.get("OVERAGE_CHAOS_SEEDS", "2,3,4").split(",")]
 STEPS = 16  # drain runs, one a minute, with uses and grants between them
@@ -180,23 +180,6 @@ def counted_by_stripe(meters) -> dict[tuple[str, str, str], int]:
     return dict(counted)
 
 
-def chaos_drain(
-    stripe: FakeStripeApi, licensing: Licensing, clock: Clock, dlq: str, threshold: int
-) -> OverageDrain:
-    key = lambda: "rk_test_drain"  # noqa: E731
-    no_wait = lambda seconds: None  # noqa: E731
-    sender = SenderChoice(
-        V1MeterSender(key, stripe.url, POLICY, sleep=no_wait),
-        V2MeterEventStream(key, stripe.url, stripe.url, POLICY, clock=clock, sleep=no_wait),
-        threshold,
-    )
-    recorder = MetricsRecorder("Billwatch", "billwatch")
-    ledger = OverageLedger(licensing.policy.catalog)
-    return OverageDrain(
-        ledger, sender, recorder, DeadLetters(dlq), SendFailures(), clock=clock, sleep=no_wait
-    )
-
-
 def schedule(rng: random.Random) -> dict[int, list[str]]:
     """The faults of each drain run: every kind at least once, and more at random."""
     runs: dict[int, list[str]] = defaultdict(list)
@@ -317,7 +300,8 @@ def test_every_overage_unit_reaches_stripe_once_through_chaos_and_reconciles(
     rng = random.Random(seed)
     meters.add_meter("api_calls_overage")
     clock.now = DEC_1 - rng.randrange(5, 8) * 60 - rng.randrange(60)  # November ends mid-run
-    drain = chaos_drain(stripe, licensing, clock, dlq, threshold=4)  # a run of 4 events or more: v2
+    # a run of 4 events or more goes by the v2 stream
+    drain = drain_of(stripe, licensing, clock, dlq, threshold=4, policy=POLICY)
     model = Model()
     for customer, accounts in CUSTOMERS.items():
         for account in accounts:
@@ -423,7 +407,7 @@ def test_accounts_of_one_customer_whose_periods_start_apart_reconcile_without_dr
     customer is not compared, which is no drift."""
     for account in ("a1", "a2"):
         BillingAccount(account, stripe_customer_id="cus_team").save()
-    drain = chaos_drain(stripe, licensing, clock, dlq, threshold=1000)
+    drain = drain_of(stripe, licensing, clock, dlq, threshold=1000, policy=POLICY)
     licensing.use("a1", "exports", 13)
     clock.now += 120
     licensing.use("a2", "exports", 14)
@@ -449,7 +433,7 @@ def test_an_account_of_a_shared_customer_left_alone_on_the_list_is_not_drift(
     over-count. The ByStripeCustomer index names every account of the customer, listed or not."""
     for account in ("t1", "t2"):
         BillingAccount(account, stripe_customer_id="cus_team").save()
-    drain = chaos_drain(stripe, licensing, clock, dlq, threshold=1000)
+    drain = drain_of(stripe, licensing, clock, dlq, threshold=1000, policy=POLICY)
     licensing.use("t2", "exports", 5)  # t2's period starts first, within its quota
     clock.now += 60
     licensing.use("t1", "exports", 13)
