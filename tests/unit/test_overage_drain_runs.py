@@ -499,6 +499,18 @@ def test_no_request_starts_without_the_time_for_it_and_the_rest_waits_unpinned()
     assert w.drain.run().events_sent == 3
 
 
+def test_a_v2_batch_starts_only_with_the_time_to_create_its_session_too() -> None:
+    """Each attempt of a stream batch may first create a session (its own request and timeout): the
+    batch needs 17 s, not a v1 event's 9."""
+    assert longest_request(SENDER_POLICY, session=True) == 17.0
+    w = world(**{f"acct_{n:03}": Figures(overage=2) for n in range(100)})  # 100 events: the stream
+    start = w.clock.now
+    result = w.drain.run(time_left=lambda: 20 - (w.clock.now - start))  # 9 + 5 fit, 17 + 5 do not
+    assert (result.events_sent, result.deferred) == (0, 100)
+    assert w.stripe.sends == []
+    assert w.drain.run(time_left=lambda: 22.5 - (w.clock.now - start)).events_sent == 100
+
+
 def test_a_refused_key_takes_back_the_failed_run_a_range_in_flight_counted() -> None:
     w = world(
         StripeMeters(lambda event, nth: Permanent("authentication", "Invalid API Key")),

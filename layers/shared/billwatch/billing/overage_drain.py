@@ -87,11 +87,13 @@ class FailedOutcome(StrEnum):
     GAVE_UP = "gave_up"  # failed (or cut off) MAX_FAILED_RUNS runs in a row: dead-lettered and parked
 
 
-def longest_request(policy: RetryPolicy) -> float:
+def longest_request(policy: RetryPolicy, session: bool = False) -> float:
     """The longest one sender request (a v1 event, a v2 batch) can take under ``policy``: every attempt
-    timing out, and the longest wait between them."""
+    timing out, and the longest wait between them. ``session``: each attempt of a v2 batch may first
+    have to create its session, a request with a timeout of its own."""
     longest_wait = max(policy.max_wait_seconds, policy.backoff_seconds * 2 ** max(0, policy.attempts - 2))
-    return policy.attempts * policy.timeout_seconds + (policy.attempts - 1) * longest_wait
+    requests = 2 if session else 1
+    return policy.attempts * requests * policy.timeout_seconds + (policy.attempts - 1) * longest_wait
 
 
 @dataclass(frozen=True)
@@ -218,10 +220,13 @@ class OverageDrain:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
         request_seconds: float = longest_request(SENDER_POLICY),
+        stream_request_seconds: float = longest_request(SENDER_POLICY, session=True),
     ) -> None:
-        """``request_seconds``: the longest one sender request may take; none starts with less time
-        left than that and the reserve, so that the run ends before the Lambda timeout cuts it off."""
+        """``request_seconds``, ``stream_request_seconds``: the longest one v1 request, and one v2
+        batch, may take; none starts with less time left than that and the reserve, so that the run
+        ends before the Lambda timeout cuts it off."""
         self._request_seconds = request_seconds
+        self._stream_request_seconds = stream_request_seconds
         self._ledger = ledger
         self._sender = sender
         self._metrics = metrics
@@ -348,6 +353,7 @@ class OverageDrain:
         without the time for it. Returns the ranges sent and left in flight; one not sent in the run
         (no time, a rate limit, a refused key) waits for the next as it is."""
         sender, size = self._sender.choose(len(sending))
+        budget = self._request_seconds if size == 1 else self._stream_request_seconds
         key_refused = False
         for attempt in range(1, SENDS_PER_RUN + 1):
             retry: list[_Sending] = []
@@ -355,7 +361,7 @@ class OverageDrain:
             rate_limited = False  # the attempt's other requests would be limited too
             for first in range(0, len(sending), size):
                 chunk = sending[first : first + size]
-                if key_refused or rate_limited or time_left() < RESERVE_SECONDS + self._request_seconds:
+                if key_refused or rate_limited or time_left() < RESERVE_SECONDS + budget:
                     retry += chunk
                     continue
                 chunk = [item for item in chunk if item.tried or self._start(item, now, tally)]
@@ -387,7 +393,7 @@ class OverageDrain:
                 not sending
                 or key_refused
                 or attempt == SENDS_PER_RUN
-                or wait > time_left() - RESERVE_SECONDS - self._request_seconds
+                or wait > time_left() - RESERVE_SECONDS - budget
             ):
                 break
             self._sleep(wait)
