@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from billwatch.billing.stripe_api import StripeApi
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable
 from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.models import BillingAccount
 from billwatch.licensing.overage_ledger import OverageLedger
@@ -189,6 +190,18 @@ def test_a_period_shorter_than_a_minute_is_not_compared_and_the_others_are(
     assert metrics.total("MeterDrift") == 0
 
 
+def test_units_sent_before_a_customer_change_are_compared_with_the_customer_they_went_to(
+    stripe, meters, licensing, clock, dlq, capsys
+) -> None:
+    drained(stripe, licensing, clock, dlq, ("a1", 13))
+    BillingAccount("a1").update(actions=[BillingAccount.stripe_customer_id.set("cus_new")])
+    clock.now += DAY  # a false under-count a day on would be billed again by the runbook
+    reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.CONFIRMED, 3, 3)}
+    assert reconciliation.checks[0].stripe_customer_id == "cus_a1"
+    assert metrics.total("MeterDrift") == 0
+
+
 def test_a_closed_period_is_reconciled_from_its_record(stripe, meters, licensing, clock, dlq, capsys) -> None:
     drained(stripe, licensing, clock, dlq, ("a1", 13))
     clock.now = DEC_2
@@ -221,3 +234,33 @@ def test_what_the_budget_leaves_is_compared_the_next_run(stripe, meters, licensi
     result = checker.check(int(clock.now))
     assert isinstance(result, Known)
     assert [check.outcome for check in result.value.checks] == [MeterOutcome.NOT_COMPARED]
+
+
+def test_without_the_customer_index_the_periods_are_not_compared_and_say_why(
+    stripe, meters, licensing, clock, dlq, capsys, monkeypatch
+) -> None:
+    """An upgrade's first deploy has no ByStripeCustomer index yet (DynamoDB adds one index an update):
+    the report still goes out, and no drift is claimed for what it could not check."""
+    drained(stripe, licensing, clock, dlq, ("a1", 13))
+
+    def no_index(customer: str) -> set[str]:
+        raise StoreRejected("DynamoDB refused the request (ValidationException): no such index")
+
+    monkeypatch.setattr(OverageLedger, "accounts_billed_to", staticmethod(no_index))
+    reconciliation, metrics = reconcile(stripe, licensing, clock, capsys)
+    assert outcomes(reconciliation) == {"a1": (MeterOutcome.NOT_COMPARED, 3, None)}
+    assert reconciliation.checks[0].reason == "which accounts bill its Stripe customer could not be read"
+    assert metrics.total("MeterDrift") == 0
+
+
+def test_a_ledger_dynamodb_cannot_read_leaves_the_section_uncompared(
+    stripe, meters, licensing, clock, dlq, monkeypatch
+) -> None:
+    drained(stripe, licensing, clock, dlq, ("a1", 13))
+
+    def unavailable(*args: object) -> list:
+        raise StoreUnavailable("throttled")
+
+    monkeypatch.setattr(OverageLedger, "sent_totals", unavailable)
+    checker, _ = reconciler(stripe, licensing, clock)
+    assert checker.check(int(clock.now)) == Missing("billwatch's overage ledger could not be read")

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from billwatch.billing.stripe_api import StripeApi, StripeApiFailure
+from billwatch.core.dynamo import StoreRejected, StoreUnavailable
 from billwatch.core.metrics import Metric, MetricsRecorder
 from billwatch.core.observability import logger
 from billwatch.licensing.overage import STRIPE_PAST_WINDOW_SECONDS, summary_window
@@ -75,14 +76,19 @@ class MeterReconciler:
                 ),
             )
             meters = self._stripe.meters() if periods else {}
-            shared = {
-                customer
+            uncomparable = {
+                customer: reason
                 for customer in {owed.balance.stripe_customer_id or "" for owed in periods}
-                if len(self._ledger.accounts_billed_to(customer)) > 1
+                if (reason := self._why_not_comparable(customer)) is not None
             }
             checks = [
                 self._check(
-                    self._stripe, owed, owed.balance.stripe_customer_id in shared, meters, now, give_up_at
+                    self._stripe,
+                    owed,
+                    uncomparable.get(owed.balance.stripe_customer_id or ""),
+                    meters,
+                    now,
+                    give_up_at,
                 )
                 for owed in periods
             ]
@@ -92,13 +98,27 @@ class MeterReconciler:
         except StripeApiFailure as failure:
             logger.warning("Could not read Stripe's billing meters", extra={"code": failure.code.value})
             return Missing(f"Stripe could not be read ({failure.code.value})")
+        except (StoreUnavailable, StoreRejected) as failure:
+            # The report still goes out, saying so: the next day's run compares what this one could not.
+            logger.warning("Could not read the overage ledger", extra={"error": str(failure)})
+            return Missing("billwatch's overage ledger could not be read")
         return Known(MeterReconciliation(tuple(checks)))
+
+    def _why_not_comparable(self, customer: str) -> str | None:
+        """Why the customer's summary cannot be compared with one account's units, if it cannot."""
+        try:
+            accounts = self._ledger.accounts_billed_to(customer)
+        except (StoreUnavailable, StoreRejected) as failure:
+            # Before the ByStripeCustomer index exists (an upgrade's first deploy), or DynamoDB failing.
+            logger.warning("Could not read which accounts bill a customer", extra={"error": str(failure)})
+            return "which accounts bill its Stripe customer could not be read"
+        return "its Stripe customer is billed from other accounts too" if len(accounts) > 1 else None
 
     def _check(
         self,
         stripe: StripeApi,
         owed: OwedBalance,
-        shared: bool,
+        uncomparable: str | None,
         meters: dict[str, str],
         now: int,
         give_up_at: float,
@@ -124,10 +144,8 @@ class MeterReconciler:
 
         if owed.sending is not None:
             return outcome(MeterOutcome.IN_FLIGHT)
-        if shared:
-            return outcome(
-                MeterOutcome.NOT_COMPARED, reason="its Stripe customer is billed from other accounts too"
-            )
+        if uncomparable is not None:
+            return outcome(MeterOutcome.NOT_COMPARED, reason=uncomparable)
         meter_id = meters.get(balance.event_name)
         if meter_id is None:
             return self._counted(outcome(MeterOutcome.NO_METER))
