@@ -18,6 +18,7 @@ from billwatch.licensing.service import Licensing
 from devtools.fake_meters import lost_answer, rate_limited, server_error
 from tests.integration.overage_stack import *  # noqa: F403 (fixtures)
 from tests.integration.overage_stack import V1_PATH, drain_of, use
+from tests.integration.test_overage_ledger import DEC_2
 
 
 def dead_letters(dlq: str) -> list[dict[str, Any]]:
@@ -93,6 +94,27 @@ def test_a_refused_range_is_dead_lettered_parked_and_sent_again_once_re_driven(
     clock.now += 3600 - clock.now % 3600  # the hour's run reads the held balances
     assert drain.run().events_sent == 1
     assert meters.units(customer="cus_a1", event_name="api_calls_overage") == 5
+
+
+def test_a_period_goes_to_the_stripe_customer_of_its_first_pin_and_a_new_customer_from_the_next_period(
+    stripe, meters, licensing, clock, dlq
+) -> None:
+    drain = drain_of(stripe, licensing, clock, dlq, threshold=1000)
+    use(licensing, "a1", 13)
+    meters.fail(V1_PATH, *[lost_answer() for _ in range(6)])  # Stripe accepts the range, the answers are lost
+    drain.run()
+    BillingAccount("a1").update(actions=[BillingAccount.stripe_customer_id.set("cus_new")])
+    use(licensing, "a1", 2)  # 2 more in the same period, never sent before it closes
+    clock.now += 60
+    result = drain.run()  # the pinned range again, as first sent (else Stripe refuses its identifier)
+    assert (result.failed, dead_letters(dlq)) == ({}, [])
+    assert {resent.identifier for resent in meters.duplicates} == {meters.accepted[0].identifier}
+    clock.now = DEC_2
+    use(licensing, "a1", 12)  # December's first use closes November, owing 2
+    drain.run()
+    clock.now += 60
+    drain.run()
+    assert (meters.units(customer="cus_a1"), meters.units(customer="cus_new")) == (5, 2)
 
 
 def test_a_keyed_check_puts_the_account_back_on_the_list_that_a_release_took_it_off_after_its_read(

@@ -214,6 +214,7 @@ def test_a_period_closing_between_the_read_and_the_pin_refuses_it(licensing, led
         "limit": 10,
         "reported": 2,
         "confirmed": 0,
+        "customer": "cus_acct_p",  # its first pin's: the period's every unit goes to it
     }
     assert record.overage_due == "sent#" + overage_shard("acct_p")
     assert ledger.confirm("acct_p", "exports", NOV_15, 2)

@@ -357,6 +357,12 @@ def overage_pinned_at(feature: str) -> NumberAttribute:
     return NumberAttribute(attr_name=f"overage_pinned_at_{feature}")
 
 
+def overage_customer(feature: str) -> UnicodeAttribute:
+    """The Stripe customer the period's first range was pinned for: every unit of the period goes to
+    it, so a range is resent as first sent and a change of customer takes effect at the next period."""
+    return UnicodeAttribute(attr_name=f"overage_customer_{feature}")
+
+
 def overage_confirmed(feature: str) -> NumberAttribute:
     """The period's overage units reconciliation found in Stripe's event summaries."""
     return NumberAttribute(attr_name=f"overage_confirmed_{feature}")
@@ -397,6 +403,7 @@ PERIOD_ATTRIBUTE_PREFIXES = (
     "announced_",
     "alerted_",
     *(attribute("").attr_name for attribute in OVERAGE_ATTRIBUTES),
+    overage_customer("").attr_name,
 )
 
 

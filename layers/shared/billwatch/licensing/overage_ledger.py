@@ -65,6 +65,7 @@ from billwatch.core.models import (
     bind_usage_history_table,
     overage_checked,
     overage_confirmed,
+    overage_customer,
     overage_pinned_at,
     overage_reported,
     overage_sending,
@@ -269,7 +270,7 @@ class OverageLedger:
             state = billed.state
             balance = OverageBalance(
                 account.pk,
-                account.stripe_customer_id,
+                usage.text(overage_customer(name).attr_name) or account.stripe_customer_id,
                 name,
                 billed.event_name,
                 int(account.usage_since),
@@ -291,7 +292,7 @@ class OverageLedger:
                 continue
             balance = OverageBalance(
                 record.account_id,
-                customer,
+                usage.customer or customer,
                 name,
                 event_name,
                 int(record.period_start),
@@ -335,6 +336,10 @@ class OverageLedger:
             if owed.sending is None:
                 condition &= sending.does_not_exist() & (usage_counter(feature) >= owed.read.quota + through)
                 actions += [sending.set(through), overage_pinned_at(feature).set(now)]
+                customer = overage_customer(feature)
+                condition &= _is(customer, usage.text(customer.attr_name))
+                if balance.stripe_customer_id is not None:
+                    actions.append(customer.set(balance.stripe_customer_id))
             else:  # the same pin: still there, so the resend is that range's
                 condition &= sending == through
             return _update_item(balance.account_id, actions, condition)
@@ -343,7 +348,9 @@ class OverageLedger:
             return False
         features = _features(record)
         if owed.sending is None:
-            features[balance.feature] = replace(features[balance.feature], sending=through, pinned_at=now)
+            features[balance.feature] = replace(
+                features[balance.feature], sending=through, pinned_at=now, customer=balance.stripe_customer_id
+            )
         return self._rewrite_record(record, features)
 
     def settle(self, owed: OwedBalance, through: int) -> bool:

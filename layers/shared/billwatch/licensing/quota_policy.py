@@ -57,6 +57,7 @@ from billwatch.core.models import (
     OVERAGE_ATTRIBUTES,
     PERIOD_ATTRIBUTE_PREFIXES,
     BillingAccount,
+    overage_customer,
     usage_announcements,
     usage_counter,
     usage_grant,
@@ -160,6 +161,10 @@ class AccountUsage:
 
     def number(self, attribute: str) -> int:
         return self.stored(attribute) or 0
+
+    def text(self, attribute: str) -> str | None:
+        value: str | None = self.raw.get(attribute, {}).get("S")
+        return value
 
     def counter(self, feature: str) -> int:
         return self.number(usage_counter(feature).attr_name)
@@ -493,6 +498,8 @@ class QuotaPolicy:
                 (attribute(feature), usage.stored(attribute(feature).attr_name))
                 for attribute in OVERAGE_ATTRIBUTES
             ]
+            customer = overage_customer(feature)
+            read.append((customer, usage.text(customer.attr_name)))
         return _all(*(_as_read(attribute, seen) for attribute, seen in read))
 
     def as_read(self, usage: AccountUsage, feature: str) -> Condition:

@@ -32,6 +32,7 @@ from billwatch.core.models import (
     UsagePeriodRecord,
     overage_checked,
     overage_confirmed,
+    overage_customer,
     overage_pinned_at,
     overage_reported,
     overage_sending,
@@ -61,6 +62,7 @@ class FeatureUsage:
     pinned_at: int | None = None
     confirmed: int = 0
     checked: int = 0  # the watermark reconciliation last compared (Stripe's summaries count late)
+    customer: str | None = None  # the Stripe customer the period's first range was pinned for
 
     def billing(self) -> BillingState | None:
         """The overage's billing state, where the feature's overage is billed."""
@@ -68,13 +70,15 @@ class FeatureUsage:
             return None
         return BillingState(max(0, self.used - self.limit), self.reported, self.sending, self.confirmed)
 
-    def as_json(self) -> dict[str, int | None]:
+    def as_json(self) -> dict[str, int | str | None]:
         """As a history record keeps it: a feature not billed as overage as before billing existed."""
-        kept = {"used": self.used, "granted": self.granted, "limit": self.limit}
+        kept: dict[str, int | str | None] = {"used": self.used, "granted": self.granted, "limit": self.limit}
         if self.reported is not None:
             kept.update(reported=self.reported, confirmed=self.confirmed)
             if self.checked:
                 kept.update(checked=self.checked)
+            if self.customer is not None:
+                kept.update(customer=self.customer)
             if self.sending is not None:
                 kept.update(sending=self.sending, pinned_at=self.pinned_at)
         return kept
@@ -135,6 +139,7 @@ def feature_usage(policy: QuotaPolicy, usage: AccountUsage) -> dict[str, Feature
                 pinned_at=usage.stored(overage_pinned_at(name).attr_name),
                 confirmed=usage.number(overage_confirmed(name).attr_name),
                 checked=usage.number(overage_checked(name).attr_name),
+                customer=usage.text(overage_customer(name).attr_name),
             )
         features[name] = figures
     return features
