@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -125,6 +126,29 @@ def test_a_drain_reads_at_most_its_limit_and_an_account_no_longer_billed_leaves_
     licensing.set_tier_override("acct_l1", "PRO")  # a tier that denies past the quota: nothing billed
     assert "acct_l1" not in {owed.balance.account_id for owed in ledger.due(NOV_15)}
     assert marker("acct_l1") is None
+
+
+def test_every_account_of_a_shard_longer_than_the_limit_is_read_and_billed_in_turn(
+    licensing, ledger, clock
+) -> None:
+    """Accounts that keep using past their quota keep their marker: each run reads on from where the
+    last one stopped, not from the shard's first keys, so each is billed within ceil(listed / limit)."""
+    crowd = [a for a in (f"acct_crowd{i}" for i in range(100)) if overage_shard(a) == "3"][:7]
+    assert len(crowd) == 7
+    for account_id in crowd:
+        licensing.use(customer(account_id), "exports", 10)  # the quota
+    billed: set[str] = set()
+    for _ in range(math.ceil(len(crowd) / 2)):
+        for account_id in crowd:
+            licensing.use(account_id, "exports", 1)  # one more unit owed every minute
+        for owed in ledger.due(clock.now, limit=2):
+            if owed.owing:
+                through = owed.balance.overage
+                assert ledger.pin(owed, through, clock.now) and ledger.settle(owed, through)
+                billed.add(owed.balance.account_id)
+        clock.now += 60
+    assert billed == set(crowd)
+    assert all(marker(account_id) == "3" for account_id in crowd)  # still using: still listed
 
 
 def test_a_drain_pins_settles_and_releases_then_reconciliation_confirms(licensing, ledger) -> None:

@@ -32,6 +32,7 @@ or a closing period makes it return False (read again next run), never count a u
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -60,6 +61,7 @@ from billwatch.core.models import (
     OVERAGE_SHARDS,
     SENT_MARKER_PREFIX,
     BillingAccount,
+    JobCheckpoint,
     UsagePeriodRecord,
     bind_billing_table,
     bind_usage_history_table,
@@ -86,6 +88,13 @@ HELD_MARKERS = tuple(HELD_MARKER_PREFIX + shard for shard in OVERAGE_SHARDS)
 # On one of the drain's lists: the check and the quota reset leave the marker as it is.
 LISTED_MARKERS = DUE_MARKERS + HELD_MARKERS
 INDEX_NAME = "OverageDue"
+_Listing = type[BillingAccount] | type[UsagePeriodRecord]
+_LISTING_MODELS: tuple[_Listing, ...] = (BillingAccount, UsagePeriodRecord)
+# A part of an OverageDue index read in order: marker, model, the key to read after, a range key condition.
+_Segment = tuple[str, _Listing, dict[str, Any] | None, Condition | None]
+# The JobCheckpoint holding the index key of the last item a run's ``due`` read: the next run reads on
+# from there, so that a list longer than a run's limit is read whole in turn, not only its first items.
+DUE_CHECKPOINT = "overage-drain#due"
 _BATCH_GET_KEYS = 100  # DynamoDB's limit per BatchGetItem
 _BATCH_GET_ATTEMPTS = 5
 
@@ -137,17 +146,32 @@ class OverageLedger:
 
     def due(self, now: int, limit: int = 500) -> list[OwedBalance]:
         """Every billed feature of the items and closed periods the drain has work on (up to ``limit``
-        of them, the shard to start from turning each minute, so that none starves): the ones owing
-        units or with a range in flight, and the others of the same items, whose ``release`` takes
-        the marker off once nothing is owed. An item that no longer bills any feature (its tier
-        changed) loses its marker here."""
-        start = (now // 60) % len(DUE_MARKERS)
-        return self._read(DUE_MARKERS[start:] + DUE_MARKERS[:start], now, limit)
+        of them, read on from the item the previous run's read stopped at, round the shards and back,
+        so that every one is read within ceil(listed / limit) runs): the ones owing units or with a
+        range in flight, and the others of the same items, whose ``release`` takes the marker off once
+        nothing is owed. An item that no longer bills any feature (its tier changed) loses its marker
+        here."""
+        checkpoint = _load_checkpoint(DUE_CHECKPOINT)
+        after = None if checkpoint.cursor is None else json.loads(checkpoint.cursor)
+        segments = _whole(DUE_MARKERS)
+        lists = [(marker, model) for marker, model, _, _ in segments]
+        if after is not None and (first := _list_of(after)) in lists:
+            at = lists.index(first)
+            segments = [
+                (*first, after, None),
+                *segments[at + 1 :],
+                *segments[:at],
+                (*first, None, _up_to(first[1], after)),  # back to where this run began
+            ]
+        accounts, records, last = self._marked(segments, limit)
+        if last is not None and last != after:
+            _save_checkpoint(DUE_CHECKPOINT, last, now)
+        return self._read(accounts, records, now)
 
     def held(self, now: int) -> list[OwedBalance]:
         """Every billed feature of the items and closed periods ``hold`` took off the drain's list: for
         its held pass, which sends what became sendable (a Stripe customer added, a range re-driven)."""
-        return self._read(HELD_MARKERS, now, None)
+        return self._read(*self._marked(_whole(HELD_MARKERS), None)[:2], now)
 
     @staticmethod
     def accounts_billed_to(customer: str) -> set[str]:
@@ -169,7 +193,7 @@ class OverageLedger:
         reconciliation confirmed, owing nothing, has no marker any more and is not listed."""
         return [
             owed
-            for owed in self._read(LISTED_MARKERS + SENT_MARKERS, now, None)
+            for owed in self._read(*self._marked(_whole(LISTED_MARKERS + SENT_MARKERS), None)[:2], now)
             if (owed.balance.reported > 0 or owed.sending is not None)
             and owed.balance.period_start < until
             and owed.balance.period_end > since
@@ -193,8 +217,7 @@ class OverageLedger:
             )
         return marked
 
-    def _read(self, markers: Sequence[str], now: int, limit: int | None) -> list[OwedBalance]:
-        accounts, records = self._marked(markers, limit)
+    def _read(self, accounts: list[str], records: list[tuple[str, int]], now: int) -> list[OwedBalance]:
         items, kept = _batch_get(sorted(set(accounts) | {account for account, _ in records}), records)
         owed: list[OwedBalance] = []
         for account_id in accounts:
@@ -214,31 +237,38 @@ class OverageLedger:
             owed += found
         return owed
 
-    def _marked(self, markers: Sequence[str], limit: int | None) -> tuple[list[str], list[tuple[str, int]]]:
-        """The keys of the items and records carrying these markers, from the two indexes."""
+    def _marked(
+        self, segments: Sequence[_Segment], limit: int | None
+    ) -> tuple[list[str], list[tuple[str, int]], dict[str, Any] | None]:
+        """The keys of the items and records in these index segments, in order, up to ``limit``; and
+        the index key of the last one read."""
         accounts: list[str] = []
         records: list[tuple[str, int]] = []
-        for marker in markers:
-            for model in (BillingAccount, UsagePeriodRecord):
-                cursor: dict[str, Any] | None = None
-                while limit is None or len(accounts) + len(records) < limit:
-                    left = None if limit is None else limit - len(accounts) - len(records)
-                    try:
-                        page = dynamo.table_connection(model).query(
-                            marker, index_name=INDEX_NAME, limit=left, exclusive_start_key=cursor
-                        )
-                    except PynamoDBException as exc:
-                        raise store_failure(exc) from exc
-                    for item in page.get("Items", []):
-                        if model is BillingAccount:
-                            accounts.append(item["pk"]["S"])
-                        else:
-                            records.append((item["account_id"]["S"], int(item["period_start"]["N"])))
-                    cursor = page.get("LastEvaluatedKey")
-                    if cursor is None:
-                        break
+        last: dict[str, Any] | None = None
+        for marker, model, cursor, range_key_condition in segments:
+            while limit is None or len(accounts) + len(records) < limit:
+                left = None if limit is None else limit - len(accounts) - len(records)
+                try:
+                    page = dynamo.table_connection(model).query(
+                        marker,
+                        range_key_condition=range_key_condition,
+                        index_name=INDEX_NAME,
+                        limit=left,
+                        exclusive_start_key=cursor,
+                    )
+                except PynamoDBException as exc:
+                    raise store_failure(exc) from exc
+                for item in page.get("Items", []):
+                    if model is BillingAccount:
+                        accounts.append(item["pk"]["S"])
+                    else:
+                        records.append((item["account_id"]["S"], int(item["period_start"]["N"])))
+                    last = item
+                cursor = page.get("LastEvaluatedKey")
+                if cursor is None:
+                    break
         # An index is eventually consistent: an item whose marker just moved can be under both.
-        return list(dict.fromkeys(accounts)), list(dict.fromkeys(records))
+        return list(dict.fromkeys(accounts)), list(dict.fromkeys(records)), last
 
     def _item_states(self, usage: AccountUsage) -> dict[str, _Billed]:
         """Per feature the item's tier bills: its quota, meter and billing state, as read."""
@@ -497,6 +527,42 @@ class OverageLedger:
                 return False
             raise store_failure(exc) from exc
         return True
+
+
+def _whole(markers: Sequence[str]) -> list[_Segment]:
+    return [(marker, model, None, None) for marker in markers for model in _LISTING_MODELS]
+
+
+def _list_of(key: Mapping[str, Any]) -> tuple[str, _Listing]:
+    """The marker and index an index key was read from."""
+    return key["overage_due"]["S"], BillingAccount if "pk" in key else UsagePeriodRecord
+
+
+def _up_to(model: _Listing, key: Mapping[str, Any]) -> Condition:
+    if model is BillingAccount:
+        return BillingAccount.pk <= key["pk"]["S"]
+    return UsagePeriodRecord.account_id <= key["account_id"]["S"]
+
+
+def _load_checkpoint(name: str) -> JobCheckpoint:
+    try:
+        return JobCheckpoint.load(name)
+    except PynamoDBException as exc:
+        raise store_failure(exc) from exc
+
+
+def _save_checkpoint(name: str, cursor: Mapping[str, Any], now: int) -> None:
+    """An UpdateItem (it creates the item): the drain may update items of the billing table, not put them."""
+    updated_at = dt.datetime.fromtimestamp(now, dt.UTC)
+    try:
+        JobCheckpoint(JobCheckpoint.key(name)).update(
+            [
+                JobCheckpoint.cursor.set(json.dumps(cursor, sort_keys=True)),
+                JobCheckpoint.updated_at.set(updated_at),
+            ]
+        )
+    except PynamoDBException as exc:
+        raise store_failure(exc) from exc
 
 
 def _held(account_id: str) -> str:
