@@ -16,15 +16,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pynamodb.connection.table import TableConnection
 
-from billwatch.core.audit import AuditTrail
 from billwatch.core.dynamo import StoreUnavailable
 from billwatch.core.metrics import MetricsRecorder
 from billwatch.core.models import (
     OVERAGE_SHARDS,
     BillingAccount,
     UsagePeriodRecord,
-    bind_billing_table,
-    bind_idempotency_table,
     overage_shard,
 )
 from billwatch.licensing import service
@@ -33,10 +30,9 @@ from billwatch.licensing.overage_ledger import OverageLedger, OwedBalance
 from billwatch.licensing.plans import parse_catalog, shipped_catalog_text
 from billwatch.licensing.quota_reset import QuotaReset
 from billwatch.licensing.service import Licensing
-from billwatch.licensing.usage_history import ClosedBy, FeatureUsage, UsageHistory
+from billwatch.licensing.usage_history import ClosedBy, FeatureUsage
 from billwatch.licensing.usage_report import UsageReport
-from tests.integration.test_overage import overage_catalog
-from tests.support import Clock
+from tests.integration.overage_stack import *  # noqa: F403 (fixtures)
 
 
 def at(*args: int) -> int:
@@ -45,20 +41,6 @@ def at(*args: int) -> int:
 
 NOV_15, DEC_1, DEC_2 = at(2026, 11, 15, 12), at(2026, 12, 1), at(2026, 12, 2)
 EXAMPLES = itertools.count()  # a fresh account for each example hypothesis draws
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(NOV_15)
-
-
-@pytest.fixture
-def licensing(aws, clock) -> Licensing:
-    bind_billing_table(aws["BillingStateTable"])
-    bind_idempotency_table(aws["IdempotencyTable"])
-    recorder = MetricsRecorder("Billwatch", "billwatch")
-    audit = AuditTrail(aws["AuditTable"], 400, recorder, clock)
-    return Licensing(overage_catalog(), recorder, clock, history=UsageHistory(400), audit=audit)
 
 
 @pytest.fixture
